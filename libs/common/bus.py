@@ -1,0 +1,203 @@
+"""The message bus on aio-pika: topology, framing, publish with confirms, consume with manual ack.
+
+A message on the bus is one AMQP message whose body is a frame::
+
+    b"MM1\\n" | envelope length (4 bytes, big-endian) | envelope JSON | raw message bytes
+
+The raw bytes are never re-encoded, so they leave egress exactly as ingress received them (after
+the header lines that stages prepend). Keeping the envelope in the body rather than in an AMQP
+header keeps any recipient list clear of the broker's frame size (docs/decisions/002).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+
+from mailmoat_common.models import Envelope
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"MM1\n"
+PREFIX = "mailmoat."
+DEAD_QUEUE = "mailmoat.dead"
+DEAD_EXCHANGE = "mailmoat.dlx"
+DEFAULT_DELIVERY_LIMIT = 5
+
+
+class FrameError(ValueError):
+    """A body that is not a mailmoat frame."""
+
+
+def encode(envelope: Envelope, data: bytes) -> bytes:
+    head = envelope.model_dump_json().encode()
+    return b"".join((MAGIC, len(head).to_bytes(4, "big"), head, data))
+
+
+def decode(body: bytes) -> tuple[Envelope, bytes]:
+    if not body.startswith(MAGIC) or len(body) < 8:
+        raise FrameError("not a mailmoat frame")
+    size = int.from_bytes(body[4:8], "big")
+    if 8 + size > len(body):
+        raise FrameError("truncated envelope")
+    try:
+        envelope = Envelope.model_validate_json(body[8 : 8 + size])
+    except ValueError as exc:
+        raise FrameError(f"bad envelope: {exc}") from exc
+    return envelope, body[8 + size :]
+
+
+def stage_queue(stage: str) -> str:
+    return PREFIX + stage
+
+
+def retry_queue(target_stage: str, delay: int) -> str:
+    return f"{PREFIX}{target_stage}.retry.{delay}s"
+
+
+@dataclass
+class Publish:
+    """One message a stage wants published: to a queue, with its envelope and bytes."""
+
+    queue: str
+    envelope: Envelope
+    data: bytes
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+class Bus:
+    """One robust connection with one confirming channel; declares what it uses, once."""
+
+    def __init__(self, url: str, *, prefetch: int = 32, delivery_limit: int = DEFAULT_DELIVERY_LIMIT):
+        self.url = url
+        self.prefetch = prefetch
+        self.delivery_limit = delivery_limit
+        self.connection: AbstractRobustConnection | None = None
+        self.channel: AbstractRobustChannel | None = None
+        self._declared: set[str] = set()
+        self._consumers: dict[str, str] = {}
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        self.connection = await aio_pika.connect_robust(self.url, timeout=timeout)
+        self.channel = await self.connection.channel(publisher_confirms=True)
+        await self.channel.set_qos(prefetch_count=self.prefetch)
+        await self._declare_dead()
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+
+    @property
+    def connected(self) -> bool:
+        return (
+            self.connection is not None
+            and not self.connection.is_closed
+            and self.channel is not None
+            and not self.channel.is_closed
+        )
+
+    def consuming(self, queues: list[str]) -> bool:
+        """Readiness: connected and a consumer registered on every queue named."""
+        return self.connected and all(q in self._consumers for q in queues)
+
+    def _chan(self) -> AbstractRobustChannel:
+        if self.channel is None:
+            raise RuntimeError("bus not connected")
+        return self.channel
+
+    async def _declare_dead(self) -> None:
+        channel = self._chan()
+        exchange = await channel.declare_exchange(DEAD_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
+        queue = await channel.declare_queue(DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+        await queue.bind(exchange)
+        self._declared.add(DEAD_QUEUE)
+
+    async def declare_stage(self, stage: str) -> str:
+        """Declare the durable quorum queue of a stage (delivery limit, dead-lettering)."""
+        name = stage_queue(stage)
+        if name not in self._declared:
+            await self._chan().declare_queue(
+                name,
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-delivery-limit": self.delivery_limit,
+                    "x-dead-letter-exchange": DEAD_EXCHANGE,
+                },
+            )
+            self._declared.add(name)
+        return name
+
+    async def declare_retry(self, target_stage: str, delay: int) -> str:
+        """Declare a delay queue whose messages return to ``target_stage`` after ``delay`` seconds."""
+        name = retry_queue(target_stage, delay)
+        if name not in self._declared:
+            await self._chan().declare_queue(
+                name,
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-message-ttl": delay * 1000,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": stage_queue(target_stage),
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
+            )
+            self._declared.add(name)
+        return name
+
+    async def publish(self, item: Publish, *, timeout: float | None = 30.0) -> None:
+        """Publish persistently and wait for the broker's confirm (raises on nack or timeout)."""
+        headers = {"x-mailmoat-id": item.envelope.id, **item.headers}
+        message = aio_pika.Message(
+            encode(item.envelope, item.data),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=item.envelope.id,
+            content_type="application/x-mailmoat-frame",
+            headers=headers,
+        )
+        await self._chan().default_exchange.publish(message, routing_key=item.queue, timeout=timeout)
+
+    async def publish_many(self, items: list[Publish], *, timeout: float | None = 30.0) -> None:
+        """Publish all, confirms overlapping; raises if any is not confirmed."""
+        if len(items) == 1:
+            await self.publish(items[0], timeout=timeout)
+        elif items:
+            await asyncio.gather(*(self.publish(i, timeout=timeout) for i in items))
+
+    async def publish_raw_dead(self, body: bytes, reason: str, headers: dict[str, Any] | None = None) -> None:
+        """Put a body the stage cannot handle on the dead-letter queue, with the reason."""
+        message = aio_pika.Message(
+            body,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers={**(headers or {}), "x-mailmoat-dead-reason": reason[:1000]},
+        )
+        await self._chan().default_exchange.publish(message, routing_key=DEAD_QUEUE, timeout=30)
+
+    async def consume(
+        self, queue_name: str, callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
+    ) -> None:
+        queue = await self._chan().get_queue(queue_name, ensure=False)
+        tag = await queue.consume(callback, no_ack=False)
+        self._consumers[queue_name] = tag
+
+    async def queue_depth(self, queue_name: str) -> int:
+        """Messages ready in a queue (passive declare)."""
+        channel = await self._require_connection().channel()
+        try:
+            queue = await channel.declare_queue(queue_name, passive=True)
+            return int(queue.declaration_result.message_count or 0)
+        finally:
+            await channel.close()
+
+    def _require_connection(self) -> AbstractRobustConnection:
+        if self.connection is None:
+            raise RuntimeError("bus not connected")
+        return self.connection

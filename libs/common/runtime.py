@@ -1,0 +1,295 @@
+"""What every service process shares: connections, policy watch, health/metrics HTTP, the consume loop.
+
+A stage hands ``consume_stage`` a handler ``(envelope, data) -> [Publish, ...]``; the runtime
+publishes every output with confirms and only then acks the input (at-least-once). A handler that
+raises ``Transient`` is retried later without counting towards the poison limit; any other error is
+retried until the delivery limit and then dead-lettered with its reason, with a DEADLETTER event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mailmoat_common.bus import Bus, FrameError, Publish, decode, stage_queue
+from mailmoat_common.models import Envelope, TraceEvent
+from mailmoat_common.policy import PolicyHolder
+from mailmoat_common.settings import Settings
+from mailmoat_common.telemetry import (
+    IN_FLIGHT,
+    MESSAGES,
+    POLICY_RELOADS,
+    PROCESSING,
+    extract,
+    inject,
+    setup_logging,
+    setup_tracing,
+)
+from mailmoat_common.trace import TraceStore
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope, bytes], Awaitable[list[Publish]]]
+
+
+class Transient(Exception):
+    """A temporary fault (a dependency is down): retry the message later, it is not poison."""
+
+
+class Runtime:
+    """Connections and housekeeping of one service process."""
+
+    def __init__(self, service: str, settings: Settings, *, worker: int = 0, prefetch: int = 32):
+        self.service = service
+        self.settings = settings
+        self.worker = worker
+        setup_logging(service, settings.log_format, settings.log_level)
+        self.tracer = setup_tracing(service)
+        self.policy = PolicyHolder(settings.policy_path, on_change=self._policy_changed)
+        self.bus = Bus(settings.amqp_url, prefetch=prefetch)
+        self.redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days)
+        self._ready_checks: list[Callable[[], bool]] = []
+        self._queues: list[str] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight = 0
+        self._stopping = asyncio.Event()
+        self._http: web.AppRunner | None = None
+        self.http_port: int | None = None
+
+    def _policy_changed(self, policy: object) -> None:
+        POLICY_RELOADS.labels(self.service, "ok").inc()
+        self.trace.retention = self.policy.current.trace.retention_days * 86400
+
+    def add_ready_check(self, check: Callable[[], bool]) -> None:
+        self._ready_checks.append(check)
+
+    def ready(self) -> bool:
+        if self._stopping.is_set():
+            return False
+        if self._queues and not self.bus.consuming(self._queues):
+            return False
+        return all(check() for check in self._ready_checks)
+
+    # --- start and stop -------------------------------------------------------------------------
+
+    async def start(self, *, bus: bool = True) -> None:
+        await self._start_http()
+        self._tasks.append(asyncio.create_task(self._watch_policy()))
+        if bus:
+            await self.connect_bus()
+
+    async def connect_bus(self) -> None:
+        """Connect to RabbitMQ, waiting (with one log line per try) until it answers."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                await self.bus.connect()
+                return
+            except Exception as exc:  # any connection failure: keep trying
+                log.warning("waiting for RabbitMQ at %s: %s", _safe_url(self.settings.amqp_url), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def _watch_policy(self) -> None:
+        refused = self.policy.refused
+        while True:
+            await asyncio.sleep(1.0)
+            self.policy.check()
+            if self.policy.refused != refused:
+                POLICY_RELOADS.labels(self.service, "refused").inc(self.policy.refused - refused)
+                refused = self.policy.refused
+
+    async def _start_http(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._http = web.AppRunner(app, access_log=None)
+        await self._http.setup()
+        port = self.settings.metrics_port(self.service, self.worker)
+        site = web.TCPSite(self._http, "0.0.0.0", port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else port
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self.ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not ready\n")
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT, then stop consuming and let in-flight messages finish."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self._stopping.wait()
+        await self.shutdown()
+
+    async def shutdown(self, grace: float = 30.0) -> None:
+        self._stopping.set()
+        with contextlib.suppress(Exception):
+            if self.bus.channel is not None and not self.bus.channel.is_closed:
+                for queue_name, tag in list(self.bus._consumers.items()):
+                    queue = await self.bus.channel.get_queue(queue_name, ensure=False)
+                    await queue.cancel(tag)
+        deadline = time.monotonic() + grace
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.bus.close()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
+        if self._http is not None:
+            await self._http.cleanup()
+
+    # --- consuming ------------------------------------------------------------------------------
+
+    async def consume_stage(self, stage: str, handler: Handler, queue: str | None = None) -> None:
+        """Consume the stage's queue with ``handler``; declares the queue first."""
+        name = queue or await self.bus.declare_stage(stage)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._process(stage, name, handler, message)
+
+        await self.bus.consume(name, on_message)
+        if name not in self._queues:
+            self._queues.append(name)
+
+    async def _process(
+        self, stage: str, queue: str, handler: Handler, message: AbstractIncomingMessage
+    ) -> None:
+        self._in_flight += 1
+        IN_FLIGHT.labels(self.service).inc()
+        started = time.perf_counter()
+        outcome = "ok"
+        context = extract(message.headers)
+        with self.tracer.start_as_current_span(
+            f"{queue} process",
+            context=context,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": queue,
+                "messaging.message.id": message.message_id or "",
+            },
+        ) as span:
+            try:
+                outcome = await self._handle(stage, queue, handler, message)
+            except Exception:  # never let one message kill the consumer
+                outcome = "error"
+                log.exception("unexpected failure handling a message on %s", queue)
+                with contextlib.suppress(Exception):
+                    await message.nack(requeue=True)
+            span.set_attribute("mailmoat.outcome", outcome)
+        PROCESSING.labels(self.service).observe(time.perf_counter() - started)
+        MESSAGES.labels(self.service, outcome).inc()
+        IN_FLIGHT.labels(self.service).dec()
+        self._in_flight -= 1
+
+    async def _handle(
+        self, stage: str, queue: str, handler: Handler, message: AbstractIncomingMessage
+    ) -> str:
+        try:
+            envelope, data = decode(message.body)
+        except FrameError as exc:
+            log.error("dead-lettering an undecodable message from %s: %s", queue, exc)
+            await self.bus.publish_raw_dead(message.body, f"{stage}: {exc}", dict(message.headers or {}))
+            await message.ack()
+            return "dead"
+        try:
+            outputs = await handler(envelope, data)
+            for output in outputs:
+                inject(output.headers)
+            await self.bus.publish_many(outputs)
+            await message.ack()
+            return "ok"
+        except Transient as exc:
+            log.warning("%s: temporary failure, retrying later: %s", stage, exc, extra={"message_id": envelope.id})
+            await asyncio.sleep(1.0)
+            try:
+                # Re-publishing (rather than nack) keeps the poison counter for real poison.
+                await self.bus.publish(Publish(queue, envelope, data, dict(message.headers or {})))
+                await message.ack()
+            except Exception:
+                await message.nack(requeue=True)
+            return "retry"
+        except Exception as exc:
+            count = int((message.headers or {}).get("x-delivery-count", 0) or 0)
+            if count + 1 >= self.bus.delivery_limit:
+                reason = f"{stage}: {type(exc).__name__}: {exc}"
+                log.exception("dead-lettering %s after %d attempts", envelope.id, count + 1,
+                              extra={"message_id": envelope.id})
+                await self.bus.publish(
+                    Publish("mailmoat.dead", envelope, data, {"x-mailmoat-dead-reason": reason[:1000]})
+                )
+                await self.trace.record(
+                    TraceEvent(event="DEADLETTER", message_id=envelope.id, service=self.service,
+                               recipients=envelope.rcpt_to, detail=reason)
+                )
+                await message.ack()
+                return "dead"
+            log.exception("%s: failed on %s (attempt %d), will retry", stage, envelope.id, count + 1,
+                          extra={"message_id": envelope.id})
+            await message.nack(requeue=True)
+            return "error"
+
+    async def publish_next(self, stage: str, envelope: Envelope, data: bytes) -> Publish:
+        """The Publish that sends a message to the next stage of its itinerary."""
+        nxt = envelope.next_stage(stage)
+        if nxt is None:
+            raise ValueError(f"{stage} is the last stage of {envelope.itinerary}")
+        return Publish(await self.bus.declare_stage(nxt), envelope, data)
+
+
+def stage_publish(envelope: Envelope, data: bytes, stage: str) -> Publish:
+    """A Publish to the stage after ``stage`` in the envelope's itinerary."""
+    nxt = envelope.next_stage(stage)
+    if nxt is None:
+        raise ValueError(f"{stage} is the last stage of {envelope.itinerary}")
+    return Publish(stage_queue(nxt), envelope, data)
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url
+
+
+def run_service(main: Callable[[], Awaitable[None]]) -> None:
+    """Run a service's async main on uvloop when available."""
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+
+
+__all__ = ["Handler", "Runtime", "Transient", "run_service", "stage_publish", "trace"]

@@ -1,0 +1,65 @@
+"""Process configuration from the environment (one prefix, MAILMOAT_); the policy lives in YAML."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_METRICS_PORTS = {
+    "ingress": 9110,
+    "connection_filter": 9140,
+    "antivirus": 9150,
+    "antispam": 9160,
+    "routing": 9120,
+    "egress": 9130,
+    "devmailbox": 9190,
+}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass
+class Settings:
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    policy_path: str = str(REPO_ROOT / "config" / "policy.example.yaml")
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 2525
+    ingress_workers: int = 2
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    publish_timeout: float = 10.0
+    log_format: str = "json"
+    log_level: str = "INFO"
+    metrics_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        ports = dict(DEFAULT_METRICS_PORTS)
+        for service in ports:
+            value = os.environ.get(f"MAILMOAT_{service.upper()}_METRICS_PORT")
+            if value:
+                ports[service] = int(value)
+        return cls(
+            amqp_url=_env("MAILMOAT_AMQP_URL", cls.amqp_url),
+            redis_url=_env("MAILMOAT_REDIS_URL", cls.redis_url),
+            policy_path=_env("MAILMOAT_POLICY", cls.policy_path),
+            smtp_host=_env("MAILMOAT_SMTP_HOST", cls.smtp_host),
+            smtp_port=int(_env("MAILMOAT_SMTP_PORT", str(cls.smtp_port))),
+            ingress_workers=int(_env("MAILMOAT_INGRESS_WORKERS", str(cls.ingress_workers))),
+            tls_cert=os.environ.get("MAILMOAT_TLS_CERT") or None,
+            tls_key=os.environ.get("MAILMOAT_TLS_KEY") or None,
+            publish_timeout=float(_env("MAILMOAT_PUBLISH_TIMEOUT", str(cls.publish_timeout))),
+            log_format=_env("MAILMOAT_LOG_FORMAT", cls.log_format),
+            log_level=_env("MAILMOAT_LOG_LEVEL", cls.log_level),
+            metrics_ports=ports,
+        )
+
+    def metrics_port(self, service: str, worker: int = 0) -> int:
+        """HTTP port of a service's /metrics, /healthz and /readyz (0: let the OS choose)."""
+        base = self.metrics_ports.get(service, 0)
+        return base + worker if base else 0

@@ -1,0 +1,118 @@
+"""Metrics (prometheus-client), tracing (OpenTelemetry, W3C context in AMQP headers), JSON logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter(
+    "mailmoat_messages_total", "Messages a stage finished, by outcome.", ["service", "outcome"]
+)
+PROCESSING = Histogram(
+    "mailmoat_processing_seconds",
+    "Time a stage spent on one message (consume to ack).",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+IN_FLIGHT = Gauge("mailmoat_in_flight_messages", "Messages a stage is working on now.", ["service"])
+POLICY_RELOADS = Counter(
+    "mailmoat_policy_reloads_total", "Policy reload attempts, by result.", ["service", "result"]
+)
+
+_propagator = TraceContextTextMapPropagator()
+_configured = False
+
+
+def setup_tracing(service: str) -> trace.Tracer:
+    """A tracer for ``service``; spans export over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set,
+    to stdout when OTEL_TRACES_EXPORTER=console, and nowhere otherwise (context still propagates)."""
+    global _configured
+    if not _configured:
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"mailmoat-{service}")})
+        )
+        exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "")
+        if exporter_name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+        elif exporter_name != "none" and (
+            os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        ):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+        _configured = True
+    return trace.get_tracer(f"mailmoat.{service}")
+
+
+def inject(headers: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Write the current span's W3C trace context into AMQP headers."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    headers.update(carrier)
+    return headers
+
+
+def extract(headers: Mapping[str, Any] | None) -> otel_context.Context:
+    carrier = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in (headers or {}).items()}
+    return _propagator.extract(carrier)
+
+
+def current_trace_id() -> str | None:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the message id (``extra={"message_id": ...}``) and trace id."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in ("service", "message_id"):
+            value = getattr(record, key, None)
+            if value is not None:
+                out[key] = value
+        trace_id = current_trace_id()
+        if trace_id:
+            out["trace_id"] = trace_id
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(service: str, fmt: str = "json", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+
+    class _ServiceFilter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if not hasattr(record, "service"):
+                record.service = service
+            return True
+
+    handler.addFilter(_ServiceFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiormq", "aio_pika", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
