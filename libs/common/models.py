@@ -85,6 +85,10 @@ class Envelope(BaseModel):
     """Envelope sender; ``""`` is the null sender."""
     rcpt_to: list[str] = Field(default_factory=list)
     size: int = 0
+    smtputf8: bool = False
+    """The client asked for SMTPUTF8; egress must pass it on."""
+    body_type: str | None = None
+    """MAIL FROM BODY= parameter (``8BITMIME``/``7BIT``) as the client gave it."""
     message_id_header: str | None = None
     inbound_connector: str | None = None
     direction: Literal["inbound", "outbound"] = "inbound"
