@@ -50,6 +50,8 @@ def decode(body: bytes) -> tuple[Envelope, bytes]:
         envelope = Envelope.model_validate_json(body[8 : 8 + size])
     except ValueError as exc:
         raise FrameError(f"bad envelope: {exc}") from exc
+    if "id" not in envelope.model_fields_set or not envelope.itinerary:
+        raise FrameError("envelope without id or itinerary")
     return envelope, body[8 + size :]
 
 
@@ -154,7 +156,16 @@ class Bus:
         return name
 
     async def publish(self, item: Publish, *, timeout: float | None = 30.0) -> None:
-        """Publish persistently and wait for the broker's confirm (raises on nack or timeout)."""
+        """Publish persistently and wait for the broker's confirm (raises on nack or timeout).
+
+        A stage queue not declared yet by this process is declared first; delay queues must be
+        declared with ``declare_retry`` (they carry arguments only their owner knows).
+        """
+        if item.queue not in self._declared:
+            name = item.queue.removeprefix(PREFIX)
+            if ".retry." in name or not item.queue.startswith(PREFIX):
+                raise ValueError(f"publish to undeclared queue {item.queue!r}")
+            await self.declare_stage(name)
         headers = {"x-mailmoat-id": item.envelope.id, **item.headers}
         message = aio_pika.Message(
             encode(item.envelope, item.data),

@@ -259,13 +259,6 @@ class Runtime:
             await message.nack(requeue=True)
             return "error"
 
-    async def publish_next(self, stage: str, envelope: Envelope, data: bytes) -> Publish:
-        """The Publish that sends a message to the next stage of its itinerary."""
-        nxt = envelope.next_stage(stage)
-        if nxt is None:
-            raise ValueError(f"{stage} is the last stage of {envelope.itinerary}")
-        return Publish(await self.bus.declare_stage(nxt), envelope, data)
-
 
 def stage_publish(envelope: Envelope, data: bytes, stage: str) -> Publish:
     """A Publish to the stage after ``stage`` in the envelope's itinerary."""
