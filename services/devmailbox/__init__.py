@@ -1,0 +1,1 @@
+"""Development mailbox: an SMTP server that writes Maildir."""
