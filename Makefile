@@ -1,45 +1,50 @@
 # mailmoat: `make run` runs the gateway, `make test` runs the tests.
 SHELL := /bin/bash
-VENV := .venv
-PY := $(VENV)/bin/python
-TLS_DIR := var/tls
-
+.DEFAULT_GOAL := help
 .PHONY: help setup run test lint bench clean
 
+VENV := .venv
+TLS_DIR := var/tls
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
 help:
-	@echo "make run    - install, then run the whole gateway (SMTP on 127.0.0.1:2525, mail lands in var/maildir/)"
-	@echo "make test   - install everything the tests need and run the whole suite"
-	@echo "make lint   - ruff"
-	@echo "make bench  - throughput and latency through the whole pipeline, against Postfix"
-	@echo "make clean  - remove the venv and var/"
+	@echo "make run    install into .venv (and RabbitMQ/Redis if missing), start them, run the whole gateway:"
+	@echo "            SMTP on 127.0.0.1:2525, mail for example.com lands in var/maildir/<recipient>/new/"
+	@echo "make test   install what the tests need, start RabbitMQ/Redis, ruff, then pytest"
+	@echo "            (extra pytest arguments: make test PYTEST_ARGS='-x -k routing')"
+	@echo "make lint   ruff check"
+	@echo "make bench  throughput and latency benchmarks (bench/run.sh)"
+	@echo "make clean  remove .venv, var/ and caches"
 
 setup:
 	@bash scripts/setup.sh
 
-$(TLS_DIR)/cert.pem:
-	@mkdir -p $(TLS_DIR)
-	@openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=localhost" \
-	  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-	  -keyout $(TLS_DIR)/key.pem -out $(TLS_DIR)/cert.pem 2>/dev/null
-	@echo "generated a self-signed development certificate in $(TLS_DIR)/"
-
-run: setup $(TLS_DIR)/cert.pem
+run:
+	@bash scripts/setup.sh --services
 	@bash scripts/ensure-services.sh
-	MAILMOAT_TLS_CERT=$(TLS_DIR)/cert.pem MAILMOAT_TLS_KEY=$(TLS_DIR)/key.pem \
+	@$(VENV)/bin/python scripts/devcert.py $(TLS_DIR)
+	@export MAILMOAT_TLS_CERT="$${MAILMOAT_TLS_CERT:-$(CURDIR)/$(TLS_DIR)/cert.pem}" \
+	        MAILMOAT_TLS_KEY="$${MAILMOAT_TLS_KEY:-$(CURDIR)/$(TLS_DIR)/key.pem}"; \
 	  exec $(VENV)/bin/mailmoat run all --devmailbox
 
 test:
 	@bash scripts/setup.sh --test
 	@bash scripts/ensure-services.sh
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+	@$(VENV)/bin/pytest -q $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit status 5)" >&2; fi; \
+	  exit $$rc
 
 lint: setup
 	$(VENV)/bin/ruff check .
 
-bench: setup
+bench:
+	@bash scripts/setup.sh --test
 	@bash scripts/ensure-services.sh
-	@if [ -x bench/run.sh ]; then bash bench/run.sh $(BENCH_ARGS); else echo "bench/run.sh is missing"; exit 1; fi
+	@if [ -f bench/run.sh ]; then exec bash bench/run.sh $(BENCH_ARGS); \
+	  else echo "make bench: bench/run.sh does not exist yet" >&2; exit 1; fi
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,33 +1,102 @@
 #!/usr/bin/env bash
-# Make sure RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379) answer; start a local server when
-# it is installed, otherwise say in one line how to get one.
+# Make sure RabbitMQ and Redis answer (MAILMOAT_AMQP_URL / MAILMOAT_REDIS_URL, by default
+# 127.0.0.1:5672 and 127.0.0.1:6379). A local server that is installed but down is started;
+# otherwise one line says how to get it, and the exit status is 1.
 set -uo pipefail
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+WAIT=${MAILMOAT_SERVICE_WAIT:-60}
 
-up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 
-wait_port() {  # port, seconds
-  local i
-  for ((i = 0; i < $2 * 2; i++)); do up "$1" && return 0; sleep 0.5; done
-  return 1
+# "host port" of a URL such as amqp://user:pass@host:port/vhost
+endpoint() {
+  local rest=${1#*://}
+  rest=${rest##*@}
+  rest=${rest%%/*}
+  rest=${rest%%\?*}
+  local host=${rest%:*} port=${rest##*:}
+  if [ "$host" = "$rest" ] || [ -z "$port" ]; then port=$2; fi
+  host=${host#[}
+  host=${host%]}
+  echo "${host:-127.0.0.1} $port"
 }
 
-if ! up 6379; then
-  if command -v redis-server >/dev/null 2>&1; then
-    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
-    wait_port 6379 20 || { echo "mailmoat: redis-server did not start on 127.0.0.1:6379" >&2; exit 1; }
+up() { timeout 3 bash -c "exec 3<>'/dev/tcp/$1/$2'" >/dev/null 2>&1; }
+
+local_host() { case $1 in 127.*|localhost|::1) return 0 ;; *) return 1 ;; esac; }
+
+wait_up() {  # host port seconds
+  local deadline=$((SECONDS + $3))
+  while ((SECONDS < deadline)); do
+    up "$1" "$2" && return 0
+    sleep 1
+  done
+  up "$1" "$2"
+}
+
+start_unit() {  # systemd unit, when systemd runs this machine
+  [ -d /run/systemd/system ] && systemctl start "$1" >"$log" 2>&1
+}
+
+start_rabbitmq() {
+  start_unit rabbitmq-server.service && return 0
+  rabbitmq-server -detached >"$log" 2>&1
+}
+
+start_redis() {
+  start_unit redis-server.service && return 0
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$1" --save "" --appendonly no >"$log" 2>&1
+}
+
+read -r amqp_host amqp_port < <(endpoint "${MAILMOAT_AMQP_URL:-amqp://127.0.0.1:5672/}" 5672)
+read -r redis_host redis_port < <(endpoint "${MAILMOAT_REDIS_URL:-redis://127.0.0.1:6379/0}" 6379)
+
+absent=()   # "what|package|compose service"
+failed=0
+
+if ! up "$redis_host" "$redis_port"; then
+  if ! local_host "$redis_host"; then
+    echo "mailmoat: Redis at $redis_host:$redis_port is not reachable (MAILMOAT_REDIS_URL)" >&2
+    failed=1
+  elif command -v redis-server >/dev/null 2>&1; then
+    start_redis "$redis_port"
+    if ! wait_up "$redis_host" "$redis_port" 20; then
+      cat "$log" >&2
+      echo "mailmoat: redis-server did not start on $redis_host:$redis_port" >&2
+      failed=1
+    fi
   else
-    echo "mailmoat: Redis is not reachable on 127.0.0.1:6379 and not installed: apt-get install redis-server (or: docker compose up redis)" >&2
-    exit 1
+    absent+=("Redis ($redis_host:$redis_port)|redis-server|redis")
   fi
 fi
 
-if ! up 5672; then
-  if command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ]; then
-    PATH=$PATH:/usr/sbin rabbitmq-server -detached >/dev/null 2>&1
-    wait_port 5672 90 || { echo "mailmoat: rabbitmq-server did not start on 127.0.0.1:5672" >&2; exit 1; }
-    timeout 60 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+if ! up "$amqp_host" "$amqp_port"; then
+  if ! local_host "$amqp_host"; then
+    echo "mailmoat: RabbitMQ at $amqp_host:$amqp_port is not reachable (MAILMOAT_AMQP_URL)" >&2
+    failed=1
+  elif command -v rabbitmq-server >/dev/null 2>&1; then
+    start_rabbitmq
+    if wait_up "$amqp_host" "$amqp_port" "$WAIT"; then
+      timeout 30 rabbitmqctl -q await_startup >/dev/null 2>&1 || true
+    else
+      cat "$log" >&2
+      echo "mailmoat: RabbitMQ did not open $amqp_host:$amqp_port within ${WAIT}s (see /var/log/rabbitmq/)" >&2
+      failed=1
+    fi
   else
-    echo "mailmoat: RabbitMQ is not reachable on 127.0.0.1:5672 and not installed: apt-get install rabbitmq-server (or: docker compose up rabbitmq)" >&2
-    exit 1
+    absent+=("RabbitMQ ($amqp_host:$amqp_port)|rabbitmq-server|rabbitmq")
   fi
 fi
+
+if [ ${#absent[@]} -gt 0 ]; then
+  what=() pkgs=() compose=()
+  for item in "${absent[@]}"; do
+    IFS='|' read -r w p c <<<"$item"
+    what+=("$w") pkgs+=("$p") compose+=("$c")
+  done
+  joined=$(printf '%s and ' "${what[@]}")
+  echo "mailmoat: ${joined% and } not running and not installed: apt-get install ${pkgs[*]} (or: docker compose up -d ${compose[*]})" >&2
+  failed=1
+fi
+exit "$failed"

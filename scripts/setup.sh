@@ -1,46 +1,135 @@
 #!/usr/bin/env bash
-# Install mailmoat into .venv; with --test also the Debian packages the test suite uses.
-# Idempotent: an unchanged pyproject.toml does not reinstall.
+# Install mailmoat into .venv. Idempotent: an unchanged pyproject.toml does not reinstall.
+#
+#   scripts/setup.sh              the virtualenv only (Python 3.11+, pip install -e ".[dev]")
+#   scripts/setup.sh --services   also RabbitMQ and Redis (Debian packages) when they are not installed
+#   scripts/setup.sh --test       also what the tests use: Postfix's smtp-sink/smtp-source, swaks (implies --services)
+#
+# Quiet when there is nothing to do; one line per long step; on failure the tool's output and exit 1.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+die() { echo "setup: $*" >&2; exit 1; }
+
+want_services=0
 want_test=0
-[ "${1:-}" = "--test" ] && want_test=1
+for arg in "$@"; do
+  case $arg in
+    --services) want_services=1 ;;
+    --test) want_services=1; want_test=1 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    *) die "unknown option $arg (use --services or --test)" ;;
+  esac
+done
 
-PY=${PYTHON:-python3}
-if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  echo "mailmoat needs Python 3.11 or newer ($PY is $("$PY" --version 2>&1))" >&2
-  exit 1
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# Run a command with its output kept aside; show it only when the command fails.
+quietly() {
+  if ! "$@" >"$log" 2>&1 </dev/null; then
+    tail -n 40 "$log" >&2
+    die "failed: $*"
+  fi
+}
+
+python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; }
+
+find_python() {
+  local candidate
+  for candidate in "${PYTHON:-}" python3 python3.13 python3.12 python3.11 \
+      "${HOME:-/root}/.pyenv/shims/python3" /usr/local/bin/python3 /usr/bin/python3; do
+    [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 || continue
+    if python_ok "$candidate"; then
+      command -v "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# --- the virtualenv ---------------------------------------------------------------------------------
+
+if [ -e .venv ] && ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+  echo "setup: .venv is broken or too old; recreating it" >&2
+  rm -rf .venv
 fi
-
 if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
+  py=$(find_python) || die "needs Python 3.11+ with venv (set PYTHON=/path/to/python3.11, or: apt-get install python3-venv)"
+  echo "setup: creating .venv with $py ($("$py" --version 2>&1))" >&2
+  quietly "$py" -m venv .venv
+  quietly .venv/bin/python -m pip install --upgrade pip
 fi
 
 stamp=.venv/.mailmoat-installed
-sum=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ]; then
-  .venv/bin/pip install -q -e ".[dev]" 2>&1 | grep -v -E "^(WARNING: Location|  |$)" || true
-  .venv/bin/python -c "import mailmoat_common, aiosmtpd, aio_pika" # fails loudly when the install did
-  echo "$sum" > "$stamp"
+sum="$(sha256sum pyproject.toml | cut -d' ' -f1) $(.venv/bin/python -c 'import sys; print(sys.version_info[:3])')"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || [ ! -x .venv/bin/mailmoat ] \
+    || ! .venv/bin/python -c 'import mailmoat_common' >/dev/null 2>&1; then
+  echo "setup: installing mailmoat and its dependencies into .venv" >&2
+  quietly .venv/bin/python -m pip install --upgrade pip
+  quietly .venv/bin/python -m pip install -e ".[dev]"
+  quietly .venv/bin/python -c 'import mailmoat_common.cli, aiosmtpd, aio_pika, redis, pytest'
+  echo "$sum" >"$stamp"
 fi
 
-[ "$want_test" = 1 ] || exit 0
+[ "$want_services" = 1 ] || exit 0
 
-# Debian packages for tests: Postfix's smtp-sink/smtp-source, swaks; the broker and Redis if absent.
+# --- Debian packages --------------------------------------------------------------------------------
+
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+
 need=()
-command -v smtp-sink >/dev/null 2>&1 || [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
-command -v swaks >/dev/null 2>&1 || need+=(swaks)
-command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || need+=(rabbitmq-server)
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -newermt '-1 day' 2>/dev/null | head -1)" ]; then
-    apt-get update -q >/dev/null
+have rabbitmq-server || need+=(rabbitmq-server)
+have redis-server || need+=(redis-server)
+new_postfix=0
+if [ "$want_test" = 1 ]; then
+  if ! have smtp-sink || ! have smtp-source; then need+=(postfix); new_postfix=1; fi
+  have swaks || need+=(swaks libnet-ssleay-perl)
+fi
+[ ${#need[@]} -gt 0 ] || exit 0
+
+[ "$(id -u)" = 0 ] || die "missing ${need[*]}: run this as root, or: sudo apt-get install ${need[*]}"
+command -v apt-get >/dev/null 2>&1 || die "missing ${need[*]}: install them with your package manager"
+export DEBIAN_FRONTEND=noninteractive
+
+if [ "$new_postfix" = 1 ]; then
+  # Only the test tools are wanted, not a mail server: no configuration, and stopped below.
+  printf '%s\n' "postfix postfix/main_mailer_type select No configuration" \
+    "postfix postfix/mailname string localhost" | debconf-set-selections
+fi
+
+echo "setup: installing Debian packages: ${need[*]}" >&2
+apt_install() {
+  apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${need[@]}"
+}
+missing_candidate=0
+for pkg in "${need[@]}"; do
+  apt-cache show "$pkg" >/dev/null 2>&1 || missing_candidate=1
+done
+if [ "$missing_candidate" = 1 ]; then
+  quietly apt-get update -q
+fi
+if ! apt_install >"$log" 2>&1 </dev/null; then
+  # stale package lists: refresh them once and try again
+  quietly apt-get update -q
+  quietly apt_install
+fi
+
+if [ "$new_postfix" = 1 ]; then
+  # Make sure the freshly installed Postfix does not keep (or later take) port 25.
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now postfix.service >/dev/null 2>&1 || true
+  else
+    postfix stop >/dev/null 2>&1 || true
+    update-rc.d postfix disable >/dev/null 2>&1 || true
   fi
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
-  apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
-  # Postfix is wanted only for its test tools: make sure no system Postfix keeps port 25.
-  if command -v postfix >/dev/null 2>&1; then postfix stop >/dev/null 2>&1 || true; fi
+fi
+for tool in rabbitmq-server redis-server; do
+  have "$tool" || die "$tool is still missing after apt-get install"
+done
+if [ "$want_test" = 1 ]; then
+  for tool in smtp-sink smtp-source swaks; do
+    have "$tool" || die "$tool is still missing after apt-get install"
+  done
 fi

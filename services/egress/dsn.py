@@ -1,0 +1,129 @@
+"""Delivery status notifications (RFC 3464 multipart/report), built as bytes with CRLF line endings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+
+from mailmoat_common.models import Envelope, new_message_id
+
+SUBJECT = "Undelivered Mail Returned to Sender"
+SPAM_RESULTS = frozenset({"spam", "high_confidence_spam", "phish", "high_confidence_phish", "bulk", "malware"})
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One recipient that will not get the message."""
+
+    recipient: str
+    status: str
+    """RFC 3463 status, e.g. ``5.1.1`` or ``4.4.7``."""
+    diagnostic: str
+    """The SMTP reply (``550 5.1.1 no such user``) or a local explanation."""
+    remote_mta: str = ""
+
+
+def wants_dsn(envelope: Envelope) -> bool:
+    """No DSN to the null sender, about a DSN, or about spam (the sender is likely forged)."""
+    if not envelope.mail_from or envelope.kind == "dsn":
+        return False
+    verdict = envelope.verdicts.get("antispam")
+    if verdict is not None and (verdict.result in SPAM_RESULTS or int(verdict.detail.get("scl", 0) or 0) >= 5):
+        return False
+    malware = envelope.verdicts.get("antivirus")
+    return not (malware is not None and malware.result == "malware")
+
+
+def original_headers(data: bytes) -> bytes:
+    """The header section of the original message, CRLF line endings, ending with one CRLF."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = data.find(sep)
+        if end != -1:
+            head = data[:end]
+            break
+    else:
+        head = data
+    lines = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    return b"".join(line + b"\r\n" for line in lines if line or lines == [b""])
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.replace("\r", " ").replace("\n", " ").split())
+
+
+def build_dsn(envelope: Envelope, data: bytes, failures: list[Failure], now: datetime,
+              hostname: str, boundary: str | None = None) -> tuple[Envelope, bytes] | None:
+    """The DSN for ``failures`` of ``envelope`` (or None when none is due)."""
+    if not failures or not wants_dsn(envelope):
+        return None
+    dsn_id = new_message_id()
+    boundary = boundary or f"=_mailmoat_{dsn_id}"
+    date = format_datetime(now)
+    original = original_headers(data)
+    eight_bit = not (original.isascii() and envelope.mail_from.isascii()
+                     and all(f.recipient.isascii() and f.diagnostic.isascii() for f in failures))
+    headers = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
+        f"To: <{envelope.mail_from}>",
+        f"Subject: {SUBJECT}",
+        f"Date: {date}",
+        f"Message-ID: <{dsn_id}@{hostname}>",
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        f"Content-Transfer-Encoding: {'8bit' if eight_bit else '7bit'}",
+    ]
+    text = [
+        f"This is the mail system at host {hostname}.",
+        "",
+        "Your message could not be delivered to one or more recipients.",
+        "",
+    ]
+    for failure in failures:
+        text.append(f"<{failure.recipient}>: {_clean(failure.diagnostic)}")
+    status = [
+        f"Reporting-MTA: dns; {hostname}",
+        f"X-Mailmoat-Queue-ID: {envelope.id}",
+        f"Arrival-Date: {format_datetime(envelope.received_at)}",
+    ]
+    for failure in failures:
+        status.append("")
+        status.append(f"Final-Recipient: rfc822; {failure.recipient}")
+        status.append("Action: failed")
+        status.append(f"Status: {failure.status}")
+        if failure.remote_mta:
+            status.append(f"Remote-MTA: dns; {failure.remote_mta}")
+        status.append(f"Diagnostic-Code: smtp; {_clean(failure.diagnostic)}")
+    crlf = "\r\n"
+    parts = [
+        crlf.join(headers) + crlf + crlf,
+        "This is a MIME-encapsulated message." + crlf + crlf,
+        f"--{boundary}{crlf}",
+        f"Content-Type: text/plain; charset=utf-8{crlf}Content-Description: Notification{crlf}{crlf}",
+        crlf.join(text) + crlf + crlf,
+        f"--{boundary}{crlf}",
+        f"Content-Type: message/delivery-status{crlf}Content-Description: Delivery report{crlf}{crlf}",
+        crlf.join(status) + crlf + crlf,
+        f"--{boundary}{crlf}",
+        f"Content-Type: text/rfc822-headers{crlf}Content-Description: Undelivered message headers{crlf}{crlf}",
+    ]
+    body = "".join(parts).encode("utf-8") + original
+    body += f"{crlf}--{boundary}--{crlf}".encode()
+    dsn = Envelope(
+        id=dsn_id,
+        kind="dsn",
+        parent_id=envelope.id,
+        received_at=now,
+        mail_from="",
+        rcpt_to=[envelope.mail_from],
+        size=len(body),
+        smtputf8=not envelope.mail_from.isascii(),
+        message_id_header=f"<{dsn_id}@{hostname}>",
+        direction="outbound",
+        itinerary=["routing", "egress"],
+    )
+    return dsn, body
+
+
+__all__ = ["Failure", "build_dsn", "original_headers", "wants_dsn"]

@@ -1,0 +1,193 @@
+"""Egress service wiring: consume mailmoat.egress, deduplicate, deliver, then retry, bounce or finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+
+from prometheus_client import Counter, Histogram
+from redis.exceptions import RedisError
+
+from mailmoat_common.bus import Publish, stage_queue
+from mailmoat_common.models import Envelope, TraceEvent, utcnow
+from mailmoat_common.runtime import Runtime, Transient
+from mailmoat_common.settings import Settings
+from mailmoat_egress.decide import Outcome, decide
+from mailmoat_egress.delivery import Deliverer, Message, RcptResult, SessionPool, Timeouts, make_result
+from mailmoat_egress.targets import NoRoute, targets_for
+from mailmoat_egress.tls import ca_file
+
+SERVICE = "egress"
+DEDUPE_KEY = "mailmoat:delivered:{id}:{route}"
+LOCK_KEY = "mailmoat:delivering:{id}:{route}"
+DEDUPE_TTL = 7 * 86400
+
+log = logging.getLogger(__name__)
+
+DELIVERIES = Counter("mailmoat_deliveries_total", "Recipients by delivery result.", ["result"])
+DELIVERY_SECONDS = Histogram(
+    "mailmoat_delivery_seconds", "Time of one delivery attempt (look-up, session, transaction).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+RETRIES = Counter("mailmoat_delivery_retries_total", "Copies sent to a retry queue.")
+
+
+def dedupe_key(envelope: Envelope) -> str:
+    route = envelope.route.name if envelope.route else "-"
+    return DEDUPE_KEY.format(id=envelope.id, route=route)
+
+
+class Egress:
+    """The handler and its session pool."""
+
+    def __init__(self, runtime: Runtime, pool: SessionPool | None = None):
+        self.runtime = runtime
+        policy = runtime.policy.current
+        self.pool = pool or SessionPool(local_hostname=policy.organization.hostname, cafile=ca_file())
+        self.deliverer = Deliverer(self.pool)
+
+    async def _already_delivered(self, key: str) -> set[str]:
+        try:
+            members = await self.runtime.redis.smembers(key)
+        except (RedisError, OSError) as exc:
+            raise Transient(f"dedupe store unavailable: {exc}") from exc
+        return {m.decode() if isinstance(m, bytes) else m for m in members}
+
+    async def _mark_delivered(self, key: str, recipients: list[str]) -> None:
+        for attempt in range(3):
+            try:
+                async with self.runtime.redis.pipeline(transaction=True) as pipe:
+                    pipe.sadd(key, *recipients)
+                    pipe.expire(key, DEDUPE_TTL)
+                    await pipe.execute()
+                return
+            except (RedisError, OSError) as exc:
+                log.warning("dedupe write failed (try %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
+        log.error("delivered %s but could not record it; a redelivery may send again", key)
+
+    async def attempt(self, envelope: Envelope, data: bytes, recipients: list[str]) -> list[RcptResult]:
+        """One delivery attempt for ``recipients``; every recipient gets a result."""
+        policy = self.runtime.policy.current
+        route = envelope.route
+        assert route is not None
+        try:
+            targets = await targets_for(route, policy)
+        except NoRoute as exc:
+            return [make_result(r, exc.code, exc.message) for r in recipients]
+        timeouts = Timeouts(policy.delivery.connect_timeout, policy.delivery.command_timeout)
+        message = Message(envelope.mail_from, recipients, data, envelope.smtputf8, envelope.body_type)
+        return await self.deliverer.deliver(targets, route.tls, route.tls_name, message, timeouts)
+
+    async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
+        if envelope.route is None:
+            raise ValueError("envelope without a route")
+        lock = LOCK_KEY.format(id=envelope.id, route=envelope.route.name)
+        policy = self.runtime.policy.current
+        hold = int(policy.delivery.connect_timeout * 4 + policy.delivery.command_timeout * 6) + 60
+        try:
+            token = os.urandom(8).hex()
+            if not await self.runtime.redis.set(lock, token, nx=True, ex=hold):
+                raise Transient(f"{envelope.id} {envelope.route.name} is being delivered by another consumer")
+        except (RedisError, OSError) as exc:
+            raise Transient(f"dedupe store unavailable: {exc}") from exc
+        try:
+            return await self._handle(envelope, data)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                if await self.runtime.redis.get(lock) == token.encode():
+                    await self.runtime.redis.delete(lock)
+
+    async def _handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
+        key = dedupe_key(envelope)
+        done = await self._already_delivered(key)
+        pending = [r for r in envelope.rcpt_to if r not in done]
+        if not pending:
+            log.info("all recipients already delivered, skipping", extra={"message_id": envelope.id})
+            return []
+        work = envelope.model_copy(update={"rcpt_to": pending})
+        started = time.perf_counter()
+        results = await self.attempt(work, data, pending)
+        DELIVERY_SECONDS.observe(time.perf_counter() - started)
+        delivered = [r.recipient for r in results if r.ok]
+        if delivered:
+            await self._mark_delivered(key, delivered)
+        policy = self.runtime.policy.current
+        outcome = decide(work, data, results, utcnow(), policy)
+        outputs: list[Publish] = []
+        if outcome.retry is not None:
+            queue = await self.runtime.bus.declare_retry(SERVICE, outcome.retry.delay)
+            outputs.append(Publish(queue, outcome.retry.envelope, data))
+            RETRIES.inc()
+        if outcome.dsn is not None:
+            dsn_envelope, dsn_data = outcome.dsn
+            outputs.append(Publish(stage_queue("routing"), dsn_envelope, dsn_data))
+        self._count(outcome)
+        await self.runtime.trace.record(self._events(envelope, outcome))
+        return outputs
+
+    @staticmethod
+    def _count(outcome: Outcome) -> None:
+        if outcome.delivered:
+            DELIVERIES.labels("delivered").inc(len(outcome.delivered))
+        if outcome.deferred:
+            DELIVERIES.labels("deferred").inc(len(outcome.deferred))
+        if outcome.failed:
+            DELIVERIES.labels("expired" if outcome.expired else "failed").inc(len(outcome.failed))
+
+    @staticmethod
+    def _events(envelope: Envelope, outcome: Outcome) -> list[TraceEvent]:
+        route = envelope.route.name if envelope.route else ""
+        events: list[TraceEvent] = []
+        for result in outcome.delivered:
+            events.append(TraceEvent(
+                event="DELIVER", message_id=envelope.id, service=SERVICE, recipients=[result.recipient],
+                detail=result.reply, data={"route": route, "remote": result.remote_host},
+            ))
+        if outcome.retry is not None:
+            retry = outcome.retry
+            events.append(TraceEvent(
+                event="DEFER", message_id=envelope.id, service=SERVICE, recipients=retry.envelope.rcpt_to,
+                detail=retry.envelope.last_error or "",
+                data={"route": route, "attempts": retry.envelope.attempts, "retry_in": retry.delay},
+            ))
+        for failure in outcome.failed:
+            events.append(TraceEvent(
+                event="FAIL", message_id=envelope.id, service=SERVICE, recipients=[failure.recipient],
+                detail=failure.diagnostic,
+                data={"route": route, "status": failure.status, "remote": failure.remote_mta},
+            ))
+        if outcome.dsn is not None:
+            dsn_envelope, _ = outcome.dsn
+            events.append(TraceEvent(
+                event="DSN", message_id=envelope.id, service=SERVICE, recipients=dsn_envelope.rcpt_to,
+                detail=f"delivery status notification {dsn_envelope.id} to the sender",
+                data={"dsn_id": dsn_envelope.id, "failed": [f.recipient for f in outcome.failed]},
+            ))
+        return events
+
+    async def reap_forever(self, interval: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.pool.reap()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+async def main(settings: Settings, worker: int = 0) -> None:
+    runtime = Runtime(SERVICE, settings, worker=worker, prefetch=32)
+    egress = Egress(runtime)
+    await runtime.start()
+    reaper = asyncio.create_task(egress.reap_forever())
+    try:
+        await runtime.consume_stage(SERVICE, egress.handle)
+        await runtime.serve_forever()
+    finally:
+        reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
+        await egress.close()

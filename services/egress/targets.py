@@ -1,0 +1,61 @@
+"""Hosts to try for a route: the smart hosts as configured, or the domain's MX hosts looked up now."""
+
+from __future__ import annotations
+
+from mailmoat_common.dns import DnsError, ResolverConfig, resolve_addresses, resolve_mx
+from mailmoat_common.models import Route
+from mailmoat_common.policy import Policy
+from mailmoat_egress.delivery import Target, parse_hostport
+
+
+class NoRoute(Exception):
+    """The route cannot be resolved to hosts: ``permanent`` and an SMTP-style reply say why."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def permanent(self) -> bool:
+        return self.code >= 500
+
+
+def resolver_config(policy: Policy) -> ResolverConfig:
+    return ResolverConfig(tuple(policy.dns.nameservers), policy.dns.port, policy.dns.timeout)
+
+
+async def targets_for(route: Route, policy: Policy) -> list[Target]:
+    """Targets in preference order; raises NoRoute when DNS says no (permanent) or cannot say (temporary)."""
+    if route.kind == "smarthost":
+        targets = []
+        for entry in route.hosts:
+            host, port = parse_hostport(entry)
+            targets.append(Target(host, port, host))
+        if not targets:
+            raise NoRoute(554, f"5.3.5 route {route.name} has no hosts")
+        return targets
+    if not route.domain:
+        raise NoRoute(554, f"5.3.5 MX route {route.name} has no domain")
+    config = resolver_config(policy)
+    try:
+        mx_hosts = await resolve_mx(route.domain, config)
+    except DnsError as exc:
+        code = 550 if exc.permanent else 451
+        if exc.status == "5.1.10":
+            code = 556
+        raise NoRoute(code, f"{exc.status} {exc.message}") from exc
+    targets = []
+    last_error: DnsError | None = None
+    for mx in mx_hosts:
+        try:
+            addresses = await resolve_addresses(mx.host, config)
+        except DnsError as exc:
+            last_error = exc
+            continue
+        targets.extend(Target(address, policy.outbound.mx_port, mx.host) for address in addresses)
+    if not targets:
+        if last_error is not None and not last_error.permanent:
+            raise NoRoute(451, f"4.4.3 {last_error.message}")
+        raise NoRoute(550, f"5.1.2 no MX host of {route.domain} has an address")
+    return targets

@@ -1,0 +1,90 @@
+"""SMTP-time decisions from the cached policy: recipients, MAIL FROM parameters, DATA content."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailmoat_common.policy import Limits, Policy
+from mailmoat_ingress import replies
+from mailmoat_ingress.headers import count_headers, header_block
+
+
+def check_recipient(policy: Policy, client_ip: str, address: str, accepted_so_far: int) -> str | None:
+    """The refusal reply for one RCPT TO, or None to accept it.
+
+    Accepted domains take mail from anyone (unless directory-based edge blocking refuses an
+    unknown address); other domains only from the organisation's own servers (no open relay).
+    """
+    if accepted_so_far >= policy.limits.max_recipients:
+        return replies.TOO_MANY_RECIPIENTS
+    domain = address.rpartition("@")[2]
+    entry = policy.accepted_domain(domain) if domain else None
+    if entry is not None:
+        if entry.dbeb and entry.type == "authoritative" and not policy.in_directory(address):
+            return replies.ACCESS_DENIED
+        return None
+    if policy.is_internal(client_ip):
+        return None
+    return replies.RELAY_DENIED
+
+
+@dataclass(frozen=True)
+class MailParams:
+    """The MAIL FROM parameters ingress cares about."""
+
+    size: int | None = None
+    body: str | None = None
+    smtputf8: bool = False
+
+
+def parse_mail_options(options: list[str]) -> MailParams | None:
+    """Parse ``SIZE=``, ``BODY=`` and ``SMTPUTF8`` from MAIL FROM options; None when SIZE is malformed."""
+    size: int | None = None
+    body: str | None = None
+    smtputf8 = False
+    for option in options:
+        key, _, value = option.partition("=")
+        key = key.upper()
+        if key == "SIZE":
+            if not value.isdigit():
+                return None
+            size = int(value)
+        elif key == "BODY":
+            body = value.upper()
+        elif key == "SMTPUTF8":
+            smtputf8 = True
+    return MailParams(size=size, body=body, smtputf8=smtputf8)
+
+
+def check_mail_size(size: int | None, limits: Limits) -> str | None:
+    """Refuse at MAIL FROM a message declared larger than the limit (RFC 1870)."""
+    if size is not None and size > limits.max_message_size:
+        return replies.SIZE_EXCEEDED
+    return None
+
+
+def has_bare_newline(data: bytes) -> bool:
+    """True when a CR or LF is not part of a CRLF pair."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\n") != pairs or data.count(b"\r") != pairs
+
+
+def longest_line(data: bytes) -> int:
+    """Length in octets of the longest CRLF-terminated line, without the CRLF."""
+    return max(map(len, data.split(b"\r\n")), default=0)
+
+
+def check_content(data: bytes, limits: Limits) -> str | None:
+    """The refusal reply for the DATA of a message, or None when it may be accepted."""
+    if len(data) > limits.max_message_size:
+        return replies.SIZE_EXCEEDED
+    if has_bare_newline(data):
+        return replies.BARE_NEWLINE
+    block = header_block(data)
+    if len(block) > limits.max_header_size:
+        return replies.HEADER_TOO_BIG
+    if longest_line(data) > limits.max_line_length:
+        return replies.LINE_TOO_LONG
+    if count_headers(block, b"received") > limits.max_received_headers:
+        return replies.HOP_COUNT
+    return None

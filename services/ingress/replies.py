@@ -1,0 +1,25 @@
+"""SMTP replies of the ingress, with RFC 3463 enhanced status codes."""
+
+from __future__ import annotations
+
+ACCESS_DENIED = "550 5.4.1 Recipient address rejected: Access denied"
+RELAY_DENIED = "550 5.7.1 Relaying denied"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+SIZE_EXCEEDED = "552 5.3.4 Message size exceeds fixed maximum message size"
+BARE_NEWLINE = "550 5.5.2 Message contains bare CR or LF (RFC 5321 2.3.8)"
+HEADER_TOO_BIG = "552 5.3.4 Message header size exceeds limit"
+LINE_TOO_LONG = "554 5.6.0 Message line too long"
+HOP_COUNT = "554 5.4.14 Hop count exceeded - possible mail loop"
+TOO_MANY_SESSIONS = "421 4.3.2 Too many connections, try again later"
+TOO_MANY_COMMANDS = "421 4.7.0 Too many commands"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+TEMPORARY = "451 4.3.0 Temporary internal error, try again later"
+BAD_SIZE_PARAM = "501 5.5.4 Syntax error in SIZE parameter"
+MAIL_OK = "250 2.1.0 Sender ok"
+RCPT_OK = "250 2.1.5 Recipient ok"
+OK = "250 2.0.0 Ok"
+BYE = "221 2.0.0 Bye"
+
+
+def queued(queue_id: str) -> str:
+    return f"250 2.6.0 <{queue_id}> Queued mail for delivery"

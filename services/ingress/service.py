@@ -1,0 +1,133 @@
+"""Ingress service wiring: the SMTP listener in the service's own loop, publish with confirms, trace."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+import time
+
+from mailmoat_common.bus import Publish
+from mailmoat_common.runtime import Runtime
+from mailmoat_common.settings import Settings
+from mailmoat_ingress.smtp import SERVICE, SessionContext, protocol_factory
+
+log = logging.getLogger(__name__)
+
+
+def listen_socket(host: str, port: int, backlog: int = 512) -> socket.socket:
+    """A listening socket several ingress processes can share (SO_REUSEADDR + SO_REUSEPORT)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The STARTTLS server context when a certificate and key are configured."""
+    if not (settings.tls_cert and settings.tls_key):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+class IngressServer:
+    """One ingress process: Runtime (bus, trace, policy, HTTP) plus the SMTP listener."""
+
+    def __init__(self, settings: Settings, worker: int = 0, *, grace: float = 30.0):
+        self.settings = settings
+        self.worker = worker
+        self.grace = grace
+        self.runtime = Runtime(SERVICE, settings, worker=worker)
+        self.ctx = SessionContext(
+            policy=lambda: self.runtime.policy.current,
+            publish=self._publish,
+            trace=self.runtime.trace.record,
+            tls_context=tls_context(settings),
+            tracer=self.runtime.tracer,
+        )
+        self.server: asyncio.AbstractServer | None = None
+        self.port: int | None = None
+        self._bus_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def listening(self) -> bool:
+        return self.server is not None and self.server.is_serving()
+
+    async def start(self) -> IngressServer:
+        """Start HTTP and the policy watch, connect the bus in the background, then listen.
+
+        SMTP is served before the broker answers: messages then get ``451 4.3.0`` until it does.
+        """
+        await self.runtime.start(bus=False)
+        self._bus_task = asyncio.create_task(self._connect_bus())
+        loop = asyncio.get_running_loop()
+        sock = listen_socket(self.settings.smtp_host, self.settings.smtp_port)
+        self.server = await loop.create_server(protocol_factory(self.ctx, loop), sock=sock)
+        self.port = sock.getsockname()[1]
+        self.runtime.add_ready_check(lambda: self.runtime.bus.connected and self.listening)
+        log.info("SMTP listening on %s:%s (worker %d)", self.settings.smtp_host, self.port, self.worker)
+        return self
+
+    async def _connect_bus(self) -> None:
+        await self.runtime.connect_bus()
+
+    async def _publish(self, item: Publish) -> None:
+        timeout = self.settings.publish_timeout
+        await asyncio.wait_for(self.runtime.bus.publish(item, timeout=timeout), timeout)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve_forever(self) -> None:
+        """Serve until SIGTERM/SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self._stop.wait()
+        await self.stop()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, let sessions finish their transaction (bounded), then shut the runtime down."""
+        grace = self.grace if grace is None else grace
+        self.ctx.stopping = True
+        self.runtime.request_stop()
+        if self.server is not None:
+            self.server.close()
+        for session in list(self.ctx.sessions):
+            session.stop_if_idle()
+        deadline = time.monotonic() + grace
+        while self.ctx.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for session in list(self.ctx.sessions):
+            session.close()
+        if self.ctx.background:
+            await asyncio.wait(list(self.ctx.background), timeout=5)
+        if self._bus_task is not None:
+            self._bus_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._bus_task
+        await self.runtime.shutdown(grace=0)
+
+
+async def main(settings: Settings, worker: int = 0) -> None:
+    server = IngressServer(settings, worker)
+    await server.start()
+    await server.serve_forever()

@@ -1,0 +1,470 @@
+"""The SMTP server on aiosmtpd: session protocol, command hooks and the end-of-DATA hand-off.
+
+The session side stays thin: every decision comes from ``checks`` (pure), every byte operation
+from ``headers``/``received``; publishing and tracing arrive as injected callables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Session, syntax
+from aiosmtpd.smtp import Envelope as SmtpEnvelope
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import SpanKind
+
+from mailmoat_common.bus import Publish, stage_queue
+from mailmoat_common.models import Envelope, TlsInfo, TraceEvent, new_message_id
+from mailmoat_common.policy import Policy
+from mailmoat_common.telemetry import inject
+from mailmoat_ingress import replies
+from mailmoat_ingress.checks import MailParams, check_content, check_mail_size, check_recipient, parse_mail_options
+from mailmoat_ingress.headers import message_id, strip_gateway_headers
+from mailmoat_ingress.metrics import ACCEPT_SECONDS, INGRESS_MESSAGES, SMTP_REPLIES, SMTP_SESSIONS
+from mailmoat_ingress.received import build_received
+
+log = logging.getLogger(__name__)
+
+SERVICE = "ingress"
+IDENT = "ESMTP mailmoat"
+MAIL_COMMAND_LIMIT = 512 + 26 + 10 + 16
+"""RFC 5321 command length plus what SIZE=, SMTPUTF8 and BODY= may add (RFC 1870, 6531, 6152)."""
+
+TraceFn = Callable[..., Awaitable[bool]]
+
+
+@dataclass
+class SessionContext:
+    """What all SMTP sessions of one process share."""
+
+    policy: Callable[[], Policy]
+    publish: Callable[[Publish], Awaitable[None]]
+    trace: TraceFn
+    tls_context: ssl.SSLContext | None = None
+    tracer: otel_trace.Tracer | None = None
+    timeout: float = 300.0
+    sessions: set[IngressSMTP] = field(default_factory=set)
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    stopping: bool = False
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+
+_REPLY_COUNTERS: dict[str, Any] = {}
+
+
+def count_reply(status: str) -> None:
+    """Count a final reply line (``NNN text``; ``NNN-`` continuation lines are not replies)."""
+    if len(status) >= 3 and (len(status) == 3 or status[3] == " "):
+        code = status[:3]
+        counter = _REPLY_COUNTERS.get(code)
+        if counter is None:
+            counter = _REPLY_COUNTERS[code] = SMTP_REPLIES.labels(code)
+        counter.inc()
+
+
+class Transaction(SmtpEnvelope):
+    """aiosmtpd's envelope plus the queue id given at MAIL FROM and the parsed parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue_id: str | None = None
+        self.params = MailParams()
+        self.data_error: str | None = None
+
+
+def peer_address(session: Session) -> tuple[str, int]:
+    peer = session.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), int(peer[1])
+    return "", 0
+
+
+def tls_info(session: Session) -> TlsInfo | None:
+    """TLS facts of a session after STARTTLS, None in clear text."""
+    extra = session.ssl
+    if not extra:
+        return None
+    obj = extra.get("ssl_object")
+    cipher = extra.get("cipher")
+    peercert = extra.get("peercert") or {}
+    subject = ",".join(
+        f"{key}={value}" for rdn in peercert.get("subject", ()) for key, value in rdn
+    ) or None
+    return TlsInfo(
+        version=obj.version() if obj is not None else None,
+        cipher=cipher[0] if cipher else None,
+        peer_cert_subject=subject,
+    )
+
+
+class IngressHandler:
+    """aiosmtpd hooks: every SMTP-time decision, REJECT traces, and the publish at end of DATA."""
+
+    def __init__(self, ctx: SessionContext):
+        self.ctx = ctx
+
+    # --- greeting ---------------------------------------------------------------------------------
+
+    async def handle_HELO(self, server: SMTP, session: Session, envelope: Transaction, hostname: str) -> str:
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Transaction, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        limits = self.ctx.policy().limits
+        lines = [
+            server.hostname,
+            f"SIZE {limits.max_message_size}",
+            "8BITMIME",
+            "SMTPUTF8",
+            "PIPELINING",
+            "ENHANCEDSTATUSCODES",
+        ]
+        if server.tls_context is not None and not server._tls_protocol:
+            lines.append("STARTTLS")
+        return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+
+    async def handle_NOOP(self, server: SMTP, session: Session, envelope: Transaction, arg: str) -> str:
+        return replies.OK
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Transaction) -> str:
+        return replies.OK
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Transaction) -> str:
+        return replies.BYE
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("SMTP session error: %s: %s", type(error).__name__, error, exc_info=error)
+        return replies.TEMPORARY
+
+    # --- transaction ------------------------------------------------------------------------------
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Transaction, address: str, mail_options: list[str]
+    ) -> str:
+        envelope.queue_id = new_message_id()
+        params = parse_mail_options(mail_options)
+        if params is None:
+            return replies.BAD_SIZE_PARAM
+        reply = check_mail_size(params.size, self.ctx.policy().limits)
+        if reply is not None:
+            self.reject(session, envelope, reply, sender=address)
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.params = params
+        return replies.MAIL_OK
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Transaction, address: str, rcpt_options: list[str]
+    ) -> str:
+        client_ip, _ = peer_address(session)
+        reply = check_recipient(self.ctx.policy(), client_ip, address, len(envelope.rcpt_tos))
+        if reply is not None:
+            self.reject(session, envelope, reply, recipients=[address])
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return replies.RCPT_OK
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Transaction) -> str:
+        started = time.perf_counter()
+        policy = self.ctx.policy()
+        content = envelope.original_content or b""
+        reply = envelope.data_error or check_content(content, policy.limits)
+        if reply is not None:
+            INGRESS_MESSAGES.labels("rejected").inc()
+            self.reject(session, envelope, reply, recipients=list(envelope.rcpt_tos))
+            return reply
+        client_ip, client_port = peer_address(session)
+        message = Envelope(
+            id=envelope.queue_id or new_message_id(),
+            client_ip=client_ip,
+            client_port=client_port,
+            helo=session.host_name,
+            tls=tls_info(session),
+            mail_from=envelope_sender(envelope.mail_from),
+            rcpt_to=list(envelope.rcpt_tos),
+            smtputf8=bool(envelope.smtp_utf8),
+            body_type=envelope.params.body,
+            message_id_header=message_id(content),
+            direction="outbound" if policy.is_internal(client_ip) else "inbound",
+            itinerary=policy.pipeline.itinerary(),
+        )
+        received = build_received(
+            helo=session.host_name,
+            client_hostname=message.client_hostname,
+            client_ip=client_ip,
+            by_host=policy.organization.hostname,
+            queue_id=message.id,
+            recipients=message.rcpt_to,
+            at=message.received_at,
+            esmtp=session.extended_smtp,
+            tls=message.tls,
+            smtputf8=message.smtputf8,
+        )
+        data = received + strip_gateway_headers(content)
+        message.size = len(data)
+        headers: dict[str, Any] = {}
+        tracer = self.ctx.tracer
+        if tracer is not None:
+            with tracer.start_as_current_span(
+                "smtp receive", kind=SpanKind.SERVER, attributes={"messaging.message.id": message.id}
+            ):
+                inject(headers)
+        event = TraceEvent(
+            event="RECEIVE", message_id=message.id, service=SERVICE, recipients=message.rcpt_to,
+            detail=f"from {client_ip} size {message.size}",
+            data={"helo": message.helo, "tls": message.tls is not None, "direction": message.direction},
+        )
+        traced = self.ctx.spawn(
+            self.ctx.trace(
+                event, sender=message.mail_from, recipients=message.rcpt_to,
+                message_id_header=message.message_id_header, client_ip=client_ip,
+            )
+        )
+        try:
+            await self.ctx.publish(Publish(stage_queue(message.itinerary[0]), message, data, headers))
+        except Exception as exc:  # broker down, nack, timeout: the client keeps the message and retries
+            log.warning("publish of %s failed: %s: %s", message.id, type(exc).__name__, exc,
+                        extra={"message_id": message.id})
+            INGRESS_MESSAGES.labels("deferred").inc()
+            failed = TraceEvent(
+                event="REJECT", message_id=message.id, service=SERVICE, recipients=message.rcpt_to,
+                detail=f"{replies.TEMPORARY} (queueing failed: {type(exc).__name__})",
+            )
+            self.ctx.spawn(_after(traced, self.ctx.trace(failed)))
+            return replies.TEMPORARY
+        INGRESS_MESSAGES.labels("accepted").inc()
+        ACCEPT_SECONDS.observe(time.perf_counter() - started)
+        return replies.queued(message.id)
+
+    def reject(
+        self,
+        session: Session,
+        envelope: Transaction,
+        reply: str,
+        *,
+        sender: str | None = None,
+        recipients: list[str] | None = None,
+    ) -> None:
+        """Trace an SMTP-time refusal (in the background: a trace store outage never blocks mail)."""
+        client_ip, _ = peer_address(session)
+        queue_id = envelope.queue_id or new_message_id()
+        envelope.queue_id = queue_id
+        from_address = sender if sender is not None else envelope.mail_from
+        event = TraceEvent(
+            event="REJECT", message_id=queue_id, service=SERVICE, recipients=recipients or [],
+            detail=reply, data={"client_ip": client_ip, "helo": session.host_name},
+        )
+        self.ctx.spawn(
+            self.ctx.trace(
+                event,
+                sender=envelope_sender(from_address) if from_address is not None else None,
+                recipients=recipients or [],
+                client_ip=client_ip,
+            )
+        )
+
+
+def envelope_sender(address: str | None) -> str:
+    """The envelope sender as the Envelope model keeps it (``""`` for the null sender)."""
+    if not address or address == "<>":
+        return ""
+    return address
+
+
+async def _after(first: Awaitable[Any], then: Awaitable[Any]) -> None:
+    try:
+        await first
+    finally:
+        await then
+
+
+class IngressSMTP(SMTP):
+    """aiosmtpd's SMTP with a per-process session registry, a command budget and its own DATA reader."""
+
+    def __init__(self, ctx: SessionContext, handler: IngressHandler, loop: asyncio.AbstractEventLoop):
+        policy = ctx.policy()
+        self.ctx = ctx
+        self.commands = 0
+        self.busy = False
+        self.line_length_limit = max(2 * policy.limits.max_line_length + 3, 65536)
+        super().__init__(
+            handler,
+            data_size_limit=None,
+            enable_SMTPUTF8=True,
+            hostname=policy.organization.hostname,
+            ident=IDENT,
+            tls_context=ctx.tls_context,
+            timeout=ctx.timeout,
+            loop=loop,
+        )
+        self.command_size_limits = _command_limits()
+        self._smtp_methods.pop("AUTH", None)
+        for name, method in list(self._smtp_methods.items()):
+            self._smtp_methods[name] = self._budgeted(method)
+
+    def _create_envelope(self) -> Transaction:
+        return Transaction()
+
+    def _budgeted(self, method: Callable[[str | None], Awaitable[None]]) -> Callable[[str | None], Awaitable[None]]:
+        @functools.wraps(method)
+        async def run(arg: str | None) -> None:
+            self.commands += 1
+            if self.commands > self.ctx.policy().limits.max_commands:
+                log.warning("%r: too many commands, closing", self.session.peer if self.session else None)
+                await self.push(replies.TOO_MANY_COMMANDS)
+                self.close()
+                return
+            self.busy = True
+            try:
+                await method(arg)
+            finally:
+                self.busy = False
+            if self.ctx.stopping:
+                self.stop_if_idle()
+
+        return run
+
+    # --- session registry -------------------------------------------------------------------------
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self in self.ctx.sessions:
+            self.ctx.sessions.discard(self)
+            SMTP_SESSIONS.dec()
+        super().connection_lost(error)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def idle(self) -> bool:
+        return not self.busy and (self.envelope is None or not self.envelope.mail_from)
+
+    def stop_if_idle(self) -> bool:
+        """During shutdown: say 421 and close when no command or transaction is under way."""
+        if self.transport is None or not self.idle():
+            return False
+        count_reply(replies.SHUTTING_DOWN)
+        self._writer.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
+        self.close()
+        return True
+
+    async def push(self, status: str | bytes) -> None:
+        count_reply(status if isinstance(status, str) else status[:4].decode("ascii", "replace"))
+        await super().push(status)
+
+    # --- DATA -------------------------------------------------------------------------------------
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str | None) -> None:
+        """Read the content (dot-unstuffed, bounded), then hand it to the handler's DATA hook.
+
+        Over the size limit or with a line beyond the reader's limit the content is discarded
+        while the client finishes sending, and the refusal goes through the same hook (traced).
+        """
+        if await self.check_helo_needed():
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, Transaction)
+        if not envelope.rcpt_tos:
+            await self.push("503 5.5.1 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        limit = self.ctx.policy().limits.max_message_size
+        reader = self._reader
+        lines: list[bytes] = []
+        size = 0
+        error: str | None = None
+        partial = False
+        while self.transport is not None:
+            try:
+                line = await reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as exc:
+                chunk = await reader.read(exc.consumed)
+                size += len(chunk)
+                partial = True
+                error = error or replies.LINE_TOO_LONG
+                lines.clear()
+                continue
+            except asyncio.IncompleteReadError:
+                self.close()
+                return
+            if partial:
+                partial = False
+                size += len(line)
+                continue
+            if line == b".\r\n":
+                break
+            size += len(line)
+            if error is None:
+                if size > limit:
+                    error = replies.SIZE_EXCEEDED
+                    lines.clear()
+                else:
+                    lines.append(line[1:] if line[:1] == b"." else line)
+        if self.transport is None:
+            return
+        envelope.original_content = b"".join(lines)
+        envelope.data_error = error
+        lines.clear()
+        try:
+            status = await self._call_handler_hook("DATA")
+        except Exception as exc:  # never leak internals, never answer 5xx for our own fault
+            log.error("end of DATA failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            status = replies.TEMPORARY
+        finally:
+            self._set_post_data_state()
+        await self.push(status)
+
+
+def _command_limits() -> collections.defaultdict[str, int]:
+    limits: collections.defaultdict[str, int] = collections.defaultdict(lambda: SMTP.command_size_limit)
+    limits["MAIL"] = MAIL_COMMAND_LIMIT
+    return limits
+
+
+class RefuseSession(asyncio.Protocol):
+    """A connection over the session cap: 421 and close, nothing read."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        count_reply(replies.TOO_MANY_SESSIONS)
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(replies.TOO_MANY_SESSIONS.encode() + b"\r\n")
+        transport.close()
+
+
+def protocol_factory(ctx: SessionContext, loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.Protocol]:
+    """A factory for ``loop.create_server``: one session per connection, up to the policy's cap."""
+    handler = IngressHandler(ctx)
+
+    def make() -> asyncio.Protocol:
+        if len(ctx.sessions) >= ctx.policy().limits.max_sessions:
+            log.warning("session cap reached (%d), refusing a connection", len(ctx.sessions))
+            return RefuseSession()
+        session = IngressSMTP(ctx, handler, loop)
+        ctx.sessions.add(session)
+        SMTP_SESSIONS.inc()
+        return session
+
+    return make

@@ -1,0 +1,241 @@
+"""The egress service on the real broker and Redis, delivering into SMTP sinks on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mailmoat_common.bus import Bus, Publish, decode, stage_queue
+from mailmoat_common.models import Envelope, Route
+from mailmoat_common.runtime import Runtime
+from mailmoat_common.settings import Settings
+from mailmoat_egress.service import SERVICE, Egress, dedupe_key
+from tests.support.dnsserver import DnsServer
+from tests.support.infra import free_port
+from tests.support.sink import Received, SmtpSink
+
+pytestmark = pytest.mark.integration
+
+DATA = b"From: s@out.org\r\nTo: a@example.com\r\nSubject: egress\r\nMessage-ID: <e1@out.org>\r\n\r\nbody\r\n.\r\n..\r\n"
+
+
+@dataclass
+class Harness:
+    runtime: Runtime
+    egress: Egress
+    probe: Bus
+
+    async def send(self, envelope: Envelope, data: bytes = DATA) -> None:
+        await self.probe.publish(Publish(stage_queue("egress"), envelope, data))
+
+    async def get(self, queue: str, timeout: float = 15.0) -> tuple[Envelope, bytes]:
+        assert self.probe.channel is not None
+        q = await self.probe.channel.get_queue(queue)
+        for _ in range(int(timeout / 0.05)):
+            message = await q.get(fail=False, no_ack=True)
+            if message is not None:
+                return decode(message.body)
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"nothing on {queue} within {timeout}s")
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as server:
+        yield server
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    zone = """
+    mail.test. 60 IN MX 10 mx1.mail.test.
+    mx1.mail.test. 60 IN A 127.0.0.1
+    nomail.test. 60 IN MX 0 .
+    """
+    with DnsServer(zone, servfail_names={"broken.test"}) as server:
+        yield server
+
+
+def _policy_text(sink_port: int, dns_port: int, expire: int = 600) -> str:
+    return f"""
+    organization: {{hostname: gw.test}}
+    outbound: {{mx_port: {sink_port}}}
+    delivery: {{retry_delays: [1, 2], expire_after: {expire}, connect_timeout: 5, command_timeout: 10}}
+    dns: {{nameservers: ["127.0.0.1"], port: {dns_port}, timeout: 2}}
+    """
+
+
+async def _harness(amqp_url: str, redis_url: str, policy: Path) -> AsyncIterator[Harness]:
+    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy))
+    settings.metrics_ports = {}
+    runtime = Runtime(SERVICE, settings)
+    await runtime.start()
+    probe = Bus(amqp_url)
+    await probe.connect()
+    assert probe.channel is not None
+    for stage in ("egress", "routing"):
+        name = await probe.declare_stage(stage)
+        await (await probe.channel.get_queue(name)).purge()
+    egress = Egress(runtime)
+    await runtime.consume_stage(SERVICE, egress.handle)
+    try:
+        yield Harness(runtime, egress, probe)
+    finally:
+        await probe.close()
+        await runtime.shutdown(grace=5)
+        await egress.close()
+
+
+@pytest.fixture
+async def harness(amqp_url, redis_url, write_policy: Callable[[str], Path], sink, dns_server):
+    async for h in _harness(amqp_url, redis_url, write_policy(_policy_text(sink.port, dns_server.port))):
+        yield h
+
+
+def _envelope(hosts: list[str], rcpt: list[str] | None = None, **kw) -> Envelope:
+    return Envelope(
+        mail_from="s@out.org", rcpt_to=rcpt or ["a@example.com"], itinerary=["routing", "egress"],
+        route=Route(name="route:onprem", kind="smarthost", hosts=hosts, tls="opportunistic"),
+        message_id_header="<e1@out.org>", **kw,
+    )
+
+
+async def _wait_messages(sink: SmtpSink, count: int, timeout: float = 20.0) -> list[Received]:
+    return await asyncio.to_thread(sink.wait_for, count, timeout)
+
+
+async def _events(harness: Harness, message_id: str, wanted: str, timeout: float = 10.0) -> list[str]:
+    for _ in range(int(timeout / 0.05)):
+        events = [e.event for e in await harness.runtime.trace.events(message_id)]
+        if wanted in events:
+            return events
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {wanted} event for {message_id}")
+
+
+async def test_delivered_byte_identical(harness: Harness, sink: SmtpSink) -> None:
+    envelope = _envelope([f"127.0.0.1:{sink.port}"])
+    await harness.send(envelope)
+    [got] = await _wait_messages(sink, 1)
+    assert got.data == DATA
+    assert got.mail_from == "s@out.org" and got.rcpt_tos == ["a@example.com"]
+    events = await _events(harness, envelope.id, "DELIVER")
+    assert events == ["DELIVER"]
+    trace = await harness.runtime.trace.events(envelope.id)
+    assert trace[0].detail.startswith("250") and trace[0].recipients == ["a@example.com"]
+    members = await harness.runtime.redis.smembers(dedupe_key(envelope))
+    assert members == {b"a@example.com"}
+    assert 0 < await harness.runtime.redis.ttl(dedupe_key(envelope)) <= 7 * 86400
+
+
+async def test_451_then_250_delivered_once_after_retry(harness: Harness, sink: SmtpSink) -> None:
+    sink.data_replies.append("451 4.3.0 try again later")
+    envelope = _envelope([f"127.0.0.1:{sink.port}"])
+    await harness.send(envelope)
+    [got] = await _wait_messages(sink, 1, timeout=30)
+    assert got.data == DATA
+    events = await _events(harness, envelope.id, "DELIVER")
+    assert events == ["DEFER", "DELIVER"]
+    await asyncio.sleep(1.5)
+    assert len(sink.messages) == 1
+
+
+async def test_550_bounces_with_dsn_to_sender(harness: Harness, sink: SmtpSink) -> None:
+    sink.rcpt_replies["bad@example.com"] = "550 5.1.1 <bad@example.com>: no such user"
+    envelope = _envelope([f"127.0.0.1:{sink.port}"], rcpt=["a@example.com", "bad@example.com"])
+    await harness.send(envelope)
+    dsn, data = await harness.get(stage_queue("routing"))
+    assert dsn.kind == "dsn" and dsn.parent_id == envelope.id
+    assert dsn.mail_from == "" and dsn.rcpt_to == ["s@out.org"]
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    status = list(msg.iter_parts())[1].get_payload()[1]
+    assert status["Final-Recipient"] == "rfc822; bad@example.com" and status["Status"] == "5.1.1"
+    [got] = await _wait_messages(sink, 1)
+    assert got.rcpt_tos == ["a@example.com"]
+    events = await _events(harness, envelope.id, "DSN")
+    assert sorted(events) == ["DELIVER", "DSN", "FAIL"]
+
+
+async def test_same_frame_twice_delivered_once(harness: Harness, sink: SmtpSink) -> None:
+    envelope = _envelope([f"127.0.0.1:{sink.port}"])
+    await harness.send(envelope)
+    await harness.send(envelope)
+    await _wait_messages(sink, 1)
+    await asyncio.sleep(3)
+    assert len(sink.messages) == 1
+    assert [e.event for e in await harness.runtime.trace.events(envelope.id)] == ["DELIVER"]
+
+
+async def test_host_fallback(harness: Harness, sink: SmtpSink) -> None:
+    envelope = _envelope([f"127.0.0.1:{free_port()}", f"127.0.0.1:{sink.port}"])
+    await harness.send(envelope)
+    [got] = await _wait_messages(sink, 1)
+    assert got.data == DATA
+
+
+async def test_mx_route(harness: Harness, sink: SmtpSink, dns_server: DnsServer) -> None:
+    envelope = _envelope([], rcpt=["x@mail.test"])
+    envelope.route = Route(name="mx:mail.test", kind="mx", domain="mail.test", tls="opportunistic")
+    await harness.send(envelope)
+    [got] = await _wait_messages(sink, 1)
+    assert got.rcpt_tos == ["x@mail.test"] and got.data == DATA
+    assert ("mail.test.", "MX") in dns_server.queries
+    trace = await harness.runtime.trace.events(envelope.id)
+    assert trace[0].data["remote"] == "mx1.mail.test"
+
+
+async def test_null_mx_bounces(harness: Harness, sink: SmtpSink) -> None:
+    envelope = _envelope([], rcpt=["x@nomail.test"])
+    envelope.route = Route(name="mx:nomail.test", kind="mx", domain="nomail.test")
+    await harness.send(envelope)
+    dsn, data = await harness.get(stage_queue("routing"))
+    assert dsn.parent_id == envelope.id and b"Status: 5.1.10" in data
+    assert sink.messages == []
+
+
+async def test_servfail_defers(harness: Harness, sink: SmtpSink) -> None:
+    envelope = _envelope([], rcpt=["x@broken.test"])
+    envelope.route = Route(name="mx:broken.test", kind="mx", domain="broken.test")
+    await harness.send(envelope)
+    events = await _events(harness, envelope.id, "DEFER")
+    assert events[0] == "DEFER"
+
+
+async def test_required_tls_without_starttls_expires_with_447(
+    amqp_url, redis_url, write_policy, sink: SmtpSink, dns_server: DnsServer
+) -> None:
+    policy = write_policy(_policy_text(sink.port, dns_server.port, expire=2))
+    async for harness in _harness(amqp_url, redis_url, policy):
+        envelope = _envelope([f"127.0.0.1:{sink.port}"])
+        assert envelope.route is not None
+        envelope.route.tls = "required"
+        await harness.send(envelope)
+        dsn, data = await harness.get(stage_queue("routing"), timeout=30)
+        assert dsn.parent_id == envelope.id
+        assert b"Status: 4.4.7" in data and b"4.7.10" in data
+        assert sink.messages == [], "never delivered in clear text"
+        events = [e.event for e in await harness.runtime.trace.events(envelope.id)]
+        assert events[0] == "DEFER" and events[-2:] == ["FAIL", "DSN"]
+
+
+async def test_redis_down_is_transient(amqp_url, redis_url, write_policy, sink, dns_server) -> None:
+    from mailmoat_common.runtime import Transient
+
+    async for harness in _harness(amqp_url, redis_url, write_policy(_policy_text(sink.port, dns_server.port))):
+        import redis.asyncio as aioredis
+
+        real = harness.runtime.redis
+        harness.runtime.redis = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+        try:
+            with pytest.raises(Transient):
+                await harness.egress.handle(_envelope([f"127.0.0.1:{sink.port}"]), DATA)
+        finally:
+            await harness.runtime.redis.aclose()
+            harness.runtime.redis = real
+        assert sink.messages == []
