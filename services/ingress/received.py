@@ -12,7 +12,7 @@ def clean(text: str | None, fallback: str = "unknown") -> str:
     """Printable ASCII only, no parentheses or brackets, so a client cannot forge header syntax."""
     if not text:
         return fallback
-    out = "".join(ch if "!" <= ch <= "~" and ch not in "()[]<>;\\" else "?" for ch in text[:255])
+    out = "".join(ch if "!" <= ch <= "~" and ch not in "()<>;\\" else "?" for ch in text[:255])
     return out or fallback
 
 

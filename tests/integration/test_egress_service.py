@@ -34,13 +34,17 @@ class Harness:
     async def send(self, envelope: Envelope, data: bytes = DATA) -> None:
         await self.probe.publish(Publish(stage_queue("egress"), envelope, data))
 
-    async def get(self, queue: str, timeout: float = 15.0) -> tuple[Envelope, bytes]:
+    async def get(self, queue: str, parent: str, timeout: float = 15.0) -> tuple[Envelope, bytes]:
+        """The next frame on ``queue`` whose parent is ``parent`` (others are dropped)."""
         assert self.probe.channel is not None
         q = await self.probe.channel.get_queue(queue)
         for _ in range(int(timeout / 0.05)):
             message = await q.get(fail=False, no_ack=True)
             if message is not None:
-                return decode(message.body)
+                envelope, data = decode(message.body)
+                if envelope.parent_id == parent:
+                    return envelope, data
+                continue
             await asyncio.sleep(0.05)
         raise AssertionError(f"nothing on {queue} within {timeout}s")
 
@@ -79,8 +83,9 @@ async def _harness(amqp_url: str, redis_url: str, policy: Path) -> AsyncIterator
     probe = Bus(amqp_url)
     await probe.connect()
     assert probe.channel is not None
-    for stage in ("egress", "routing"):
-        name = await probe.declare_stage(stage)
+    names = [await probe.declare_stage("egress"), await probe.declare_stage("routing")]
+    names += [await probe.declare_retry("egress", delay) for delay in (1, 2)]
+    for name in names:
         await (await probe.channel.get_queue(name)).purge()
     egress = Egress(runtime)
     await runtime.consume_stage(SERVICE, egress.handle)
@@ -150,7 +155,7 @@ async def test_550_bounces_with_dsn_to_sender(harness: Harness, sink: SmtpSink) 
     sink.rcpt_replies["bad@example.com"] = "550 5.1.1 <bad@example.com>: no such user"
     envelope = _envelope([f"127.0.0.1:{sink.port}"], rcpt=["a@example.com", "bad@example.com"])
     await harness.send(envelope)
-    dsn, data = await harness.get(stage_queue("routing"))
+    dsn, data = await harness.get(stage_queue("routing"), envelope.id)
     assert dsn.kind == "dsn" and dsn.parent_id == envelope.id
     assert dsn.mail_from == "" and dsn.rcpt_to == ["s@out.org"]
     msg = email.message_from_bytes(data, policy=email.policy.default)
@@ -194,7 +199,7 @@ async def test_null_mx_bounces(harness: Harness, sink: SmtpSink) -> None:
     envelope = _envelope([], rcpt=["x@nomail.test"])
     envelope.route = Route(name="mx:nomail.test", kind="mx", domain="nomail.test")
     await harness.send(envelope)
-    dsn, data = await harness.get(stage_queue("routing"))
+    dsn, data = await harness.get(stage_queue("routing"), envelope.id)
     assert dsn.parent_id == envelope.id and b"Status: 5.1.10" in data
     assert sink.messages == []
 
@@ -216,7 +221,7 @@ async def test_required_tls_without_starttls_expires_with_447(
         assert envelope.route is not None
         envelope.route.tls = "required"
         await harness.send(envelope)
-        dsn, data = await harness.get(stage_queue("routing"), timeout=30)
+        dsn, data = await harness.get(stage_queue("routing"), envelope.id, timeout=30)
         assert dsn.parent_id == envelope.id
         assert b"Status: 4.4.7" in data and b"4.7.10" in data
         assert sink.messages == [], "never delivered in clear text"

@@ -1,94 +1,205 @@
-"""The gateway as real processes for end-to-end tests: one process per service, each killable."""
+"""The gateway as real processes for end-to-end tests.
+
+``Gateway`` writes (or takes) a policy, chooses free ports, and starts either one process per
+service (``python -m mailmoat_common.cli run <service> --worker N``), so that a test can SIGKILL and
+restart one, or the supervisor ``mailmoat run all``. It waits until every process answers 200 on
+``/readyz`` (bounded), keeps each process's output in a log file under its work directory, and stops
+everything at the end (SIGTERM, then SIGKILL of the whole process group).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.support.infra import free_port
+from mailmoat_common.cli import plan_processes
+from mailmoat_common.settings import DEFAULT_METRICS_PORTS, Settings
 
 SERVICES = ("ingress", "routing", "egress")
+"""What ``start()`` runs by default: the pipeline without filter stages."""
+ALL = ("all", 0)
+"""The key of the ``mailmoat run all`` supervisor among the processes."""
+
+
+def free_ports(count: int, block: int = 1, host: str = "127.0.0.1", tries: int = 100) -> list[int]:
+    """``count`` distinct free ports; with ``block`` > 1 each is the base of that many free ports in a row.
+
+    All sockets stay bound until every port is chosen, so no two results overlap.
+    """
+    held: list[socket.socket] = []
+    bases: list[int] = []
+    try:
+        for _ in range(tries):
+            if len(bases) == count:
+                return bases
+            sock = socket.socket()
+            sock.bind((host, 0))
+            base = sock.getsockname()[1]
+            row = [sock]
+            try:
+                for offset in range(1, block):
+                    extra = socket.socket()
+                    row.append(extra)
+                    extra.bind((host, base + offset))
+            except OSError:
+                for s in row:
+                    s.close()
+                continue
+            held += row
+            bases.append(base)
+        raise RuntimeError(f"could not find {count} free port blocks of {block}")
+    finally:
+        for sock in held:
+            sock.close()
 
 
 class Gateway:
-    """Starts ``python -m mailmoat_common.cli run <service> --worker N`` processes with a shared env."""
+    """Gateway processes sharing one environment (policy, broker, Redis, ports)."""
 
-    def __init__(self, workdir: Path, amqp_url: str, redis_url: str, policy: Path,
-                 ingress_workers: int = 1, extra_env: dict[str, str] | None = None):
-        self.workdir = workdir
-        self.smtp_port = free_port()
+    def __init__(self, workdir: Path, amqp_url: str, redis_url: str, policy: Path | None = None,
+                 ingress_workers: int = 1, extra_env: dict[str, str] | None = None, *,
+                 policy_text: str | None = None, log_format: str = "json", ready_timeout: float = 45.0):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if policy is None:
+            policy = self.workdir / "policy.yaml"
+            self.write_policy(policy_text or "{}\n", policy)
+        elif policy_text is not None:
+            self.write_policy(policy_text, policy)
+        self.policy = Path(policy)
         self.ingress_workers = ingress_workers
-        self.ports = {service: free_port() for service in ("ingress", "routing", "egress",
-                                                           "connection_filter", "antivirus", "antispam")}
-        # ingress workers use base+index: reserve a block
-        self.ports["ingress"] = _free_block(ingress_workers)
+        self.ready_timeout = ready_timeout
+        names = list(DEFAULT_METRICS_PORTS)
+        blocks = free_ports(len(names), block=max(1, ingress_workers))
+        self.ports = dict(zip(names, blocks, strict=True))
+        self.smtp_port, self.devmailbox_port = free_ports(2)
+        self.maildir = self.workdir / "maildir"
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAILMOAT_")}
         self.env = {
-            **os.environ,
+            **inherited,
+            "PYTHONUNBUFFERED": "1",
             "MAILMOAT_AMQP_URL": amqp_url,
             "MAILMOAT_REDIS_URL": redis_url,
-            "MAILMOAT_POLICY": str(policy),
+            "MAILMOAT_POLICY": str(self.policy),
+            "MAILMOAT_SMTP_HOST": "127.0.0.1",
             "MAILMOAT_SMTP_PORT": str(self.smtp_port),
             "MAILMOAT_INGRESS_WORKERS": str(ingress_workers),
-            "MAILMOAT_LOG_FORMAT": "json",
+            "MAILMOAT_LOG_FORMAT": log_format,
+            "MAILMOAT_DEVMAILBOX_PORT": str(self.devmailbox_port),
+            "MAILMOAT_DEVMAILBOX_DIR": str(self.maildir),
             **{f"MAILMOAT_{s.upper()}_METRICS_PORT": str(p) for s, p in self.ports.items()},
             **(extra_env or {}),
         }
         self.procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
+        self._supervised: list[tuple[str, int]] = []
+
+    # --- policy ------------------------------------------------------------------------------------
+
+    def write_policy(self, text: str, path: Path | None = None) -> Path:
+        """Write the policy YAML (dedented) atomically; running services reload it."""
+        path = Path(path or self.policy)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(textwrap.dedent(text), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    # --- starting ----------------------------------------------------------------------------------
 
     def port_of(self, service: str, worker: int = 0) -> int:
+        """The metrics/health port of a service process."""
         return self.ports[service] + worker
 
     def log_path(self, service: str, worker: int = 0) -> Path:
         return self.workdir / f"{service}-{worker}.log"
 
+    def _spawn(self, key: tuple[str, int], args: list[str]) -> subprocess.Popen[bytes]:
+        if key in self.procs and self.procs[key].poll() is None:
+            raise RuntimeError(f"{key[0]}[{key[1]}] is already running")
+        with open(self.log_path(*key), "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mailmoat_common.cli", "run", *args],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.workdir, start_new_session=True,
+            )
+        self.procs[key] = proc
+        return proc
+
     def start_service(self, service: str, worker: int = 0, wait: bool = True) -> None:
-        log = open(self.log_path(service, worker), "ab")
-        self.procs[(service, worker)] = subprocess.Popen(
-            [sys.executable, "-m", "mailmoat_common.cli", "run", service, "--worker", str(worker)],
-            env=self.env, stdout=log, stderr=log, cwd=self.workdir,
-        )
-        log.close()
+        """Start one service process (again, after ``kill``)."""
+        self._spawn((service, worker), [service, "--worker", str(worker)])
         if wait:
             self.wait_ready(service, worker)
 
     def start(self, services: tuple[str, ...] = SERVICES) -> Gateway:
-        for service in services:
-            workers = self.ingress_workers if service == "ingress" else 1
-            for worker in range(workers):
-                self.start_service(service, worker, wait=False)
-        for service in services:
-            workers = self.ingress_workers if service == "ingress" else 1
-            for worker in range(workers):
-                self.wait_ready(service, worker)
+        """Start each service as its own process (ingress with ``ingress_workers`` workers), wait for all."""
+        keys = [(s, w) for s in services for w in range(self.ingress_workers if s == "ingress" else 1)]
+        for service, worker in keys:
+            self.start_service(service, worker, wait=False)
+        for service, worker in keys:
+            self.wait_ready(service, worker)
         return self
+
+    def start_all(self, devmailbox: bool = False) -> Gateway:
+        """Start the ``mailmoat run all`` supervisor and wait until every process it runs is ready."""
+        settings = Settings(policy_path=str(self.policy), ingress_workers=self.ingress_workers)
+        self._supervised = plan_processes(settings, devmailbox)
+        self._spawn(ALL, ["all", *(["--devmailbox"] if devmailbox else [])])
+        for service, worker in self._supervised:
+            self.wait_ready(service, worker)
+        return self
+
+    # --- readiness ---------------------------------------------------------------------------------
+
+    def _http(self, service: str, worker: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.port_of(service, worker)}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
 
     def ready(self, service: str, worker: int = 0) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port_of(service, worker)}/readyz", timeout=2) as r:
-                return r.status == 200
+            return self._http(service, worker, "/readyz")[0] == 200
         except OSError:
             return False
 
-    def wait_ready(self, service: str, worker: int = 0, timeout: float = 45.0) -> None:
+    def _owner(self, service: str, worker: int) -> tuple[str, int]:
+        if (service, worker) in self.procs:
+            return service, worker
+        if ALL in self.procs and (service, worker) in self._supervised:
+            return ALL
+        raise KeyError(f"{service}[{worker}] was not started")
+
+    def wait_ready(self, service: str, worker: int = 0, timeout: float | None = None) -> None:
+        """Wait until the process answers 200 on /readyz; AssertionError with its log tail otherwise."""
+        timeout = self.ready_timeout if timeout is None else timeout
+        key = self._owner(service, worker)
         deadline = time.monotonic() + timeout
-        proc = self.procs[(service, worker)]
-        while time.monotonic() < deadline:
+        while True:
+            proc = self.procs[key]
             if proc.poll() is not None:
-                raise AssertionError(f"{service}[{worker}] exited {proc.returncode}:\n{self.tail(service, worker)}")
+                raise AssertionError(f"{key[0]}[{key[1]}] exited with {proc.returncode}:\n{self.tail(*key)}")
             if self.ready(service, worker):
                 return
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{service}[{worker}] not ready after {timeout}s:\n{self.tail(*key)}")
             time.sleep(0.1)
-        raise AssertionError(f"{service}[{worker}] not ready after {timeout}s:\n{self.tail(service, worker)}")
 
     def metrics(self, service: str, worker: int = 0) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port_of(service, worker)}/metrics", timeout=5) as r:
-            return r.read().decode()
+        status, body = self._http(service, worker, "/metrics", timeout=5)
+        if status != 200:
+            raise AssertionError(f"{service}[{worker}] /metrics answered {status}")
+        return body
 
     def tail(self, service: str, worker: int = 0, lines: int = 40) -> str:
         path = self.log_path(service, worker)
@@ -96,41 +207,43 @@ class Gateway:
             return "(no log)"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def kill(self, service: str, worker: int = 0, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop((service, worker))
-        proc.send_signal(sig)
-        proc.wait(timeout=40)
+    # --- stopping ----------------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def kill(self, service: str, worker: int = 0, sig: int = signal.SIGKILL, timeout: float = 40.0) -> int:
+        """Signal one service process (SIGKILL by default) and wait for it to end; its exit status."""
+        proc = self.procs.pop((service, worker))
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return proc.wait(timeout=5)
+
+    def stop(self, timeout: float = 40.0) -> None:
+        """SIGTERM every process; whatever is still running after ``timeout`` s is SIGKILLed with its group."""
         for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         for proc in self.procs.values():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                pass
+            _kill_group(proc)  # also whatever a supervisor left behind
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self.procs.clear()
 
+    def __enter__(self) -> Gateway:
+        return self
 
-def _free_block(size: int, tries: int = 50) -> int:
-    """A base port whose next ``size`` ports are free."""
-    import socket
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
-    for _ in range(tries):
-        base = free_port()
-        sockets = []
-        try:
-            for offset in range(size):
-                sock = socket.socket()
-                sock.bind(("127.0.0.1", base + offset))
-                sockets.append(sock)
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port block")
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)

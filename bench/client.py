@@ -1,0 +1,124 @@
+"""A latency-probe SMTP client (aiosmtplib): N messages over S concurrent sessions, each stamped.
+
+Every message carries ``X-Bench-Id`` and ``X-Bench-Sent: <ns>``; the client writes
+``<id> <sent ns> <accepted ns>`` per accepted message to --out (accepted = the server's reply to
+the end of DATA). With --rate the messages are offered at that rate (open loop), otherwise as fast
+as the sessions allow (closed loop). Sessions stay connected and send message after message.
+
+    python bench/client.py --port 2525 --count 1000 --sessions 20 --rcpt user@latency.bench.test --out sent.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+
+import aiosmtplib
+
+LINE = b"The quick brown fox jumps over the lazy dog, and the bench counts every byte of it.\r\n"
+
+
+def build_message(ident: str, sender: str, rcpt: str, size: int, sent_ns: int) -> bytes:
+    """A CRLF message of about ``size`` bytes with the bench headers."""
+    head = (
+        f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: bench {ident}\r\n"
+        f"Message-ID: <{ident}@bench.test>\r\nX-Bench-Id: {ident}\r\nX-Bench-Sent: {sent_ns}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    ).encode()
+    lines = max(1, (size - len(head)) // len(LINE))
+    return head + LINE * lines
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.prefix = uuid.uuid4().hex[:8]
+        self.next_index = 0
+        self.records: list[tuple[str, int, int]] = []
+        self.failures: dict[str, int] = {}
+        self.start = 0.0
+
+    def take(self) -> int | None:
+        if self.next_index >= self.args.count:
+            return None
+        index = self.next_index
+        self.next_index += 1
+        return index
+
+    async def session(self) -> None:
+        args = self.args
+        client: aiosmtplib.SMTP | None = None
+        attempts = 0
+        try:
+            while (index := self.take()) is not None:
+                if args.rate:
+                    due = self.start + index / args.rate
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                ident = f"{self.prefix}-{index}"
+                for _attempt in range(3):
+                    attempts += 1
+                    try:
+                        if client is None or not client.is_connected:
+                            client = aiosmtplib.SMTP(hostname=args.host, port=args.port, timeout=args.timeout,
+                                                     start_tls=False, use_tls=False)
+                            await client.connect()
+                        sent = time.time_ns()
+                        data = build_message(ident, args.sender, args.rcpt, args.size, sent)
+                        await client.sendmail(args.sender, [args.rcpt], data)
+                        self.records.append((ident, sent, time.time_ns()))
+                        break
+                    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                        key = type(exc).__name__ + ": " + str(exc)[:80]
+                        self.failures[key] = self.failures.get(key, 0) + 1
+                        if client is not None:
+                            client.close()
+                        client = None
+                        await asyncio.sleep(0.2)
+        finally:
+            if client is not None and client.is_connected:
+                try:
+                    await asyncio.wait_for(client.quit(), 5)
+                except Exception:
+                    client.close()
+
+    async def run(self) -> dict[str, object]:
+        self.start = time.monotonic()
+        await asyncio.gather(*(self.session() for _ in range(self.args.sessions)))
+        wall = time.monotonic() - self.start
+        with open(self.args.out, "w") as fh:
+            fh.writelines(f"{i} {s} {a}\n" for i, s, a in self.records)
+        return {"accepted": len(self.records), "wall_s": wall, "failures": self.failures}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--size", type=int, default=10240)
+    parser.add_argument("--rate", type=float, default=0.0, help="messages/s offered (0: as fast as possible)")
+    parser.add_argument("--sender", default="bench@sender.bench.test")
+    parser.add_argument("--rcpt", required=True)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    run = Run(args)
+    try:
+        import uvloop
+
+        summary = uvloop.run(run.run())
+    except ImportError:
+        summary = asyncio.run(run.run())
+    print(json.dumps(summary), flush=True)
+    return 0 if summary["accepted"] == args.count else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,596 @@
+"""The SMTP ingress in-process against the real RabbitMQ and Redis, driven by smtplib and raw sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import trustme
+from prometheus_client import REGISTRY
+
+from mailmoat_common.bus import Bus, decode
+from mailmoat_common.models import Envelope
+from mailmoat_common.settings import Settings
+from mailmoat_ingress.service import IngressServer
+from tests.support.infra import free_port
+
+pytestmark = pytest.mark.integration
+
+POLICY = """
+organization:
+  hostname: gw.example.net
+  internal_networks: [127.0.0.3/32]
+accepted_domains:
+  - {domain: example.com}
+  - {domain: dbeb.example.com, dbeb: true}
+directory: [known@dbeb.example.com]
+limits:
+  max_message_size: 200000
+  max_header_size: 2048
+  max_received_headers: 5
+  max_sessions: 50
+"""
+
+
+async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *, wait_bus: bool = True) -> AsyncIterator[IngressServer]:
+    server = IngressServer(settings, grace=2.0)
+    await server.start()
+    try:
+        if wait_bus:
+            await _until(lambda: server.runtime.bus.connected, 15)
+        yield server
+    finally:
+        await server.stop(grace=2.0)
+
+
+@pytest.fixture
+async def probe(amqp_url: str) -> AsyncIterator[Bus]:
+    """A second connection to the test vhost that reads mailmoat.routing (purged first)."""
+    bus = Bus(amqp_url)
+    await bus.connect()
+    await bus.declare_stage("routing")
+    assert bus.channel is not None
+    await (await bus.channel.get_queue("mailmoat.routing")).purge()
+    yield bus
+    await bus.close()
+
+
+async def take(bus: Bus, timeout: float = 5.0) -> tuple[Envelope, bytes]:
+    assert bus.channel is not None
+    queue = await bus.channel.get_queue("mailmoat.routing")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = await queue.get(no_ack=True, fail=False)
+        if message is not None:
+            return decode(message.body)
+        await asyncio.sleep(0.02)
+    raise AssertionError("nothing published to mailmoat.routing")
+
+
+async def depth(bus: Bus) -> int:
+    return await bus.queue_depth("mailmoat.routing")
+
+
+@pytest.fixture
+def make_settings(amqp_url: str, redis_url: str, write_policy) -> Callable[..., Settings]:
+    def make(policy: str = POLICY, **overrides: object) -> Settings:
+        settings = Settings(
+            amqp_url=amqp_url, redis_url=redis_url, policy_path=str(write_policy(policy)), smtp_port=0,
+            log_format="text", publish_timeout=3.0,
+        )
+        settings.metrics_ports = {}
+        for key, value in overrides.items():
+            setattr(settings, key, value)
+        return settings
+
+    return make
+
+
+def received_prefix(data: bytes) -> tuple[bytes, bytes]:
+    """Split the gateway's Received header (first field, with folds) from the rest."""
+    end = 0
+    while True:
+        end = data.index(b"\r\n", end) + 2
+        if data[end : end + 1] not in (b" ", b"\t"):
+            return data[:end], data[end:]
+
+
+def smtp_client(port: int, source: str = "127.0.0.1") -> smtplib.SMTP:
+    return smtplib.SMTP("127.0.0.1", port, source_address=(source, 0), timeout=10)
+
+
+class Raw:
+    """A line-oriented raw SMTP client for what smtplib refuses to send."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1"):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+        self.buffer = b""
+
+    def reply(self) -> str:
+        """One complete (possibly multi-line) reply."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"closed after {lines!r} {self.buffer!r}")
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            lines.append(line.decode())
+            if len(line) < 4 or line[3:4] == b" ":
+                return "\n".join(lines)
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def closed(self) -> bool:
+        self.sock.settimeout(5)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --- acceptance ---------------------------------------------------------------------------------
+
+
+async def test_accepted_message_is_published_byte_exact(make_settings, probe, redis_url) -> None:
+    sent = (
+        b"X-Mailmoat-Antispam-Report: SCL:-1\r\n\tforged\r\n"
+        b"From: Alice <alice@sender.org>\r\n"
+        b"Subject: =?utf-8?q?caf=C3=A9?=\r\n"
+        b"Message-ID: <m-1@sender.org>\r\n"
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=sender.org;\r\n b=AAAA\r\n"
+        b"\r\n"
+        b".leading dot line\r\n"
+        b"caf\xc3\xa9 8bit  trailing spaces  \r\n"
+        b"X-Mailmoat-In-Body: kept\r\n"
+    )
+    expected = sent.split(b"From:", 1)[1]
+    expected = b"From:" + expected
+    async with running(make_settings()) as server:
+
+        def send() -> tuple[int, bytes]:
+            with smtp_client(server.port) as client:
+                code, ehlo = client.ehlo("mx.sender.org")
+                assert code == 250
+                for keyword in (b"PIPELINING", b"8BITMIME", b"SMTPUTF8", b"ENHANCEDSTATUSCODES", b"SIZE 200000"):
+                    assert keyword in ehlo
+                assert b"STARTTLS" not in ehlo
+                assert client.mail("alice@sender.org", ["BODY=8BITMIME"])[0] == 250
+                assert client.rcpt("bob@example.com") == (250, b"2.1.5 Recipient ok")
+                assert client.rcpt("carol@example.com")[0] == 250
+                return client.data(sent)
+
+        code, text = await asyncio.to_thread(send)
+        assert code == 250
+        envelope, data = await take(probe)
+        assert text == f"2.6.0 <{envelope.id}> Queued mail for delivery".encode()
+        received, rest = received_prefix(data)
+        assert rest == expected
+        assert received.startswith(b"Received: from mx.sender.org (unknown [127.0.0.1])\r\n\tby gw.example.net ")
+        assert f"with ESMTP id {envelope.id}".encode() in received
+        assert envelope.mail_from == "alice@sender.org"
+        assert envelope.rcpt_to == ["bob@example.com", "carol@example.com"]
+        assert envelope.client_ip == "127.0.0.1" and envelope.client_port > 0
+        assert envelope.helo == "mx.sender.org"
+        assert envelope.body_type == "8BITMIME"
+        assert envelope.message_id_header == "<m-1@sender.org>"
+        assert envelope.direction == "inbound"
+        assert envelope.itinerary == ["routing", "egress"]
+        assert envelope.size == len(data)
+        assert envelope.tls is None
+        assert await depth(probe) == 0  # one message, one publish, whatever the recipient count
+
+        events = []
+
+        async def traced() -> bool:
+            events[:] = await server.runtime.trace.events(envelope.id)
+            return bool(events)
+
+        for _ in range(100):
+            if await traced():
+                break
+            await asyncio.sleep(0.05)
+        assert [e.event for e in events] == ["RECEIVE"]
+        assert await server.runtime.trace.find("<m-1@sender.org>") == [envelope.id]
+        assert await server.runtime.trace.find("bob@example.com") == [envelope.id]
+
+
+async def test_null_sender_and_smtputf8(make_settings, probe) -> None:
+    async with running(make_settings()) as server:
+
+        def send() -> None:
+            with smtp_client(server.port) as client:
+                client.ehlo("mx")
+                client.sendmail("<>", ["bob@example.com"], b"Subject: bounce\r\n\r\nx\r\n")
+                client.sendmail("jos\u00e9@sender.org", ["b\u00f6b@example.com"], "Subject: u\r\n\r\ny\r\n".encode(),
+                                mail_options=["SMTPUTF8"])
+
+        await asyncio.to_thread(send)
+        first, _ = await take(probe)
+        assert first.mail_from == "" and not first.smtputf8
+        second, data = await take(probe)
+        assert second.smtputf8 and second.rcpt_to == ["b\u00f6b@example.com"]
+        assert b" with UTF8SMTP id " in data
+
+
+# --- relay, DBEB, limits --------------------------------------------------------------------------
+
+
+async def test_relay_denied_from_outside_allowed_from_internal(make_settings, probe, redis_url) -> None:
+    async with running(make_settings()) as server:
+
+        def attempt(source: str) -> tuple[int, bytes]:
+            with smtp_client(server.port, source) as client:
+                client.ehlo("client")
+                client.mail("someone@example.com")
+                reply = client.rcpt("victim@elsewhere.org")
+                if reply[0] == 250:
+                    assert client.data(b"Subject: out\r\n\r\nx\r\n")[0] == 250
+                return reply
+
+        before = REGISTRY.get_sample_value("mailmoat_smtp_replies_total", {"code": "550"}) or 0
+        assert await asyncio.to_thread(attempt, "127.0.0.2") == (550, b"5.7.1 Relaying denied")
+        assert REGISTRY.get_sample_value("mailmoat_smtp_replies_total", {"code": "550"}) == before + 1
+        assert await depth(probe) == 0
+        assert (await asyncio.to_thread(attempt, "127.0.0.3"))[0] == 250
+        envelope, _ = await take(probe)
+        assert envelope.direction == "outbound" and envelope.client_ip == "127.0.0.3"
+
+        ids: list[str] = []
+        for _ in range(100):
+            ids = await server.runtime.trace.find("victim@elsewhere.org")
+            if ids:
+                break
+            await asyncio.sleep(0.05)
+        assert len(ids) == 1
+        events = await server.runtime.trace.events(ids[0])
+        assert events[0].event == "REJECT" and events[0].detail == "550 5.7.1 Relaying denied"
+
+
+async def test_directory_based_edge_blocking(make_settings, probe) -> None:
+    async with running(make_settings()) as server:
+
+        def attempt() -> list[tuple[int, bytes]]:
+            with smtp_client(server.port, "127.0.0.3") as client:
+                client.ehlo("client")
+                client.mail("a@sender.org")
+                return [client.rcpt("known@dbeb.example.com"), client.rcpt("unknown@dbeb.example.com")]
+
+        known, unknown = await asyncio.to_thread(attempt)
+        assert known[0] == 250
+        assert unknown == (550, b"5.4.1 Recipient address rejected: Access denied")
+
+
+async def test_size_limits(make_settings, probe) -> None:
+    async with running(make_settings()) as server:
+
+        def attempt() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+            with smtp_client(server.port) as client:
+                client.ehlo("client")
+                declared = client.mail("a@sender.org", ["SIZE=200001"])
+                client.rset()
+                client.mail("a@sender.org")
+                client.rcpt("bob@example.com")
+                body = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 210
+                return declared, client.data(body)
+
+        declared, data = await asyncio.to_thread(attempt)
+        assert declared == (552, b"5.3.4 Message size exceeds fixed maximum message size")
+        assert data == (552, b"5.3.4 Message size exceeds fixed maximum message size")
+        assert await depth(probe) == 0
+
+
+async def test_recipient_limit_452_on_501st(make_settings, probe) -> None:
+    async with running(make_settings()) as server:
+
+        def attempt() -> tuple[list[int], tuple[int, bytes], int]:
+            with smtp_client(server.port) as client:
+                client.ehlo("client")
+                client.mail("a@sender.org")
+                codes = [client.rcpt(f"u{i}@example.com")[0] for i in range(500)]
+                over = client.rcpt("u500@example.com")
+                return codes, over, client.data(b"Subject: many\r\n\r\nx\r\n")[0]
+
+        codes, over, data = await asyncio.to_thread(attempt)
+        assert set(codes) == {250}
+        assert over == (452, b"4.5.3 Too many recipients")
+        assert data == 250
+        envelope, _ = await take(probe)
+        assert len(envelope.rcpt_to) == 500
+
+
+@pytest.mark.parametrize(
+    ("body", "reply"),
+    [
+        (b"X-Pad: " + b"h" * 900 + b"\r\nX-Pad2: " + b"h" * 900 + b"\r\nX-Pad3: " + b"h" * 400 + b"\r\n\r\nx\r\n",
+         (552, b"5.3.4 Message header size exceeds limit")),
+        (b"Received: from a\r\n" * 6 + b"Subject: loop\r\n\r\nx\r\n",
+         (554, b"5.4.14 Hop count exceeded - possible mail loop")),
+        (b"Subject: long\r\n\r\n" + b"l" * 5000 + b"\r\n", (554, b"5.6.0 Message line too long")),
+    ],
+    ids=["header-size", "hop-count", "line-length"],
+)
+async def test_content_limits(make_settings, probe, body: bytes, reply: tuple[int, bytes]) -> None:
+    async with running(make_settings()) as server:
+
+        def attempt() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+            with smtp_client(server.port) as client:
+                client.ehlo("client")
+                client.mail("a@sender.org")
+                client.rcpt("bob@example.com")
+                refused = client.data(body)
+                return refused, client.noop()
+
+        refused, after = await asyncio.to_thread(attempt)
+        assert refused == reply
+        assert after[0] == 250  # the session goes on
+        assert await depth(probe) == 0
+
+
+# --- smuggling, pipelining, TLS -------------------------------------------------------------------
+
+
+async def test_bare_lf_smuggling_is_refused_whole(make_settings, probe) -> None:
+    payload = (
+        b"From: a@sender.org\r\nSubject: hello\r\n\r\nhi\n.\n"
+        b"MAIL FROM:<admin@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
+        b"From: admin@example.com\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n"
+    )
+    async with running(make_settings()) as server:
+
+        def attempt() -> list[str]:
+            raw = Raw(server.port)
+            replies = [raw.reply()]
+            raw.send(b"EHLO client\r\n")
+            replies.append(raw.reply())
+            raw.send(b"MAIL FROM:<a@sender.org>\r\n")
+            replies.append(raw.reply())
+            raw.send(b"RCPT TO:<bob@example.com>\r\n")
+            replies.append(raw.reply())
+            raw.send(b"DATA\r\n")
+            replies.append(raw.reply())
+            raw.send(payload)
+            replies.append(raw.reply())
+            raw.send(b"QUIT\r\n")
+            replies.append(raw.reply())
+            raw.close()
+            return replies
+
+        replies = await asyncio.to_thread(attempt)
+        assert replies[4].startswith("354")
+        assert replies[5] == "550 5.5.2 Message contains bare CR or LF (RFC 5321 2.3.8)"
+        assert replies[6].startswith("221")
+        await asyncio.sleep(0.3)
+        assert await depth(probe) == 0
+
+
+async def test_pipelined_client(make_settings, probe) -> None:
+    async with running(make_settings()) as server:
+
+        def attempt() -> list[str]:
+            raw = Raw(server.port)
+            raw.reply()
+            raw.send(b"EHLO client\r\n")
+            assert "PIPELINING" in raw.reply()
+            raw.send(
+                b"MAIL FROM:<a@sender.org>\r\nRCPT TO:<bob@example.com>\r\n"
+                b"RCPT TO:<x@elsewhere.org>\r\nRCPT TO:<carol@example.com>\r\nDATA\r\n"
+            )
+            replies = [raw.reply() for _ in range(5)]
+            raw.send(b"Subject: pipelined\r\n\r\nbody\r\n.\r\nMAIL FROM:<b@sender.org>\r\nRSET\r\nQUIT\r\n")
+            replies += [raw.reply() for _ in range(4)]
+            assert raw.closed()
+            raw.close()
+            return replies
+
+        replies = await asyncio.to_thread(attempt)
+        assert [r[:9] for r in replies] == [
+            "250 2.1.0", "250 2.1.5", "550 5.7.1", "250 2.1.5", "354 End d",
+            "250 2.6.0", "250 2.1.0", "250 2.0.0", "221 2.0.0",
+        ]
+        envelope, data = await take(probe)
+        assert envelope.rcpt_to == ["bob@example.com", "carol@example.com"]
+        assert data.endswith(b"\r\nSubject: pipelined\r\n\r\nbody\r\n")
+
+
+async def test_starttls(make_settings, probe, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    pem = tmp_path / "server.pem"
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    async with running(make_settings(tls_cert=str(pem), tls_key=str(pem))) as server:
+
+        def attempt() -> tuple[bytes, bytes]:
+            with smtp_client(server.port) as client:
+                before = client.ehlo("tls.client")[1]
+                client.starttls(context=client_context)
+                after = client.ehlo("tls.client")[1]
+                client.sendmail("a@sender.org", ["bob@example.com"], b"Subject: tls\r\n\r\nsecret\r\n")
+                return before, after
+
+        before, after = await asyncio.to_thread(attempt)
+        assert b"STARTTLS" in before and b"STARTTLS" not in after
+        envelope, data = await take(probe)
+        assert envelope.tls is not None and (envelope.tls.version or "").startswith("TLSv1.")
+        assert envelope.tls.cipher
+        assert envelope.helo == "tls.client"
+        received, rest = received_prefix(data)
+        assert b"\r\n\t(using TLSv1." in received and f"with ESMTPS id {envelope.id}".encode() in received
+        assert rest == b"Subject: tls\r\n\r\nsecret\r\n"
+
+
+# --- failures and protection ----------------------------------------------------------------------
+
+
+async def test_451_when_broker_unreachable(make_settings, probe) -> None:
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    async with running(make_settings(amqp_url=dead, publish_timeout=2.0), wait_bus=False) as server:
+        assert not server.runtime.ready()
+
+        def attempt() -> tuple[int, bytes]:
+            with smtp_client(server.port) as client:
+                client.ehlo("client")
+                client.mail("a@sender.org")
+                client.rcpt("bob@example.com")
+                return client.data(b"Subject: x\r\n\r\ny\r\n")
+
+        assert await asyncio.to_thread(attempt) == (451, b"4.3.0 Temporary internal error, try again later")
+    await asyncio.sleep(0.2)
+    assert await depth(probe) == 0
+
+
+async def test_internal_error_is_451_without_details(make_settings, probe) -> None:
+    async with running(make_settings()) as server:
+        good_policy = server.ctx.policy
+
+        def attempt() -> tuple[tuple[int, bytes], tuple[int, bytes]]:
+            with smtp_client(server.port) as client:
+                client.ehlo("client")
+                client.mail("a@sender.org")
+
+                def broken():
+                    raise RuntimeError("secret internal detail")
+
+                server.ctx.policy = broken
+                try:
+                    failed = client.rcpt("bob@example.com")
+                finally:
+                    server.ctx.policy = good_policy
+                return failed, client.rcpt("bob@example.com")
+
+        failed, recovered = await asyncio.to_thread(attempt)
+        assert failed == (451, b"4.3.0 Temporary internal error, try again later")
+        assert recovered[0] == 250
+
+
+async def test_session_cap(make_settings, probe) -> None:
+    policy = POLICY.replace("max_sessions: 50", "max_sessions: 2")
+    async with running(make_settings(policy)) as server:
+
+        def attempt() -> tuple[str, str]:
+            first, second = Raw(server.port), Raw(server.port)
+            assert first.reply().startswith("220 gw.example.net")
+            assert second.reply().startswith("220")
+            third = Raw(server.port)
+            refused = third.reply()
+            assert third.closed()
+            third.close()
+            first.send(b"QUIT\r\n")
+            first.reply()
+            first.close()
+            deadline = time.monotonic() + 5
+            while len(server.ctx.sessions) > 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            fourth = Raw(server.port)
+            greeting = fourth.reply()
+            fourth.close()
+            second.close()
+            return refused, greeting
+
+        refused, greeting = await asyncio.to_thread(attempt)
+        assert refused == "421 4.3.2 Too many connections, try again later"
+        assert greeting.startswith("220 ")
+
+
+async def test_command_budget(make_settings, probe) -> None:
+    policy = POLICY.replace("max_sessions: 50", "max_sessions: 50\n  max_commands: 10")
+    async with running(make_settings(policy)) as server:
+
+        def attempt() -> list[str]:
+            raw = Raw(server.port)
+            raw.reply()
+            replies = []
+            for _ in range(11):
+                raw.send(b"NOOP\r\n")
+                replies.append(raw.reply())
+            assert raw.closed()
+            raw.close()
+            return replies
+
+        replies = await asyncio.to_thread(attempt)
+        assert replies[:10] == ["250 2.0.0 Ok"] * 10
+        assert replies[10] == "421 4.7.0 Too many commands"
+
+
+async def test_policy_hot_reload(make_settings, probe) -> None:
+    settings = make_settings()
+    async with running(settings) as server:
+
+        def rcpt() -> int:
+            with smtp_client(server.port) as client:
+                client.ehlo("client")
+                client.mail("a@sender.org")
+                return client.rcpt("new@new.example.org")[0]
+
+        assert await asyncio.to_thread(rcpt) == 550
+        Path(settings.policy_path).write_text(
+            POLICY.replace("  - {domain: example.com}", "  - {domain: example.com}\n  - {domain: new.example.org}")
+        )
+        deadline = time.monotonic() + 6
+        code = 550
+        while code != 250 and time.monotonic() < deadline:
+            await asyncio.sleep(0.3)
+            code = await asyncio.to_thread(rcpt)
+        assert code == 250
+
+
+async def test_graceful_stop_finishes_the_open_transaction(make_settings, probe) -> None:
+    server = IngressServer(make_settings(), grace=5.0)
+    await server.start()
+    await _until(lambda: server.runtime.bus.connected, 15)
+    raw = await asyncio.to_thread(Raw, server.port)
+    idle = await asyncio.to_thread(Raw, server.port)
+
+    def begin() -> None:
+        raw.reply()
+        idle.reply()
+        raw.send(b"EHLO client\r\n")
+        raw.reply()
+        raw.send(b"MAIL FROM:<a@sender.org>\r\n")
+        assert raw.reply().startswith("250")
+
+    await asyncio.to_thread(begin)
+    stopping = asyncio.create_task(server.stop())
+    await asyncio.sleep(0.2)
+
+    def finish() -> list[str]:
+        replies = [idle.reply()]
+        raw.send(b"RCPT TO:<bob@example.com>\r\nDATA\r\n")
+        replies += [raw.reply(), raw.reply()]
+        raw.send(b"Subject: last\r\n\r\nx\r\n.\r\n")
+        replies += [raw.reply(), raw.reply()]
+        return replies
+
+    replies = await asyncio.to_thread(finish)
+    await asyncio.wait_for(stopping, 10)
+    raw.close()
+    idle.close()
+    assert replies[0].startswith("421 4.3.2")
+    assert replies[1].startswith("250") and replies[2].startswith("354")
+    assert replies[3].startswith("250 2.6.0") and replies[4].startswith("421 4.3.2")
+    envelope, _ = await take(probe)
+    assert envelope.rcpt_to == ["bob@example.com"]
+    assert not server.listening
+
