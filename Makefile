@@ -25,7 +25,8 @@ run:
 	@bash scripts/ensure-services.sh
 	@$(VENV)/bin/python scripts/devcert.py $(TLS_DIR)
 	@export MAILMOAT_TLS_CERT="$${MAILMOAT_TLS_CERT:-$(CURDIR)/$(TLS_DIR)/cert.pem}" \
-	        MAILMOAT_TLS_KEY="$${MAILMOAT_TLS_KEY:-$(CURDIR)/$(TLS_DIR)/key.pem}"; \
+	        MAILMOAT_TLS_KEY="$${MAILMOAT_TLS_KEY:-$(CURDIR)/$(TLS_DIR)/key.pem}" \
+	        MAILMOAT_LOG_FORMAT="$${MAILMOAT_LOG_FORMAT:-text}"; \
 	  exec $(VENV)/bin/mailmoat run all --devmailbox
 
 test:

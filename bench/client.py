@@ -73,7 +73,7 @@ class Run:
                         await client.sendmail(args.sender, [args.rcpt], data)
                         self.records.append((ident, sent, time.time_ns()))
                         break
-                    except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                    except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                         key = type(exc).__name__ + ": " + str(exc)[:80]
                         self.failures[key] = self.failures.get(key, 0) + 1
                         if client is not None:
@@ -91,8 +91,6 @@ class Run:
         self.start = time.monotonic()
         await asyncio.gather(*(self.session() for _ in range(self.args.sessions)))
         wall = time.monotonic() - self.start
-        with open(self.args.out, "w") as fh:
-            fh.writelines(f"{i} {s} {a}\n" for i, s, a in self.records)
         return {"accepted": len(self.records), "wall_s": wall, "failures": self.failures}
 
 
@@ -116,6 +114,8 @@ def main() -> int:
         summary = uvloop.run(run.run())
     except ImportError:
         summary = asyncio.run(run.run())
+    with open(args.out, "w") as fh:
+        fh.writelines(f"{i} {s} {a}\n" for i, s, a in run.records)
     print(json.dumps(summary), flush=True)
     return 0 if summary["accepted"] == args.count else 1
 

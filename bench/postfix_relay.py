@@ -25,8 +25,10 @@ POSTCONF = "/usr/sbin/postconf"
 SYSTEM_MASTER_CF = Path("/etc/postfix/master.cf")
 
 
-def main_cf(base: Path, port: int, relay: str, transports: dict[str, str]) -> str:
-    """main.cf of a loopback relay that sends everything to ``relay`` (host:port)."""
+def main_cf(base: Path, port: int, relay: str, transports: dict[str, str],
+            extra: dict[str, str] | None = None) -> str:
+    """main.cf of a loopback relay that sends everything to ``relay`` (host:port); ``extra``
+    parameters are added last (for experiments; the bench uses none)."""
     inline = ", ".join(f"{domain}=smtp:[{hp.rsplit(':', 1)[0]}]:{hp.rsplit(':', 1)[1]}"
                        for domain, hp in transports.items())
     host, relay_port = relay.rsplit(":", 1)
@@ -59,6 +61,7 @@ def main_cf(base: Path, port: int, relay: str, transports: dict[str, str]) -> st
         "smtp_tls_security_level": "none",
         "smtp_dns_support_level": "disabled",
         "biff": "no",
+        **(extra or {}),
     }
     return "".join(f"{key} = {value}\n" for key, value in settings.items())
 
@@ -93,10 +96,11 @@ class PostfixRelay:
     """A running private Postfix relay; use as a context manager or call start()/stop()."""
 
     def __init__(self, port: int, relay: str, transports: dict[str, str] | None = None,
-                 base: Path | None = None):
+                 base: Path | None = None, extra: dict[str, str] | None = None):
         self.port = port
         self.relay = relay
         self.transports = transports or {}
+        self.extra = extra or {}
         self._own_base = base is None
         self.base = base or Path(tempfile.mkdtemp(prefix="mailmoat-bench-postfix-"))
         self.config = self.base / "etc"
@@ -112,7 +116,7 @@ class PostfixRelay:
         for sub in ("queue", "data"):
             (self.base / sub).mkdir(exist_ok=True)
         shutil.chown(self.base / "data", "postfix", "postfix")
-        (self.config / "main.cf").write_text(main_cf(self.base, self.port, self.relay, self.transports))
+        (self.config / "main.cf").write_text(main_cf(self.base, self.port, self.relay, self.transports, self.extra))
         (self.config / "master.cf").write_text(master_cf(SYSTEM_MASTER_CF.read_text(), self.port))
         (self.base / "maillog").touch()
         done = self._postfix("check")

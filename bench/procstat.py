@@ -20,6 +20,8 @@ class ProcSample:
     """utime + stime of the process itself."""
     children_cpu_s: float
     """cutime + cstime: CPU of children it has waited for (Postfix's master reaps its daemons)."""
+    pss_kb: int = 0
+    """Proportional set size now: shared pages divided among the processes sharing them."""
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -57,7 +59,16 @@ def sample(pid: int, name: str | None = None) -> ProcSample | None:
         rss_kb=_kb(status.get("VmRSS")),
         cpu_s=(utime + stime) / TICKS,
         children_cpu_s=(cutime + cstime) / TICKS,
+        pss_kb=_pss(pid),
     )
+
+
+def _pss(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return _kb(line.split(":", 1)[1].strip())
+    return 0
 
 
 def children(pid: int) -> list[int]:

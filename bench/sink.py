@@ -46,8 +46,7 @@ class Recorder:
         return "250 2.0.0 Ok: queued"
 
 
-async def serve(host: str, port: int, out: str) -> None:
-    recorder = Recorder()
+async def serve(host: str, port: int, recorder: Recorder) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(recorder, hostname="bench-sink", data_size_limit=64 * 1024 * 1024,
@@ -65,13 +64,9 @@ async def serve(host: str, port: int, out: str) -> None:
             print(f"received {shown}", flush=True)
         try:
             await asyncio.wait_for(stop.wait(), 0.2)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
     server.close()
-    with open(out, "w") as fh:
-        fh.writelines(f"{ident} {ns}\n" for ident, ns in recorder.arrivals)
-    print(f"received {recorder.count}", flush=True)
-    print("done", flush=True)
 
 
 def main() -> int:
@@ -80,12 +75,17 @@ def main() -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    recorder = Recorder()
     try:
         import uvloop
 
-        uvloop.run(serve(args.host, args.port, args.out))
+        uvloop.run(serve(args.host, args.port, recorder))
     except ImportError:
-        asyncio.run(serve(args.host, args.port, args.out))
+        asyncio.run(serve(args.host, args.port, recorder))
+    with open(args.out, "w") as fh:
+        fh.writelines(f"{ident} {ns}\n" for ident, ns in recorder.arrivals)
+    print(f"received {recorder.count}", flush=True)
+    print("done", flush=True)
     return 0
 
 

@@ -96,7 +96,9 @@ if [ ${#absent[@]} -gt 0 ]; then
     what+=("$w") pkgs+=("$p") compose+=("$c")
   done
   joined=$(printf '%s and ' "${what[@]}")
-  echo "mailmoat: ${joined% and } not running and not installed: apt-get install ${pkgs[*]} (or: docker compose up -d ${compose[*]})" >&2
+  verb=is
+  [ ${#what[@]} -gt 1 ] && verb=are
+  echo "mailmoat: ${joined% and } $verb not running and not installed: apt-get install ${pkgs[*]} (or: docker compose up -d ${compose[*]})" >&2
   failed=1
 fi
 exit "$failed"

@@ -8,6 +8,7 @@
 # Quiet when there is nothing to do; one line per long step; on failure the tool's output and exit 1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 die() { echo "setup: $*" >&2; exit 1; }
 
@@ -40,7 +41,7 @@ find_python() {
   local candidate
   for candidate in "${PYTHON:-}" python3 python3.13 python3.12 python3.11 \
       "${HOME:-/root}/.pyenv/shims/python3" /usr/local/bin/python3 /usr/bin/python3; do
-    [ -n "$candidate" ] && command -v "$candidate" >/dev/null 2>&1 || continue
+    if [ -z "$candidate" ] || ! command -v "$candidate" >/dev/null 2>&1; then continue; fi
     if python_ok "$candidate"; then
       command -v "$candidate"
       return 0

@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustQueue,
+)
 
 from mailmoat_common.models import Envelope
 
@@ -83,6 +88,7 @@ class Bus:
         self.connection: AbstractRobustConnection | None = None
         self.channel: AbstractRobustChannel | None = None
         self._declared: set[str] = set()
+        self._queues: dict[str, AbstractRobustQueue] = {}
         self._consumers: dict[str, str] = {}
 
     async def connect(self, timeout: float = 10.0) -> None:
@@ -124,7 +130,7 @@ class Bus:
         """Declare the durable quorum queue of a stage (delivery limit, dead-lettering)."""
         name = stage_queue(stage)
         if name not in self._declared:
-            await self._chan().declare_queue(
+            self._queues[name] = await self._chan().declare_queue(
                 name,
                 durable=True,
                 arguments={
@@ -195,9 +201,21 @@ class Bus:
     async def consume(
         self, queue_name: str, callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
     ) -> None:
-        queue = await self._chan().get_queue(queue_name, ensure=False)
+        # A queue object from declare_queue is one the robust channel restores, with its
+        # consumers, after a reconnect (get_queue(ensure=False) would not be).
+        queue = self._queues.get(queue_name)
+        if queue is None:
+            raise RuntimeError(f"consume from {queue_name!r} before declaring it")
         tag = await queue.consume(callback, no_ack=False)
         self._consumers[queue_name] = tag
+
+    async def stop_consuming(self) -> None:
+        """Cancel every consumer of this process (messages in flight still finish and ack)."""
+        for queue_name, tag in list(self._consumers.items()):
+            queue = self._queues.get(queue_name)
+            if queue is not None and self.connected:
+                await queue.cancel(tag)
+            del self._consumers[queue_name]
 
     async def queue_depth(self, queue_name: str) -> int:
         """Messages ready in a queue (passive declare)."""

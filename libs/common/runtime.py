@@ -151,10 +151,7 @@ class Runtime:
     async def shutdown(self, grace: float = 30.0) -> None:
         self._stopping.set()
         with contextlib.suppress(Exception):
-            if self.bus.channel is not None and not self.bus.channel.is_closed:
-                for queue_name, tag in list(self.bus._consumers.items()):
-                    queue = await self.bus.channel.get_queue(queue_name, ensure=False)
-                    await queue.cancel(tag)
+            await self.bus.stop_consuming()
         deadline = time.monotonic() + grace
         while self._in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

@@ -91,7 +91,6 @@ async def serve(host: str, port: int, root: Path, context: ssl.SSLContext | None
 
 async def main(settings: Settings, worker: int = 0) -> None:
     config = MailboxConfig.from_env()
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
     runtime = Runtime(SERVICE, settings, worker=worker)
     await runtime.start(bus=False)
     server = await serve(config.host, config.port + worker, config.root,

@@ -22,4 +22,4 @@ BYE = "221 2.0.0 Bye"
 
 
 def queued(queue_id: str) -> str:
-    return f"250 2.6.0 <{queue_id}> Queued mail for delivery"
+    return f"250 2.6.0 {queue_id} Queued mail for delivery"

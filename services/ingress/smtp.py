@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Session, syntax
+from aiosmtpd.smtp import SMTP, Session, login_always_fail, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind
@@ -116,6 +116,11 @@ class IngressHandler:
 
     def __init__(self, ctx: SessionContext):
         self.ctx = ctx
+        self.hooks: dict[str, Callable[..., Awaitable[Any]]] = {
+            name.removeprefix("handle_"): getattr(self, name)
+            for name in dir(self)
+            if name.startswith("handle_") and name != "handle_exception"
+        }
 
     # --- greeting ---------------------------------------------------------------------------------
 
@@ -301,47 +306,78 @@ class IngressSMTP(SMTP):
     """aiosmtpd's SMTP with a per-process session registry, a command budget and its own DATA reader."""
 
     def __init__(self, ctx: SessionContext, handler: IngressHandler, loop: asyncio.AbstractEventLoop):
+        """Set up what ``SMTP.__init__`` sets, from tables computed once per handler.
+
+        aiosmtpd introspects the handler and the class with ``inspect`` on every connection; for a
+        server that takes one message per connection that is a large share of the work.
+        ``tests/unit/test_ingress_session.py`` checks the attributes against aiosmtpd's own.
+        """
         policy = ctx.policy()
         self.ctx = ctx
         self.commands = 0
         self.busy = False
         self.line_length_limit = max(2 * policy.limits.max_line_length + 3, 65536)
-        super().__init__(
-            handler,
-            data_size_limit=None,
-            enable_SMTPUTF8=True,
-            hostname=policy.organization.hostname,
-            ident=IDENT,
-            tls_context=ctx.tls_context,
-            timeout=ctx.timeout,
+        self.__ident__ = IDENT
+        self.loop = loop
+        asyncio.StreamReaderProtocol.__init__(
+            self,
+            asyncio.StreamReader(loop=loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected,
             loop=loop,
         )
+        self.event_handler = handler
+        self.data_size_limit = None
+        self.enable_SMTPUTF8 = True
+        self._decode_data = False
         self.command_size_limits = _command_limits()
-        self._smtp_methods.pop("AUTH", None)
-        for name, method in list(self._smtp_methods.items()):
-            self._smtp_methods[name] = self._budgeted(method)
+        self.hostname = policy.organization.hostname
+        self.tls_context = ctx.tls_context
+        self.require_starttls = False
+        self._timeout_duration = ctx.timeout
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        self._auth_require_tls = True
+        self._proxy_timeout = None
+        self._authenticator = None
+        self._auth_callback = login_always_fail
+        self._auth_required = False
+        self._auth_methods = {}
+        self._handle_hooks = handler.hooks
+        self._ehlo_hook_ver = "new"
+        self._smtp_methods = {name: _Budgeted(self, getattr(self, attr)) for name, attr in _COMMANDS}
+        self._enforce_call_limit = False
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parser, with a fast path for the common ``<dot-atom@domain>`` form."""
+        match = _SIMPLE_PATH.match(arg)
+        if match is not None:
+            return match.group(1), match.group(2).lstrip(" \t")
+        return super()._getaddr(arg)
 
     def _create_envelope(self) -> Transaction:
         return Transaction()
 
-    def _budgeted(self, method: Callable[[str | None], Awaitable[None]]) -> Callable[[str | None], Awaitable[None]]:
-        @functools.wraps(method)
-        async def run(arg: str | None) -> None:
-            self.commands += 1
-            if self.commands > self.ctx.policy().limits.max_commands:
-                log.warning("%r: too many commands, closing", self.session.peer if self.session else None)
-                await self.push(replies.TOO_MANY_COMMANDS)
-                self.close()
-                return
-            self.busy = True
-            try:
-                await method(arg)
-            finally:
-                self.busy = False
-            if self.ctx.stopping:
-                self.stop_if_idle()
-
-        return run
+    async def run_command(self, method: Callable[[str | None], Awaitable[None]], arg: str | None) -> None:
+        """Run one command within the session's command budget; during shutdown close when idle."""
+        self.commands += 1
+        if self.commands > self.ctx.policy().limits.max_commands:
+            log.warning("%r: too many commands, closing", self.session.peer if self.session else None)
+            await self.push(replies.TOO_MANY_COMMANDS)
+            self.close()
+            return
+        self.busy = True
+        try:
+            await method(arg)
+        finally:
+            self.busy = False
+        if self.ctx.stopping:
+            self.stop_if_idle()
 
     # --- session registry -------------------------------------------------------------------------
 
@@ -436,6 +472,29 @@ class IngressSMTP(SMTP):
         finally:
             self._set_post_data_state()
         await self.push(status)
+
+
+class _Budgeted:
+    """A session's command method behind the command budget; HELP still sees its syntax attributes."""
+
+    __slots__ = ("method", "session")
+
+    def __init__(self, session: IngressSMTP, method: Callable[[str | None], Awaitable[None]]):
+        self.session = session
+        self.method = method
+
+    def __call__(self, arg: str | None) -> Awaitable[None]:
+        return self.session.run_command(self.method, arg)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.method, name)
+
+
+_COMMANDS = tuple(
+    (name.removeprefix("smtp_"), name) for name in dir(IngressSMTP) if name.startswith("smtp_") and name != "smtp_AUTH"
+)
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_PATH = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)\Z", re.DOTALL)
 
 
 def _command_limits() -> collections.defaultdict[str, int]:

@@ -210,15 +210,22 @@ class Gateway:
     # --- stopping ----------------------------------------------------------------------------------
 
     def kill(self, service: str, worker: int = 0, sig: int = signal.SIGKILL, timeout: float = 40.0) -> int:
-        """Signal one service process (SIGKILL by default) and wait for it to end; its exit status."""
-        proc = self.procs.pop((service, worker))
+        """Signal one process (SIGKILL by default) and wait for it to end; its exit status.
+
+        ``kill("all")`` signals the supervisor; the services it ran are then SIGKILLed with its group.
+        """
+        key = (service, worker)
+        proc = self.procs.pop(key)
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
         try:
-            return proc.wait(timeout=timeout)
+            status = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return proc.wait(timeout=5)
+            status = proc.wait(timeout=5)
+        if key == ALL:
+            _kill_group(proc)
+        return status
 
     def stop(self, timeout: float = 40.0) -> None:
         """SIGTERM every process; whatever is still running after ``timeout`` s is SIGKILLed with its group."""
@@ -227,14 +234,14 @@ class Gateway:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
+        for key, proc in self.procs.items():
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                pass
-            _kill_group(proc)  # also whatever a supervisor left behind
-            with contextlib.suppress(subprocess.TimeoutExpired):
+                _kill_group(proc)
                 proc.wait(timeout=5)
+            if key == ALL:
+                _kill_group(proc)  # anything the supervisor left behind
         self.procs.clear()
 
     def __enter__(self) -> Gateway:

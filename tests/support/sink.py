@@ -76,7 +76,7 @@ class SmtpSink:
     """A recording SMTP server on ``127.0.0.1:<port>``.
 
     Scripted replies: ``data_replies`` are answered, in order, to the next DATA transactions (then
-    250 again); ``rcpt_replies`` maps a recipient (lower case) to a RCPT reply — a string for every
+    250 again); ``rcpt_replies`` maps a recipient (any case) to a RCPT reply — a string for every
     time, or a list answered in order before the recipient is accepted. Messages answered with a
     scripted reply are kept in ``refused``; accepted ones in ``messages``.
     """
@@ -111,8 +111,10 @@ class SmtpSink:
 
     def _rcpt_reply(self, address: str) -> str | None:
         with self.lock:
-            key = address.lower()
-            reply = self.rcpt_replies.get(key)
+            key = next((k for k in self.rcpt_replies if k.lower() == address.lower()), None)
+            if key is None:
+                return None
+            reply = self.rcpt_replies[key]
             if isinstance(reply, list):
                 if not reply:
                     del self.rcpt_replies[key]

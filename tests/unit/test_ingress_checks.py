@@ -62,7 +62,7 @@ def test_reply_texts_are_exact() -> None:
     assert replies.ACCESS_DENIED == "550 5.4.1 Recipient address rejected: Access denied"
     assert replies.RELAY_DENIED == "550 5.7.1 Relaying denied"
     assert replies.TOO_MANY_RECIPIENTS == "452 4.5.3 Too many recipients"
-    assert replies.queued("ABC") == "250 2.6.0 <ABC> Queued mail for delivery"
+    assert replies.queued("ABC") == "250 2.6.0 ABC Queued mail for delivery"
 
 
 def test_mail_options() -> None:

@@ -1,0 +1,717 @@
+"""End-to-end benchmark: mailmoat (every service a process) against a private Postfix relay.
+
+For each system, on loopback:
+
+1. rate: Postfix's ``smtp-source`` sends N messages of --size bytes in --sessions parallel sessions
+   (one message per connection, as smtp-source does) into the system, which relays them to
+   Postfix's ``smtp-sink``. Reported: accepted msgs/s (N / smtp-source wall time) and end-to-end
+   msgs/s (N / time from the first connection until the sink counted the N-th message), and the CPU
+   time each process used during this phase.
+2. latency: ``bench/client.py`` (aiosmtplib, --sessions sessions, persistent connections) sends
+   messages stamped with X-Bench-Id into the system, which relays them to ``bench/sink.py``
+   (aiosmtpd) that timestamps each arrival; latency = arrival - the client's 250 for the DATA.
+   Once closed loop (as fast as the sessions go) and once paced at --paced-rate msgs/s.
+3. peak RSS (VmHWM) of every process of the system, read at the end.
+
+Everything started here (gateway, Postfix instance, sinks, RabbitMQ vhost, temp dir) is stopped
+and removed when the run ends, also on errors and on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+sys.path.insert(0, str(BENCH))
+
+import procstat  # noqa: E402
+import profiles  # noqa: E402
+from postfix_relay import PostfixRelay  # noqa: E402
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+RATE_RCPT = "bench@rate.bench.test"
+LATENCY_RCPT = "bench@latency.bench.test"
+SENDER = "bench@sender.bench.test"
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# --- ports -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_block(size: int, tries: int = 50) -> int:
+    """A base port whose next ``size`` ports are free on 0.0.0.0 (metrics listeners bind there)."""
+    for _ in range(tries):
+        base = free_port()
+        socks: list[socket.socket] = []
+        try:
+            for offset in range(size):
+                sock = socket.socket()
+                sock.bind(("0.0.0.0", base + offset))
+                socks.append(sock)
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise BenchError("no free block of ports")
+
+
+def wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise BenchError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+# --- sinks -------------------------------------------------------------------------------------
+
+
+class CountingSink:
+    """Postfix's smtp-sink with its running counter (-c) read by a thread, timestamped."""
+
+    COUNTER = re.compile(rb"mesg=(\d+)")
+
+    def __init__(self, port: int):
+        self.port = port
+        self.count = 0
+        self.last_change = time.monotonic()
+        self.first_at: float | None = None
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            [SMTP_SINK, "-u", "nobody", "-c", f"127.0.0.1:{port}", "512"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        wait_port(port, 10)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            now = time.monotonic()
+            found = self.COUNTER.findall(chunk)
+            if found:
+                value = int(found[-1])
+                with self._lock:
+                    if value > self.count:
+                        if self.first_at is None:
+                            self.first_at = now
+                        self.count = value
+                        self.last_change = now
+
+    def snapshot(self) -> tuple[int, float]:
+        with self._lock:
+            return self.count, self.last_change
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+class TimestampSink:
+    """bench/sink.py as a process; its stdout tells the running count."""
+
+    def __init__(self, port: int, out: Path):
+        self.port = port
+        self.out = out
+        self.count = 0
+        self.last_change = time.monotonic()
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(
+            [sys.executable, str(BENCH / "sink.py"), "--port", str(port), "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        wait_port(port, 20)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("received "):
+                value = int(line.split()[1])
+                with self._lock:
+                    if value > self.count:
+                        self.count = value
+                        self.last_change = time.monotonic()
+
+    def snapshot(self) -> tuple[int, float]:
+        with self._lock:
+            return self.count, self.last_change
+
+    def arrivals(self) -> dict[str, list[int]]:
+        """Stop the sink and read what it recorded: id -> arrival times (ns)."""
+        stop_process(self.proc, timeout=30)
+        found: dict[str, list[int]] = {}
+        if self.out.exists():
+            for line in self.out.read_text().splitlines():
+                ident, _, ns = line.partition(" ")
+                found.setdefault(ident, []).append(int(ns))
+        return found
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def wait_delivered(sink: CountingSink | TimestampSink, target: int, stall: float, limit: float) -> tuple[int, float]:
+    """Wait until the sink counted ``target`` messages, no progress for ``stall`` s, or ``limit`` s."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        count, last = sink.snapshot()
+        if count >= target:
+            return count, last
+        if time.monotonic() - last > stall:
+            log(f"no delivery for {stall:.0f}s; stopping the wait at {count}/{target}")
+            return count, last
+        time.sleep(0.05)
+    count, last = sink.snapshot()
+    log(f"gave up waiting after {limit:.0f}s at {count}/{target}")
+    return count, last
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+# --- systems under test ------------------------------------------------------------------------
+
+
+class RabbitVhost:
+    def __init__(self) -> None:
+        self.name = f"mailmoat-bench-{uuid.uuid4().hex[:8]}"
+        self.created = False
+
+    def create(self) -> str:
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", self.name], check=True, capture_output=True, timeout=60)
+        self.created = True
+        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*"],
+                       check=True, capture_output=True, timeout=60)
+        return f"amqp://guest:guest@127.0.0.1:5672/{self.name}"
+
+    def delete(self) -> None:
+        if self.created:
+            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", self.name], capture_output=True, timeout=120)
+            self.created = False
+
+
+class Mailmoat:
+    """``python -m mailmoat_common.cli run all`` with a bench policy, on a fresh vhost and Redis db 14."""
+
+    name = "mailmoat"
+
+    def __init__(self, workdir: Path, rate_sink: int, latency_sink: int, workers: int, log_level: str):
+        self.workdir = workdir
+        self.workers = workers
+        self.smtp_port = free_port()
+        self.vhost = RabbitVhost()
+        policy = yaml.safe_load((BENCH / "policy.yaml").read_text())
+        policy["routes"]["rate-sink"]["hosts"] = [f"127.0.0.1:{rate_sink}"]
+        policy["routes"]["latency-sink"]["hosts"] = [f"127.0.0.1:{latency_sink}"]
+        filters = [f for f in os.environ.get("BENCH_FILTERS", "").split(",") if f]
+        policy["pipeline"]["filters"] = filters
+        self.policy_path = workdir / "policy.yaml"
+        self.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
+        self.stages = [("ingress", i) for i in range(workers)] + [(f, 0) for f in filters] + [
+            ("routing", 0), ("egress", 0)]
+        self.ports = {"ingress": free_block(workers)}
+        for stage in ("routing", "egress", "connection_filter", "antivirus", "antispam", "devmailbox"):
+            self.ports[stage] = free_block(1)
+        self.log_level = log_level
+        self.redis_url = "redis://127.0.0.1:6379/14"
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / "gateway.log"
+
+    def start(self, timeout: float = 90.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MAILMOAT_", "OTEL_"))}
+        env.update({
+            "MAILMOAT_AMQP_URL": self.vhost.create(),
+            "MAILMOAT_REDIS_URL": self.redis_url,
+            "MAILMOAT_POLICY": str(self.policy_path),
+            "MAILMOAT_SMTP_HOST": "127.0.0.1",
+            "MAILMOAT_SMTP_PORT": str(self.smtp_port),
+            "MAILMOAT_INGRESS_WORKERS": str(self.workers),
+            "MAILMOAT_LOG_FORMAT": "text",
+            "MAILMOAT_LOG_LEVEL": self.log_level,
+            **{f"MAILMOAT_{s.upper()}_METRICS_PORT": str(p) for s, p in self.ports.items()},
+        })
+        self._flush_redis()
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mailmoat_common.cli", "run", "all"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir,
+            )
+        deadline = time.monotonic() + timeout
+        pending = list(self.stages)
+        while pending and time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"mailmoat run all exited with {self.proc.returncode}:\n{self.log_tail()}")
+            pending = [s for s in pending if not self._ready(*s)]
+            time.sleep(0.2)
+        if pending:
+            raise BenchError(f"not ready after {timeout:.0f}s: {pending}\n{self.log_tail()}")
+        wait_port(self.smtp_port, 10)
+
+    def _ready(self, stage: str, worker: int) -> bool:
+        url = f"http://127.0.0.1:{self.ports[stage] + worker}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    def _flush_redis(self) -> None:
+        subprocess.run(["redis-cli", "-n", "14", "flushdb"], capture_output=True, timeout=30)
+
+    def pids(self) -> dict[str, int]:
+        """Service name -> pid of every child of ``run all``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return {}
+        return {procstat.service_name(pid): pid for pid in procstat.children(self.proc.pid)}
+
+    def all_pids(self) -> dict[str, int]:
+        out = dict(self.pids())
+        if self.proc is not None:
+            out["supervisor"] = self.proc.pid
+        return out
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    def stop(self) -> None:
+        try:
+            if self.proc is not None:
+                stop_process(self.proc, timeout=45)
+        finally:
+            self.vhost.delete()
+            self._flush_redis()
+
+
+class Postfix:
+    name = "postfix"
+
+    def __init__(self, workdir: Path, rate_sink: int, latency_sink: int):
+        self.smtp_port = free_port()
+        extra = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_POSTFIX_PARAMS", "").split(",") if "=" in kv)
+        self.relay = PostfixRelay(
+            self.smtp_port, f"127.0.0.1:{rate_sink}",
+            transports={"latency.bench.test": f"127.0.0.1:{latency_sink}"},
+            base=workdir / "postfix", extra=extra,
+        )
+
+    def start(self) -> None:
+        self.relay.start()
+
+    def all_pids(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for pid in self.relay.pids():
+            name = procstat.service_name(pid)
+            key, n = name, 1
+            while key in out:
+                n += 1
+                key = f"{name}#{n}"
+            out[key] = pid
+        return out
+
+    def log_tail(self, lines: int = 40) -> str:
+        return self.relay.log_tail(lines)
+
+    def stop(self) -> None:
+        self.relay.stop()
+
+
+# --- measurements ------------------------------------------------------------------------------
+
+
+@dataclass
+class Cpu:
+    """CPU seconds per process between two samples (plus reaped children for Postfix's master)."""
+
+    before: dict[str, float] = field(default_factory=dict)
+
+    @staticmethod
+    def read(pids: dict[str, int]) -> dict[str, float]:
+        out = {}
+        for name, pid in pids.items():
+            s = procstat.sample(pid)
+            if s is not None:
+                out[name] = s.cpu_s + s.children_cpu_s
+        return out
+
+    def start(self, pids: dict[str, int]) -> None:
+        self.before = self.read(pids)
+
+    def delta(self, pids: dict[str, int]) -> dict[str, float]:
+        after = self.read(pids)
+        return {name: round(after[name] - self.before.get(name, 0.0), 3) for name in after}
+
+
+def infra_pids() -> dict[str, int]:
+    out = {}
+    for comm, label in (("beam.smp", "rabbitmq"), ("redis-server", "redis")):
+        pids = procstat.find_by_comm(comm)
+        if pids:
+            out[label] = pids[0]
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+def loadavg() -> float:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    return float("nan")
+
+
+def wait_quiet(threshold: float, limit: float) -> float:
+    """Wait (at most ``limit`` s) until the 1-minute load average is below ``threshold``."""
+    deadline = time.monotonic() + limit
+    load = loadavg()
+    if load >= threshold and limit > 0:
+        log(f"load average {load:.2f} >= {threshold}; waiting up to {limit:.0f}s for a quieter machine")
+    while load >= threshold and time.monotonic() < deadline:
+        time.sleep(5)
+        load = loadavg()
+    return load
+
+
+def rate_phase(system, n: int, sessions: int, size: int, sink: CountingSink, profile_dir: Path | None) -> dict:
+    pids = system.all_pids()
+    infra = infra_pids()
+    cpu, cpu_infra = Cpu(), Cpu()
+    spies = profiles.start(system.pids(), profile_dir) if profile_dir is not None else []
+    cpu.start(pids)
+    cpu_infra.start(infra)
+    load_before = loadavg()
+    log(f"{system.name}: smtp-source -s {sessions} -m {n} -l {size} (load average {load_before:.2f})")
+    started = time.monotonic()
+    done = subprocess.run(
+        [SMTP_SOURCE, "-s", str(sessions), "-m", str(n), "-l", str(size), "-f", SENDER, "-t", RATE_RCPT,
+         f"127.0.0.1:{system.smtp_port}"],
+        capture_output=True, text=True, timeout=max(600, n / 5),
+    )
+    source_wall = time.monotonic() - started
+    delivered, last = wait_delivered(sink, n, stall=60, limit=max(300, n / 5))
+    e2e_wall = last - started
+    cpu_used = cpu.delta(pids)
+    infra_used = cpu_infra.delta(infra)
+    top = profiles.stop(spies) if spies else {}
+    result = {
+        "messages": n,
+        "smtp_source_exit": done.returncode,
+        "smtp_source_stderr": done.stderr.strip()[-2000:],
+        "smtp_source_wall_s": round(source_wall, 3),
+        "accepted_per_s": round(n / source_wall, 1) if done.returncode == 0 else None,
+        "delivered": delivered,
+        "e2e_wall_s": round(e2e_wall, 3),
+        "delivered_per_s": round(delivered / e2e_wall, 1) if e2e_wall > 0 else None,
+        "cpu_s": cpu_used,
+        "cpu_total_s": round(sum(cpu_used.values()), 2),
+        "cpu_ms_per_msg": round(1000 * sum(cpu_used.values()) / max(1, delivered), 3),
+        "infra_cpu_s": infra_used,
+        "load_before": load_before,
+        "load_after": loadavg(),
+    }
+    if top:
+        result["profile"] = top
+    log(f"{system.name}: accepted {result['accepted_per_s']}/s, delivered {delivered}/{n} "
+        f"at {result['delivered_per_s']}/s")
+    return result
+
+
+def latency_phase(system, count: int, sessions: int, size: int, sink: TimestampSink, rate: float,
+                  workdir: Path, label: str) -> dict:
+    out = workdir / f"{system.name}-{label}-sent.txt"
+    base, _ = sink.snapshot()
+    log(f"{system.name}: latency client {label}: {count} messages, {sessions} sessions"
+        + (f", paced at {rate:g}/s" if rate else ", closed loop"))
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "client.py"), "--port", str(system.smtp_port), "--count", str(count),
+         "--sessions", str(sessions), "--size", str(size), "--rate", str(rate), "--rcpt", LATENCY_RCPT,
+         "--sender", SENDER, "--out", str(out)],
+        capture_output=True, text=True, timeout=max(600, count / 2),
+    )
+    wall = time.monotonic() - started
+    try:
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BenchError(f"latency client failed: {done.stdout[-1000:]} {done.stderr[-2000:]}") from None
+    accepted = summary["accepted"]
+    delivered, last = wait_delivered(sink, base + accepted, stall=60, limit=max(300, count / 5))
+    return {"label": label, "out": str(out), "count": count, "rate": rate, "client": summary,
+            "client_wall_s": round(wall, 3), "delivered_at_sink": delivered - base,
+            "e2e_wall_s": round(last - started, 3)}
+
+
+def latency_figures(phases: list[dict], arrivals: dict[str, list[int]]) -> None:
+    """Fill each latency phase with p50/p99/max accept -> delivered (ms) from the sink's arrivals."""
+    for phase in phases:
+        lat_ms: list[float] = []
+        missing = 0
+        duplicates = 0
+        for line in Path(phase.pop("out")).read_text().splitlines():
+            ident, _sent, accepted = line.split()
+            times = arrivals.get(ident)
+            if not times:
+                missing += 1
+                continue
+            duplicates += len(times) - 1
+            lat_ms.append((min(times) - int(accepted)) / 1e6)
+        phase.update({
+            "delivered": len(lat_ms), "missing": missing, "duplicates": duplicates,
+            "p50_ms": round(percentile(lat_ms, 50), 1), "p99_ms": round(percentile(lat_ms, 99), 1),
+            "max_ms": round(max(lat_ms), 1) if lat_ms else None,
+            "client_accepted_per_s": round(phase["client"]["accepted"] / phase["client"]["wall_s"], 1),
+        })
+
+
+def memory(system) -> dict:
+    per: dict[str, int] = {}
+    pss: dict[str, int] = {}
+    for name, pid in system.all_pids().items():
+        s = procstat.sample(pid)
+        if s is not None:
+            per[name] = s.hwm_kb
+            pss[name] = s.pss_kb
+    return {"peak_rss_kb": per, "peak_rss_sum_mb": round(sum(per.values()) / 1024, 1),
+            "pss_kb": pss, "pss_sum_mb": round(sum(pss.values()) / 1024, 1)}
+
+
+def run_system(kind: str, args: argparse.Namespace, workdir: Path) -> dict:
+    sub = workdir / kind
+    sub.mkdir()
+    rate_sink: CountingSink | None = None
+    lat_sink: TimestampSink | None = None
+    system: Mailmoat | Postfix | None = None
+    result: dict = {"system": kind}
+    try:
+        rate_sink = CountingSink(free_port())
+        lat_sink = TimestampSink(free_port(), sub / "arrivals.txt")
+        if kind == "mailmoat":
+            system = Mailmoat(sub, rate_sink.port, lat_sink.port, args.ingress_workers, args.log_level)
+        else:
+            system = Postfix(sub, rate_sink.port, lat_sink.port)
+        wait_quiet(args.quiet_load, args.quiet_wait)
+        log(f"starting {kind}")
+        system.start()
+        time.sleep(1)
+        profile_dir = RESULTS if args.profile else None
+        result["rate"] = rate_phase(system, args.messages, args.sessions, args.size, rate_sink, profile_dir)
+        if not args.profile:
+            phases = [latency_phase(system, args.latency_messages, args.sessions, args.size, lat_sink, 0,
+                                    sub, "closed")]
+            if args.paced_messages:
+                phases.append(latency_phase(system, args.paced_messages, args.sessions, args.size, lat_sink,
+                                            args.paced_rate, sub, "paced"))
+            result["memory"] = memory(system)
+            latency_figures(phases, lat_sink.arrivals())
+            result["latency"] = phases
+        else:
+            result["memory"] = memory(system)
+        if kind == "mailmoat":
+            result["processes"] = sorted(system.pids())
+    except Exception:
+        if system is not None:
+            log(f"{kind} failed; log tail:\n{system.log_tail()}")
+        raise
+    finally:
+        log(f"stopping {kind}")
+        if system is not None:
+            with contextlib.suppress(Exception):
+                system.stop()
+        for sink in (rate_sink, lat_sink):
+            if sink is not None:
+                sink.stop()
+    return result
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def report(results: dict) -> str:
+    lines = [f"mailmoat bench  {results['date']}  {results['cpus']} CPUs  N={results['messages']} "
+             f"x {results['size']} B, {results['sessions']} sessions, ingress workers {results['ingress_workers']}"]
+    systems = results["systems"]
+    for name, res in systems.items():
+        rate = res["rate"]
+        lines += ["", f"== {name}" + (" (under py-spy; figures perturbed)" if results.get("profile") else "")]
+        lines.append(f"  rate (smtp-source -> {name} -> smtp-sink):")
+        lines.append(f"    accepted            {rate['accepted_per_s']} msgs/s  (smtp-source wall "
+                     f"{rate['smtp_source_wall_s']} s, exit {rate['smtp_source_exit']})")
+        lines.append(f"    delivered end-to-end {rate['delivered_per_s']} msgs/s  ({rate['delivered']}/"
+                     f"{rate['messages']} at the sink after {rate['e2e_wall_s']} s)")
+        lines.append(f"    CPU                  {rate['cpu_total_s']} s total, {rate['cpu_ms_per_msg']} ms/msg; "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(rate["cpu_s"].items(), key=lambda kv: -kv[1])
+                                 if v >= 0.05))
+        if rate.get("infra_cpu_s") and name == "mailmoat":
+            lines.append("    broker/store CPU     " + ", ".join(f"{k} {v} s" for k, v in rate["infra_cpu_s"].items()))
+        lines.append(f"    load average         {rate['load_before']:.2f} before, {rate['load_after']:.2f} after"
+                     " (other work on the machine skews every figure)")
+        if rate["smtp_source_stderr"]:
+            lines.append(f"    smtp-source said: {rate['smtp_source_stderr'][:300]}")
+        for phase in res.get("latency", []):
+            how = f"paced {phase['rate']:g}/s" if phase["rate"] else "closed loop"
+            lines.append(f"  latency (bench/client.py -> {name} -> bench/sink.py, {how}, {phase['count']} msgs):")
+            lines.append(f"    accept -> delivered  p50 {phase['p50_ms']} ms, p99 {phase['p99_ms']} ms, "
+                         f"max {phase['max_ms']} ms; delivered {phase['delivered']}, missing {phase['missing']}, "
+                         f"duplicates {phase['duplicates']}")
+            lines.append(f"    client accepted      {phase['client_accepted_per_s']} msgs/s"
+                         + (f"; failures {phase['client']['failures']}" if phase["client"]["failures"] else ""))
+        mem = res.get("memory")
+        if mem:
+            per = mem["peak_rss_kb"]
+            if name == "postfix":
+                groups: dict[str, list[int]] = {}
+                for proc, kb in per.items():
+                    groups.setdefault(proc.split("#")[0], []).append(kb)
+                detail = ", ".join(f"{g} {len(v)}x {max(v) / 1024:.1f} MB" for g, v in sorted(groups.items()))
+            else:
+                detail = ", ".join(f"{p} {kb / 1024:.1f} MB" for p, kb in sorted(per.items()))
+            lines.append(f"  peak RSS (VmHWM) sum {mem['peak_rss_sum_mb']} MB over {len(per)} processes: {detail}")
+            lines.append(f"  PSS at the end (shared pages split among sharers) sum {mem['pss_sum_mb']} MB")
+        for service, prof in (res["rate"].get("profile") or {}).items():
+            lines.append(f"  profile {service}: {prof['samples']} samples -> {prof['file']}")
+            lines.append("    own time by function:")
+            lines += [f"      {pct:5.1f}%  {fn}" for fn, pct in prof["self_functions"][:15]]
+            for key, title, count in (("self_packages", "own time by package: ", 8),
+                                      ("incl_packages", "inclusive by package:", 10)):
+                lines.append(f"    {title} " + ", ".join(f"{p} {pct:.1f}%" for p, pct in prof[key][:count]))
+            lines.append("    inclusive, mailmoat functions:")
+            lines += [f"      {pct:5.1f}%  {fn}" for fn, pct in prof["incl_mailmoat_functions"][:15]]
+    if "mailmoat" in systems and "postfix" in systems:
+        m, p = systems["mailmoat"]["rate"], systems["postfix"]["rate"]
+        lines.append("")
+        for key, label in (("accepted_per_s", "accepted"), ("delivered_per_s", "delivered end-to-end")):
+            if m.get(key) and p.get(key):
+                lines.append(f"ratio mailmoat/postfix, {label}: {m[key] / p[key]:.2f}  ({m[key]} / {p[key]} msgs/s)")
+        if m.get("cpu_ms_per_msg") and p.get("cpu_ms_per_msg"):
+            lines.append(f"CPU per message: mailmoat {m['cpu_ms_per_msg']} ms (+ broker/store "
+                         f"{1000 * sum(m['infra_cpu_s'].values()) / max(1, m['delivered']):.3f} ms), "
+                         f"postfix {p['cpu_ms_per_msg']} ms")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    env = os.environ
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=int(env.get("BENCH_MESSAGES", 5000)))
+    parser.add_argument("--sessions", type=int, default=int(env.get("BENCH_SESSIONS", 20)))
+    parser.add_argument("--size", type=int, default=int(env.get("BENCH_SIZE", 10240)))
+    parser.add_argument("--ingress-workers", type=int, default=int(env.get("BENCH_INGRESS_WORKERS", 2)))
+    parser.add_argument("--latency-messages", type=int, default=int(env.get("BENCH_LATENCY_MESSAGES", 0)),
+                        help="closed-loop latency run size (default: --messages)")
+    parser.add_argument("--paced-messages", type=int, default=int(env.get("BENCH_PACED_MESSAGES", 1000)))
+    parser.add_argument("--paced-rate", type=float, default=float(env.get("BENCH_PACED_RATE", 50)))
+    parser.add_argument("--log-level", default=env.get("BENCH_LOG_LEVEL", "INFO"))
+    parser.add_argument("--only", choices=["mailmoat", "postfix"], default=env.get("BENCH_ONLY") or None)
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy on every mailmoat service during the rate run; no Postfix, no latency runs")
+    parser.add_argument("--quiet-load", type=float, default=float(env.get("BENCH_QUIET_LOAD", 1.0)),
+                        help="before each system, wait for the 1-minute load average to drop below this")
+    parser.add_argument("--quiet-wait", type=float, default=float(env.get("BENCH_QUIET_WAIT", 0)),
+                        help="longest wait for a quiet machine, s (0: do not wait, just report the load)")
+    parser.add_argument("--json", type=Path, help="also write the results here (default bench/results/)")
+    args = parser.parse_args()
+    args.latency_messages = args.latency_messages or args.messages
+    if args.profile:
+        args.only = "mailmoat"
+        if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+            print("bench: --profile needs py-spy: .venv/bin/pip install py-spy", file=sys.stderr)
+            return 2
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    RESULTS.mkdir(exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="mailmoat-bench-"))
+    workdir.chmod(0o755)
+    results: dict = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": os.cpu_count(), "messages": args.messages,
+        "size": args.size, "sessions": args.sessions, "ingress_workers": args.ingress_workers,
+        "profile": args.profile, "systems": {},
+    }
+    try:
+        kinds = [args.only] if args.only else ["postfix", "mailmoat"]
+        for kind in kinds:
+            results["systems"][kind] = run_system(kind, args, workdir)
+    except KeyboardInterrupt:
+        log("interrupted; cleaned up")
+        return 130
+    except BenchError as exc:
+        log(f"failed: {exc}")
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    text = report(results)
+    print(text)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = args.json or RESULTS / f"bench-{stamp}{'-profile' if args.profile else ''}.json"
+    target.write_text(json.dumps(results, indent=2))
+    (target.with_suffix(".txt")).write_text(text + "\n")
+    log(f"results in {target} and {target.with_suffix('.txt')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
