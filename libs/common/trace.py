@@ -23,6 +23,18 @@ KEY = "mailmoat:trace:"
 INDEX = "mailmoat:trace:by:"
 
 
+_RECORD = """
+local ttl = tonumber(ARGV[1])
+for i = 4, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2])
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+return #ARGV - 3
+"""
+
+
 def _norm(value: str) -> str:
     return value.strip().strip("<>").lower()
 
@@ -34,6 +46,7 @@ class TraceStore:
         self.client = client
         self.retention = retention_days * 86400
         self.failures = 0
+        self._script = client.register_script(_RECORD)
 
     async def record(
         self,
@@ -49,25 +62,19 @@ class TraceStore:
         if not batch:
             return True
         message_id = batch[0].message_id
-        now = time.time()
+        index: list[str] = []
+        if sender is not None:
+            index.append(f"{INDEX}sender:{_norm(sender) or '<>'}")
+        index.extend(f"{INDEX}rcpt:{_norm(r)}" for r in recipients)
+        if message_id_header:
+            index.append(f"{INDEX}msgid:{_norm(message_id_header)}")
+        if client_ip:
+            index.append(f"{INDEX}ip:{client_ip}")
+        keys = [KEY + message_id, *index]
+        args = [self.retention, message_id, time.time(), *(e.model_dump_json() for e in batch)]
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for event in batch:
-                    pipe.rpush(KEY + event.message_id, event.model_dump_json())
-                    pipe.expire(KEY + event.message_id, self.retention)
-                index: list[tuple[str, str]] = []
-                if sender is not None:
-                    index.append(("sender", _norm(sender) or "<>"))
-                index.extend(("rcpt", _norm(r)) for r in recipients)
-                if message_id_header:
-                    index.append(("msgid", _norm(message_id_header)))
-                if client_ip:
-                    index.append(("ip", client_ip))
-                for kind, value in index:
-                    key = f"{INDEX}{kind}:{value}"
-                    pipe.zadd(key, {message_id: now})
-                    pipe.expire(key, self.retention)
-                await pipe.execute()
+            # One round trip and one command, however many events and index keys.
+            await self._script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self.failures += 1
             log.warning("trace write failed for %s: %s", message_id, exc)
