@@ -50,7 +50,8 @@ def test_process_serves_health_delivers_and_survives_sigkill(tmp_path: Path) -> 
         gateway.start_service("devmailbox")
         send(gateway.devmailbox_port, "alice@example.com", b"Subject: two\r\n\r\nsecond\r\n")
         assert len(files(gateway.maildir, "alice@example.com")) == 2
-        assert b'"service": "devmailbox"' in gateway.log_path("devmailbox").read_bytes().replace(b'":"', b'": "')
+        log = gateway.log_path("devmailbox").read_text()
+        assert log.count("development mailbox on 127.0.0.1") == 2  # both runs wrote to the same log
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", gateway.devmailbox_port), timeout=2)
     assert gateway.procs == {}
@@ -88,7 +89,7 @@ def test_run_all_delivers_into_the_devmailbox(tmp_path: Path, amqp_url: str, red
         data = b"Subject: through the gateway\r\nMessage-ID: <run-all@example.org>\r\n\r\nhello\r\n"
         with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30) as client:
             client.sendmail("you@example.org", ["alice@example.com"], data)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not files(gateway.maildir, "alice@example.com") and time.monotonic() < deadline:
             time.sleep(0.1)
         (delivered,) = files(gateway.maildir, "alice@example.com")
