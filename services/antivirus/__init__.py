@@ -1,0 +1,1 @@
+"""Antivirus stage: ClamAV scanning and built-in attachment checks."""

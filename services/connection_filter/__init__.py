@@ -1,0 +1,1 @@
+"""Connection filter stage: IP allow/block lists, DNS block lists, PTR and HELO facts."""
