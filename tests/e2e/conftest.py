@@ -57,12 +57,13 @@ def gateway_factory(tmp_path: Path, amqp_url: str, redis_url: str, sink: SmtpSin
 
     def make(policy: str = POLICY, *, amqp: str | None = None, ingress_workers: int = 1,
              services: tuple[str, ...] = ("ingress", "routing", "egress"), max_size: int = 1_000_000,
-             **fmt: object) -> Gateway:
+             env: dict[str, str] | None = None, **fmt: object) -> Gateway:
         path = tmp_path / "policy.yaml"
         path.write_text(textwrap.dedent(policy).format(sink_port=sink.port, max_size=max_size, **fmt))
         workdir = tmp_path / f"gw{len(started)}"
         workdir.mkdir()
-        gateway = Gateway(workdir, amqp or amqp_url, redis_url, path, ingress_workers=ingress_workers)
+        gateway = Gateway(workdir, amqp or amqp_url, redis_url, path, ingress_workers=ingress_workers,
+                          extra_env=env)
         started.append(gateway)
         gateway.start(services)
         return gateway
