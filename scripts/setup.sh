@@ -87,6 +87,7 @@ new_postfix=0
 if [ "$want_test" = 1 ]; then
   if ! have smtp-sink || ! have smtp-source; then need+=(postfix); new_postfix=1; fi
   have swaks || need+=(swaks libnet-ssleay-perl)
+  have promtool || need+=(prometheus)   # promtool checks the alert rules
 fi
 [ ${#need[@]} -gt 0 ] || exit 0
 
@@ -126,11 +127,16 @@ if [ "$new_postfix" = 1 ]; then
     update-rc.d postfix disable >/dev/null 2>&1 || true
   fi
 fi
+if [[ " ${need[*]} " == *" prometheus "* ]]; then
+  # Only promtool is wanted: no Prometheus server left running.
+  systemctl disable --now prometheus.service >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true
+  pkill -x prometheus >/dev/null 2>&1 || true
+fi
 for tool in rabbitmq-server redis-server; do
   have "$tool" || die "$tool is still missing after apt-get install"
 done
 if [ "$want_test" = 1 ]; then
-  for tool in smtp-sink smtp-source swaks; do
+  for tool in smtp-sink smtp-source swaks promtool; do
     have "$tool" || die "$tool is still missing after apt-get install"
   done
 fi

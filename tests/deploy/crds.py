@@ -1,0 +1,177 @@
+"""Minimal structural schemas for the custom resources deploy/k8s uses (their CRDs are not shipped
+with kubernetes-validate): required fields, types, and no unknown keys where a typo would silently
+disable something (a misspelt ``minReplicaCount`` is ignored by the API server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+DURATION = {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h|d|w|y))+$"}
+QUANTITY = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"}
+LABEL_SELECTOR = {
+    "type": "object",
+    "properties": {"matchLabels": STRING_MAP, "matchExpressions": {"type": "array"}},
+    "additionalProperties": False,
+    "minProperties": 1,
+}
+RESOURCES = {
+    "type": "object",
+    "properties": {
+        "requests": {"type": "object", "additionalProperties": {"type": ["string", "integer"]}},
+        "limits": {"type": "object", "additionalProperties": {"type": ["string", "integer"]}},
+    },
+    "additionalProperties": False,
+}
+METADATA = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+                   "namespace": {"type": "string"}, "labels": STRING_MAP, "annotations": STRING_MAP},
+}
+
+
+def _resource(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": METADATA,
+                       "spec": spec},
+        "additionalProperties": False,
+    }
+
+
+SCALED_OBJECT = _resource({
+    "type": "object",
+    "required": ["scaleTargetRef", "triggers"],
+    "properties": {
+        "scaleTargetRef": {
+            "type": "object", "required": ["name"], "additionalProperties": False,
+            "properties": {"name": {"type": "string"}, "kind": {"type": "string"}, "apiVersion": {"type": "string"},
+                           "envSourceContainerName": {"type": "string"}},
+        },
+        "pollingInterval": {"type": "integer", "minimum": 1},
+        "cooldownPeriod": {"type": "integer", "minimum": 0},
+        "initialCooldownPeriod": {"type": "integer", "minimum": 0},
+        "idleReplicaCount": {"type": "integer", "minimum": 0},
+        "minReplicaCount": {"type": "integer", "minimum": 0},
+        "maxReplicaCount": {"type": "integer", "minimum": 1},
+        "advanced": {"type": "object"},
+        "fallback": {"type": "object"},
+        "triggers": {
+            "type": "array", "minItems": 1,
+            "items": {
+                "type": "object", "required": ["type", "metadata"], "additionalProperties": False,
+                "properties": {
+                    "type": {"type": "string"},
+                    "name": {"type": "string"},
+                    "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                    "useCachedMetrics": {"type": "boolean"},
+                    # KEDA reads every trigger parameter as a string.
+                    "metadata": STRING_MAP,
+                    "authenticationRef": {
+                        "type": "object", "required": ["name"], "additionalProperties": False,
+                        "properties": {"name": {"type": "string"}, "kind": {"enum": ["TriggerAuthentication",
+                                                                                      "ClusterTriggerAuthentication"]}},
+                    },
+                },
+            },
+        },
+    },
+    "additionalProperties": False,
+})
+
+TRIGGER_AUTHENTICATION = _resource({
+    "type": "object",
+    "properties": {
+        "secretTargetRef": {
+            "type": "array", "minItems": 1,
+            "items": {"type": "object", "required": ["parameter", "name", "key"], "additionalProperties": False,
+                      "properties": {"parameter": {"type": "string"}, "name": {"type": "string"},
+                                     "key": {"type": "string"}}},
+        },
+        "env": {"type": "array"},
+    },
+    "additionalProperties": False,
+    "minProperties": 1,
+})
+
+ENDPOINT = {
+    "type": "object", "required": ["port"], "additionalProperties": False,
+    "properties": {"port": {"type": "string"}, "path": {"type": "string", "pattern": "^/"}, "interval": DURATION,
+                   "scrapeTimeout": DURATION, "scheme": {"enum": ["http", "https"]}, "honorLabels": {"type": "boolean"},
+                   "relabelings": {"type": "array"}, "metricRelabelings": {"type": "array"}},
+}
+POD_MONITOR = _resource({
+    "type": "object", "required": ["selector", "podMetricsEndpoints"], "additionalProperties": False,
+    "properties": {"selector": LABEL_SELECTOR, "namespaceSelector": {"type": "object"}, "jobLabel": {"type": "string"},
+                   "podTargetLabels": {"type": "array", "items": {"type": "string"}},
+                   "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": ENDPOINT}},
+})
+SERVICE_MONITOR = _resource({
+    "type": "object", "required": ["selector", "endpoints"], "additionalProperties": False,
+    "properties": {"selector": LABEL_SELECTOR, "namespaceSelector": {"type": "object"}, "jobLabel": {"type": "string"},
+                   "targetLabels": {"type": "array", "items": {"type": "string"}},
+                   "endpoints": {"type": "array", "minItems": 1, "items": ENDPOINT}},
+})
+PROMETHEUS_RULE = _resource({
+    "type": "object", "required": ["groups"], "additionalProperties": False,
+    "properties": {"groups": {
+        "type": "array", "minItems": 1,
+        "items": {
+            "type": "object", "required": ["name", "rules"], "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"}, "interval": DURATION,
+                "rules": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["expr"], "additionalProperties": False,
+                    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+                    "properties": {"alert": {"type": "string"}, "record": {"type": "string"},
+                                   "expr": {"type": "string"}, "for": DURATION,
+                                   "keep_firing_for": DURATION, "labels": STRING_MAP, "annotations": STRING_MAP},
+                }},
+            },
+        },
+    }},
+})
+RABBITMQ_CLUSTER = _resource({
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "replicas": {"type": "integer", "minimum": 1},
+        "image": {"type": "string"},
+        "imagePullSecrets": {"type": "array"},
+        "service": {"type": "object"},
+        "persistence": {"type": "object", "additionalProperties": False,
+                        "properties": {"storage": QUANTITY, "storageClassName": {"type": "string"}}},
+        "resources": RESOURCES,
+        "affinity": {"type": "object"},
+        "tolerations": {"type": "array"},
+        "rabbitmq": {"type": "object", "additionalProperties": False,
+                     "properties": {"additionalConfig": {"type": "string"}, "advancedConfig": {"type": "string"},
+                                    "envConfig": {"type": "string"},
+                                    "additionalPlugins": {"type": "array", "items": {"type": "string"}}}},
+        "tls": {"type": "object"},
+        "override": {"type": "object"},
+        "terminationGracePeriodSeconds": {"type": "integer", "minimum": 0},
+        "delayStartSeconds": {"type": "integer", "minimum": 0},
+        "skipPostDeploySteps": {"type": "boolean"},
+        "secretBackend": {"type": "object"},
+    },
+})
+
+SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION,
+    ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
+    ("rabbitmq.com/v1beta1", "RabbitmqCluster"): RABBITMQ_CLUSTER,
+}
+
+
+def validate_custom(resource: dict[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` when a custom resource breaks its structural schema,
+    ``KeyError`` when its kind has none here."""
+    schema = SCHEMAS[(resource["apiVersion"], resource["kind"])]
+    jsonschema.Draft202012Validator(schema).validate(resource)

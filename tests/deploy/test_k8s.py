@@ -1,0 +1,412 @@
+"""deploy/k8s rendered offline (base, overlays, with and without the filters component): every object
+against the Kubernetes schemas or a structural CRD schema, and the wiring between them against the
+code's own conventions (ports, queues, probes, grace periods, policy path)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from mailmoat_common.bus import stage_queue
+from mailmoat_common.cli import SERVICES
+from mailmoat_common.policy import parse_policy
+from mailmoat_common.runtime import Runtime
+from mailmoat_common.settings import DEFAULT_METRICS_PORTS, Settings
+from mailmoat_ingress.service import IngressServer
+from tests.deploy.crds import SCHEMAS, validate_custom
+from tests.deploy.kustomize import containers, load_resources, render, split_image
+from tests.deploy.netpol import selector_matches
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
+FILTERS = K8S / "components" / "filters"
+TARGETS = ("base", "overlays/dev", "overlays/production")
+NAMESPACE = "mailmoat"
+K8S_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
+IMAGE = "mailmoat"
+# Secrets the cluster must provide (everything else the manifests or operators create).
+REQUIRED_SECRETS = {"mailmoat-tls"}
+SIZE_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
+                 "Ti": 2**40}
+
+Resource = dict[str, Any]
+
+
+@cache
+def _render(target: str, filters: bool) -> tuple[Resource, ...]:
+    return tuple(render(K8S / target, [FILTERS] if filters else None))
+
+
+CASES = [(t, f) for t in TARGETS for f in (False, True)]
+
+
+@pytest.fixture(params=CASES, ids=[f"{t}{'+filters' if f else ''}" for t, f in CASES])
+def resources(request: pytest.FixtureRequest) -> tuple[Resource, ...]:
+    return _render(*request.param)
+
+
+def quantity(value: str | int) -> float:
+    match = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(value))
+    assert match, f"not a quantity: {value}"
+    return float(match.group(1)) * SIZE_SUFFIXES.get(match.group(2), 1)
+
+
+def of_kind(resources: tuple[Resource, ...], kind: str) -> list[Resource]:
+    return [r for r in resources if r["kind"] == kind]
+
+
+def named(resources: tuple[Resource, ...], kind: str, name: str) -> Resource:
+    found = [r for r in of_kind(resources, kind) if r["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def services(resources: tuple[Resource, ...]) -> list[Resource]:
+    """The mailmoat service Deployments."""
+    return [d for d in of_kind(resources, "Deployment")
+            if d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "mailmoat"]
+
+
+def app_container(deployment: Resource) -> dict[str, Any]:
+    found = [c for c in containers(deployment) if split_image(c["image"])[0].rsplit("/", 1)[-1] == IMAGE]
+    assert len(found) == 1, f"{deployment['metadata']['name']}: one mailmoat container expected"
+    return found[0]
+
+
+def module_of(deployment: Resource) -> str:
+    return deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"].replace("-", "_")
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def pod_labels(workload: Resource) -> dict[str, str]:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
+def pod_spec(workload: Resource) -> dict[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+# --- schemas -------------------------------------------------------------------------------------------
+
+
+@cache
+def _k8s_errors(serialized: str, version: str) -> str | None:
+    """kubernetes-validate's verdict on one object (cached: the overlays share most objects)."""
+    resource = json.loads(serialized)
+    try:
+        kubernetes_validate.validate(resource, version, strict=True)
+    except kubernetes_validate.SchemaNotFoundError:
+        return f"{resource['apiVersion']} {resource['kind']} has no schema"
+    except kubernetes_validate.ValidationError as exc:
+        return f"{'.'.join(map(str, exc.path))}: {exc.message}"
+    return None
+
+
+def test_every_object_validates(resources: tuple[Resource, ...]) -> None:
+    for resource in resources:
+        where = f"{resource['kind']}/{resource['metadata']['name']}"
+        if (resource["apiVersion"], resource["kind"]) in SCHEMAS:
+            validate_custom(resource)
+            continue
+        for version in K8S_VERSIONS:
+            error = _k8s_errors(json.dumps(resource, sort_keys=True), version)
+            assert error is None, f"{where} (Kubernetes {version}): {error}"
+
+
+def test_validation_rejects_mistakes() -> None:
+    """The validators used above do fail: a typo in a Deployment and in a ScaledObject."""
+    deployment = json.loads(json.dumps(named(_render("base", False), "Deployment", "mailmoat-routing")))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+    scaled = json.loads(json.dumps(named(_render("base", False), "ScaledObject", "mailmoat-routing")))
+    scaled["spec"]["minReplicas"] = 2
+    with pytest.raises(Exception, match="minReplicas"):
+        validate_custom(scaled)
+    scaled = json.loads(json.dumps(named(_render("base", False), "ScaledObject", "mailmoat-routing")))
+    scaled["spec"]["triggers"][0]["metadata"]["value"] = 200
+    with pytest.raises(Exception, match="string"):
+        validate_custom(scaled)
+
+
+def test_every_manifest_file_is_rendered() -> None:
+    """No manifest sits unreferenced (and so unvalidated) beside a kustomization."""
+    for directory in (K8S / "base", FILTERS):
+        kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        listed = {(directory / r).resolve() for r in kustomization.get("resources", [])}
+        for path in directory.glob("*.yaml"):
+            if path.name != "kustomization.yaml" and path.name != "policy.yaml":
+                assert path.resolve() in listed, f"{path.relative_to(REPO)} is not in its kustomization"
+                assert load_resources(path)
+
+
+def test_namespace(resources: tuple[Resource, ...]) -> None:
+    for resource in resources:
+        assert resource["metadata"].get("namespace") == NAMESPACE, resource["metadata"]["name"]
+
+
+# --- the services ---------------------------------------------------------------------------------------
+
+
+def test_one_deployment_per_service(resources: tuple[Resource, ...]) -> None:
+    modules = sorted(module_of(d) for d in services(resources))
+    expected = {"ingress", "routing", "egress"}
+    assert expected <= set(modules)
+    assert set(modules) <= set(SERVICES) - {"devmailbox"}
+    assert len(modules) == len(set(modules))
+
+
+def test_service_containers(resources: tuple[Resource, ...]) -> None:
+    for deployment in services(resources):
+        module = module_of(deployment)
+        container = app_container(deployment)
+        assert container["args"] == ["run", module]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["metrics"] == DEFAULT_METRICS_PORTS[module]
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        env = env_of(container)
+        assert env["OTEL_SERVICE_NAME"]["value"] == f"mailmoat-{deployment['metadata']['name'].split('-', 1)[1]}"
+        assert {"MAILMOAT_AMQP_URL", "MAILMOAT_REDIS_URL", "MAILMOAT_POLICY"} <= set(env)
+
+
+def test_env_references_and_backends(resources: tuple[Resource, ...]) -> None:
+    """$(VAR) only names variables defined earlier (Kubernetes expands nothing else), the URLs name
+    the broker and Redis this render creates, and every Secret is created or documented."""
+    clusters = {r["metadata"]["name"] for r in of_kind(resources, "RabbitmqCluster")}
+    service_names = {r["metadata"]["name"] for r in of_kind(resources, "Service")}
+    for deployment in services(resources):
+        container = app_container(deployment)
+        defined: set[str] = set()
+        for entry in container["env"]:
+            for ref in re.findall(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", entry.get("value", "")):
+                assert ref in defined, f"{deployment['metadata']['name']}: {entry['name']} uses $({ref}) before it"
+            secret = entry.get("valueFrom", {}).get("secretKeyRef")
+            if secret:
+                assert secret["name"] in {f"{c}-default-user" for c in clusters} | REQUIRED_SECRETS
+            defined.add(entry["name"])
+        env = env_of(container)
+        amqp = re.fullmatch(r"amqp://\$\(\w+\):\$\(\w+\)@([^:/]+):5672/", env["MAILMOAT_AMQP_URL"]["value"])
+        assert amqp and amqp.group(1) in clusters
+        redis = re.fullmatch(r"redis://([^:/]+):6379/\d+", env["MAILMOAT_REDIS_URL"]["value"])
+        assert redis and redis.group(1) in service_names
+
+
+def test_policy_mounted_from_configmap(resources: tuple[Resource, ...]) -> None:
+    configmaps = {c["metadata"]["name"]: c for c in of_kind(resources, "ConfigMap")}
+    for deployment in services(resources):
+        container = app_container(deployment)
+        path = PurePosixPath(env_of(container)["MAILMOAT_POLICY"]["value"])
+        assert str(path) == "/etc/mailmoat/policy.yaml"
+        mounts = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+        assert len(mounts) == 1 and "subPath" not in mounts[0], "mount the directory: subPath mounts never update"
+        volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == mounts[0]["name"])
+        assert path.name in configmaps[volume["configMap"]["name"]]["data"]
+
+
+def test_policy_configmap_is_the_example_policy(resources: tuple[Resource, ...]) -> None:
+    text = named(resources, "ConfigMap", "mailmoat-policy")["data"]["policy.yaml"]
+    example = (REPO / "config" / "policy.example.yaml").read_text()
+    assert text == example, "copy config/policy.example.yaml to deploy/k8s/base/policy.yaml"
+    parse_policy(text, "deploy/k8s/base/policy.yaml")
+
+
+def test_security_context(resources: tuple[Resource, ...]) -> None:
+    for workload in [*services(resources), *of_kind(resources, "StatefulSet")]:
+        name = workload["metadata"]["name"]
+        pod = pod_spec(workload)
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] != 0, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert pod.get("automountServiceAccountToken") is False, name
+        for container in containers(workload):
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            requests, limits = container["resources"]["requests"], container["resources"]["limits"]
+            for resource in ("cpu", "memory"):
+                assert quantity(requests[resource]) <= quantity(limits[resource]), f"{name}: {resource}"
+        app = app_container(workload) if workload["kind"] == "Deployment" else containers(workload)[0]
+        context = app["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True and context["runAsNonRoot"] is True, name
+        assert "add" not in context["capabilities"], name
+        if workload["kind"] == "Deployment":
+            tmp = next(m for m in app["volumeMounts"] if m["mountPath"] == "/tmp")
+            assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
+
+
+def test_grace_period_covers_in_flight_work(resources: tuple[Resource, ...]) -> None:
+    consumer_grace = inspect.signature(Runtime.shutdown).parameters["grace"].default
+    ingress_grace = inspect.signature(IngressServer.__init__).parameters["grace"].default
+    for deployment in services(resources):
+        container = app_container(deployment)
+        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+        sleep = int(pre_stop[1]) if pre_stop[:1] == ["sleep"] else 0
+        # ingress: its sessions' grace, then up to 5 s for the trace writes of the last messages
+        needed = sleep + (ingress_grace + 5 if module_of(deployment) == "ingress" else consumer_grace)
+        assert pod_spec(deployment)["terminationGracePeriodSeconds"] > needed, deployment["metadata"]["name"]
+
+
+def test_each_service_has_one_autoscaler_and_no_fixed_replicas(resources: tuple[Resource, ...]) -> None:
+    for deployment in services(resources):
+        name = deployment["metadata"]["name"]
+        hpas = [h for h in of_kind(resources, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["name"] == name]
+        scaled = [s for s in of_kind(resources, "ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == name]
+        assert len(hpas) + len(scaled) == 1, name
+        assert "replicas" not in deployment["spec"], f"{name}: the autoscaler owns the replica count"
+
+
+def test_ingress_scales_on_cpu(resources: tuple[Resource, ...]) -> None:
+    hpa = named(resources, "HorizontalPodAutoscaler", "mailmoat-ingress")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "mailmoat-ingress"}
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+
+
+def test_stages_scale_on_their_queue(resources: tuple[Resource, ...]) -> None:
+    auths = {a["metadata"]["name"]: a for a in of_kind(resources, "TriggerAuthentication")}
+    clusters = {r["metadata"]["name"] for r in of_kind(resources, "RabbitmqCluster")}
+    stages = [d for d in services(resources) if module_of(d) != "ingress"]
+    assert {"routing", "egress"} <= {module_of(d) for d in stages}
+    for deployment in stages:
+        scaled = named(resources, "ScaledObject", deployment["metadata"]["name"])
+        spec = scaled["spec"]
+        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+        (trigger,) = spec["triggers"]
+        metadata = trigger["metadata"]
+        assert trigger["type"] == "rabbitmq" and metadata["mode"] == "QueueLength"
+        assert metadata["queueName"] == stage_queue(module_of(deployment))
+        assert int(metadata["value"]) > 0
+        # KEDA runs in another namespace: the host must carry this namespace.
+        host = re.fullmatch(r"amqp://([^.]+)\.([^.]+)\.svc(?:\.cluster\.local)?:5672/", metadata["host"])
+        assert host and host.group(1) in clusters and host.group(2) == scaled["metadata"]["namespace"]
+        auth = auths[trigger["authenticationRef"]["name"]]
+        refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
+        assert set(refs) == {"username", "password"}
+        assert {r["name"] for r in refs.values()} == {f"{host.group(1)}-default-user"}
+
+
+def test_disruption_budgets_and_pod_monitors(resources: tuple[Resource, ...]) -> None:
+    for deployment in services(resources):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selector_matches(deployment["spec"]["selector"], labels)
+        budgets = [p for p in of_kind(resources, "PodDisruptionBudget")
+                   if selector_matches(p["spec"]["selector"], labels)]
+        assert len(budgets) == 1, deployment["metadata"]["name"]
+        assert budgets[0]["spec"].get("maxUnavailable") == 1
+        monitors = [m for m in of_kind(resources, "PodMonitor") if selector_matches(m["spec"]["selector"], labels)]
+        assert len(monitors) == 1, deployment["metadata"]["name"]
+        port_names = {p["name"] for c in containers(deployment) for p in c.get("ports", [])}
+        for endpoint in monitors[0]["spec"]["podMetricsEndpoints"]:
+            assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+
+
+def test_ingress_load_balancer_keeps_client_ips(resources: tuple[Resource, ...]) -> None:
+    deployment = named(resources, "Deployment", "mailmoat-ingress")
+    service = named(resources, "Service", "mailmoat-ingress")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["externalTrafficPolicy"] == "Local"
+    assert selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(deployment))
+    container = app_container(deployment)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 25 and ports[port["targetPort"]] == Settings().smtp_port
+    env = env_of(container)
+    assert int(env["MAILMOAT_SMTP_PORT"]["value"]) == Settings().smtp_port
+    assert env["MAILMOAT_SMTP_HOST"]["value"] == "0.0.0.0"
+
+
+def test_ingress_tls_from_a_secret(resources: tuple[Resource, ...]) -> None:
+    deployment = named(resources, "Deployment", "mailmoat-ingress")
+    container = app_container(deployment)
+    env = env_of(container)
+    for variable, key in (("MAILMOAT_TLS_CERT", "tls.crt"), ("MAILMOAT_TLS_KEY", "tls.key")):
+        path = PurePosixPath(env[variable]["value"])
+        assert path.name == key
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent))
+        volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] in REQUIRED_SECRETS
+
+
+# --- state, broker, monitoring -------------------------------------------------------------------------
+
+
+def test_redis_persists_with_aof(resources: tuple[Resource, ...]) -> None:
+    statefulset = named(resources, "StatefulSet", "mailmoat-redis")
+    (container,) = containers(statefulset)
+    args = container["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    data_dir = args[args.index("--dir") + 1]
+    (claim,) = statefulset["spec"]["volumeClaimTemplates"]
+    assert {"name": claim["metadata"]["name"], "mountPath": data_dir} in container["volumeMounts"]
+    assert quantity(claim["spec"]["resources"]["requests"]["storage"]) >= 2**30
+    service = named(resources, "Service", "mailmoat-redis")
+    assert selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(statefulset))
+    assert service["spec"]["ports"][0]["port"] == 6379
+
+
+def test_rabbitmq_cluster_and_its_metrics(resources: tuple[Resource, ...]) -> None:
+    cluster = named(resources, "RabbitmqCluster", "mailmoat-rabbitmq")
+    assert cluster["spec"]["replicas"] % 2 == 1, "quorum queues want an odd number of nodes"
+    assert quantity(cluster["spec"]["persistence"]["storage"]) >= 2**30
+    monitor = named(resources, "ServiceMonitor", "mailmoat-rabbitmq")
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == cluster["metadata"]["name"]
+    assert monitor["spec"]["endpoints"] == [{"port": "prometheus", "path": "/metrics/per-object", "interval": "30s"}]
+
+
+def test_prometheus_rule_is_rules_yml(resources: tuple[Resource, ...]) -> None:
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules.yml").read_text())
+    assert named(resources, "PrometheusRule", "mailmoat")["spec"]["groups"] == rules["groups"], (
+        "copy the groups of deploy/prometheus/rules.yml into deploy/k8s/base/prometheusrule.yaml"
+    )
+
+
+def test_dashboard_configmap_is_the_dashboard(resources: tuple[Resource, ...]) -> None:
+    configmap = named(resources, "ConfigMap", "mailmoat-grafana-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(configmap["data"]["mailmoat.json"])
+    assert shipped == json.loads((REPO / "deploy" / "grafana" / "mailmoat.json").read_text()), (
+        "copy deploy/grafana/mailmoat.json to deploy/k8s/base/dashboards/mailmoat.json"
+    )
+
+
+# --- overlays ---------------------------------------------------------------------------------------------
+
+
+def test_overlays_size_differently() -> None:
+    dev, prod = _render("overlays/dev", False), _render("overlays/production", False)
+
+    def memory_limit(resources: tuple[Resource, ...], name: str) -> float:
+        return quantity(app_container(named(resources, "Deployment", name))["resources"]["limits"]["memory"])
+
+    assert named(dev, "HorizontalPodAutoscaler", "mailmoat-ingress")["spec"]["minReplicas"] == 1
+    assert named(prod, "HorizontalPodAutoscaler", "mailmoat-ingress")["spec"]["minReplicas"] >= 3
+    for stage in ("mailmoat-routing", "mailmoat-egress"):
+        assert (named(prod, "ScaledObject", stage)["spec"]["maxReplicaCount"]
+                > named(dev, "ScaledObject", stage)["spec"]["maxReplicaCount"])
+    assert named(dev, "RabbitmqCluster", "mailmoat-rabbitmq")["spec"]["replicas"] == 1
+    assert named(prod, "RabbitmqCluster", "mailmoat-rabbitmq")["spec"]["replicas"] == 3
+    assert memory_limit(prod, "mailmoat-ingress") > memory_limit(dev, "mailmoat-ingress")
+    images = {c["image"] for d in services(prod) for c in [app_container(d)]}
+    assert len(images) == 1 and split_image(images.pop())[1] == "0.1.0"
+
+
+def test_filters_component_adds_the_filter_stages() -> None:
+    without = {module_of(d) for d in services(_render("overlays/production", False))}
+    with_filters = {module_of(d) for d in services(_render("overlays/production", True))}
+    assert with_filters - without == {"connection_filter", "antivirus", "antispam"}
+    antivirus = named(_render("overlays/production", True), "Deployment", "mailmoat-antivirus")
+    clamd = next(c for c in containers(antivirus) if c["name"] == "clamd")
+    assert clamd["startupProbe"] and clamd["readinessProbe"]
