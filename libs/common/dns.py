@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Protocol
 
 import dns.asyncresolver
 import dns.exception
 import dns.name
 import dns.rdatatype
 import dns.resolver
+import dns.reversename
 
 
 class DnsError(Exception):
@@ -58,6 +60,19 @@ class ResolverConfig:
     """Empty: the system's resolv.conf."""
     port: int = 53
     timeout: float = 5.0
+
+
+class DnsSettings(Protocol):
+    """What the policy's ``dns`` section provides."""
+
+    nameservers: list[str]
+    port: int
+    timeout: float
+
+
+def config_from(settings: DnsSettings) -> ResolverConfig:
+    """A resolver configuration from the policy's ``dns`` section."""
+    return ResolverConfig(tuple(settings.nameservers), settings.port, settings.timeout)
 
 
 def make_resolver(config: ResolverConfig) -> dns.asyncresolver.Resolver:
@@ -131,7 +146,31 @@ async def resolve_addresses(host: str, config: ResolverConfig) -> list[str]:
     return addresses
 
 
+async def lookup(name: str, rdtype: str, config: ResolverConfig) -> list[str]:
+    """Records of one type as presentation text; [] when the name exists without such records.
+    Raises NoSuchDomain (NXDOMAIN) or DnsTemporary."""
+    answer = await _query(make_resolver(config), name, rdtype)
+    return [] if answer is None else [r.to_text() for r in answer]
+
+
+async def resolve_txt(name: str, config: ResolverConfig) -> list[str]:
+    """TXT records, each with its character-strings joined (as SPF and DKIM read them)."""
+    answer = await _query(make_resolver(config), name, "TXT")
+    if answer is None:
+        return []
+    return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
+
+
+async def resolve_ptr(address: str, config: ResolverConfig) -> list[str]:
+    """PTR names of an IPv4 or IPv6 address, without the trailing dot; [] when there is none."""
+    try:
+        answer = await _query(make_resolver(config), dns.reversename.from_address(address).to_text(), "PTR")
+    except NoSuchDomain:
+        return []
+    return [] if answer is None else [_host(r.target) for r in answer]
+
+
 __all__ = [
-    "DnsError", "DnsTemporary", "MxHost", "NoSuchDomain", "NullMx", "ResolverConfig",
-    "resolve_addresses", "resolve_mx",
+    "DnsError", "DnsSettings", "DnsTemporary", "MxHost", "NoSuchDomain", "NullMx", "ResolverConfig",
+    "config_from", "lookup", "resolve_addresses", "resolve_mx", "resolve_ptr", "resolve_txt",
 ]

@@ -14,7 +14,7 @@ TlsMode = Literal["none", "opportunistic", "required", "verify-ca", "verify"]
 STARTTLS with a certificate chaining to a trusted CA; that plus the host name matching."""
 
 TRACE_EVENTS = (
-    "RECEIVE", "REJECT", "ROUTE", "EXPAND", "RULE", "QUARANTINE", "RELEASE",
+    "RECEIVE", "REJECT", "AGENTINFO", "ROUTE", "EXPAND", "RULE", "QUARANTINE", "RELEASE",
     "DELIVER", "DEFER", "FAIL", "DSN", "DEADLETTER",
 )
 

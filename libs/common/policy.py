@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import ipaddress
 import logging
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mailmoat_common.models import TlsMode
 
@@ -96,6 +106,249 @@ class Trace(_Strict):
     retention_days: int = Field(90, ge=1)
 
 
+
+def client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client IP as an address (an IPv4-mapped IPv6 address becomes IPv4); None when not an IP."""
+    try:
+        address = ipaddress.ip_address(ip.strip().strip("[]").split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class IpSet:
+    """A set of IPv4/IPv6 networks with O(log n) membership: merged integer ranges, searched by bisect.
+
+    Any number of entries and any prefix length; overlapping and adjacent networks are merged.
+    """
+
+    def __init__(self, ranges: Iterable[tuple[int, int, int]] = ()):
+        """From ``(version, first, last)`` integer ranges (see ``parse_range``)."""
+        by_version: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+        for version, first, last in ranges:
+            by_version[version].append((first, last))
+        self._starts: dict[int, list[int]] = {}
+        self._ends: dict[int, list[int]] = {}
+        for version, items in by_version.items():
+            items.sort()
+            starts: list[int] = []
+            ends: list[int] = []
+            for first, last in items:
+                if ends and first <= ends[-1] + 1:
+                    ends[-1] = max(ends[-1], last)
+                else:
+                    starts.append(first)
+                    ends.append(last)
+            self._starts[version] = starts
+            self._ends[version] = ends
+
+    @classmethod
+    def of(cls, networks: Iterable[str]) -> IpSet:
+        return cls(parse_range(n) for n in networks)
+
+    def __len__(self) -> int:
+        """Number of disjoint ranges after merging."""
+        return len(self._starts[4]) + len(self._starts[6])
+
+    def __contains__(self, ip: object) -> bool:
+        if isinstance(ip, str):
+            address = client_address(ip)
+        elif isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            address = ip
+        else:
+            return False
+        if address is None:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        value = int(address)
+        starts = self._starts[address.version]
+        index = bisect.bisect_right(starts, value) - 1
+        return index >= 0 and value <= self._ends[address.version][index]
+
+
+_OCTET = re.compile(r"\A(?:0|[1-9][0-9]{0,2})\Z")
+
+
+def parse_range(text: str) -> tuple[int, int, int]:
+    """``(version, first, last)`` of an address or CIDR network (host bits ignored); ValueError if neither.
+
+    Dotted-quad IPv4 takes a fast path (block lists can hold very many entries).
+    """
+    addr, slash, plen = text.strip().partition("/")
+    parts = addr.split(".")
+    if len(parts) == 4 and all(_OCTET.match(p) for p in parts):
+        octets = [int(p) for p in parts]
+        prefix = int(plen) if plen.isdigit() and plen.isascii() and len(plen) <= 2 else (-1 if slash else 32)
+        if max(octets) <= 255 and 0 <= prefix <= 32:
+            value = (octets[0] << 24) | (octets[1] << 16) | (octets[2] << 8) | octets[3]
+            host = (1 << (32 - prefix)) - 1
+            return 4, value & ~host, (value & ~host) | host
+        raise ValueError(text)
+    net = ipaddress.ip_network(text.strip(), strict=False)
+    return net.version, int(net.network_address), int(net.broadcast_address)
+
+
+def _parse_networks(value: object) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError("must be a list of IP addresses or CIDR networks")
+    out: list[str] = []
+    for index, item in enumerate(value):
+        text = str(item).strip()
+        try:
+            parse_range(text)
+        except ValueError:
+            raise ValueError(f"entry {index}: {item!r} is not an IPv4 or IPv6 address or CIDR network") from None
+        out.append(text)
+    return out
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+
+class DnsblZone(_Strict):
+    zone: str
+    """The DNS block list zone, e.g. ``zen.spamhaus.org``."""
+    weight: float = 1.0
+    """Score a listing adds to the connection verdict (an input for spam scoring)."""
+    codes: dict[str, str] = Field(default_factory=dict)
+    """Meaning of each return code (``127.0.0.2: SBL``); a code not in the map means ``listed``."""
+    action: Literal["annotate", "reject"] = "annotate"
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        zone = value.strip().lower().rstrip(".")
+        labels = zone.split(".")
+        if len(zone) > 200 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+            raise ValueError(f"{value!r} is not a DNS zone name")
+        return zone
+
+    @field_validator("codes")
+    @classmethod
+    def _codes(cls, value: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for code, meaning in value.items():
+            try:
+                address = ipaddress.IPv4Address(str(code).strip())
+            except ValueError:
+                raise ValueError(f"return code {code!r} is not an IPv4 address such as 127.0.0.2") from None
+            out[str(address)] = str(meaning)
+        return out
+
+
+class ConnectionFilter(_Strict):
+    ip_allow: list[str] = Field(default_factory=list)
+    """Clients whose mail is marked allow-listed (IPV:CAL, SCL -1); takes precedence over ip_block."""
+    ip_block: list[str] = Field(default_factory=list)
+    """Clients refused at connection time with ``550 5.7.513``."""
+    dnsbl: list[DnsblZone] = Field(default_factory=list)
+    ptr: bool = True
+    """Look up the client's PTR name and confirm it forward (FCrDNS)."""
+    helo: bool = True
+    """Check the HELO/EHLO name: syntax, address literal against the client IP, name against the PTR."""
+    timeout: float | None = Field(None, gt=0)
+    """Seconds per DNS look-up of this stage (default: ``dns.timeout``)."""
+    cache_ttl: int = Field(300, ge=0)
+    """Seconds a look-up result is kept in each process's cache (0: no cache)."""
+    _allow: IpSet = PrivateAttr(default_factory=IpSet)
+    _block: IpSet = PrivateAttr(default_factory=IpSet)
+
+    @field_validator("ip_allow", "ip_block", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> list[str]:
+        return _parse_networks(value)
+
+    @field_validator("dnsbl")
+    @classmethod
+    def _unique_zones(cls, value: list[DnsblZone]) -> list[DnsblZone]:
+        seen: set[str] = set()
+        for entry in value:
+            if entry.zone in seen:
+                raise ValueError(f"zone {entry.zone!r} is listed twice")
+            seen.add(entry.zone)
+        return value
+
+    @model_validator(mode="after")
+    def _sets(self) -> ConnectionFilter:
+        self._allow = IpSet.of(self.ip_allow)
+        self._block = IpSet.of(self.ip_block)
+        return self
+
+    def allowed(self, ip: str) -> bool:
+        """On the IP allow list."""
+        return ip in self._allow
+
+    def blocked(self, ip: str) -> bool:
+        """On the IP block list and not on the allow list (the allow list takes precedence)."""
+        return ip in self._block and ip not in self._allow
+
+
+COMMON_ATTACHMENT_TYPES = (
+    "ace", "apk", "app", "appx", "ani", "arj", "bat", "cab", "cmd", "com", "deb", "dex", "dll", "docm", "elf",
+    "exe", "hta", "img", "iso", "jar", "jnlp", "kext", "lha", "lib", "library", "lnk", "lzh", "macho", "msc",
+    "msi", "msix", "msp", "mst", "pif", "ppa", "ppam", "reg", "rev", "scf", "scr", "sct", "sys", "uif", "vb",
+    "vbe", "vbs", "vxd", "wsc", "wsf", "wsh", "xll", "xz", "z",
+)
+"""EOP's default common attachment filter: file types blocked by extension and by true type."""
+
+
+class ArchiveLimits(_Strict):
+    max_depth: int = Field(5, ge=1, le=50)
+    """Archives nested deeper than this (a zip in a zip ... ) are an archive bomb."""
+    max_members: int = Field(1_000, ge=1)
+    """Members of all archives of one attachment together."""
+    max_total_size: int = Field(104_857_600, ge=1024)
+    """Bytes all members of one attachment expand to, together."""
+    max_ratio: int = Field(100, ge=2)
+    """Expanded size over compressed size of a member (checked for members above ``min_ratio_size``)."""
+    min_ratio_size: int = Field(1_048_576, ge=0)
+    """Members that expand to less than this are not held to ``max_ratio``."""
+
+
+class Antimalware(_Strict):
+    clamd: str = "127.0.0.1:3310"
+    """The clamd to scan with: ``host:port``, ``tcp://host:port``, ``unix:/path`` or ``/path`` (a unix
+    socket); the environment variable ``MAILMOAT_CLAMD_ADDRESS`` overrides it."""
+    connect_timeout: float = Field(5, gt=0)
+    scan_timeout: float = Field(60, gt=0)
+    """Seconds for one scan (send and verdict) before clamd counts as unavailable."""
+    max_connections: int = Field(8, ge=1, le=256)
+    """Concurrent clamd connections per process."""
+    stream_max_length: int = Field(26_214_400, ge=1024)
+    """Bytes sent to clamd in one scan; keep it at or below clamd's ``StreamMaxLength``. A message
+    above it is scanned part by part; a single part above it is ``unscannable``."""
+    file_filter: bool = True
+    """The common attachment filter: block ``file_types`` by extension and by true type."""
+    file_types: list[str] = Field(default_factory=lambda: list(COMMON_ATTACHMENT_TYPES))
+    archives: ArchiveLimits = Field(default_factory=ArchiveLimits)
+    encrypted: Literal["allow", "block"] = "block"
+    """Encrypted archives (which no engine can look into)."""
+    unscannable: Literal["allow", "block"] = "block"
+    """Parts clamd could not scan (above ``stream_max_length``, engine error)."""
+    fail_open: bool = False
+    """clamd unreachable or timing out: ``false`` retries the message later (never passed on
+    unscanned); ``true`` passes it on unscanned, with a trace event."""
+    action: Literal["quarantine", "reject", "strip"] = "quarantine"
+    """What routing does with a message whose verdict is not clean."""
+
+    @field_validator("file_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        out = []
+        for item in value:
+            name = item.strip().lower().lstrip(".")
+            if not name or not re.fullmatch(r"[a-z0-9_-]{1,16}", name):
+                raise ValueError(f"{item!r} is not a file type name such as exe")
+            if name not in out:
+                out.append(name)
+        return out
+
+
 class Pipeline(_Strict):
     filters: list[str] = Field(default_factory=list)
     """Filter stages between ingress and routing, in order."""
@@ -125,6 +378,8 @@ class Policy(_Strict):
     dns: Dns = Field(default_factory=Dns)
     trace: Trace = Field(default_factory=Trace)
     pipeline: Pipeline = Field(default_factory=Pipeline)
+    connection_filter: ConnectionFilter = Field(default_factory=ConnectionFilter)
+    antimalware: Antimalware = Field(default_factory=Antimalware)
 
     @field_validator("directory")
     @classmethod
@@ -176,7 +431,7 @@ class PolicyError(Exception):
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # C loader: large lists
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from exc
     if data is None:

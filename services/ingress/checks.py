@@ -9,6 +9,13 @@ from mailmoat_ingress import replies
 from mailmoat_ingress.headers import count_headers, header_block
 
 
+def check_client(policy: Policy, client_ip: str) -> str | None:
+    """The greeting refusal for a client on the IP block list (not also on the allow list), or None."""
+    if client_ip and policy.connection_filter.blocked(client_ip):
+        return replies.blocked_ip(client_ip)
+    return None
+
+
 def check_recipient(policy: Policy, client_ip: str, address: str, accepted_so_far: int) -> str | None:
     """The refusal reply for one RCPT TO, or None to accept it.
 

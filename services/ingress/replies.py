@@ -23,3 +23,8 @@ BYE = "221 2.0.0 Bye"
 
 def queued(queue_id: str) -> str:
     return f"250 2.6.0 {queue_id} Queued mail for delivery"
+
+
+def blocked_ip(ip: str) -> str:
+    """The greeting refusal for a client on the IP block list."""
+    return f"550 5.7.513 Service unavailable, client host [{ip}] blocked using the IP block list"

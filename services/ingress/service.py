@@ -112,12 +112,14 @@ class IngressServer:
         if self.server is not None:
             self.server.close()
         for session in list(self.ctx.sessions):
-            session.stop_if_idle()
+            with contextlib.suppress(Exception):
+                session.stop_if_idle()
         deadline = time.monotonic() + grace
         while self.ctx.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for session in list(self.ctx.sessions):
-            session.close()
+            with contextlib.suppress(Exception):
+                session.close()
         if self.ctx.background:
             await asyncio.wait(list(self.ctx.background), timeout=5)
         if self._bus_task is not None:

@@ -19,14 +19,21 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Session, login_always_fail, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from opentelemetry import trace as otel_trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from mailmoat_common.bus import Publish, stage_queue
 from mailmoat_common.models import Envelope, TlsInfo, TraceEvent, new_message_id
 from mailmoat_common.policy import Policy
-from mailmoat_common.telemetry import inject
 from mailmoat_ingress import replies
-from mailmoat_ingress.checks import MailParams, check_content, check_mail_size, check_recipient, parse_mail_options
+from mailmoat_ingress.checks import (
+    MailParams,
+    check_client,
+    check_content,
+    check_mail_size,
+    check_recipient,
+    parse_mail_options,
+)
 from mailmoat_ingress.headers import message_id, strip_gateway_headers
 from mailmoat_ingress.metrics import ACCEPT_SECONDS, INGRESS_MESSAGES, SMTP_REPLIES, SMTP_SESSIONS
 from mailmoat_ingress.received import build_received
@@ -39,6 +46,7 @@ MAIL_COMMAND_LIMIT = 512 + 26 + 10 + 16
 """RFC 5321 command length plus what SIZE=, SMTPUTF8 and BODY= may add (RFC 1870, 6531, 6152)."""
 
 TraceFn = Callable[..., Awaitable[bool]]
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 @dataclass
@@ -227,12 +235,13 @@ class IngressHandler:
         data = received + strip_gateway_headers(content)
         message.size = len(data)
         headers: dict[str, Any] = {}
-        tracer = self.ctx.tracer
-        if tracer is not None:
-            with tracer.start_as_current_span(
+        span = None
+        if self.ctx.tracer is not None:
+            # The message's trace starts here and covers the publish; its context travels in AMQP headers.
+            span = self.ctx.tracer.start_span(
                 "smtp receive", kind=SpanKind.SERVER, attributes={"messaging.message.id": message.id}
-            ):
-                inject(headers)
+            )
+            _PROPAGATOR.inject(headers, context=otel_trace.set_span_in_context(span))
         event = TraceEvent(
             event="RECEIVE", message_id=message.id, service=SERVICE, recipients=message.rcpt_to,
             detail=f"from {client_ip} size {message.size}",
@@ -249,6 +258,9 @@ class IngressHandler:
         except Exception as exc:  # broker down, nack, timeout: the client keeps the message and retries
             log.warning("publish of %s failed: %s: %s", message.id, type(exc).__name__, exc,
                         extra={"message_id": message.id})
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                span.end()
             INGRESS_MESSAGES.labels("deferred").inc()
             failed = TraceEvent(
                 event="REJECT", message_id=message.id, service=SERVICE, recipients=message.rcpt_to,
@@ -256,6 +268,8 @@ class IngressHandler:
             )
             self.ctx.spawn(_after(traced, self.ctx.trace(failed)))
             return replies.TEMPORARY
+        if span is not None:
+            span.end()
         INGRESS_MESSAGES.labels("accepted").inc()
         ACCEPT_SECONDS.observe(time.perf_counter() - started)
         return replies.queued(message.id)
@@ -363,6 +377,19 @@ class IngressSMTP(SMTP):
     def _create_envelope(self) -> Transaction:
         return Transaction()
 
+    async def _handle_client(self) -> None:
+        """Refuse a client on the IP block list instead of greeting it (traced, then closed)."""
+        assert self.session is not None
+        client_ip, _ = peer_address(self.session)
+        reply = check_client(self.ctx.policy(), client_ip)
+        if reply is None:
+            await super()._handle_client()
+            return
+        assert isinstance(self.envelope, Transaction)
+        self.event_handler.reject(self.session, self.envelope, reply)
+        await self.push(reply)
+        self.close()
+
     async def run_command(self, method: Callable[[str | None], Awaitable[None]], arg: str | None) -> None:
         """Run one command within the session's command budget; during shutdown close when idle."""
         self.commands += 1
@@ -395,11 +422,20 @@ class IngressSMTP(SMTP):
         return not self.busy and (self.envelope is None or not self.envelope.mail_from)
 
     def stop_if_idle(self) -> bool:
-        """During shutdown: say 421 and close when no command or transaction is under way."""
-        if self.transport is None or not self.idle():
+        """During shutdown: say 421 and close when no command or transaction is under way.
+
+        A session already closing (after QUIT, or a TLS session shutting down) is left to finish.
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return transport is not None
+        if not self.idle():
             return False
         count_reply(replies.SHUTTING_DOWN)
-        self._writer.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
+        try:
+            self._writer.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
+        except (OSError, RuntimeError, AttributeError) as exc:  # a transport torn down under us
+            log.debug("421 on shutdown not sent: %s", exc)
         self.close()
         return True
 

@@ -1,0 +1,87 @@
+"""Connection filter service wiring: consume mailmoat.connection_filter, look up, annotate, pass on.
+
+The stage only annotates: the verdict (``allow``, ``listed``, ``reject`` or ``pass``) goes into the
+envelope and the ``X-Mailmoat-Connection-Report`` header is prepended; the message always goes on to
+the next stage of its itinerary. A DNS failure is recorded as ``temperror``, never a reason to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailmoat_common.bus import Publish
+from mailmoat_common.dns import ResolverConfig
+from mailmoat_common.models import Envelope, TraceEvent
+from mailmoat_common.policy import Policy
+from mailmoat_common.runtime import Runtime, stage_publish
+from mailmoat_common.settings import Settings
+from mailmoat_connection_filter.decide import (
+    STAGE,
+    Lookup,
+    Report,
+    conclude,
+    dnsbl_result,
+    helo_facts,
+    plan_checks,
+    ptr_facts,
+    ptr_names,
+)
+from mailmoat_connection_filter.lookup import Resolver
+
+SERVICE = STAGE
+
+
+async def inspect(envelope: Envelope, policy: Policy, resolver: Resolver) -> Report:
+    """Run the look-ups the policy asks for (block lists and PTR together, then the forward
+    confirmation of the PTR names) and conclude."""
+    cf = policy.connection_filter
+    plan = plan_checks(envelope, cf)
+    config = ResolverConfig(tuple(policy.dns.nameservers), policy.dns.port, cf.timeout or policy.dns.timeout)
+
+    async def ask(name: str, rdtype: str) -> Lookup:
+        return await resolver.query(name, rdtype, config, cf.cache_ttl)
+
+    first = [ask(query, "A") for _, query in plan.dnsbl]
+    if plan.ptr_query is not None:
+        first.append(ask(plan.ptr_query, "PTR"))
+    answers = await asyncio.gather(*first)
+    zones = [zone for zone, _ in plan.dnsbl]
+    dnsbl = [dnsbl_result(zone, lookup) for zone, lookup in zip(zones, answers[: len(zones)], strict=True)]
+    ptr = None
+    names: tuple[str, ...] = ()
+    if plan.ptr_query is not None:
+        ptr_lookup = answers[-1]
+        names = ptr_names(ptr_lookup)
+        forward_answers = await asyncio.gather(*(ask(n, t) for n in names for t in ("A", "AAAA")))
+        forward = {n: list(forward_answers[2 * i : 2 * i + 2]) for i, n in enumerate(names)}
+        ptr = ptr_facts(plan.client_ip, ptr_lookup, forward)
+    helo = helo_facts(envelope.helo, plan.client_ip, names) if plan.helo else None
+    return conclude(plan, dnsbl, ptr, helo)
+
+
+def make_handler(runtime: Runtime, resolver: Resolver | None = None):
+    resolver = resolver or Resolver()
+
+    async def handle(envelope: Envelope, data: bytes) -> list[Publish]:
+        report = await inspect(envelope, runtime.policy.current, resolver)
+        verdict = report.verdict()
+        envelope.add_verdict(verdict)
+        out = report.header() + data
+        envelope.size = len(out)
+        summary = " ".join(report.tokens()[1:4])
+        await runtime.trace.record(
+            TraceEvent(
+                event="AGENTINFO", message_id=envelope.id, service=SERVICE, recipients=envelope.rcpt_to,
+                detail=f"connection filter: {verdict.result} ({summary})", data=verdict.detail,
+            )
+        )
+        return [stage_publish(envelope, out, SERVICE)]
+
+    return handle
+
+
+async def main(settings: Settings, worker: int = 0) -> None:
+    runtime = Runtime(SERVICE, settings, worker=worker, prefetch=64)
+    await runtime.start()
+    await runtime.consume_stage(SERVICE, make_handler(runtime))
+    await runtime.serve_forever()
