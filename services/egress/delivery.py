@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 from aiosmtplib import SMTP
-from aiosmtplib.errors import SMTPException, SMTPResponseException
+from aiosmtplib.errors import SMTPException, SMTPHeloError, SMTPResponseException
 
 from mailmoat_egress.tls import connect_kwargs, rule_for, server_name
 
 log = logging.getLogger(__name__)
 
 ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+SessionError = (SMTPException, OSError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class RcptResult:
     text: str
     remote_host: str = ""
     """Empty when no server gave this reply (connection, DNS or TLS failure)."""
+    tls: str | None = None
+    """TLS version of the session that gave the reply; None in clear text or without a session."""
 
     @property
     def ok(self) -> bool:
@@ -75,15 +78,15 @@ def split_reply(code: int, message: str) -> tuple[str, str]:
     """(enhanced status, text) of a reply; the enhanced status derived from the code when absent."""
     message = " ".join(line.strip() for line in message.splitlines()).strip()
     match = ENHANCED.match(message)
-    if match:
+    if match and match.group(1) == str(code)[0]:
         return match.group(0), message[match.end():].strip()
     klass = str(code)[0] if code else "4"
     return f"{klass}.0.0", message
 
 
-def make_result(recipient: str, code: int, message: str, remote: str = "") -> RcptResult:
+def make_result(recipient: str, code: int, message: str, remote: str = "", tls: str | None = None) -> RcptResult:
     enhanced, text = split_reply(code, message)
-    return RcptResult(recipient, code, enhanced, text, remote)
+    return RcptResult(recipient, code, enhanced, text, remote, tls)
 
 
 class HostFailed(Exception):
@@ -97,12 +100,28 @@ class HostFailed(Exception):
         self.tls_failure = tls_failure
 
 
+class SessionBroken(Exception):
+    """The session failed before a final reply; ``committed`` when the message data was already sent."""
+
+    def __init__(self, message: str, committed: bool):
+        super().__init__(message)
+        self.message = message
+        self.committed = committed
+
+
 @dataclass(frozen=True)
 class Destination:
+    """The pool key: sessions are shared only between deliveries that agree on all four."""
+
     host: str
     port: int
     tls: str
-    tls_name: str | None
+    tls_name: str
+    """The name the TLS handshake uses (SNI; checked under ``verify``)."""
+
+
+def destination_for(target: Target, tls: str, tls_name: str | None) -> Destination:
+    return Destination(target.host, target.port, tls, server_name(tls, target.label, tls_name))
 
 
 @dataclass
@@ -110,8 +129,13 @@ class Session:
     smtp: SMTP
     destination: Destination
     remote: str
-    encrypted: bool
+    tls_version: str | None
     last_used: float = field(default_factory=time.monotonic)
+    transactions: int = 0
+
+    @property
+    def encrypted(self) -> bool:
+        return self.tls_version is not None
 
 
 @dataclass
@@ -151,15 +175,21 @@ class SessionPool:
             sem = self._limits[destination] = asyncio.Semaphore(self.max_per_destination)
         return sem
 
-    async def acquire(self, destination: Destination, target: Target, timeouts: Timeouts) -> Session:
-        """An idle session that still answers RSET, or a new one (raises HostFailed)."""
-        self.reap()
+    def idle_count(self, destination: Destination | None = None) -> int:
+        if destination is not None:
+            return len(self._idle.get(destination, []))
+        return sum(len(group) for group in self._idle.values())
+
+    async def acquire(self, destination: Destination, target: Target, timeouts: Timeouts, *,
+                      fresh: bool = False) -> Session:
+        """An idle session that still answers RSET, or a new one (``fresh``: always new; raises HostFailed)."""
+        await self.reap()
         idle = self._idle.get(destination, [])
-        while idle:
+        while idle and not fresh:
             session = idle.pop()
             try:
                 await session.smtp.rset(timeout=timeouts.command)
-            except (SMTPException, OSError, TimeoutError):
+            except SessionError:
                 _close(session.smtp)
                 continue
             self.reused += 1
@@ -182,26 +212,28 @@ class SessionPool:
     def discard(self, session: Session) -> None:
         _close(session.smtp)
 
-    def reap(self) -> None:
-        """Close sessions idle longer than the idle timeout."""
+    async def reap(self) -> None:
+        """QUIT and close sessions idle longer than the idle timeout."""
         now = time.monotonic()
+        expired: list[Session] = []
         for destination, sessions in list(self._idle.items()):
             keep = []
             for session in sessions:
                 if now - session.last_used > self.idle_timeout or not session.smtp.is_connected:
-                    _close(session.smtp)
+                    expired.append(session)
                 else:
                     keep.append(session)
-            self._idle[destination] = keep
+            if keep:
+                self._idle[destination] = keep
+            else:
+                del self._idle[destination]
+        await _quit_all(expired)
 
     async def close(self) -> None:
         """QUIT and close every idle session."""
         sessions = [s for group in self._idle.values() for s in group]
         self._idle.clear()
-        for session in sessions:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(session.smtp.quit(), 5)
-            _close(session.smtp)
+        await _quit_all(sessions)
 
     async def _open(self, destination: Destination, target: Target, timeouts: Timeouts, *,
                     clear: bool = False) -> Session:
@@ -214,38 +246,64 @@ class SessionPool:
             await smtp.connect(timeout=timeouts.connect)
         except SMTPResponseException as exc:
             _close(smtp)
-            raise HostFailed(exc.code, f"greeting from {target.label}: {exc.message}",
+            enhanced, text = split_reply(exc.code, exc.message)
+            raise HostFailed(exc.code, f"{enhanced} {target.label} answered the connection with {exc.code} {text}",
                              permanent=exc.code >= 500) from exc
-        except (SMTPException, OSError, TimeoutError) as exc:
+        except SessionError as exc:
             _close(smtp)
             raise HostFailed(421, f"4.4.1 cannot connect to {target.label}:{target.port}: {exc}") from exc
         remote = target.label
+        tls_version: str | None = None
         try:
-            await smtp.ehlo()
-            encrypted = False
+            await _hello(smtp, timeouts)
             if rule.starttls != "never" and not clear and smtp.supports_extension("starttls"):
-                await smtp.starttls(server_hostname=server_name(destination.tls, target.label, destination.tls_name),
-                                    timeout=timeouts.command)
-                await smtp.ehlo()
-                encrypted = smtp.get_transport_info("sslcontext") is not None
-            if rule.starttls == "must" and not encrypted:
-                raise HostFailed(421, f"4.7.10 {remote} does not offer STARTTLS and the route requires TLS")
+                tls_version = await _starttls(smtp, destination, remote, timeouts, must=rule.starttls == "must")
+            if rule.starttls == "must" and tls_version is None:
+                raise HostFailed(421, f"4.7.4 TLS is required, but was not offered by {remote}")
         except HostFailed:
             _close(smtp)
             raise
-        except (ssl.SSLError, ssl.CertificateError) as exc:
+        except ssl.SSLError as exc:
             _close(smtp)
             raise HostFailed(421, f"4.7.5 TLS with {remote} failed: {exc}", tls_failure=True) from exc
         except SMTPResponseException as exc:
             _close(smtp)
             raise HostFailed(421, f"4.4.2 {remote} refused the session: {exc.code} {exc.message}") from exc
-        except (SMTPException, OSError, TimeoutError) as exc:
+        except SessionError as exc:
             _close(smtp)
             cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, ssl.SSLError):
+            if tls_version is None and isinstance(cause, ssl.SSLError):
                 raise HostFailed(421, f"4.7.5 TLS with {remote} failed: {cause}", tls_failure=True) from exc
             raise HostFailed(421, f"4.4.2 session with {remote} failed: {exc}") from exc
-        return Session(smtp, destination, remote, encrypted)
+        return Session(smtp, destination, remote, tls_version)
+
+
+async def _hello(smtp: SMTP, timeouts: Timeouts) -> None:
+    """EHLO, or HELO when the server refuses EHLO (then no extension, hence no STARTTLS, is known)."""
+    try:
+        await smtp.ehlo(timeout=timeouts.command)
+    except SMTPHeloError as exc:
+        if exc.code < 500 or not smtp.is_connected:
+            raise
+        await smtp.helo(timeout=timeouts.command)
+
+
+async def _starttls(smtp: SMTP, destination: Destination, remote: str, timeouts: Timeouts, *,
+                    must: bool) -> str | None:
+    """STARTTLS and EHLO again; the TLS version, or None when the server refused the command and
+    clear text is allowed. Raises HostFailed when it is not, ``ssl.SSLError`` on a failed handshake."""
+    try:
+        await smtp.starttls(server_hostname=destination.tls_name, timeout=timeouts.command)
+    except SMTPResponseException as exc:
+        if must:
+            raise HostFailed(421, f"4.7.4 {remote} refused STARTTLS: {exc.code} {exc.message}") from exc
+        log.info("%s refused STARTTLS (%s %s), continuing in clear text", remote, exc.code, exc.message)
+        return None
+    ssl_object = smtp.get_transport_info("ssl_object")
+    if ssl_object is None:
+        raise HostFailed(421, f"4.7.5 TLS with {remote} did not start", tls_failure=True)
+    await smtp.ehlo(timeout=timeouts.command)
+    return str(ssl_object.version() or "TLS")
 
 
 def _close(smtp: SMTP) -> None:
@@ -253,61 +311,91 @@ def _close(smtp: SMTP) -> None:
         smtp.close()
 
 
-def _needs_utf8(message: Message) -> bool:
-    return not (message.mail_from.isascii() and all(r.isascii() for r in message.recipients))
+async def _quit_all(sessions: list[Session], timeout: float = 2.0) -> None:
+    async def quit_one(session: Session) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(session.smtp.quit(), timeout)
+        _close(session.smtp)
+
+    if sessions:
+        await asyncio.gather(*(quit_one(s) for s in sessions))
+
+
+def header_section(data: bytes) -> bytes:
+    end = data.find(b"\r\n\r\n")
+    return data if end == -1 else data[:end]
+
+
+def utf8_required(message: Message) -> str | None:
+    """Why the message cannot go without SMTPUTF8 (the RFC 6531 status to use), or None when it can."""
+    if not (message.mail_from.isascii() and all(r.isascii() for r in message.recipients)):
+        return "5.6.7"
+    if message.smtputf8 and not header_section(message.data).isascii():
+        return "5.6.9"
+    return None
 
 
 async def transact(session: Session, message: Message, timeouts: Timeouts) -> list[RcptResult]:
     """MAIL, RCPT per recipient, DATA on an open session; a reply for every recipient.
 
-    Raises ``SMTPException``/``OSError`` when the session breaks before a final answer.
+    Raises ``SessionBroken`` when the session fails before a final answer.
     """
-    smtp, remote = session.smtp, session.remote
+    smtp, remote, tls = session.smtp, session.remote, session.tls_version
+    session.transactions += 1
+
+    def result(recipient: str, code: int, text: str) -> RcptResult:
+        return make_result(recipient, code, text, remote, tls)
+
     options: list[str] = []
     if smtp.supports_extension("size"):
         options.append(f"SIZE={len(message.data)}")
     if message.body_type and message.body_type.upper() == "8BITMIME" and smtp.supports_extension("8bitmime"):
         options.append("BODY=8BITMIME")
     encoding = "ascii"
-    if message.smtputf8 or _needs_utf8(message):
+    if message.smtputf8 or utf8_required(message):
         if smtp.supports_extension("smtputf8"):
             options.append("SMTPUTF8")
             encoding = "utf-8"
-        elif _needs_utf8(message):
-            return [make_result(r, 553, "5.6.7 the server does not support SMTPUTF8 (RFC 6531)", remote)
-                    for r in message.recipients]
+        elif status := utf8_required(message):
+            text = f"{status} SMTPUTF8 is required, but was not offered by {remote}"
+            return [make_result(r, 554, text, remote, tls) for r in message.recipients]
+    committed = False
     try:
-        await smtp.mail(message.mail_from, options=options, encoding=encoding, timeout=timeouts.command)
-    except aiosmtplib.SMTPSenderRefused as exc:
-        await _rset(smtp, timeouts)
-        return [make_result(r, exc.code, exc.message, remote) for r in message.recipients]
-    results: dict[str, RcptResult] = {}
-    accepted: list[str] = []
-    for recipient in message.recipients:
         try:
-            response = await smtp.rcpt(recipient, encoding=encoding, timeout=timeouts.command)
-        except aiosmtplib.SMTPRecipientRefused as exc:
-            results[recipient] = make_result(recipient, exc.code, exc.message, remote)
+            await smtp.mail(message.mail_from, options=options, encoding=encoding, timeout=timeouts.command)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            await _rset(smtp, timeouts)
+            return [result(r, exc.code, exc.message) for r in message.recipients]
+        results: dict[str, RcptResult] = {}
+        accepted: list[str] = []
+        for recipient in message.recipients:
+            try:
+                response = await smtp.rcpt(recipient, encoding=encoding, timeout=timeouts.command)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                results[recipient] = result(recipient, exc.code, exc.message)
+            else:
+                accepted.append(recipient)
+                results[recipient] = result(recipient, response.code, response.message)
+        if not accepted:
+            await _rset(smtp, timeouts)
+            return [results[r] for r in message.recipients]
+        committed = True
+        try:
+            response = await smtp.data(message.data, timeout=timeouts.command)
+        except aiosmtplib.SMTPDataError as exc:
+            await _rset(smtp, timeouts)
+            for recipient in accepted:
+                results[recipient] = result(recipient, exc.code, exc.message)
         else:
-            accepted.append(recipient)
-            results[recipient] = make_result(recipient, response.code, response.message, remote)
-    if not accepted:
-        await _rset(smtp, timeouts)
+            for recipient in accepted:
+                results[recipient] = result(recipient, response.code, response.message)
         return [results[r] for r in message.recipients]
-    try:
-        response = await smtp.data(message.data, timeout=timeouts.command)
-    except aiosmtplib.SMTPDataError as exc:
-        await _rset(smtp, timeouts)
-        for recipient in accepted:
-            results[recipient] = make_result(recipient, exc.code, exc.message, remote)
-    else:
-        for recipient in accepted:
-            results[recipient] = make_result(recipient, response.code, response.message, remote)
-    return [results[r] for r in message.recipients]
+    except SessionError as exc:
+        raise SessionBroken(f"4.4.2 connection to {remote} broke: {exc or type(exc).__name__}", committed) from exc
 
 
 async def _rset(smtp: SMTP, timeouts: Timeouts) -> None:
-    with contextlib.suppress(SMTPException, OSError, TimeoutError):
+    with contextlib.suppress(*SessionError):
         await smtp.rset(timeout=timeouts.command)
 
 
@@ -320,31 +408,43 @@ class Deliverer:
     async def deliver(self, targets: list[Target], tls: str, tls_name: str | None, message: Message,
                       timeouts: Timeouts) -> list[RcptResult]:
         """Try ``targets`` in order; the next host is tried when one cannot be reached, greets with
-        an error, fails TLS or breaks before answering. Every recipient gets a result."""
+        an error, fails TLS or breaks before answering. Every recipient gets a result: permanent
+        only when every host refused the session permanently, temporary otherwise."""
         if not targets:
             return [make_result(r, 451, "4.4.4 no host to deliver to") for r in message.recipients]
-        failure = HostFailed(421, "4.4.1 no host answered")
+        failures: list[HostFailed] = []
         for target in targets:
-            destination = Destination(target.host, target.port, tls, tls_name)
+            destination = destination_for(target, tls, tls_name)
             async with self.pool.limit(destination):
                 try:
-                    session = await self.pool.acquire(destination, target, timeouts)
+                    return await self._on_host(destination, target, message, timeouts)
                 except HostFailed as exc:
                     log.info("delivery to %s:%s failed: %s", target.label, target.port, exc.message)
-                    failure = exc
-                    continue
-                try:
-                    results = await transact(session, message, timeouts)
-                except (SMTPException, OSError, TimeoutError) as exc:
-                    self.pool.discard(session)
-                    failure = HostFailed(421, f"4.4.2 connection to {session.remote} broke: {exc}")
-                    continue
-                self.pool.release(session)
-                return results
-        if failure.permanent:
-            return [make_result(r, failure.code, failure.message) for r in message.recipients]
+                    failures.append(exc)
+        last = failures[-1]
+        if all(f.permanent for f in failures):
+            return [make_result(r, last.code, last.message) for r in message.recipients]
+        failure = next((f for f in reversed(failures) if not f.permanent), last)
         code = failure.code if 400 <= failure.code < 500 else 451
         return [make_result(r, code, failure.message) for r in message.recipients]
+
+    async def _on_host(self, destination: Destination, target: Target, message: Message,
+                       timeouts: Timeouts) -> list[RcptResult]:
+        """One host: a pooled session, or a fresh one when a reused session breaks before DATA."""
+        for fresh in (False, True):
+            session = await self.pool.acquire(destination, target, timeouts, fresh=fresh)
+            reused = session.transactions > 0
+            try:
+                results = await transact(session, message, timeouts)
+            except SessionBroken as exc:
+                self.pool.discard(session)
+                if reused and not exc.committed and not fresh:
+                    log.info("reused session with %s broke (%s), opening a new one", session.remote, exc.message)
+                    continue
+                raise HostFailed(421, exc.message) from exc
+            self.pool.release(session)
+            return results
+        raise AssertionError("unreachable")
 
 
 def parse_hostport(value: str, default_port: int = 25) -> tuple[str, int]:

@@ -1,4 +1,9 @@
-"""Delivery status notifications (RFC 3464 multipart/report), built as bytes with CRLF line endings."""
+"""Delivery status notifications (RFC 3464 multipart/report), built as bytes with CRLF line endings.
+
+When an address is not ASCII the report uses the internationalised types of RFC 6533
+(``message/global-delivery-status``, ``message/global-headers``, address type ``utf-8``) and the
+DSN travels with SMTPUTF8.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from mailmoat_common.models import Envelope, new_message_id
 
 SUBJECT = "Undelivered Mail Returned to Sender"
 SPAM_RESULTS = frozenset({"spam", "high_confidence_spam", "phish", "high_confidence_phish", "bulk", "malware"})
+DIAGNOSTIC_LIMIT = 900
+"""Longest diagnostic text kept (a field line stays under RFC 5322's 998 octets)."""
 
 
 @dataclass(frozen=True)
@@ -29,10 +36,17 @@ def wants_dsn(envelope: Envelope) -> bool:
     if not envelope.mail_from or envelope.kind == "dsn":
         return False
     verdict = envelope.verdicts.get("antispam")
-    if verdict is not None and (verdict.result in SPAM_RESULTS or int(verdict.detail.get("scl", 0) or 0) >= 5):
+    if verdict is not None and (verdict.result in SPAM_RESULTS or _int(verdict.detail.get("scl")) >= 5):
         return False
     malware = envelope.verdicts.get("antivirus")
     return not (malware is not None and malware.result == "malware")
+
+
+def _int(value: object) -> int:
+    try:
+        return int(value or 0)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return 0
 
 
 def original_headers(data: bytes) -> bytes:
@@ -45,11 +59,14 @@ def original_headers(data: bytes) -> bytes:
     else:
         head = data
     lines = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    return b"".join(line + b"\r\n" for line in lines if line or lines == [b""])
+    return b"".join(line + b"\r\n" for line in lines if line)
 
 
-def _clean(text: str) -> str:
-    return " ".join(text.replace("\r", " ").replace("\n", " ").split())
+def _clean(text: str, ascii_only: bool) -> str:
+    text = " ".join(text.replace("\r", " ").replace("\n", " ").split())
+    if ascii_only:
+        text = text.encode("ascii", "replace").decode("ascii")
+    return text if len(text) <= DIAGNOSTIC_LIMIT else text[: DIAGNOSTIC_LIMIT - 3] + "..."
 
 
 def build_dsn(envelope: Envelope, data: bytes, failures: list[Failure], now: datetime,
@@ -59,20 +76,24 @@ def build_dsn(envelope: Envelope, data: bytes, failures: list[Failure], now: dat
         return None
     dsn_id = new_message_id()
     boundary = boundary or f"=_mailmoat_{dsn_id}"
-    date = format_datetime(now)
+    crlf = "\r\n"
     original = original_headers(data)
-    eight_bit = not (original.isascii() and envelope.mail_from.isascii()
-                     and all(f.recipient.isascii() and f.diagnostic.isascii() for f in failures))
+    utf8 = not (envelope.mail_from.isascii() and all(f.recipient.isascii() for f in failures))
+    eight_bit = utf8 or not original.isascii()
+    cte = f"Content-Transfer-Encoding: {'8bit' if eight_bit else '7bit'}"
+    address_type = "utf-8" if utf8 else "rfc822"
+    status_type = "message/global-delivery-status" if utf8 else "message/delivery-status"
+    headers_type = "message/global-headers" if utf8 else "text/rfc822-headers"
     headers = [
         f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
         f"To: <{envelope.mail_from}>",
         f"Subject: {SUBJECT}",
-        f"Date: {date}",
+        f"Date: {format_datetime(now)}",
         f"Message-ID: <{dsn_id}@{hostname}>",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
         f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
-        f"Content-Transfer-Encoding: {'8bit' if eight_bit else '7bit'}",
+        cte,
     ]
     text = [
         f"This is the mail system at host {hostname}.",
@@ -80,33 +101,32 @@ def build_dsn(envelope: Envelope, data: bytes, failures: list[Failure], now: dat
         "Your message could not be delivered to one or more recipients.",
         "",
     ]
-    for failure in failures:
-        text.append(f"<{failure.recipient}>: {_clean(failure.diagnostic)}")
+    text += [f"<{f.recipient}>: {_clean(f.diagnostic, not utf8)}" for f in failures]
     status = [
         f"Reporting-MTA: dns; {hostname}",
         f"X-Mailmoat-Queue-ID: {envelope.id}",
         f"Arrival-Date: {format_datetime(envelope.received_at)}",
     ]
     for failure in failures:
-        status.append("")
-        status.append(f"Final-Recipient: rfc822; {failure.recipient}")
-        status.append("Action: failed")
-        status.append(f"Status: {failure.status}")
-        if failure.remote_mta:
-            status.append(f"Remote-MTA: dns; {failure.remote_mta}")
-        status.append(f"Diagnostic-Code: smtp; {_clean(failure.diagnostic)}")
-    crlf = "\r\n"
+        status += [
+            "",
+            f"Final-Recipient: {address_type}; {failure.recipient}",
+            "Action: failed",
+            f"Status: {failure.status}",
+            *([f"Remote-MTA: dns; {failure.remote_mta}"] if failure.remote_mta else []),
+            f"Diagnostic-Code: smtp; {_clean(failure.diagnostic, not utf8)}",
+        ]
     parts = [
         crlf.join(headers) + crlf + crlf,
         "This is a MIME-encapsulated message." + crlf + crlf,
         f"--{boundary}{crlf}",
-        f"Content-Type: text/plain; charset=utf-8{crlf}Content-Description: Notification{crlf}{crlf}",
+        f"Content-Type: text/plain; charset=utf-8{crlf}Content-Description: Notification{crlf}{cte}{crlf}{crlf}",
         crlf.join(text) + crlf + crlf,
         f"--{boundary}{crlf}",
-        f"Content-Type: message/delivery-status{crlf}Content-Description: Delivery report{crlf}{crlf}",
+        f"Content-Type: {status_type}{crlf}Content-Description: Delivery report{crlf}{cte}{crlf}{crlf}",
         crlf.join(status) + crlf + crlf,
         f"--{boundary}{crlf}",
-        f"Content-Type: text/rfc822-headers{crlf}Content-Description: Undelivered message headers{crlf}{crlf}",
+        f"Content-Type: {headers_type}{crlf}Content-Description: Undelivered message headers{crlf}{cte}{crlf}{crlf}",
     ]
     body = "".join(parts).encode("utf-8") + original
     body += f"{crlf}--{boundary}--{crlf}".encode()
@@ -118,7 +138,8 @@ def build_dsn(envelope: Envelope, data: bytes, failures: list[Failure], now: dat
         mail_from="",
         rcpt_to=[envelope.mail_from],
         size=len(body),
-        smtputf8=not envelope.mail_from.isascii(),
+        smtputf8=utf8,
+        body_type="8BITMIME" if eight_bit else None,
         message_id_header=f"<{dsn_id}@{hostname}>",
         direction="outbound",
         itinerary=["routing", "egress"],

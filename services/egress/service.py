@@ -1,4 +1,10 @@
-"""Egress service wiring: consume mailmoat.egress, deduplicate, deliver, then retry, bounce or finish."""
+"""Egress service wiring: consume mailmoat.egress, deduplicate, deliver, then retry, bounce or finish.
+
+Deduplication by (message id, route): the Redis set ``mailmoat:delivered:<id>:<route>`` holds the
+recipients already delivered, so a copy redelivered after a crash between sending and acking is not
+sent twice. A short lock, renewed while a delivery runs, keeps two consumers from delivering the same
+copy at once (the same frame published twice); it expires on its own when its holder dies.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,12 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 
 from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 
-from mailmoat_common.bus import Publish, stage_queue
+from mailmoat_common.bus import DEAD_QUEUE, Publish
 from mailmoat_common.models import Envelope, TraceEvent, utcnow
 from mailmoat_common.runtime import Runtime, Transient
 from mailmoat_common.settings import Settings
@@ -24,6 +31,8 @@ SERVICE = "egress"
 DEDUPE_KEY = "mailmoat:delivered:{id}:{route}"
 LOCK_KEY = "mailmoat:delivering:{id}:{route}"
 DEDUPE_TTL = 7 * 86400
+LOCK_TTL = 60
+"""Seconds a delivery lock lives without renewal; renewed every third of that while delivering."""
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +43,61 @@ DELIVERY_SECONDS = Histogram(
 )
 RETRIES = Counter("mailmoat_delivery_retries_total", "Copies sent to a retry queue.")
 
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0"
+_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
 
 def dedupe_key(envelope: Envelope) -> str:
     route = envelope.route.name if envelope.route else "-"
     return DEDUPE_KEY.format(id=envelope.id, route=route)
 
 
+def lock_key(envelope: Envelope) -> str:
+    route = envelope.route.name if envelope.route else "-"
+    return LOCK_KEY.format(id=envelope.id, route=route)
+
+
 class Egress:
     """The handler and its session pool."""
 
-    def __init__(self, runtime: Runtime, pool: SessionPool | None = None):
+    def __init__(self, runtime: Runtime, pool: SessionPool | None = None, *, lock_ttl: int = LOCK_TTL):
         self.runtime = runtime
         policy = runtime.policy.current
         self.pool = pool or SessionPool(local_hostname=policy.organization.hostname, cafile=ca_file())
         self.deliverer = Deliverer(self.pool)
+        self.lock_ttl = lock_ttl
+
+    # --- dedupe store ---------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, envelope: Envelope) -> AsyncIterator[None]:
+        """Hold the delivery lock of this copy, renewing it; Transient when held elsewhere or Redis fails."""
+        key, token = lock_key(envelope), os.urandom(8).hex()
+        redis = self.runtime.redis
+        try:
+            if not await redis.set(key, token, nx=True, ex=self.lock_ttl):
+                raise Transient(f"{envelope.id} on {envelope.route.name if envelope.route else '-'} "
+                                "is being delivered by another consumer")
+        except (RedisError, OSError) as exc:
+            raise Transient(f"dedupe store unavailable: {exc}") from exc
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.lock_ttl / 3)
+                try:
+                    await redis.eval(_RENEW, 1, key, token, self.lock_ttl)
+                except (RedisError, OSError) as exc:
+                    log.warning("could not renew the delivery lock %s: %s", key, exc)
+
+        renewer = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            with contextlib.suppress(RedisError, OSError):
+                await redis.eval(_UNLOCK, 1, key, token)
 
     async def _already_delivered(self, key: str) -> set[str]:
         try:
@@ -69,6 +119,8 @@ class Egress:
                 await asyncio.sleep(0.5 * (attempt + 1))
         log.error("delivered %s but could not record it; a redelivery may send again", key)
 
+    # --- delivery -------------------------------------------------------------------------------
+
     async def attempt(self, envelope: Envelope, data: bytes, recipients: list[str]) -> list[RcptResult]:
         """One delivery attempt for ``recipients``; every recipient gets a result."""
         policy = self.runtime.policy.current
@@ -84,22 +136,16 @@ class Egress:
 
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
         if envelope.route is None:
-            raise ValueError("envelope without a route")
-        lock = LOCK_KEY.format(id=envelope.id, route=envelope.route.name)
-        policy = self.runtime.policy.current
-        hold = int(policy.delivery.connect_timeout * 4 + policy.delivery.command_timeout * 6) + 60
-        try:
-            token = os.urandom(8).hex()
-            if not await self.runtime.redis.set(lock, token, nx=True, ex=hold):
-                raise Transient(f"{envelope.id} {envelope.route.name} is being delivered by another consumer")
-        except (RedisError, OSError) as exc:
-            raise Transient(f"dedupe store unavailable: {exc}") from exc
-        try:
+            return await self._dead(envelope, data, "egress: envelope without a route")
+        async with self._locked(envelope):
             return await self._handle(envelope, data)
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                if await self.runtime.redis.get(lock) == token.encode():
-                    await self.runtime.redis.delete(lock)
+
+    async def _dead(self, envelope: Envelope, data: bytes, reason: str) -> list[Publish]:
+        log.error("dead-lettering %s: %s", envelope.id, reason, extra={"message_id": envelope.id})
+        await self.runtime.trace.record(TraceEvent(
+            event="DEADLETTER", message_id=envelope.id, service=SERVICE, recipients=envelope.rcpt_to, detail=reason,
+        ))
+        return [Publish(DEAD_QUEUE, envelope, data, {"x-mailmoat-dead-reason": reason})]
 
     async def _handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
         key = dedupe_key(envelope)
@@ -115,8 +161,7 @@ class Egress:
         delivered = [r.recipient for r in results if r.ok]
         if delivered:
             await self._mark_delivered(key, delivered)
-        policy = self.runtime.policy.current
-        outcome = decide(work, data, results, utcnow(), policy)
+        outcome = decide(work, data, results, utcnow(), self.runtime.policy.current)
         outputs: list[Publish] = []
         if outcome.retry is not None:
             queue = await self.runtime.bus.declare_retry(SERVICE, outcome.retry.delay)
@@ -124,9 +169,18 @@ class Egress:
             RETRIES.inc()
         if outcome.dsn is not None:
             dsn_envelope, dsn_data = outcome.dsn
-            outputs.append(Publish(stage_queue("routing"), dsn_envelope, dsn_data))
+            outputs.append(Publish(await self.runtime.bus.declare_stage("routing"), dsn_envelope, dsn_data))
         self._count(outcome)
         await self.runtime.trace.record(self._events(envelope, outcome))
+        if outcome.dsn is not None:
+            dsn_envelope, _ = outcome.dsn
+            await self.runtime.trace.record(
+                TraceEvent(event="DSN", message_id=dsn_envelope.id, service=SERVICE,
+                           recipients=dsn_envelope.rcpt_to,
+                           detail=f"delivery status notification about {envelope.id}",
+                           data={"parent_id": envelope.id}),
+                sender="", recipients=dsn_envelope.rcpt_to, message_id_header=dsn_envelope.message_id_header,
+            )
         return outputs
 
     @staticmethod
@@ -145,7 +199,7 @@ class Egress:
         for result in outcome.delivered:
             events.append(TraceEvent(
                 event="DELIVER", message_id=envelope.id, service=SERVICE, recipients=[result.recipient],
-                detail=result.reply, data={"route": route, "remote": result.remote_host},
+                detail=result.reply, data={"route": route, "remote": result.remote_host, "tls": result.tls},
             ))
         if outcome.retry is not None:
             retry = outcome.retry
@@ -172,7 +226,10 @@ class Egress:
     async def reap_forever(self, interval: float = 5.0) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.pool.reap()
+            try:
+                await self.pool.reap()
+            except Exception:  # the reaper must outlive any one bad session
+                log.exception("closing idle SMTP sessions failed")
 
     async def close(self) -> None:
         await self.pool.close()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from mailmoat_common.dns import DnsError, ResolverConfig, resolve_addresses, resolve_mx
+from mailmoat_common.dns import DnsError, ResolverConfig, config_from, resolve_addresses, resolve_mx
 from mailmoat_common.models import Route
 from mailmoat_common.policy import Policy
 from mailmoat_egress.delivery import Target, parse_hostport
+
+MX_ADDRESS_LIMIT = 5
+"""Addresses tried per MX delivery attempt (as Postfix's smtp_mx_address_limit), so that a domain
+with many unreachable hosts cannot hold a consumer for long."""
 
 
 class NoRoute(Exception):
@@ -22,19 +26,23 @@ class NoRoute(Exception):
 
 
 def resolver_config(policy: Policy) -> ResolverConfig:
-    return ResolverConfig(tuple(policy.dns.nameservers), policy.dns.port, policy.dns.timeout)
+    return config_from(policy.dns)
+
+
+def smarthost_targets(route: Route) -> list[Target]:
+    targets = []
+    for entry in route.hosts:
+        host, port = parse_hostport(entry)
+        targets.append(Target(host, port, host))
+    if not targets:
+        raise NoRoute(554, f"5.3.5 route {route.name} has no hosts")
+    return targets
 
 
 async def targets_for(route: Route, policy: Policy) -> list[Target]:
     """Targets in preference order; raises NoRoute when DNS says no (permanent) or cannot say (temporary)."""
     if route.kind == "smarthost":
-        targets = []
-        for entry in route.hosts:
-            host, port = parse_hostport(entry)
-            targets.append(Target(host, port, host))
-        if not targets:
-            raise NoRoute(554, f"5.3.5 route {route.name} has no hosts")
-        return targets
+        return smarthost_targets(route)
     if not route.domain:
         raise NoRoute(554, f"5.3.5 MX route {route.name} has no domain")
     config = resolver_config(policy)
@@ -45,17 +53,24 @@ async def targets_for(route: Route, policy: Policy) -> list[Target]:
         if exc.status == "5.1.10":
             code = 556
         raise NoRoute(code, f"{exc.status} {exc.message}") from exc
-    targets = []
-    last_error: DnsError | None = None
+    targets: list[Target] = []
+    seen: set[str] = set()
+    temporary: DnsError | None = None
     for mx in mx_hosts:
+        if len(targets) >= MX_ADDRESS_LIMIT:
+            break
         try:
             addresses = await resolve_addresses(mx.host, config)
         except DnsError as exc:
-            last_error = exc
+            if not exc.permanent:
+                temporary = exc
             continue
-        targets.extend(Target(address, policy.outbound.mx_port, mx.host) for address in addresses)
+        for address in addresses:
+            if address not in seen and len(targets) < MX_ADDRESS_LIMIT:
+                seen.add(address)
+                targets.append(Target(address, policy.outbound.mx_port, mx.host))
     if not targets:
-        if last_error is not None and not last_error.permanent:
-            raise NoRoute(451, f"4.4.3 {last_error.message}")
-        raise NoRoute(550, f"5.1.2 no MX host of {route.domain} has an address")
+        if temporary is not None:
+            raise NoRoute(451, f"4.4.3 {temporary.message}")
+        raise NoRoute(550, f"5.4.4 no MX host of {route.domain} has an address")
     return targets

@@ -77,15 +77,15 @@ CASES = [
     ("plain", "opportunistic", True, True, False, None),
     ("good", "opportunistic", False, True, True, None),
     ("wrong", "opportunistic", False, True, True, None),
-    ("plain", "required", True, False, None, "4.7.10"),
+    ("plain", "required", True, False, None, "4.7.4"),
     ("wrong", "required", False, True, True, None),
     ("good", "verify-ca", True, True, True, None),
     ("wrong", "verify-ca", True, True, True, None),
     ("good", "verify-ca", False, False, None, "4.7.5"),
-    ("plain", "verify-ca", True, False, None, "4.7.10"),
+    ("plain", "verify-ca", True, False, None, "4.7.4"),
     ("good", "verify", True, True, True, None),
     ("wrong", "verify", True, False, None, "4.7.5"),
-    ("plain", "verify", True, False, None, "4.7.10"),
+    ("plain", "verify", True, False, None, "4.7.4"),
 ]
 
 
@@ -187,3 +187,18 @@ async def test_idle_sessions_reaped(sinks) -> None:
     finally:
         await pool.close()
     assert pool.opened == 2 and pool.reused == 0
+
+
+async def test_sessions_not_shared_across_checked_names(sinks, ca_file) -> None:
+    """A session verified for one name is not reused for another name on the same address."""
+    pool = SessionPool(local_hostname="gw.test", cafile=ca_file)
+    deliverer = Deliverer(pool)
+    target = [Target("127.0.0.1", sinks["good"].port, "127.0.0.1")]
+    try:
+        for name in ("localhost", "127.0.0.1", "localhost"):
+            [result] = await deliverer.deliver(target, "verify", name,
+                                               Message("s@out.org", ["a@example.com"], DATA), TIMEOUTS)
+            assert result.ok and result.tls in ("TLSv1.2", "TLSv1.3"), result.reply
+    finally:
+        await pool.close()
+    assert pool.opened == 2 and pool.reused == 1

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 
-from mailmoat_common.bus import Bus, Publish, decode, stage_queue
+from mailmoat_common.bus import DEAD_QUEUE, Bus, Publish, decode, stage_queue
 from mailmoat_common.models import Envelope, Route
 from mailmoat_common.runtime import Runtime
 from mailmoat_common.settings import Settings
+from mailmoat_egress.delivery import SessionPool
 from mailmoat_egress.service import SERVICE, Egress, dedupe_key
 from tests.support.dnsserver import DnsServer
+from tests.support.gateway import Gateway
 from tests.support.infra import free_port
 from tests.support.sink import Received, SmtpSink
 
@@ -35,14 +39,14 @@ class Harness:
         await self.probe.publish(Publish(stage_queue("egress"), envelope, data))
 
     async def get(self, queue: str, parent: str, timeout: float = 15.0) -> tuple[Envelope, bytes]:
-        """The next frame on ``queue`` whose parent is ``parent`` (others are dropped)."""
+        """The next frame on ``queue`` whose parent (or id) is ``parent`` (others are dropped)."""
         assert self.probe.channel is not None
         q = await self.probe.channel.get_queue(queue)
         for _ in range(int(timeout / 0.05)):
             message = await q.get(fail=False, no_ack=True)
             if message is not None:
                 envelope, data = decode(message.body)
-                if envelope.parent_id == parent:
+                if parent in (envelope.parent_id, envelope.id):
                     return envelope, data
                 continue
             await asyncio.sleep(0.05)
@@ -75,19 +79,25 @@ def _policy_text(sink_port: int, dns_port: int, expire: int = 600) -> str:
     """
 
 
-async def _harness(amqp_url: str, redis_url: str, policy: Path) -> AsyncIterator[Harness]:
+async def _purge(probe: Bus) -> None:
+    """Empty the queues this module uses (its vhost is shared by its tests)."""
+    assert probe.channel is not None
+    names = [await probe.declare_stage("egress"), await probe.declare_stage("routing"), DEAD_QUEUE]
+    names += [await probe.declare_retry("egress", delay) for delay in (1, 2)]
+    for name in names:
+        await (await probe.channel.get_queue(name)).purge()
+
+
+async def _harness(amqp_url: str, redis_url: str, policy: Path, cafile: str | None = None
+                   ) -> AsyncIterator[Harness]:
     settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy))
     settings.metrics_ports = {}
     runtime = Runtime(SERVICE, settings)
     await runtime.start()
     probe = Bus(amqp_url)
     await probe.connect()
-    assert probe.channel is not None
-    names = [await probe.declare_stage("egress"), await probe.declare_stage("routing")]
-    names += [await probe.declare_retry("egress", delay) for delay in (1, 2)]
-    for name in names:
-        await (await probe.channel.get_queue(name)).purge()
-    egress = Egress(runtime)
+    await _purge(probe)
+    egress = Egress(runtime, SessionPool(local_hostname="gw.test", cafile=cafile))
     await runtime.consume_stage(SERVICE, egress.handle)
     try:
         yield Harness(runtime, egress, probe)
@@ -134,6 +144,7 @@ async def test_delivered_byte_identical(harness: Harness, sink: SmtpSink) -> Non
     assert events == ["DELIVER"]
     trace = await harness.runtime.trace.events(envelope.id)
     assert trace[0].detail.startswith("250") and trace[0].recipients == ["a@example.com"]
+    assert trace[0].data == {"route": "route:onprem", "remote": "127.0.0.1", "tls": None}
     members = await harness.runtime.redis.smembers(dedupe_key(envelope))
     assert members == {b"a@example.com"}
     assert 0 < await harness.runtime.redis.ttl(dedupe_key(envelope)) <= 7 * 86400
@@ -165,6 +176,9 @@ async def test_550_bounces_with_dsn_to_sender(harness: Harness, sink: SmtpSink) 
     assert got.rcpt_tos == ["a@example.com"]
     events = await _events(harness, envelope.id, "DSN")
     assert sorted(events) == ["DELIVER", "DSN", "FAIL"]
+    [own] = await harness.runtime.trace.events(dsn.id)
+    assert own.event == "DSN" and own.data["parent_id"] == envelope.id
+    assert await harness.runtime.trace.find("s@out.org") == [dsn.id]
 
 
 async def test_same_frame_twice_delivered_once(harness: Harness, sink: SmtpSink) -> None:
@@ -223,7 +237,7 @@ async def test_required_tls_without_starttls_expires_with_447(
         await harness.send(envelope)
         dsn, data = await harness.get(stage_queue("routing"), envelope.id, timeout=30)
         assert dsn.parent_id == envelope.id
-        assert b"Status: 4.4.7" in data and b"4.7.10" in data
+        assert b"Status: 4.4.7" in data and b"4.7.4" in data
         assert sink.messages == [], "never delivered in clear text"
         events = [e.event for e in await harness.runtime.trace.events(envelope.id)]
         assert events[0] == "DEFER" and events[-2:] == ["FAIL", "DSN"]
@@ -244,3 +258,116 @@ async def test_redis_down_is_transient(amqp_url, redis_url, write_policy, sink, 
             await harness.runtime.redis.aclose()
             harness.runtime.redis = real
         assert sink.messages == []
+
+
+async def test_recipients_already_delivered_are_skipped(harness: Harness, sink: SmtpSink) -> None:
+    """A copy redelivered after a crash between sending and acking goes only to those still missing."""
+    envelope = _envelope([f"127.0.0.1:{sink.port}"], rcpt=["a@example.com", "b@example.com"])
+    await harness.runtime.redis.sadd(dedupe_key(envelope), "a@example.com")
+    await harness.send(envelope)
+    [got] = await _wait_messages(sink, 1)
+    assert got.rcpt_tos == ["b@example.com"]
+    assert await harness.runtime.redis.smembers(dedupe_key(envelope)) == {b"a@example.com", b"b@example.com"}
+    await harness.send(envelope)
+    await asyncio.sleep(2)
+    assert len(sink.messages) == 1
+
+
+async def test_envelope_without_route_is_dead_lettered(harness: Harness, sink: SmtpSink) -> None:
+    envelope = _envelope([f"127.0.0.1:{sink.port}"])
+    envelope.route = None
+    await harness.send(envelope)
+    dead, data = await harness.get(DEAD_QUEUE, envelope.id)
+    assert dead.id == envelope.id and data == DATA
+    assert await _events(harness, envelope.id, "DEADLETTER") == ["DEADLETTER"]
+    assert sink.messages == []
+
+
+@pytest.fixture(scope="module")
+def test_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_path(test_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    test_ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+def _tls_sink(ca: trustme.CA, *names: str) -> SmtpSink:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return SmtpSink(tls_context=context)
+
+
+async def test_verify_through_the_service(amqp_url, redis_url, write_policy, dns_server, test_ca, ca_path) -> None:
+    """verify delivers to the host whose certificate names it; the wrong name is deferred, never sent."""
+    with _tls_sink(test_ca, "localhost", "127.0.0.1") as good, _tls_sink(test_ca, "wrong.example") as wrong:
+        policy = write_policy(_policy_text(good.port, dns_server.port))
+        async for harness in _harness(amqp_url, redis_url, policy, cafile=ca_path):
+            ok = _envelope([f"127.0.0.1:{good.port}"])
+            bad = _envelope([f"127.0.0.1:{wrong.port}"])
+            for envelope in (ok, bad):
+                assert envelope.route is not None
+                envelope.route.tls = "verify"
+                await harness.send(envelope)
+            [got] = await _wait_messages(good, 1)
+            assert got.tls and got.data == DATA
+            [deliver] = await harness.runtime.trace.events(ok.id)
+            assert deliver.event == "DELIVER" and deliver.data["tls"] in ("TLSv1.2", "TLSv1.3")
+            assert (await _events(harness, bad.id, "DEFER"))[0] == "DEFER"
+            defer = (await harness.runtime.trace.events(bad.id))[0]
+            assert "4.7.5" in defer.detail and defer.data["attempts"] == 1
+            await asyncio.sleep(1.5)
+            assert wrong.messages == [], "nothing delivered to the wrong name, in clear text or otherwise"
+
+
+def test_service_process_delivers_with_ca_from_environment(
+    amqp_url, redis_url, write_policy, tmp_path, test_ca, ca_path
+) -> None:
+    """``mailmoat run egress`` as a process: MAILMOAT_* settings, the CA file, metrics."""
+    with _tls_sink(test_ca, "127.0.0.1") as sink, DnsServer("mx.proc.test. 60 IN A 127.0.0.1") as dns:
+        policy = write_policy(_policy_text(sink.port, dns.port))
+        with Gateway(tmp_path / "gw", amqp_url, redis_url, policy,
+                     extra_env={"MAILMOAT_EGRESS_CA_FILE": ca_path}) as gateway:
+            envelope = _envelope([f"127.0.0.1:{sink.port}"])
+            assert envelope.route is not None
+            envelope.route.tls = "verify"
+
+            async def publish() -> None:
+                bus = Bus(amqp_url)
+                await bus.connect()
+                try:
+                    await _purge(bus)  # copies earlier tests left in this module's vhost
+                    gateway.start(("egress",))
+                    await bus.publish(Publish(stage_queue("egress"), envelope, DATA))
+                finally:
+                    await bus.close()
+
+            asyncio.run(publish())
+            [got] = sink.wait_for(1, 30)
+            assert got.data == DATA and got.tls
+            metrics = gateway.metrics("egress")
+            assert 'mailmoat_deliveries_total{result="delivered"} 1.0' in metrics
+            assert "mailmoat_delivery_seconds_count 1.0" in metrics
+
+
+async def test_delivery_lock_is_renewed_exclusive_and_released(harness: Harness, sink: SmtpSink) -> None:
+    from mailmoat_common.runtime import Transient
+    from mailmoat_egress.service import lock_key
+
+    envelope = _envelope([f"127.0.0.1:{sink.port}"])
+    egress = Egress(harness.runtime, SessionPool(local_hostname="gw.test"), lock_ttl=1)
+    key = lock_key(envelope)
+    async with egress._locked(envelope):
+        await asyncio.sleep(2.5)  # well past the lock's own lifetime: renewed meanwhile
+        assert 0 < await harness.runtime.redis.ttl(key) <= 1
+        with pytest.raises(Transient, match="another consumer"):
+            await harness.egress.handle(envelope, DATA)
+    assert not await harness.runtime.redis.exists(key)
+    assert sink.messages == []
+    await harness.runtime.redis.set(key, "held-by-a-dead-consumer", ex=1)
+    await asyncio.sleep(1.2)
+    assert await harness.egress.handle(envelope, DATA) == []
+    assert len(sink.messages) == 1

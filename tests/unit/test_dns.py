@@ -1,4 +1,4 @@
-"""MX resolution against a local DNS server: preference order, implicit MX, null MX, failures classified."""
+"""DNS look-ups against a local DNS server: MX order, implicit and null MX, TXT, PTR, failures classified."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ from mailmoat_common.dns import (
     NoSuchDomain,
     NullMx,
     ResolverConfig,
+    config_from,
+    lookup,
     resolve_addresses,
     resolve_mx,
+    resolve_ptr,
+    resolve_txt,
 )
 from tests.support.dnsserver import DnsServer
 
@@ -28,6 +32,9 @@ mx2.multi.test. 60 IN AAAA ::1
 implicit.test. 60 IN A 127.0.0.20
 nomail.test. 60 IN MX 0 .
 textonly.test. 60 IN TXT "v=spf1 -all"
+long.test. 60 IN TXT "v=spf1 ip4:192.0.2.0/24 " "-all"
+11.0.0.127.in-addr.arpa. 60 IN PTR mx1.multi.test.
+1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa. 60 IN PTR localhost.
 """
 
 
@@ -100,3 +107,53 @@ def test_server_answers_tcp(server: DnsServer) -> None:
     query = dns.message.make_query("mx1.multi.test", "A")
     response = dns.query.tcp(query, "127.0.0.1", port=server.port, timeout=2)
     assert [str(rr) for rrset in response.answer for rr in rrset] == ["127.0.0.11"]
+
+
+
+async def test_server_from_dict_and_added_records() -> None:
+    records = {"dict.test": {"MX": ["5 mx.dict.test."]}, "mx.dict.test.": {"A": ["127.0.0.77"]}}
+    with DnsServer(records=records) as srv:
+        config = ResolverConfig(("127.0.0.1",), srv.port, 1.0)
+        assert await resolve_mx("dict.test", config) == [MxHost(5, "mx.dict.test")]
+        assert await resolve_addresses("mx.dict.test", config) == ["127.0.0.77"]
+        srv.add_zone("late.test. 60 IN A 127.0.0.78")
+        assert await resolve_addresses("late.test", config) == ["127.0.0.78"]
+        assert ("late.test.", "A") in srv.queries
+
+
+async def test_stopped_server_is_a_temporary_failure() -> None:
+    srv = DnsServer("x.test. 60 IN A 127.0.0.1").start()
+    config = ResolverConfig(("127.0.0.1",), srv.port, 0.3)
+    assert await resolve_addresses("x.test", config) == ["127.0.0.1"]
+    srv.stop()
+    with pytest.raises(DnsTemporary):
+        await resolve_addresses("x.test", config)
+
+
+async def test_txt_strings_joined(config: ResolverConfig) -> None:
+    assert await resolve_txt("long.test", config) == ["v=spf1 ip4:192.0.2.0/24 -all"]
+    assert await resolve_txt("implicit.test", config) == []
+    with pytest.raises(NoSuchDomain):
+        await resolve_txt("missing.test", config)
+    with pytest.raises(DnsTemporary):
+        await resolve_txt("broken.test", config)
+
+
+async def test_ptr(config: ResolverConfig) -> None:
+    assert await resolve_ptr("127.0.0.11", config) == ["mx1.multi.test"]
+    assert await resolve_ptr("::1", config) == ["localhost"]
+    assert await resolve_ptr("127.0.0.99", config) == []
+
+
+async def test_generic_lookup(config: ResolverConfig) -> None:
+    assert sorted(await lookup("multi.test", "MX", config)) == [
+        "10 mx1.multi.test.", "20 mx2.multi.test.", "30 mx3.multi.test.",
+    ]
+    assert await lookup("implicit.test", "AAAA", config) == []
+
+
+def test_config_from_policy() -> None:
+    from mailmoat_common.policy import Policy
+
+    policy = Policy.model_validate({"dns": {"nameservers": ["127.0.0.1"], "port": 5353, "timeout": 2}})
+    assert config_from(policy.dns) == ResolverConfig(("127.0.0.1",), 5353, 2.0)

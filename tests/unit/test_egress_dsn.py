@@ -82,3 +82,39 @@ def test_original_headers_only() -> None:
         b"From: s@out.org\r\nTo: a@example.com\r\nSubject: hello\r\nMessage-ID: <m1@out.org>\r\n"
     )
     assert original_headers(b"Subject: x\r\n") == b"Subject: x\r\n"
+
+
+def test_ascii_dsn_is_7bit() -> None:
+    dsn, data = build_dsn(_env(), ORIGINAL, [Failure("a@example.com", "5.1.1", "550 5.1.1 no")], NOW, "gw")
+    assert data.isascii() and dsn.body_type is None and not dsn.smtputf8
+    assert b"Content-Transfer-Encoding: 7bit" in data
+
+
+def test_utf8_addresses_use_rfc6533_types() -> None:
+    envelope = _env(mail_from="jörg@out.org", rcpt_to=["zoë@example.com"])
+    failures = [Failure("zoë@example.com", "5.1.1", "550 5.1.1 unknown")]
+    dsn, data = build_dsn(envelope, "Subject: grüße\r\n\r\nx\r\n".encode(), failures, NOW, "gw")
+    assert dsn.smtputf8 and dsn.body_type == "8BITMIME" and dsn.rcpt_to == ["jörg@out.org"]
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert [p.get_content_type() for p in msg.iter_parts()] == [
+        "text/plain", "message/global-delivery-status", "message/global-headers",
+    ]
+    text = data.decode("utf-8")
+    assert "Final-Recipient: utf-8; zoë@example.com" in text
+    assert "To: <jörg@out.org>" in text and "Subject: grüße" in text
+
+
+def test_8bit_original_headers_keep_classic_types() -> None:
+    dsn, data = build_dsn(_env(), b"Subject: caf\xe9\r\n\r\nx\r\n", [Failure("a@example.com", "5.1.1", "550")],
+                          NOW, "gw")
+    assert dsn.body_type == "8BITMIME" and not dsn.smtputf8
+    assert b"Content-Type: text/rfc822-headers" in data and b"Subject: caf\xe9\r\n" in data
+
+
+def test_long_or_odd_diagnostics_stay_one_short_line() -> None:
+    diagnostic = "550 5.7.1 " + "x" * 3000 + "\r\nsecond line ünïcode"
+    _, data = build_dsn(_env(), ORIGINAL, [Failure("a@example.com", "5.7.1", diagnostic)], NOW, "gw")
+    assert data.isascii()
+    assert max(len(line) for line in data.split(b"\r\n")) < 998
+    line = next(x for x in data.split(b"\r\n") if x.startswith(b"Diagnostic-Code:"))
+    assert line.startswith(b"Diagnostic-Code: smtp; 550 5.7.1 xxx") and line.endswith(b"...")
