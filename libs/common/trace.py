@@ -83,7 +83,10 @@ class TraceStore:
 
     async def events(self, message_id: str) -> list[TraceEvent]:
         raw = await self.client.lrange(KEY + message_id, 0, -1)
-        return [TraceEvent.model_validate_json(r) for r in raw]
+        events = [TraceEvent.model_validate_json(r) for r in raw]
+        # Stages write concurrently (ingress traces RECEIVE while it publishes): order by time;
+        # the sort is stable, so equal times keep their write order.
+        return sorted(events, key=lambda e: e.at)
 
     async def find(self, needle: str) -> list[str]:
         """Message ids for a queue id, sender, recipient, Message-ID header or client IP."""

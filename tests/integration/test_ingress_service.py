@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import smtplib
 import socket
 import ssl
@@ -13,13 +14,16 @@ from pathlib import Path
 
 import pytest
 import trustme
+from aio_pika import DeliveryMode
+from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import REGISTRY
 
 from mailmoat_common.bus import Bus, decode
 from mailmoat_common.models import Envelope
 from mailmoat_common.settings import Settings
 from mailmoat_ingress.service import IngressServer
-from tests.support.infra import free_port
+from tests.support.infra import RABBITMQ_PORT, free_port
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -71,16 +75,20 @@ async def probe(amqp_url: str) -> AsyncIterator[Bus]:
     await bus.close()
 
 
-async def take(bus: Bus, timeout: float = 5.0) -> tuple[Envelope, bytes]:
+async def take_message(bus: Bus, timeout: float = 5.0) -> AbstractIncomingMessage:
     assert bus.channel is not None
     queue = await bus.channel.get_queue("mailmoat.routing")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         message = await queue.get(no_ack=True, fail=False)
         if message is not None:
-            return decode(message.body)
+            return message
         await asyncio.sleep(0.02)
     raise AssertionError("nothing published to mailmoat.routing")
+
+
+async def take(bus: Bus, timeout: float = 5.0) -> tuple[Envelope, bytes]:
+    return decode((await take_message(bus, timeout)).body)
 
 
 async def depth(bus: Bus) -> int:
@@ -167,6 +175,13 @@ async def test_accepted_message_is_published_byte_exact(make_settings, probe, re
     )
     expected = sent.split(b"From:", 1)[1]
     expected = b"From:" + expected
+
+    def sample(name: str, labels: dict[str, str] | None = None) -> float:
+        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    accepted_before = sample("mailmoat_ingress_messages_total", {"result": "accepted"})
+    timed_before = sample("mailmoat_ingress_accept_seconds_count")
+    queued_before = sample("mailmoat_smtp_replies_total", {"code": "250"})
     async with running(make_settings()) as server:
 
         def send() -> tuple[int, bytes]:
@@ -183,7 +198,12 @@ async def test_accepted_message_is_published_byte_exact(make_settings, probe, re
 
         code, text = await asyncio.to_thread(send)
         assert code == 250
-        envelope, data = await take(probe)
+        message = await take_message(probe)
+        envelope, data = decode(message.body)
+        assert message.delivery_mode == DeliveryMode.PERSISTENT
+        assert (message.headers or {}).get("x-mailmoat-id") == envelope.id
+        traceparent = str((message.headers or {}).get("traceparent"))
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", traceparent)
         assert text == f"2.6.0 {envelope.id} Queued mail for delivery".encode()
         received, rest = received_prefix(data)
         assert rest == expected
@@ -200,6 +220,12 @@ async def test_accepted_message_is_published_byte_exact(make_settings, probe, re
         assert envelope.size == len(data)
         assert envelope.tls is None
         assert await depth(probe) == 0  # one message, one publish, whatever the recipient count
+        assert sample("mailmoat_ingress_messages_total", {"result": "accepted"}) == accepted_before + 1
+        assert sample("mailmoat_ingress_accept_seconds_count") == timed_before + 1
+        # EHLO, MAIL, two RCPT, end of DATA
+        assert sample("mailmoat_smtp_replies_total", {"code": "250"}) == queued_before + 5
+        await _until(lambda: not server.ctx.sessions)
+        assert sample("mailmoat_smtp_sessions") == 0
 
         events = []
 
@@ -330,8 +356,9 @@ async def test_recipient_limit_452_on_501st(make_settings, probe) -> None:
         (b"Received: from a\r\n" * 6 + b"Subject: loop\r\n\r\nx\r\n",
          (554, b"5.4.14 Hop count exceeded - possible mail loop")),
         (b"Subject: long\r\n\r\n" + b"l" * 5000 + b"\r\n", (554, b"5.6.0 Message line too long")),
+        (b"Subject: longer\r\n\r\n" + b"l" * 150_000 + b"\r\nend\r\n", (554, b"5.6.0 Message line too long")),
     ],
-    ids=["header-size", "hop-count", "line-length"],
+    ids=["header-size", "hop-count", "line-length", "line-beyond-reader-buffer"],
 )
 async def test_content_limits(make_settings, probe, body: bytes, reply: tuple[int, bytes]) -> None:
     async with running(make_settings()) as server:
@@ -353,9 +380,13 @@ async def test_content_limits(make_settings, probe, body: bytes, reply: tuple[in
 # --- smuggling, pipelining, TLS -------------------------------------------------------------------
 
 
-async def test_bare_lf_smuggling_is_refused_whole(make_settings, probe) -> None:
+@pytest.mark.parametrize(
+    "separator", [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\r"],
+    ids=["lf-dot-lf", "crlf-dot-lf", "lf-dot-crlf", "cr-dot-crlf", "crlf-dot-cr"],
+)
+async def test_bare_lf_smuggling_is_refused_whole(make_settings, probe, separator: bytes) -> None:
     payload = (
-        b"From: a@sender.org\r\nSubject: hello\r\n\r\nhi\n.\n"
+        b"From: a@sender.org\r\nSubject: hello\r\n\r\nhi" + separator +
         b"MAIL FROM:<admin@example.com>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\n"
         b"From: admin@example.com\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n"
     )
@@ -461,6 +492,96 @@ async def test_451_when_broker_unreachable(make_settings, probe) -> None:
         assert await asyncio.to_thread(attempt) == (451, b"4.3.0 Temporary internal error, try again later")
     await asyncio.sleep(0.2)
     assert await depth(probe) == 0
+
+
+def _send_one(port: int, subject: str) -> tuple[int, bytes]:
+    with smtp_client(port) as client:
+        client.ehlo("client")
+        client.mail("a@sender.org")
+        client.rcpt("bob@example.com")
+        return client.data(f"Subject: {subject}\r\n\r\ny\r\n".encode())
+
+
+async def test_451_when_the_broker_connection_is_cut_then_recovers(make_settings, probe, amqp_url: str) -> None:
+    with TcpProxy(RABBITMQ_PORT) as proxy:
+        proxied = amqp_url.replace(f":{RABBITMQ_PORT}/", f":{proxy.port}/")
+        async with running(make_settings(amqp_url=proxied, publish_timeout=2.0)) as server:
+            assert (await asyncio.to_thread(_send_one, server.port, "before"))[0] == 250
+            proxy.cut()
+            await _until(lambda: not server.runtime.bus.connected, 10)
+            assert not server.runtime.ready()
+            started = time.monotonic()
+            reply = await asyncio.to_thread(_send_one, server.port, "during")
+            assert reply == (451, b"4.3.0 Temporary internal error, try again later")
+            assert time.monotonic() - started < 5
+            await asyncio.sleep(0.3)
+            assert await depth(probe) == 1
+            proxy.restore()
+            await _until(lambda: server.runtime.bus.connected and server.runtime.ready(), 30)
+            code, text = await asyncio.to_thread(_send_one, server.port, "after")
+            assert code == 250, text
+            subjects = [(await take(probe))[1].split(b"Subject: ")[1][:6] for _ in range(2)]
+            assert subjects == [b"before", b"after\r"]
+
+
+async def test_451_when_the_broker_hangs(make_settings, probe, amqp_url: str) -> None:
+    with TcpProxy(RABBITMQ_PORT) as proxy:
+        proxied = amqp_url.replace(f":{RABBITMQ_PORT}/", f":{proxy.port}/")
+        async with running(make_settings(amqp_url=proxied, publish_timeout=1.0)) as server:
+            assert (await asyncio.to_thread(_send_one, server.port, "before"))[0] == 250
+            proxy.delay(20)  # the connection stays up, nothing comes back: the confirm never arrives in time
+            started = time.monotonic()
+            reply = await asyncio.to_thread(_send_one, server.port, "hung")
+            assert reply == (451, b"4.3.0 Temporary internal error, try again later")
+            assert time.monotonic() - started < 4
+            proxy.cut()
+
+
+async def test_mail_flows_while_the_trace_store_hangs(make_settings, probe, redis_url: str) -> None:
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    with TcpProxy(port) as proxy:
+        proxy.delay(30)  # Redis accepts the connection and never answers in time
+        proxied = redis_url.replace(f":{port}/", f":{proxy.port}/")
+        async with running(make_settings(redis_url=proxied)) as server:
+
+            def attempt() -> tuple[tuple[int, bytes], tuple[int, bytes], float]:
+                started = time.monotonic()
+                with smtp_client(server.port) as client:
+                    client.ehlo("client")
+                    client.mail("a@sender.org")
+                    refused = client.rcpt("x@elsewhere.org")
+                    client.rcpt("bob@example.com")
+                    accepted = client.data(b"Subject: x\r\n\r\ny\r\n")
+                return refused, accepted, time.monotonic() - started
+
+            refused, accepted, elapsed = await asyncio.to_thread(attempt)
+            assert refused[0] == 550 and accepted[0] == 250
+            assert elapsed < 2.0
+            assert len(server.ctx.background) >= 2  # the trace writes are still waiting, off the reply path
+            envelope, _ = await take(probe)
+            assert accepted[1] == f"2.6.0 {envelope.id} Queued mail for delivery".encode()
+            proxy.cut()
+
+
+async def test_stop_right_after_a_tls_session_quits(make_settings, probe, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    pem = tmp_path / "server.pem"
+    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    server = IngressServer(make_settings(tls_cert=str(pem), tls_key=str(pem)), grace=2.0)
+    await server.start()
+
+    def session() -> None:
+        client = smtp_client(server.port)
+        client.ehlo("client")
+        client.starttls(context=context)
+        client.ehlo("client")
+        client.quit()
+
+    await asyncio.to_thread(session)
+    await asyncio.wait_for(server.stop(grace=2.0), 10)  # a TLS transport closing under the 421 must not break stop
+    assert not server.listening and not server.ctx.sessions
 
 
 async def test_internal_error_is_451_without_details(make_settings, probe) -> None:
