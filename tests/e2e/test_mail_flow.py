@@ -65,7 +65,8 @@ def queue_id(reply: str) -> str:
 def trace_events(message_id: str) -> list[str]:
     client = redis.Redis.from_url(REDIS_TEST_URL)
     try:
-        return [json.loads(raw)["event"] for raw in client.lrange(f"mailmoat:trace:{message_id}", 0, -1)]
+        events = [json.loads(raw) for raw in client.lrange(f"mailmoat:trace:{message_id}", 0, -1)]
+        return [e["event"] for e in sorted(events, key=lambda e: e["at"])]  # stages write concurrently
     finally:
         client.close()
 
