@@ -3,7 +3,8 @@
 #
 #   scripts/setup.sh              the virtualenv only (Python 3.11+, pip install -e ".[dev]")
 #   scripts/setup.sh --services   also RabbitMQ and Redis (Debian packages) when they are not installed
-#   scripts/setup.sh --test       also what the tests use: Postfix's smtp-sink/smtp-source, swaks (implies --services)
+#   scripts/setup.sh --test       also what the tests use: Postfix's smtp-sink/smtp-source, swaks, ClamAV's clamd
+#                                 and its test files (implies --services)
 #
 # Quiet when there is nothing to do; one line per long step; on failure the tool's output and exit 1.
 set -euo pipefail
@@ -84,9 +85,12 @@ need=()
 have rabbitmq-server || need+=(rabbitmq-server)
 have redis-server || need+=(redis-server)
 new_postfix=0
+new_clamav=0
 if [ "$want_test" = 1 ]; then
   if ! have smtp-sink || ! have smtp-source; then need+=(postfix); new_postfix=1; fi
   have swaks || need+=(swaks libnet-ssleay-perl)
+  if ! have clamd; then need+=(clamav-daemon); new_clamav=1; fi
+  [ -d /usr/share/clamav-testfiles ] || need+=(clamav-testfiles)
   have promtool || need+=(prometheus)   # promtool checks the alert rules
 fi
 [ ${#need[@]} -gt 0 ] || exit 0
@@ -101,6 +105,13 @@ if [ "$new_postfix" = 1 ]; then
     "postfix postfix/mailname string localhost" | debconf-set-selections
 fi
 
+# The tests start their own clamd: keep the packaged clamd and freshclam daemons from starting
+# (no signatures, no network) while installing, unless a policy-rc.d already decides that.
+made_policy_rc=0
+if [ "$new_clamav" = 1 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy_rc=1
+  trap 'rm -f "$log" /usr/sbin/policy-rc.d' EXIT
+fi
 echo "setup: installing Debian packages: ${need[*]}" >&2
 apt_install() {
   apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${need[@]}"
@@ -132,11 +143,24 @@ if [[ " ${need[*]} " == *" prometheus "* ]]; then
   systemctl disable --now prometheus.service >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true
   pkill -x prometheus >/dev/null 2>&1 || true
 fi
+[ "$made_policy_rc" = 0 ] || rm -f /usr/sbin/policy-rc.d
+if [ "$new_clamav" = 1 ]; then
+  for unit in clamav-daemon clamav-freshclam; do
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+    else
+      service "$unit" stop >/dev/null 2>&1 || true
+      update-rc.d "$unit" disable >/dev/null 2>&1 || true
+    fi
+  done
+  [ -d /run/systemd/system ] && systemctl disable --now clamav-daemon.socket >/dev/null 2>&1 || true
+fi
 for tool in rabbitmq-server redis-server; do
   have "$tool" || die "$tool is still missing after apt-get install"
 done
 if [ "$want_test" = 1 ]; then
-  for tool in smtp-sink smtp-source swaks promtool; do
+  for tool in smtp-sink smtp-source swaks promtool clamd; do
     have "$tool" || die "$tool is still missing after apt-get install"
   done
+  [ -d /usr/share/clamav-testfiles ] || die "clamav-testfiles is still missing after apt-get install"
 fi

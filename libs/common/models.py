@@ -15,7 +15,7 @@ STARTTLS with a certificate chaining to a trusted CA; that plus the host name ma
 
 TRACE_EVENTS = (
     "RECEIVE", "REJECT", "AGENTINFO", "ROUTE", "EXPAND", "RULE", "QUARANTINE", "RELEASE",
-    "DELIVER", "DEFER", "FAIL", "DSN", "DEADLETTER",
+    "DELIVER", "DEFER", "FAIL", "DSN", "DEADLETTER", "SCAN", "MALWARE",
 )
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

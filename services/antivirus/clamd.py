@@ -1,0 +1,168 @@
+"""An asyncio client for clamd's INSTREAM protocol, over TCP or a unix socket.
+
+Each scan opens its own connection (clamd serves one command per connection unless a session is
+used); a semaphore bounds the connections a process holds open. The data goes in chunks, each
+prefixed by its length as 4 bytes big-endian, ended by a zero length; the reply is one line,
+``stream: OK``, ``stream: <signature> FOUND`` or ``<reason> ERROR``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+CHUNK = 65_536
+
+
+class ClamdUnavailable(Exception):
+    """clamd could not be reached, or did not answer in time: retry later."""
+
+
+@dataclass(frozen=True)
+class Address:
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str) -> Address:
+    """``host:port``, ``tcp://host:port``, ``[v6]:port``, ``unix:/path`` or ``/path``."""
+    value = text.strip()
+    if value.startswith("unix:"):
+        value = value[5:].removeprefix("//")
+        if not value:
+            raise ValueError(f"{text!r}: no socket path")
+        return Address(path=value)
+    if value.startswith("/"):
+        return Address(path=value)
+    value = value.removeprefix("tcp://").rstrip("/")
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"{text!r} is not host:port or a unix socket path")
+    number = int(port)
+    if not 0 < number < 65536:
+        raise ValueError(f"{text!r}: port out of range")
+    return Address(host=host.strip("[]"), port=number)
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """clamd's answer for one stream."""
+
+    found: str | None = None
+    """Signature name when something was found."""
+    error: str | None = None
+    """clamd's reason when it could not scan (size limit, engine error)."""
+
+    @property
+    def clean(self) -> bool:
+        return self.found is None and self.error is None
+
+
+def parse_reply(reply: bytes) -> ScanResult:
+    """A reply line of clamd (without its terminator) as a ScanResult."""
+    text = reply.rstrip(b"\0\r\n").decode("utf-8", "replace").strip()
+    if text.endswith(" FOUND"):
+        body = text[: -len(" FOUND")]
+        _, _, name = body.rpartition(": ")
+        return ScanResult(found=name.strip() or body.strip() or "unknown")
+    if text.endswith(" ERROR"):
+        return ScanResult(error=text[: -len(" ERROR")].strip())
+    if text.endswith(": OK") or text == "OK":
+        return ScanResult()
+    return ScanResult(error=f"unexpected reply {text[:200]!r}")
+
+
+class ClamdClient:
+    """Scans byte strings with one clamd; raises ClamdUnavailable when it cannot."""
+
+    def __init__(self, address: Address | str, *, connect_timeout: float = 5.0, scan_timeout: float = 60.0,
+                 max_connections: int = 8, stream_max_length: int = 26_214_400):
+        self.address = parse_address(address) if isinstance(address, str) else address
+        self.connect_timeout = connect_timeout
+        self.scan_timeout = scan_timeout
+        self.stream_max_length = stream_max_length
+        self._slots = asyncio.Semaphore(max_connections)
+        self.available: bool | None = None
+        """The outcome of the last exchange: True (answered), False (unreachable), None (not tried)."""
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        try:
+            if self.address.path:
+                opening = asyncio.open_unix_connection(self.address.path)
+            else:
+                opening = asyncio.open_connection(self.address.host, self.address.port)
+            return await asyncio.wait_for(opening, self.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            self.available = False
+            raise ClamdUnavailable(f"cannot connect to clamd at {self.address}: {exc or 'timeout'}") from exc
+
+    async def _exchange(self, command: bytes, data: bytes | None) -> bytes:
+        async with self._slots:
+            reader, writer = await self._connect()
+            # The reply is awaited while sending: clamd answers a stream above its StreamMaxLength
+            # and closes while the rest is still being sent, and its reply must not be lost.
+            replying = asyncio.ensure_future(reader.readuntil(b"\0"))
+            try:
+                async with asyncio.timeout(self.scan_timeout):
+                    try:
+                        await _send(writer, command, data, replying)
+                    except OSError:
+                        pass
+                    reply = await replying
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                self.available = False
+                reason = "timeout" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                raise ClamdUnavailable(f"clamd at {self.address}: {reason}") from exc
+            finally:
+                replying.cancel()
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1)
+        self.available = True
+        return reply
+
+    async def ping(self) -> bool:
+        """True when clamd answers PONG (and records availability)."""
+        try:
+            reply = await self._exchange(b"zPING\0", None)
+        except ClamdUnavailable:
+            return False
+        ok = reply.rstrip(b"\0") == b"PONG"
+        self.available = ok
+        return ok
+
+    async def scan(self, data: bytes) -> ScanResult:
+        """Scan one stream. Data above ``stream_max_length`` is not sent: an error result says so."""
+        if len(data) > self.stream_max_length:
+            return ScanResult(error=f"{len(data)} bytes, above the stream limit of {self.stream_max_length}")
+        try:
+            return parse_reply(await self._exchange(b"zINSTREAM\0", data))
+        except ClamdUnavailable as exc:
+            # The connection broke while sending. When clamd still answers, it refused this stream
+            # (its StreamMaxLength, lower than ours, and the reply lost with the reset); otherwise
+            # clamd went away and the caller retries later.
+            if isinstance(exc.__cause__, ConnectionError) and await self.ping():
+                return ScanResult(error="connection closed by clamd while sending (INSTREAM size limit?)")
+            raise
+
+
+async def _send(writer: asyncio.StreamWriter, command: bytes, data: bytes | None,
+                replying: asyncio.Future[bytes]) -> None:
+    writer.write(command)
+    if data is not None:
+        view = memoryview(data)
+        for start in range(0, len(data), CHUNK):
+            if replying.done():  # answered early (an error): stop sending
+                return
+            chunk = view[start : start + CHUNK]
+            writer.write(len(chunk).to_bytes(4, "big"))
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0)  # let a reply be read as soon as it comes
+        writer.write(b"\0\0\0\0")
+    await writer.drain()

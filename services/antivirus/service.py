@@ -1,0 +1,128 @@
+"""Antivirus service wiring: consume mailmoat.antivirus, scan with clamd and the built-in checks,
+prepend the report header, add the verdict, publish to the next stage of the itinerary.
+
+clamd unreachable or too slow: the message is retried later (``Transient``), never passed on
+unscanned, and the stage reports not ready until clamd answers again, unless the policy says
+``antimalware.fail_open``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+from mailmoat_antivirus.clamd import ClamdClient, ClamdUnavailable, ScanResult, parse_address
+from mailmoat_antivirus.decide import Item, add_engine_results, analyse, decide, report_header, unscanned
+from mailmoat_common.bus import Publish
+from mailmoat_common.models import Envelope, TraceEvent
+from mailmoat_common.policy import Antimalware
+from mailmoat_common.runtime import Runtime, Transient, stage_publish
+from mailmoat_common.settings import Settings
+
+SERVICE = "antivirus"
+ADDRESS_ENV = "MAILMOAT_CLAMD_ADDRESS"
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    """The clamd client for the policy in force (rebuilt when its settings change)."""
+
+    def __init__(self, address_override: str | None = None):
+        self.address_override = address_override
+        self._client: ClamdClient | None = None
+        self._key: tuple[object, ...] | None = None
+
+    def client(self, policy: Antimalware) -> ClamdClient:
+        address = self.address_override or policy.clamd
+        key = (address, policy.connect_timeout, policy.scan_timeout, policy.max_connections,
+               policy.stream_max_length)
+        if self._client is None or key != self._key:
+            previous = self._client
+            self._client = ClamdClient(
+                parse_address(address), connect_timeout=policy.connect_timeout, scan_timeout=policy.scan_timeout,
+                max_connections=policy.max_connections, stream_max_length=policy.stream_max_length,
+            )
+            if previous is not None:
+                self._client.available = previous.available
+            self._key = key
+        return self._client
+
+    @property
+    def available(self) -> bool:
+        return self._client is not None and self._client.available is True
+
+
+async def scan_items(client: ClamdClient, items: list[Item]) -> list[tuple[Item, ScanResult]]:
+    """Scan every item (concurrently, within the client's connection limit)."""
+    results = await asyncio.gather(*(client.scan(item.data) for item in items))
+    return list(zip(items, results, strict=True))
+
+
+def make_handler(runtime: Runtime, engine: Engine):
+    async def handle(envelope: Envelope, data: bytes) -> list[Publish]:
+        policy = runtime.policy.current.antimalware
+        client = engine.client(policy)
+        findings, items = await asyncio.to_thread(analyse, data, policy)
+        try:
+            results = await scan_items(client, items)
+        except ClamdUnavailable as exc:
+            if not policy.fail_open:
+                raise Transient(str(exc)) from exc
+            verdict = unscanned(str(exc))
+            event = TraceEvent(
+                event="SCAN", message_id=envelope.id, service=SERVICE, recipients=envelope.rcpt_to,
+                detail=f"passed on unscanned (antimalware.fail_open): {exc}", data={"result": verdict.result},
+            )
+        else:
+            add_engine_results(findings, results)
+            verdict = decide(findings, policy)
+            verdict.detail["scans"] = len(items)
+            event = TraceEvent(
+                event="SCAN" if verdict.result == "clean" else "MALWARE", message_id=envelope.id,
+                service=SERVICE, recipients=envelope.rcpt_to, detail=_summary(verdict.result, verdict.detail),
+                data={"result": verdict.result, **verdict.detail},
+            )
+        envelope.add_verdict(verdict)
+        output = stage_publish(envelope, report_header(verdict) + data, SERVICE)
+        await runtime.trace.record(event)
+        return [output]
+
+    return handle
+
+
+def _summary(result: str, detail: dict[str, object]) -> str:
+    if result == "clean":
+        return f"clean ({detail.get('scans', 0)} scans, {detail.get('parts', 0)} parts)"
+    findings = detail.get("findings") or {}
+    first = next(iter(findings.values()), []) if isinstance(findings, dict) else []
+    return f"{result}: {'; '.join(str(f) for f in list(first)[:5])}"
+
+
+async def watch_engine(runtime: Runtime, engine: Engine, interval: float = 2.0) -> None:
+    """Ping clamd now and then, so readiness follows it even when no mail flows."""
+    while True:
+        with contextlib.suppress(Exception):
+            await engine.client(runtime.policy.current.antimalware).ping()
+        await asyncio.sleep(interval)
+
+
+async def wire(runtime: Runtime, engine: Engine, ping_interval: float = 2.0) -> asyncio.Task[None]:
+    """Readiness follows clamd (unless failing open), a pinger keeps it current, then consume."""
+    runtime.add_ready_check(lambda: engine.available or runtime.policy.current.antimalware.fail_open)
+    watcher = asyncio.create_task(watch_engine(runtime, engine, ping_interval))
+    await runtime.consume_stage(SERVICE, make_handler(runtime, engine))
+    return watcher
+
+
+async def main(settings: Settings, worker: int = 0) -> None:
+    runtime = Runtime(SERVICE, settings, worker=worker, prefetch=16)
+    engine = Engine(os.environ.get(ADDRESS_ENV) or None)
+    await runtime.start()
+    watcher = await wire(runtime, engine)
+    try:
+        await runtime.serve_forever()
+    finally:
+        watcher.cancel()

@@ -1,0 +1,158 @@
+"""The antivirus stage on the real broker and Redis, with the real clamd (and a proxy to cut it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from mailmoat_antivirus.service import SERVICE, Engine, wire
+from mailmoat_common.bus import Bus, Publish, decode, stage_queue
+from mailmoat_common.models import Envelope
+from mailmoat_common.runtime import Runtime
+from mailmoat_common.settings import Settings
+from tests.support.attachments import message, zip_of
+from tests.support.clamd import EICAR, ClamdServer
+from tests.support.tcpproxy import TcpProxy
+
+pytestmark = pytest.mark.integration
+
+POLICY = """
+antimalware:
+  clamd: 127.0.0.1:1
+  connect_timeout: 1
+  scan_timeout: 5
+  fail_open: {fail_open}
+  action: quarantine
+"""
+
+
+class Stage:
+    """The antivirus stage in this process, and a probe connection on the broker."""
+
+    def __init__(self, runtime: Runtime, probe: Bus, engine: Engine):
+        self.runtime = runtime
+        self.probe = probe
+        self.engine = engine
+
+    async def send(self, data: bytes) -> Envelope:
+        envelope = Envelope(mail_from="sender@outside.test", rcpt_to=["alice@example.com"],
+                            itinerary=[SERVICE, "routing", "egress"])
+        await self.probe.publish(Publish(stage_queue(SERVICE), envelope, data))
+        return envelope
+
+    async def take(self, count: int, timeout: float = 20.0) -> list[tuple[Envelope, bytes]]:
+        assert self.probe.channel is not None
+        queue = await self.probe.channel.get_queue(stage_queue("routing"))
+        out: list[tuple[Envelope, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < count and time.monotonic() < deadline:
+            incoming = await queue.get(fail=False, no_ack=True)
+            if incoming is None:
+                await asyncio.sleep(0.05)
+            else:
+                out.append(decode(incoming.body))
+        return out
+
+
+@pytest.fixture
+async def stage_factory(amqp_url, redis_url, write_policy) -> AsyncIterator[Callable[..., object]]:
+    made: list[tuple[Stage, asyncio.Task[None]]] = []
+
+    async def make(address: str, fail_open: bool = False) -> Stage:
+        path = write_policy(POLICY.format(fail_open=str(fail_open).lower()))
+        settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(path))
+        settings.metrics_ports = {}
+        runtime = Runtime(SERVICE, settings)
+        await runtime.start()
+        probe = Bus(amqp_url)
+        await probe.connect()
+        for name in (SERVICE, "routing"):
+            queue = await probe.declare_stage(name)
+            assert probe.channel is not None
+            await (await probe.channel.get_queue(queue)).purge()
+        engine = Engine(address)
+        watcher = await wire(runtime, engine, ping_interval=0.2)
+        stage = Stage(runtime, probe, engine)
+        made.append((stage, watcher))
+        return stage
+
+    yield make
+    for stage, watcher in made:
+        watcher.cancel()
+        await stage.probe.close()
+        await stage.runtime.shutdown(grace=5)
+
+
+async def test_verdict_header_and_next_stage(stage_factory, clamd: ClamdServer) -> None:
+    stage = await stage_factory(clamd.address)
+    infected = message([("invoice.zip", "application/zip", zip_of([("eicar.txt", EICAR)]), "base64")])
+    clean = message([("notes.txt", "text/plain", b"meeting at ten\r\n", "quoted-printable"),
+                     ("photo.png", "image/png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "base64")])
+    bad_env = await stage.send(infected)
+    good_env = await stage.send(clean)
+    results = {env.id: (env, data) for env, data in await stage.take(2)}
+    assert set(results) == {bad_env.id, good_env.id}
+
+    env, data = results[bad_env.id]
+    verdict = env.verdicts[SERVICE]
+    assert verdict.result == "malware" and verdict.detail["action"] == "quarantine"
+    assert any(n.startswith("Eicar-Test-Signature") for n in verdict.detail["names"])
+    header, _, rest = data.partition(b"\r\n")
+    assert header.startswith(b"X-Mailmoat-Malware-Report: result=malware; names=Eicar-Test-Signature")
+    assert rest == infected
+
+    env, data = results[good_env.id]
+    assert env.verdicts[SERVICE].result == "clean"
+    assert data == b"X-Mailmoat-Malware-Report: result=clean\r\n" + clean  # byte-identical after the header
+    assert env.itinerary == [SERVICE, "routing", "egress"]
+
+    events = await stage.runtime.trace.events(bad_env.id)
+    assert [e.event for e in events] == ["MALWARE"] and events[0].data["result"] == "malware"
+    assert [e.event for e in await stage.runtime.trace.events(good_env.id)] == ["SCAN"]
+    assert stage.runtime.ready()
+
+
+async def test_clamd_cut_mid_stream_nothing_lost_and_scanning_resumes(stage_factory, clamd: ClamdServer) -> None:
+    with TcpProxy(clamd.port) as proxy:
+        stage = await stage_factory(f"127.0.0.1:{proxy.port}")
+        first = await stage.send(message([("a.txt", "text/plain", EICAR, "base64")]))
+        assert [e.id for e, _ in await stage.take(1)] == [first.id]
+
+        proxy.delay(2.0)  # a scan now hangs mid-stream ...
+        sent = [await stage.send(message([("b.txt", "text/plain", EICAR, "base64")], subject=f"n{i}"))
+                for i in range(3)]
+        await asyncio.sleep(0.5)
+        proxy.cut()       # ... and the engine goes away under it
+        assert await stage.take(1, timeout=3) == []  # never passed on unscanned
+        deadline = time.monotonic() + 5
+        while stage.runtime.ready() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert not stage.runtime.ready()
+
+        proxy.restore()
+        results = await stage.take(3, timeout=30)
+        assert sorted(e.id for e, _ in results) == sorted(e.id for e in sent)
+        assert all(e.verdicts[SERVICE].result == "malware" for e, _ in results)
+        assert all(d.count(b"X-Mailmoat-Malware-Report:") == 1 for _, d in results)
+        assert await stage.take(1, timeout=1.5) == []  # and nothing twice
+        deadline = time.monotonic() + 5
+        while not stage.runtime.ready() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert stage.runtime.ready()
+
+
+async def test_fail_open_passes_on_unscanned_with_a_trace_event(stage_factory) -> None:
+    from tests.support.infra import free_port
+
+    stage = await stage_factory(f"127.0.0.1:{free_port()}", fail_open=True)
+    data = message([("a.txt", "text/plain", EICAR, "base64")])
+    envelope = await stage.send(data)
+    ((env, out),) = await stage.take(1)
+    assert env.verdicts[SERVICE].result == "unscanned" and env.verdicts[SERVICE].detail["fail_open"]
+    assert out == b"X-Mailmoat-Malware-Report: result=unscanned; fail_open=true\r\n" + data
+    (event,) = await stage.runtime.trace.events(envelope.id)
+    assert event.event == "SCAN" and "fail_open" in event.detail
+    assert stage.runtime.ready()  # failing open, the stage stays ready without clamd
