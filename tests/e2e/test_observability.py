@@ -1,0 +1,43 @@
+"""After traffic, every service's /metrics shows its counters moved; /healthz and /readyz answer."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+
+import pytest
+
+from tests.e2e.test_mail_flow import message, send
+from tests.support.sink import SmtpSink
+
+pytestmark = pytest.mark.e2e
+
+
+def sample(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample (``name{labels}``) in a Prometheus text exposition; 0 when absent."""
+    pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" ([0-9.e+-]+)$"
+    match = re.search(pattern, text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_move_with_traffic(gateway_factory, sink: SmtpSink) -> None:
+    gateway = gateway_factory()
+    for service in ("ingress", "routing", "egress"):
+        port = gateway.port_of(service)
+        for path in ("/healthz", "/readyz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+                assert reply.status == 200, (service, path)
+    for n in range(3):
+        code, reply = send(gateway.smtp_port, "s@sender.org", ["alice@example.com"], message(n))
+        assert code == 250, reply
+    sink.wait_for(3)
+    ingress = gateway.metrics("ingress")
+    assert sample(ingress, "mailmoat_smtp_replies_total", 'code="250"') >= 3
+    assert sample(ingress, "mailmoat_ingress_messages_total", 'result="accepted"') == 3
+    assert sample(ingress, "mailmoat_ingress_accept_seconds_count") == 3
+    routing = gateway.metrics("routing")
+    assert sample(routing, "mailmoat_messages_total", 'outcome="ok",service="routing"') == 3
+    assert sample(routing, "mailmoat_processing_seconds_count", 'service="routing"') == 3
+    egress = gateway.metrics("egress")
+    assert sample(egress, "mailmoat_deliveries_total", 'result="delivered"') == 3
+    assert sample(egress, "mailmoat_messages_total", 'outcome="ok",service="egress"') == 3
