@@ -25,9 +25,11 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -378,25 +380,36 @@ class Postfix:
 
 @dataclass
 class Cpu:
-    """CPU seconds per process between two samples (plus reaped children for Postfix's master)."""
+    """CPU seconds used between two samples, by process name (``smtpd#3`` counts as ``smtpd``).
 
-    before: dict[str, float] = field(default_factory=dict)
+    Keyed by pid: a process started in between counts from zero; one that exited in between is
+    found in its parent's reaped-children time (Postfix's master waits for its daemons), reported
+    as ``<parent>: exited children``.
+    """
+
+    before: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     @staticmethod
-    def read(pids: dict[str, int]) -> dict[str, float]:
+    def read(pids: dict[str, int]) -> dict[int, tuple[str, float, float]]:
         out = {}
         for name, pid in pids.items():
             s = procstat.sample(pid)
             if s is not None:
-                out[name] = s.cpu_s + s.children_cpu_s
+                out[pid] = (name.split("#")[0], s.cpu_s, s.children_cpu_s)
         return out
 
     def start(self, pids: dict[str, int]) -> None:
-        self.before = self.read(pids)
+        self.before = {pid: (own, kids) for pid, (_, own, kids) in self.read(pids).items()}
 
     def delta(self, pids: dict[str, int]) -> dict[str, float]:
-        after = self.read(pids)
-        return {name: round(after[name] - self.before.get(name, 0.0), 3) for name in after}
+        used: dict[str, float] = {}
+        for pid, (name, own, kids) in self.read(pids).items():
+            own0, kids0 = self.before.get(pid, (0.0, 0.0))
+            used[name] = used.get(name, 0.0) + own - own0
+            if kids - kids0 > 0.005:
+                key = f"{name}: exited children"
+                used[key] = used.get(key, 0.0) + kids - kids0
+        return {name: round(value, 3) for name, value in used.items()}
 
 
 def infra_pids() -> dict[str, int]:
@@ -441,7 +454,11 @@ def rate_phase(system, n: int, sessions: int, size: int, sink: CountingSink, pro
     spies = profiles.start(system.pids(), profile_dir) if profile_dir is not None else []
     cpu.start(pids)
     cpu_infra.start(infra)
+    base, _ = sink.snapshot()
     load_before = loadavg()
+    busy0 = procstat.machine_busy_s()
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sink0 = procstat.sample(sink.proc.pid)
     log(f"{system.name}: smtp-source -s {sessions} -m {n} -l {size} (load average {load_before:.2f})")
     started = time.monotonic()
     done = subprocess.run(
@@ -450,17 +467,23 @@ def rate_phase(system, n: int, sessions: int, size: int, sink: CountingSink, pro
         capture_output=True, text=True, timeout=max(600, n / 5),
     )
     source_wall = time.monotonic() - started
-    delivered, last = wait_delivered(sink, n, stall=60, limit=max(300, n / 5))
+    count, last = wait_delivered(sink, base + n, stall=60, limit=max(300, n / 5))
+    delivered = count - base
     e2e_wall = last - started
-    cpu_used = cpu.delta(pids)
+    cpu_used = cpu.delta(system.all_pids())
     infra_used = cpu_infra.delta(infra)
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sink1 = procstat.sample(sink.proc.pid)
+    load_gen = (kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
+                + (sink1.cpu_s - sink0.cpu_s if sink0 and sink1 else 0.0))
+    other = procstat.machine_busy_s() - busy0 - sum(cpu_used.values()) - sum(infra_used.values()) - load_gen
     top = profiles.stop(spies) if spies else {}
     result = {
         "messages": n,
         "smtp_source_exit": done.returncode,
         "smtp_source_stderr": done.stderr.strip()[-2000:],
         "smtp_source_wall_s": round(source_wall, 3),
-        "accepted_per_s": round(n / source_wall, 1) if done.returncode == 0 else None,
+        "accepted_per_s": round(n / source_wall, 1),
         "delivered": delivered,
         "e2e_wall_s": round(e2e_wall, 3),
         "delivered_per_s": round(delivered / e2e_wall, 1) if e2e_wall > 0 else None,
@@ -468,6 +491,9 @@ def rate_phase(system, n: int, sessions: int, size: int, sink: CountingSink, pro
         "cpu_total_s": round(sum(cpu_used.values()), 2),
         "cpu_ms_per_msg": round(1000 * sum(cpu_used.values()) / max(1, delivered), 3),
         "infra_cpu_s": infra_used,
+        "load_generators_cpu_s": round(load_gen, 2),
+        "other_cpu_s": round(max(0.0, other), 2),
+        "cpu_capacity_s": round((os.cpu_count() or 1) * e2e_wall, 2),
         "load_before": load_before,
         "load_after": loadavg(),
     }
@@ -537,52 +563,98 @@ def memory(system) -> dict:
             "pss_kb": pss, "pss_sum_mb": round(sum(pss.values()) / 1024, 1)}
 
 
-def run_system(kind: str, args: argparse.Namespace, workdir: Path) -> dict:
-    sub = workdir / kind
-    sub.mkdir()
-    rate_sink: CountingSink | None = None
-    lat_sink: TimestampSink | None = None
+@dataclass
+class Unit:
+    """A system under test with its two sinks and its work directory."""
+
+    kind: str
+    sub: Path
+    rate_sink: CountingSink
+    lat_sink: TimestampSink
     system: Mailmoat | Postfix | None = None
-    result: dict = {"system": kind}
+
+
+def summarise_rounds(rounds: list[dict]) -> dict:
+    """The round with the median end-to-end rate, plus every round's two rates."""
+    ordered = sorted(rounds, key=lambda r: r["delivered_per_s"] or 0)
+    middle = dict(ordered[(len(ordered) - 1) // 2])
+    middle["rounds_accepted_per_s"] = [r["accepted_per_s"] for r in rounds]
+    middle["rounds_delivered_per_s"] = [r["delivered_per_s"] for r in rounds]
+    return middle
+
+
+def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
+    """Start every system, run the rate phase ``--rounds`` times alternating between them (so
+    background load on a shared machine hits both alike), then the latency runs, then stop all."""
+    units: list[Unit] = []
+    results: dict[str, dict] = {kind: {"system": kind} for kind in kinds}
+    rounds: dict[str, list[dict]] = {kind: [] for kind in kinds}
     try:
-        rate_sink = CountingSink(free_port())
-        lat_sink = TimestampSink(free_port(), sub / "arrivals.txt")
-        if kind == "mailmoat":
-            system = Mailmoat(sub, rate_sink.port, lat_sink.port, args.ingress_workers, args.log_level)
-        else:
-            system = Postfix(sub, rate_sink.port, lat_sink.port)
+        for kind in kinds:
+            sub = workdir / kind
+            sub.mkdir()
+            rate_sink = CountingSink(free_port())
+            try:
+                lat_sink = TimestampSink(free_port(), sub / "arrivals.txt")
+            except BaseException:
+                rate_sink.stop()
+                raise
+            unit = Unit(kind, sub, rate_sink, lat_sink)
+            units.append(unit)
+            if kind == "mailmoat":
+                unit.system = Mailmoat(sub, unit.rate_sink.port, unit.lat_sink.port, args.ingress_workers,
+                                       args.log_level)
+            else:
+                unit.system = Postfix(sub, unit.rate_sink.port, unit.lat_sink.port)
         wait_quiet(args.quiet_load, args.quiet_wait)
-        log(f"starting {kind}")
-        system.start()
-        time.sleep(1)
+        for unit in units:
+            log(f"starting {unit.kind}")
+            assert unit.system is not None
+            unit.system.start()
+        time.sleep(2)
         profile_dir = RESULTS if args.profile else None
-        result["rate"] = rate_phase(system, args.messages, args.sessions, args.size, rate_sink, profile_dir)
-        if not args.profile:
-            phases = [latency_phase(system, args.latency_messages, args.sessions, args.size, lat_sink, 0,
-                                    sub, "closed")]
-            if args.paced_messages:
-                phases.append(latency_phase(system, args.paced_messages, args.sessions, args.size, lat_sink,
-                                            args.paced_rate, sub, "paced"))
-            result["memory"] = memory(system)
-            latency_figures(phases, lat_sink.arrivals())
-            result["latency"] = phases
-        else:
-            result["memory"] = memory(system)
-        if kind == "mailmoat":
-            result["processes"] = sorted(system.pids())
+        for index in range(args.rounds):
+            for unit in units if index % 2 == 0 else units[::-1]:
+                assert unit.system is not None
+                log(f"round {index + 1}/{args.rounds}: {unit.kind}")
+                rounds[unit.kind].append(rate_phase(unit.system, args.messages, args.sessions, args.size,
+                                                    unit.rate_sink, profile_dir))
+                time.sleep(2)
+        for unit in units:
+            assert unit.system is not None
+            result = results[unit.kind]
+            result["rate"] = summarise_rounds(rounds[unit.kind])
+            if not args.profile:
+                phases = [latency_phase(unit.system, args.latency_messages, args.sessions, args.size,
+                                        unit.lat_sink, 0, unit.sub, "closed")]
+                if args.paced_messages:
+                    phases.append(latency_phase(unit.system, args.paced_messages, args.sessions, args.size,
+                                                unit.lat_sink, args.paced_rate, unit.sub, "paced"))
+                latency_figures(phases, unit.lat_sink.arrivals())
+                result["latency"] = phases
+            result["memory"] = memory(unit.system)
+            if unit.kind == "mailmoat":
+                result["processes"] = sorted(unit.system.pids())
+        if "mailmoat" in rounds and "postfix" in rounds:
+            pairs = list(zip(rounds["mailmoat"], rounds["postfix"], strict=False))
+            results["mailmoat"]["paired_ratios"] = {
+                key: [round(m[key] / p[key], 3) for m, p in pairs if m.get(key) and p.get(key)]
+                for key in ("accepted_per_s", "delivered_per_s")
+            }
     except Exception:
-        if system is not None:
-            log(f"{kind} failed; log tail:\n{system.log_tail()}")
+        for unit in units:
+            if unit.system is not None:
+                log(f"{unit.kind} log tail:\n{unit.system.log_tail()}")
         raise
     finally:
-        log(f"stopping {kind}")
-        if system is not None:
-            with contextlib.suppress(Exception):
-                system.stop()
-        for sink in (rate_sink, lat_sink):
-            if sink is not None:
-                sink.stop()
-    return result
+        for unit in units:
+            log(f"stopping {unit.kind}")
+            if unit.system is not None:
+                with contextlib.suppress(Exception):
+                    unit.system.stop()
+            unit.rate_sink.stop()
+            unit.lat_sink.stop()
+    return results
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -600,13 +672,16 @@ def report(results: dict) -> str:
                      f"{rate['smtp_source_wall_s']} s, exit {rate['smtp_source_exit']})")
         lines.append(f"    delivered end-to-end {rate['delivered_per_s']} msgs/s  ({rate['delivered']}/"
                      f"{rate['messages']} at the sink after {rate['e2e_wall_s']} s)")
+        if len(rate.get("rounds_delivered_per_s", [])) > 1:
+            lines.append(f"    every round          accepted {rate['rounds_accepted_per_s']}, delivered "
+                         f"{rate['rounds_delivered_per_s']} msgs/s (the median round is shown)")
         lines.append(f"    CPU                  {rate['cpu_total_s']} s total, {rate['cpu_ms_per_msg']} ms/msg; "
                      + ", ".join(f"{k} {v}" for k, v in sorted(rate["cpu_s"].items(), key=lambda kv: -kv[1])
                                  if v >= 0.05))
-        if rate.get("infra_cpu_s") and name == "mailmoat":
-            lines.append("    broker/store CPU     " + ", ".join(f"{k} {v} s" for k, v in rate["infra_cpu_s"].items()))
-        lines.append(f"    load average         {rate['load_before']:.2f} before, {rate['load_after']:.2f} after"
-                     " (other work on the machine skews every figure)")
+        if rate.get("infra_cpu_s"):
+            lines.append("    rabbitmq/redis CPU   " + ", ".join(f"{k} {v} s" for k, v in rate["infra_cpu_s"].items()))
+        lines.append(f"    other CPU            smtp-source + smtp-sink {rate['load_generators_cpu_s']} s; everything "
+                     f"else on the machine {rate['other_cpu_s']} s (of {rate['cpu_capacity_s']} CPU-s available)")
         if rate["smtp_source_stderr"]:
             lines.append(f"    smtp-source said: {rate['smtp_source_stderr'][:300]}")
         for phase in res.get("latency", []):
@@ -641,9 +716,13 @@ def report(results: dict) -> str:
     if "mailmoat" in systems and "postfix" in systems:
         m, p = systems["mailmoat"]["rate"], systems["postfix"]["rate"]
         lines.append("")
+        paired = systems["mailmoat"].get("paired_ratios", {})
         for key, label in (("accepted_per_s", "accepted"), ("delivered_per_s", "delivered end-to-end")):
             if m.get(key) and p.get(key):
-                lines.append(f"ratio mailmoat/postfix, {label}: {m[key] / p[key]:.2f}  ({m[key]} / {p[key]} msgs/s)")
+                ratios = paired.get(key, [])
+                extra = (f"; per round {ratios}, median {statistics.median(ratios):.2f}" if len(ratios) > 1 else "")
+                lines.append(f"ratio mailmoat/postfix, {label}: {m[key] / p[key]:.2f}  "
+                             f"({m[key]} / {p[key]} msgs/s{extra})")
         if m.get("cpu_ms_per_msg") and p.get("cpu_ms_per_msg"):
             lines.append(f"CPU per message: mailmoat {m['cpu_ms_per_msg']} ms (+ broker/store "
                          f"{1000 * sum(m['infra_cpu_s'].values()) / max(1, m['delivered']):.3f} ms), "
@@ -658,6 +737,8 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=int(env.get("BENCH_SESSIONS", 20)))
     parser.add_argument("--size", type=int, default=int(env.get("BENCH_SIZE", 10240)))
     parser.add_argument("--ingress-workers", type=int, default=int(env.get("BENCH_INGRESS_WORKERS", 2)))
+    parser.add_argument("--rounds", type=int, default=int(env.get("BENCH_ROUNDS", 3)),
+                        help="rate runs per system, alternating between the systems; the median is reported")
     parser.add_argument("--latency-messages", type=int, default=int(env.get("BENCH_LATENCY_MESSAGES", 0)),
                         help="closed-loop latency run size (default: --messages)")
     parser.add_argument("--paced-messages", type=int, default=int(env.get("BENCH_PACED_MESSAGES", 1000)))
@@ -675,6 +756,7 @@ def main() -> int:
     args.latency_messages = args.latency_messages or args.messages
     if args.profile:
         args.only = "mailmoat"
+        args.rounds = 1
         if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
             print("bench: --profile needs py-spy: .venv/bin/pip install py-spy", file=sys.stderr)
             return 2
@@ -693,8 +775,7 @@ def main() -> int:
     }
     try:
         kinds = [args.only] if args.only else ["postfix", "mailmoat"]
-        for kind in kinds:
-            results["systems"][kind] = run_system(kind, args, workdir)
+        results["systems"] = run_systems(kinds, args, workdir)
     except KeyboardInterrupt:
         log("interrupted; cleaned up")
         return 130

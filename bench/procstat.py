@@ -24,6 +24,13 @@ class ProcSample:
     """Proportional set size now: shared pages divided among the processes sharing them."""
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all CPUs spent busy since boot (/proc/stat: everything but idle and iowait)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
 def _status(pid: int) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
