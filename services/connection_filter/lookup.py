@@ -15,7 +15,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from mailmoat_common.dns import ResolverConfig
+from mailmoat_common.dns import ResolverConfig, make_resolver
 from mailmoat_connection_filter.decide import Lookup
 
 
@@ -63,13 +63,7 @@ class Resolver:
     def _resolver(self, config: ResolverConfig) -> dns.asyncresolver.Resolver:
         resolver = self._resolvers.get(config)
         if resolver is None:
-            resolver = dns.asyncresolver.Resolver(configure=not config.nameservers)
-            if config.nameservers:
-                resolver.nameservers = list(config.nameservers)
-            resolver.port = config.port
-            resolver.timeout = config.timeout
-            resolver.lifetime = config.timeout
-            resolver.cache = None
+            resolver = make_resolver(config)
             self._resolvers = {config: resolver}
         return resolver
 
