@@ -8,6 +8,7 @@ import os
 import signal
 import statistics
 import subprocess
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -26,9 +27,27 @@ def _ctl(*args: str, check: bool = True) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=check, capture_output=True, timeout=60)
 
 
+SETTLE_SECONDS = 10.0
+"""Pause between emptying quorum queues and deleting them. RabbitMQ 3.10's quorum log segment
+writer crashes (badmatch enoent in ra_log_segment_writer, then its supervisor restarts the log
+subsystem for every quorum queue on the node) when a queue is deleted while the truncation of
+its segments, which follows consuming or purging it, is still pending."""
+
+
+def _settle_and_delete(name: str) -> None:
+    out = subprocess.run(["rabbitmqctl", "-q", "--no-table-headers", "list_queues", "-p", name, "name", "messages"],
+                         capture_output=True, text=True, timeout=60).stdout
+    for line in out.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 2 and parts[1].strip() not in ("", "0"):
+            _ctl("purge_queue", "-p", name, parts[0], check=False)
+    time.sleep(SETTLE_SECONDS)
+    _ctl("delete_vhost", name, check=False)
+
+
 @contextlib.contextmanager
 def private_vhost(prefix: str = "mailmoat-hop") -> Iterator[str]:
-    """A vhost of this run only, deleted on exit (also on SIGTERM/SIGINT)."""
+    """A vhost of this run only, emptied and deleted on exit (also on SIGTERM/SIGINT)."""
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
 
     def _terminate(signum: int, frame: Any) -> None:
@@ -40,8 +59,11 @@ def private_vhost(prefix: str = "mailmoat-hop") -> Iterator[str]:
         _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
         yield name
     finally:
-        _ctl("delete_vhost", name, check=False)
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            _settle_and_delete(name)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def amqp_url(vhost: str, host: str = HOST, port: int = PORT) -> str:
@@ -114,14 +136,17 @@ async def depths(url: str, stages: list[str]) -> dict[str, int]:
         await connection.close()
 
 
-async def drop_queues(url: str, stages: list[str]) -> None:
+async def purge_queues(url: str, stages: list[str], settle: float = 3.0) -> None:
+    """Empty the stage queues (kept for the next run; deleting them is left to the vhost's end)."""
     connection = await aio_pika.connect(url, timeout=10)
     try:
         channel = await connection.channel()
         for stage in stages:
-            await channel.queue_delete(stage_queue(stage))
+            queue = await channel.get_queue(stage_queue(stage), ensure=False)
+            await queue.purge()
     finally:
         await connection.close()
+    await asyncio.sleep(settle)
 
 
 def run(main: Callable[[], Awaitable[Any]], loop: str) -> Any:

@@ -207,7 +207,7 @@ async def one_case(impl: str, mode: str, args: argparse.Namespace, vhost: str) -
         await consumer.stop()
         await proxy.close()
         with contextlib.suppress(Exception):
-            await hoplib.drop_queues(url, ["a", "b"])
+            await hoplib.purge_queues(url, ["a", "b"])
     return result
 
 

@@ -221,7 +221,7 @@ async def one_run(args: argparse.Namespace, url: str) -> dict[str, Any]:
     assert probe.first is not None and probe.last is not None
     elapsed = probe.last - probe.first
     left = await hoplib.depths(url, ["a", "b"])
-    await hoplib.drop_queues(url, ["a", "b"])
+    await hoplib.purge_queues(url, ["a", "b"])
     if left["a"] != 0 or left["b"] < args.messages:
         raise RuntimeError(f"queues after the run: {left} (expected a=0, b>={args.messages})")
     return {
