@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from mailmoat_common.policy import PolicyError, load_policy
 from mailmoat_common.settings import Settings
@@ -173,5 +172,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-__all__ = ["Path", "main"]

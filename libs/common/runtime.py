@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -257,6 +256,16 @@ class Runtime:
             return "error"
 
 
+async def serve_stage(
+    service: str, settings: Settings, worker: int, make_handler: Callable[[Runtime], Handler], prefetch: int = 32
+) -> None:
+    """Run a stage whose whole wiring is one handler on its own queue, until SIGTERM."""
+    runtime = Runtime(service, settings, worker=worker, prefetch=prefetch)
+    await runtime.start()
+    await runtime.consume_stage(service, make_handler(runtime))
+    await runtime.serve_forever()
+
+
 def stage_publish(envelope: Envelope, data: bytes, stage: str) -> Publish:
     """A Publish to the stage after ``stage`` in the envelope's itinerary."""
     nxt = envelope.next_stage(stage)
@@ -281,5 +290,3 @@ def run_service(main: Callable[[], Awaitable[None]]) -> None:
     except ImportError:
         asyncio.run(main())
 
-
-__all__ = ["Handler", "Runtime", "Transient", "run_service", "stage_publish", "trace"]

@@ -13,7 +13,7 @@ from mailmoat_common.bus import Publish
 from mailmoat_common.dns import ResolverConfig
 from mailmoat_common.models import Envelope, TraceEvent
 from mailmoat_common.policy import Policy
-from mailmoat_common.runtime import Runtime, stage_publish
+from mailmoat_common.runtime import Runtime, serve_stage, stage_publish
 from mailmoat_common.settings import Settings
 from mailmoat_connection_filter.decide import (
     STAGE,
@@ -81,7 +81,4 @@ def make_handler(runtime: Runtime, resolver: Resolver | None = None):
 
 
 async def main(settings: Settings, worker: int = 0) -> None:
-    runtime = Runtime(SERVICE, settings, worker=worker, prefetch=64)
-    await runtime.start()
-    await runtime.consume_stage(SERVICE, make_handler(runtime))
-    await runtime.serve_forever()
+    await serve_stage(SERVICE, settings, worker, make_handler, prefetch=64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mailmoat_common.bus import Publish
 from mailmoat_common.models import Envelope, TraceEvent
-from mailmoat_common.runtime import Runtime, stage_publish
+from mailmoat_common.runtime import Runtime, serve_stage, stage_publish
 from mailmoat_common.settings import Settings
 from mailmoat_routing.decide import copies_for, plan_routes
 
@@ -40,7 +40,4 @@ def make_handler(runtime: Runtime):
 
 
 async def main(settings: Settings, worker: int = 0) -> None:
-    runtime = Runtime(SERVICE, settings, worker=worker, prefetch=64)
-    await runtime.start()
-    await runtime.consume_stage(SERVICE, make_handler(runtime))
-    await runtime.serve_forever()
+    await serve_stage(SERVICE, settings, worker, make_handler, prefetch=64)
