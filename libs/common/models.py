@@ -15,7 +15,7 @@ STARTTLS with a certificate chaining to a trusted CA; that plus the host name ma
 
 TRACE_EVENTS = (
     "RECEIVE", "REJECT", "AGENTINFO", "ROUTE", "EXPAND", "RULE", "QUARANTINE", "RELEASE",
-    "DELIVER", "DEFER", "FAIL", "DSN", "DEADLETTER", "SCAN", "MALWARE",
+    "DELIVER", "DEFER", "FAIL", "DSN", "DEADLETTER", "SCAN", "MALWARE", "SPAM", "DELETE", "REDIRECT",
 )
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -101,6 +101,9 @@ class Envelope(BaseModel):
     """Delivery attempts made by egress so far."""
     first_attempt_at: datetime | None = None
     last_error: str | None = None
+    released_from: str | None = None
+    """Set when a quarantined message is released: the quarantine id. Routing then skips the action
+    of the verdict that held it (EOP's ``SFV:SKQ``) and routes it to its recipients."""
 
     def next_stage(self, current: str) -> str | None:
         """The stage after ``current`` in the itinerary, or None when it is the last."""

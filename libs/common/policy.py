@@ -349,6 +349,72 @@ class Antimalware(_Strict):
         return out
 
 
+SpamCategory = Literal["hcphish", "phish", "hcspam", "spoof", "spam", "bulk"]
+"""Antispam verdict categories, strongest first (malware, from the antivirus stage, outranks them all)."""
+
+SpamAction = Literal["deliver", "junk", "prepend_subject", "redirect", "quarantine", "delete", "reject"]
+"""What routing does with a message of a category: deliver untouched; deliver with the junk headers
+(the mailbox server files it as junk); prepend ``subject_prefix`` to its Subject; redirect it to
+``redirect_to``; quarantine it; delete it (traced); reject it with an NDR (DMARC reject only: spam is
+never bounced to its forged sender)."""
+
+
+class SpamActions(_Strict):
+    spam: SpamAction = "junk"
+    hcspam: SpamAction = "quarantine"
+    phish: SpamAction = "quarantine"
+    hcphish: SpamAction = "quarantine"
+    spoof: SpamAction = "quarantine"
+    bulk: SpamAction = "junk"
+    dmarc_reject: SpamAction = "reject"
+    """A sender domain whose DMARC policy is ``p=reject`` failed DMARC (answer ``5.7.509``)."""
+    dmarc_quarantine: SpamAction = "quarantine"
+    """A sender domain whose DMARC policy is ``p=quarantine`` failed DMARC."""
+
+    @model_validator(mode="after")
+    def _no_backscatter(self) -> SpamActions:
+        for name in ("spam", "hcspam", "phish", "hcphish", "spoof", "bulk"):
+            if getattr(self, name) == "reject":
+                raise ValueError(f"{name}: reject is not allowed (spam is never bounced to its forged sender)")
+        return self
+
+
+class Antispam(_Strict):
+    authserv_id: str | None = None
+    """The authserv-id of the ``Authentication-Results`` header (default: ``organization.hostname``)."""
+    bulk_threshold: int = Field(7, ge=1, le=9)
+    """A bulk complaint level (BCL) at or over this makes the message bulk (SCL 6)."""
+    actions: SpamActions = Field(default_factory=SpamActions)
+    subject_prefix: str = "[SPAM] "
+    """Text ``prepend_subject`` puts before the Subject."""
+    redirect_to: str | None = None
+    """Address ``redirect`` sends the message to instead of its recipients."""
+
+    @model_validator(mode="after")
+    def _redirect_target(self) -> Antispam:
+        uses = [k for k, v in self.actions.model_dump().items() if v == "redirect"]
+        if uses and not self.redirect_to:
+            raise ValueError(f"actions {', '.join(uses)} redirect, but redirect_to is not set")
+        return self
+
+
+class QuarantineRetention(_Strict):
+    default_days: int = Field(30, ge=1, le=365)
+    spam_days: int = Field(30, ge=1, le=30)
+    """Retention of spam, bulk and spoof quarantined by the antispam verdict (1-30 days, as EOP)."""
+
+
+class Quarantine(_Strict):
+    retention: QuarantineRetention = Field(default_factory=QuarantineRetention)
+    release_by: dict[str, Literal["admin", "user"]] = Field(
+        default_factory=lambda: {"malware": "admin", "hcphish": "admin"}
+    )
+    """Who may release a message held for a reason (a verdict category or ``rule``); a reason not
+    listed may be released by recipients (``user``). Malware is released by administrators only."""
+    admin_notify: str | None = None
+    """Address told about every message quarantined for malware (``None``: nobody)."""
+
+
 class Pipeline(_Strict):
     filters: list[str] = Field(default_factory=list)
     """Filter stages between ingress and routing, in order."""
@@ -380,6 +446,8 @@ class Policy(_Strict):
     pipeline: Pipeline = Field(default_factory=Pipeline)
     connection_filter: ConnectionFilter = Field(default_factory=ConnectionFilter)
     antimalware: Antimalware = Field(default_factory=Antimalware)
+    antispam: Antispam = Field(default_factory=Antispam)
+    quarantine: Quarantine = Field(default_factory=Quarantine)
 
     @field_validator("directory")
     @classmethod
