@@ -121,7 +121,10 @@ def _verify_one(data: bytes, index: int, tags: dict[str, str], keys: _Keys, mink
     except dkim.KeyFormatError as exc:
         return DkimResult("permerror", reason=f"bad key: {exc}", **base)
     except dkim.DKIMException as exc:
-        return DkimResult("permerror", reason=str(exc) or type(exc).__name__, **base)
+        text = str(exc) or type(exc).__name__
+        if text.startswith(("body hash mismatch", "x= value is past")):  # RFC 6376 6.1: PERMFAIL, not a syntax error
+            return DkimResult("fail", reason=text.split(" (", 1)[0], **base)
+        return DkimResult("permerror", reason=text, **base)
     except Exception as exc:  # a malformed message must give a result, never an exception
         return DkimResult("permerror", reason=f"{type(exc).__name__}: {exc}", **base)
     if ok:

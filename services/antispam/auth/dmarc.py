@@ -83,7 +83,7 @@ def parse_record(domain: str, text: str) -> DmarcRecord:
         if not equals:
             raise ValueError(f"bad tag {part.strip()!r}")
         tags.setdefault(name.strip().lower(), value.strip())
-    if tags.get("v") != "DMARC1":
+    if tags.get("v") != "DMARC1" or next(iter(tags)) != "v":
         raise ValueError("v=DMARC1 must come first")
     p = tags.get("p", "").lower()
     if p not in _POLICIES:
