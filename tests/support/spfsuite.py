@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
 
 from mailmoat_antispam.auth.resolver import DnsAnswer
+from tests.support.dnsserver import DnsServer
 
 SUITE = Path(__file__).resolve().parent.parent / "data" / "spf" / "rfc7208-tests.yml"
 
@@ -126,4 +128,73 @@ def _text(rtype: str, value: Any) -> str:
     return str(value)
 
 
-__all__ = ["SUITE", "SpfCase", "TableResolver", "load_cases"]
+_RDATA = {"A": A, "AAAA": AAAA, "PTR": PTR, "CNAME": CNAME}
+
+
+def _rr(name: str, rtype: str, value: Any) -> RR | None:
+    if rtype == "TXT":
+        strings = [chunk.encode("utf-8")[i:i + 255] for chunk in value for i in range(0, max(len(chunk), 1), 255)]
+        # A TXT record of no strings (the suite's null-text case) is malformed on the wire (RFC 1035 3.3.14);
+        # one empty string is the nearest well-formed record and means the same to SPF (not a record).
+        strings = strings or [b""]
+        return RR(name, QTYPE.TXT, rdata=TXT(strings), ttl=60)
+    if rtype == "MX":
+        return RR(name, QTYPE.MX, rdata=MX(str(value[1]), int(value[0])), ttl=60)
+    if rtype in _RDATA:
+        return RR(name, getattr(QTYPE, rtype), rdata=_RDATA[rtype](str(value)), ttl=60)
+    return None  # type SPF (99): RFC 7208 no longer looks it up
+
+
+class SuiteDnsServer(DnsServer):
+    """A scenario's zone data served over UDP/TCP on loopback, with the suite's timeout conventions:
+    a type listed before a name's ``TIMEOUT`` entry is answered, any other type gets no reply at all;
+    names under ``error.`` get no reply; a CNAME is answered with its target's records (one level)."""
+
+    def __init__(self, zone: dict[str, list[Any]]):
+        super().__init__()
+        self.zone = zone
+        self.answered_types: dict[str, set[str] | None] = {}
+        for name, entries in zone.items():
+            seen: set[str] = set()
+            for entry in entries:
+                if entry == "TIMEOUT":
+                    self.answered_types[name] = set(seen)
+                    break
+                rtype, value = entry
+                if value == "TIMEOUT":
+                    self.answered_types.setdefault(name, None)
+                    continue
+                seen.add(rtype)
+                rr = _rr(name + ".", rtype, value)
+                if rr is not None:
+                    self.rrs.append(rr)
+
+    def answer(self, data: bytes) -> bytes | None:
+        request = DNSRecord.parse(data)
+        qname = str(request.q.qname).lower().rstrip(".")
+        qtype = QTYPE[request.q.qtype]
+        with self.lock:
+            self.queries.append((qname, qtype))
+        if qname in self.answered_types:
+            answered = self.answered_types[qname]
+            if answered is None or qtype not in answered:
+                return None
+        if qname not in self.zone and qname.startswith("error."):
+            return None
+        reply = request.reply()
+        known = [rr for rr in self.rrs if str(rr.rname).lower().rstrip(".") == qname]
+        if not known:
+            reply.header.rcode = RCODE.NXDOMAIN
+        for rr in known:
+            kind = QTYPE[rr.rtype]
+            if kind == qtype:
+                reply.add_answer(rr)
+            elif kind == "CNAME":
+                reply.add_answer(rr)
+                target = str(rr.rdata.label).lower().rstrip(".")
+                reply.add_answer(*[t for t in self.rrs
+                                   if str(t.rname).lower().rstrip(".") == target and QTYPE[t.rtype] == qtype])
+        return reply.pack()
+
+
+__all__ = ["SUITE", "SpfCase", "SuiteDnsServer", "TableResolver", "load_cases"]
