@@ -293,3 +293,38 @@ def test_answer_cache_expires_and_never_keeps_temporary_errors() -> None:
     for name in ("c", "d", "e"):
         cache.put(name, "A", DnsAnswer("nodata"), 10)
     assert len(cache) == 2
+
+
+# --- nothing the message or DNS does makes authenticate() raise ----------------------------------
+
+MALFORMED = [
+    b"",
+    b"no header end at all",
+    b"\x00\xff\xfe binary\r\n\r\n\x00",
+    b"From: <@>\r\nFrom: nobody\r\n\r\n",
+    b"From: a@b\xff\xfe.test\r\nDKIM-Signature: d=\xff; s=\x00; b=; bh=; h=from\r\n\r\nx",
+    b"DKIM-Signature: v=1; a=rsa-sha256; d=bank.test; s=s1; h=from; bh=!!!; b=@@@\r\nFrom: a@bank.test\r\n\r\n",
+    b"ARC-Seal: i=x; d=; s=\r\nARC-Message-Signature: garbage\r\nARC-Authentication-Results: nothing\r\n"
+    b"From: a@bank.test\r\n\r\n",
+    b"From: a@one.test, b@two.test\r\n\r\n",
+    b"Authentication-Results:\r\nAuthentication-Results: (unterminated\r\n\r\n",
+    b"".join(b"DKIM-Signature: v=1; d=d%d.test; s=s\r\n" % i for i in range(30)) + b"From: a@bank.test\r\n\r\n",
+    b"".join(b"ARC-Seal: i=%d; d=d.test; s=s\r\n" % i for i in range(60)) + b"From: a@bank.test\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("message", MALFORMED)
+async def test_malformed_messages_give_results_not_exceptions(message: bytes) -> None:
+    from mailmoat_antispam.auth import authenticate
+    from mailmoat_common.models import Envelope
+    from mailmoat_common.policy import Policy
+
+    resolver = TableResolver({"bank.test": ["TIMEOUT"], "_dmarc.bank.test": [("TXT", ["v=DMARC1; p=reject"])]})
+    for mail_from, helo in (("a@bank.test", "x.test"), ("", ""), ("weird@", "[1.2.3.4]"), ("@@", "a..b")):
+        envelope = Envelope(client_ip="192.0.2.1", mail_from=mail_from, helo=helo, rcpt_to=["u@ours.test"])
+        result = await authenticate(envelope, message, resolver, Policy())
+        header = authentication_results("mx.ours.test", result)
+        assert header.startswith(b"Authentication-Results: mx.ours.test;") and header.endswith(b"\r\n")
+        assert all(32 <= c < 127 for c in header.replace(b"\r\n ", b"")[:-2])
+        assert len(result.dkim) <= 30 and all(r.result != "pass" for r in result.dkim)
+        assert result.arc.result in ("none", "fail")

@@ -28,6 +28,7 @@ Policy fields read: ``antispam.authserv_id``, ``antispam.trusted_arc_sealers``, 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -41,6 +42,8 @@ from mailmoat_antispam.auth.results import authentication_results
 from mailmoat_antispam.auth.spf import SpfResult, check_spf
 from mailmoat_common.models import Envelope
 from mailmoat_common.policy import Policy
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -92,9 +95,16 @@ async def _spf(envelope: Envelope, resolver: Resolver, policy: Policy) -> SpfRes
             return await check_spf(resolver, envelope.client_ip, envelope.mail_from, envelope.helo or "",
                                    receiver=receiver)
     except TimeoutError:
-        domain = envelope.mail_from.rpartition("@")[2] if "@" in envelope.mail_from else (envelope.helo or "")
-        identity = "mailfrom" if "@" in envelope.mail_from else "helo"
-        return SpfResult("temperror", domain.lower(), identity, f"SPF took longer than {policy.antispam.spf_timeout}s")
+        return _spf_failed(envelope, "temperror", f"SPF took longer than {policy.antispam.spf_timeout}s")
+    except Exception as exc:  # a defect must not lose the message: the check is reported as failed
+        log.exception("SPF evaluation failed for %s", envelope.id)
+        return _spf_failed(envelope, "permerror", f"internal error: {type(exc).__name__}")
+
+
+def _spf_failed(envelope: Envelope, result: str, reason: str) -> SpfResult:
+    domain = envelope.mail_from.rpartition("@")[2] if "@" in envelope.mail_from else (envelope.helo or "")
+    identity = "mailfrom" if "@" in envelope.mail_from else "helo"
+    return SpfResult(result, domain.lower(), identity, reason)
 
 
 async def _dmarc_record(resolver: Resolver, authors: list[str]) -> Discovery | None:

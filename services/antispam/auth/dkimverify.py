@@ -18,6 +18,12 @@ import dkim.util
 from mailmoat_antispam.auth.headers import Field, fields
 from mailmoat_antispam.auth.resolver import DnsAnswer, Resolver
 
+MAX_SIGNATURES = 10
+"""Signatures verified per message; more get ``policy`` (RFC 6376 6.1 lets a verifier limit the work)."""
+
+MAX_ARC_SETS = 50
+"""RFC 8617 4.2.1: a chain of more than 50 sets fails."""
+
 _quiet = logging.getLogger("mailmoat.antispam.dkim")
 _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
@@ -26,7 +32,7 @@ _quiet.propagate = False
 @dataclass(frozen=True)
 class DkimResult:
     result: str
-    """pass, fail, neutral, temperror or permerror (RFC 8601 2.7.1)."""
+    """pass, fail, policy, temperror or permerror (RFC 8601 2.7.1)."""
     domain: str = ""
     """The signing domain (``d=``)."""
     selector: str = ""
@@ -90,13 +96,17 @@ async def verify_dkim(data: bytes, resolver: Resolver, *, minkey: int = 1024) ->
     signatures = _signatures(fields(data))
     if not signatures:
         return []
-    keys = await _fetch(resolver, filter(None, (_key_name(t) for t in signatures)))
+    keys = await _fetch(resolver, filter(None, (_key_name(t) for t in signatures[:MAX_SIGNATURES])))
     return await asyncio.to_thread(_verify_all, data, signatures, keys, minkey)
 
 
 def _verify_all(data: bytes, signatures: list[dict[str, str]], keys: _Keys, minkey: int) -> list[DkimResult]:
     results: list[DkimResult] = []
     for index, tags in enumerate(signatures):
+        if index >= MAX_SIGNATURES:
+            results.append(DkimResult("policy", tags.get("d", "").strip().lower(), tags.get("s", "").strip(),
+                                      reason=f"not verified: more than {MAX_SIGNATURES} signatures"))
+            continue
         results.append(_verify_one(data, index, tags, keys, minkey))
     return results
 
@@ -147,6 +157,8 @@ async def verify_arc(data: bytes, resolver: Resolver, *, minkey: int = 1024) -> 
     results = [f for f in headers if f.name.lower() == "arc-authentication-results"]
     if not seals and not signatures and not results:
         return ArcResult("none", "no ARC sets")
+    if len(seals) > MAX_ARC_SETS or len(signatures) > MAX_ARC_SETS:
+        return ArcResult("fail", f"more than {MAX_ARC_SETS} ARC sets")
     by_instance = sorted((_instance(t), t.get("d", "").strip().lower()) for t in seals)
     sealers = tuple(d for _, d in by_instance)
     newest = max((i for i, _ in by_instance), default=0)

@@ -95,22 +95,18 @@ class AuthResolver:
         if cached is not None:
             return cached
         key = (name, rdtype)
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[DnsAnswer] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            answer, ttl = await self._ask(name, rdtype)
-            self.cache.put(name, rdtype, answer, ttl)
-            future.set_result(answer)
-            return answer
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody else must
-            raise
-        finally:
-            del self._inflight[key]
+        task = self._inflight.get(key)
+        if task is None:
+            # A task of its own: a caller cancelled (its time ran out) does not cancel the others' answer.
+            task = asyncio.ensure_future(self._ask_and_keep(name, rdtype))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _ask_and_keep(self, name: str, rdtype: str) -> DnsAnswer:
+        answer, ttl = await self._ask(name, rdtype)
+        self.cache.put(name, rdtype, answer, ttl)
+        return answer
 
     async def _ask(self, name: str, rdtype: str) -> tuple[DnsAnswer, float]:
         self.queries += 1

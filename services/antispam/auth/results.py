@@ -13,7 +13,8 @@ _MAX_COMMENT = 200
 
 
 def _value(text: str) -> str:
-    """A token as is, anything else as a quoted-string."""
+    """A token as is, anything else as a quoted-string (characters a header cannot carry become ``?``)."""
+    text = "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in text)
     if _TOKEN.match(text):
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
@@ -28,7 +29,15 @@ def _comment(text: str) -> str:
 
 
 def _domain(text: str) -> str:
-    return _value(text.encode("idna").decode("ascii") if not text.isascii() else text) if text else '""'
+    """A domain as an A-label; a name that is not valid IDNA is shown quoted with its odd characters as ``?``."""
+    if not text:
+        return '""'
+    if not text.isascii():
+        try:
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            text = "".join(c if c.isascii() and c.isprintable() else "?" for c in text)
+    return _value(text)
 
 
 def resinfos(result: AuthResult) -> list[str]:
