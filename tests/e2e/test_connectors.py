@@ -15,7 +15,6 @@ import smtplib
 import ssl
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -201,7 +200,7 @@ def test_inbound_partner_by_ip_and_others_unaffected(gateway_factory, sink: Smtp
     # the partner's IP in clear text, whatever the sender: refused
     code, reply = send(port, "x@anything.example", ["alice@example.com"], message("ip clear"), source="127.0.0.7")
     assert (code, reply) == (530, "5.7.0 Must issue a STARTTLS command first")
-    event = [e for e in trace_for_sender("x@anything.example", "REJECT") if e["event"] == "REJECT"][0]
+    event = next(e for e in trace_for_sender("x@anything.example", "REJECT") if e["event"] == "REJECT")
     assert event["data"]["connector"] == "contoso"
     # over STARTTLS (no certificate needed for this connector): accepted
     code, reply = send(port, "y@anything.example", ["alice@example.com"], message("ip tls"),
@@ -253,7 +252,7 @@ def test_outbound_connector_verifies_the_partner(gateway_factory, sink: SmtpSink
     (got,) = partner_sinks["good"].wait_for(1)
     assert got.tls and got.rcpt_tos == ["bob@good.partner.example"] and got.mail_from == "good@example.com"
     events = trace_for_sender("good@example.com", "DELIVER")
-    route = [e for e in events if e["event"] == "ROUTE"][0]
+    route = next(e for e in events if e["event"] == "ROUTE")
     assert route["detail"] == "connector:good" and route["data"]["route"]["tls"] == "verify"
 
     # every other case: deferred, then bounced to the sender when the message expires
@@ -273,3 +272,43 @@ def test_outbound_connector_verifies_the_partner(gateway_factory, sink: SmtpSink
     for name in ("wrong", "expired", "plain"):
         assert partner_sinks[name].messages == [] and partner_sinks[name].refused == [], name
     assert len(partner_sinks["good"].messages) == 1
+
+
+ALLOW = """
+organization:
+  hostname: gw.mailmoat.test
+accepted_domains:
+  - domain: example.com
+    route: onprem
+routes:
+  onprem:
+    hosts: ["127.0.0.1:{sink_port}"]
+    tls: none
+pipeline:
+  filters: [connection_filter]
+connection_filter:
+  ip_block: [127.0.0.0/29]
+  ptr: false
+  helo: false
+connectors:
+  inbound:
+    - name: contoso
+      sender_ips: [127.0.0.7]
+      require_tls: true
+      allow_list: true
+"""
+
+
+def test_partner_ips_on_the_allow_list(gateway_factory, sink: SmtpSink, certs) -> None:
+    gateway = gateway_factory(ALLOW, env=tls_env(certs),
+                              services=("ingress", "connection_filter", "routing", "egress"))
+    # a neighbour in the blocked range is refused at the greeting; the partner is allow-listed
+    with pytest.raises(smtplib.SMTPConnectError) as refused:
+        send(gateway.smtp_port, "n@anything.example", ["alice@example.com"], message("blocked"), source="127.0.0.6")
+    assert refused.value.smtp_code == 550
+    code, reply = send(gateway.smtp_port, "p@contoso.example", ["alice@example.com"], message("allowed"),
+                       tls=client_context(certs["ca"]), source="127.0.0.7")
+    assert code == 250, reply
+    (got,) = sink.wait_for(1)
+    header = got.data.split(b"\r\n\r\n", 1)[0].decode()
+    assert "X-Mailmoat-Connection-Report:" in header and "IPV:CAL" in header, header

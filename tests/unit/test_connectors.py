@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
+import trustme
 
 from mailmoat_common.models import Envelope
 from mailmoat_common.policy import PolicyError, parse_policy, stronger_tls
@@ -13,8 +16,10 @@ from mailmoat_ingress.connectors import (
     cert_matches,
     check_mail,
     peer_tls,
+    server_context,
 )
 from mailmoat_routing.decide import plan_routes, route_for, select_outbound
+from tests.support.certs import write_ca, write_leaf
 
 POLICY = """
 organization:
@@ -250,3 +255,15 @@ def test_mx_connector_splits_per_domain(policy) -> None:
         ("a.partner.example", ["a@a.partner.example", "c@a.partner.example"]),
         ("b.partner.example", ["b@b.partner.example"]),
     ]
+
+
+def test_server_context_asks_for_client_certificates_only_with_a_ca(tmp_path) -> None:
+    ca = trustme.CA()
+    cert, key = write_leaf(ca.issue_cert("gw.example"), tmp_path, "gw")
+    without = server_context(cert, key, None)
+    assert without.verify_mode == ssl.CERT_NONE
+    with_ca = server_context(cert, key, write_ca(ca, tmp_path / "ca.pem"))
+    assert with_ca.verify_mode == ssl.CERT_OPTIONAL
+    assert [c["subject"] for c in with_ca.get_ca_certs()] == [
+        c["subject"] for c in ssl.create_default_context(cafile=str(tmp_path / "ca.pem")).get_ca_certs()
+    ]  # the partner CAs alone, not the system's
