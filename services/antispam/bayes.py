@@ -1,0 +1,155 @@
+"""A naive Bayes classifier with Robinson's token probabilities and Fisher's chi-square combining
+(as SpamBayes), its token counts in Redis.
+
+``tokens`` and ``spam_probability`` are pure; ``BayesStore`` holds the counts: ``<prefix>:spam`` and
+``<prefix>:ham`` hashes (token → messages that held it), ``<prefix>:count`` (messages learned of
+each class) and ``<prefix>:seen`` (digests of learned messages, so a message is learned once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mailmoat_antispam.content import Content, url_host
+
+MAX_TOKENS = 3000
+"""Distinct tokens kept per message."""
+MAX_DISCRIMINATORS = 150
+STRENGTH = 0.45
+"""Robinson's s: weight of the unknown-word probability x."""
+UNKNOWN = 0.5
+MIN_DISTANCE = 0.1
+"""Tokens whose probability is closer than this to 0.5 are not counted."""
+
+_WORD = re.compile(r"[^\W_][\w'$.-]*[^\W_]|\w", re.UNICODE)
+_ADDRESS = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
+
+
+def _words(text: str, prefix: str) -> Iterable[str]:
+    for word in _WORD.findall(text):
+        word = word.lower()
+        if 3 <= len(word) <= 20:
+            yield prefix + word
+        elif len(word) > 20:
+            yield f"{prefix}skip:{word[0]}{len(word) // 10 * 10}"
+
+
+def tokens(content: Content) -> list[str]:
+    """The distinct tokens of a message: subject, From and body words, URL hosts, content facts."""
+    out: dict[str, None] = {}
+    for token in _words(content.subject, "s:"):
+        out.setdefault(token, None)
+    for value in content.header("from"):
+        for domain in _ADDRESS.findall(value):
+            out.setdefault("from:" + domain.lower(), None)
+        for token in _words(value, "f:"):
+            out.setdefault(token, None)
+    for name in ("content-type", "x-mailer", "list-id", "precedence"):
+        value = content.first(name)
+        if value:
+            out.setdefault(f"h:{name}:{value.split(';')[0].strip().lower()[:40]}", None)
+    for url in content.urls:
+        host = url_host(url)
+        parts = host.split(".")
+        out.setdefault("url:" + ".".join(parts[-2:]), None)
+    if content.html:
+        out.setdefault("html:yes", None)
+    for token in _words(content.text[:200_000], ""):
+        out.setdefault(token, None)
+        if len(out) >= MAX_TOKENS:
+            break
+    return list(out)
+
+
+def chi2q(x2: float, dof: int) -> float:
+    """Probability that chi-square with ``dof`` (even) degrees of freedom is at least ``x2``."""
+    m = x2 / 2.0
+    term = total = math.exp(-m)
+    for i in range(1, dof // 2):
+        term *= m / i
+        total += term
+    return min(total, 1.0)
+
+
+def token_probability(spam_hits: int, ham_hits: int, nspam: int, nham: int) -> float:
+    spam_ratio = spam_hits / max(nspam, 1)
+    ham_ratio = ham_hits / max(nham, 1)
+    if spam_ratio + ham_ratio == 0:
+        return UNKNOWN
+    p = spam_ratio / (spam_ratio + ham_ratio)
+    n = spam_hits + ham_hits
+    return (STRENGTH * UNKNOWN + n * p) / (STRENGTH + n)
+
+
+def spam_probability(counts: Iterable[tuple[int, int]], nspam: int, nham: int) -> float:
+    """Fisher-combined spam probability (0..1) from each token's (spam, ham) counts."""
+    probs = [token_probability(s, h, nspam, nham) for s, h in counts if s or h]
+    probs = [p for p in probs if abs(p - 0.5) >= MIN_DISTANCE]
+    probs.sort(key=lambda p: -abs(p - 0.5))
+    probs = probs[:MAX_DISCRIMINATORS]
+    if not probs:
+        return 0.5
+    n = len(probs)
+    ln_spam = sum(math.log(max(1.0 - p, 1e-200)) for p in probs)
+    ln_ham = sum(math.log(max(p, 1e-200)) for p in probs)
+    s = 1.0 - chi2q(-2.0 * ln_spam, 2 * n)
+    h = 1.0 - chi2q(-2.0 * ln_ham, 2 * n)
+    return (s - h + 1.0) / 2.0
+
+
+@dataclass(frozen=True)
+class BayesResult:
+    probability: float | None
+    """None when not enough mail was learned yet."""
+    nspam: int
+    nham: int
+
+
+class BayesStore:
+    """Token counts in Redis (``redis.asyncio`` client, bytes or str responses)."""
+
+    def __init__(self, redis, prefix: str = "mailmoat:bayes"):
+        self.redis = redis
+        self.prefix = prefix
+
+    async def counts(self) -> tuple[int, int]:
+        values = await self.redis.hmget(f"{self.prefix}:count", "spam", "ham")
+        return int(values[0] or 0), int(values[1] or 0)
+
+    async def classify(self, toks: list[str], min_spam: int, min_ham: int) -> BayesResult:
+        nspam, nham = await self.counts()
+        if nspam < min_spam or nham < min_ham or not toks:
+            return BayesResult(None, nspam, nham)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(f"{self.prefix}:spam", toks)
+            pipe.hmget(f"{self.prefix}:ham", toks)
+            spam_counts, ham_counts = await pipe.execute()
+        pairs = [(int(s or 0), int(h or 0)) for s, h in zip(spam_counts, ham_counts, strict=True)]
+        return BayesResult(spam_probability(pairs, nspam, nham), nspam, nham)
+
+    async def learn(self, data: bytes, toks: list[str], label: str) -> bool:
+        """Count a message's tokens as ``spam`` or ``ham``; False when it was learned before (as
+        that class; learned as the other class it is moved)."""
+        if label not in ("spam", "ham"):
+            raise ValueError(label)
+        digest = hashlib.sha256(data).hexdigest()[:32]
+        previous = await self.redis.hget(f"{self.prefix}:seen", digest)
+        if isinstance(previous, bytes):
+            previous = previous.decode()
+        if previous == label:
+            return False
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if previous:
+                for token in toks:
+                    pipe.hincrby(f"{self.prefix}:{previous}", token, -1)
+                pipe.hincrby(f"{self.prefix}:count", previous, -1)
+            for token in toks:
+                pipe.hincrby(f"{self.prefix}:{label}", token, 1)
+            pipe.hincrby(f"{self.prefix}:count", label, 1)
+            pipe.hset(f"{self.prefix}:seen", digest, label)
+            await pipe.execute()
+        return True

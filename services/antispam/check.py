@@ -1,0 +1,182 @@
+"""Run every antispam check of one message (the I/O is here: DNS, Redis, engines), then ``score.decide``.
+
+``Checker.check`` never raises for anything the message, DNS, Redis or an engine does: a check that
+cannot run is left out and named in the verdict's ``notes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from mailmoat_antispam import asf, bayes, bulk, engines, rules, uribl
+from mailmoat_antispam.auth import AuthResolver, authenticate
+from mailmoat_antispam.auth.resolver import Resolver
+from mailmoat_antispam.content import Content, parse
+from mailmoat_antispam.score import Allowance, Findings, allowance, decide
+from mailmoat_common.dns import ResolverConfig
+from mailmoat_common.models import Envelope, Verdict
+from mailmoat_common.policy import Policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    verdict: Verdict
+    content: Content
+    findings: Findings
+    allowed: Allowance | None
+    auth: Any = None
+    """The ``AuthResult`` (None when authentication did not run)."""
+
+
+def bayes_hits(probability: float | None, settings) -> list[rules.Hit]:
+    if probability is None:
+        return []
+    if probability >= 0.99:
+        return [rules.Hit("BAYES_99", settings.spam_score)]
+    if probability >= 0.9:
+        return [rules.Hit("BAYES_90", settings.spam_score / 2)]
+    if probability <= 0.01:
+        return [rules.Hit("BAYES_00", settings.ham_score)]
+    return []
+
+
+def auth_hits(detail: dict[str, Any]) -> list[rules.Hit]:
+    hits = []
+    spf = (detail.get("spf") or {}).get("result")
+    if spf == "fail":
+        hits.append(rules.Hit("SPF_FAIL", 1.0))
+    elif spf == "softfail":
+        hits.append(rules.Hit("SPF_SOFTFAIL", 0.5))
+    if (detail.get("dmarc") or {}).get("result") == "fail":
+        hits.append(rules.Hit("DMARC_FAIL", 1.5))
+    return hits
+
+
+def content_findings(envelope: Envelope, data: bytes, content: Content, policy: Policy) -> Findings:
+    """The pure checks: GTUBE, policy rules, header heuristics, DNSBL facts, BCL."""
+    spam = policy.antispam
+    findings = Findings()
+    findings.gtube = rules.gtube(content, data)
+    if findings.gtube:
+        findings.hits.append(rules.Hit("GTUBE", 1000.0))
+    findings.hits += rules.policy_rules(spam.rules, content)
+    findings.hits += rules.header_heuristics(content)
+    cf = envelope.verdicts.get("connection_filter")
+    dnsbl_score = float(cf.detail.get("dnsbl_score") or 0) if cf is not None else 0.0
+    if dnsbl_score:
+        findings.hits.append(rules.Hit("DNSBL", round(dnsbl_score * spam.dnsbl_factor, 2)))
+    findings.bcl, findings.bulk_signals = bulk.bulk_level(content, envelope.mail_from, spam.bulk_senders,
+                                                          spam.bulk_sender_bcl)
+    return findings
+
+
+class Checker:
+    """The clients the checks need, built once per process."""
+
+    def __init__(self, redis=None, auth_resolver: Resolver | None = None, uribl_resolver: Resolver | None = None,
+                 http=None):
+        self.redis = redis
+        self._auth_resolver = auth_resolver
+        self._uribl_resolver = uribl_resolver
+        self._keys: dict[str, tuple] = {}
+        self.http = http
+
+    def _resolver(self, kind: str, policy: Policy, timeout: float) -> Resolver:
+        fixed = self._auth_resolver if kind == "auth" else self._uribl_resolver
+        if fixed is not None:
+            return fixed
+        key = (tuple(policy.dns.nameservers), policy.dns.port, timeout)
+        current = getattr(self, f"_{kind}_built", None)
+        if current is None or self._keys.get(kind) != key:
+            current = AuthResolver(ResolverConfig(*key))
+            setattr(self, f"_{kind}_built", current)
+            self._keys[kind] = key
+        return current
+
+    async def check(self, envelope: Envelope, data: bytes, policy: Policy, *, authenticate_sender: bool = True
+                    ) -> Outcome:
+        spam = policy.antispam
+        content = await asyncio.to_thread(parse, data) if len(data) > 65536 else parse(data)
+        auth_result = None
+        auth_detail: dict[str, Any] = {}
+        if authenticate_sender:
+            try:
+                auth_result = await authenticate(envelope, data, self._resolver("auth", policy, policy.dns.timeout),
+                                                 policy)
+                auth_detail = auth_result.detail()
+            except Exception:  # authentication never loses a message
+                log.exception("authentication failed for %s", envelope.id)
+        allowed = allowance(envelope, content, policy)
+        if allowed is not None and allowed.kind != "blocked":
+            findings = Findings(auth=auth_detail)
+            findings.bcl, findings.bulk_signals = bulk.bulk_level(content, envelope.mail_from, spam.bulk_senders,
+                                                                  spam.bulk_sender_bcl)
+            return Outcome(decide(findings, spam, allowed), content, findings, allowed, auth_result)
+        findings = content_findings(envelope, data, content, policy)
+        findings.auth = auth_detail
+        findings.hits += auth_hits(auth_detail)
+        facts = {"spf": (auth_detail.get("spf") or {}).get("result", ""), "mail_from": envelope.mail_from}
+        findings.asf = asf.advanced_checks(spam.advanced, content, facts)
+        extra = await asyncio.gather(self._uribl(content, policy, findings), self._bayes(content, policy, findings),
+                                     self._engines(envelope, data, policy, findings))
+        for hits in extra:
+            findings.hits += hits
+        return Outcome(decide(findings, spam, allowed), content, findings, allowed, auth_result)
+
+    async def _uribl(self, content: Content, policy: Policy, findings: Findings) -> list[rules.Hit]:
+        spam = policy.antispam
+        if not spam.uribl or not content.urls:
+            return []
+        names = uribl.lookup_names(content.urls, spam.max_urls)
+        resolver = self._resolver("uribl", policy, spam.uribl_timeout)
+
+        async def ask(name: str, zone: str):
+            try:
+                async with asyncio.timeout(spam.uribl_timeout + 0.5):
+                    return await resolver.query(f"{name}.{zone}", "A")
+            except TimeoutError:
+                return None
+
+        pairs = [(name, zone) for zone in spam.uribl for name in names]
+        answers = await asyncio.gather(*(ask(n, z.zone) for n, z in pairs))
+        hits: dict[str, rules.Hit] = {}
+        for (name, zone), answer in zip(pairs, answers, strict=True):
+            if answer is None or answer.status == "temperror":
+                findings.notes.append(f"uribl {zone.zone}: no answer for {name}")
+            elif answer.status == "ok" and uribl.listed(answer.records):
+                hits.setdefault(zone.zone, rules.Hit(f"URIBL_{zone.zone}", zone.score, name))
+        return list(hits.values())
+
+    async def _bayes(self, content: Content, policy: Policy, findings: Findings) -> list[rules.Hit]:
+        settings = policy.antispam.bayes
+        if not settings.enabled or self.redis is None:
+            return []
+        store = bayes.BayesStore(self.redis, settings.key_prefix)
+        try:
+            result = await store.classify(bayes.tokens(content), settings.min_spam, settings.min_ham)
+        except Exception as exc:  # Redis trouble: score without the classifier
+            findings.notes.append(f"bayes: {type(exc).__name__}")
+            return []
+        findings.bayes = result.probability
+        return bayes_hits(result.probability, settings)
+
+    async def _engines(self, envelope: Envelope, data: bytes, policy: Policy, findings: Findings
+                       ) -> list[rules.Hit]:
+        cfg = policy.antispam.engines
+        jobs = []
+        if cfg.rspamd_url:
+            jobs.append(engines.rspamd_check(cfg.rspamd_url, envelope, data, cfg.timeout, self.http))
+        if cfg.spamd:
+            jobs.append(engines.spamd_check(cfg.spamd, data, cfg.timeout))
+        hits = []
+        for result in await asyncio.gather(*jobs):
+            if result is None:
+                findings.notes.append("an external engine did not answer")
+            else:
+                hits.append(rules.Hit(result.engine.upper(), round(result.score * cfg.weight, 2)))
+        return hits

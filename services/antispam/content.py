@@ -1,0 +1,173 @@
+"""Message content for scoring (pure): header fields, decoded text and HTML parts, URLs.
+
+Parts are decoded from base64 and quoted-printable and from their charset (unknown charsets as
+latin-1); the bytes of the message itself are never changed, this is a read-only view.
+"""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.policy
+import html
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from urllib.parse import urlsplit
+
+MAX_PART_BYTES = 2_000_000
+"""Text of one part beyond this is not looked at (scoring cost stays bounded)."""
+MAX_PARTS = 200
+
+_URL = re.compile(r"""(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+""")
+_HREF = re.compile(r"""(?is)\b(?:href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
+_TAG = re.compile(r"(?s)<[^>]*>")
+_SCRIPT_STYLE = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>")
+_TRAILING = ".,;:!?)]}'\""
+
+
+@dataclass
+class Content:
+    """What scoring reads of a message."""
+
+    headers: list[tuple[str, str]]
+    """(lower-case name, unfolded value) in order."""
+    subject: str = ""
+    text: str = ""
+    """Decoded text of all text parts (HTML reduced to text)."""
+    html: str = ""
+    """Decoded HTML of all HTML parts (markup kept, for the advanced spam filter)."""
+    urls: list[str] = field(default_factory=list)
+    """Distinct URLs from text and HTML, in order of appearance."""
+    parts: int = 0
+    attachments: int = 0
+    defects: list[str] = field(default_factory=list)
+    header_bytes: bytes = b""
+
+    def header(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for n, v in self.headers if n == name]
+
+    def first(self, name: str) -> str | None:
+        values = self.header(name)
+        return values[0] if values else None
+
+
+def split_header(data: bytes) -> tuple[bytes, bytes]:
+    """The header block and the body (at the first empty line)."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        index = data.find(sep)
+        if index >= 0:
+            return data[: index + len(sep) // 2], data[index + len(sep):]
+    return data, b""
+
+
+def _unfold(value: str) -> str:
+    return re.sub(r"\r?\n[ \t]+", " ", value).strip()
+
+
+def parse_headers(header_bytes: bytes) -> list[tuple[str, str]]:
+    """Header fields as (lower-case name, unfolded value); invalid lines are skipped."""
+    out: list[tuple[str, str]] = []
+    text = header_bytes.decode("utf-8", "replace")
+    for raw in re.split(r"\r?\n(?![ \t])", text):
+        name, colon, value = raw.partition(":")
+        if colon and name and not name[0].isspace():
+            out.append((name.strip().lower(), _unfold(value)))
+    return out
+
+
+def _decode_header(value: str) -> str:
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except Exception:
+        return value
+
+
+def _payload_text(part: Message) -> str:
+    try:
+        raw = part.get_payload(decode=True)
+    except Exception:
+        raw = None
+    if not isinstance(raw, bytes):
+        payload = part.get_payload()
+        return payload if isinstance(payload, str) else ""
+    raw = raw[:MAX_PART_BYTES]
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return raw.decode(charset, "replace")
+    except LookupError:
+        return raw.decode("latin-1")
+
+
+def html_to_text(markup: str) -> str:
+    text = _SCRIPT_STYLE.sub(" ", markup)
+    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", text)
+    return html.unescape(_TAG.sub(" ", text))
+
+
+def _clean_url(url: str) -> str:
+    url = html.unescape(url.strip()).rstrip(_TRAILING)
+    if url.lower().startswith("www."):
+        url = "http://" + url
+    return url
+
+
+def extract_urls(text: str, markup: str = "") -> list[str]:
+    """Distinct http(s)/ftp URLs from plain text and from HTML attributes and text, in order."""
+    seen: dict[str, None] = {}
+    for match in _HREF.finditer(markup):
+        value = next(g for g in match.groups() if g is not None)
+        if re.match(r"(?i)\s*(https?|ftp)://", value):
+            seen.setdefault(_clean_url(value), None)
+    for source in (text, html.unescape(markup)):
+        for match in _URL.finditer(source):
+            seen.setdefault(_clean_url(match.group(0)), None)
+    return [u for u in seen if u and url_host(u)]
+
+
+def url_host(url: str) -> str:
+    """The host name of a URL, lower case, without port or trailing dot ('' when none)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+    return host.rstrip(".").lower()
+
+
+def parse(data: bytes) -> Content:
+    """Read a message for scoring; never raises for a malformed message."""
+    header_bytes, _ = split_header(data)
+    headers = parse_headers(header_bytes)
+    content = Content(headers=headers, header_bytes=header_bytes)
+    subject = content.first("subject")
+    content.subject = _decode_header(subject) if subject else ""
+    try:
+        message = email.message_from_bytes(data, policy=email.policy.compat32)
+    except Exception as exc:  # pragma: no cover - the parser is lenient
+        content.defects.append(type(exc).__name__)
+        return content
+    texts: list[str] = []
+    markups: list[str] = []
+    for index, part in enumerate(message.walk()):
+        if index >= MAX_PARTS:
+            break
+        content.defects += [type(d).__name__ for d in getattr(part, "defects", [])]
+        if part.is_multipart():
+            continue
+        content.parts += 1
+        ctype = part.get_content_type()
+        disposition = (part.get("Content-Disposition") or "").lower()
+        if disposition.startswith("attachment") or not ctype.startswith("text/"):
+            content.attachments += 1
+            continue
+        body = _payload_text(part)
+        if ctype == "text/html":
+            markups.append(body)
+            texts.append(html_to_text(body))
+        else:
+            texts.append(body)
+    content.text = "\n".join(texts)
+    content.html = "\n".join(markups)
+    content.urls = extract_urls(content.text, content.html)
+    return content

@@ -1,0 +1,203 @@
+"""The antispam verdict (pure): scores of every check → SCL, BCL, categories, report header.
+
+SCL as Exchange Online Protection: -1 allow-listed (skips filtering), 0-1 clean, 5-6 spam, 7-9
+high-confidence spam; a BCL at or over the bulk threshold makes a clean message bulk (SCL 6).
+Categories, strongest first: hcphish, phish, hcspam, spoof, spam, bulk.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailmoat_antispam.asf import MARK, AsfHit
+from mailmoat_antispam.bulk import domain_in, sender_domains
+from mailmoat_antispam.content import Content
+from mailmoat_antispam.rules import Hit
+from mailmoat_common.models import Envelope, Verdict
+from mailmoat_common.policy import Antispam, Policy
+
+STAGE = "antispam"
+REPORT = b"X-Mailmoat-Antispam-Report"
+SCL_HEADER = b"X-Mailmoat-SCL"
+CATEGORIES = ("hcphish", "phish", "hcspam", "spoof", "spam", "bulk")
+CAT_CODES = {"hcphish": "HPHSH", "phish": "PHSH", "hcspam": "HSPM", "spoof": "SPOOF", "spam": "SPM", "bulk": "BULK"}
+FOLD_AT = 78
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:/=+\[\]@-]")
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """Why a message skips spam filtering (SCL -1), or why it is blocked outright."""
+
+    kind: str
+    """``ip_allow`` (connection filter), ``connector``, ``sender`` (allowed senders/domains),
+    ``blocked`` (blocked senders/domains)."""
+    reason: str
+
+
+def allowance(envelope: Envelope, content: Content, policy: Policy) -> Allowance | None:
+    """Allow lists first (IP allow list via the connection verdict, trusted partner connector, allowed
+    senders and domains), then the blocked senders and domains."""
+    cf = envelope.verdicts.get("connection_filter")
+    if cf is not None and cf.detail.get("scl") == -1:
+        return Allowance("ip_allow", "connection filter IP allow list")
+    if envelope.inbound_connector:
+        for connector in policy.connectors.inbound:
+            if connector.name == envelope.inbound_connector and connector.allow_list:
+                return Allowance("connector", f"partner connector {connector.name}")
+    spam = policy.antispam
+    addresses = _sender_addresses(envelope, content)
+    domains = sender_domains(content, envelope.mail_from)
+    for address in addresses:
+        if address in spam.allowed_senders:
+            return Allowance("sender", f"allowed sender {address}")
+    for domain in domains:
+        if domain_in(domain, spam.allowed_domains):
+            return Allowance("sender", f"allowed domain {domain}")
+    for address in addresses:
+        if address in spam.blocked_senders:
+            return Allowance("blocked", f"blocked sender {address}")
+    for domain in domains:
+        if domain_in(domain, spam.blocked_domains):
+            return Allowance("blocked", f"blocked domain {domain}")
+    return None
+
+
+def _sender_addresses(envelope: Envelope, content: Content) -> list[str]:
+    out = [envelope.mail_from.lower()] if envelope.mail_from else []
+    for value in content.header("from"):
+        match = re.search(r"[^<>\s@\"]+@[^<>\s@\"]+", value)
+        if match:
+            out.append(match.group(0).lower().rstrip(">"))
+    return out
+
+
+@dataclass
+class Findings:
+    """Everything the checks found, for ``decide``."""
+
+    hits: list[Hit] = field(default_factory=list)
+    gtube: bool = False
+    asf: list[AsfHit] = field(default_factory=list)
+    bcl: int = 0
+    bulk_signals: list[str] = field(default_factory=list)
+    bayes: float | None = None
+    auth: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    """Checks that could not run (DNS failure, engine down), for the verdict detail."""
+
+    @property
+    def score(self) -> float:
+        return round(sum(h.score for h in self.hits), 2)
+
+
+def scl_for(score: float, spam: Antispam) -> int:
+    if score >= 2 * spam.hcspam_score:
+        return 9
+    if score >= 1.5 * spam.hcspam_score:
+        return 8
+    if score >= spam.hcspam_score:
+        return 7
+    if score >= 1.5 * spam.spam_score:
+        return 6
+    if score >= spam.spam_score:
+        return 5
+    return 1 if score >= spam.spam_score / 2 else 0
+
+
+def strongest(categories: list[str]) -> str | None:
+    for name in CATEGORIES:
+        if name in categories:
+            return name
+    return None
+
+
+def decide(findings: Findings, spam: Antispam, allowed: Allowance | None = None) -> Verdict:
+    """The verdict from the findings (or the allow/block list entry that decides alone)."""
+    auth = findings.auth or {}
+    dmarc = auth.get("dmarc") or {"result": "none", "policy": "none", "domain": ""}
+    forged = bool(auth.get("forged"))
+    base: dict[str, Any] = {"bcl": findings.bcl, "dmarc": dmarc, "forged": forged, "auth": auth}
+    if allowed is not None and allowed.kind != "blocked":
+        detail = {**base, "scl": -1, "category": None, "categories": [], "rules": [], "score": 0.0,
+                  "allowed": allowed.reason, "sfv": "SKA" if allowed.kind == "sender" else "SKN"}
+        return Verdict(stage=STAGE, result="allowed", detail=detail)
+    categories: list[str] = []
+    score = findings.score
+    scl = scl_for(score, spam)
+    sfv = "SPM" if scl >= 5 else "NSPM"
+    if allowed is not None:
+        scl, sfv = 9, "SKB"
+    if findings.gtube:
+        scl = 9
+    if any(h.mode == "on" and h.check in MARK for h in findings.asf):
+        scl = 9
+    if scl >= 7:
+        categories.append("hcspam")
+    elif scl >= 5:
+        categories.append("spam")
+    if auth.get("compauth", {}).get("result") == "fail":
+        categories.append("spoof")
+        scl = max(scl, 5)
+    if findings.bcl >= spam.bulk_threshold:
+        categories.append("bulk")
+        scl = max(scl, 6)
+    if sfv == "NSPM" and scl >= 5:
+        sfv = "SPM"
+    category = strongest(categories)
+    rules = [h.name for h in findings.hits] + [h.rule for h in findings.asf]
+    detail = {**base, "scl": scl, "category": category, "categories": [c for c in CATEGORIES if c in categories],
+              "rules": rules, "score": score, "sfv": sfv, "bulk": findings.bulk_signals}
+    if findings.bayes is not None:
+        detail["bayes"] = round(findings.bayes, 4)
+    if findings.asf:
+        detail["asf"] = {h.check: h.mode for h in findings.asf}
+    if findings.notes:
+        detail["notes"] = findings.notes
+    return Verdict(stage=STAGE, result=category or "clean", detail=detail)
+
+
+def _safe(value: str, limit: int = 100) -> str:
+    return _UNSAFE.sub("?", value.replace(" ", "_"))[:limit]
+
+
+def report_tokens(verdict: Verdict, envelope: Envelope) -> list[str]:
+    cf = envelope.verdicts.get("connection_filter")
+    cfd = cf.detail if cf is not None else {}
+    ptr = (cfd.get("ptr") or {}).get("names") or []
+    ipv = "CAL" if cfd.get("scl") == -1 else ("LIS" if cf is not None and cf.result == "listed" else "NLI")
+    d = verdict.detail
+    tokens = [f"CIP:{_safe(envelope.client_ip) or 'none'}", f"H:{_safe(envelope.helo or '') or 'none'}",
+              f"PTR:{_safe(ptr[0]) if ptr else 'none'}", f"IPV:{ipv}", f"SFV:{d.get('sfv', 'NSPM')}",
+              f"SCL:{d['scl']}", f"BCL:{d['bcl']}", f"CAT:{CAT_CODES.get(d.get('category') or '', 'NONE')}"]
+    if d.get("score") is not None and d["scl"] != -1:
+        tokens.append(f"SCORE:{d['score']:g}")
+    dmarc = d.get("dmarc") or {}
+    if dmarc.get("result") and dmarc.get("result") != "none":
+        tokens.append(f"DMARC:{_safe(str(dmarc['result']))}")
+    if d.get("rules"):
+        tokens.append("RULES:" + ",".join(_safe(r, 64) for r in d["rules"][:40]))
+    return tokens
+
+
+def fold(name: bytes, tokens: list[str], width: int = FOLD_AT) -> bytes:
+    """``Name: t1;t2;...`` with CRLF, folded (CRLF + tab) before a token that would pass ``width``."""
+    head = name.decode("ascii") + ":"
+    lines: list[str] = []
+    line = head
+    for index, token in enumerate(tokens):
+        piece = token + (";" if index < len(tokens) - 1 else "")
+        if line != head and len(line) + 1 + len(piece) > width:
+            lines.append(line)
+            line = "\t" + piece
+        else:
+            line += (" " if line == head else "") + piece
+    lines.append(line)
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def headers(verdict: Verdict, envelope: Envelope) -> bytes:
+    """The report and SCL header fields the stage prepends."""
+    return fold(REPORT, report_tokens(verdict, envelope)) + SCL_HEADER + f": {verdict.detail['scl']}\r\n".encode()
