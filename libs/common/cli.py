@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
     chk = pol_sub.add_parser("check", help="validate a policy file")
     chk.add_argument("file")
+    from mailmoat_antispam import train
+
+    train.add_parser(sub)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -166,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_trace(args.needle))
     if args.command == "policy":
         return policy_check(args.file)
+    if args.command == "train":
+        return train.run(args)
     return 2
 
 

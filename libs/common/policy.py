@@ -454,6 +454,16 @@ class AdvancedSpamFilter(_Strict):
     sensitive_word_list: list[str] = Field(default_factory=lambda: ["viagra", "cialis", "xxx", "porn", "casino"])
     """Words the ``sensitive_words`` check looks for (whole words, any case)."""
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        """YAML reads a bare ``on``/``off`` as true/false."""
+        if value is True:
+            return "on"
+        if value is False:
+            return "off"
+        return value
+
 
 class Bayes(_Strict):
     enabled: bool = True
@@ -462,7 +472,7 @@ class Bayes(_Strict):
     min_ham: int = Field(200, ge=1)
     """Ham messages that must have been learned before the classifier counts."""
     spam_score: float = 6.0
-    """Score added when the spam probability is at or above 0.99 (half of it from 0.9)."""
+    """Score added when the spam probability is at or above 0.99 (5/6 of it from 0.8, 7/12 from 0.6)."""
     ham_score: float = -2.0
     """Score added when the spam probability is at or below 0.01."""
     key_prefix: str = "mailmoat:bayes"

@@ -26,6 +26,12 @@ MIN_DISTANCE = 0.1
 """Tokens whose probability is closer than this to 0.5 are not counted."""
 
 _WORD = re.compile(r"[^\W_][\w'$.-]*[^\W_]|\w", re.UNICODE)
+_NAME_ONLY = frozenset({"received", "date", "delivered-to", "x-original-date", "subject", "from", "status",
+                        "x-status", "x-keywords", "x-uid", "content-length", "lines"})
+"""Headers counted by presence only (their values are per-message or read elsewhere)."""
+_VALUE_WORDS = frozenset({"content-type", "x-mailer", "user-agent", "list-id", "precedence", "mime-version",
+                          "content-transfer-encoding", "x-priority", "x-msmail-priority", "organization", "to",
+                          "reply-to", "errors-to", "x-mimeole", "importance", "sender"})
 _ADDRESS = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
 
 
@@ -48,18 +54,31 @@ def tokens(content: Content) -> list[str]:
             out.setdefault("from:" + domain.lower(), None)
         for token in _words(value, "f:"):
             out.setdefault(token, None)
-    for name in ("content-type", "x-mailer", "list-id", "precedence"):
+    for name, value in content.headers:
+        if name in _NAME_ONLY or "spam" in name or name.startswith("x-mailmoat"):
+            out.setdefault("hn:" + name, None)
+            continue
+        out.setdefault("hn:" + name, None)
+        if name in _VALUE_WORDS:
+            for token in _words(value, name[:4] + ":"):
+                out.setdefault(token, None)
+    for name in ("message-id", "reply-to", "return-path", "to"):
         value = content.first(name)
         if value:
-            out.setdefault(f"h:{name}:{value.split(';')[0].strip().lower()[:40]}", None)
+            for domain in _ADDRESS.findall(value):
+                out.setdefault(f"{name}-domain:{domain.lower()}", None)
     for url in content.urls:
         host = url_host(url)
         parts = host.split(".")
         out.setdefault("url:" + ".".join(parts[-2:]), None)
     if content.html:
         out.setdefault("html:yes", None)
+    previous = ""
     for token in _words(content.text[:200_000], ""):
         out.setdefault(token, None)
+        if previous:
+            out.setdefault(f"{previous} {token}", None)
+        previous = token
         if len(out) >= MAX_TOKENS:
             break
     return list(out)

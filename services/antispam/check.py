@@ -34,12 +34,13 @@ class Outcome:
 
 
 def bayes_hits(probability: float | None, settings) -> list[rules.Hit]:
+    """BAYES_99 (p >= 0.99): ``spam_score``; BAYES_80: 5/6 of it; BAYES_60: 7/12 of it; BAYES_00 (p <= 0.01):
+    ``ham_score``."""
     if probability is None:
         return []
-    if probability >= 0.99:
-        return [rules.Hit("BAYES_99", settings.spam_score)]
-    if probability >= 0.9:
-        return [rules.Hit("BAYES_90", settings.spam_score / 2)]
+    for floor, name, share in ((0.99, "BAYES_99", 1.0), (0.8, "BAYES_80", 5 / 6), (0.6, "BAYES_60", 7 / 12)):
+        if probability >= floor:
+            return [rules.Hit(name, round(settings.spam_score * share, 2))]
     if probability <= 0.01:
         return [rules.Hit("BAYES_00", settings.ham_score)]
     return []

