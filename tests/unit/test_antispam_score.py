@@ -130,7 +130,8 @@ def test_allow_lists_give_scl_minus_1_and_blocked_scl_9() -> None:
     assert v.detail["scl"] == -1 and v.detail["sfv"] == "SKA"
     v = verdict_of(HEAD + b"\r\nhello\r\n", "antispam: {blocked_senders: [ann@sender.test]}")
     assert v.detail["scl"] == 9 and v.detail["sfv"] == "SKB" and v.result == "hcspam"
-    v = verdict_of(HEAD + b"\r\nhello\r\n", "antispam: {blocked_domains: [sender.test], allowed_senders: [ann@sender.test]}")
+    both = "antispam: {blocked_domains: [sender.test], allowed_senders: [ann@sender.test]}"
+    v = verdict_of(HEAD + b"\r\nhello\r\n", both)
     assert v.detail["scl"] == -1
 
 
@@ -206,7 +207,8 @@ def test_report_headers_are_folded_ascii_with_the_facts() -> None:
     v = verdict_of(HEAD + b"\r\n" + rules.GTUBE.encode() + b"\r\n", env=env)
     out = score.headers(v, env)
     unfolded = out.replace(b"\r\n\t", b"")
-    assert unfolded.startswith(b"X-Mailmoat-Antispam-Report: CIP:192.0.2.7;H:mx.sender.test;PTR:mx.sender.test;IPV:NLI;")
+    assert unfolded.startswith(
+        b"X-Mailmoat-Antispam-Report: CIP:192.0.2.7;H:mx.sender.test;PTR:mx.sender.test;IPV:NLI;")
     assert out.endswith(b"X-Mailmoat-SCL: 9\r\n")
     assert b"SFV:SPM;SCL:9;BCL:0;CAT:HSPM;" in unfolded and b"RULES:GTUBE" in unfolded
     assert all(len(line) <= 100 for line in out.split(b"\r\n"))

@@ -1,0 +1,97 @@
+"""The classifier against real Redis: silent until enough mail was learned, then learning changes a
+verdict; ``mailmoat train`` reads message files and mbox files and counts each message once."""
+
+from __future__ import annotations
+
+import mailbox
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from mailmoat_antispam.bayes import BayesStore, tokens
+from mailmoat_antispam.check import Checker
+from mailmoat_antispam.content import parse
+from mailmoat_antispam.train import learn_paths
+from mailmoat_common.cli import main as cli_main
+from mailmoat_common.models import Envelope
+from mailmoat_common.policy import parse_policy
+
+pytestmark = pytest.mark.integration
+
+POLICY = parse_policy("antispam: {bayes: {min_spam: 3, min_ham: 3}}")
+HEAD = "From: {who}@{dom}.test\r\nTo: bob@example.com\r\nSubject: {subj}\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n" \
+       "Message-ID: <{n}@{dom}.test>\r\n\r\n{body}\r\n"
+SPAMMY = ["cheap replica watches discount pharmacy pills order now limited offer",
+          "discount pills pharmacy no prescription order now cheap offer",
+          "limited offer replica watches cheap pills pharmacy discount"]
+HAMMY = ["the quarterly planning meeting moved to thursday please review the agenda",
+         "minutes of the planning meeting attached please review before thursday",
+         "agenda for thursday meeting quarterly review of the project plan"]
+
+
+def message(n: int, subj: str, body: str, dom: str = "s") -> bytes:
+    return HEAD.format(who=f"u{n}", dom=dom, subj=subj, n=n, body=body).encode()
+
+
+async def verdict(checker: Checker, data: bytes):
+    envelope = Envelope(client_ip="192.0.2.1", mail_from="x@s.test", rcpt_to=["bob@example.com"])
+    return (await checker.check(envelope, data, POLICY, authenticate_sender=False)).verdict
+
+
+async def test_learning_changes_the_verdict(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    try:
+        store = BayesStore(client, POLICY.antispam.bayes.key_prefix)
+        checker = Checker(redis=client)
+        probe = message(99, "cheap pills offer", "order cheap replica pills now, discount pharmacy offer")
+        before = await verdict(checker, probe)
+        assert before.result == "clean" and "bayes" not in before.detail
+        for i, body in enumerate(SPAMMY[:2]):
+            await store.learn(message(i, "offer", body), tokens(parse(message(i, "offer", body))), "spam")
+        for i, body in enumerate(HAMMY):
+            data = message(10 + i, "meeting", body, "corp")
+            await store.learn(data, tokens(parse(data)), "ham")
+        assert (await verdict(checker, probe)).result == "clean"  # 2 spam learned: not enough yet
+        data = message(2, "offer", SPAMMY[2])
+        assert await store.learn(data, tokens(parse(data)), "spam")
+        assert not await store.learn(data, tokens(parse(data)), "spam")  # counted once
+        assert await store.counts() == (3, 3)
+        after = await verdict(checker, probe)
+        assert after.detail["bayes"] > 0.9 and after.detail["scl"] >= 5 and after.result == "spam"
+        assert any(r.startswith("BAYES_") for r in after.detail["rules"])
+        ham_probe = message(98, "meeting", "please review the agenda for the planning meeting on thursday", "corp")
+        assert (await verdict(checker, ham_probe)).result == "clean"
+        # relearning the spam as ham moves it
+        assert await store.learn(data, tokens(parse(data)), "ham")
+        assert await store.counts() == (2, 4)
+    finally:
+        await client.aclose()
+
+
+async def test_train_reads_files_and_mbox(redis_url: str, tmp_path: Path) -> None:
+    box = mailbox.mbox(str(tmp_path / "spam.mbox"))
+    for i, body in enumerate(SPAMMY):
+        box.add(message(i, "offer", body))
+    box.flush()
+    box.close()
+    (tmp_path / "one.eml").write_bytes(message(50, "meeting", HAMMY[0]).replace(b"\r\n", b"\n"))
+    client = aioredis.from_url(redis_url)
+    try:
+        assert await learn_paths(client, "t:bayes", "spam", [tmp_path / "spam.mbox"]) == (3, 0)
+        assert await learn_paths(client, "t:bayes", "spam", [tmp_path / "spam.mbox"]) == (0, 3)
+        assert await learn_paths(client, "t:bayes", "ham", [tmp_path / "one.eml"]) == (1, 0)
+        assert await BayesStore(client, "t:bayes").counts() == (3, 1)
+    finally:
+        await client.aclose()
+
+
+def test_train_command(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                       capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.eml").write_bytes(message(1, "offer", SPAMMY[0]))
+    (tmp_path / "policy.yaml").write_text("{}\n")
+    monkeypatch.setenv("MAILMOAT_REDIS_URL", redis_url)
+    monkeypatch.setenv("MAILMOAT_POLICY", str(tmp_path / "policy.yaml"))
+    assert cli_main(["train", "spam", str(tmp_path / "a.eml")]) == 0
+    assert "learned 1 as spam" in capsys.readouterr().out
+    assert cli_main(["train", "ham", str(tmp_path / "missing.eml")]) == 2
