@@ -21,18 +21,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import dkim  # noqa: E402
-import redis.asyncio as aioredis  # noqa: E402
+import dkim
+import redis.asyncio as aioredis
 
-from mailmoat_antispam.bayes import BayesStore, tokens  # noqa: E402
-from mailmoat_antispam.check import Checker  # noqa: E402
-from mailmoat_antispam.content import parse  # noqa: E402
-from mailmoat_antispam.rules import GTUBE  # noqa: E402
-from mailmoat_antispam.service import annotate  # noqa: E402
-from mailmoat_common.models import Envelope  # noqa: E402
-from mailmoat_common.policy import parse_policy  # noqa: E402
-from tests.support.dkimkeys import make_key, txt_zone  # noqa: E402
-from tests.support.dnsserver import DnsServer  # noqa: E402
+from mailmoat_antispam.bayes import BayesStore, tokens
+from mailmoat_antispam.check import Checker
+from mailmoat_antispam.content import parse
+from mailmoat_antispam.rules import GTUBE
+from mailmoat_antispam.service import annotate
+from mailmoat_common.models import Envelope
+from mailmoat_common.policy import parse_policy
+from tests.support.dkimkeys import make_key, txt_zone
+from tests.support.dnsserver import DnsServer
 
 WORDS = ("meeting agenda project review budget thursday report offer cheap pills discount winner prize "
          "account verify password invoice shipping newsletter update team lunch plan").split()
