@@ -99,7 +99,8 @@ def test_gtube_clean_signed_and_bulk(gateway_factory, sink: SmtpSink, dns: DnsSe
     gtube = message(2, "test", b"This is the GTUBE:\r\n" + GTUBE.encode() + b"\r\n")
     news = message(3, "news", b"Our monthly newsletter.\r\n",
                    b"List-Unsubscribe: <https://news.sender.test/u>\r\n"
-                   b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\nList-Id: <monthly.news.sender.test>\r\nPrecedence: bulk\r\nX-Mailer: MailChimp Mailer\r\n")
+                   b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\nList-Id: <monthly.news.sender.test>\r\n"
+                   b"Precedence: bulk\r\nX-Mailer: MailChimp Mailer\r\n")
     for data in (signed, gtube, news):
         send(gateway.smtp_port, data)
     got = sink.wait_for(3, timeout=60)
