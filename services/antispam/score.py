@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailmoat_antispam.asf import MARK, AsfHit
+from mailmoat_antispam.asf import INCREASE, MARK, AsfHit
 from mailmoat_antispam.bulk import domain_in, sender_domains
 from mailmoat_antispam.content import Content
 from mailmoat_antispam.rules import Hit
@@ -90,7 +90,8 @@ class Findings:
 
     @property
     def score(self) -> float:
-        return round(sum(h.score for h in self.hits), 2)
+        increase = sum(INCREASE for h in self.asf if h.mode == "on" and h.check not in MARK)
+        return round(sum(h.score for h in self.hits) + increase, 2)
 
 
 def scl_for(score: float, spam: Antispam) -> int:
@@ -147,7 +148,7 @@ def decide(findings: Findings, spam: Antispam, allowed: Allowance | None = None)
     if sfv == "NSPM" and scl >= 5:
         sfv = "SPM"
     category = strongest(categories)
-    rules = [h.name for h in findings.hits] + [h.rule for h in findings.asf]
+    rules = [h.name for h in findings.hits] + [h.rule for h in findings.asf if h.mode == "on"]
     detail = {**base, "scl": scl, "category": category, "categories": [c for c in CATEGORIES if c in categories],
               "rules": rules, "score": score, "sfv": sfv, "bulk": findings.bulk_signals}
     if findings.bayes is not None:

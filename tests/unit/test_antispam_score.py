@@ -169,7 +169,9 @@ def test_advanced_spam_filter_on_and_test() -> None:
     assert set(on.detail["asf"]) == set(checks) and on.detail["scl"] == 9
     test_mode = "antispam: {advanced: {" + ", ".join(f"{c}: test" for c in checks) + "}}"
     v = verdict_of(msg, test_mode)
-    assert v.detail["scl"] < 5
+    assert v.detail["scl"] < 5 and not any(r.startswith("ASF_") for r in v.detail["rules"])
+    v = verdict_of(msg, "antispam: {advanced: {numeric_ip_url: on, biz_info_url: on}}")
+    assert v.detail["score"] == 8 and v.detail["scl"] == 6 and "ASF_NUMERIC_IP_URL" in v.detail["rules"]
     hits = asf.advanced_checks(parse_policy(test_mode).antispam.advanced, parse(msg), {})
     assert asf.custom_spam_headers(hits).count(b"X-CustomSpam: ") == len(checks)
     assert b"X-CustomSpam: Web bug\r\n" in asf.custom_spam_headers(hits)
