@@ -101,10 +101,17 @@ async def test_spf_results_over_dns(dns: DnsServer, ip: str, sender: str, expect
     assert result.result == expected, result.reason
 
 
-async def test_spf_temperror_when_the_server_does_not_answer_at_all() -> None:
-    silent = AuthResolver(ResolverConfig(("127.0.0.1",), 9, 0.3))  # discard port: nothing answers
+async def test_spf_temperror_when_no_name_server_is_reachable() -> None:
+    silent = AuthResolver(ResolverConfig(("127.0.0.1",), 9, 0.3))  # discard port: no DNS server there
     result = await check_spf(silent, "192.0.2.9", "a@pass.test", "x.test")
     assert result.result == "temperror"
+
+
+async def test_spf_as_a_whole_is_bounded_by_spf_timeout(dns: DnsServer) -> None:
+    hasty = POLICY.model_copy(update={"antispam": POLICY.antispam.model_copy(update={"spf_timeout": 0.1})})
+    result = await authenticate(_envelope("192.0.2.9", "a@slow.test"), BODY, _resolver(dns), hasty)
+    assert (result.spf.result, result.spf.domain) == ("temperror", "slow.test")
+    assert "longer than 0.1s" in result.spf.reason
 
 
 # --- DKIM, DMARC, compauth through authenticate() --------------------------------------------------
