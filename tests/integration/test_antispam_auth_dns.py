@@ -14,6 +14,7 @@ from mailmoat_antispam.auth import (
     authenticate,
     authentication_results,
     authserv_id,
+    resolver_for,
     strip_spoofed_authres,
 )
 from mailmoat_antispam.auth.spf import check_spf
@@ -255,3 +256,11 @@ async def test_answers_are_cached_and_concurrent_queries_shared(dns: DnsServer) 
     again = await authenticate(envelope, message, resolver, POLICY)
     assert again.dmarc.result == "pass"
     assert resolver.queries == asked and len(dns.queries) == before
+
+
+async def test_resolver_for_uses_the_policy_dns_section(dns: DnsServer) -> None:
+    policy = POLICY.model_copy(update={"dns": POLICY.dns.model_copy(
+        update={"nameservers": ["127.0.0.1"], "port": dns.port, "timeout": 0.5})})
+    resolver = resolver_for(policy)
+    result = await authenticate(_envelope("198.51.100.7", "bounce@bank.test"), _signed(BODY), resolver, policy)
+    assert (result.spf.result, result.dmarc.result) == ("pass", "pass")
