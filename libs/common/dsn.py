@@ -96,20 +96,23 @@ def build_dsn(envelope: Envelope, data: bytes, failures: list[Failure], now: dat
 
 
 def build_ndr(envelope: Envelope, data: bytes, failures: list[Failure], now: datetime,
-              hostname: str, boundary: str | None = None) -> tuple[Envelope, bytes] | None:
+              hostname: str, boundary: str | None = None, dsn_id: str | None = None) -> tuple[Envelope, bytes] | None:
     """The non-delivery report for a message routing rejected (None when ``wants_ndr`` forbids one).
 
     Only the original headers are returned, never the content (a rejected attachment stays here).
     """
     if not failures or wants_ndr(envelope) is not None:
         return None
-    return build_report(envelope, data, failures, now, hostname, boundary)
+    return build_report(envelope, data, failures, now, hostname, boundary, dsn_id)
 
 
 def build_report(envelope: Envelope, data: bytes, failures: list[Failure], now: datetime,
-                 hostname: str, boundary: str | None = None) -> tuple[Envelope, bytes]:
-    """The multipart/report itself, addressed to the envelope sender (callers decide whether one is due)."""
-    dsn_id = new_message_id()
+                 hostname: str, boundary: str | None = None, dsn_id: str | None = None) -> tuple[Envelope, bytes]:
+    """The multipart/report itself, addressed to the envelope sender (callers decide whether one is due).
+
+    A fixed ``dsn_id`` makes a report built twice (a redelivered message) one message to egress's dedupe.
+    """
+    dsn_id = dsn_id or new_message_id()
     boundary = boundary or f"=_mailmoat_{dsn_id}"
     crlf = "\r\n"
     original = original_headers(data)
