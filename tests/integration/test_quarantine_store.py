@@ -64,7 +64,7 @@ async def test_put_is_idempotent_and_keeps_bytes_with_ttl(store: QuarantineStore
     held, created = await store.put(env, DATA, reason="malware", result="malware", detail="Eicar",
                                     settings=SETTINGS)
     assert created and held.id == env.id and held.release_by == "admin"
-    again, created = await store.put(env, b"other", reason="malware", result="malware", detail="x",
+    _, created = await store.put(env, b"other", reason="malware", result="malware", detail="x",
                                      settings=SETTINGS)
     assert not created
     got = await store.get(env.id, data=True)

@@ -108,8 +108,9 @@ def test_uuencoded_block_replaces_its_text_part() -> None:
     ],
 )
 def test_prepend_subject(head: bytes, prefix: str, expected: bytes) -> None:
-    raw = b"From: a@b\r\n" + head + b"To: c@d\r\n\r\nSubject: not this one\r\n"
-    assert mimeedit.prepend_subject(raw, prefix) == b"From: a@b\r\n" + expected + b"To: c@d\r\n\r\nSubject: not this one\r\n"
+    tail = b"To: c@d\r\n\r\nSubject: not this one\r\n"
+    raw = b"From: a@b\r\n" + head + tail
+    assert mimeedit.prepend_subject(raw, prefix) == b"From: a@b\r\n" + expected + tail
 
 
 @pytest.mark.parametrize("original", [b"plain words", b"=?utf-8?b?w6l0w6k=?="])

@@ -139,7 +139,7 @@ def test_ndr_to_sender_not_to_null_or_forged() -> None:
     assert ndr.rcpt_to == ["s@sender.test"] and ndr.mail_from == "" and ndr.kind == "dsn"
     assert ndr.itinerary == ["routing", "egress"]
     report = email.message_from_bytes(data, policy=email.policy.default)
-    status = [p for p in report.walk() if p.get_content_type() == "message/delivery-status"][0]
+    status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
     text = status.as_string()
     assert "Status: 5.7.509" in text and "Final-Recipient: rfc822; b@example.com" in text
     assert b"X5O!P" not in data  # only the headers go back
