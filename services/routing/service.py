@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from mailmoat_common.bus import Publish, stage_queue
@@ -26,6 +27,12 @@ from mailmoat_routing.decide import copies_for, plan_routes
 SERVICE = "routing"
 
 log = logging.getLogger(__name__)
+
+ACTIONS = Counter(
+    "mailmoat_routing_actions_total",
+    "Messages by the verdict action routing carried out and the verdict that caused it.",
+    ["action", "cause"],
+)
 
 
 def _event(event: str, envelope: Envelope, disp: Disposition, detail: str, **data: object) -> TraceEvent:
@@ -47,6 +54,7 @@ class Router:
         # 1. Mail-flow rules plug in here: a rule outcome may end the message or change it before step 2.
         # 2. The verdict action.
         outcome = carry_out(disposition(envelope, policy), envelope, data, policy)
+        ACTIONS.labels(outcome.action, outcome.disposition.cause).inc()
         events = self._action_events(outcome)
         outputs: list[Publish] = []
         if not outcome.delivers:

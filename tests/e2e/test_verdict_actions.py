@@ -53,7 +53,7 @@ def dmarc_reject(**detail) -> Verdict:
 
 
 def test_antispam_actions_and_dmarc_reject(gateway_factory, sink: SmtpSink, amqp_url: str) -> None:
-    gateway_factory(textwrap.dedent(POLICY) + textwrap.dedent(ACTIONS))
+    gateway = gateway_factory(textwrap.dedent(POLICY) + textwrap.dedent(ACTIONS))
     junk = envelope("junk", spam("spam", 5))
     prefix = envelope("prefix", spam("bulk", 6))
     redirect = envelope("redirect", spam("phish", 9))
@@ -85,6 +85,11 @@ def test_antispam_actions_and_dmarc_reject(gateway_factory, sink: SmtpSink, amqp
     assert "DSN" not in events_of(forged[0].id)
     assert wait_event(redirect[0].id, "REDIRECT")["data"]["original_recipients"] == ["alice@example.com"]
     assert wait_event(junk[0].id, "SPAM")["data"]["action"] == "junk"
+    metrics = gateway.metrics("routing")
+    for action, cause in [("junk", "spam"), ("prepend_subject", "bulk"), ("redirect", "phish"),
+                          ("quarantine", "hcspam"), ("delete", "spoof"), ("reject", "dmarc_reject"),
+                          ("deliver", "none")]:
+        assert f'mailmoat_routing_actions_total{{action="{action}",cause="{cause}"}}' in metrics
     listing = quarantine_cli(amqp_url, "list")
     assert listing.returncode == 0 and held[0].id in listing.stdout and "hcspam" in listing.stdout
     assert len(listing.stdout.splitlines()) == 1
