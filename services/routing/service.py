@@ -54,16 +54,14 @@ class Router:
         # 1. Mail-flow rules plug in here: a rule outcome may end the message or change it before step 2.
         # 2. The verdict action.
         outcome = carry_out(disposition(envelope, policy), envelope, data, policy)
-        ACTIONS.labels(outcome.action, outcome.disposition.cause).inc()
         events = self._action_events(outcome)
-        outputs: list[Publish] = []
-        if not outcome.delivers:
-            outputs += await self._end(outcome, policy, events)
-            await self.runtime.trace.record(events)
-            return outputs
-        # 3. Routes.
-        outputs += self._route(outcome.envelope, outcome.data, policy, events)
+        if outcome.delivers:
+            # 3. Routes.
+            outputs = self._route(outcome.envelope, outcome.data, policy, events)
+        else:
+            outputs = await self._end(outcome, policy, events)
         await self.runtime.trace.record(events)
+        ACTIONS.labels(outcome.action, outcome.disposition.cause).inc()
         return outputs
 
     # --- actions that change the message ------------------------------------------------------
