@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 BANK_KEY = make_key()
 LIST_KEY = make_key()
+FORWARDER_KEY = make_key()
 
 ZONE = """
 pass.test. 60 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"
@@ -50,15 +51,17 @@ lists.trusted.test. 60 IN TXT "v=spf1 ip4:192.0.2.50 -all"
 ours.test. 60 IN TXT "v=spf1 ip4:10.1.0.0/16 -all"
 strict.test. 60 IN TXT "v=spf1 ip4:203.0.113.0/24 -all"
 _dmarc.strict.test. 60 IN TXT "v=DMARC1; p=reject"
+slowdmarc.test. 60 IN TXT "v=spf1 -all"
 """
 
 
 @pytest.fixture(scope="module")
 def dns() -> Iterator[DnsServer]:
-    with DnsServer(ZONE, timeout_names={"slow.test", "s9._domainkey.bank.test"}) as server:
+    with DnsServer(ZONE, timeout_names={"slow.test", "s9._domainkey.bank.test", "_dmarc.slowdmarc.test"}) as server:
         server.add_zone(txt_zone("s1._domainkey.bank.test", BANK_KEY.record))
         server.add_zone(txt_zone("arc._domainkey.lists.trusted.test", LIST_KEY.record))
         server.add_zone(txt_zone("s1._domainkey.strict.test", BANK_KEY.record))
+        server.add_zone(txt_zone("fwd._domainkey.forwarder.test", FORWARDER_KEY.record))
         yield server
 
 
@@ -231,6 +234,29 @@ async def test_sealer_that_saw_dmarc_fail_gives_no_override(dns: DnsServer) -> N
     result = await authenticate(_envelope("192.0.2.50", "b@lists.trusted.test"), message, _resolver(dns), POLICY)
     assert result.arc.result == "pass"
     assert (result.dmarc.effective, result.compauth.reason) == ("reject", "000")
+
+
+async def test_two_hop_chain_newest_sealer_trusted(dns: DnsServer) -> None:
+    first = _through_list(_signed(BODY))
+    ar = b"Authentication-Results: forwarder.test; arc=pass; dmarc=pass header.from=bank.test\r\n"
+    seal = dkim.arc_sign(ar + first, b"fwd", b"forwarder.test", FORWARDER_KEY.private_pem, b"forwarder.test")
+    message = b"".join(seal) + ar + first
+    envelope = _envelope("192.0.2.60", "b@forwarder.test")
+    result = await authenticate(envelope, message, _resolver(dns), POLICY)
+    assert (result.arc.result, result.arc.instances) == ("pass", 2)
+    assert result.arc.sealers == ("lists.trusted.test", "forwarder.test")
+    assert result.dmarc.effective == "reject"  # the newest sealer, forwarder.test, is not trusted
+    trusting = POLICY.model_copy(update={"antispam": POLICY.antispam.model_copy(
+        update={"trusted_arc_sealers": ["forwarder.test"]})})
+    result = await authenticate(envelope, message, _resolver(dns), trusting)
+    assert (result.dmarc.override, result.compauth.reason) == ("arc:forwarder.test", "130")
+
+
+async def test_dmarc_record_timeout_is_temperror_and_applies_no_policy(dns: DnsServer) -> None:
+    message = BODY.replace(b"info@bank.test", b"info@slowdmarc.test")
+    result = await authenticate(_envelope("203.0.113.9", "x@evil.test"), message, _resolver(dns), POLICY)
+    assert (result.dmarc.result, result.dmarc.effective) == ("temperror", "none")
+    assert (result.compauth.result, result.compauth.reason, result.forged) == ("none", "451", False)
 
 
 # --- the header, stripping, the cache -------------------------------------------------------------
