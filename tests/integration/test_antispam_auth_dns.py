@@ -14,6 +14,7 @@ from mailmoat_antispam.auth import (
     authenticate,
     authentication_results,
     authserv_id,
+    resolver_for,
     strip_spoofed_authres,
 )
 from mailmoat_antispam.auth.spf import check_spf
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 BANK_KEY = make_key()
 LIST_KEY = make_key()
+FORWARDER_KEY = make_key()
 
 ZONE = """
 pass.test. 60 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"
@@ -49,15 +51,17 @@ lists.trusted.test. 60 IN TXT "v=spf1 ip4:192.0.2.50 -all"
 ours.test. 60 IN TXT "v=spf1 ip4:10.1.0.0/16 -all"
 strict.test. 60 IN TXT "v=spf1 ip4:203.0.113.0/24 -all"
 _dmarc.strict.test. 60 IN TXT "v=DMARC1; p=reject"
+slowdmarc.test. 60 IN TXT "v=spf1 -all"
 """
 
 
 @pytest.fixture(scope="module")
 def dns() -> Iterator[DnsServer]:
-    with DnsServer(ZONE, timeout_names={"slow.test", "s9._domainkey.bank.test"}) as server:
+    with DnsServer(ZONE, timeout_names={"slow.test", "s9._domainkey.bank.test", "_dmarc.slowdmarc.test"}) as server:
         server.add_zone(txt_zone("s1._domainkey.bank.test", BANK_KEY.record))
         server.add_zone(txt_zone("arc._domainkey.lists.trusted.test", LIST_KEY.record))
         server.add_zone(txt_zone("s1._domainkey.strict.test", BANK_KEY.record))
+        server.add_zone(txt_zone("fwd._domainkey.forwarder.test", FORWARDER_KEY.record))
         yield server
 
 
@@ -101,10 +105,17 @@ async def test_spf_results_over_dns(dns: DnsServer, ip: str, sender: str, expect
     assert result.result == expected, result.reason
 
 
-async def test_spf_temperror_when_the_server_does_not_answer_at_all() -> None:
-    silent = AuthResolver(ResolverConfig(("127.0.0.1",), 9, 0.3))  # discard port: nothing answers
+async def test_spf_temperror_when_no_name_server_is_reachable() -> None:
+    silent = AuthResolver(ResolverConfig(("127.0.0.1",), 9, 0.3))  # discard port: no DNS server there
     result = await check_spf(silent, "192.0.2.9", "a@pass.test", "x.test")
     assert result.result == "temperror"
+
+
+async def test_spf_as_a_whole_is_bounded_by_spf_timeout(dns: DnsServer) -> None:
+    hasty = POLICY.model_copy(update={"antispam": POLICY.antispam.model_copy(update={"spf_timeout": 0.1})})
+    result = await authenticate(_envelope("192.0.2.9", "a@slow.test"), BODY, _resolver(dns), hasty)
+    assert (result.spf.result, result.spf.domain) == ("temperror", "slow.test")
+    assert "longer than 0.1s" in result.spf.reason
 
 
 # --- DKIM, DMARC, compauth through authenticate() --------------------------------------------------
@@ -225,6 +236,29 @@ async def test_sealer_that_saw_dmarc_fail_gives_no_override(dns: DnsServer) -> N
     assert (result.dmarc.effective, result.compauth.reason) == ("reject", "000")
 
 
+async def test_two_hop_chain_newest_sealer_trusted(dns: DnsServer) -> None:
+    first = _through_list(_signed(BODY))
+    ar = b"Authentication-Results: forwarder.test; arc=pass; dmarc=pass header.from=bank.test\r\n"
+    seal = dkim.arc_sign(ar + first, b"fwd", b"forwarder.test", FORWARDER_KEY.private_pem, b"forwarder.test")
+    message = b"".join(seal) + ar + first
+    envelope = _envelope("192.0.2.60", "b@forwarder.test")
+    result = await authenticate(envelope, message, _resolver(dns), POLICY)
+    assert (result.arc.result, result.arc.instances) == ("pass", 2)
+    assert result.arc.sealers == ("lists.trusted.test", "forwarder.test")
+    assert result.dmarc.effective == "reject"  # the newest sealer, forwarder.test, is not trusted
+    trusting = POLICY.model_copy(update={"antispam": POLICY.antispam.model_copy(
+        update={"trusted_arc_sealers": ["forwarder.test"]})})
+    result = await authenticate(envelope, message, _resolver(dns), trusting)
+    assert (result.dmarc.override, result.compauth.reason) == ("arc:forwarder.test", "130")
+
+
+async def test_dmarc_record_timeout_is_temperror_and_applies_no_policy(dns: DnsServer) -> None:
+    message = BODY.replace(b"info@bank.test", b"info@slowdmarc.test")
+    result = await authenticate(_envelope("203.0.113.9", "x@evil.test"), message, _resolver(dns), POLICY)
+    assert (result.dmarc.result, result.dmarc.effective) == ("temperror", "none")
+    assert (result.compauth.result, result.compauth.reason, result.forged) == ("none", "451", False)
+
+
 # --- the header, stripping, the cache -------------------------------------------------------------
 
 async def test_spoofed_results_are_stripped_and_ours_prepended_byte_exact(dns: DnsServer) -> None:
@@ -248,3 +282,11 @@ async def test_answers_are_cached_and_concurrent_queries_shared(dns: DnsServer) 
     again = await authenticate(envelope, message, resolver, POLICY)
     assert again.dmarc.result == "pass"
     assert resolver.queries == asked and len(dns.queries) == before
+
+
+async def test_resolver_for_uses_the_policy_dns_section(dns: DnsServer) -> None:
+    policy = POLICY.model_copy(update={"dns": POLICY.dns.model_copy(
+        update={"nameservers": ["127.0.0.1"], "port": dns.port, "timeout": 0.5})})
+    resolver = resolver_for(policy)
+    result = await authenticate(_envelope("198.51.100.7", "bounce@bank.test"), _signed(BODY), resolver, policy)
+    assert (result.spf.result, result.dmarc.result) == ("pass", "pass")

@@ -246,6 +246,21 @@ async def test_dkim_rfc8463_example_rsa_signature_verifies() -> None:
     assert result.result == "fail"
 
 
+BRISBANE = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="  # RFC 8463 A.2
+
+
+async def test_dkim_rfc8463_example_ed25519_and_rsa_signatures_both_verify() -> None:
+    message = (DATA / "rfc6376.signed.msg").read_bytes()
+    resolver = TableResolver({
+        "brisbane._domainkey.football.example.com": [("TXT", [BRISBANE])],
+        "test._domainkey.football.example.com": [("TXT", [(DATA / "test.txt").read_text().strip()])],
+    })
+    results = await verify_dkim(message, resolver)
+    assert [(r.result, r.selector) for r in results] == [("pass", "brisbane"), ("pass", "test")]
+    results = await verify_dkim(message.replace(b"Subject: Is dinner ready?", b"Subject: Is lunch ready?"), resolver)
+    assert [r.result for r in results] == ["fail", "fail"]
+
+
 async def test_dkim_each_signature_gets_a_result() -> None:
     good, other = make_key(1024), make_key(1024)
     body = b"From: a@bank.test\r\nTo: b@ours.test\r\nSubject: hello\r\n\r\nHello.\r\n"

@@ -3,7 +3,7 @@ authentication, and the ``Authentication-Results`` header (RFC 8601).
 
 Interface::
 
-    resolver = AuthResolver(config_from(policy.dns))           # one per process: timeouts + cache
+    resolver = resolver_for(policy)                              # one per process: timeouts + cache
     result = await authenticate(envelope, data, resolver, policy)
     data = strip_spoofed_authres(data, authserv_id(policy))      # incoming fields claiming our id
     data = authentication_results(authserv_id(policy), result) + data
@@ -13,10 +13,11 @@ Interface::
   records or signatures ``permerror``. All DNS goes through ``resolver`` (``resolver.Resolver``:
   ``async query(name, rdtype) -> DnsAnswer``; ``AuthResolver`` is the real one).
 - ``AuthResult``: ``spf`` (``SpfResult``), ``dkim`` (one ``DkimResult`` per DKIM-Signature, top to
-  bottom), ``dmarc`` (``DmarcResult`` with ``policy`` as published and ``effective`` after ``pct`` and a
-  trusted-ARC override), ``arc`` (``ArcResult``), ``compauth`` (``CompAuth``: pass/fail/softfail/none
-  with a reason code, see ``compauth``), ``forged`` (compauth failed: the author domain is judged
-  forged, so no NDR may go to the sender). ``detail()`` gives the JSON-ready facts for the verdict.
+  bottom: pass/fail/policy/temperror/permerror; ``[]`` when unsigned), ``dmarc`` (``DmarcResult`` with
+  ``policy`` as published and ``effective`` after ``pct`` and a trusted-ARC override), ``arc``
+  (``ArcResult``), ``compauth`` (``CompAuth``: pass/fail/softfail/none with a reason code, see
+  ``compauth``), ``forged`` (compauth failed: the author domain is judged forged, so no NDR may go to
+  the sender). ``detail()`` gives the JSON-ready facts for the verdict.
 - ``authentication_results(authserv_id, result) -> bytes``: one header field, folded, CRLF-terminated.
 - ``strip_spoofed_authres(data, authserv_id) -> bytes``: removes ``Authentication-Results`` fields
   naming ``authserv_id``; all other bytes unchanged.
@@ -40,6 +41,7 @@ from mailmoat_antispam.auth.headers import from_domains, strip_spoofed_authres
 from mailmoat_antispam.auth.resolver import AuthResolver, DnsAnswer, Resolver
 from mailmoat_antispam.auth.results import authentication_results
 from mailmoat_antispam.auth.spf import SpfResult, check_spf
+from mailmoat_common.dns import config_from
 from mailmoat_common.models import Envelope
 from mailmoat_common.policy import Policy
 
@@ -66,6 +68,11 @@ class AuthResult:
             "compauth": {"result": self.compauth.result, "reason": self.compauth.reason},
             "forged": self.forged,
         }
+
+
+def resolver_for(policy: Policy) -> AuthResolver:
+    """The resolver for the policy's ``dns`` section (build a new one when that section changes)."""
+    return AuthResolver(config_from(policy.dns))
 
 
 def authserv_id(policy: Policy) -> str:
@@ -139,5 +146,6 @@ async def authenticate(envelope: Envelope, data: bytes, resolver: Resolver, poli
 
 __all__ = [
     "ArcResult", "AuthResolver", "AuthResult", "CompAuth", "DkimResult", "DmarcResult", "DnsAnswer", "Resolver",
-    "SpfResult", "arc_override", "authenticate", "authentication_results", "authserv_id", "strip_spoofed_authres",
+    "SpfResult", "arc_override", "authenticate", "authentication_results", "authserv_id", "resolver_for",
+    "strip_spoofed_authres",
 ]

@@ -20,7 +20,8 @@ IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_LOOKUPS = 10
 MAX_VOID_LOOKUPS = 2
 MAX_NAMES = 10
-DEFAULT_EXPLANATION = "DEFAULT"
+DEFAULT_EXPLANATION = "the sending host is not authorised to send mail for this domain"
+"""Explanation of a fail without a usable ``exp=`` (RFC 7208 6.2 leaves its text to the receiver)."""
 
 _QUALIFIERS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 _MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
