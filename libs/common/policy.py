@@ -397,6 +397,8 @@ class SpamRule(_Strict):
     phrase: str | None = None
     """Plain text, matched case-insensitively as whole words."""
     score: float = 1.0
+    category: Literal["phish", "hcphish"] | None = None
+    """A hit also puts the message in this category (phishing is found by rules, not by score)."""
 
     @field_validator("name")
     @classmethod

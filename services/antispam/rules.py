@@ -22,6 +22,8 @@ class Hit:
     name: str
     score: float
     detail: str = ""
+    category: str | None = None
+    """``phish`` or ``hcphish`` for a policy rule that says so."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -49,7 +51,7 @@ def policy_rules(rules: list[SpamRule], content: Content) -> list[Hit]:
         pattern = _compiled(rule.regex, rule.phrase)
         for target in _targets(rule, content):
             if pattern.search(target):
-                hits.append(Hit(rule.name, rule.score))
+                hits.append(Hit(rule.name, rule.score, category=rule.category))
                 break
     return hits
 

@@ -139,6 +139,10 @@ def decide(findings: Findings, spam: Antispam, allowed: Allowance | None = None)
         categories.append("hcspam")
     elif scl >= 5:
         categories.append("spam")
+    for hit in findings.hits:
+        if hit.category and hit.category not in categories:
+            categories.append(hit.category)
+            scl = max(scl, 9 if hit.category == "hcphish" else 8)
     if auth.get("compauth", {}).get("result") == "fail":
         categories.append("spoof")
         scl = max(scl, 5)

@@ -214,3 +214,16 @@ def test_report_headers_are_folded_ascii_with_the_facts() -> None:
     assert out.endswith(b"X-Mailmoat-SCL: 9\r\n")
     assert b"SFV:SPM;SCL:9;BCL:0;CAT:HSPM;" in unfolded and b"RULES:GTUBE" in unfolded
     assert all(len(line) <= 100 for line in out.split(b"\r\n"))
+
+
+def test_phishing_rules_set_their_category() -> None:
+    policy = """
+antispam:
+  rules:
+    - {name: PHISH_LOGIN, where: body, phrase: "verify your password", score: 1, category: phish}
+    - {name: PHISH_KIT, where: url, regex: "secure-login[.]", score: 1, category: hcphish}
+"""
+    v = verdict_of(HEAD + b"\r\nPlease verify your password today.\r\n", policy)
+    assert v.result == "phish" and v.detail["categories"] == ["phish"] and v.detail["scl"] == 8
+    v = verdict_of(HEAD + b"\r\nverify your password at http://secure-login.bank.test/\r\n", policy)
+    assert v.result == "hcphish" and v.detail["categories"] == ["hcphish", "phish"] and v.detail["scl"] == 9
