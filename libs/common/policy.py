@@ -474,7 +474,7 @@ class Bayes(_Strict):
     min_ham: int = Field(200, ge=1)
     """Ham messages that must have been learned before the classifier counts."""
     spam_score: float = 6.0
-    """Score added when the spam probability is at or above 0.99 (5/6 of it from 0.8, 7/12 from 0.6)."""
+    """Score added when the spam probability is at or above 0.99 (5/6 of it from 0.6)."""
     ham_score: float = -2.0
     """Score added when the spam probability is at or below 0.01."""
     key_prefix: str = "mailmoat:bayes"

@@ -18,11 +18,11 @@ from mailmoat_antispam.content import Content, url_host
 
 MAX_TOKENS = 3000
 """Distinct tokens kept per message."""
-MAX_DISCRIMINATORS = 150
+MAX_DISCRIMINATORS = 300
 STRENGTH = 0.45
 """Robinson's s: weight of the unknown-word probability x."""
 UNKNOWN = 0.5
-MIN_DISTANCE = 0.1
+MIN_DISTANCE = 0.3
 """Tokens whose probability is closer than this to 0.5 are not counted."""
 
 _WORD = re.compile(r"[^\W_][\w'$.-]*[^\W_]|\w", re.UNICODE)
