@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from mailmoat_antispam.auth.headers import fields, header_end
 from mailmoat_antispam.content import Content, url_host
 from mailmoat_common.policy import AdvancedSpamFilter
 
@@ -117,6 +118,21 @@ def advanced_checks(settings: AdvancedSpamFilter, content: Content, facts: dict[
         if mode != "off" and _find(check, content, facts, settings.sensitive_word_list):
             hits.append(AsfHit(check, mode))
     return hits
+
+
+def strip_custom_spam(data: bytes) -> bytes:
+    """``data`` without incoming ``X-CustomSpam`` fields (only the gateway may add them); every other
+    octet is kept."""
+    if b"x-customspam" not in data[: header_end(data)].lower():
+        return data
+    parts: list[bytes] = []
+    position = 0
+    for field in fields(data):
+        if field.name.lower() == "x-customspam":
+            parts.append(data[position:field.start])
+            position = field.end
+    parts.append(data[position:])
+    return b"".join(parts)
 
 
 def custom_spam_headers(hits: list[AsfHit]) -> bytes:

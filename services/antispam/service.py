@@ -8,7 +8,7 @@ DNS list, Redis or an external engine that fails is skipped and named in the ver
 
 from __future__ import annotations
 
-from mailmoat_antispam.asf import custom_spam_headers
+from mailmoat_antispam.asf import custom_spam_headers, strip_custom_spam
 from mailmoat_antispam.auth import authentication_results, authserv_id, strip_spoofed_authres
 from mailmoat_antispam.check import Checker, Outcome
 from mailmoat_antispam.score import STAGE, headers
@@ -23,9 +23,9 @@ SERVICE = STAGE
 
 def annotate(outcome: Outcome, envelope: Envelope, data: bytes, policy: Policy) -> bytes:
     """The message as passed on: our header fields prepended, spoofed ``Authentication-Results`` claiming
-    our authserv-id removed, every other byte unchanged."""
+    our authserv-id and incoming ``X-CustomSpam`` fields removed, every other byte unchanged."""
     server = authserv_id(policy)
-    body = strip_spoofed_authres(data, server)
+    body = strip_custom_spam(strip_spoofed_authres(data, server))
     auth = authentication_results(server, outcome.auth) if outcome.auth is not None else b""
     return headers(outcome.verdict, envelope) + custom_spam_headers(outcome.findings.asf) + auth + body
 

@@ -227,3 +227,11 @@ antispam:
     assert v.result == "phish" and v.detail["categories"] == ["phish"] and v.detail["scl"] == 8
     v = verdict_of(HEAD + b"\r\nverify your password at http://secure-login.bank.test/\r\n", policy)
     assert v.result == "hcphish" and v.detail["categories"] == ["hcphish", "phish"] and v.detail["scl"] == 9
+
+
+def test_incoming_custom_spam_fields_are_removed_and_nothing_else() -> None:
+    msg = b"X-CustomSpam: Web bug\r\nFrom: a@b.test\r\nX-Customspam: folded\r\n\tline\r\nSubject: s\r\n\r\n" \
+          b"X-CustomSpam: in the body stays\r\n"
+    assert asf.strip_custom_spam(msg) == b"From: a@b.test\r\nSubject: s\r\n\r\nX-CustomSpam: in the body stays\r\n"
+    clean = b"From: a@b.test\r\n\r\nbody\r\n"
+    assert asf.strip_custom_spam(clean) is clean
