@@ -15,7 +15,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 
-from mailmoat_antivirus.filetypes import ARCHIVE_TYPES, HEAD, detect, refine_zip
+from mailmoat_common.filetypes import ARCHIVE_TYPES, HEAD, detect, refine_zip
 from mailmoat_common.policy import ArchiveLimits
 
 CHUNK = 65_536

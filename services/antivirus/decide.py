@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from mailmoat_antivirus import archives, filetypes, mime
+from mailmoat_antivirus import archives, mime
 from mailmoat_antivirus.clamd import ScanResult
+from mailmoat_common import filetypes
 from mailmoat_common.models import Verdict
 from mailmoat_common.policy import Antimalware
 
