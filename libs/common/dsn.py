@@ -17,7 +17,9 @@ from email.utils import format_datetime
 from mailmoat_common.models import Envelope, new_message_id
 
 SUBJECT = "Undelivered Mail Returned to Sender"
-SPAM_RESULTS = frozenset({"spam", "high_confidence_spam", "phish", "high_confidence_phish", "bulk", "malware"})
+SPAM_RESULTS = frozenset({"spam", "hcspam", "phish", "hcphish", "spoof", "bulk", "malware",
+                          "high_confidence_spam", "high_confidence_phish"})
+"""Antispam results (decision 004's categories) about whose sender no DSN is sent."""
 DIAGNOSTIC_LIMIT = 900
 """Longest diagnostic text kept (a field line stays under RFC 5322's 998 octets)."""
 

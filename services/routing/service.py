@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from mailmoat_common.bus import Publish, stage_queue
@@ -31,6 +32,12 @@ from mailmoat_routing.rules import RuleHit, RuleOutcome, apply_outcome, evaluate
 SERVICE = "routing"
 
 log = logging.getLogger(__name__)
+
+ACTIONS = Counter(
+    "mailmoat_routing_actions_total",
+    "Messages by the verdict action routing carried out and the verdict that caused it.",
+    ["action", "cause"],
+)
 
 
 def _event(event: str, envelope: Envelope, disp: Disposition, detail: str, **data: object) -> TraceEvent:
@@ -74,11 +81,13 @@ class Router:
             events += [_rule_event(envelope, hit) for hit in rules.hits]
             envelope, data = apply_outcome(envelope, rules), rules.data
             if rules.final is not None:
+                ACTIONS.labels(rules.final, "rule").inc()
                 outputs += await self._end(Outcome(rule_disposition(rules), envelope, data), policy, events)
                 await self.runtime.trace.record(events)
                 return outputs
         # 2. The verdict action.
         outcome = carry_out(disposition(envelope, policy), envelope, data, policy)
+        ACTIONS.labels(outcome.action, outcome.disposition.cause).inc()
         events += self._action_events(outcome)
         if not outcome.delivers:
             outputs += await self._end(outcome, policy, events)
