@@ -50,6 +50,11 @@ def test_disclaimer_on_a_plain_7bit_message_appends_only() -> None:
     assert out == PLAIN + b"\r\nConfidential.\r\n"
 
 
+def test_disclaimer_on_a_message_without_a_body() -> None:
+    out, paths, _ = append_disclaimer(b"Subject: s\r\nFrom: a@b.test\r\n", "Confidential.", None)
+    assert paths == ["1"] and out == b"Subject: s\r\nFrom: a@b.test\r\n\r\nConfidential.\r\n"
+
+
 ALTERNATIVE = (
     b"From: a@example.com\r\nTo: b@partner.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
     b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'

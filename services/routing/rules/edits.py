@@ -104,7 +104,9 @@ def _insert(decoded: bytes, addition: bytes, subtype: str) -> bytes:
         if index != -1:
             return decoded[:index] + addition + CRLF + decoded[index:]
         return decoded + (b"" if decoded.endswith(CRLF) or not decoded else CRLF) + addition + CRLF
-    return decoded + (b"" if decoded.endswith(CRLF) or not decoded else CRLF) + CRLF + addition + CRLF
+    if not decoded:
+        return addition + CRLF
+    return decoded + (b"" if decoded.endswith(CRLF) else CRLF) + CRLF + addition + CRLF
 
 
 def _crlf(text: str) -> str:
@@ -169,9 +171,10 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     if new_cte in ("8bit", "binary") and any(len(line) > _LONG_LINE for line in new.split(CRLF)):
         new_cte = "quoted-printable"
     encoded = _encode(new, new_cte)
-    encoded = encoded.removesuffix(CRLF) + (CRLF if body.endswith(CRLF) else b"")
+    encoded = encoded.removesuffix(CRLF) + (CRLF if body.endswith(CRLF) or span.path == "1" else b"")
     if new_cte == cte and new_charset == charset:
-        return raw[span.start:body_start] + encoded
+        # A message without a blank line after its header fields gets one before its new body.
+        return raw[span.start:body_start] + (CRLF if body_start == header_end else b"") + encoded
     params = [(k, v) for k, v in head.get_params(header="content-type")[1:] if k.lower() != "charset"]
     params.append(("charset", new_charset))
     headers = _content_headers(raw, span, header_end, head.get_content_type(), params, new_cte)
