@@ -11,6 +11,7 @@ import codecs
 import email
 import email.header
 import email.policy
+import email.utils
 import html
 
 from mailmoat_common import mimeedit
@@ -128,7 +129,7 @@ def _content_headers(raw: bytes, span: Span, header_end: int, ctype: str, params
             if name not in (b"content-type", b"content-transfer-encoding")]
     if span.path == "1" and not any(k.lower().startswith(b"mime-version:") for k in kept):
         kept.append(b"MIME-Version: 1.0\r\n")
-    rendered = "".join(f'; {k}="{v}"' for k, v in params)
+    rendered = "".join(f'; {k}="{email.utils.quote(v)}"' for k, v in params if k and v.isascii())
     return (b"".join(kept) + f"Content-Type: {ctype}{rendered}".encode("ascii") + CRLF
             + f"Content-Transfer-Encoding: {cte}".encode("ascii") + CRLF)
 
@@ -175,7 +176,8 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     if new_cte == cte and new_charset == charset:
         # A message without a blank line after its header fields gets one before its new body.
         return raw[span.start:body_start] + (CRLF if body_start == header_end else b"") + encoded
-    params = [(k, v) for k, v in head.get_params(header="content-type")[1:] if k.lower() != "charset"]
+    params = [(k, email.utils.collapse_rfc2231_value(v)) for k, v in (head.get_params(header="content-type") or [])[1:]
+              if k.lower() != "charset"]
     params.append(("charset", new_charset))
     headers = _content_headers(raw, span, header_end, head.get_content_type(), params, new_cte)
     return headers + CRLF + encoded
