@@ -39,6 +39,12 @@ ACTIONS = Counter(
     ["action", "cause"],
 )
 
+RULE_HITS = Counter(
+    "mailmoat_rule_hits_total",
+    "Mail-flow rule matches by rule name and mode (test-mode matches change nothing).",
+    ["rule", "mode"],
+)
+
 
 def _event(event: str, envelope: Envelope, disp: Disposition, detail: str, **data: object) -> TraceEvent:
     return TraceEvent(
@@ -78,7 +84,9 @@ class Router:
         rules: RuleOutcome | None = None
         if policy.rules and envelope.kind == "message" and not envelope.released_from:
             rules = evaluate(envelope, data, policy, utcnow())
-            events += [_rule_event(envelope, hit) for hit in rules.hits]
+            for hit in rules.hits:
+                RULE_HITS.labels(hit.rule, hit.mode).inc()
+                events.append(_rule_event(envelope, hit))
             envelope, data = apply_outcome(envelope, rules), rules.data
             if rules.final is not None:
                 ACTIONS.labels(rules.final, "rule").inc()

@@ -13,7 +13,7 @@ from mailmoat_common.models import Envelope, Verdict
 from mailmoat_common.policy import parse_policy
 from mailmoat_common.quarantine import QuarantineStore
 from mailmoat_common.trace import TraceStore
-from mailmoat_routing.service import Router
+from mailmoat_routing.service import RULE_HITS, Router
 
 pytestmark = pytest.mark.integration
 
@@ -133,11 +133,13 @@ async def test_rule_quarantine_delete_and_reject(router: Router) -> None:
 
 
 async def test_test_mode_and_released_messages(router: Router) -> None:
+    before = RULE_HITS.labels("watch", "test")._value.get()
     watched = envelope()
     out = await router.handle(watched, message("watch this"))
     assert len(out) == 1 and out[0].data == message("watch this")
     got = await router.runtime.trace.events(watched.id)
     assert [(e.event, e.data.get("mode")) for e in got][:1] == [("RULE", "test")]
+    assert RULE_HITS.labels("watch", "test")._value.get() == before + 1
     released = envelope(released_from="Q1")
     out = await router.handle(released, message("drop me"))
     assert len(out) == 1
