@@ -88,7 +88,8 @@ def evaluate(envelope: Envelope, data: bytes, policy: Policy, now: datetime) -> 
         if not rule.active(now):
             continue
         scl = -1 if state.bypass_spam else state.set_scl
-        if facts is None or facts.data is not state.data or facts.rcpt_to is not state.rcpt_to or facts._scl != scl:
+        stale = facts is None or facts.data is not state.data or facts.rcpt_to is not state.rcpt_to
+        if stale or facts is None or facts.scl_override != scl:
             facts = Facts(envelope, state.data, policy, state.rcpt_to, scl)
         if not matches(rule, facts):
             continue

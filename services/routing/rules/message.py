@@ -115,7 +115,8 @@ class Facts:
         self.data = data
         self.policy = policy
         self.rcpt_to = rcpt_to
-        self._scl = scl
+        self.scl_override = scl
+        """The SCL an earlier rule set (-1 for a bypass), which takes the place of the verdicts'."""
 
     # --- envelope and verdicts ---------------------------------------------------------------
 
@@ -135,8 +136,8 @@ class Facts:
     def scl(self) -> int | None:
         """SCL set by an earlier rule, else the antispam verdict's, else -1 when allow-listed by the
         connection filter; None when nothing says."""
-        if self._scl is not None:
-            return self._scl
+        if self.scl_override is not None:
+            return self.scl_override
         spam = self.envelope.verdicts.get("antispam")
         if spam is not None and isinstance(spam.detail.get("scl"), int):
             return int(spam.detail["scl"])
