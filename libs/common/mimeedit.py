@@ -168,19 +168,29 @@ def notice_part(filename: str | None, reason: str) -> tuple[bytes, bytes]:
     return head, text.encode("ascii")
 
 
+def _encoded_message_holding(tree: Span, path: str) -> Span | None:
+    """The transfer-encoded ``message/rfc822`` leaf a path points into (walked decoded, kept encoded here)."""
+    while "." in path:
+        path = path.rpartition(".")[0]
+        span = find(tree, path)
+        if span is not None:
+            return span if span.leaf and span.content_type == "message/rfc822" else None
+    return None
+
+
 def replace_parts(raw: bytes, paths: list[str], reason: str) -> tuple[bytes, list[str]]:
     """Replace the leaf parts at ``paths`` with a text notice; (new bytes, paths replaced).
 
     In a replaced entity only its ``Content-*`` header fields and its body change; any other field
     (the message's own From, To, ... when the whole message is one part) is kept, byte for byte.
-    A path inside a uuencoded block (``1.1.uu1``) replaces the text part holding it. Paths that are
-    not leaves or do not exist are ignored.
+    A path inside a uuencoded block (``1.1.uu1``) replaces the text part holding it, and a path inside
+    a transfer-encoded attached message the attached message. Paths of containers are ignored.
     """
     tree = parts(raw)
     targets: dict[int, Span] = {}
     for path in paths:
         path = re.sub(r"\.uu\d+$", "", path)
-        span = find(tree, path)
+        span = find(tree, path) or _encoded_message_holding(tree, path)
         if span is not None and span.leaf:
             targets[span.start] = span
     out = bytearray()

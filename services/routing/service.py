@@ -79,33 +79,29 @@ class Router:
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
         policy = self.runtime.policy.current
         events: list[TraceEvent] = []
-        outputs: list[Publish] = []
         # 1. Mail-flow rules.
         rules: RuleOutcome | None = None
         if policy.rules and envelope.kind == "message" and not envelope.released_from:
             rules = evaluate(envelope, data, policy, utcnow())
-            for hit in rules.hits:
-                RULE_HITS.labels(hit.rule, hit.mode).inc()
-                events.append(_rule_event(envelope, hit))
+            events += [_rule_event(envelope, hit) for hit in rules.hits]
             envelope, data = apply_outcome(envelope, rules), rules.data
-            if rules.final is not None:
-                ACTIONS.labels(rules.final, "rule").inc()
-                outputs += await self._end(Outcome(rule_disposition(rules), envelope, data), policy, events)
-                await self.runtime.trace.record(events)
-                return outputs
-        # 2. The verdict action.
-        outcome = carry_out(disposition(envelope, policy), envelope, data, policy)
-        ACTIONS.labels(outcome.action, outcome.disposition.cause).inc()
-        events += self._action_events(outcome)
-        if not outcome.delivers:
-            outputs += await self._end(outcome, policy, events)
-            await self.runtime.trace.record(events)
-            return outputs
-        # 3. Routes.
-        outputs += self._route(outcome.envelope, outcome.data, policy, events,
-                               connector=rules.connector if rules else None,
-                               require_tls=rules.require_tls if rules else False)
+        if rules is not None and rules.final is not None:
+            outcome = Outcome(rule_disposition(rules), envelope, data)
+        else:
+            # 2. The verdict action.
+            outcome = carry_out(disposition(envelope, policy), envelope, data, policy)
+            events += self._action_events(outcome)
+        if outcome.delivers:
+            # 3. Routes.
+            outputs = self._route(outcome.envelope, outcome.data, policy, events,
+                                  connector=rules.connector if rules else None,
+                                  require_tls=rules.require_tls if rules else False)
+        else:
+            outputs = await self._end(outcome, policy, events)
         await self.runtime.trace.record(events)
+        for hit in rules.hits if rules else []:
+            RULE_HITS.labels(hit.rule, hit.mode).inc()
+        ACTIONS.labels(outcome.action, outcome.disposition.cause).inc()
         return outputs
 
     # --- actions that change the message ------------------------------------------------------

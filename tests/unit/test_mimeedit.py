@@ -134,3 +134,14 @@ def test_long_subject_line_is_folded_after_the_prefix() -> None:
     new = mimeedit.prepend_subject(raw, "[SPAM] ")
     assert new == b"Subject: [SPAM]\r\n " + b"x" * 990 + b"\r\n\r\nbody\r\n"
     assert max(len(line) for line in new.split(b"\r\n")) <= 998
+
+
+def test_path_inside_an_encoded_attached_message_replaces_that_message() -> None:
+    inner = base64.encodebytes(b"Subject: in\r\nContent-Type: application/x-msdownload; name=a.exe\r\n\r\nMZ\r\n")
+    raw = (HEAD + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+           b"--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+           + inner.replace(b"\n", b"\r\n") + b"--b--\r\n")
+    assert [p.path for p in mime.walk(raw)] == ["1.1", "1.2.1"]
+    new, done = mimeedit.replace_parts(raw, ["1.2.1"], "blocked")
+    assert done == ["1.2"] and inner.strip() not in new and b"\r\n\r\nhi\r\n" in new
+    assert mimeedit.replace_parts(raw, ["1.1.7"], "x") == (raw, [])  # a text part is not a message
