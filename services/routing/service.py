@@ -26,8 +26,9 @@ from mailmoat_common.quarantine import QuarantineStore, admin_notice
 from mailmoat_common.runtime import Runtime, Transient, serve_stage, stage_publish
 from mailmoat_common.settings import Settings
 from mailmoat_routing.actions import Disposition, Outcome, carry_out, disposition, ndr_for
-from mailmoat_routing.decide import copies_for, plan_routes
+from mailmoat_routing.decide import copies_for
 from mailmoat_routing.rules import RuleHit, RuleOutcome, apply_outcome, evaluate
+from mailmoat_routing.rules.routing import plan_with_rules
 
 SERVICE = "routing"
 
@@ -93,9 +94,7 @@ class Router:
             events += self._action_events(outcome)
         if outcome.delivers:
             # 3. Routes.
-            outputs = self._route(outcome.envelope, outcome.data, policy, events,
-                                  connector=rules.connector if rules else None,
-                                  require_tls=rules.require_tls if rules else False)
+            outputs = self._route(outcome.envelope, outcome.data, policy, events, rules)
         else:
             outputs = await self._end(outcome, policy, events)
         await self.runtime.trace.record(events)
@@ -176,9 +175,9 @@ class Router:
     # --- routes ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _route(envelope: Envelope, data: bytes, policy: Policy, events: list[TraceEvent], *,
-               connector: str | None = None, require_tls: bool = False) -> list[Publish]:
-        splits = plan_routes(envelope, policy, connector, require_tls)
+    def _route(envelope: Envelope, data: bytes, policy: Policy, events: list[TraceEvent],
+               rules: RuleOutcome | None = None) -> list[Publish]:
+        splits = plan_with_rules(envelope, policy, rules)
         copies = copies_for(envelope, splits)
         if len(copies) > 1:
             events.append(TraceEvent(

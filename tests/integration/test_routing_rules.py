@@ -88,7 +88,8 @@ async def test_a_rule_routes_through_a_named_connector_and_raises_tls(router: Ro
     assert out[0].envelope.rcpt_to == ["a@example.com", "b@partner.test"]
     out = await router.handle(envelope(rcpt_to=["a@example.com", "b@partner.test"]), message("plain"))
     tls = {o.envelope.route.name: o.envelope.route.tls for o in out if o.envelope.route}
-    assert tls == {"route:onprem": "required", "mx:partner.test": "required"}
+    # the rule's recipient condition scopes its routing action: only the partner's copy needs TLS
+    assert tls == {"route:onprem": "none", "mx:partner.test+tls": "required"}
     assert ("RULE", "tls-only") in await events(router, out[0].envelope.id)
 
 

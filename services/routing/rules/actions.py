@@ -1,13 +1,15 @@
 """Rule actions: one function per field of ``RuleActions``, registered under the field's name.
 
 Each changes the evaluation ``State`` (the bytes, the recipients, the antispam facts, the route) and
-returns what it did, for the trace. ``reject``, ``delete`` and ``quarantine`` end the message.
+returns what it did, for the trace. ``reject``, ``delete`` and ``quarantine`` end the message. The
+routing actions (``route_to_connector``, ``require_tls``) of a rule with recipient conditions apply only
+to the recipients that match them (``State.scope``); every other action applies to the whole message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mailmoat_common import mimeedit
@@ -30,7 +32,13 @@ class State:
     scl_rule: str | None = None
     """The rule that set the SCL or bypassed spam filtering (the last one)."""
     connector: str | None = None
+    """The outbound connector for every recipient not in ``connector_rcpts``."""
+    connector_rcpts: dict[str, str] = field(default_factory=dict)
+    """Connectors of single recipients (a rule with recipient conditions routes only those that match)."""
     require_tls: bool = False
+    tls_rcpts: set[str] = field(default_factory=set)
+    scope: list[str] | None = None
+    """Set by the engine for each rule: the recipients its routing actions apply to (None: all)."""
     final: str | None = None
     final_rule: str | None = None
     code: str | None = None
@@ -112,14 +120,23 @@ def set_scl(state: State, spec: RuleActions, rule: str) -> dict[str, Any]:
 
 @action("route_to_connector")
 def route_to_connector(state: State, spec: RuleActions, rule: str) -> dict[str, Any]:
-    state.connector = spec.route_to_connector
-    return {"connector": spec.route_to_connector}
+    assert spec.route_to_connector is not None
+    if state.scope is None:
+        state.connector = spec.route_to_connector
+        state.connector_rcpts.clear()
+        return {"connector": spec.route_to_connector}
+    for recipient in state.scope:
+        state.connector_rcpts[recipient.lower()] = spec.route_to_connector
+    return {"connector": spec.route_to_connector, "recipients": list(state.scope)}
 
 
 @action("require_tls")
 def require_tls(state: State, spec: RuleActions, rule: str) -> dict[str, Any]:
-    state.require_tls = True
-    return {}
+    if state.scope is None:
+        state.require_tls = True
+        return {}
+    state.tls_rcpts.update(r.lower() for r in state.scope)
+    return {"recipients": list(state.scope)}
 
 
 @action("append_disclaimer")

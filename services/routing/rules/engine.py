@@ -54,8 +54,18 @@ class RuleOutcome:
     scl_rule: str | None = None
     connector: str | None = None
     require_tls: bool = False
+    connector_rcpts: dict[str, str] = field(default_factory=dict)
+    tls_rcpts: set[str] = field(default_factory=set)
     data_changed: bool = False
     """Some enforced action changed the bytes."""
+
+    def connector_for(self, recipient: str) -> str | None:
+        """The outbound connector a rule chose for this recipient, if any."""
+        return self.connector_rcpts.get(recipient.lower(), self.connector)
+
+    def tls_for(self, recipient: str) -> bool:
+        """Whether a rule requires TLS for delivery to this recipient."""
+        return self.require_tls or recipient.lower() in self.tls_rcpts
 
     @property
     def scl(self) -> int | None:
@@ -79,6 +89,23 @@ def matches(rule: MailFlowRule, facts: Facts) -> bool:
     return _all(rule.conditions, facts) and not _any(rule.exceptions, facts)
 
 
+_RECIPIENT_CONDITIONS = ("recipient_address", "recipient_domain")
+
+
+def recipient_scope(rule: MailFlowRule, facts: Facts) -> list[str] | None:
+    """The recipients a matching rule's routing actions apply to: those that match its recipient
+    conditions each on their own; None (all) when it has none."""
+    names = [n for n in _RECIPIENT_CONDITIONS if n in rule.conditions.names()]
+    if not names:
+        return None
+    scope = []
+    for recipient in facts.rcpt_to:
+        alone = Facts(facts.envelope, facts.data, facts.policy, [recipient], facts.scl_override)
+        if all(CONDITIONS[n](alone, rule.conditions) for n in names):
+            scope.append(recipient)
+    return scope
+
+
 def evaluate(envelope: Envelope, data: bytes, policy: Policy, now: datetime) -> RuleOutcome:
     """Run the policy's rules on one message."""
     state = State(data=data, rcpt_to=list(envelope.rcpt_to))
@@ -98,6 +125,7 @@ def evaluate(envelope: Envelope, data: bytes, policy: Policy, now: datetime) -> 
             hits.append(RuleHit(rule.name, "test", names))
             continue
         detail: dict[str, Any] = {}
+        state.scope = recipient_scope(rule, facts)
         for name in [n for n in names if n not in FINAL] + [n for n in names if n in FINAL]:
             done = ACTIONS[name](state, rule.actions, rule.name)
             if done:
@@ -109,6 +137,7 @@ def evaluate(envelope: Envelope, data: bytes, policy: Policy, now: datetime) -> 
         hits=hits, data=state.data, rcpt_to=state.rcpt_to, final=state.final, rule=state.final_rule,
         code=state.code, text=state.text, set_scl=state.set_scl, bypass_spam=state.bypass_spam,
         scl_rule=state.scl_rule, connector=state.connector, require_tls=state.require_tls,
+        connector_rcpts=dict(state.connector_rcpts), tls_rcpts=set(state.tls_rcpts),
         data_changed=state.data is not data,
     )
 
