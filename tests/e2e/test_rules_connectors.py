@@ -95,12 +95,13 @@ def test_a_rule_routes_by_header_through_a_verified_partner_connector(
     # connector's opportunistic mode): deferred, then bounced to the sender, never sent
     dsns = {m.rcpt_tos[0]: m for m in sink.wait_for(2, timeout=60) if m.mail_from == ""}
     assert sorted(dsns) == ["plain@example.com", "wrong@example.com"]
-    for name, why in (("wrong", "CERTIFICATE_VERIFY_FAILED"), ("plain", "4.7.4 TLS is required, but was not offered")):
+    for name, why, route in (("wrong", "CERTIFICATE_VERIFY_FAILED", "connector:partner-wrong"),
+                             ("plain", "4.7.4 TLS is required, but was not offered", "connector:partner-plain+tls")):
         events = trace_for_sender(f"{name}@example.com", "DSN")
         kinds = [e["event"] for e in events]
         assert "RULE" in kinds and "DEFER" in kinds and "DELIVER" not in kinds, (name, kinds)
         defer = next(e for e in events if e["event"] == "DEFER")
-        assert why in defer["detail"] and defer["data"]["route"] == f"connector:partner-{name}", (name, defer)
+        assert why in defer["detail"] and defer["data"]["route"] == route, (name, defer)
         assert "4.4.7" in email.message_from_bytes(dsns[f"{name}@example.com"].data).get_payload()[1].as_string()
     assert partner_sinks["wrong"].messages == [] and partner_sinks["plain"].messages == []
     assert [m for m in sink.messages if m.mail_from != ""] == []  # never delivered on the usual route
