@@ -384,6 +384,17 @@ class SpamActions(_Strict):
 class Antispam(_Strict):
     authserv_id: str | None = None
     """The authserv-id of the ``Authentication-Results`` header (default: ``organization.hostname``)."""
+    trusted_arc_sealers: list[str] = Field(default_factory=list)
+    """ARC sealer domains (and their subdomains) whose valid chain reporting ``dmarc=pass`` overrides a DMARC
+    failure (as EOP's compauth reason 130): mailing lists and forwarders the organisation trusts."""
+    spf_timeout: float = Field(20, gt=0)
+    """Seconds one SPF evaluation may take in all (RFC 7208 4.6.4); past it the result is ``temperror``."""
+
+    @field_validator("trusted_arc_sealers")
+    @classmethod
+    def _sealer_domains(cls, value: list[str]) -> list[str]:
+        return [d.strip().lower().rstrip(".") for d in value]
+
     bulk_threshold: int = Field(7, ge=1, le=9)
     """A bulk complaint level (BCL) at or over this makes the message bulk (SCL 6)."""
     actions: SpamActions = Field(default_factory=SpamActions)
