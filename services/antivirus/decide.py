@@ -10,7 +10,8 @@ parts, numbered as ``mime`` numbers them: the message is ``1``, the n-th child o
 ``p`` is ``p.n`` (first-level attachments are ``1.1``, ``1.2``, ...), the message inside a
 ``message/rfc822`` part at ``p`` is ``p.1``. It is ``None`` when a finding could not be tied to a
 part (clamd found malware in the whole message that no decoded part showed, or the whole message
-could not be scanned): such a message cannot be stripped, and routing quarantines it instead.
+could not be scanned): such a message cannot be stripped, and ``detail["action"]`` says
+``quarantine`` even when ``antimalware.action`` is ``strip``.
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ def decide(findings: Findings, policy: Antimalware) -> Verdict:
     if result != "clean":
         detail["action"] = policy.action
         detail["strip"] = strip_paths(findings, [name for name, values in counted.items() if values])
+        if policy.action == "strip" and detail["strip"] is None:
+            detail["action"] = "quarantine"  # nothing that can be stripped alone: keep it whole
+            detail["action_reason"] = "strip impossible: a finding is not tied to a MIME part"
     return Verdict(stage=STAGE, result=result, detail=detail)
 
 

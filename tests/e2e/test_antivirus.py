@@ -1,8 +1,9 @@
 """The antivirus stage in the pipeline, as processes with a real clamd: clean mail delivered byte-identical
-after the prepended report header; EICAR given its verdict, trace event and header."""
+after the prepended report header; EICAR quarantined (the default) or its part stripped (``action: strip``)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import smtplib
 import textwrap
@@ -98,27 +99,51 @@ def test_clean_message_with_attachments_is_delivered_byte_identical(gateway_fact
     assert scan["event"] == "SCAN" and scan["data"]["result"] == "clean"
 
 
-def test_eicar_message_gets_the_malware_verdict_trace_and_header(gateway_factory, sink: SmtpSink,
-                                                                  clamd: ClamdServer) -> None:
-    gateway = gateway_factory(textwrap.dedent(POLICY) + textwrap.dedent(FILTER), services=SERVICES,
-                              env={"MAILMOAT_CLAMD_ADDRESS": clamd.address})
-    raw = message([("ok.txt", "text/plain", b"harmless", "7bit"),
-                   ("eicar.com", "application/octet-stream", EICAR, "base64")])
-    send(gateway.smtp_port, raw)
-    events = events_for("av-test@outside.test", TERMINAL)
+def eicar_message() -> bytes:
+    return message([("ok.txt", "text/plain", b"harmless", "7bit"),
+                    ("eicar.com", "application/octet-stream", EICAR, "base64")])
+
+
+def malware_scan(events: list[dict], action: str) -> dict:
     (scan,) = [e for e in events if e["service"] == "antivirus"]
     assert scan["event"] == "MALWARE"
     assert scan["data"]["result"] == "malware"
     assert any(n.startswith("Eicar-Test-Signature") for n in scan["data"]["names"])
-    assert scan["data"]["action"] == "strip" and scan["data"]["strip"] == ["1.3"]
+    assert scan["data"]["action"] == action and scan["data"]["strip"] == ["1.3"]
     assert "eicar.com" in scan["detail"]
-    if any(e["event"] == "DELIVER" for e in events):
-        # Routing does not act on antivirus verdicts yet: the message goes on, marked by its header.
-        (got,) = sink.wait_for(1, timeout=30)
-        (report, _), original = split_headers(got.data)
-        assert report.startswith(b"X-Mailmoat-Malware-Report: result=malware; names=Eicar-Test-Signature")
-        assert report.endswith(b"; action=strip\r\n")
-        assert original == raw
-    else:
-        time.sleep(1)
-        assert sink.messages == []
+    return scan
+
+
+def test_eicar_message_is_quarantined_not_delivered(gateway_factory, sink: SmtpSink, clamd: ClamdServer) -> None:
+    gateway = gateway_factory(textwrap.dedent(POLICY) + "pipeline:\n  filters: [antivirus]\n", services=SERVICES,
+                              env={"MAILMOAT_CLAMD_ADDRESS": clamd.address})
+    send(gateway.smtp_port, eicar_message())
+    events = events_for("av-test@outside.test", TERMINAL)
+    malware_scan(events, "quarantine")
+    assert [e["event"] for e in events if e["event"] in TERMINAL] == ["QUARANTINE"]
+    # A clean message sent after it arrives, the malware never does.
+    clean = message([("ok.txt", "text/plain", b"harmless", "7bit")]).replace(b"av-test@", b"av-clean@")
+    send(gateway.smtp_port, clean)
+    (got,) = sink.wait_for(1, timeout=60)
+    assert got.data.endswith(clean)
+    time.sleep(1)
+    assert len(sink.messages) == 1
+
+
+def test_eicar_attachment_stripped_with_action_strip(gateway_factory, sink: SmtpSink, clamd: ClamdServer) -> None:
+    gateway = gateway_factory(textwrap.dedent(POLICY) + textwrap.dedent(FILTER), services=SERVICES,
+                              env={"MAILMOAT_CLAMD_ADDRESS": clamd.address})
+    raw = eicar_message()
+    send(gateway.smtp_port, raw)
+    events = events_for("av-test@outside.test", TERMINAL)
+    malware_scan(events, "strip")
+    (got,) = sink.wait_for(1, timeout=60)
+    (report, _), delivered = split_headers(got.data)
+    assert report.startswith(b"X-Mailmoat-Malware-Report: result=malware; names=Eicar-Test-Signature")
+    assert report.endswith(b"; action=strip\r\n")
+    # The EICAR part is replaced by a notice; the bytes before it (headers, body, ok.txt) are untouched.
+    cut = raw.index(b'Content-Type: application/octet-stream; name="eicar.com"')
+    assert delivered[:cut] == raw[:cut]
+    assert base64.b64encode(EICAR)[:40] in raw and base64.b64encode(EICAR)[:40] not in delivered
+    assert b"eicar.com" in delivered[cut:]
+    assert delivered.endswith(b"--=_mm_b0undary--\r\n")

@@ -178,6 +178,10 @@ def test_strip_is_null_when_the_finding_is_not_tied_to_a_part() -> None:
     raw = message([("a.txt", "text/plain", b"harmless", "base64")])
     verdict, _ = verdict_of(raw, engine={"message": "Heuristics.Something"})
     assert verdict.result == "malware" and verdict.detail["strip"] is None
+    assert verdict.detail["action"] == "quarantine"
+    verdict, _ = verdict_of(raw, Antimalware(action="strip"), engine={"message": "Heuristics.Something"})
+    assert verdict.detail["strip"] is None and verdict.detail["action"] == "quarantine"
+    assert "not tied" in verdict.detail["action_reason"]
 
 
 def test_uuencoded_file_is_stripped_as_its_text_part() -> None:
