@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.filetypes import check, detect, extension, refine_zip
+from mailmoat_antivirus.filetypes import check, detect, extension, refine_zip
 from mailmoat_common.policy import COMMON_ATTACHMENT_TYPES
 from tests.support.attachments import mz_executable, tar_of
 
