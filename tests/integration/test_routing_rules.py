@@ -50,6 +50,9 @@ rules:
   - name: quoted-refusal
     conditions: {body_contains: [refuse me]}
     actions: {delete: true}
+  - name: blocked-types-refused
+    conditions: {verdict: [blocked-type]}
+    actions: {reject: {code: 5.7.920, text: Attachment type not accepted}}
   - name: watch
     mode: test
     conditions: {subject_contains: [watch]}
@@ -145,3 +148,12 @@ async def test_test_mode_and_released_messages(router: Router) -> None:
     out = await router.handle(released, message("drop me"))
     assert len(out) == 1
     assert "RULE" not in [e for e, _ in await events(router, released.id)]
+
+
+async def test_rules_run_before_the_verdict_actions_and_see_the_verdicts(router: Router) -> None:
+    blocked = Verdict(stage="antivirus", result="blocked-type", detail={"action": "quarantine"})
+    env = envelope(verdicts={"antivirus": blocked})
+    (ndr,) = await router.handle(env, message("invoice"))
+    assert b"5.7.920" in ndr.data  # the rule's reject, not the antivirus quarantine
+    assert await QuarantineStore(router.runtime.redis).get(env.id) is None
+    assert [e for e, _ in await events(router, env.id)] == ["RULE", "FAIL", "DSN"]
