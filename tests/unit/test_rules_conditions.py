@@ -140,6 +140,14 @@ def test_attachment_name_extension_and_true_type() -> None:
     assert check("attachment_type", ["docm"], facts(message([("report.zip", "application/zip", docm, "base64")])))
 
 
+def test_a_message_that_is_a_single_named_file_is_an_attachment() -> None:
+    data = (b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream; name=\"a.bin\"\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(mz_executable()) + b"\r\n")
+    assert check("attachment_type", ["exe"], facts(data))
+    assert check("attachment_name", ["a.bin"], facts(data))
+    assert not check("attachment_size_over", 0, facts())  # a plain text message has none
+
+
 def test_attachment_size_over() -> None:
     data = message([("big.bin", "application/octet-stream", b"x" * 5000, "base64")])
     assert check("attachment_size_over", 4999, facts(data))

@@ -70,7 +70,9 @@ def _filename(part: Message) -> str | None:
         name = part.get_filename()
     except (TypeError, ValueError, LookupError):
         return None
-    return str(name).strip() or None if name is not None else None
+    if name is None:
+        return None
+    return str(name).strip() or None
 
 
 def _encrypted(payload: bytes, kind: str | None) -> bool:
@@ -233,7 +235,7 @@ class Facts:
     def attachments(self) -> list[Attachment]:
         out = []
         for part, _ in self._leaves():
-            if not _is_attachment(part) or part is self._tree:
+            if not _is_attachment(part):  # the whole message counts too when it is one named file
                 continue
             name = _filename(part)
             payload = _payload(part)
