@@ -263,6 +263,8 @@ class Mailmoat:
         policy["routes"]["latency-sink"]["hosts"] = [f"127.0.0.1:{latency_sink}"]
         filters = [f for f in os.environ.get("BENCH_FILTERS", "").split(",") if f]
         policy["pipeline"]["filters"] = filters
+        if os.environ.get("BENCH_POLICY_EXTRA"):  # sections added to the bench policy (bench/connection_filter.py)
+            policy.update(yaml.safe_load(Path(os.environ["BENCH_POLICY_EXTRA"]).read_text()) or {})
         self.policy_path = workdir / "policy.yaml"
         self.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
         self.stages = [("ingress", i) for i in range(workers)] + [(f, 0) for f in filters] + [
