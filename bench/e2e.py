@@ -273,7 +273,7 @@ class Mailmoat:
         for stage in ("routing", "egress", "connection_filter", "antivirus", "antispam", "devmailbox"):
             self.ports[stage] = free_block(1)
         self.log_level = log_level
-        self.redis_url = "redis://127.0.0.1:6379/14"
+        self.redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "gateway.log"
 

@@ -64,10 +64,9 @@ def decide(first_seen: float | None, known: bool, now: float, settings: Greylist
 class Greylist:
     """Greylisting state in Redis (``redis.asyncio`` client), shared by every ingress process."""
 
-    def __init__(self, redis: Any, *, clock: Any = time.time, timeout: float = 0.5):
+    def __init__(self, redis: Any, *, clock: Any = time.time):
         self.redis = redis
         self.clock = clock
-        self.timeout = timeout
 
     async def check(self, policy: Policy, ip: str, sender: str, recipient: str) -> str | None:
         """``451 4.7.1`` for a triple to defer, None to accept (also when off, exempt or Redis fails)."""
@@ -77,7 +76,8 @@ class Greylist:
         network = client_network(ip, settings.ipv4_prefix, settings.ipv6_prefix)
         tid = triple_id(network, sender, recipient)
         try:
-            outcome = await asyncio.wait_for(self._apply(tid, settings), self.timeout)
+            timeout = policy.connection_filter.rate_limits.redis_timeout
+            outcome = await asyncio.wait_for(self._apply(tid, settings), timeout)
         except Exception as exc:
             LIMIT_ERRORS.labels("greylist").inc()
             log.warning("greylisting skipped, accepting: %s: %s", type(exc).__name__, exc)

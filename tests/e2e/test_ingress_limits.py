@@ -180,6 +180,18 @@ def test_proxy_protocol_from_trusted_and_untrusted_peers(gateway_factory, sink: 
     assert got.data.split(b"\r\n\t")[0] == b"Received: from client.test (unknown [2001:db8::77])"
     trace_events("2001:db8::77", "RECEIVE")
 
+    # so does the relay check: a proxied internal server may relay, the balancer's own address may not
+    with connect("127.0.0.20", port, b"PROXY TCP4 127.0.0.10 198.51.100.1 40007 25\r\n") as sock:
+        assert reply(sock).startswith("220 ")
+        assert converse(sock, b"EHLO onprem.test").startswith("250")
+        assert converse(sock, b"MAIL FROM:<s@example.com>").startswith("250")
+        assert converse(sock, b"RCPT TO:<someone@elsewhere.test>").startswith("250 2.1.5")
+    with connect("127.0.0.20", port, b"PROXY TCP4 192.0.2.79 198.51.100.1 40008 25\r\n") as sock:
+        assert reply(sock).startswith("220 ")
+        assert converse(sock, b"EHLO outside.test").startswith("250")
+        assert converse(sock, b"MAIL FROM:<s@sender.test>").startswith("250")
+        assert converse(sock, b"RCPT TO:<someone@elsewhere.test>") == "550 5.7.1 Relaying denied"
+
     # the block list sees the proxied address
     with connect("127.0.0.20", port, v2_tcp("192.0.2.66", 40004)) as sock:
         assert reply(sock) == ("550 5.7.513 Service unavailable, client host [192.0.2.66] blocked using the "
@@ -238,3 +250,32 @@ def test_greylisting_defers_the_first_attempt_then_accepts_the_retry(gateway_fac
     assert metric(text, "mailmoat_ingress_greylist_total", result="deferred") == 3
     assert metric(text, "mailmoat_ingress_greylist_total", result="passed") == 1
     assert metric(text, "mailmoat_ingress_greylist_total", result="known") == 1
+
+
+DEAD = """
+connection_filter:
+  rate_limits:
+    connections: 1
+    connection_ttl: 10
+"""
+
+
+def test_connection_slots_of_a_killed_ingress_expire(gateway_factory) -> None:
+    gateway = gateway_factory(policy(DEAD))
+    held = connect("127.0.0.33", gateway.smtp_port)
+    assert reply(held).startswith("220 ")
+    gateway.kill("ingress")  # SIGKILL: the slot is never given back
+    held.close()
+    gateway.start_service("ingress")
+    with connect("127.0.0.33", gateway.smtp_port) as sock:
+        assert reply(sock) == "421 4.7.0 Too many connections from [127.0.0.33], try again later"
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        assert client.zcard("mailmoat:rl:conn:127.0.0.33/32") == 1  # the dead process's slot, not refreshed
+        deadline = time.monotonic() + 30
+        while client.zcard("mailmoat:rl:conn:127.0.0.33/32") and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        client.close()
+    with connect("127.0.0.33", gateway.smtp_port) as sock:
+        assert reply(sock).startswith("220 ")
