@@ -344,6 +344,7 @@ class IngressSMTP(SMTP):
         self.commands = 0
         self.busy = False
         self.slot: Slot | None = None
+        self._proxied_peer: tuple[str, int] | None = None
         self.line_length_limit = max(2 * policy.limits.max_line_length + 3, 65536)
         self.__ident__ = IDENT
         self.loop = loop
@@ -427,8 +428,7 @@ class IngressSMTP(SMTP):
             log.warning("%s: no valid PROXY header from a trusted peer, dropped: %s", peer[0], data.error)
             return False
         PROXY_HEADERS.labels("accepted").inc()
-        self.session.peer = client
-        self.session.proxy_data = data
+        self.session.peer = self._proxied_peer = client
         return True
 
     @syntax("PROXY")
@@ -457,6 +457,12 @@ class IngressSMTP(SMTP):
             self.stop_if_idle()
 
     # --- session registry -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """aiosmtpd starts a new session after STARTTLS, with the transport's peer: keep the proxied one."""
+        super().connection_made(transport)
+        if self._proxied_peer is not None and self.session is not None:
+            self.session.peer = self._proxied_peer
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.slot is not None and self.ctx.limiter is not None:
