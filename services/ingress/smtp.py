@@ -404,6 +404,9 @@ class IngressSMTP(SMTP):
         reply = check_client(policy, client_ip)
         if reply is None and self.ctx.limiter is not None:
             reply, self.slot = await self.ctx.limiter.open_connection(policy, client_ip)
+            if self.transport is None:  # the client left during the check
+                self._release_slot()
+                return
         if reply is None:
             assert isinstance(self._reader, proxy.GuardedReader)
             self._reader.guard = True
@@ -464,10 +467,13 @@ class IngressSMTP(SMTP):
         if self._proxied_peer is not None and self.session is not None:
             self.session.peer = self._proxied_peer
 
-    def connection_lost(self, error: Exception | None) -> None:
+    def _release_slot(self) -> None:
         if self.slot is not None and self.ctx.limiter is not None:
             self.ctx.spawn(self.ctx.limiter.close_connection(self.slot))
-            self.slot = None
+        self.slot = None
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._release_slot()
         if self in self.ctx.sessions:
             self.ctx.sessions.discard(self)
             SMTP_SESSIONS.dec()
