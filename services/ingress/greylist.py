@@ -76,8 +76,8 @@ class Greylist:
         network = client_network(ip, settings.ipv4_prefix, settings.ipv6_prefix)
         tid = triple_id(network, sender, recipient)
         try:
-            timeout = policy.connection_filter.rate_limits.redis_timeout
-            outcome = await asyncio.wait_for(self._apply(tid, settings), timeout)
+            async with asyncio.timeout(policy.connection_filter.rate_limits.redis_timeout):
+                outcome = await self._apply(tid, settings)
         except Exception as exc:
             LIMIT_ERRORS.labels("greylist").inc()
             log.warning("greylisting skipped, accepting: %s: %s", type(exc).__name__, exc)

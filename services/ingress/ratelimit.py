@@ -6,8 +6,10 @@ Three limits (``connection_filter.rate_limits``; 0 turns one off): concurrent co
 - Connections: a sorted set per client whose members are connection ids scored by their expiry
   time. A process refreshes the expiry of its live connections every third of ``connection_ttl``
   and removes them on disconnect; members of a process that died expire on their own.
-- Messages and recipients: a counter per client and fixed one-minute window (``INCRBY`` and
-  ``EXPIRE … NX`` in one transaction), so counters expire by themselves.
+- Messages and recipients: a counter per client and fixed one-minute window (``INCR`` and, on the
+  first count, ``EXPIRE`` in one script), so counters expire by themselves.
+
+Each check is one round trip (a Lua script run by its SHA); a refused connection takes one more.
 
 The decisions (what counts, when a count is over the limit, the reply) are pure functions; the
 Redis side only counts. Redis unreachable or slow: the client is let through (logged, counted).
@@ -37,6 +39,20 @@ PREFIX = "mailmoat:rl"
 WINDOW = 60
 """Seconds of the message and recipient windows."""
 T = TypeVar("T")
+
+ADD_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+redis.call('ZADD', KEYS[1], ARGV[1] + ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
+"""
+"""Drop expired slots, add this connection's (scored by its expiry), keep the key alive: the count."""
+INCREMENT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+"""Count one in the window; the first count starts the window's expiry."""
 
 
 # --- pure ------------------------------------------------------------------------------------------
@@ -90,6 +106,8 @@ class RateLimiter:
         self.slots: dict[str, Slot] = {}
         self._ids = itertools.count(1)
         self._ttl = 120
+        self._add_slot_script = redis.register_script(ADD_SLOT)
+        self._increment_script = redis.register_script(INCREMENT)
 
     async def open_connection(self, policy: Policy, ip: str) -> tuple[str | None, Slot | None]:
         """At connect: the refusal (``421 4.7.0``) or None, and the slot to release on disconnect."""
@@ -113,7 +131,8 @@ class RateLimiter:
         """At disconnect: give the slot back."""
         self.slots.pop(slot.member, None)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.redis.zrem(slot.key, slot.member), 5)
+            async with asyncio.timeout(5):
+                await self.redis.zrem(slot.key, slot.member)
 
     async def count_message(self, policy: Policy, ip: str) -> str | None:
         """At MAIL FROM: ``450 4.7.1`` over the per-minute message limit, else None."""
@@ -157,26 +176,16 @@ class RateLimiter:
         return replies.too_many(kind, ip)
 
     async def _add_slot(self, slot: Slot, ttl: int) -> int:
-        now = self.clock()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(slot.key, "-inf", now)
-            pipe.zadd(slot.key, {slot.member: now + ttl})
-            pipe.expire(slot.key, ttl)
-            pipe.zcard(slot.key)
-            result = await pipe.execute()
-        return int(result[-1])
+        return int(await self._add_slot_script(keys=[slot.key], args=[self.clock(), ttl, slot.member]))
 
     async def _increment(self, key: str) -> int:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(key, 1)
-            pipe.expire(key, WINDOW, nx=True)
-            result = await pipe.execute()
-        return int(result[0])
+        return int(await self._increment_script(keys=[key], args=[WINDOW]))
 
     async def _guard(self, check: str, limits: RateLimits, call: Awaitable[T]) -> T | None:
         """The call's result, or None when Redis fails or is slower than ``redis_timeout`` (fail open)."""
         try:
-            return await asyncio.wait_for(call, limits.redis_timeout)
+            async with asyncio.timeout(limits.redis_timeout):
+                return await call
         except Exception as exc:
             LIMIT_ERRORS.labels(check).inc()
             log.warning("rate limit %s not checked, letting the client through: %s: %s",
