@@ -7,9 +7,9 @@
    msgs/s from the first message taken to the last one arrived (queue depths polled every 20 ms)
    and the stage process's CPU per message. Twice: with the per-process look-up cache (the
    default, ``cache_ttl: 300``) and without it (``cache_ttl: 0``: three DNS queries per message).
-2. end to end: ``bench/e2e.py --only mailmoat`` (smtp-source → ingress x2 → … → smtp-sink), once
-   without filter stages and once with ``connection_filter`` (and the ingress rate limits on, with
-   limits high enough not to refuse, so their Redis round trips are counted).
+2. end to end: ``bench/e2e.py --only mailmoat`` (smtp-source → ingress x2 → … → smtp-sink), without
+   filter stages, with ``connection_filter`` and the ingress rate limits on (limits high enough not to
+   refuse, so their Redis round trips are counted), and with ``connection_filter`` alone.
 
     .venv/bin/python bench/connection_filter.py --messages 3000 --e2e-messages 3000
 """
@@ -55,9 +55,9 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def filter_policy(dns_port: int, cache_ttl: int = 300) -> dict:
+def filter_policy(dns_port: int, cache_ttl: int = 300, rate_limits: bool = True) -> dict:
     """The policy sections that turn the connection filter on (merged into the bench policy)."""
-    return {
+    policy = {
         "dns": {"nameservers": ["127.0.0.1"], "port": dns_port, "timeout": 2},
         "connection_filter": {
             "ip_block": ["203.0.113.0/24"],
@@ -69,6 +69,9 @@ def filter_policy(dns_port: int, cache_ttl: int = 300) -> dict:
                             "recipients_per_minute": 1_000_000},
         },
     }
+    if not rate_limits:
+        del policy["connection_filter"]["rate_limits"]
+    return policy
 
 
 async def preload(url: str, count: int, size: int) -> None:
@@ -152,7 +155,7 @@ def e2e_run(messages: int, extra: dict | None, workdir: Path, label: str) -> dic
         env["BENCH_POLICY_EXTRA"] = str(path)
     else:
         env.pop("BENCH_POLICY_EXTRA", None)
-    out = workdir / f"e2e-{label}.json"
+    out = workdir / f"e2e-{len(list(workdir.glob('e2e-*.json')))}.json"
     subprocess.run([sys.executable, str(BENCH / "e2e.py"), "--only", "mailmoat", "--rounds", "1", "--messages",
                     str(messages), "--latency-messages", "200", "--paced-messages", "0", "--json", str(out)],
                    env=env, check=True, stdout=subprocess.DEVNULL)
@@ -168,18 +171,21 @@ def main() -> int:
     parser.add_argument("--e2e-messages", type=int, default=int(os.environ.get("BENCH_CF_E2E_MESSAGES", 3000)))
     parser.add_argument("--size", type=int, default=10240)
     parser.add_argument("--skip-e2e", action="store_true")
+    parser.add_argument("--skip-stage", action="store_true")
     args = parser.parse_args()
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": os.cpu_count(), "stage": [], "e2e": []}
     with tempfile.TemporaryDirectory(prefix="mailmoat-cf-bench-") as tmp, DnsServer(ZONE) as dns:
         workdir = Path(tmp)
-        for cache_ttl in (300, 0):
+        for cache_ttl in () if args.skip_stage else (300, 0):
             log(f"stage: {args.messages} messages, cache_ttl {cache_ttl}")
             results["stage"].append(stage_run(dns.port, args.messages, args.size, cache_ttl, workdir))
             log(f"stage: {results['stage'][-1]}")
         if not args.skip_e2e:
-            for label, extra in (("no filters", None), ("connection_filter", filter_policy(dns.port))):
+            for label, extra in (("no filters", None),
+                                 ("connection_filter", filter_policy(dns.port)),
+                                 ("connection_filter, no rate limits", filter_policy(dns.port, rate_limits=False))):
                 log(f"e2e: {label}")
-                results["e2e"].append(e2e_run(args.e2e_messages, extra, workdir, label.replace(" ", "-")))
+                results["e2e"].append(e2e_run(args.e2e_messages, extra, workdir, label))
                 log(f"e2e: {results['e2e'][-1]}")
     lines = [f"connection filter bench  {results['date']}  {results['cpus']} CPUs  {args.size} B messages"]
     for run in results["stage"]:
@@ -187,7 +193,7 @@ def main() -> int:
                      f"({run['messages']} in {run['wall_s']} s), {run['cpu_ms_per_msg']} ms CPU/msg, "
                      f"load {run['load']}")
     for run in results["e2e"]:
-        lines.append(f"  end to end, {run['label']:<17}: accepted {run['accepted_per_s']} msgs/s, delivered "
+        lines.append(f"  end to end, {run['label']:<33}: accepted {run['accepted_per_s']} msgs/s, delivered "
                      f"{run['delivered_per_s']} msgs/s ({run['delivered']}), {run['cpu_ms_per_msg']} ms CPU/msg")
     text = "\n".join(lines)
     print(text)
