@@ -388,6 +388,8 @@ class Antimalware(_Strict):
     """Encrypted archives (which no engine can look into)."""
     unscannable: Literal["allow", "block"] = "block"
     """Parts clamd could not scan (above ``stream_max_length``, engine error)."""
+    macros: Literal["allow", "block"] = "block"
+    """Office documents with VBA macros (OOXML ``vbaProject.bin``, OLE ``VBA`` storage), also in archives."""
     fail_open: bool = False
     """clamd unreachable or timing out: ``false`` retries the message later (never passed on
     unscanned); ``true`` passes it on unscanned, with a trace event."""

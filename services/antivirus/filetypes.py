@@ -47,7 +47,7 @@ _PREFIXES: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "gif"),
 )
 
-ARCHIVE_TYPES = frozenset({"zip", "gzip", "tar"})
+ARCHIVE_TYPES = frozenset({"zip", "gzip", "tar", "7z", "rar"})
 """Types the stage opens itself (others are left to the engine)."""
 
 
