@@ -242,6 +242,61 @@ class DnsblZone(_Strict):
         return out
 
 
+class RateLimits(_Strict):
+    """Per-client limits shared by every ingress process through Redis (0: off)."""
+
+    connections: int = Field(0, ge=0)
+    """Concurrent SMTP connections per client IP; over it ``421 4.7.0`` and close."""
+    messages_per_minute: int = Field(0, ge=0)
+    """Transactions (MAIL FROM) per client IP per minute; over it ``450 4.7.1``."""
+    recipients_per_minute: int = Field(0, ge=0)
+    """RCPT TO per client IP per minute; over it ``450 4.7.1``."""
+    ipv6_prefix: int = Field(64, ge=32, le=128)
+    """IPv6 clients are counted per network of this prefix length (one host usually owns a /64)."""
+    connection_ttl: int = Field(120, ge=10)
+    """Seconds a connection slot lives in Redis unless its process refreshes it (a dead process leaks none)."""
+    redis_timeout: float = Field(0.5, gt=0)
+    """Seconds per Redis call; slower or unreachable Redis lets the client through (fail open, logged, counted)."""
+
+
+class Greylisting(_Strict):
+    """Defer the first attempt of an unknown (client network, sender, recipient) triple at RCPT TO."""
+
+    enabled: bool = False
+    delay: int = Field(300, ge=1)
+    """Seconds before a retry of the same triple is accepted."""
+    retry_window: int = Field(86_400, ge=60)
+    """Seconds a deferred triple waits for its retry; later, it starts over."""
+    whitelist_ttl: int = Field(3_110_400, ge=60)
+    """Seconds a triple that passed stays accepted without delay (36 days), renewed by each pass."""
+    ipv4_prefix: int = Field(24, ge=8, le=32)
+    ipv6_prefix: int = Field(64, ge=32, le=128)
+
+
+class ProxyProtocol(_Strict):
+    """PROXY protocol v1/v2 from trusted load balancers: the client address every check sees."""
+
+    trusted_networks: list[str] = Field(default_factory=list)
+    """Peers that must send a PROXY header first (without one the connection is dropped); a header
+    from any other peer is refused with ``421 4.7.0``."""
+    timeout: float = Field(5, gt=0)
+    """Seconds a trusted peer has to send its header."""
+    _trusted: IpSet = PrivateAttr(default_factory=IpSet)
+
+    @field_validator("trusted_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> list[str]:
+        return _parse_networks(value)
+
+    @model_validator(mode="after")
+    def _sets(self) -> ProxyProtocol:
+        self._trusted = IpSet.of(self.trusted_networks)
+        return self
+
+    def trusted(self, ip: str) -> bool:
+        return ip in self._trusted
+
+
 class ConnectionFilter(_Strict):
     ip_allow: list[str] = Field(default_factory=list)
     """Clients whose mail is marked allow-listed (IPV:CAL, SCL -1); takes precedence over ip_block."""
@@ -256,6 +311,9 @@ class ConnectionFilter(_Strict):
     """Seconds per DNS look-up of this stage (default: ``dns.timeout``)."""
     cache_ttl: int = Field(300, ge=0)
     """Seconds a look-up result is kept in each process's cache (0: no cache)."""
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    greylisting: Greylisting = Field(default_factory=Greylisting)
+    proxy_protocol: ProxyProtocol = Field(default_factory=ProxyProtocol)
     _allow: IpSet = PrivateAttr(default_factory=IpSet)
     _block: IpSet = PrivateAttr(default_factory=IpSet)
 
