@@ -263,6 +263,8 @@ class Mailmoat:
         policy["routes"]["latency-sink"]["hosts"] = [f"127.0.0.1:{latency_sink}"]
         filters = [f for f in os.environ.get("BENCH_FILTERS", "").split(",") if f]
         policy["pipeline"]["filters"] = filters
+        if os.environ.get("BENCH_POLICY_EXTRA"):  # sections added to the bench policy (bench/connection_filter.py)
+            policy.update(yaml.safe_load(Path(os.environ["BENCH_POLICY_EXTRA"]).read_text()) or {})
         self.policy_path = workdir / "policy.yaml"
         self.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
         self.stages = [("ingress", i) for i in range(workers)] + [(f, 0) for f in filters] + [
@@ -271,7 +273,7 @@ class Mailmoat:
         for stage in ("routing", "egress", "connection_filter", "antivirus", "antispam", "devmailbox"):
             self.ports[stage] = free_block(1)
         self.log_level = log_level
-        self.redis_url = "redis://127.0.0.1:6379/14"
+        self.redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "gateway.log"
 

@@ -1,7 +1,11 @@
 """Routing service wiring: consume mailmoat.routing, carry out the verdict actions, split per route.
 
 Steps of ``Router.handle``, in order (decision 004):
-1. mail-flow rules (they may end, change or re-route the message) — not wired yet;
+1. mail-flow rules (``rules.evaluate``): each match is a ``RULE`` trace event naming the rule and its
+   mode; an enforced rule may end the message (reject with an NDR, delete, quarantine), change it
+   (headers, Subject, disclaimer, recipients), set the SCL or bypass spam filtering (the verdict
+   action of step 2 then sees that SCL), or pick an outbound connector and require TLS (step 3).
+   Reports the gateway made itself (DSNs) and released messages are not subject to rules;
 2. the verdict action (``actions.disposition``): quarantine, delete and reject end the message here;
    a Subject prefix, a redirect or stripped attachments change it and it goes on;
 3. per-recipient routes: one copy per route to egress.
@@ -22,7 +26,9 @@ from mailmoat_common.quarantine import QuarantineStore, admin_notice
 from mailmoat_common.runtime import Runtime, Transient, serve_stage, stage_publish
 from mailmoat_common.settings import Settings
 from mailmoat_routing.actions import Disposition, Outcome, carry_out, disposition, ndr_for
-from mailmoat_routing.decide import copies_for, plan_routes
+from mailmoat_routing.decide import copies_for
+from mailmoat_routing.rules import RuleHit, RuleOutcome, apply_outcome, evaluate
+from mailmoat_routing.rules.routing import plan_with_rules
 
 SERVICE = "routing"
 
@@ -34,11 +40,33 @@ ACTIONS = Counter(
     ["action", "cause"],
 )
 
+RULE_HITS = Counter(
+    "mailmoat_rule_hits_total",
+    "Mail-flow rule matches by rule name and mode (test-mode matches change nothing).",
+    ["rule", "mode"],
+)
+
 
 def _event(event: str, envelope: Envelope, disp: Disposition, detail: str, **data: object) -> TraceEvent:
     return TraceEvent(
         event=event, message_id=envelope.id, service=SERVICE, recipients=list(envelope.rcpt_to), detail=detail,
         data={"action": disp.action, "cause": disp.cause, "stage": disp.stage, "result": disp.result, **data},
+    )
+
+
+def _rule_event(envelope: Envelope, hit: RuleHit) -> TraceEvent:
+    return TraceEvent(
+        event="RULE", message_id=envelope.id, service=SERVICE, recipients=list(envelope.rcpt_to),
+        detail=hit.describe(), data={"rule": hit.rule, "mode": hit.mode, "actions": hit.actions, **hit.detail},
+    )
+
+
+def rule_disposition(outcome: RuleOutcome) -> Disposition:
+    """The disposition of a message a rule ended (quarantine reason ``rule``, result the rule's name)."""
+    assert outcome.final is not None
+    return Disposition(
+        action=outcome.final, cause="rule", stage="rules", result=outcome.rule, reason=outcome.text or "",
+        status=(outcome.code or "5.7.1") if outcome.final == "reject" else None,
     )
 
 
@@ -51,16 +79,27 @@ class Router:
 
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
         policy = self.runtime.policy.current
-        # 1. Mail-flow rules plug in here: a rule outcome may end the message or change it before step 2.
-        # 2. The verdict action.
-        outcome = carry_out(disposition(envelope, policy), envelope, data, policy)
-        events = self._action_events(outcome)
+        events: list[TraceEvent] = []
+        # 1. Mail-flow rules.
+        rules: RuleOutcome | None = None
+        if policy.rules and envelope.kind == "message" and not envelope.released_from:
+            rules = evaluate(envelope, data, policy, utcnow())
+            events += [_rule_event(envelope, hit) for hit in rules.hits]
+            envelope, data = apply_outcome(envelope, rules), rules.data
+        if rules is not None and rules.final is not None:
+            outcome = Outcome(rule_disposition(rules), envelope, data)
+        else:
+            # 2. The verdict action.
+            outcome = carry_out(disposition(envelope, policy), envelope, data, policy)
+            events += self._action_events(outcome)
         if outcome.delivers:
             # 3. Routes.
-            outputs = self._route(outcome.envelope, outcome.data, policy, events)
+            outputs = self._route(outcome.envelope, outcome.data, policy, events, rules)
         else:
             outputs = await self._end(outcome, policy, events)
         await self.runtime.trace.record(events)
+        for hit in rules.hits if rules else []:
+            RULE_HITS.labels(hit.rule, hit.mode).inc()
         ACTIONS.labels(outcome.action, outcome.disposition.cause).inc()
         return outputs
 
@@ -136,8 +175,9 @@ class Router:
     # --- routes ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _route(envelope: Envelope, data: bytes, policy: Policy, events: list[TraceEvent]) -> list[Publish]:
-        splits = plan_routes(envelope, policy)
+    def _route(envelope: Envelope, data: bytes, policy: Policy, events: list[TraceEvent],
+               rules: RuleOutcome | None = None) -> list[Publish]:
+        splits = plan_with_rules(envelope, policy, rules)
         copies = copies_for(envelope, splits)
         if len(copies) > 1:
             events.append(TraceEvent(

@@ -349,7 +349,7 @@ def test_service_process_delivers_with_ca_from_environment(
             [got] = sink.wait_for(1, 30)
             assert got.data == DATA and got.tls
             metrics = gateway.metrics("egress")
-            assert 'mailmoat_deliveries_total{result="delivered"} 1.0' in metrics
+            assert 'mailmoat_deliveries_total{destination="route:onprem",result="delivered"} 1.0' in metrics
             assert "mailmoat_delivery_seconds_count 1.0" in metrics
 
 
