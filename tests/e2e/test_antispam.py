@@ -137,3 +137,21 @@ def test_allow_listed_client_skips_scoring(gateway_factory, sink: SmtpSink, dns:
     head = got.data[: got.data.index(b"\r\nReceived: ") + 2].replace(b"\r\n\t", b"")
     assert b"IPV:CAL;SFV:SKN;SCL:-1;" in head and b"X-Mailmoat-SCL: -1\r\n" in head and b"RULES" not in head
     assert got.data.endswith(gtube)
+
+
+def test_routing_quarantines_gtube_by_the_default_actions(gateway_factory, sink: SmtpSink, dns: DnsServer) -> None:
+    text = policy("antispam").replace("  actions: {{spam: deliver, hcspam: deliver, bulk: deliver, spoof: deliver}}\n",
+                                      "  bulk_threshold: 7\n")
+    assert "hcspam: deliver" not in text
+    gateway = gateway_factory(text, services=("ingress", "antispam", "routing", "egress"), dns_port=dns.port)
+    send(gateway.smtp_port, message(5, "held", GTUBE.encode() + b"\r\n"))
+    send(gateway.smtp_port, message(6, "passes", b"See you at the meeting.\r\n"))
+    (got,) = sink.wait_for(1, timeout=60)
+    assert b"Subject: passes\r\n" in got.data
+    deadline = time.monotonic() + 20
+    events: list[dict] = []
+    while time.monotonic() < deadline and not any(e["event"] == "QUARANTINE" for e in events):
+        events = trace_events("as5@sender.test")
+        time.sleep(0.2)
+    assert [e["event"] for e in events if e["event"] in ("SPAM", "QUARANTINE", "DELIVER")] == ["SPAM", "QUARANTINE"]
+    assert len(sink.messages) == 1
