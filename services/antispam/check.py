@@ -87,6 +87,7 @@ class Checker:
         self._auth_resolver = auth_resolver
         self._uribl_resolver = uribl_resolver
         self._keys: dict[str, tuple] = {}
+        self._stores: dict[str, bayes.BayesStore] = {}
         self.http = http
 
     def _resolver(self, kind: str, policy: Policy, timeout: float) -> Resolver:
@@ -159,7 +160,9 @@ class Checker:
         settings = policy.antispam.bayes
         if not settings.enabled or self.redis is None:
             return []
-        store = bayes.BayesStore(self.redis, settings.key_prefix)
+        store = self._stores.get(settings.key_prefix)
+        if store is None:
+            store = self._stores[settings.key_prefix] = bayes.BayesStore(self.redis, settings.key_prefix)
         try:
             result = await store.classify(bayes.tokens(content), settings.min_spam, settings.min_ham)
         except Exception as exc:  # Redis trouble: score without the classifier
