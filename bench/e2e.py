@@ -249,7 +249,8 @@ class RabbitVhost:
 
 
 class Mailmoat:
-    """``python -m mailmoat_common.cli run all`` with a bench policy, on a fresh vhost and Redis db 14."""
+    """``python -m mailmoat_common.cli run all`` with a bench policy, on a fresh vhost and a flushed Redis db
+(``BENCH_REDIS_DB``, default 14)."""
 
     name = "mailmoat"
 
@@ -271,7 +272,8 @@ class Mailmoat:
         for stage in ("routing", "egress", "connection_filter", "antivirus", "antispam", "devmailbox"):
             self.ports[stage] = free_block(1)
         self.log_level = log_level
-        self.redis_url = "redis://127.0.0.1:6379/14"
+        self.redis_db = os.environ.get("BENCH_REDIS_DB", "14")
+        self.redis_url = f"redis://127.0.0.1:6379/{self.redis_db}"
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "gateway.log"
 
@@ -314,7 +316,7 @@ class Mailmoat:
             return False
 
     def _flush_redis(self) -> None:
-        subprocess.run(["redis-cli", "-n", "14", "flushdb"], capture_output=True, timeout=30)
+        subprocess.run(["redis-cli", "-n", self.redis_db, "flushdb"], capture_output=True, timeout=30)
 
     def pids(self) -> dict[str, int]:
         """Service name -> pid of every child of ``run all``."""

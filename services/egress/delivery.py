@@ -1,8 +1,10 @@
 """SMTP delivery on aiosmtplib: hosts in order with fallback, pooled sessions, one reply per recipient.
 
-A destination is (host, port, TLS mode, TLS name). Idle sessions are kept per destination, checked
-with RSET before reuse and closed after ``idle_timeout``; at most ``max_per_destination`` sessions
-to one destination exist at a time.
+A destination is (host, port, TLS mode, TLS name). Idle sessions are kept per destination and closed
+after ``idle_timeout``; one idle for longer than ``check_after`` is checked with RSET before reuse
+(a session released moments ago ended its last transaction with a final reply, and a reused session
+that turns out broken before DATA is replaced by a fresh one anyway). At most ``max_per_destination``
+sessions to one destination exist at a time (20, as Postfix's default destination concurrency).
 """
 
 from __future__ import annotations
@@ -158,12 +160,13 @@ class Message:
 class SessionPool:
     """Idle SMTP sessions per destination, with a bound on sessions per destination."""
 
-    def __init__(self, *, local_hostname: str, cafile: str | None = None, max_per_destination: int = 4,
-                 idle_timeout: float = 60.0):
+    def __init__(self, *, local_hostname: str, cafile: str | None = None, max_per_destination: int = 20,
+                 idle_timeout: float = 60.0, check_after: float = 2.0):
         self.local_hostname = local_hostname
         self.cafile = cafile
         self.max_per_destination = max_per_destination
         self.idle_timeout = idle_timeout
+        self.check_after = check_after
         self._idle: dict[Destination, list[Session]] = {}
         self._limits: dict[Destination, asyncio.Semaphore] = {}
         self.opened = 0
@@ -182,16 +185,21 @@ class SessionPool:
 
     async def acquire(self, destination: Destination, target: Target, timeouts: Timeouts, *,
                       fresh: bool = False) -> Session:
-        """An idle session that still answers RSET, or a new one (``fresh``: always new; raises HostFailed)."""
+        """An idle session (checked with RSET when idle longer than ``check_after``), or a new one
+        (``fresh``: always new; raises HostFailed)."""
         await self.reap()
         idle = self._idle.get(destination, [])
         while idle and not fresh:
             session = idle.pop()
-            try:
-                await session.smtp.rset(timeout=timeouts.command)
-            except SessionError:
+            if not session.smtp.is_connected:
                 _close(session.smtp)
                 continue
+            if time.monotonic() - session.last_used > self.check_after:
+                try:
+                    await session.smtp.rset(timeout=timeouts.command)
+                except SessionError:
+                    _close(session.smtp)
+                    continue
             self.reused += 1
             return session
         try:
@@ -364,6 +372,9 @@ async def transact(session: Session, message: Message, timeouts: Timeouts) -> li
         try:
             await smtp.mail(message.mail_from, options=options, encoding=encoding, timeout=timeouts.command)
         except aiosmtplib.SMTPSenderRefused as exc:
+            if exc.code == 421 and session.transactions > 1:
+                # A reused session the server is closing (it was not checked with RSET): reopen.
+                raise SessionBroken(f"4.4.2 {remote} closed the session: {exc.code} {exc.message}", False) from exc
             await _rset(smtp, timeouts)
             return [result(r, exc.code, exc.message) for r in message.recipients]
         results: dict[str, RcptResult] = {}

@@ -217,7 +217,20 @@ async def test_sessions_per_destination_are_bounded(servers) -> None:
     assert len(server.messages) == 6
     assert server.max_concurrent == 2 and server.connections == 2
     assert pool.opened == 2 and pool.reused == 4
-    assert sum(c.upper() == "RSET" for c in server.commands) == 4, "RSET before every reuse"
+    assert sum(c.upper() == "RSET" for c in server.commands) == 0, "no RSET on a session released moments ago"
+
+
+async def test_session_idle_for_a_while_checked_with_rset(servers) -> None:
+    server = await _server(servers)
+    pool = SessionPool(local_hostname="gw.test", check_after=0.0)
+    try:
+        for n in range(3):
+            [result] = await _deliver([server], message=Message("s@out.org", [f"r{n}@example.com"], DATA), pool=pool)
+            assert result.ok, result.reply
+    finally:
+        await pool.close()
+    assert pool.opened == 1 and pool.reused == 2
+    assert sum(c.upper() == "RSET" for c in server.commands) == 2, "RSET before reusing an idle session"
 
 
 async def test_reused_session_broken_before_data_reopens(servers) -> None:
