@@ -31,6 +31,7 @@ from mailmoat_common.telemetry import (
     MESSAGES,
     POLICY_RELOADS,
     PROCESSING,
+    VERDICTS,
     extract,
     inject,
     setup_logging,
@@ -45,6 +46,15 @@ Handler = Callable[[Envelope, bytes], Awaitable[list[Publish]]]
 
 class Transient(Exception):
     """A temporary fault (a dependency is down): retry the message later, it is not poison."""
+
+
+def count_verdict(stage: str, envelope: Envelope, outputs: list[Publish]) -> None:
+    """Count the verdict ``stage`` reached for one message (the first copy's, if it was split)."""
+    verdict = next((o.envelope.verdicts[stage] for o in outputs if stage in o.envelope.verdicts), None)
+    if verdict is None:
+        verdict = envelope.verdicts.get(stage)
+    if verdict is not None:
+        VERDICTS.labels(stage, verdict.result).inc()
 
 
 class Runtime:
@@ -232,6 +242,7 @@ class Runtime:
                 inject(output.headers)
             await self.bus.publish_many(outputs)
             await message.ack()
+            count_verdict(stage, envelope, outputs)
             return "ok"
         except Transient as exc:
             log.warning("%s: temporary failure, retrying later: %s", stage, exc, extra={"message_id": envelope.id})

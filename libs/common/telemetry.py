@@ -27,6 +27,11 @@ PROCESSING = Histogram(
     ["service"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+VERDICTS = Counter(
+    "mailmoat_verdicts_total",
+    "Verdicts the filter and routing stages reached, by stage and result (the verdict mix).",
+    ["stage", "result"],
+)
 IN_FLIGHT = Gauge("mailmoat_in_flight_messages", "Messages a stage is working on now.", ["service"])
 POLICY_RELOADS = Counter(
     "mailmoat_policy_reloads_total", "Policy reload attempts, by result.", ["service", "result"]

@@ -41,7 +41,11 @@ LOCK_TTL = 60
 
 log = logging.getLogger(__name__)
 
-DELIVERIES = Counter("mailmoat_deliveries_total", "Recipients by delivery result.", ["result"])
+DELIVERIES = Counter(
+    "mailmoat_deliveries_total",
+    "Recipients by delivery result and destination (a named route or connector, or ``mx``).",
+    ["result", "destination"],
+)
 DELIVERY_SECONDS = Histogram(
     "mailmoat_delivery_seconds", "Time of one delivery attempt (look-up, session, transaction).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
@@ -83,6 +87,15 @@ def dedupe_key(envelope: Envelope) -> str:
 def lock_key(envelope: Envelope) -> str:
     route = envelope.route.name if envelope.route else "-"
     return LOCK_KEY.format(id=envelope.id, route=route)
+
+
+def destination_label(envelope: Envelope) -> str:
+    """Metric label of a copy's destination: the route's name for smart hosts and connectors, ``mx``
+    for MX delivery (one label for every recipient domain keeps the series count bounded)."""
+    route = envelope.route
+    if route is None:
+        return "none"
+    return "mx" if route.kind == "mx" else route.name
 
 
 class Egress:
@@ -222,7 +235,7 @@ class Egress:
         if outcome.dsn is not None:
             dsn_envelope, dsn_data = outcome.dsn
             outputs.append(Publish(await self.runtime.bus.declare_stage("routing"), dsn_envelope, dsn_data))
-        self._count(outcome)
+        self._count(envelope, outcome)
         await self.runtime.trace.record(self._events(envelope, outcome))
         if outcome.dsn is not None:
             dsn_envelope, _ = outcome.dsn
@@ -236,13 +249,14 @@ class Egress:
         return outputs
 
     @staticmethod
-    def _count(outcome: Outcome) -> None:
+    def _count(envelope: Envelope, outcome: Outcome) -> None:
+        destination = destination_label(envelope)
         if outcome.delivered:
-            DELIVERIES.labels("delivered").inc(len(outcome.delivered))
+            DELIVERIES.labels("delivered", destination).inc(len(outcome.delivered))
         if outcome.deferred:
-            DELIVERIES.labels("deferred").inc(len(outcome.deferred))
+            DELIVERIES.labels("deferred", destination).inc(len(outcome.deferred))
         if outcome.failed:
-            DELIVERIES.labels("expired" if outcome.expired else "failed").inc(len(outcome.failed))
+            DELIVERIES.labels("expired" if outcome.expired else "failed", destination).inc(len(outcome.failed))
 
     @staticmethod
     def _events(envelope: Envelope, outcome: Outcome) -> list[TraceEvent]:

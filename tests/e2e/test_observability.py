@@ -38,6 +38,7 @@ def test_metrics_move_with_traffic(gateway_factory, sink: SmtpSink) -> None:
     routing = gateway.metrics("routing")
     assert sample(routing, "mailmoat_messages_total", 'outcome="ok",service="routing"') == 3
     assert sample(routing, "mailmoat_processing_seconds_count", 'service="routing"') == 3
+    assert sample(routing, "mailmoat_verdicts_total", 'result="routed",stage="routing"') == 3
     egress = gateway.metrics("egress")
-    assert sample(egress, "mailmoat_deliveries_total", 'result="delivered"') == 3
+    assert sample(egress, "mailmoat_deliveries_total", 'destination="route:onprem",result="delivered"') == 3
     assert sample(egress, "mailmoat_messages_total", 'outcome="ok",service="egress"') == 3

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
+import time
 import uuid
 
 RABBITMQ_HOST = os.environ.get("MAILMOAT_TEST_RABBITMQ_HOST", "127.0.0.1")
@@ -30,8 +32,31 @@ def create_vhost() -> str:
     return name
 
 
+SETTLE_SECONDS = 5.0
+"""How long a used vhost rests before it is deleted: deleting quorum queues right after heavy use can
+crash RabbitMQ 3.10's log segment writer, so vhosts are deleted a few seconds later."""
+
+_retired: list[tuple[float, str]] = []
+
+
+def _delete(name: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=120)
+
+
 def delete_vhost(name: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True)
+    """Retire ``name``: it is deleted once it has rested ``SETTLE_SECONDS`` (at the latest at exit)."""
+    now = time.monotonic()
+    _retired.append((now, name))
+    while _retired and now - _retired[0][0] >= SETTLE_SECONDS:
+        _delete(_retired.pop(0)[1])
+
+
+@atexit.register
+def _delete_retired() -> None:
+    while _retired:
+        retired_at, name = _retired.pop(0)
+        time.sleep(max(0.0, SETTLE_SECONDS - (time.monotonic() - retired_at)))
+        _delete(name)
 
 
 def amqp_url_for(vhost: str, host: str = RABBITMQ_HOST, port: int = RABBITMQ_PORT) -> str:
