@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiosmtplib
-from aiosmtplib import SMTP
+from aiosmtplib import SMTP, SMTPResponse, SMTPStatus
 from aiosmtplib.errors import SMTPException, SMTPHeloError, SMTPResponseException
 
 from mailmoat_egress.tls import connect_kwargs, rule_for, server_name
@@ -392,7 +392,7 @@ async def transact(session: Session, message: Message, timeouts: Timeouts) -> li
             return [results[r] for r in message.recipients]
         committed = True
         try:
-            response = await smtp.data(message.data, timeout=timeouts.command)
+            response = await send_data(smtp, message.data, timeouts.command)
         except aiosmtplib.SMTPDataError as exc:
             await _rset(smtp, timeouts)
             for recipient in accepted:
@@ -403,6 +403,47 @@ async def transact(session: Session, message: Message, timeouts: Timeouts) -> li
         return [results[r] for r in message.recipients]
     except SessionError as exc:
         raise SessionBroken(f"4.4.2 connection to {remote} broke: {exc or type(exc).__name__}", committed) from exc
+
+
+def crlf_only(data: bytes) -> bool:
+    """Every CR and LF of ``data`` is part of a CRLF pair, and it ends with one (ingress refuses
+    bare CR and LF, so what it accepted is this)."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\r") == pairs and data.count(b"\n") == pairs and data.endswith(b"\r\n")
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """``data`` (CRLF lines) with a dot doubled at the start of every line (RFC 5321 4.5.2)."""
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\n.", b"\n..") if b"\n." in data else data
+
+
+async def send_data(smtp: SMTP, data: bytes, timeout: float) -> SMTPResponse:
+    """DATA, then the content, as ``SMTP.data`` does, without its two regular-expression passes
+    over content that needs none: CRLF-only content is sent as it is, dot-stuffed by a byte scan.
+    Anything else (or an aiosmtplib without the protocol parts used here) goes through ``SMTP.data``."""
+    protocol = smtp.protocol
+    lock = getattr(protocol, "_command_lock", None)
+    if lock is None or not hasattr(protocol, "_response_pending") or not crlf_only(data):
+        return await smtp.data(data, timeout=timeout)
+    payload = dot_stuffed(data) + b".\r\n"
+    try:
+        async with lock:
+            protocol._response_pending = True
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=timeout)
+            if start.code != SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            protocol._response_pending = True
+            protocol.write(payload)
+            response = await protocol.read_response(timeout=timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        smtp.close()
+        raise
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
 
 
 async def _rset(smtp: SMTP, timeouts: Timeouts) -> None:
