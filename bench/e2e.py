@@ -264,6 +264,8 @@ class Mailmoat:
         policy["routes"]["latency-sink"]["hosts"] = [f"127.0.0.1:{latency_sink}"]
         filters = [f for f in os.environ.get("BENCH_FILTERS", "").split(",") if f]
         policy["pipeline"]["filters"] = filters
+        # BENCH_ROUTE_AT_INGRESS=1: ingress runs the routing step itself (pipeline.route_at_ingress).
+        policy["pipeline"]["route_at_ingress"] = os.environ.get("BENCH_ROUTE_AT_INGRESS", "") not in ("", "0")
         self.policy_path = workdir / "policy.yaml"
         self.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
         self.stages = [("ingress", i) for i in range(workers)] + [(f, 0) for f in filters] + [
@@ -664,7 +666,8 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
 
 def report(results: dict) -> str:
     lines = [f"mailmoat bench  {results['date']}  {results['cpus']} CPUs  N={results['messages']} "
-             f"x {results['size']} B, {results['sessions']} sessions, ingress workers {results['ingress_workers']}"]
+             f"x {results['size']} B, {results['sessions']} sessions, ingress workers {results['ingress_workers']}"
+             + (", routing at ingress" if os.environ.get("BENCH_ROUTE_AT_INGRESS", "") not in ("", "0") else "")]
     systems = results["systems"]
     for name, res in systems.items():
         rate = res["rate"]
