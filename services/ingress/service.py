@@ -13,6 +13,7 @@ import time
 from mailmoat_common.bus import Publish, stage_queue
 from mailmoat_common.runtime import Handler, Runtime
 from mailmoat_common.settings import Settings
+from mailmoat_ingress.connectors import client_ca_file, server_context
 from mailmoat_ingress.direct import routes_at_ingress
 from mailmoat_ingress.smtp import SERVICE, SessionContext, protocol_factory
 from mailmoat_routing.service import make_handler as routing_handler
@@ -45,9 +46,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     """The STARTTLS server context when a certificate and key are configured."""
     if not (settings.tls_cert and settings.tls_key):
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    return context
+    return server_context(settings.tls_cert, settings.tls_key, client_ca_file())
 
 
 class IngressServer:

@@ -34,6 +34,7 @@ from mailmoat_ingress.checks import (
     check_recipient,
     parse_mail_options,
 )
+from mailmoat_ingress.connectors import check_mail, peer_tls
 from mailmoat_ingress.headers import message_id, strip_gateway_headers
 from mailmoat_ingress.metrics import ACCEPT_SECONDS, INGRESS_MESSAGES, SMTP_REPLIES, SMTP_SESSIONS
 from mailmoat_ingress.received import build_received
@@ -92,6 +93,7 @@ class Transaction(SmtpEnvelope):
         self.queue_id: str | None = None
         self.params = MailParams()
         self.data_error: str | None = None
+        self.connector: str | None = None
 
 
 def peer_address(session: Session) -> tuple[str, int]:
@@ -179,6 +181,11 @@ class IngressHandler:
         if reply is not None:
             self.reject(session, envelope, reply, sender=address)
             return reply
+        partner = check_mail(self.ctx.policy(), peer_address(session)[0], address, peer_tls(session.ssl))
+        if partner.reply is not None:
+            self.reject(session, envelope, partner.reply, sender=address, connector=partner.connector)
+            return partner.reply
+        envelope.connector = partner.connector
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.params = params
@@ -217,6 +224,7 @@ class IngressHandler:
             smtputf8=bool(envelope.smtp_utf8),
             body_type=envelope.params.body,
             message_id_header=message_id(content),
+            inbound_connector=envelope.connector,
             direction="outbound" if policy.is_internal(client_ip) else "inbound",
             itinerary=policy.pipeline.itinerary(),
         )
@@ -245,7 +253,8 @@ class IngressHandler:
         event = TraceEvent(
             event="RECEIVE", message_id=message.id, service=SERVICE, recipients=message.rcpt_to,
             detail=f"from {client_ip} size {message.size}",
-            data={"helo": message.helo, "tls": message.tls is not None, "direction": message.direction},
+            data={"helo": message.helo, "tls": message.tls is not None, "direction": message.direction,
+                  "connector": message.inbound_connector},
         )
         traced = self.ctx.spawn(
             self.ctx.trace(
@@ -282,6 +291,7 @@ class IngressHandler:
         *,
         sender: str | None = None,
         recipients: list[str] | None = None,
+        connector: str | None = None,
     ) -> None:
         """Trace an SMTP-time refusal (in the background: a trace store outage never blocks mail)."""
         client_ip, _ = peer_address(session)
@@ -292,6 +302,8 @@ class IngressHandler:
             event="REJECT", message_id=queue_id, service=SERVICE, recipients=recipients or [],
             detail=reply, data={"client_ip": client_ip, "helo": session.host_name},
         )
+        if connector is not None:
+            event.data["connector"] = connector
         self.ctx.spawn(
             self.ctx.trace(
                 event,
