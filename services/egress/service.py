@@ -5,9 +5,10 @@ recipients already delivered, so a copy redelivered after a crash between sendin
 sent twice. A short lock, renewed while a delivery runs, keeps two consumers from delivering the same
 copy at once (the same frame published twice); it expires on its own when its holder dies.
 
-Redis round trips per delivery: one Lua script takes the lock and reads the dedupe set, one records
-the recipients delivered and releases the lock; the trace events join the trace store's next batch;
-one pipeline renews every lock the process holds.
+Redis work per delivery: one Lua script takes the lock and reads the dedupe set, one records the
+recipients delivered and releases the lock, one trace write; all three are group-committed
+(``redisbatch``) with the calls of the other deliveries in flight, each awaited before going on.
+One pipeline every third of the lock's lifetime renews every lock the process holds.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from redis.exceptions import RedisError
 
 from mailmoat_common.bus import DEAD_QUEUE, Publish
 from mailmoat_common.models import Envelope, TraceEvent, utcnow
+from mailmoat_common.redisbatch import ScriptBatcher
 from mailmoat_common.runtime import Runtime, Transient
 from mailmoat_common.settings import Settings
 from mailmoat_egress.decide import Outcome, decide
@@ -107,10 +109,7 @@ class Egress:
         self.pool = pool or SessionPool(local_hostname=policy.organization.hostname, cafile=ca_file())
         self.deliverer = Deliverer(self.pool)
         self.lock_ttl = lock_ttl
-        redis = runtime.redis
-        self._begin = redis.register_script(_BEGIN)
-        self._done = redis.register_script(_DONE)
-        self._unlock = redis.register_script(_UNLOCK)
+        self._scripts = ScriptBatcher(lambda: self.runtime.redis)
         self._held: dict[str, str] = {}
         """Delivery locks this process holds: key -> token."""
         self._renewer: asyncio.Task[None] | None = None
@@ -124,8 +123,7 @@ class Egress:
         unless ``_finish`` released it already."""
         claim = Claim(dedupe_key(envelope), lock_key(envelope), os.urandom(8).hex())
         try:
-            members = await self._begin(keys=[claim.lock, claim.key], args=[claim.token, self.lock_ttl],
-                                        client=self.runtime.redis)
+            members = await self._scripts.call(_BEGIN, [claim.lock, claim.key], [claim.token, self.lock_ttl])
         except (RedisError, OSError) as exc:
             raise Transient(f"dedupe store unavailable: {exc}") from exc
         if members is None:
@@ -140,7 +138,7 @@ class Egress:
         finally:
             if self._held.pop(claim.lock, None) is not None:
                 with contextlib.suppress(RedisError, OSError):
-                    await self._unlock(keys=[claim.lock], args=[claim.token], client=self.runtime.redis)
+                    await self._scripts.call(_UNLOCK, [claim.lock], [claim.token])
 
     async def _renew_held(self) -> None:
         """Renew every lock this process holds, in one pipeline every third of the lock's lifetime."""
@@ -165,15 +163,14 @@ class Egress:
                 await self._mark_delivered(claim.key, recipients)
             return
         try:
-            await self._done(keys=[claim.key, claim.lock], args=[token, DEDUPE_TTL, *recipients],
-                             client=self.runtime.redis)
+            await self._scripts.call(_DONE, [claim.key, claim.lock], [token, DEDUPE_TTL, *recipients])
             return
         except (RedisError, OSError) as exc:
             log.warning("dedupe write failed: %s", exc)
         if recipients:
             await self._mark_delivered(claim.key, recipients)
         with contextlib.suppress(RedisError, OSError):
-            await self._unlock(keys=[claim.lock], args=[token], client=self.runtime.redis)
+            await self._scripts.call(_UNLOCK, [claim.lock], [token])
 
     async def _mark_delivered(self, key: str, recipients: list[str]) -> None:
         for attempt in range(3):
