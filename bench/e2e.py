@@ -265,7 +265,8 @@ class Mailmoat:
         filters = [f for f in os.environ.get("BENCH_FILTERS", "").split(",") if f]
         policy["pipeline"]["filters"] = filters
         # BENCH_ROUTE_AT_INGRESS=1: ingress runs the routing step itself (pipeline.route_at_ingress).
-        policy["pipeline"]["route_at_ingress"] = os.environ.get("BENCH_ROUTE_AT_INGRESS", "") not in ("", "0")
+        if os.environ.get("BENCH_ROUTE_AT_INGRESS", "") not in ("", "0"):
+            policy["pipeline"]["route_at_ingress"] = True
         self.policy_path = workdir / "policy.yaml"
         self.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
         self.stages = [("ingress", i) for i in range(workers)] + [(f, 0) for f in filters] + [
