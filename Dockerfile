@@ -17,6 +17,11 @@ RUN /opt/mailmoat/bin/pip install --no-cache-dir . \
 # --- runtime: the virtualenv, a non-root user, nothing written outside /tmp and /var/lib/mailmoat -----
 FROM python:3.11-slim
 ARG UID=10001
+# libarchive: 7z and rar archives in the antivirus stage. Not pinned: the slim base image follows
+# Debian's stable release, and the library's security updates should come with each rebuild.
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends libarchive13 \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid "${UID}" mailmoat \
     && useradd --system --uid "${UID}" --gid mailmoat --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin mailmoat \

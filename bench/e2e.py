@@ -267,6 +267,8 @@ class Mailmoat:
         # BENCH_ROUTE_AT_INGRESS=1: ingress runs the routing step itself (pipeline.route_at_ingress).
         if os.environ.get("BENCH_ROUTE_AT_INGRESS", "") not in ("", "0"):
             policy["pipeline"]["route_at_ingress"] = True
+        if os.environ.get("BENCH_POLICY_EXTRA"):  # sections added to the bench policy (bench/connection_filter.py)
+            policy.update(yaml.safe_load(Path(os.environ["BENCH_POLICY_EXTRA"]).read_text()) or {})
         self.policy_path = workdir / "policy.yaml"
         self.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
         self.stages = [("ingress", i) for i in range(workers)] + [(f, 0) for f in filters] + [
@@ -275,8 +277,8 @@ class Mailmoat:
         for stage in ("routing", "egress", "connection_filter", "antivirus", "antispam", "devmailbox"):
             self.ports[stage] = free_block(1)
         self.log_level = log_level
-        self.redis_db = os.environ.get("BENCH_REDIS_DB", "14")
-        self.redis_url = f"redis://127.0.0.1:6379/{self.redis_db}"
+        self.redis_url = os.environ.get("BENCH_REDIS_URL") or (
+            f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DB', '14')}")
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "gateway.log"
 
@@ -319,7 +321,7 @@ class Mailmoat:
             return False
 
     def _flush_redis(self) -> None:
-        subprocess.run(["redis-cli", "-n", self.redis_db, "flushdb"], capture_output=True, timeout=30)
+        subprocess.run(["redis-cli", "-u", self.redis_url, "flushdb"], capture_output=True, timeout=30)
 
     def pids(self) -> dict[str, int]:
         """Service name -> pid of every child of ``run all``."""

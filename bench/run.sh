@@ -3,6 +3,8 @@
 #   bench/run.sh              the full comparison (BENCH_MESSAGES, default 5000)
 #   bench/run.sh --profile    py-spy on every mailmoat service during the rate run
 #   bench/run.sh --only postfix|mailmoat, --messages N, ... (bench/e2e.py --help)
+#   then bench/connection_filter.py (BENCH_CF_MESSAGES, BENCH_CF_E2E_MESSAGES; not with --only/--profile;
+#   BENCH_CONNECTION_FILTER=0 skips it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -24,4 +26,11 @@ trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM
 status=0
 wait "$child" || status=$?
 if kill -0 "$child" 2>/dev/null; then wait "$child" || status=$?; fi
+# The connection filter stage: its own msgs/s and end-to-end msgs/s with it on (BENCH_CONNECTION_FILTER=0: skip).
+if [ "$status" = 0 ] && [ "${BENCH_CONNECTION_FILTER:-1}" != 0 ] && [[ " $* " != *" --profile "* && " $* " != *" --only "* ]]; then
+  "$PY" bench/connection_filter.py &
+  child=$!
+  wait "$child" || status=$?
+  if kill -0 "$child" 2>/dev/null; then wait "$child" || status=$?; fi
+fi
 exit "$status"

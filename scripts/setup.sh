@@ -84,6 +84,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/
 need=()
 have rabbitmq-server || need+=(rabbitmq-server)
 have redis-server || need+=(redis-server)
+ldconfig -p 2>/dev/null | grep -q "libarchive\.so\.13" || need+=(libarchive13)   # 7z and rar in the antivirus stage
 new_postfix=0
 new_clamav=0
 if [ "$want_test" = 1 ]; then

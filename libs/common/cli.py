@@ -1,16 +1,18 @@
-"""The ``mailmoat`` command line: run services, check a policy, look up a message's trace."""
+"""The ``mailmoat`` command line: run services, check a policy, look up a message's trace, manage the quarantine."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from mailmoat_common.models import TraceEvent
 from mailmoat_common.policy import PolicyError, load_policy
 from mailmoat_common.settings import Settings
 
@@ -143,6 +145,100 @@ async def _trace(needle: str) -> int:
     return 0
 
 
+def _when(text: str) -> float:
+    """A --since/--until value: an ISO date or date-time (UTC unless it names a zone)."""
+    from datetime import UTC, datetime
+
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2026-01-31 or 2026-01-31T12:00") from None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
+def _stamp(value: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
+
+
+async def _quarantine(args: argparse.Namespace) -> int:
+    """``mailmoat quarantine list|show|release|delete``."""
+    import redis.asyncio as aioredis
+
+    from mailmoat_common import mimeedit
+    from mailmoat_common.bus import Bus
+    from mailmoat_common.quarantine import QuarantineStore, ReleaseError, release
+    from mailmoat_common.trace import TraceStore
+
+    settings = Settings.from_env()
+    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
+    store = QuarantineStore(client)
+    try:
+        if args.quarantine_command == "list":
+            held = await store.list(recipient=args.recipient, sender=args.sender, reason=args.reason,
+                                    since=args.since, until=args.until)
+            for item in held:
+                state = "released" if not item.pending else ("partly released" if item.released else "held")
+                print(f"{item.id}  {_stamp(item.created)}  {item.reason:<16} {state:<15} "
+                      f"<{item.envelope.mail_from}> -> {', '.join(item.envelope.rcpt_to)}")
+            print(f"{len(held)} message(s)", file=sys.stderr)
+            return 0
+        if args.quarantine_command == "show":
+            item = await store.get(args.id, data=True)
+            if item is None:
+                print(f"no quarantined message {args.id}", file=sys.stderr)
+                return 1
+            print(f"id:          {item.id}")
+            print(f"reason:      {item.reason}" + (f" ({item.result})" if item.result != item.reason else ""))
+            print(f"detail:      {item.detail}")
+            print(f"held:        {_stamp(item.created)}  expires {_stamp(item.expires)}")
+            print(f"release by:  {item.release_by}")
+            print(f"sender:      <{item.envelope.mail_from}>")
+            print(f"recipients:  {', '.join(item.envelope.rcpt_to)}")
+            print(f"released:    {', '.join(item.released) or '-'}")
+            print(f"client:      {item.envelope.client_ip} ({item.envelope.helo or '-'})")
+            print("verdicts:")
+            for stage, verdict in item.verdicts.items():
+                print(f"  {stage}: {verdict.get('result')} {json.dumps(verdict.get('detail', {}), sort_keys=True)}")
+            print("envelope:")
+            print("  " + item.envelope.model_dump_json())
+            print("headers:")
+            data = item.data or b""
+            end = mimeedit.sections(data)[0]
+            for line in data[:end].decode("utf-8", "replace").splitlines():
+                print(f"  {line}")
+            return 0
+        if args.quarantine_command == "delete":
+            if not await store.delete(args.id):
+                print(f"no quarantined message {args.id}", file=sys.stderr)
+                return 1
+            trace = TraceStore(client)
+            await trace.record(TraceEvent(event="DELETE", message_id=args.id, service="quarantine",
+                                          detail="deleted from quarantine"))
+            print(f"{args.id}: deleted")
+            return 0
+        if args.quarantine_command == "release":
+            bus = Bus(settings.amqp_url)
+            await bus.connect()
+            try:
+                done = await release(store, bus, TraceStore(client), args.id, recipients=args.recipient or None,
+                                     role=args.role, who=f"{args.role} {os.environ.get('USER', '')}".strip())
+            except ReleaseError as exc:
+                print(f"mailmoat: {exc}", file=sys.stderr)
+                return 1
+            finally:
+                await bus.close()
+            if done.recipients:
+                print(f"{args.id}: released to {', '.join(done.recipients)}")
+            if done.already:
+                print(f"{args.id}: already released to {', '.join(done.already)}")
+            return 0
+    finally:
+        await client.aclose()
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mailmoat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -156,6 +252,24 @@ def main(argv: list[str] | None = None) -> int:
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
     chk = pol_sub.add_parser("check", help="validate a policy file")
     chk.add_argument("file")
+    qua = sub.add_parser("quarantine", help="list, show, release or delete quarantined messages")
+    qua_sub = qua.add_subparsers(dest="quarantine_command", required=True)
+    qls = qua_sub.add_parser("list", help="held messages, oldest first")
+    qls.add_argument("--recipient")
+    qls.add_argument("--sender", help="envelope sender ('' for the null sender)")
+    qls.add_argument("--reason", help="malware, hcphish, phish, hcspam, spoof, spam, bulk, dmarc_quarantine, "
+                                      "rule, or an antivirus result such as blocked-type")
+    qls.add_argument("--since", type=_when, help="held at or after (ISO date or date-time, UTC)")
+    qls.add_argument("--until", type=_when, help="held at or before")
+    qsh = qua_sub.add_parser("show", help="envelope, reason, verdicts and headers of a held message")
+    qsh.add_argument("id")
+    qrl = qua_sub.add_parser("release", help="deliver a held message (each recipient at most once)")
+    qrl.add_argument("id")
+    qrl.add_argument("--recipient", action="append", help="release to this recipient only (repeatable)")
+    qrl.add_argument("--as", dest="role", choices=["admin", "user"], default="admin",
+                     help="release as an administrator (default) or as a recipient")
+    qdl = qua_sub.add_parser("delete", help="remove a held message for good")
+    qdl.add_argument("id")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -166,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_trace(args.needle))
     if args.command == "policy":
         return policy_check(args.file)
+    if args.command == "quarantine":
+        return asyncio.run(_quarantine(args))
     return 2
 
 

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -241,6 +242,61 @@ class DnsblZone(_Strict):
         return out
 
 
+class RateLimits(_Strict):
+    """Per-client limits shared by every ingress process through Redis (0: off)."""
+
+    connections: int = Field(0, ge=0)
+    """Concurrent SMTP connections per client IP; over it ``421 4.7.0`` and close."""
+    messages_per_minute: int = Field(0, ge=0)
+    """Transactions (MAIL FROM) per client IP per minute; over it ``450 4.7.1``."""
+    recipients_per_minute: int = Field(0, ge=0)
+    """RCPT TO per client IP per minute; over it ``450 4.7.1``."""
+    ipv6_prefix: int = Field(64, ge=32, le=128)
+    """IPv6 clients are counted per network of this prefix length (one host usually owns a /64)."""
+    connection_ttl: int = Field(120, ge=10)
+    """Seconds a connection slot lives in Redis unless its process refreshes it (a dead process leaks none)."""
+    redis_timeout: float = Field(0.5, gt=0)
+    """Seconds per Redis call; slower or unreachable Redis lets the client through (fail open, logged, counted)."""
+
+
+class Greylisting(_Strict):
+    """Defer the first attempt of an unknown (client network, sender, recipient) triple at RCPT TO."""
+
+    enabled: bool = False
+    delay: int = Field(300, ge=1)
+    """Seconds before a retry of the same triple is accepted."""
+    retry_window: int = Field(86_400, ge=60)
+    """Seconds a deferred triple waits for its retry; later, it starts over."""
+    whitelist_ttl: int = Field(3_110_400, ge=60)
+    """Seconds a triple that passed stays accepted without delay (36 days), renewed by each pass."""
+    ipv4_prefix: int = Field(24, ge=8, le=32)
+    ipv6_prefix: int = Field(64, ge=32, le=128)
+
+
+class ProxyProtocol(_Strict):
+    """PROXY protocol v1/v2 from trusted load balancers: the client address every check sees."""
+
+    trusted_networks: list[str] = Field(default_factory=list)
+    """Peers that must send a PROXY header first (without one the connection is dropped); a header
+    from any other peer is refused with ``421 4.7.0``."""
+    timeout: float = Field(5, gt=0)
+    """Seconds a trusted peer has to send its header."""
+    _trusted: IpSet = PrivateAttr(default_factory=IpSet)
+
+    @field_validator("trusted_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> list[str]:
+        return _parse_networks(value)
+
+    @model_validator(mode="after")
+    def _sets(self) -> ProxyProtocol:
+        self._trusted = IpSet.of(self.trusted_networks)
+        return self
+
+    def trusted(self, ip: str) -> bool:
+        return ip in self._trusted
+
+
 class ConnectionFilter(_Strict):
     ip_allow: list[str] = Field(default_factory=list)
     """Clients whose mail is marked allow-listed (IPV:CAL, SCL -1); takes precedence over ip_block."""
@@ -255,6 +311,9 @@ class ConnectionFilter(_Strict):
     """Seconds per DNS look-up of this stage (default: ``dns.timeout``)."""
     cache_ttl: int = Field(300, ge=0)
     """Seconds a look-up result is kept in each process's cache (0: no cache)."""
+    rate_limits: RateLimits = Field(default_factory=RateLimits)
+    greylisting: Greylisting = Field(default_factory=Greylisting)
+    proxy_protocol: ProxyProtocol = Field(default_factory=ProxyProtocol)
     _allow: IpSet = PrivateAttr(default_factory=IpSet)
     _block: IpSet = PrivateAttr(default_factory=IpSet)
 
@@ -330,6 +389,8 @@ class Antimalware(_Strict):
     """Encrypted archives (which no engine can look into)."""
     unscannable: Literal["allow", "block"] = "block"
     """Parts clamd could not scan (above ``stream_max_length``, engine error)."""
+    macros: Literal["allow", "block"] = "block"
+    """Office documents with VBA macros (OOXML ``vbaProject.bin``, OLE ``VBA`` storage), also in archives."""
     fail_open: bool = False
     """clamd unreachable or timing out: ``false`` retries the message later (never passed on
     unscanned); ``true`` passes it on unscanned, with a trace event."""
@@ -382,6 +443,17 @@ class SpamActions(_Strict):
 class Antispam(_Strict):
     authserv_id: str | None = None
     """The authserv-id of the ``Authentication-Results`` header (default: ``organization.hostname``)."""
+    trusted_arc_sealers: list[str] = Field(default_factory=list)
+    """ARC sealer domains (and their subdomains) whose valid chain reporting ``dmarc=pass`` overrides a DMARC
+    failure (as EOP's compauth reason 130): mailing lists and forwarders the organisation trusts."""
+    spf_timeout: float = Field(20, gt=0)
+    """Seconds one SPF evaluation may take in all (RFC 7208 4.6.4); past it the result is ``temperror``."""
+
+    @field_validator("trusted_arc_sealers")
+    @classmethod
+    def _sealer_domains(cls, value: list[str]) -> list[str]:
+        return [d.strip().lower().rstrip(".") for d in value]
+
     bulk_threshold: int = Field(7, ge=1, le=9)
     """A bulk complaint level (BCL) at or over this makes the message bulk (SCL 6)."""
     actions: SpamActions = Field(default_factory=SpamActions)
@@ -566,6 +638,325 @@ class Connectors(_Strict):
         return next((c for c in self.outbound if c.name == name), None)
 
 
+# --- mail-flow rules ------------------------------------------------------------------------------
+
+RULE_VERDICTS = (
+    "malware", "archive-bomb", "blocked-type", "encrypted", "unscannable",
+    "hcphish", "phish", "hcspam", "spoof", "spam", "bulk", "dmarc_reject", "dmarc_quarantine",
+    "ip_allow", "dnsbl", "ip_block",
+)
+"""Names the ``verdict`` rule condition knows (see docs/policy.md, ``rules``)."""
+
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+_PROTECTED_HEADERS = ("x-mailmoat-", "received", "content-", "mime-version")
+_ENHANCED_CODE = re.compile(r"^5\.7\.(?:1|9\d\d)$")
+
+
+def _rule_values(value: list[str], what: str) -> list[str]:
+    out = []
+    for item in value:
+        text = str(item).strip().lower()
+        if not text:
+            raise ValueError(f"an empty {what}")
+        if text not in out:
+            out.append(text)
+    if not out:
+        raise ValueError("must list at least one value")
+    return out
+
+
+def _header_name(name: str, *, writable: bool) -> str:
+    name = str(name).strip()
+    if not _HEADER_NAME.match(name):
+        raise ValueError(f"{name!r} is not a header field name")
+    if writable and name.lower().startswith(_PROTECTED_HEADERS):
+        raise ValueError(f"{name!r}: rules may not set or remove Received, Content-*, MIME-Version or X-Mailmoat-*")
+    return name
+
+
+def _regexes(value: list[str]) -> list[str]:
+    if not value:
+        raise ValueError("must list at least one pattern")
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"bad regex {pattern!r}: {exc}") from None
+    return value
+
+
+def _one_line(text: str, what: str, limit: int) -> str:
+    if "\r" in text or "\n" in text or len(text) > limit:
+        raise ValueError(f"{what} must be one line of at most {limit} characters")
+    return text
+
+
+class HeaderWords(_Strict):
+    header: str
+    """Header field name (case-insensitive); every field of that name is looked at."""
+    words: list[str]
+    """Words or phrases, any of which matches (whole words, case-insensitive)."""
+
+    @field_validator("header")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _header_name(value, writable=False)
+
+    @field_validator("words")
+    @classmethod
+    def _words(cls, value: list[str]) -> list[str]:
+        return _rule_values(value, "word")
+
+
+class HeaderPatterns(_Strict):
+    header: str
+    patterns: list[str]
+    """Regular expressions (Python syntax, case-insensitive), any of which matches."""
+
+    @field_validator("header")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _header_name(value, writable=False)
+
+
+class RuleConditions(_Strict):
+    """Predicates of a rule, each named by its field; all set ones must match (any value within one)."""
+
+    sender_address: list[str] | None = None
+    sender_domain: list[str] | None = None
+    recipient_address: list[str] | None = None
+    recipient_domain: list[str] | None = None
+    sender_location: Literal["inside", "outside"] | None = None
+    header_contains: HeaderWords | None = None
+    header_matches: HeaderPatterns | None = None
+    subject_contains: list[str] | None = None
+    subject_matches: list[str] | None = None
+    body_contains: list[str] | None = None
+    subject_or_body_contains: list[str] | None = None
+    attachment_name: list[str] | None = None
+    attachment_extension: list[str] | None = None
+    attachment_type: list[str] | None = None
+    attachment_size_over: int | None = Field(None, ge=0)
+    attachment_password_protected: bool | None = None
+    message_size_over: int | None = Field(None, ge=0)
+    sender_ip: list[str] | None = None
+    scl_at_least: int | None = Field(None, ge=-1, le=9)
+    bcl_at_least: int | None = Field(None, ge=0, le=9)
+    verdict: list[str] | None = None
+    inbound_connector: list[str] | None = None
+    _ips: IpSet = PrivateAttr(default_factory=IpSet)
+
+    @field_validator("sender_address", "recipient_address", "sender_domain", "recipient_domain",
+                     "attachment_name", "inbound_connector")
+    @classmethod
+    def _values(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _rule_values(value, "entry")
+
+    @field_validator("subject_contains", "body_contains", "subject_or_body_contains")
+    @classmethod
+    def _words(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _rule_values(value, "word")
+
+    @field_validator("subject_matches")
+    @classmethod
+    def _subject_regexes(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _regexes(value)
+
+    @field_validator("header_matches")
+    @classmethod
+    def _header_regexes(cls, value: HeaderPatterns | None) -> HeaderPatterns | None:
+        if value is not None:
+            _regexes(value.patterns)
+        return value
+
+    @field_validator("attachment_extension", "attachment_type")
+    @classmethod
+    def _types(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        out = [v.lstrip(".") for v in _rule_values(value, "file type")]
+        for item in out:
+            if not re.fullmatch(r"[a-z0-9_-]{1,16}", item):
+                raise ValueError(f"{item!r} is not a file type or extension such as exe")
+        return out
+
+    @field_validator("sender_ip", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> list[str] | None:
+        if value is None:
+            return None
+        out = _parse_networks(value)
+        if not out:
+            raise ValueError("must list at least one address or network")
+        return out
+
+    @field_validator("verdict")
+    @classmethod
+    def _verdicts(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        out = _rule_values(value, "verdict")
+        for item in out:
+            if item not in RULE_VERDICTS:
+                raise ValueError(f"unknown verdict {item!r} (known: {', '.join(RULE_VERDICTS)})")
+        return out
+
+    @model_validator(mode="after")
+    def _ipset(self) -> RuleConditions:
+        self._ips = IpSet.of(self.sender_ip or [])
+        return self
+
+    def names(self) -> list[str]:
+        """The conditions that are set, in field order."""
+        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+
+    def sender_ips(self) -> IpSet:
+        return self._ips
+
+
+class RejectAction(_Strict):
+    text: str = "Delivery not authorized, message refused"
+    """The explanation the NDR (and the trace) gives."""
+    code: str = "5.7.1"
+    """Enhanced status code: ``5.7.1``, or a custom one from ``5.7.900`` to ``5.7.999``."""
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        return _one_line(value, "the explanation", 400)
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if not _ENHANCED_CODE.match(value.strip()):
+            raise ValueError(f"{value!r}: the code must be 5.7.1 or from 5.7.900 to 5.7.999")
+        return value.strip()
+
+
+class Disclaimer(_Strict):
+    text: str = Field(min_length=1)
+    """Appended to plain-text parts (after a blank line)."""
+    html: str | None = None
+    """Appended to HTML parts (before ``</body>``); default: ``text``, HTML-escaped, in a paragraph."""
+
+
+class RuleActions(_Strict):
+    """What a rule does, each named by its field."""
+
+    reject: RejectAction | None = None
+    delete: bool = False
+    quarantine: bool = False
+    redirect_to: list[str] | None = None
+    add_recipients: list[str] | None = None
+    set_header: dict[str, str] | None = None
+    remove_header: list[str] | None = None
+    prepend_subject: str | None = None
+    set_scl: int | None = Field(None, ge=-1, le=9)
+    route_to_connector: str | None = None
+    require_tls: bool = False
+    append_disclaimer: Disclaimer | None = None
+    bypass_spam_filtering: bool = False
+
+    @field_validator("redirect_to", "add_recipients")
+    @classmethod
+    def _addresses(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        out = _rule_values(value, "address")
+        for item in out:
+            if item.count("@") != 1 or item.startswith("@") or item.endswith("@") or any(c in item for c in " <>,"):
+                raise ValueError(f"{item!r} is not an address")
+        return out
+
+    @field_validator("set_header")
+    @classmethod
+    def _set_header(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must name at least one header")
+        return {_header_name(k, writable=True): _one_line(str(v), f"the value of {k}", 900) for k, v in value.items()}
+
+    @field_validator("remove_header")
+    @classmethod
+    def _remove_header(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("must name at least one header")
+        return [_header_name(v, writable=True) for v in value]
+
+    @field_validator("prepend_subject")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("the prefix is empty")
+        return _one_line(value, "the prefix", 200)
+
+    @model_validator(mode="after")
+    def _sensible(self) -> RuleActions:
+        if not self.names():
+            raise ValueError("a rule needs at least one action")
+        final = [n for n in ("reject", "delete", "quarantine") if n in self.names()]
+        if len(final) > 1:
+            raise ValueError(f"{' and '.join(final)}: a rule can end a message in one way only")
+        return self
+
+    def names(self) -> list[str]:
+        """The actions that are set, in field order."""
+        return [name for name in type(self).model_fields if getattr(self, name) not in (None, False)]
+
+
+class MailFlowRule(_Strict):
+    """A named rule: conditions and exceptions select messages, actions say what happens to them."""
+
+    name: str = Field(min_length=1, max_length=128)
+    priority: int = 0
+    """Lower runs first; rules of equal priority run in the order listed."""
+    mode: Literal["enforce", "test"] = "enforce"
+    """``test``: matches are traced, nothing is done."""
+    active_from: datetime | None = None
+    active_until: datetime | None = None
+    stop_processing: bool = False
+    """No rule after this one runs on a message it matched."""
+    conditions: RuleConditions = Field(default_factory=RuleConditions)
+    exceptions: RuleConditions = Field(default_factory=RuleConditions)
+    actions: RuleActions
+
+    @field_validator("active_from", "active_until")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+    @model_validator(mode="after")
+    def _window(self) -> MailFlowRule:
+        if self.active_from and self.active_until and self.active_from >= self.active_until:
+            raise ValueError("active_until must be later than active_from")
+        return self
+
+    def active(self, now: datetime) -> bool:
+        """Within its active window (a missing end is open)."""
+        return (self.active_from is None or now >= self.active_from) and (
+            self.active_until is None or now < self.active_until
+        )
+
+
+def _check_rules(rules: list[MailFlowRule], connectors: Connectors) -> None:
+    """Rule names are unique; a connector a rule routes to exists."""
+    seen: dict[str, int] = {}
+    for index, rule in enumerate(rules):
+        if rule.name in seen:
+            raise ValueError(f"rules.{index}.name: {rule.name!r} is already the name of rules.{seen[rule.name]}")
+        seen[rule.name] = index
+        target = rule.actions.route_to_connector
+        if target is not None and connectors.outbound_named(target) is None:
+            raise ValueError(f"rules.{index}.actions.route_to_connector: no outbound connector named {target!r}")
+
+
 class Policy(_Strict):
     organization: Organization = Field(default_factory=Organization)
     accepted_domains: list[AcceptedDomain] = Field(default_factory=list)
@@ -582,6 +973,7 @@ class Policy(_Strict):
     antispam: Antispam = Field(default_factory=Antispam)
     quarantine: Quarantine = Field(default_factory=Quarantine)
     connectors: Connectors = Field(default_factory=Connectors)
+    rules: list[MailFlowRule] = Field(default_factory=list)
 
     @field_validator("directory")
     @classmethod
@@ -598,6 +990,11 @@ class Policy(_Strict):
                 raise ValueError(
                     f"accepted_domains.{index}.route: no route named {domain.route!r} under routes"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _rules_consistent(self) -> Policy:
+        _check_rules(self.rules, self.connectors)
         return self
 
     @model_validator(mode="after")

@@ -1,24 +1,57 @@
 """Archives opened recursively within limits (pure: bytes and limits in, a report out).
 
-zip, tar and gzip are opened; every member's name and true type are collected for the attachment
-filter. Limits (depth, member count, total expanded size, compression ratio) are checked from the
-headers first and then while streaming members through in fixed-size chunks, so a bomb is flagged
-without ever being expanded into memory: a member is held in memory only when it is itself an
-archive to open, and only up to what is left of the total size budget.
+zip, tar and gzip are opened with the standard library, 7z and rar (RAR 4 and 5) with libarchive
+(``libarchive-c`` over the system's libarchive); every member's name and true type are collected for
+the attachment filter, and whether it carries VBA macros. Limits (depth, member count, total
+expanded size, compression ratio) are checked from the headers first and then while streaming
+members through in fixed-size chunks, so a bomb is flagged without ever being expanded into memory: a
+member is held in memory only when it is itself an archive to open or an OLE file to look into for
+macros, and only up to what is left of the total size budget.
+
+7z and rar members are checked against the declared size in their header before any of their data
+is read, and their expanded size is held to ``max_ratio`` against the size of the whole archive (a
+solid archive has no per-member compressed size). Encrypted members, and archives whose headers are
+encrypted, are reported as encrypted.
+
+clamd opens zip, tar, gzip and 7z itself but not rar (that takes ClamAV's non-free unrar module), so
+the members of rar archives are handed back (``ArchiveReport.extracted``, within the size budget) for
+the engine to scan one by one.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from mailmoat_antivirus.filetypes import ARCHIVE_TYPES, HEAD, detect, refine_zip
+from mailmoat_antivirus.macros import has_macros
 from mailmoat_common.policy import ArchiveLimits
 
 CHUNK = 65_536
+HOLD_TYPES = ARCHIVE_TYPES | {"ole"}
+"""Member types read into memory (within the size budget): archives to open, OLE files to look into."""
+ENGINE_BLIND = frozenset({"rar"})
+"""Archive types the engine cannot open: their members are extracted for it."""
+
+try:  # the system's libarchive (Debian: libarchive13); without it 7z and rar are left to the engine
+    import libarchive
+    import libarchive.ffi
+    from libarchive.exception import ArchiveError
+
+    _entry_is_encrypted = libarchive.ffi.libarchive.archive_entry_is_encrypted
+    _entry_is_encrypted.argtypes = [ctypes.c_void_p]
+    _entry_is_encrypted.restype = ctypes.c_int
+    LIBARCHIVE = True
+except (ImportError, OSError, AttributeError):  # pragma: no cover - depends on the machine
+    LIBARCHIVE = False
+
+    class ArchiveError(Exception):  # type: ignore[no-redef]
+        pass
 
 
 @dataclass
@@ -29,6 +62,7 @@ class Member:
     """``outer.zip/inner.zip/file.exe``."""
     name: str
     kind: str | None
+    macros: bool = False
 
 
 @dataclass
@@ -40,6 +74,8 @@ class ArchiveReport:
     """Paths of encrypted members (or archives)."""
     errors: list[str] = field(default_factory=list)
     """Archives that could not be read (corrupt, truncated); the engine still sees the bytes."""
+    extracted: list[tuple[str, bytes]] = field(default_factory=list)
+    """(path, bytes) of members of ``ENGINE_BLIND`` archives, for the engine."""
     expanded: int = 0
 
 
@@ -80,6 +116,8 @@ class _Walk:
             self.tar(data, path, depth)
         elif kind == "gzip":
             self.gzip(data, path, depth)
+        elif kind in ("7z", "rar"):
+            self.libarchive(data, kind, path, depth)
 
     # --- formats ---------------------------------------------------------------------------------
 
@@ -134,6 +172,41 @@ class _Walk:
             except (tarfile.TarError, OSError, EOFError) as exc:
                 self.report.errors.append(f"{path}: {exc}")
 
+    def libarchive(self, data: bytes, kind: str, path: str, depth: int) -> None:
+        if not LIBARCHIVE:
+            self.report.errors.append(f"{path}: libarchive is not installed, {kind} not opened")
+            return
+        if kind == "7z":
+            fmt = "7zip"
+        else:
+            fmt = "rar5" if data[6:8] == b"\x01\x00" else "rar"
+        try:
+            with libarchive.memory_reader(data, format_name=fmt, filter_name="none") as archive:
+                for entry in archive:
+                    if entry.isdir or entry.issym or entry.islnk:
+                        continue  # no data of their own (any other entry is read, whatever its mode says)
+                    name = entry.pathname or "(unnamed)"
+                    member_path = f"{path}/{name}"
+                    if _entry_is_encrypted(entry._entry_p):
+                        self.report.encrypted.append(member_path)
+                        self.member(member_path, name, None)
+                        continue
+                    declared = entry.size or 0
+                    if declared > self.budget():
+                        raise _Bomb(f"{member_path}: declares {declared} bytes, more than {self.limits.max_total_size}")
+                    self.ratio(member_path, declared, len(data))
+                    blind = kind in ENGINE_BLIND
+                    kind_, held = self.consume(entry.get_blocks(), member_path, len(data), keep_all=blind)
+                    if blind and held:
+                        self.report.extracted.append((member_path, held))
+                    self.child(member_path, name, kind_, held if kind_ in HOLD_TYPES else b"", depth)
+        except ArchiveError as exc:
+            message = str(getattr(exc, "msg", exc) or exc)
+            if "encrypt" in message.lower():
+                self.report.encrypted.append(path)
+            else:
+                self.report.errors.append(f"{path}: {message}")
+
     def gzip(self, data: bytes, path: str, depth: int) -> None:
         decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
         inner = _gunzipped_name(path.rsplit("/", 1)[-1])
@@ -152,7 +225,7 @@ class _Walk:
                 self.ratio(member_path, size, len(data))
                 if len(head) < HEAD:
                     head += chunk[: HEAD - len(head)]
-                    if len(head) >= 512 and detect(head) not in ARCHIVE_TYPES:
+                    if len(head) >= 512 and detect(head) not in HOLD_TYPES:
                         keep = False
                 if keep:
                     out += chunk
@@ -162,38 +235,40 @@ class _Walk:
         if not decompressor.eof:
             self.report.errors.append(f"{path}: truncated gzip stream")
         kind = detect(head)
-        self.member(member_path, inner, kind)
-        if kind in ARCHIVE_TYPES and keep:
-            self.open(bytes(out), kind, member_path, depth + 1)
+        self.child(member_path, inner, kind, bytes(out) if keep and kind in HOLD_TYPES else b"", depth)
 
     # --- members ---------------------------------------------------------------------------------
 
     def stream(self, stream: io.BufferedIOBase | io.IOBase, path: str, compressed: int) -> tuple[str | None, bytes]:
         """Read a member through in chunks: its kind, and its bytes when it is an archive to open."""
+        return self.consume(iter(lambda: stream.read(CHUNK), b""), path, compressed)
+
+    def consume(self, chunks: Iterable[bytes], path: str, compressed: int,
+                keep_all: bool = False) -> tuple[str | None, bytes]:
+        """A member's chunks through the limits: its kind, and its bytes when it is to be held."""
         head = b""
         held = bytearray()
         keep = True
         size = 0
-        while True:
-            chunk = stream.read(CHUNK)
-            if not chunk:
-                break
+        for chunk in chunks:
             size += len(chunk)
             self.add_size(len(chunk))
             self.ratio(path, size, compressed)
             if len(head) < HEAD:
                 head += chunk[: HEAD - len(head)]
-                if keep and len(head) >= 512 and detect(head) not in ARCHIVE_TYPES:
+                if keep and not keep_all and len(head) >= 512 and detect(head) not in HOLD_TYPES:
                     keep = False
             if keep:
                 held += chunk
         kind = detect(head)
-        return kind, bytes(held) if keep and kind in ARCHIVE_TYPES else b""
+        return kind, bytes(held) if keep and (keep_all or kind in HOLD_TYPES) else b""
 
     def child(self, path: str, name: str, kind: str | None, held: bytes, depth: int) -> None:
         if kind == "zip" and held:
             kind = _zip_kind(held)
         self.member(path, name, kind)
+        if held and has_macros(held, kind):
+            self.report.members[-1].macros = True
         if held and kind in ARCHIVE_TYPES:
             self.open(held, kind, path, depth + 1)
 

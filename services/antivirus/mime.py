@@ -3,6 +3,14 @@
 The message is parsed only to read it: the bytes that travel on are never re-serialised. Parts of
 attached messages (``message/rfc822``) are walked too, and uuencoded blocks inside text bodies are
 decoded as files of their own.
+
+Part paths (the numbering the verdict's ``strip`` list uses): the message itself is ``1``; the n-th
+child of a multipart at path ``p`` is ``p.n`` (so a message's first-level parts are ``1.1``,
+``1.2``, ...); a ``message/rfc822`` part at ``p`` holds its message at ``p.1``, whose parts are
+``p.1.1``, ``p.1.2``, .... A message that is not multipart has the single leaf ``1``. A uuencoded
+block in a text leaf ``p`` is ``p.uu<n>``; it is not a MIME part, so it is stripped as its leaf
+``p`` (``Part.strip_path``), and likewise a part found inside a ``message/rfc822`` attachment that
+came with a transfer encoding (not allowed, but seen) is stripped as that attachment.
 """
 
 from __future__ import annotations
@@ -30,6 +38,12 @@ class Part:
     payload: bytes
     attachment: bool
     """Named or ``Content-Disposition: attachment`` (the common attachment filter's scope)."""
+    strip_path: str = ""
+    """The MIME part to strip to remove this one (``path`` itself for every real MIME leaf)."""
+
+    def __post_init__(self) -> None:
+        if not self.strip_path:
+            self.strip_path = self.path
 
 
 def _filename(part: Message) -> str | None:
@@ -88,7 +102,7 @@ def walk(raw: bytes, max_parts: int = MAX_PARTS) -> list[Part]:
     return parts
 
 
-def _walk(node: Message, path: str, out: list[Part], max_parts: int) -> None:
+def _walk(node: Message, path: str, out: list[Part], max_parts: int, anchor: str | None = None) -> None:
     if len(out) >= max_parts:
         return
     if node.is_multipart():
@@ -96,7 +110,7 @@ def _walk(node: Message, path: str, out: list[Part], max_parts: int) -> None:
         if isinstance(children, list):
             for index, child in enumerate(children, 1):
                 if isinstance(child, Message):
-                    _walk(child, f"{path}.{index}", out, max_parts)
+                    _walk(child, f"{path}.{index}", out, max_parts, anchor)
         return
     content_type = node.get_content_type()
     payload = _payload(node)
@@ -105,11 +119,12 @@ def _walk(node: Message, path: str, out: list[Part], max_parts: int) -> None:
     attachment = filename is not None or disposition == "attachment"
     if content_type == "message/rfc822" and payload:
         # A message attached with a transfer encoding (not allowed, but seen): parse the decoded bytes.
-        _walk(email.message_from_bytes(payload, policy=email.policy.compat32), path + ".1", out, max_parts)
+        inner = email.message_from_bytes(payload, policy=email.policy.compat32)
+        _walk(inner, path + ".1", out, max_parts, anchor or path)
         return
-    out.append(Part(path, content_type, filename, payload, attachment))
+    out.append(Part(path, content_type, filename, payload, attachment, anchor or path))
     if content_type.startswith("text/") and b"begin " in payload:
         for index, (name, data) in enumerate(uudecode_blocks(payload), 1):
             if len(out) >= max_parts:
                 return
-            out.append(Part(f"{path}.uu{index}", "application/octet-stream", name, data, True))
+            out.append(Part(f"{path}.uu{index}", "application/octet-stream", name, data, True, anchor or path))

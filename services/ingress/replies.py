@@ -28,3 +28,17 @@ def queued(queue_id: str) -> str:
 def blocked_ip(ip: str) -> str:
     """The greeting refusal for a client on the IP block list."""
     return f"550 5.7.513 Service unavailable, client host [{ip}] blocked using the IP block list"
+
+
+PROXY_REFUSED = "421 4.7.0 PROXY header not accepted from this address"
+GREYLISTED = "451 4.7.1 Greylisted, please try again later"
+
+
+def too_many_connections(ip: str) -> str:
+    """Over the concurrent connection limit: the client is told and the connection closed."""
+    return f"421 4.7.0 Too many connections from [{ip}], try again later"
+
+
+def too_many(kind: str, ip: str) -> str:
+    """Over the per-minute message or recipient limit (temporary, the client retries)."""
+    return f"450 4.7.1 Too many {kind} from [{ip}], try again later"

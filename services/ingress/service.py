@@ -15,6 +15,8 @@ from mailmoat_common.runtime import Handler, Runtime
 from mailmoat_common.settings import Settings
 from mailmoat_ingress.connectors import client_ca_file, server_context
 from mailmoat_ingress.direct import routes_at_ingress
+from mailmoat_ingress.greylist import Greylist
+from mailmoat_ingress.ratelimit import RateLimiter
 from mailmoat_ingress.smtp import SERVICE, SessionContext, protocol_factory
 from mailmoat_routing.service import make_handler as routing_handler
 
@@ -63,10 +65,13 @@ class IngressServer:
             trace=self.runtime.trace.record,
             tls_context=tls_context(settings),
             tracer=self.runtime.tracer,
+            limiter=RateLimiter(self.runtime.redis),
+            greylist=Greylist(self.runtime.redis),
         )
         self.server: asyncio.AbstractServer | None = None
         self.port: int | None = None
         self._bus_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._route: Handler | None = None
 
@@ -81,6 +86,8 @@ class IngressServer:
         """
         await self.runtime.start(bus=False)
         self._bus_task = asyncio.create_task(self._connect_bus())
+        assert self.ctx.limiter is not None
+        self._refresh_task = asyncio.create_task(self.ctx.limiter.refresh_forever())
         loop = asyncio.get_running_loop()
         sock = listen_socket(self.settings.smtp_host, self.settings.smtp_port)
         self.server = await loop.create_server(protocol_factory(self.ctx, loop), sock=sock)
@@ -145,6 +152,8 @@ class IngressServer:
                 session.close()
         if self.ctx.background:
             await asyncio.wait(list(self.ctx.background), timeout=5)
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
         if self._bus_task is not None:
             self._bus_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP, Session, login_always_fail, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
@@ -25,7 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from mailmoat_common.bus import Publish, stage_queue
 from mailmoat_common.models import Envelope, TlsInfo, TraceEvent, new_message_id
 from mailmoat_common.policy import Policy
-from mailmoat_ingress import replies
+from mailmoat_ingress import proxy, replies
 from mailmoat_ingress.checks import (
     MailParams,
     check_client,
@@ -36,8 +36,12 @@ from mailmoat_ingress.checks import (
 )
 from mailmoat_ingress.connectors import check_mail, peer_tls
 from mailmoat_ingress.headers import message_id, strip_gateway_headers
-from mailmoat_ingress.metrics import ACCEPT_SECONDS, INGRESS_MESSAGES, SMTP_REPLIES, SMTP_SESSIONS
+from mailmoat_ingress.metrics import ACCEPT_SECONDS, INGRESS_MESSAGES, PROXY_HEADERS, SMTP_REPLIES, SMTP_SESSIONS
 from mailmoat_ingress.received import build_received
+
+if TYPE_CHECKING:
+    from mailmoat_ingress.greylist import Greylist
+    from mailmoat_ingress.ratelimit import RateLimiter, Slot
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,8 @@ class SessionContext:
     tls_context: ssl.SSLContext | None = None
     tracer: otel_trace.Tracer | None = None
     timeout: float = 300.0
+    limiter: RateLimiter | None = None
+    greylist: Greylist | None = None
     sessions: set[IngressSMTP] = field(default_factory=set)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     stopping: bool = False
@@ -178,6 +184,8 @@ class IngressHandler:
         if params is None:
             return replies.BAD_SIZE_PARAM
         reply = check_mail_size(params.size, self.ctx.policy().limits)
+        if reply is None and self.ctx.limiter is not None:
+            reply = await self.ctx.limiter.count_message(self.ctx.policy(), peer_address(session)[0])
         if reply is not None:
             self.reject(session, envelope, reply, sender=address)
             return reply
@@ -195,7 +203,12 @@ class IngressHandler:
         self, server: SMTP, session: Session, envelope: Transaction, address: str, rcpt_options: list[str]
     ) -> str:
         client_ip, _ = peer_address(session)
-        reply = check_recipient(self.ctx.policy(), client_ip, address, len(envelope.rcpt_tos))
+        policy = self.ctx.policy()
+        reply = check_recipient(policy, client_ip, address, len(envelope.rcpt_tos))
+        if reply is None and self.ctx.limiter is not None:
+            reply = await self.ctx.limiter.count_recipient(policy, client_ip)
+        if reply is None and self.ctx.greylist is not None:
+            reply = await self.ctx.greylist.check(policy, client_ip, envelope.mail_from or "", address)
         if reply is not None:
             self.reject(session, envelope, reply, recipients=[address])
             return reply
@@ -343,12 +356,14 @@ class IngressSMTP(SMTP):
         self.commands = 0
         self.busy = False
         self._reply_lines: list[bytes] = []
+        self.slot: Slot | None = None
+        self._proxied_peer: tuple[str, int] | None = None
         self.line_length_limit = max(2 * policy.limits.max_line_length + 3, 65536)
         self.__ident__ = IDENT
         self.loop = loop
         asyncio.StreamReaderProtocol.__init__(
             self,
-            asyncio.StreamReader(loop=loop, limit=self.line_length_limit),
+            proxy.GuardedReader(loop=loop, limit=self.line_length_limit),
             client_connected_cb=self._cb_client_connected,
             loop=loop,
         )
@@ -391,16 +406,54 @@ class IngressSMTP(SMTP):
         return Transaction()
 
     async def _handle_client(self) -> None:
-        """Refuse a client on the IP block list instead of greeting it (traced, then closed)."""
+        """Take a trusted balancer's PROXY header, then refuse a client on the IP block list or over
+        the connection limit instead of greeting it (traced, then closed)."""
         assert self.session is not None
+        policy = self.ctx.policy()
+        if not await self._proxy_header(policy):
+            self.close()
+            return
         client_ip, _ = peer_address(self.session)
-        reply = check_client(self.ctx.policy(), client_ip)
+        reply = check_client(policy, client_ip)
+        if reply is None and self.ctx.limiter is not None:
+            reply, self.slot = await self.ctx.limiter.open_connection(policy, client_ip)
+            if self.transport is None:  # the client left during the check
+                self._release_slot()
+                return
         if reply is None:
+            assert isinstance(self._reader, proxy.GuardedReader)
+            self._reader.guard = True
             await super()._handle_client()
             return
         assert isinstance(self.envelope, Transaction)
         self.event_handler.reject(self.session, self.envelope, reply)
         await self.push(reply)
+        self.close()
+
+    async def _proxy_header(self, policy: Policy) -> bool:
+        """From a trusted peer: read the PROXY header and make its source the session's peer."""
+        assert self.session is not None
+        settings = policy.connection_filter.proxy_protocol
+        peer = peer_address(self.session)
+        if not settings.trusted(peer[0]):
+            return True
+        data = await proxy.read_header(self._reader, settings.timeout)
+        client = proxy.client_from(data, peer)
+        if client is None:
+            PROXY_HEADERS.labels("dropped").inc()
+            log.warning("%s: no valid PROXY header from a trusted peer, dropped: %s", peer[0], data.error)
+            return False
+        PROXY_HEADERS.labels("accepted").inc()
+        self.session.peer = self._proxied_peer = client
+        return True
+
+    @syntax("PROXY")
+    async def smtp_PROXY(self, arg: str | None) -> None:
+        """A PROXY header where none is expected (untrusted peer, or a second one): 421 and close."""
+        assert self.session is not None and isinstance(self.envelope, Transaction)
+        PROXY_HEADERS.labels("refused").inc()
+        self.event_handler.reject(self.session, self.envelope, replies.PROXY_REFUSED)
+        await self.push(replies.PROXY_REFUSED)
         self.close()
 
     async def run_command(self, method: Callable[[str | None], Awaitable[None]], arg: str | None) -> None:
@@ -421,7 +474,19 @@ class IngressSMTP(SMTP):
 
     # --- session registry -------------------------------------------------------------------------
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """aiosmtpd starts a new session after STARTTLS, with the transport's peer: keep the proxied one."""
+        super().connection_made(transport)
+        if self._proxied_peer is not None and self.session is not None:
+            self.session.peer = self._proxied_peer
+
+    def _release_slot(self) -> None:
+        if self.slot is not None and self.ctx.limiter is not None:
+            self.ctx.spawn(self.ctx.limiter.close_connection(self.slot))
+        self.slot = None
+
     def connection_lost(self, error: Exception | None) -> None:
+        self._release_slot()
         if self in self.ctx.sessions:
             self.ctx.sessions.discard(self)
             SMTP_SESSIONS.dec()

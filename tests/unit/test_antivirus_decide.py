@@ -7,7 +7,8 @@ import pytest
 from mailmoat_antivirus.clamd import Address, ScanResult, parse_address, parse_reply
 from mailmoat_antivirus.decide import add_engine_results, analyse, decide, report_header, unscanned
 from mailmoat_common.policy import Antimalware, ArchiveLimits
-from tests.support.attachments import message, mz_executable, nested_zip, zip_of
+from tests.support.attachments import message, mz_executable, nested_zip, uuencode, zip_of
+from tests.support.office import ole_doc, ooxml, rar4_stored
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 
@@ -127,3 +128,72 @@ def test_parse_address(text: str, address: Address) -> None:
 def test_parse_address_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         parse_address(text)
+
+
+# --- macros and strip paths ------------------------------------------------------------------------
+
+
+def test_macro_documents_give_the_macro_verdict_after_blocked_type() -> None:
+    raw = message([("letter.doc", "application/msword", ole_doc(True), "base64"),
+                   ("plain.docx", "application/octet-stream", ooxml("word", macros=False), "base64")])
+    verdict, _ = verdict_of(raw)
+    assert verdict.result == "macro"
+    assert verdict.detail["findings"]["macro"] == ["part 1.2 (letter.doc)"]
+    assert verdict.detail["strip"] == ["1.2"]
+    assert report_header(verdict) == b"X-Mailmoat-Malware-Report: result=macro; macro=1; action=quarantine\r\n"
+    # A .docm is also on the common attachment list: blocked-type outranks macro, both are stripped.
+    raw = message([("a.docm", "application/octet-stream", ooxml("word"), "base64"),
+                   ("b.zip", "application/zip", zip_of([("old.doc", ole_doc(True))]), "base64")])
+    verdict, _ = verdict_of(raw)
+    assert verdict.result == "blocked-type"
+    assert set(verdict.detail["findings"]) == {"blocked-type", "macro"}
+    assert verdict.detail["strip"] == ["1.2", "1.3"]
+
+
+def test_macros_allowed_by_policy_are_only_noted() -> None:
+    raw = message([("sheet.xlsm", "application/octet-stream", ooxml("xl"), "base64")])
+    verdict, _ = verdict_of(raw, Antimalware(macros="allow", file_types=["exe"]))
+    assert verdict.result == "clean"
+    assert verdict.detail["macros_allowed"] == ["part 1.2 (sheet.xlsm)"]
+    assert "strip" not in verdict.detail
+
+
+def test_strip_lists_every_offending_part_by_mime_path() -> None:
+    inner = message([("e.com", "application/octet-stream", EICAR, "base64"), ("ok.txt", "text/plain", b"ok", "7bit")],
+                    boundary="inner")
+    raw = message([
+        ("ok.pdf", "application/pdf", b"%PDF-1.4\n", "base64"),
+        ("fwd.eml", "message/rfc822", inner, "rfc822"),
+        ("tool.txt", "text/plain", mz_executable(), "base64"),
+        ("same.bin", "application/octet-stream", EICAR, "base64"),
+    ], boundary="outer")
+    engine = {"message": "Eicar-Test-Signature", "part 1.3.1.2 (e.com)": "Eicar-Test-Signature"}
+    verdict, _ = verdict_of(raw, engine=engine)
+    assert verdict.result == "malware"
+    # e.com and same.bin are the same bytes, scanned once: both parts are stripped.
+    assert verdict.detail["strip"] == ["1.3.1.2", "1.4", "1.5"]
+
+
+def test_strip_is_null_when_the_finding_is_not_tied_to_a_part() -> None:
+    raw = message([("a.txt", "text/plain", b"harmless", "base64")])
+    verdict, _ = verdict_of(raw, engine={"message": "Heuristics.Something"})
+    assert verdict.result == "malware" and verdict.detail["strip"] is None
+    assert verdict.detail["action"] == "quarantine"
+    verdict, _ = verdict_of(raw, Antimalware(action="strip"), engine={"message": "Heuristics.Something"})
+    assert verdict.detail["strip"] is None and verdict.detail["action"] == "quarantine"
+    assert "not tied" in verdict.detail["action_reason"]
+
+
+def test_uuencoded_file_is_stripped_as_its_text_part() -> None:
+    body = b"see below\r\n" + b"\r\n".join(uuencode(mz_executable(), "run.exe")) + b"\r\n"
+    raw = message([], body=body)
+    verdict, _ = verdict_of(raw)
+    assert verdict.result == "blocked-type"
+    assert verdict.detail["strip"] == ["1.1"]
+
+
+def test_archive_findings_strip_the_archive_part() -> None:
+    raw = message([("x.rar", "application/octet-stream", rar4_stored([("e.com", EICAR)]), "base64")])
+    verdict, items = verdict_of(raw, engine={"part 1.2 (x.rar): x.rar/e.com": "Eicar-Test-Signature"})
+    assert "part 1.2 (x.rar): x.rar/e.com" in [i.label for i in items]
+    assert verdict.result == "malware" and verdict.detail["strip"] == ["1.2"]

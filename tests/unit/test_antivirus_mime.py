@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mailmoat_antivirus.mime import uudecode_blocks, walk
+from mailmoat_common import mimeedit
 from tests.support.attachments import message, mz_executable, uuencode
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -60,3 +61,18 @@ def test_walking_leaves_the_bytes_alone() -> None:
     copy = bytes(raw)
     walk(raw)
     assert raw == copy
+
+
+def test_strip_paths_are_the_part_paths_mimeedit_finds() -> None:
+    """The verdict's strip paths and the byte-level editor in routing number parts alike."""
+    inner = message([("e.com", "application/octet-stream", b"x" * 40, "base64")], boundary="inner")
+    raws = [
+        message([("a.txt", "text/plain", b"a", "7bit"), ("b.bin", "application/octet-stream", b"b" * 100, "base64")]),
+        message([("fwd.eml", "message/rfc822", inner, "rfc822"), ("c.txt", "text/plain", b"c", "quoted-printable")],
+              boundary="outer"),
+        b"Subject: plain\r\n\r\nno parts\r\n",
+    ]
+    for raw in raws:
+        edit_paths = {span.path for span in mimeedit.flatten(mimeedit.parts(raw))}
+        leaves = walk(raw)
+        assert leaves and all(leaf.strip_path in edit_paths for leaf in leaves), (edit_paths, leaves)

@@ -1,0 +1,260 @@
+"""Byte-level edits of a message (pure): every byte outside the edited field or part stays as it was.
+
+The message is never re-serialised by a generator. ``parts`` finds each MIME part's byte span from the
+boundaries (numbered as the antivirus stage numbers them: ``1`` the message, ``1.2`` the second part
+of a multipart, ``1.2.1`` the message inside a ``message/rfc822`` part); ``replace_parts`` swaps parts
+for a short text notice; ``prepend_subject`` edits the Subject field in place (RFC 2047-safe).
+Lines end in CRLF (ingress refuses anything else).
+"""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import re
+from dataclasses import dataclass, field
+
+CRLF = b"\r\n"
+MAX_LINE = 998
+MAX_PARTS = 1_000
+
+
+@dataclass
+class Span:
+    """One MIME entity: its bytes are ``raw[start:end]``, its body ``raw[body_start:end]``."""
+
+    path: str
+    start: int
+    body_start: int
+    end: int
+    content_type: str
+    filename: str | None = None
+    attachment: bool = False
+    children: list[Span] = field(default_factory=list)
+
+    @property
+    def leaf(self) -> bool:
+        return not self.children
+
+
+# --- header sections ----------------------------------------------------------------------------
+
+
+def sections(raw: bytes, start: int = 0, end: int | None = None) -> tuple[int, int]:
+    """(end of the header fields, start of the body) of the entity at ``raw[start:end]``: the blank
+    line lies between them; both are ``end`` when there is no blank line."""
+    end = len(raw) if end is None else end
+    if raw.startswith(CRLF, start):
+        return start, start + 2
+    index = raw.find(b"\r\n\r\n", start, end)
+    return (end, end) if index == -1 else (index + 2, index + 4)
+
+
+def body_offset(raw: bytes, start: int = 0, end: int | None = None) -> int:
+    """Where the body of the entity at ``raw[start:end]`` begins (after the blank line); ``end`` when none."""
+    return sections(raw, start, end)[1]
+
+
+def header_fields(raw: bytes, start: int, stop: int) -> list[tuple[bytes, int, int]]:
+    """``(lower-cased name, start, end)`` of each header field in ``raw[start:stop]``, folded lines included;
+    ``end`` is just after the field's final CRLF."""
+    fields: list[tuple[bytes, int, int]] = []
+    pos = start
+    while pos < stop:
+        nl = raw.find(CRLF, pos, stop)
+        line_end = stop if nl == -1 else nl + 2
+        line = raw[pos:line_end]
+        if line in (CRLF, b""):
+            break
+        if line[:1] in (b" ", b"\t") and fields:
+            name, first, _ = fields[-1]
+            fields[-1] = (name, first, line_end)
+        else:
+            name = line.split(b":", 1)[0].strip().lower() if b":" in line else b""
+            fields.append((name, pos, line_end))
+        pos = line_end
+    return fields
+
+
+def _parse_head(head: bytes) -> email.message.Message:
+    return email.message_from_bytes(head + CRLF, policy=email.policy.compat32)
+
+
+# --- the MIME tree ------------------------------------------------------------------------------
+
+
+def parts(raw: bytes, max_parts: int = MAX_PARTS) -> Span:
+    """The MIME tree of a message, with byte spans."""
+    count = [0]
+    return _entity(raw, "1", 0, len(raw), count, max_parts)
+
+
+def _entity(raw: bytes, path: str, start: int, end: int, count: list[int], max_parts: int) -> Span:
+    body = body_offset(raw, start, end)
+    head = _parse_head(raw[start:body])
+    ctype = head.get_content_type()
+    try:
+        filename = head.get_filename()
+    except (TypeError, ValueError, LookupError):
+        filename = None
+    disposition = (head.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
+    span = Span(path, start, body, end, ctype, filename or None, bool(filename) or disposition == "attachment")
+    count[0] += 1
+    if count[0] >= max_parts:
+        return span
+    cte = (head.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    if head.get_content_maintype() == "multipart":
+        boundary = head.get_param("boundary")
+        if isinstance(boundary, str) and boundary:
+            for index, (first, last) in enumerate(_children(raw, body, end, boundary.encode("latin-1")), 1):
+                span.children.append(_entity(raw, f"{path}.{index}", first, last, count, max_parts))
+    elif ctype == "message/rfc822" and cte in ("7bit", "8bit", "binary") and body < end:
+        span.children.append(_entity(raw, f"{path}.1", body, end, count, max_parts))
+    return span
+
+
+def _children(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
+    """Byte ranges of the parts of a multipart body (the CRLF before a delimiter belongs to it)."""
+    pattern = re.compile(rb"(?:\A|(?<=\r\n))--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r\n|\Z)")
+    ranges: list[tuple[int, int]] = []
+    opened: int | None = None
+    segment = raw[start:end]
+    for match in pattern.finditer(segment):
+        delimiter_start = match.start() - 2 if match.start() >= 2 else match.start()
+        if opened is not None:
+            ranges.append((opened, start + max(delimiter_start, opened - start)))
+        if match.group(1):
+            return ranges
+        opened = start + match.end()
+    if opened is not None and opened <= end:
+        ranges.append((opened, end))  # no close delimiter: the last part runs to the end
+    return ranges
+
+
+def flatten(span: Span) -> list[Span]:
+    out = [span]
+    for child in span.children:
+        out += flatten(child)
+    return out
+
+
+def find(span: Span, path: str) -> Span | None:
+    return next((s for s in flatten(span) if s.path == path), None)
+
+
+def attachments(raw: bytes) -> list[Span]:
+    """Leaf parts that are attachments (named, or ``Content-Disposition: attachment``)."""
+    return [s for s in flatten(parts(raw)) if s.leaf and s.attachment and s.path != "1"]
+
+
+# --- replacing parts ----------------------------------------------------------------------------
+
+
+def _ascii(text: str, limit: int = 200) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else "?" for c in text)[:limit]
+
+
+def notice_part(filename: str | None, reason: str) -> tuple[bytes, bytes]:
+    """(content header lines, body) of the text/plain notice that takes a removed part's place."""
+    name = f'"{_ascii(filename)}"' if filename else "an attachment"
+    head = (
+        b"Content-Type: text/plain; charset=us-ascii\r\n"
+        b"Content-Transfer-Encoding: 7bit\r\n"
+        b"Content-Disposition: inline\r\n"
+        b"Content-Description: removed attachment\r\n"
+    )
+    text = f"This message contained {name}, which was removed: {_ascii(reason, 400)}.\r\n"
+    return head, text.encode("ascii")
+
+
+def _encoded_message_holding(tree: Span, path: str) -> Span | None:
+    """The transfer-encoded ``message/rfc822`` leaf a path points into (walked decoded, kept encoded here)."""
+    while "." in path:
+        path = path.rpartition(".")[0]
+        span = find(tree, path)
+        if span is not None:
+            return span if span.leaf and span.content_type == "message/rfc822" else None
+    return None
+
+
+def replace_parts(raw: bytes, paths: list[str], reason: str) -> tuple[bytes, list[str]]:
+    """Replace the leaf parts at ``paths`` with a text notice; (new bytes, paths replaced).
+
+    In a replaced entity only its ``Content-*`` header fields and its body change; any other field
+    (the message's own From, To, ... when the whole message is one part) is kept, byte for byte.
+    A path inside a uuencoded block (``1.1.uu1``) replaces the text part holding it, and a path inside
+    a transfer-encoded attached message the attached message. Paths of containers are ignored.
+    """
+    tree = parts(raw)
+    targets: dict[int, Span] = {}
+    for path in paths:
+        path = re.sub(r"\.uu\d+$", "", path)
+        span = find(tree, path) or _encoded_message_holding(tree, path)
+        if span is not None and span.leaf:
+            targets[span.start] = span
+    out = bytearray()
+    pos = 0
+    done: list[str] = []
+    for span in sorted(targets.values(), key=lambda s: s.start):
+        if span.start < pos:
+            continue
+        head, body = notice_part(span.filename, reason)
+        out += raw[pos : span.start]
+        header_end = sections(raw, span.start, span.end)[0]
+        kept = [(s, e) for name, s, e in header_fields(raw, span.start, header_end)
+                if not name.startswith(b"content-")]
+        for s, e in kept:
+            out += raw[s:e]
+        out += head + CRLF + body
+        pos = span.end
+        done.append(span.path)
+    out += raw[pos:]
+    return bytes(out), done
+
+
+# --- Subject ------------------------------------------------------------------------------------
+
+
+def _encoded_prefix(prefix: str, before_encoded_word: bool) -> bytes:
+    """The prefix as header bytes: itself when ASCII, else an RFC 2047 encoded-word."""
+    if prefix.isascii():
+        return prefix.encode("ascii")
+    # Whitespace between two encoded-words is dropped when decoding: keep the prefix's trailing
+    # space inside the word when the Subject itself starts with one.
+    inner = prefix if before_encoded_word else prefix.rstrip()
+    word = b"=?utf-8?b?" + base64.b64encode(inner.encode("utf-8")) + b"?="
+    return word + (b" " if prefix != prefix.rstrip() else b"")
+
+
+def prepend_subject(raw: bytes, prefix: str) -> bytes:
+    """``raw`` with ``prefix`` before the Subject (added when missing; left alone when already there)."""
+    if not prefix.strip():
+        return raw
+    header_end, body = sections(raw)
+    subject = next(((s, e) for name, s, e in header_fields(raw, 0, header_end) if name == b"subject"), None)
+    if subject is None:
+        line = b"Subject: " + _encoded_prefix(prefix, False).rstrip() + CRLF
+        if header_end == body and not raw.endswith(CRLF) and raw:
+            return raw + CRLF + line
+        return raw[:header_end] + line + raw[header_end:]
+    start, end = subject
+    colon = raw.index(b":", start, end) + 1
+    value = raw[colon:end]
+    stripped = value.lstrip(b" \t")
+    text = stripped.rstrip(b"\r\n")
+    if text.startswith(_encoded_prefix(prefix, text.startswith(b"=?")).rstrip()):
+        return raw
+    if not text.strip():
+        new = b" " + _encoded_prefix(prefix, False).rstrip() + CRLF
+    else:
+        encoded = _encoded_prefix(prefix, text.startswith(b"=?"))
+        new = b" " + encoded + stripped
+        first_line = raw[start:colon] + new.split(CRLF, 1)[0]
+        if len(first_line) > MAX_LINE and encoded.endswith(b" "):
+            new = b" " + encoded.rstrip() + CRLF + b" " + stripped
+    return raw[:colon] + new + raw[end:]
+
+
+__all__ = ["Span", "attachments", "body_offset", "find", "flatten", "header_fields", "notice_part", "parts",
+           "prepend_subject", "replace_parts", "sections"]

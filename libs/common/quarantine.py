@@ -1,0 +1,319 @@
+"""The quarantine: held messages kept whole in Redis, listed, released (once) and deleted.
+
+Why Redis: every routing replica and the command line share it, its scripts are atomic, and
+deployment runs it with AOF persistence (docker-compose.yml, deploy/k8s/base/redis.yaml) so held
+messages survive a restart.
+
+Keys (each expires with its message):
+- ``mailmoat:quarantine:<id>``: hash of ``meta`` (JSON: reason, verdicts, times, who may release),
+  ``envelope`` (JSON) and ``data`` (the original bytes);
+- ``mailmoat:quarantine:released:<id>``: hash recipient → release record; a recipient is released
+  only by the caller that adds its field (HSETNX), so two releases never deliver twice;
+- ``mailmoat:quarantine:index``: sorted set of ids by expiry time, pruned of expired ids.
+
+The id of a held message is its queue id: a message redelivered to routing is held once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from mailmoat_common.bus import Bus, Publish, stage_queue
+from mailmoat_common.models import Envelope, TraceEvent
+from mailmoat_common.policy import Quarantine
+from mailmoat_common.trace import TraceStore
+
+KEY = "mailmoat:quarantine:"
+RELEASED = "mailmoat:quarantine:released:"
+INDEX = "mailmoat:quarantine:index"
+SPAM_REASONS = frozenset({"spam", "bulk", "spoof"})
+"""Reasons kept for ``retention.spam_days`` (the rest for ``default_days``)."""
+
+Role = Literal["admin", "user"]
+
+_PUT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'meta', ARGV[1], 'envelope', ARGV[2], 'data', ARGV[3])
+redis.call('EXPIREAT', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+return 1
+"""
+
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local claimed = {}
+for i = 3, #ARGV do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[1]) == 1 then claimed[#claimed + 1] = ARGV[i] end
+end
+redis.call('EXPIREAT', KEYS[2], ARGV[2])
+return claimed
+"""
+
+
+def retention_days(settings: Quarantine, reason: str) -> int:
+    return settings.retention.spam_days if reason in SPAM_REASONS else settings.retention.default_days
+
+
+def release_role(release_by: dict[str, str], reason: str, result: str | None = None) -> Role:
+    """Who may release a message held for ``reason`` (its antivirus result, then its category)."""
+    for key in (result, reason):
+        if key and key in release_by:
+            return "admin" if release_by[key] == "admin" else "user"
+    return "user"
+
+
+@dataclass
+class Held:
+    """One quarantined message (``data`` only when asked for)."""
+
+    id: str
+    envelope: Envelope
+    reason: str
+    """The category that held it: ``malware``, ``hcphish``, ..., ``dmarc_quarantine``, ``rule``."""
+    result: str | None
+    detail: str
+    created: float
+    expires: float
+    release_by: Role
+    verdicts: dict[str, Any] = field(default_factory=dict)
+    released: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: bytes | None = None
+
+    @property
+    def pending(self) -> list[str]:
+        """Recipients not released yet."""
+        return [r for r in self.envelope.rcpt_to if r.lower() not in {k.lower() for k in self.released}]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class QuarantineStore:
+    def __init__(self, client: aioredis.Redis):
+        self.client = client
+        self._put = client.register_script(_PUT)
+        self._claim = client.register_script(_CLAIM)
+
+    async def put(self, envelope: Envelope, data: bytes, *, reason: str, result: str | None, detail: str,
+                  settings: Quarantine, now: float | None = None) -> tuple[Held, bool]:
+        """Hold a message; (the record, False when it was held already)."""
+        now = time.time() if now is None else now
+        expires = now + retention_days(settings, reason) * 86400
+        held = Held(
+            id=envelope.id, envelope=envelope, reason=reason, result=result, detail=detail, created=now,
+            expires=expires, release_by=release_role(settings.release_by, reason, result),
+            verdicts={k: v.model_dump(mode="json") for k, v in envelope.verdicts.items()},
+        )
+        meta = {
+            "reason": reason, "result": result, "detail": detail, "created": now, "expires": expires,
+            "release_by": held.release_by, "verdicts": held.verdicts,
+        }
+        created = await self._put(
+            keys=[KEY + held.id, INDEX],
+            args=[json.dumps(meta), envelope.model_dump_json(), data, int(expires) + 1, held.id],
+        )
+        return held, bool(created)
+
+    async def get(self, qid: str, *, data: bool = False) -> Held | None:
+        fields = ["meta", "envelope", "data"] if data else ["meta", "envelope"]
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(KEY + qid, fields)
+            pipe.hgetall(RELEASED + qid)
+            values, released = await pipe.execute()
+        if values[0] is None:
+            return None
+        return self._held(qid, values, released, data)
+
+    @staticmethod
+    def _held(qid: str, values: list[Any], released: dict[Any, Any], data: bool) -> Held:
+        meta = json.loads(values[0])
+        return Held(
+            id=qid, envelope=Envelope.model_validate_json(values[1]), reason=meta["reason"],
+            result=meta.get("result"), detail=meta.get("detail", ""), created=meta["created"],
+            expires=meta["expires"], release_by=meta.get("release_by", "user"), verdicts=meta.get("verdicts", {}),
+            released={_text(k): json.loads(v) for k, v in released.items()},
+            data=values[2] if data else None,
+        )
+
+    async def prune(self, now: float | None = None) -> int:
+        """Drop expired ids from the index (their keys expire on their own)."""
+        return int(await self.client.zremrangebyscore(INDEX, "-inf", time.time() if now is None else now))
+
+    async def ids(self) -> list[str]:
+        await self.prune()
+        return [_text(i) for i in await self.client.zrange(INDEX, 0, -1)]
+
+    async def list(self, *, recipient: str | None = None, sender: str | None = None, reason: str | None = None,
+                   since: float | None = None, until: float | None = None) -> list[Held]:
+        """Held messages, oldest first, filtered."""
+        ids = await self.ids()
+        out: list[Held] = []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for qid in ids:
+                pipe.hmget(KEY + qid, ["meta", "envelope"])
+                pipe.hgetall(RELEASED + qid)
+            results = await pipe.execute() if ids else []
+        for index, qid in enumerate(ids):
+            values, released = results[2 * index], results[2 * index + 1]
+            if values[0] is None:
+                continue
+            held = self._held(qid, values, released, False)
+            if recipient and recipient.lower() not in [r.lower() for r in held.envelope.rcpt_to]:
+                continue
+            if sender is not None and sender.lower() != held.envelope.mail_from.lower():
+                continue
+            if reason and reason not in (held.reason, held.result):
+                continue
+            if since is not None and held.created < since:
+                continue
+            if until is not None and held.created > until:
+                continue
+            out.append(held)
+        return sorted(out, key=lambda h: h.created)
+
+    async def claim(self, qid: str, recipients: list[str], who: str = "") -> list[str] | None:
+        """Mark recipients released; those this call released (None when the message is gone)."""
+        held = await self.get(qid)
+        if held is None:
+            return None
+        record = json.dumps({"at": time.time(), "by": who})
+        claimed = await self._claim(keys=[KEY + qid, RELEASED + qid],
+                                    args=[record, int(held.expires) + 1, *[r.lower() for r in recipients]])
+        if claimed == -1:
+            return None
+        wanted = {_text(c) for c in claimed}
+        return [r for r in recipients if r.lower() in wanted]
+
+    async def unclaim(self, qid: str, recipients: list[str]) -> None:
+        if recipients:
+            await self.client.hdel(RELEASED + qid, *[r.lower() for r in recipients])
+
+    async def delete(self, qid: str) -> bool:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(KEY + qid, RELEASED + qid)
+            pipe.zrem(INDEX, qid)
+            removed, _ = await pipe.execute()
+        return bool(removed)
+
+
+# --- release ------------------------------------------------------------------------------------
+
+
+class ReleaseError(Exception):
+    """A release that may not or cannot happen (the message says why)."""
+
+
+@dataclass
+class Released:
+    recipients: list[str]
+    """Recipients released by this call (empty: all asked for were released before)."""
+    already: list[str]
+
+
+def released_envelope(held: Held, recipients: list[str]) -> Envelope:
+    """The envelope a release sends back to routing: the original, for ``recipients``, marked released."""
+    envelope = held.envelope.model_copy(deep=True)
+    envelope.rcpt_to = list(recipients)
+    envelope.released_from = held.id
+    envelope.route = None
+    if "routing" not in envelope.itinerary:
+        envelope.itinerary = ["routing", "egress"]
+    return envelope
+
+
+async def release(store: QuarantineStore, bus: Bus, trace: TraceStore, qid: str, *,
+                  recipients: list[str] | None = None, role: Role = "admin", who: str = "") -> Released:
+    """Release a held message to all or some of its recipients, each at most once.
+
+    The bytes and envelope go back to the routing queue (publisher confirms), which skips the verdict
+    actions for a released message. A publish that fails undoes the release marks.
+    """
+    held = await store.get(qid, data=True)
+    if held is None or held.data is None:
+        raise ReleaseError(f"no quarantined message {qid} (expired, deleted or never held)")
+    if role == "user" and held.release_by == "admin":
+        raise ReleaseError(f"{qid} was held for {held.result or held.reason}: only an administrator may release it")
+    original = {r.lower(): r for r in held.envelope.rcpt_to}
+    wanted = [original.get(r.lower(), r) for r in (recipients or held.envelope.rcpt_to)]
+    unknown = [r for r in wanted if r.lower() not in original]
+    if unknown:
+        raise ReleaseError(f"not a recipient of {qid}: {', '.join(unknown)}")
+    claimed = await store.claim(qid, wanted, who)
+    if claimed is None:
+        raise ReleaseError(f"no quarantined message {qid} (expired, deleted or never held)")
+    already = [r for r in wanted if r not in claimed]
+    if claimed:
+        envelope = released_envelope(held, claimed)
+        try:
+            await bus.publish(Publish(stage_queue("routing"), envelope, held.data))
+        except BaseException:
+            await store.unclaim(qid, claimed)
+            raise
+        await trace.record(TraceEvent(
+            event="RELEASE", message_id=held.envelope.id, service="quarantine", recipients=claimed,
+            detail=f"released from quarantine ({held.reason}) by {who or role}",
+            data={"quarantine_id": qid, "role": role, "reason": held.reason},
+        ))
+    return Released(claimed, already)
+
+
+# --- the administrator's notice ------------------------------------------------------------------
+
+
+def admin_notice(held: Held, to: str, hostname: str, now: datetime | None = None) -> tuple[Envelope, bytes]:
+    """A short message telling ``to`` that a message was quarantined for malware.
+
+    Sent from the null sender (nothing bounces back) with an id derived from the held message, so a
+    redelivered message yields one notice.
+    """
+    now = now or datetime.now(UTC)
+    notice_id = f"{held.id}A"
+    names = ", ".join(held.verdicts.get("antivirus", {}).get("detail", {}).get("names", []) or []) or "-"
+    lines = [
+        f"A message was quarantined by {hostname}.",
+        "",
+        f"Quarantine id: {held.id}",
+        f"Reason:        {held.reason} ({held.result or held.reason}): {held.detail}",
+        f"Detections:    {names}",
+        f"Sender:        <{held.envelope.mail_from}>",
+        f"Recipients:    {', '.join(held.envelope.rcpt_to)}",
+        f"Message-ID:    {held.envelope.message_id_header or '-'}",
+        f"Expires:       {datetime.fromtimestamp(held.expires, UTC).isoformat(timespec='seconds')}",
+        "",
+        f"Review it with: mailmoat quarantine show {held.id}",
+    ]
+    body = "\r\n".join(_printable(line) for line in lines) + "\r\n"
+    headers = [
+        f"From: Mail Hygiene <postmaster@{hostname}>",
+        f"To: <{to}>",
+        f"Subject: Malware quarantined: {held.id}",
+        f"Date: {format_datetime(now)}",
+        f"Message-ID: <{notice_id}@{hostname}>",
+        "Auto-Submitted: auto-generated",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+    ]
+    data = ("\r\n".join(headers) + "\r\n\r\n" + body).encode("utf-8")
+    envelope = Envelope(
+        id=notice_id, parent_id=held.id, received_at=now, mail_from="", rcpt_to=[to], size=len(data),
+        smtputf8=not to.isascii(), body_type="8BITMIME", message_id_header=f"<{notice_id}@{hostname}>",
+        direction="outbound", itinerary=["routing", "egress"],
+    )
+    return envelope, data
+
+
+def _printable(text: str, limit: int = 900) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)[:limit]
+
+
+__all__ = ["Held", "QuarantineStore", "ReleaseError", "Released", "admin_notice", "release", "release_role",
+           "released_envelope", "retention_days"]

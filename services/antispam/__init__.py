@@ -1,0 +1,1 @@
+"""Antispam stage: sender authentication, content scoring and the SCL verdict."""

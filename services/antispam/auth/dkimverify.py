@@ -1,0 +1,189 @@
+"""DKIM (RFC 6376) and ARC (RFC 8617) verification with dkimpy, its DNS answered by our resolver.
+
+The keys every signature and seal names are fetched first, concurrently and asynchronously; dkimpy
+then verifies in a worker thread with a look-up function that only reads those answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import dkim
+import dkim.util
+
+from mailmoat_antispam.auth.headers import Field, fields
+from mailmoat_antispam.auth.resolver import DnsAnswer, Resolver
+
+MAX_SIGNATURES = 10
+"""Signatures verified per message; more get ``policy`` (RFC 6376 6.1 lets a verifier limit the work)."""
+
+MAX_ARC_SETS = 50
+"""RFC 8617 4.2.1: a chain of more than 50 sets fails."""
+
+_quiet = logging.getLogger("mailmoat.antispam.dkim")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+@dataclass(frozen=True)
+class DkimResult:
+    result: str
+    """pass, fail, policy, temperror or permerror (RFC 8601 2.7.1)."""
+    domain: str = ""
+    """The signing domain (``d=``)."""
+    selector: str = ""
+    identity: str = ""
+    """The agent or user identifier (``i=``), when present."""
+    b: str = ""
+    """The first 8 characters of the signature (``header.b``), to tell signatures apart."""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ArcResult:
+    result: str = "none"
+    """pass, fail or none (RFC 8617 chain validation status)."""
+    reason: str = ""
+    instances: int = 0
+    sealers: tuple[str, ...] = ()
+    """``d=`` of each ARC-Seal, oldest (i=1) first."""
+    newest_results: str = ""
+    """The newest ``ARC-Authentication-Results`` value (what the last sealer saw), for overrides."""
+
+
+@dataclass
+class _Keys:
+    answers: dict[str, DnsAnswer] = field(default_factory=dict)
+
+    def dnsfunc(self, name: bytes, timeout: float = 5) -> bytes | None:
+        answer = self.answers.get(name.decode("ascii", "replace").lower().rstrip("."))
+        if answer is None or answer.status != "ok" or not answer.records:
+            return None
+        return answer.records[0].encode("utf-8", "surrogateescape")
+
+
+def _tags(value: str) -> dict[str, str]:
+    try:
+        parsed = dkim.util.parse_tag_value(re.sub(r"\s+", " ", value).encode("utf-8", "replace"))
+    except Exception:  # dkimpy raises its own InvalidTagValueList and a few others on malformed input
+        return {}
+    return {k.decode("ascii", "replace"): v.decode("utf-8", "replace") for k, v in parsed.items()}
+
+
+def _key_name(tags: dict[str, str]) -> str | None:
+    selector, domain = tags.get("s", "").strip(), tags.get("d", "").strip()
+    if not selector or not domain:
+        return None
+    return f"{selector}._domainkey.{domain}".lower().rstrip(".")
+
+
+async def _fetch(resolver: Resolver, names: Iterable[str]) -> _Keys:
+    unique = sorted(set(names))
+    answers = await asyncio.gather(*(resolver.query(n, "TXT") for n in unique))
+    return _Keys(dict(zip(unique, answers, strict=True)))
+
+
+def _signatures(headers: list[Field]) -> list[dict[str, str]]:
+    return [_tags(f.value) for f in headers if f.name.lower() == "dkim-signature"]
+
+
+async def verify_dkim(data: bytes, resolver: Resolver, *, minkey: int = 1024) -> list[DkimResult]:
+    """One result per DKIM-Signature, top to bottom; [] when the message is not signed."""
+    signatures = _signatures(fields(data))
+    if not signatures:
+        return []
+    keys = await _fetch(resolver, filter(None, (_key_name(t) for t in signatures[:MAX_SIGNATURES])))
+    return await asyncio.to_thread(_verify_all, data, signatures, keys, minkey)
+
+
+def _verify_all(data: bytes, signatures: list[dict[str, str]], keys: _Keys, minkey: int) -> list[DkimResult]:
+    results: list[DkimResult] = []
+    for index, tags in enumerate(signatures):
+        if index >= MAX_SIGNATURES:
+            results.append(DkimResult("policy", tags.get("d", "").strip().lower(), tags.get("s", "").strip(),
+                                      reason=f"not verified: more than {MAX_SIGNATURES} signatures"))
+            continue
+        results.append(_verify_one(data, index, tags, keys, minkey))
+    return results
+
+
+def _verify_one(data: bytes, index: int, tags: dict[str, str], keys: _Keys, minkey: int) -> DkimResult:
+    domain = tags.get("d", "").strip().lower()
+    selector = tags.get("s", "").strip()
+    b = re.sub(r"\s+", "", tags.get("b", ""))[:8]
+    base = {"domain": domain, "selector": selector, "identity": tags.get("i", "").strip(), "b": b}
+    name = _key_name(tags)
+    if not tags or name is None:
+        return DkimResult("permerror", reason="malformed signature (tags d= and s= required)", **base)
+    answer = keys.answers.get(name)
+    if answer is None or answer.status == "temperror":
+        reason = answer.error if answer is not None else "no answer"
+        return DkimResult("temperror", reason=f"key look-up {name}: {reason}", **base)
+    if answer.void:
+        return DkimResult("permerror", reason=f"no key published at {name}", **base)
+    try:
+        verifier = dkim.DKIM(data, logger=_quiet, minkey=minkey)
+        ok = verifier.verify(idx=index, dnsfunc=keys.dnsfunc)
+    except dkim.KeyFormatError as exc:
+        return DkimResult("permerror", reason=f"bad key: {exc}", **base)
+    except dkim.DKIMException as exc:
+        text = str(exc) or type(exc).__name__
+        if text.startswith(("body hash mismatch", "x= value is past")):  # RFC 6376 6.1: PERMFAIL, not a syntax error
+            return DkimResult("fail", reason=text.split(" (", 1)[0], **base)
+        return DkimResult("permerror", reason=text, **base)
+    except Exception as exc:  # a malformed message must give a result, never an exception
+        return DkimResult("permerror", reason=f"{type(exc).__name__}: {exc}", **base)
+    if ok:
+        return DkimResult("pass", reason="signature verified", **base)
+    return DkimResult("fail", reason="signature did not verify (body or signed headers changed, or wrong key)", **base)
+
+
+def _instance(tags: dict[str, str]) -> int:
+    try:
+        return int(tags.get("i", "0").strip())
+    except ValueError:
+        return 0
+
+
+async def verify_arc(data: bytes, resolver: Resolver, *, minkey: int = 1024) -> ArcResult:
+    """The ARC chain's validation status (RFC 8617 5.2), its sealers and the newest AAR."""
+    headers = fields(data)
+    seals = [_tags(f.value) for f in headers if f.name.lower() == "arc-seal"]
+    signatures = [_tags(f.value) for f in headers if f.name.lower() == "arc-message-signature"]
+    results = [f for f in headers if f.name.lower() == "arc-authentication-results"]
+    if not seals and not signatures and not results:
+        return ArcResult("none", "no ARC sets")
+    if len(seals) > MAX_ARC_SETS or len(signatures) > MAX_ARC_SETS:
+        return ArcResult("fail", f"more than {MAX_ARC_SETS} ARC sets")
+    by_instance = sorted((_instance(t), t.get("d", "").strip().lower()) for t in seals)
+    sealers = tuple(d for _, d in by_instance)
+    newest = max((i for i, _ in by_instance), default=0)
+    newest_results = ""
+    for f in results:
+        match = re.match(r"\s*i\s*=\s*(\d+)\s*;(.*)$", f.value, re.S)
+        if match and int(match.group(1)) == newest:
+            newest_results = match.group(2).strip()
+    keys = await _fetch(resolver, filter(None, (_key_name(t) for t in seals + signatures)))
+    temporary = [n for n, a in keys.answers.items() if a.status == "temperror"]
+    if temporary:
+        return ArcResult("fail", f"key look-up failed: {', '.join(temporary)}", newest, sealers, newest_results)
+    cv, reason = await asyncio.to_thread(_arc, data, keys, minkey)
+    return ArcResult(cv, reason, newest, sealers, newest_results)
+
+
+def _arc(data: bytes, keys: _Keys, minkey: int) -> tuple[str, str]:
+    try:
+        cv, _, reason = dkim.arc_verify(data, logger=_quiet, dnsfunc=keys.dnsfunc, minkey=minkey)
+    except Exception as exc:  # dkimpy may raise on malformed headers; that chain fails
+        return "fail", f"{type(exc).__name__}: {exc}"
+    if cv is None:
+        return "fail", str(reason)
+    text = cv.decode("ascii") if isinstance(cv, bytes) else str(cv)
+    return text, str(reason)
+
+
+__all__ = ["ArcResult", "DkimResult", "verify_arc", "verify_dkim"]

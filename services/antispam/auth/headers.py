@@ -1,0 +1,116 @@
+"""Raw header access for authentication: fields as byte ranges of the message (never re-serialised),
+the From domain, and removal of ``Authentication-Results`` fields that claim our authserv-id."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    """Field name as written (compare with ``.lower()``)."""
+    start: int
+    end: int
+    """Byte range of the whole field in the message, folded lines and line end included."""
+    raw: bytes
+
+    @property
+    def value(self) -> str:
+        """The unfolded value after the colon (decoded as UTF-8, bad octets replaced)."""
+        body = self.raw.split(b":", 1)[1] if b":" in self.raw else b""
+        text = body.decode("utf-8", "replace")
+        return re.sub(r"\r?\n(?=[ \t])", "", text).strip()
+
+
+def header_end(data: bytes) -> int:
+    """Offset just past the header block (past its empty line), or len(data) when there is no body."""
+    position = 0
+    while position < len(data):
+        newline = data.find(b"\n", position)
+        line_end = len(data) if newline < 0 else newline + 1
+        line = data[position:line_end]
+        if line in (b"\r\n", b"\n"):
+            return line_end
+        position = line_end
+    return len(data)
+
+
+def fields(data: bytes) -> list[Field]:
+    """The header fields in order, each with its continuation lines."""
+    out: list[Field] = []
+    end = header_end(data)
+    position = 0
+    current: int | None = None
+    while position < end:
+        newline = data.find(b"\n", position, end)
+        line_end = end if newline < 0 else newline + 1
+        line = data[position:line_end]
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t") and current is not None:
+            position = line_end
+            continue
+        if current is not None:
+            out.append(_field(data, current, position))
+        current = position
+        position = line_end
+    if current is not None:
+        out.append(_field(data, current, position))
+    return out
+
+
+def _field(data: bytes, start: int, end: int) -> Field:
+    raw = data[start:end]
+    name = raw.split(b":", 1)[0].decode("ascii", "replace").strip() if b":" in raw else ""
+    return Field(name, start, end, raw)
+
+
+def from_domains(data: bytes) -> list[str]:
+    """Domains of the addresses in the From: fields (RFC 5322 author), lower case, in order."""
+    domains: list[str] = []
+    for field in fields(data):
+        if field.name.lower() != "from":
+            continue
+        for _, address in email.utils.getaddresses([field.value]):
+            if "@" in address:
+                domain = address.rpartition("@")[2].strip().strip(">").lower().rstrip(".")
+                if domain:
+                    domains.append(domain)
+    return domains
+
+
+_AUTHSERV = re.compile(rb'^\s*(?:\((?:[^()\\]|\\.)*\)\s*)*("(?:[^"\\]|\\.)*"|[^\s;()]+)', re.S)
+
+
+def authserv_id_of(field: Field) -> str | None:
+    """The authserv-id an ``Authentication-Results`` field names (comments skipped, quotes removed)."""
+    body = field.raw.split(b":", 1)[1] if b":" in field.raw else b""
+    match = _AUTHSERV.match(re.sub(rb"\r?\n(?=[ \t])", b"", body))
+    if not match:
+        return None
+    value = match.group(1).decode("utf-8", "replace")
+    if value.startswith('"'):
+        value = re.sub(r"\\(.)", r"\1", value[1:-1])
+    return value.lower().rstrip(".")
+
+
+def strip_spoofed_authres(data: bytes, authserv_id: str) -> bytes:
+    """``data`` without the ``Authentication-Results`` fields claiming ``authserv_id`` (RFC 8601 5);
+    every other octet is kept as it was."""
+    wanted = authserv_id.lower().rstrip(".")
+    drop = [f for f in fields(data) if f.name.lower() == "authentication-results" and authserv_id_of(f) == wanted]
+    if not drop:
+        return data
+    parts: list[bytes] = []
+    position = 0
+    for field in drop:
+        parts.append(data[position:field.start])
+        position = field.end
+    parts.append(data[position:])
+    return b"".join(parts)
+
+
+__all__ = ["Field", "authserv_id_of", "fields", "from_domains", "header_end", "strip_spoofed_authres"]

@@ -1,0 +1,82 @@
+"""The ``Authentication-Results:`` header field (RFC 8601) for an authentication result. Pure."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mailmoat_antispam.auth import AuthResult
+
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~]+$")
+_MAX_COMMENT = 200
+
+
+def _value(text: str) -> str:
+    """A token as is, anything else as a quoted-string (characters a header cannot carry become ``?``)."""
+    text = "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in text)
+    if _TOKEN.match(text):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _comment(text: str) -> str:
+    text = re.sub(r"[\r\n\t]+", " ", text).strip()
+    text = "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in text)[:_MAX_COMMENT]
+    text = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+    return f" ({text})" if text else ""
+
+
+def _domain(text: str) -> str:
+    """A domain as an A-label; a name that is not valid IDNA is shown quoted with its odd characters as ``?``."""
+    if not text:
+        return '""'
+    if not text.isascii():
+        try:
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            text = "".join(c if c.isascii() and c.isprintable() else "?" for c in text)
+    return _value(text)
+
+
+def resinfos(result: AuthResult) -> list[str]:
+    """One ``method=result ...`` element per check, in the order spf, dkim (each signature), dmarc, arc, compauth."""
+    out: list[str] = []
+    spf = result.spf
+    prop = "smtp.helo" if spf.identity == "helo" else "smtp.mailfrom"
+    out.append(f"spf={spf.result}{_comment(spf.reason)} {prop}={_domain(spf.domain)}")
+    if not result.dkim:
+        out.append("dkim=none (message not signed)")
+    for sig in result.dkim:
+        props = f" header.d={_domain(sig.domain)}"
+        if sig.selector:
+            props += f" header.s={_value(sig.selector)}"
+        if sig.b:
+            props += f" header.b={_value(sig.b)}"
+        out.append(f"dkim={sig.result}{_comment(sig.reason)}{props}")
+    dmarc = result.dmarc
+    if dmarc.domain:
+        summary = f"p={dmarc.policy} pct={dmarc.pct} action={dmarc.effective}" if dmarc.record_domain else ""
+        if dmarc.override:
+            summary += f" override={dmarc.override}"
+        out.append(f"dmarc={dmarc.result}{_comment(summary)} header.from={_domain(dmarc.domain)}")
+    else:
+        out.append(f"dmarc={dmarc.result}{_comment(dmarc.reason)}")
+    arc = result.arc
+    arc_note = f"i={arc.instances} sealers={','.join(arc.sealers)}" if arc.instances else ""
+    out.append(f"arc={arc.result}{_comment(arc_note)}")
+    out.append(f"compauth={result.compauth.result} reason={result.compauth.reason}")
+    return out
+
+
+def authentication_results(authserv_id: str, result: AuthResult) -> bytes:
+    """One ``Authentication-Results:`` field, folded, ending in CRLF."""
+    lines = [f"Authentication-Results: {_value(authserv_id)};"]
+    parts = resinfos(result)
+    for index, part in enumerate(parts):
+        lines.append(f" {part}{';' if index < len(parts) - 1 else ''}")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
+
+
+__all__ = ["authentication_results", "resinfos"]

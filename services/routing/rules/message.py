@@ -1,0 +1,261 @@
+"""What rule conditions look at, read lazily from the envelope and the bytes (pure, read-only).
+
+Bodies and attachments are parsed only when a condition asks for them; text parts are transfer-decoded
+(base64, quoted-printable) and decoded from their charset; RFC 2047 header words are decoded.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email
+import email.header
+import email.policy
+import html
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from email.message import Message
+from functools import cached_property
+
+from mailmoat_common import filetypes, mimeedit
+from mailmoat_common.models import Envelope
+from mailmoat_common.policy import Policy
+from mailmoat_routing.actions import CLEAN_AV, spam_hits
+
+MAX_TEXT = 1_048_576
+"""Characters of subject-and-body text conditions look at (longer bodies are cut)."""
+MAX_PARTS = 1_000
+_TAG = re.compile(r"<[^>]*>")
+_ENCRYPTED_OLE = "EncryptedPackage".encode("utf-16-le")
+
+
+def domain_of(address: str) -> str:
+    _, sep, domain = address.rpartition("@")
+    return domain.strip().lower().rstrip(".") if sep else ""
+
+
+def decode_header_value(value: str) -> str:
+    """An RFC 2047 header value as text, unfolded."""
+    try:
+        text = str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, UnicodeError, binascii.Error):
+        text = value
+    return re.sub(r"\r?\n[ \t]+", " ", text).replace("\r", "").replace("\n", "")
+
+
+def _payload(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except (TypeError, ValueError, LookupError, binascii.Error):
+        data = None
+    if isinstance(data, bytes):
+        return data
+    raw = part.get_payload()
+    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
+
+
+def part_text(part: Message) -> str:
+    """A text part's body decoded from its transfer encoding and charset (unknown charsets: UTF-8)."""
+    data = _payload(part)
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except (TypeError, ValueError, LookupError):
+        return None
+    if name is None:
+        return None
+    return str(name).strip() or None
+
+
+def _encrypted(payload: bytes, kind: str | None) -> bool:
+    """Password protection seen in the content: a zip with an encrypted member, an encrypted Office
+    document (OLE ``EncryptedPackage``) or a PDF with an ``/Encrypt`` dictionary."""
+    if kind == "zip" or (kind is not None and payload[:2] == b"PK"):
+        try:
+            with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+                return any(info.flag_bits & 0x1 for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
+            return False
+    if kind == "ole":
+        return _ENCRYPTED_OLE in payload
+    if kind == "pdf":
+        return b"/Encrypt" in payload
+    return False
+
+
+def _zip_kind(payload: bytes) -> str:
+    try:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            return filetypes.refine_zip(archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
+        return "zip"
+
+
+@dataclass
+class Attachment:
+    name: str | None
+    extension: str | None
+    kind: str | None
+    """True type from the content (``exe``, ``zip``, ``docm``, ``pdf``, ...), None when unknown."""
+    size: int
+    encrypted: bool
+
+
+class Facts:
+    """The message as rule conditions see it; ``data`` and the live state are the engine's."""
+
+    def __init__(self, envelope: Envelope, data: bytes, policy: Policy, rcpt_to: list[str], scl: int | None):
+        self.envelope = envelope
+        self.data = data
+        self.policy = policy
+        self.rcpt_to = rcpt_to
+        self.scl_override = scl
+        """The SCL an earlier rule set (-1 for a bypass), which takes the place of the verdicts'."""
+
+    # --- envelope and verdicts ---------------------------------------------------------------
+
+    @property
+    def sender(self) -> str:
+        return self.envelope.mail_from.strip().lower()
+
+    @property
+    def recipients(self) -> list[str]:
+        return [r.strip().lower() for r in self.rcpt_to]
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def scl(self) -> int | None:
+        """SCL set by an earlier rule, else the antispam verdict's, else -1 when allow-listed by the
+        connection filter; None when nothing says."""
+        if self.scl_override is not None:
+            return self.scl_override
+        spam = self.envelope.verdicts.get("antispam")
+        if spam is not None and isinstance(spam.detail.get("scl"), int):
+            return int(spam.detail["scl"])
+        conn = self.envelope.verdicts.get("connection_filter")
+        if conn is not None and (conn.result == "allow" or conn.detail.get("scl") == -1):
+            return -1
+        return None
+
+    @property
+    def bcl(self) -> int | None:
+        spam = self.envelope.verdicts.get("antispam")
+        value = spam.detail.get("bcl") if spam is not None else None
+        return value if isinstance(value, int) else None
+
+    @cached_property
+    def verdict_names(self) -> frozenset[str]:
+        """The names of ``RULE_VERDICTS`` the filter verdicts carry."""
+        names: set[str] = set()
+        av = self.envelope.verdicts.get("antivirus")
+        if av is not None and av.result not in CLEAN_AV:
+            names.update({"malware", av.result})
+        spam = self.envelope.verdicts.get("antispam")
+        if spam is not None:
+            names.update(spam_hits(spam))
+        conn = self.envelope.verdicts.get("connection_filter")
+        if conn is not None:
+            if conn.result == "allow":
+                names.add("ip_allow")
+            elif conn.detail.get("reason") == "ip_block":
+                names.add("ip_block")
+            elif conn.result in ("listed", "reject"):
+                names.add("dnsbl")
+        return frozenset(names)
+
+    # --- headers ---------------------------------------------------------------------------------
+
+    @cached_property
+    def _head(self) -> Message:
+        end = mimeedit.sections(self.data)[0]
+        return email.message_from_bytes(self.data[:end] + b"\r\n", policy=email.policy.compat32)
+
+    def header(self, name: str) -> list[str]:
+        """Every field of that name, decoded."""
+        return [decode_header_value(str(v)) for v in self._head.get_all(name) or []]
+
+    @cached_property
+    def subject(self) -> str:
+        return " ".join(self.header("Subject"))[:MAX_TEXT]
+
+    # --- body and attachments -------------------------------------------------------------------
+
+    @cached_property
+    def _tree(self) -> Message:
+        return email.message_from_bytes(self.data, policy=email.policy.compat32)
+
+    def _leaves(self) -> list[tuple[Message, bool]]:
+        """(leaf part, inside an attached message) in order."""
+        out: list[tuple[Message, bool]] = []
+
+        def walk(part: Message, attached: bool) -> None:
+            if len(out) >= MAX_PARTS:
+                return
+            payload = part.get_payload()
+            if part.is_multipart() and isinstance(payload, list):
+                inner = attached or part.get_content_type() == "message/rfc822"
+                for child in payload:
+                    if isinstance(child, Message):
+                        walk(child, inner)
+            else:
+                out.append((part, attached))
+
+        walk(self._tree, False)
+        return out
+
+    @cached_property
+    def body(self) -> str:
+        """The message's own text and HTML parts (not attachments, not attached messages), as text."""
+        texts: list[str] = []
+        size = 0
+        for part, attached in self._leaves():
+            if attached or part.get_content_maintype() != "text" or _is_attachment(part):
+                continue
+            text = part_text(part)
+            if part.get_content_subtype() == "html":
+                text = html.unescape(_TAG.sub(" ", text))
+            texts.append(text)
+            size += len(text)
+            if size >= MAX_TEXT:
+                break
+        return "\n".join(texts)[:MAX_TEXT]
+
+    @cached_property
+    def attachments(self) -> list[Attachment]:
+        out = []
+        for part, _ in self._leaves():
+            if not _is_attachment(part):  # the whole message counts too when it is one named file
+                continue
+            name = _filename(part)
+            payload = _payload(part)
+            kind = filetypes.detect(payload[: filetypes.HEAD])
+            if kind == "zip":
+                kind = _zip_kind(payload)
+            out.append(Attachment(name, filetypes.extension(name), kind, len(payload), _encrypted(payload, kind)))
+        return out
+
+    @property
+    def av_found_encrypted(self) -> bool:
+        """The antivirus verdict saw an encrypted archive (blocked or allowed)."""
+        av = self.envelope.verdicts.get("antivirus")
+        if av is None:
+            return False
+        findings = av.detail.get("findings") or {}
+        return bool(av.result == "encrypted" or (isinstance(findings, dict) and findings.get("encrypted"))
+                    or av.detail.get("encrypted_allowed"))
+
+
+def _is_attachment(part: Message) -> bool:
+    disposition = (part.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
+    return disposition == "attachment" or _filename(part) is not None

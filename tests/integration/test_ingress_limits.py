@@ -1,0 +1,120 @@
+"""Rate limits and greylisting against the real Redis: shared between limiters, expiring, failing open."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from mailmoat_common.policy import parse_policy
+from mailmoat_ingress.greylist import Greylist
+from mailmoat_ingress.ratelimit import RateLimiter
+from tests.support.infra import free_port
+
+pytestmark = pytest.mark.integration
+
+POLICY = parse_policy("""
+organization: {internal_networks: [10.0.0.0/8]}
+connection_filter:
+  ip_allow: [192.0.2.10]
+  rate_limits: {connections: 2, messages_per_minute: 3, recipients_per_minute: 4, connection_ttl: 10}
+  greylisting: {enabled: true, delay: 60, retry_window: 3600}
+""")
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def errors(check: str) -> float:
+    return REGISTRY.get_sample_value("mailmoat_ingress_limit_errors_total", {"check": check}) or 0.0
+
+
+async def test_two_limiters_share_the_connection_limit_and_release_on_close(client: aioredis.Redis) -> None:
+    one, two = RateLimiter(client, process_id="one"), RateLimiter(client, process_id="two")
+    reply, first = await one.open_connection(POLICY, "192.0.2.1")
+    assert reply is None and first is not None
+    reply, second = await two.open_connection(POLICY, "192.0.2.1")
+    assert reply is None and second is not None
+    reply, third = await one.open_connection(POLICY, "192.0.2.1")
+    assert reply == "421 4.7.0 Too many connections from [192.0.2.1], try again later" and third is None
+    assert (await two.open_connection(POLICY, "192.0.2.2"))[0] is None  # another client counts apart
+    assert (await one.open_connection(POLICY, "10.1.1.1"))[1] is None  # internal: not counted at all
+    assert (await one.open_connection(POLICY, "192.0.2.10"))[1] is None  # allow-listed
+    await two.close_connection(second)
+    reply, again = await one.open_connection(POLICY, "192.0.2.1")
+    assert reply is None and again is not None
+    assert await client.zcard("mailmoat:rl:conn:192.0.2.1/32") == 2
+
+
+async def test_slots_of_a_dead_process_expire_and_live_ones_are_refreshed(client: aioredis.Redis) -> None:
+    clock = Clock()
+    dead, alive = RateLimiter(client, process_id="dead", clock=clock), RateLimiter(client, process_id="alive",
+                                                                                 clock=clock)
+    assert (await dead.open_connection(POLICY, "192.0.2.1"))[1] is not None
+    assert (await alive.open_connection(POLICY, "192.0.2.1"))[1] is not None
+    assert (await alive.open_connection(POLICY, "192.0.2.1"))[0] is not None  # full
+    clock.now += 8
+    await alive.refresh()  # the dead process refreshes nothing
+    clock.now += 5  # past the dead slot's expiry (ttl 10), within the refreshed one
+    reply, slot = await alive.open_connection(POLICY, "192.0.2.1")
+    assert reply is None and slot is not None
+    assert await client.ttl("mailmoat:rl:conn:192.0.2.1/32") > 0
+
+
+async def test_message_and_recipient_windows_expire_by_themselves(client: aioredis.Redis) -> None:
+    one, two = RateLimiter(client), RateLimiter(client)
+    results = [await (one if i % 2 else two).count_message(POLICY, "192.0.2.1") for i in range(5)]
+    assert results[:3] == [None, None, None]
+    assert results[3:] == ["450 4.7.1 Too many messages from [192.0.2.1], try again later"] * 2
+    assert 0 < await client.ttl("mailmoat:rl:messages:192.0.2.1/32") <= 60
+    recipients = [await one.count_recipient(POLICY, "2001:db8::1") for _ in range(4)]
+    assert recipients == [None] * 4
+    assert await two.count_recipient(POLICY, "2001:db8::2") == (
+        "450 4.7.1 Too many recipients from [2001:db8::2], try again later")  # the same /64
+    assert await one.count_message(POLICY, "10.0.0.1") is None
+    assert not await client.exists("mailmoat:rl:messages:10.0.0.1/32")
+
+
+async def test_redis_unreachable_fails_open_and_counts() -> None:
+    down = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    limiter, greylist = RateLimiter(down), Greylist(down)
+    before = errors("connections"), errors("messages"), errors("greylist")
+    assert await limiter.open_connection(POLICY, "192.0.2.1") == (None, None)
+    assert await limiter.count_message(POLICY, "192.0.2.1") is None
+    assert await greylist.check(POLICY, "192.0.2.1", "a@x.test", "b@y.test") is None
+    assert (errors("connections"), errors("messages"), errors("greylist")) == tuple(b + 1 for b in before)
+    await down.aclose()
+
+
+async def test_greylisting_defers_then_accepts_after_the_delay_and_remembers(client: aioredis.Redis) -> None:
+    clock = Clock()
+    grey = Greylist(client, clock=clock)
+    other = Greylist(client, clock=clock)  # another process
+    deferred = "451 4.7.1 Greylisted, please try again later"
+    assert await grey.check(POLICY, "192.0.2.1", "a@x.test", "b@y.test") == deferred
+    clock.now += 30
+    assert await other.check(POLICY, "192.0.2.200", "A@X.test", "b@y.test") == deferred  # same /24, too early
+    assert await grey.check(POLICY, "192.0.2.1", "a@x.test", "c@y.test") == deferred  # another recipient
+    clock.now += 31
+    assert await other.check(POLICY, "192.0.2.1", "a@x.test", "b@y.test") is None
+    ttl = await client.ttl(next(iter(await client.keys("mailmoat:grey:ok:*"))))
+    assert 36 * 86400 - 5 < ttl <= 36 * 86400
+    clock.now += 86400 * 10
+    assert await grey.check(POLICY, "192.0.2.1", "a@x.test", "b@y.test") is None  # known
+    assert await grey.check(POLICY, "198.51.100.1", "a@x.test", "b@y.test") == deferred  # another network
+    assert await grey.check(POLICY, "10.0.0.1", "a@x.test", "b@y.test") is None  # internal
+    assert await grey.check(POLICY, "192.0.2.10", "new@x.test", "b@y.test") is None  # allow-listed

@@ -1,0 +1,110 @@
+"""Byte-level edits of rule actions: only the touched header fields or parts change."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+
+from mailmoat_routing.rules.edits import append_disclaimer, remove_header, set_header
+from tests.support.attachments import message, mz_executable
+
+PLAIN = (b"Received: from x by y; Sun, 1 Nov 2026 00:00:00 +0000\r\nFrom: a@sender.org\r\nX-Old: 1\r\n"
+         b"To: alice@example.com\r\nX-Old: 2\r\n  folded\r\nSubject: hi\r\n\r\nHello.\r\n")
+
+
+def test_remove_header_removes_every_field_of_that_name_and_nothing_else() -> None:
+    out, count = remove_header(PLAIN, "x-old")
+    assert count == 2
+    assert out == PLAIN.replace(b"X-Old: 1\r\n", b"").replace(b"X-Old: 2\r\n  folded\r\n", b"")
+    same, none = remove_header(PLAIN, "X-Missing")
+    assert same == PLAIN and none == 0
+
+
+def test_remove_header_never_touches_the_body() -> None:
+    data = b"Subject: s\r\n\r\nX-Old: in the body\r\n"
+    assert remove_header(data, "X-Old") == (data, 0)
+
+
+def test_set_header_replaces_in_place_or_adds_at_the_top() -> None:
+    out = set_header(PLAIN, "X-Old", "new")
+    assert out == PLAIN.replace(b"X-Old: 1\r\n", b"X-Old: new\r\n").replace(b"X-Old: 2\r\n  folded\r\n", b"")
+    added = set_header(PLAIN, "X-Class", "internal")
+    assert added == b"X-Class: internal\r\n" + PLAIN
+    utf8 = set_header(PLAIN, "X-Class", "vertraulich \u2013 intern")
+    assert utf8.isascii()
+    parsed = email.message_from_bytes(utf8, policy=email.policy.default)
+    assert str(parsed["X-Class"]) == "vertraulich \u2013 intern"
+
+
+def _body(data: bytes, subtype: str = "plain") -> str:
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    part = parsed.get_body(preferencelist=(subtype,))
+    assert part is not None
+    return part.get_content().replace("\r\n", "\n")
+
+
+def test_disclaimer_on_a_plain_7bit_message_appends_only() -> None:
+    out, paths, why = append_disclaimer(PLAIN, "Confidential.", None)
+    assert why is None and paths == ["1"]
+    assert out == PLAIN + b"\r\nConfidential.\r\n"
+
+
+def test_disclaimer_on_a_message_without_a_body() -> None:
+    out, paths, _ = append_disclaimer(b"Subject: s\r\nFrom: a@b.test\r\n", "Confidential.", None)
+    assert paths == ["1"] and out == b"Subject: s\r\nFrom: a@b.test\r\n\r\nConfidential.\r\n"
+
+
+ALTERNATIVE = (
+    b"From: a@example.com\r\nTo: b@partner.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="outer"\r\n\r\n'
+    b"--outer\r\n"
+    b'Content-Type: multipart/alternative; boundary="alt"\r\n\r\n'
+    b"--alt\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    + base64.encodebytes("Grüße aus Köln\r\n".encode()).replace(b"\n", b"\r\n").rstrip(b"\r\n") + b"\r\n"
+    b"--alt\r\nContent-Type: text/html; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"<html><body><p>Gr=FC=DFe</p></body></html>\r\n"
+    b"--alt--\r\n"
+    b"--outer\r\n"
+    b'Content-Type: application/octet-stream; name="a.bin"\r\nContent-Disposition: attachment; filename="a.bin"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(mz_executable()[:30]) + b"\r\n"
+    b"--outer--\r\n"
+)
+
+
+def test_disclaimer_goes_into_text_and_html_parts_decoded_and_reencoded() -> None:
+    out, paths, why = append_disclaimer(ALTERNATIVE, "Vertraulich \u2013 nur für den Empfänger.", None)
+    assert why is None and paths == ["1.1.1", "1.1.2"]
+    assert _body(out) == "Grüße aus Köln\n\nVertraulich \u2013 nur für den Empfänger.\n"
+    html = _body(out, "html")
+    assert html.startswith("<html><body><p>Grüße</p><p>Vertraulich &#8211; nur für den Empfänger.</p>")
+    assert html.rstrip().endswith("</body></html>")
+    # Everything outside the two text parts is byte-identical: the headers and the attachment.
+    head = ALTERNATIVE[: ALTERNATIVE.index(b"--alt\r\n")]
+    assert out.startswith(head)
+    tail = ALTERNATIVE[ALTERNATIVE.index(b"--alt--"):]
+    assert out.endswith(tail)
+
+
+def test_disclaimer_that_the_charset_cannot_carry_turns_the_part_into_utf8() -> None:
+    data = (b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii; format=flowed\r\n"
+            b"\r\nplain ascii\r\n")
+    out, paths, why = append_disclaimer(data, "Ünterschrift", None)
+    assert paths == ["1"] and why is None
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    assert parsed.get_content_charset() == "utf-8" and parsed.get_param("format") == "flowed"
+    assert parsed["Content-Transfer-Encoding"] == "quoted-printable"
+    assert parsed.get_content().replace("\r\n", "\n") == "plain ascii\n\nÜnterschrift\n"
+    assert out.startswith(b"Subject: s\r\nMIME-Version: 1.0\r\n")
+
+
+def test_signed_messages_and_attachments_are_left_alone() -> None:
+    signed = (b'Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/signed; boundary="b"; '
+              b'protocol="application/pkcs7-signature"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n')
+    out, paths, why = append_disclaimer(signed, "x", None)
+    assert out == signed and paths == [] and why == "multipart/signed message"
+    with_text_attachment = message([("notes.txt", "text/plain", b"notes", "7bit")])
+    out, paths, _ = append_disclaimer(with_text_attachment, "Disclaimer.", None)
+    assert paths == ["1.1"]
+    assert out.count(b"Disclaimer.") == 1
+    assert out.index(b"Disclaimer.") < out.index(b"notes.txt")
