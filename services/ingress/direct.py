@@ -13,5 +13,4 @@ from mailmoat_common.policy import Policy
 
 def routes_at_ingress(policy: Policy) -> bool:
     """True when ingress should route messages itself under ``policy``."""
-    # ``rules`` (mail-flow rules) is read defensively: a policy model without the field has no rules.
     return policy.pipeline.route_at_ingress and not policy.pipeline.filters and not policy.rules
