@@ -249,7 +249,8 @@ class RabbitVhost:
 
 
 class Mailmoat:
-    """``python -m mailmoat_common.cli run all`` with a bench policy, on a fresh vhost and Redis db 14."""
+    """``python -m mailmoat_common.cli run all`` with a bench policy, on a fresh vhost and a flushed Redis db
+(``BENCH_REDIS_DB``, default 14)."""
 
     name = "mailmoat"
 
@@ -263,6 +264,9 @@ class Mailmoat:
         policy["routes"]["latency-sink"]["hosts"] = [f"127.0.0.1:{latency_sink}"]
         filters = [f for f in os.environ.get("BENCH_FILTERS", "").split(",") if f]
         policy["pipeline"]["filters"] = filters
+        # BENCH_ROUTE_AT_INGRESS=1: ingress runs the routing step itself (pipeline.route_at_ingress).
+        if os.environ.get("BENCH_ROUTE_AT_INGRESS", "") not in ("", "0"):
+            policy["pipeline"]["route_at_ingress"] = True
         if os.environ.get("BENCH_POLICY_EXTRA"):  # sections added to the bench policy (bench/connection_filter.py)
             policy.update(yaml.safe_load(Path(os.environ["BENCH_POLICY_EXTRA"]).read_text()) or {})
         self.policy_path = workdir / "policy.yaml"
@@ -273,7 +277,8 @@ class Mailmoat:
         for stage in ("routing", "egress", "connection_filter", "antivirus", "antispam", "devmailbox"):
             self.ports[stage] = free_block(1)
         self.log_level = log_level
-        self.redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+        self.redis_url = os.environ.get("BENCH_REDIS_URL") or (
+            f"redis://127.0.0.1:6379/{os.environ.get('BENCH_REDIS_DB', '14')}")
         self.proc: subprocess.Popen | None = None
         self.log_path = workdir / "gateway.log"
 
@@ -316,7 +321,7 @@ class Mailmoat:
             return False
 
     def _flush_redis(self) -> None:
-        subprocess.run(["redis-cli", "-n", "14", "flushdb"], capture_output=True, timeout=30)
+        subprocess.run(["redis-cli", "-u", self.redis_url, "flushdb"], capture_output=True, timeout=30)
 
     def pids(self) -> dict[str, int]:
         """Service name -> pid of every child of ``run all``."""
@@ -664,7 +669,8 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
 
 def report(results: dict) -> str:
     lines = [f"mailmoat bench  {results['date']}  {results['cpus']} CPUs  N={results['messages']} "
-             f"x {results['size']} B, {results['sessions']} sessions, ingress workers {results['ingress_workers']}"]
+             f"x {results['size']} B, {results['sessions']} sessions, ingress workers {results['ingress_workers']}"
+             + (", routing at ingress" if os.environ.get("BENCH_ROUTE_AT_INGRESS", "") not in ("", "0") else "")]
     systems = results["systems"]
     for name, res in systems.items():
         rate = res["rate"]

@@ -640,6 +640,8 @@ class Quarantine(_Strict):
 class Pipeline(_Strict):
     filters: list[str] = Field(default_factory=list)
     """Filter stages between ingress and routing, in order."""
+    route_at_ingress: bool = False
+    """With no filter stages and no mail-flow rules, ingress runs the routing step in its own process."""
 
     @field_validator("filters")
     @classmethod

@@ -14,6 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from aio_pika.abc import AbstractIncomingMessage
@@ -76,6 +77,10 @@ class Runtime:
         self._stopping = asyncio.Event()
         self._http: web.AppRunner | None = None
         self.http_port: int | None = None
+        # Labelled children looked up once, not per message.
+        self._in_flight_gauge = IN_FLIGHT.labels(service)
+        self._processing = PROCESSING.labels(service)
+        self._outcomes: dict[str, Any] = {}
 
     def _policy_changed(self, policy: object) -> None:
         POLICY_RELOADS.labels(self.service, "ok").inc()
@@ -190,7 +195,7 @@ class Runtime:
         self, stage: str, queue: str, handler: Handler, message: AbstractIncomingMessage
     ) -> None:
         self._in_flight += 1
-        IN_FLIGHT.labels(self.service).inc()
+        self._in_flight_gauge.inc()
         started = time.perf_counter()
         outcome = "ok"
         context = extract(message.headers)
@@ -213,9 +218,12 @@ class Runtime:
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
             span.set_attribute("mailmoat.outcome", outcome)
-        PROCESSING.labels(self.service).observe(time.perf_counter() - started)
-        MESSAGES.labels(self.service, outcome).inc()
-        IN_FLIGHT.labels(self.service).dec()
+        self._processing.observe(time.perf_counter() - started)
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = MESSAGES.labels(self.service, outcome)
+        counter.inc()
+        self._in_flight_gauge.dec()
         self._in_flight -= 1
 
     async def _handle(

@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -42,24 +43,38 @@ _configured = False
 
 def setup_tracing(service: str) -> trace.Tracer:
     """A tracer for ``service``; spans export over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set,
-    to stdout when OTEL_TRACES_EXPORTER=console, and nowhere otherwise (context still propagates)."""
+    to stdout when OTEL_TRACES_EXPORTER=console, and nowhere otherwise.
+
+    Without an exporter, spans are not sampled: each still gets a trace id and a span id (so the
+    W3C context propagates in AMQP headers and log lines carry ``trace_id``), but nothing is
+    recorded (attributes, events, timings), which costs a fraction of a recording span.
+    """
     global _configured
     if not _configured:
-        provider = TracerProvider(
-            resource=Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"mailmoat-{service}")})
-        )
-        exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "")
-        if exporter_name == "console":
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
-        elif exporter_name != "none" and (
-            os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        ):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"mailmoat-{service}")})
+        processor = _span_processor()
+        if processor is None:
+            provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+        else:
+            provider = TracerProvider(resource=resource)
+            provider.add_span_processor(processor)
         trace.set_tracer_provider(provider)
         _configured = True
     return trace.get_tracer(f"mailmoat.{service}")
+
+
+def _span_processor() -> BatchSpanProcessor | None:
+    """The span processor the ``OTEL_*`` environment asks for, or None when spans go nowhere."""
+    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    if exporter_name == "console":
+        return BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr))
+    if exporter_name != "none" and (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return BatchSpanProcessor(OTLPSpanExporter())
+    return None
 
 
 def inject(headers: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

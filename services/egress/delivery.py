@@ -1,8 +1,10 @@
 """SMTP delivery on aiosmtplib: hosts in order with fallback, pooled sessions, one reply per recipient.
 
-A destination is (host, port, TLS mode, TLS name). Idle sessions are kept per destination, checked
-with RSET before reuse and closed after ``idle_timeout``; at most ``max_per_destination`` sessions
-to one destination exist at a time.
+A destination is (host, port, TLS mode, TLS name). Idle sessions are kept per destination and closed
+after ``idle_timeout``; one idle for longer than ``check_after`` is checked with RSET before reuse
+(a session released moments ago ended its last transaction with a final reply, and a reused session
+that turns out broken before DATA is replaced by a fresh one anyway). At most ``max_per_destination``
+sessions to one destination exist at a time (20, as Postfix's default destination concurrency).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiosmtplib
-from aiosmtplib import SMTP
+from aiosmtplib import SMTP, SMTPResponse, SMTPStatus
 from aiosmtplib.errors import SMTPException, SMTPHeloError, SMTPResponseException
 
 from mailmoat_egress.tls import connect_kwargs, rule_for, server_name
@@ -158,12 +160,13 @@ class Message:
 class SessionPool:
     """Idle SMTP sessions per destination, with a bound on sessions per destination."""
 
-    def __init__(self, *, local_hostname: str, cafile: str | None = None, max_per_destination: int = 4,
-                 idle_timeout: float = 60.0):
+    def __init__(self, *, local_hostname: str, cafile: str | None = None, max_per_destination: int = 20,
+                 idle_timeout: float = 60.0, check_after: float = 2.0):
         self.local_hostname = local_hostname
         self.cafile = cafile
         self.max_per_destination = max_per_destination
         self.idle_timeout = idle_timeout
+        self.check_after = check_after
         self._idle: dict[Destination, list[Session]] = {}
         self._limits: dict[Destination, asyncio.Semaphore] = {}
         self.opened = 0
@@ -182,16 +185,21 @@ class SessionPool:
 
     async def acquire(self, destination: Destination, target: Target, timeouts: Timeouts, *,
                       fresh: bool = False) -> Session:
-        """An idle session that still answers RSET, or a new one (``fresh``: always new; raises HostFailed)."""
+        """An idle session (checked with RSET when idle longer than ``check_after``), or a new one
+        (``fresh``: always new; raises HostFailed)."""
         await self.reap()
         idle = self._idle.get(destination, [])
         while idle and not fresh:
             session = idle.pop()
-            try:
-                await session.smtp.rset(timeout=timeouts.command)
-            except SessionError:
+            if not session.smtp.is_connected:
                 _close(session.smtp)
                 continue
+            if time.monotonic() - session.last_used > self.check_after:
+                try:
+                    await session.smtp.rset(timeout=timeouts.command)
+                except SessionError:
+                    _close(session.smtp)
+                    continue
             self.reused += 1
             return session
         try:
@@ -364,6 +372,9 @@ async def transact(session: Session, message: Message, timeouts: Timeouts) -> li
         try:
             await smtp.mail(message.mail_from, options=options, encoding=encoding, timeout=timeouts.command)
         except aiosmtplib.SMTPSenderRefused as exc:
+            if exc.code == 421 and session.transactions > 1:
+                # A reused session the server is closing (it was not checked with RSET): reopen.
+                raise SessionBroken(f"4.4.2 {remote} closed the session: {exc.code} {exc.message}", False) from exc
             await _rset(smtp, timeouts)
             return [result(r, exc.code, exc.message) for r in message.recipients]
         results: dict[str, RcptResult] = {}
@@ -381,7 +392,7 @@ async def transact(session: Session, message: Message, timeouts: Timeouts) -> li
             return [results[r] for r in message.recipients]
         committed = True
         try:
-            response = await smtp.data(message.data, timeout=timeouts.command)
+            response = await send_data(smtp, message.data, timeouts.command)
         except aiosmtplib.SMTPDataError as exc:
             await _rset(smtp, timeouts)
             for recipient in accepted:
@@ -392,6 +403,47 @@ async def transact(session: Session, message: Message, timeouts: Timeouts) -> li
         return [results[r] for r in message.recipients]
     except SessionError as exc:
         raise SessionBroken(f"4.4.2 connection to {remote} broke: {exc or type(exc).__name__}", committed) from exc
+
+
+def crlf_only(data: bytes) -> bool:
+    """Every CR and LF of ``data`` is part of a CRLF pair, and it ends with one (ingress refuses
+    bare CR and LF, so what it accepted is this)."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\r") == pairs and data.count(b"\n") == pairs and data.endswith(b"\r\n")
+
+
+def dot_stuffed(data: bytes) -> bytes:
+    """``data`` (CRLF lines) with a dot doubled at the start of every line (RFC 5321 4.5.2)."""
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\n.", b"\n..") if b"\n." in data else data
+
+
+async def send_data(smtp: SMTP, data: bytes, timeout: float) -> SMTPResponse:
+    """DATA, then the content, as ``SMTP.data`` does, without its two regular-expression passes
+    over content that needs none: CRLF-only content is sent as it is, dot-stuffed by a byte scan.
+    Anything else (or an aiosmtplib without the protocol parts used here) goes through ``SMTP.data``."""
+    protocol = smtp.protocol
+    lock = getattr(protocol, "_command_lock", None)
+    if lock is None or not hasattr(protocol, "_response_pending") or not crlf_only(data):
+        return await smtp.data(data, timeout=timeout)
+    payload = dot_stuffed(data) + b".\r\n"
+    try:
+        async with lock:
+            protocol._response_pending = True
+            protocol.write(b"DATA\r\n")
+            start = await protocol.read_response(timeout=timeout)
+            if start.code != SMTPStatus.start_input:
+                raise aiosmtplib.SMTPDataError(start.code, start.message)
+            protocol._response_pending = True
+            protocol.write(payload)
+            response = await protocol.read_response(timeout=timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        smtp.close()
+        raise
+    if response.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
 
 
 async def _rset(smtp: SMTP, timeouts: Timeouts) -> None:

@@ -4,6 +4,11 @@ Deduplication by (message id, route): the Redis set ``mailmoat:delivered:<id>:<r
 recipients already delivered, so a copy redelivered after a crash between sending and acking is not
 sent twice. A short lock, renewed while a delivery runs, keeps two consumers from delivering the same
 copy at once (the same frame published twice); it expires on its own when its holder dies.
+
+Redis work per delivery: one Lua script takes the lock and reads the dedupe set, one records the
+recipients delivered and releases the lock, one trace write; all three are group-committed
+(``redisbatch``) with the calls of the other deliveries in flight, each awaited before going on.
+One pipeline every third of the lock's lifetime renews every lock the process holds.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
 from redis.exceptions import RedisError
 
 from mailmoat_common.bus import DEAD_QUEUE, Publish
 from mailmoat_common.models import Envelope, TraceEvent, utcnow
+from mailmoat_common.redisbatch import ScriptBatcher
 from mailmoat_common.runtime import Runtime, Transient
 from mailmoat_common.settings import Settings
 from mailmoat_egress.decide import Outcome, decide
@@ -49,6 +56,29 @@ RETRIES = Counter("mailmoat_delivery_retries_total", "Copies sent to a retry que
 
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0"
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+_BEGIN = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
+return redis.call('SMEMBERS', KEYS[2])
+"""
+"""Take the lock (KEYS[1]) of a copy and return the recipients already delivered (set KEYS[2]);
+nil when another consumer holds the lock."""
+_DONE = """
+for i = 3, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
+if #ARGV > 2 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+"""Add the recipients just delivered to the dedupe set (KEYS[1]) and release the lock (KEYS[2])."""
+
+
+@dataclass
+class Claim:
+    """A copy this consumer is delivering: its dedupe set, its lock and the recipients done before."""
+
+    key: str
+    lock: str
+    token: str
+    done: set[str] = field(default_factory=set)
 
 
 def dedupe_key(envelope: Envelope) -> str:
@@ -79,45 +109,68 @@ class Egress:
         self.pool = pool or SessionPool(local_hostname=policy.organization.hostname, cafile=ca_file())
         self.deliverer = Deliverer(self.pool)
         self.lock_ttl = lock_ttl
+        self._scripts = ScriptBatcher(lambda: self.runtime.redis)
+        self._held: dict[str, str] = {}
+        """Delivery locks this process holds: key -> token."""
+        self._renewer: asyncio.Task[None] | None = None
 
     # --- dedupe store ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _locked(self, envelope: Envelope) -> AsyncIterator[None]:
-        """Hold the delivery lock of this copy, renewing it; Transient when held elsewhere or Redis fails."""
-        key, token = lock_key(envelope), os.urandom(8).hex()
-        redis = self.runtime.redis
+    async def _locked(self, envelope: Envelope) -> AsyncIterator[Claim]:
+        """Hold the delivery lock of this copy (renewed while held) and learn who already has it, in
+        one round trip; Transient when the lock is held elsewhere or Redis fails. Released on exit
+        unless ``_finish`` released it already."""
+        claim = Claim(dedupe_key(envelope), lock_key(envelope), os.urandom(8).hex())
         try:
-            if not await redis.set(key, token, nx=True, ex=self.lock_ttl):
-                raise Transient(f"{envelope.id} on {envelope.route.name if envelope.route else '-'} "
-                                "is being delivered by another consumer")
+            members = await self._scripts.call(_BEGIN, [claim.lock, claim.key], [claim.token, self.lock_ttl])
         except (RedisError, OSError) as exc:
             raise Transient(f"dedupe store unavailable: {exc}") from exc
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.lock_ttl / 3)
-                try:
-                    await redis.eval(_RENEW, 1, key, token, self.lock_ttl)
-                except (RedisError, OSError) as exc:
-                    log.warning("could not renew the delivery lock %s: %s", key, exc)
-
-        renewer = asyncio.create_task(renew())
+        if members is None:
+            raise Transient(f"{envelope.id} on {envelope.route.name if envelope.route else '-'} "
+                            "is being delivered by another consumer")
+        claim.done = {m.decode() if isinstance(m, bytes) else m for m in members}
+        self._held[claim.lock] = claim.token
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_held())
         try:
-            yield
+            yield claim
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            with contextlib.suppress(RedisError, OSError):
-                await redis.eval(_UNLOCK, 1, key, token)
+            if self._held.pop(claim.lock, None) is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._scripts.call(_UNLOCK, [claim.lock], [claim.token])
 
-    async def _already_delivered(self, key: str) -> set[str]:
+    async def _renew_held(self) -> None:
+        """Renew every lock this process holds, in one pipeline every third of the lock's lifetime."""
+        while self._held:
+            await asyncio.sleep(self.lock_ttl / 3)
+            held = list(self._held.items())
+            if not held:
+                break
+            try:
+                async with self.runtime.redis.pipeline(transaction=False) as pipe:
+                    for key, token in held:
+                        pipe.eval(_RENEW, 1, key, token, self.lock_ttl)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                log.warning("could not renew %d delivery locks: %s", len(held), exc)
+
+    async def _finish(self, claim: Claim, recipients: list[str]) -> None:
+        """Record the recipients delivered and release the lock, in one round trip."""
+        token = self._held.pop(claim.lock, None)
+        if token is None:
+            if recipients:
+                await self._mark_delivered(claim.key, recipients)
+            return
         try:
-            members = await self.runtime.redis.smembers(key)
+            await self._scripts.call(_DONE, [claim.key, claim.lock], [token, DEDUPE_TTL, *recipients])
+            return
         except (RedisError, OSError) as exc:
-            raise Transient(f"dedupe store unavailable: {exc}") from exc
-        return {m.decode() if isinstance(m, bytes) else m for m in members}
+            log.warning("dedupe write failed: %s", exc)
+        if recipients:
+            await self._mark_delivered(claim.key, recipients)
+        with contextlib.suppress(RedisError, OSError):
+            await self._scripts.call(_UNLOCK, [claim.lock], [token])
 
     async def _mark_delivered(self, key: str, recipients: list[str]) -> None:
         for attempt in range(3):
@@ -150,8 +203,8 @@ class Egress:
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
         if envelope.route is None:
             return await self._dead(envelope, data, "egress: envelope without a route")
-        async with self._locked(envelope):
-            return await self._handle(envelope, data)
+        async with self._locked(envelope) as claim:
+            return await self._handle(envelope, data, claim)
 
     async def _dead(self, envelope: Envelope, data: bytes, reason: str) -> list[Publish]:
         log.error("dead-lettering %s: %s", envelope.id, reason, extra={"message_id": envelope.id})
@@ -160,10 +213,8 @@ class Egress:
         ))
         return [Publish(DEAD_QUEUE, envelope, data, {"x-mailmoat-dead-reason": reason})]
 
-    async def _handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
-        key = dedupe_key(envelope)
-        done = await self._already_delivered(key)
-        pending = [r for r in envelope.rcpt_to if r not in done]
+    async def _handle(self, envelope: Envelope, data: bytes, claim: Claim) -> list[Publish]:
+        pending = [r for r in envelope.rcpt_to if r not in claim.done]
         if not pending:
             log.info("all recipients already delivered, skipping", extra={"message_id": envelope.id})
             return []
@@ -171,9 +222,7 @@ class Egress:
         started = time.perf_counter()
         results = await self.attempt(work, data, pending)
         DELIVERY_SECONDS.observe(time.perf_counter() - started)
-        delivered = [r.recipient for r in results if r.ok]
-        if delivered:
-            await self._mark_delivered(key, delivered)
+        await self._finish(claim, [r.recipient for r in results if r.ok])
         outcome = decide(work, data, results, utcnow(), self.runtime.policy.current)
         outputs: list[Publish] = []
         if outcome.retry is not None:
@@ -246,6 +295,10 @@ class Egress:
                 log.exception("closing idle SMTP sessions failed")
 
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         await self.pool.close()
 
 

@@ -10,15 +10,19 @@ import socket
 import ssl
 import time
 
-from mailmoat_common.bus import Publish
-from mailmoat_common.runtime import Runtime
+from mailmoat_common.bus import Publish, stage_queue
+from mailmoat_common.runtime import Handler, Runtime
 from mailmoat_common.settings import Settings
 from mailmoat_ingress.connectors import client_ca_file, server_context
+from mailmoat_ingress.direct import routes_at_ingress
 from mailmoat_ingress.greylist import Greylist
 from mailmoat_ingress.ratelimit import RateLimiter
 from mailmoat_ingress.smtp import SERVICE, SessionContext, protocol_factory
+from mailmoat_routing.service import make_handler as routing_handler
 
 log = logging.getLogger(__name__)
+
+ROUTING_QUEUE = stage_queue("routing")
 
 
 def listen_socket(host: str, port: int, backlog: int = 512) -> socket.socket:
@@ -69,6 +73,7 @@ class IngressServer:
         self._bus_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self._route: Handler | None = None
 
     @property
     def listening(self) -> bool:
@@ -96,7 +101,26 @@ class IngressServer:
 
     async def _publish(self, item: Publish) -> None:
         timeout = self.settings.publish_timeout
-        await asyncio.wait_for(self.runtime.bus.publish(item, timeout=timeout), timeout)
+        outputs = await self._routed_here(item, timeout) or [item]
+        await asyncio.wait_for(self.runtime.bus.publish_many(outputs, timeout=timeout), timeout)
+
+    async def _routed_here(self, item: Publish, timeout: float) -> list[Publish] | None:
+        """The routing step's outputs for a message bound for routing, when ingress routes it itself
+        (``direct.routes_at_ingress``); None to publish the message to routing as usual."""
+        if item.queue != ROUTING_QUEUE or not routes_at_ingress(self.runtime.policy.current):
+            return None
+        if self._route is None:
+            self._route = routing_handler(self.runtime)
+        try:
+            outputs = await asyncio.wait_for(self._route(item.envelope, item.data), timeout)
+        except Exception as exc:  # a store routing needs is down, say: let the routing stage handle it
+            log.warning("routing %s at ingress failed (%s: %s); handing it to the routing stage",
+                        item.envelope.id, type(exc).__name__, exc, extra={"message_id": item.envelope.id})
+            return None
+        context = {k: v for k, v in item.headers.items() if k in ("traceparent", "tracestate")}
+        for output in outputs:
+            output.headers = {**context, **output.headers}
+        return outputs
 
     def request_stop(self) -> None:
         self._stop.set()

@@ -355,6 +355,7 @@ class IngressSMTP(SMTP):
         self.ctx = ctx
         self.commands = 0
         self.busy = False
+        self._reply_lines: list[bytes] = []
         self.slot: Slot | None = None
         self._proxied_peer: tuple[str, int] | None = None
         self.line_length_limit = max(2 * policy.limits.max_line_length + 3, 65536)
@@ -517,8 +518,18 @@ class IngressSMTP(SMTP):
         return True
 
     async def push(self, status: str | bytes) -> None:
+        """Send a reply line; continuation lines (``NNN-``) wait for the final line, so a multi-line
+        reply (EHLO) goes out in one write rather than one per line."""
         count_reply(status if isinstance(status, str) else status[:4].decode("ascii", "replace"))
-        await super().push(status)
+        line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") if isinstance(status, str) else status
+        if line[3:4] == b"-":
+            self._reply_lines.append(line + b"\r\n")
+            return
+        if self._reply_lines:
+            line = b"".join(self._reply_lines) + line
+            self._reply_lines.clear()
+        self._writer.write(line + b"\r\n")
+        await self._writer.drain()
 
     # --- DATA -------------------------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ class Scripted:
     """MAIL commands (1-based, over all sessions) answered by closing the connection."""
     drop_after_data: set[int] = field(default_factory=set)
     """Messages (1-based) after whose content the connection is closed without a reply."""
+    close_on_mail: set[int] = field(default_factory=set)
+    """MAIL commands (1-based) answered with 421 and a close (a server ending an idle session)."""
     port: int = 0
     connections: int = 0
     concurrent: int = 0
@@ -97,6 +99,10 @@ class Scripted:
             elif verb == "MAIL":
                 self.mails += 1
                 if self.mails in self.drop_on_mail:
+                    return
+                if self.mails in self.close_on_mail:
+                    say("421 4.4.2 scripted.test closing idle connection")
+                    await writer.drain()
                     return
                 mail_from, rcpts = command[10:].split(">")[0].lstrip("<"), []
                 say("250 2.1.0 Ok")
@@ -217,7 +223,41 @@ async def test_sessions_per_destination_are_bounded(servers) -> None:
     assert len(server.messages) == 6
     assert server.max_concurrent == 2 and server.connections == 2
     assert pool.opened == 2 and pool.reused == 4
-    assert sum(c.upper() == "RSET" for c in server.commands) == 4, "RSET before every reuse"
+    assert sum(c.upper() == "RSET" for c in server.commands) == 0, "no RSET on a session released moments ago"
+
+
+async def test_reused_session_answering_mail_with_421_reopens(servers) -> None:
+    """A session reused without RSET whose server ends it (421 to MAIL) is replaced, not deferred."""
+    server = await _server(servers, close_on_mail={2})
+    pool = SessionPool(local_hostname="gw.test")
+    try:
+        for n in range(2):
+            [result] = await _deliver([server], message=Message("s@out.org", [f"r{n}@example.com"], DATA), pool=pool)
+            assert result.ok, result.reply
+    finally:
+        await pool.close()
+    assert [m[1] for m in server.messages] == [["r0@example.com"], ["r1@example.com"]]
+    assert server.connections == 2 and pool.opened == 2 and pool.reused == 1
+
+
+async def test_fresh_session_answering_mail_with_421_is_temporary(servers) -> None:
+    server = await _server(servers, close_on_mail={1})
+    [result] = await _deliver([server])
+    assert result.temporary and result.code == 421, result.reply
+    assert server.messages == []
+
+
+async def test_session_idle_for_a_while_checked_with_rset(servers) -> None:
+    server = await _server(servers)
+    pool = SessionPool(local_hostname="gw.test", check_after=0.0)
+    try:
+        for n in range(3):
+            [result] = await _deliver([server], message=Message("s@out.org", [f"r{n}@example.com"], DATA), pool=pool)
+            assert result.ok, result.reply
+    finally:
+        await pool.close()
+    assert pool.opened == 1 and pool.reused == 2
+    assert sum(c.upper() == "RSET" for c in server.commands) == 2, "RSET before reusing an idle session"
 
 
 async def test_reused_session_broken_before_data_reopens(servers) -> None:

@@ -8,7 +8,9 @@ from mailmoat_egress.delivery import (
     Destination,
     Message,
     Target,
+    crlf_only,
     destination_for,
+    dot_stuffed,
     make_result,
     parse_hostport,
     split_reply,
@@ -65,3 +67,25 @@ def test_utf8_required() -> None:
     assert utf8_required(Message("jörg@out.org", ["a@example.com"], ascii_data)) == "5.6.7"
     assert utf8_required(Message("s@out.org", ["a@example.com"], utf8_headers, smtputf8=True)) == "5.6.9"
     assert utf8_required(Message("s@out.org", ["a@example.com"], utf8_headers)) is None
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"a\r\nb\r\n", True),
+    (b"", False),
+    (b"a\r\nb", False),
+    (b"a\nb\r\n", False),
+    (b"a\rb\r\n", False),
+    (b"a\r\r\n", False),
+    (b"a\r\n\n", False),
+])
+def test_crlf_only(data: bytes, expected: bool) -> None:
+    assert crlf_only(data) is expected
+
+
+@pytest.mark.parametrize("data", [
+    b"a\r\n", b".\r\n", b".a\r\n.b\r\n..c\r\nd.e\r\n", b"x\r\n.\r\n.\r\ny\r\n", b"a.\r\n.\r\n",
+])
+def test_dot_stuffing_matches_aiosmtplib(data: bytes) -> None:
+    from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+    assert dot_stuffed(data) == PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data))

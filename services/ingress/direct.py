@@ -1,0 +1,16 @@
+"""When ingress may run the routing step itself instead of handing the message to the routing stage.
+
+Only when nothing stands between ingress and routing (no filter stages) and routing has no mail-flow
+rules to run, and only when the policy asks for it (``pipeline.route_at_ingress``). The routing step
+is then the routing service's own handler, run in the ingress process: the same decisions, the same
+trace events, one broker hop less.
+"""
+
+from __future__ import annotations
+
+from mailmoat_common.policy import Policy
+
+
+def routes_at_ingress(policy: Policy) -> bool:
+    """True when ingress should route messages itself under ``policy``."""
+    return policy.pipeline.route_at_ingress and not policy.pipeline.filters and not policy.rules
