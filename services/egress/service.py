@@ -53,6 +53,11 @@ DELIVERY_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 RETRIES = Counter("mailmoat_delivery_retries_total", "Copies sent to a retry queue.")
+DEFERRED_AGE = Histogram(
+    "mailmoat_deferred_age_seconds",
+    "Age (since it was received) of each copy sent to a retry queue: how old deferred mail gets.",
+    buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400, 172800),
+)
 
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0"
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -229,6 +234,7 @@ class Egress:
             queue = await self.runtime.bus.declare_retry(SERVICE, outcome.retry.delay)
             outputs.append(Publish(queue, outcome.retry.envelope, data))
             RETRIES.inc()
+            DEFERRED_AGE.observe(max(0.0, (utcnow() - envelope.received_at).total_seconds()))
         if outcome.dsn is not None:
             dsn_envelope, dsn_data = outcome.dsn
             outputs.append(Publish(await self.runtime.bus.declare_stage("routing"), dsn_envelope, dsn_data))

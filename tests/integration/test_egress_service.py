@@ -8,10 +8,12 @@ import email.policy
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import trustme
+from prometheus_client import REGISTRY
 
 from mailmoat_common.bus import DEAD_QUEUE, Bus, Publish, decode, stage_queue
 from mailmoat_common.models import Envelope, Route
@@ -153,13 +155,23 @@ async def test_delivered_byte_identical(harness: Harness, sink: SmtpSink) -> Non
 async def test_451_then_250_delivered_once_after_retry(harness: Harness, sink: SmtpSink) -> None:
     sink.data_replies.append("451 4.3.0 try again later")
     envelope = _envelope([f"127.0.0.1:{sink.port}"])
+    envelope.received_at = envelope.received_at - timedelta(hours=7)
+    old_before = _deferred_older_than_6h()
     await harness.send(envelope)
     [got] = await _wait_messages(sink, 1, timeout=30)
     assert got.data == DATA
     events = await _events(harness, envelope.id, "DELIVER")
     assert events == ["DEFER", "DELIVER"]
+    assert _deferred_older_than_6h() == old_before + 1
     await asyncio.sleep(1.5)
     assert len(sink.messages) == 1
+
+
+def _deferred_older_than_6h() -> float:
+    """Copies deferred when older than 6 hours, by the ``mailmoat_deferred_age_seconds`` histogram."""
+    count = REGISTRY.get_sample_value("mailmoat_deferred_age_seconds_count") or 0.0
+    young = REGISTRY.get_sample_value("mailmoat_deferred_age_seconds_bucket", {"le": "21600.0"}) or 0.0
+    return count - young
 
 
 async def test_550_bounces_with_dsn_to_sender(harness: Harness, sink: SmtpSink) -> None:
