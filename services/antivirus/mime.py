@@ -22,6 +22,8 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
+from mailmoat_common import mimeparts
+
 MAX_PARTS = 1_000
 
 _UU_BEGIN = re.compile(rb"^begin(?:-base64)? [0-7]{3,4} ([^\r\n]+)\r?$", re.MULTILINE)
@@ -46,25 +48,6 @@ class Part:
             self.strip_path = self.path
 
 
-def _filename(part: Message) -> str | None:
-    try:
-        name = part.get_filename()
-    except (TypeError, ValueError, LookupError):
-        return None
-    if name is None:
-        return None
-    return str(name).strip() or None
-
-
-def _payload(part: Message) -> bytes:
-    try:
-        data = part.get_payload(decode=True)
-    except (TypeError, ValueError, LookupError, binascii.Error):
-        data = None
-    if isinstance(data, bytes):
-        return data
-    raw = part.get_payload()
-    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
 
 
 def uudecode_blocks(text: bytes) -> list[tuple[str, bytes]]:
@@ -113,8 +96,8 @@ def _walk(node: Message, path: str, out: list[Part], max_parts: int, anchor: str
                     _walk(child, f"{path}.{index}", out, max_parts, anchor)
         return
     content_type = node.get_content_type()
-    payload = _payload(node)
-    filename = _filename(node)
+    payload = mimeparts.payload(node)
+    filename = mimeparts.filename(node)
     disposition = (node.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
     attachment = filename is not None or disposition == "attachment"
     if content_type == "message/rfc822" and payload:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from email.message import Message
 from functools import cached_property
 
-from mailmoat_common import filetypes, mimeedit
+from mailmoat_common import filetypes, mimeedit, mimeparts
 from mailmoat_common.models import Envelope
 from mailmoat_common.policy import Policy
 from mailmoat_routing.actions import CLEAN_AV, spam_hits
@@ -44,35 +44,16 @@ def decode_header_value(value: str) -> str:
     return re.sub(r"\r?\n[ \t]+", " ", text).replace("\r", "").replace("\n", "")
 
 
-def _payload(part: Message) -> bytes:
-    try:
-        data = part.get_payload(decode=True)
-    except (TypeError, ValueError, LookupError, binascii.Error):
-        data = None
-    if isinstance(data, bytes):
-        return data
-    raw = part.get_payload()
-    return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
-
 
 def part_text(part: Message) -> str:
     """A text part's body decoded from its transfer encoding and charset (unknown charsets: UTF-8)."""
-    data = _payload(part)
+    data = mimeparts.payload(part)
     charset = part.get_content_charset() or "us-ascii"
     try:
         return data.decode(charset, "replace")
     except LookupError:
         return data.decode("utf-8", "replace")
 
-
-def _filename(part: Message) -> str | None:
-    try:
-        name = part.get_filename()
-    except (TypeError, ValueError, LookupError):
-        return None
-    if name is None:
-        return None
-    return str(name).strip() or None
 
 
 def _encrypted(payload: bytes, kind: str | None) -> bool:
@@ -237,8 +218,8 @@ class Facts:
         for part, _ in self._leaves():
             if not _is_attachment(part):  # the whole message counts too when it is one named file
                 continue
-            name = _filename(part)
-            payload = _payload(part)
+            name = mimeparts.filename(part)
+            payload = mimeparts.payload(part)
             kind = filetypes.detect(payload[: filetypes.HEAD])
             if kind == "zip":
                 kind = _zip_kind(payload)
@@ -258,4 +239,4 @@ class Facts:
 
 def _is_attachment(part: Message) -> bool:
     disposition = (part.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
-    return disposition == "attachment" or _filename(part) is not None
+    return disposition == "attachment" or mimeparts.filename(part) is not None
