@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from tests.support.daemon import find_binary
 from tests.support.infra import free_port
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -30,10 +30,7 @@ TESTFILES = Path("/usr/share/clamav-testfiles")
 
 
 def clamd_binary() -> str | None:
-    for candidate in (shutil.which("clamd"), "/usr/sbin/clamd"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_binary("clamd", "/usr/sbin/clamd")
 
 
 def ping(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:

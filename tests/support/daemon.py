@@ -21,6 +21,14 @@ import time
 from pathlib import Path
 
 
+def find_binary(name: str, *fallbacks: str) -> str | None:
+    """The executable ``name`` on PATH or at one of ``fallbacks`` (sbin is not always on PATH)."""
+    for candidate in (shutil.which(name), *fallbacks):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 class Daemon:
     name = "daemon"
 

@@ -12,13 +12,11 @@ test gives (``tests/support/dnsserver.py`` answering NXDOMAIN) or at a closed lo
 from __future__ import annotations
 
 import grp
-import os
 import pwd
-import shutil
 import socket
 from pathlib import Path
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, find_binary
 from tests.support.infra import free_port
 
 CONFDIR = Path("/etc/rspamd")
@@ -55,10 +53,7 @@ disable_hyperscan = true;
 
 
 def rspamd_binary() -> str | None:
-    for candidate in (shutil.which("rspamd"), "/usr/bin/rspamd"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_binary("rspamd", "/usr/bin/rspamd")
 
 
 def ping(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:

@@ -10,12 +10,11 @@ plugins those its ``/etc/spamassassin/*.pre`` load; the site's ``local.cf`` is t
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 from pathlib import Path
 
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, find_binary
 from tests.support.infra import free_port
 
 SITE_CONFIG = """\
@@ -28,10 +27,7 @@ SYSTEM_SITE = Path("/etc/spamassassin")
 
 
 def spamd_binary() -> str | None:
-    for candidate in (shutil.which("spamd"), "/usr/sbin/spamd"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_binary("spamd", "/usr/sbin/spamd")
 
 
 def ping(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
