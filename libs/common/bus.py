@@ -25,6 +25,7 @@ from aio_pika.abc import (
     AbstractRobustQueue,
 )
 
+from mailmoat_common.amqpio import CoalescingTransportFactory
 from mailmoat_common.models import Envelope
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,14 @@ class Publish:
     headers: dict[str, Any] = field(default_factory=dict)
 
 
+class _Connection(aio_pika.RobustConnection):
+    """aio-pika's robust connection over a socket that sends each event-loop turn's frames at once."""
+
+    @classmethod
+    def _parse_parameters(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**super()._parse_parameters(kwargs), "transport_factory": CoalescingTransportFactory()}
+
+
 class Bus:
     """One robust connection with one confirming channel; declares what it uses, once."""
 
@@ -92,7 +101,7 @@ class Bus:
         self._consumers: dict[str, str] = {}
 
     async def connect(self, timeout: float = 10.0) -> None:
-        self.connection = await aio_pika.connect_robust(self.url, timeout=timeout)
+        self.connection = await aio_pika.connect_robust(self.url, timeout=timeout, connection_class=_Connection)
         self.channel = await self.connection.channel(publisher_confirms=True)
         await self.channel.set_qos(prefetch_count=self.prefetch)
         await self._declare_dead()

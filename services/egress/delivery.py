@@ -21,6 +21,7 @@ import aiosmtplib
 from aiosmtplib import SMTP, SMTPResponse, SMTPStatus
 from aiosmtplib.errors import SMTPException, SMTPHeloError, SMTPResponseException
 
+from mailmoat_egress.pipelining import Exchange, can_pipeline, envelope_commands, pipelined_transaction
 from mailmoat_egress.tls import connect_kwargs, rule_for, server_name
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,16 @@ class RcptResult:
 
 
 def split_reply(code: int, message: str) -> tuple[str, str]:
-    """(enhanced status, text) of a reply; the enhanced status derived from the code when absent."""
-    message = " ".join(line.strip() for line in message.splitlines()).strip()
-    match = ENHANCED.match(message)
+    """(enhanced status, text) of a reply; the enhanced status derived from the code when absent.
+    In a multi-line reply the status each line repeats (RFC 3463 section 2) is kept once."""
+    lines = [line.strip() for line in message.splitlines()]
+    match = ENHANCED.match(lines[0]) if lines else None
     if match and match.group(1) == str(code)[0]:
-        return match.group(0), message[match.end():].strip()
+        status = match.group(0)
+        text = " ".join(line[len(status):].strip() if line.startswith(status) else line for line in lines)
+        return status, text.strip()
     klass = str(code)[0] if code else "4"
-    return f"{klass}.0.0", message
+    return f"{klass}.0.0", " ".join(lines).strip()
 
 
 def make_result(recipient: str, code: int, message: str, remote: str = "", tls: str | None = None) -> RcptResult:
@@ -367,6 +371,8 @@ async def transact(session: Session, message: Message, timeouts: Timeouts) -> li
         elif status := utf8_required(message):
             text = f"{status} SMTPUTF8 is required, but was not offered by {remote}"
             return [make_result(r, 554, text, remote, tls) for r in message.recipients]
+    if can_pipeline(smtp) and crlf_only(message.data):
+        return await _pipelined(session, message, options, encoding, timeouts)
     committed = False
     try:
         try:
@@ -403,6 +409,41 @@ async def transact(session: Session, message: Message, timeouts: Timeouts) -> li
         return [results[r] for r in message.recipients]
     except SessionError as exc:
         raise SessionBroken(f"4.4.2 connection to {remote} broke: {exc or type(exc).__name__}", committed) from exc
+
+
+async def _pipelined(session: Session, message: Message, options: list[str], encoding: str,
+                     timeouts: Timeouts) -> list[RcptResult]:
+    """``transact`` with PIPELINING: MAIL, RCPTs and DATA in one write, then the content."""
+    smtp, remote, tls = session.smtp, session.remote, session.tls_version
+
+    def result(recipient: str, code: int, text: str) -> RcptResult:
+        return make_result(recipient, code, text, remote, tls)
+
+    commands = envelope_commands(message.mail_from, options, message.recipients, encoding)
+    exchange = Exchange()
+    try:
+        await pipelined_transaction(smtp, commands, dot_stuffed(message.data) + b".\r\n", timeouts.command, exchange)
+    except SessionError as exc:
+        said = exchange.mail if exchange.mail is not None and exchange.mail.code >= 400 else None
+        why = (f"{remote} closed the session: {said.code} {said.message}" if said is not None
+               else f"connection to {remote} broke: {exc or type(exc).__name__}")
+        raise SessionBroken(f"4.4.2 {why}", exchange.content_sent) from exc
+    mail = exchange.mail
+    assert mail is not None and exchange.data is not None
+    if mail.code != 250:
+        await _rset(smtp, timeouts)
+        return [result(r, mail.code, mail.message) for r in message.recipients]
+    replies = list(zip(message.recipients, exchange.rcpts, strict=True))
+    results = {r: result(r, reply.code, reply.message) for r, reply in replies}
+    accepted = [r for r, reply in replies if reply.code in (250, 251)]
+    outcome = exchange.final if accepted and exchange.data.code == 354 else exchange.data
+    if accepted:
+        assert outcome is not None
+        for recipient in accepted:
+            results[recipient] = result(recipient, outcome.code, outcome.message)
+    if not accepted or outcome is None or outcome.code != 250:
+        await _rset(smtp, timeouts)
+    return [results[r] for r in message.recipients]
 
 
 def crlf_only(data: bytes) -> bool:

@@ -227,8 +227,17 @@ class Egress:
         started = time.perf_counter()
         results = await self.attempt(work, data, pending)
         DELIVERY_SECONDS.observe(time.perf_counter() - started)
-        await self._finish(claim, [r.recipient for r in results if r.ok])
         outcome = decide(work, data, results, utcnow(), self.runtime.policy.current)
+        # The dedupe record and the trace events are written side by side (one Redis round trip
+        # when they share a batch); both are done before the message is acked.
+        written = await asyncio.gather(
+            self._finish(claim, [r.recipient for r in results if r.ok]),
+            self.runtime.trace.record(self._events(envelope, outcome)),
+            return_exceptions=True,
+        )
+        for result in written:
+            if isinstance(result, BaseException):
+                raise result
         outputs: list[Publish] = []
         if outcome.retry is not None:
             queue = await self.runtime.bus.declare_retry(SERVICE, outcome.retry.delay)
@@ -239,7 +248,6 @@ class Egress:
             dsn_envelope, dsn_data = outcome.dsn
             outputs.append(Publish(await self.runtime.bus.declare_stage("routing"), dsn_envelope, dsn_data))
         self._count(envelope, outcome)
-        await self.runtime.trace.record(self._events(envelope, outcome))
         if outcome.dsn is not None:
             dsn_envelope, _ = outcome.dsn
             await self.runtime.trace.record(

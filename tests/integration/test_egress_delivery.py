@@ -37,12 +37,14 @@ def _server_context(ca: trustme.CA, *names: str) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture(scope="module")
-def sinks(ca: trustme.CA) -> Iterator[dict[str, SmtpSink]]:
+@pytest.fixture(scope="module", params=["one command at a time", "pipelined"])
+def sinks(request: pytest.FixtureRequest, ca: trustme.CA) -> Iterator[dict[str, SmtpSink]]:
+    """The servers, offering PIPELINING or not: every test here runs against both kinds."""
+    pipelining = request.param == "pipelined"
     servers = {
-        "plain": SmtpSink(),
-        "good": SmtpSink(tls_context=_server_context(ca, "localhost", "127.0.0.1")),
-        "wrong": SmtpSink(tls_context=_server_context(ca, "wrong.example")),
+        "plain": SmtpSink(pipelining=pipelining),
+        "good": SmtpSink(tls_context=_server_context(ca, "localhost", "127.0.0.1"), pipelining=pipelining),
+        "wrong": SmtpSink(tls_context=_server_context(ca, "wrong.example"), pipelining=pipelining),
     }
     for sink in servers.values():
         sink.start()

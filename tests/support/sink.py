@@ -45,6 +45,13 @@ class _Handler:
     def __init__(self, sink: SmtpSink):
         self.sink = sink
 
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.sink.pipelining:  # aiosmtpd reads commands line by line, so pipelined ones just work
+            responses = [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
         reply = self.sink._rcpt_reply(address)
@@ -78,13 +85,15 @@ class SmtpSink:
     Scripted replies: ``data_replies`` are answered, in order, to the next DATA transactions (then
     250 again); ``rcpt_replies`` maps a recipient (any case) to a RCPT reply — a string for every
     time, or a list answered in order before the recipient is accepted. Messages answered with a
-    scripted reply are kept in ``refused``; accepted ones in ``messages``.
+    scripted reply are kept in ``refused``; accepted ones in ``messages``. ``pipelining`` makes it
+    offer PIPELINING (RFC 2920).
     """
 
     def __init__(self, port: int | None = None, tls_context: ssl.SSLContext | None = None,
                  require_starttls: bool = False, hostname: str = "sink.test", host: str = "127.0.0.1",
-                 data_size_limit: int | None = 64 * 1024 * 1024):
+                 data_size_limit: int | None = 64 * 1024 * 1024, pipelining: bool = False):
         self.host = host
+        self.pipelining = pipelining
         self.port = port or free_port(host)
         self.messages: list[Received] = []
         self.refused: list[Received] = []

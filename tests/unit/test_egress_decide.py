@@ -31,6 +31,8 @@ def test_split_reply() -> None:
     assert split_reply(550, "5.1.1 <a@x> no such user") == ("5.1.1", "<a@x> no such user")
     assert split_reply(451, "try later") == ("4.0.0", "try later")
     assert split_reply(250, "2.0.0 Ok: queued as 12") == ("2.0.0", "Ok: queued as 12")
+    assert split_reply(550, "5.1.1 no such\n5.1.1 user") == ("5.1.1", "no such user")
+    assert split_reply(550, "5.1.1 no such\nuser here") == ("5.1.1", "no such user here")
     assert make_result("a", 550, "5.7.1 denied").reply == "550 5.7.1 denied"
 
 
