@@ -4,8 +4,8 @@ aiormq writes every frame (a publish, an ack, a confirm-select…) with its own 
 loopback each ``write`` is a ``send`` system call that also wakes the broker. Under load a stage
 produces many frames per turn of the event loop (several acks, several publishes); this writer
 gathers what is written during one turn and sends it at the end of the turn, in order. Nothing
-waits longer than that turn, ``drain`` and ``close`` send what is pending first, and the frames
-leave in exactly the order they were written.
+waits longer than that turn, ``close`` sends what is pending first, and the frames leave in
+exactly the order they were written.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ class CoalescingWriter(asyncio.StreamWriter):
             self.transport.abort()
 
     async def drain(self) -> None:
-        self.flush()
+        """Flow control only, as for any StreamWriter: wait while the transport's buffer is over its
+        high-water mark. It does not send early (aiormq drains after every publish, which would
+        defeat the gathering); what is pending goes out at the end of this turn regardless."""
         await super().drain()
 
     def write_eof(self) -> None:
