@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import ipaddress
 import logging
 import os
@@ -108,8 +109,10 @@ class Trace(_Strict):
 
 
 
+@functools.lru_cache(maxsize=4096)
 def client_address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """A client IP as an address (an IPv4-mapped IPv6 address becomes IPv4); None when not an IP."""
+    """A client IP as an address (an IPv4-mapped IPv6 address becomes IPv4); None when not an IP.
+    Cached: the same few clients connect again and again, and every check asks."""
     try:
         address = ipaddress.ip_address(ip.strip().strip("[]").split("%", 1)[0])
     except ValueError:
@@ -1175,11 +1178,8 @@ class Policy(_Strict):
 
     def is_internal(self, ip: str) -> bool:
         """Whether ``ip`` is one of the organisation's own servers."""
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in net for net in self.organization.internal_networks)
+        address = client_address(ip)
+        return address is not None and any(address in net for net in self.organization.internal_networks)
 
 
 class PolicyError(Exception):
