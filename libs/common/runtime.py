@@ -22,6 +22,7 @@ from aiohttp import web
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mailmoat_common.acks import AckBatcher
 from mailmoat_common.bus import Bus, FrameError, Publish, decode, stage_queue
 from mailmoat_common.models import Envelope, TraceEvent
 from mailmoat_common.policy import PolicyHolder
@@ -68,6 +69,7 @@ class Runtime:
         self.tracer = setup_tracing(service)
         self.policy = PolicyHolder(settings.policy_path, on_change=self._policy_changed)
         self.bus = Bus(settings.amqp_url, prefetch=prefetch)
+        self.acks = AckBatcher()
         self.redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days)
         self._ready_checks: list[Callable[[], bool]] = []
@@ -172,6 +174,8 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.acks.drain(), 5)
+        with contextlib.suppress(Exception):
             await self.bus.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
@@ -216,7 +220,7 @@ class Runtime:
                 outcome = "error"
                 log.exception("unexpected failure handling a message on %s", queue)
                 with contextlib.suppress(Exception):
-                    await message.nack(requeue=True)
+                    await self.acks.nack(message)
             span.set_attribute("mailmoat.outcome", outcome)
         self._processing.observe(time.perf_counter() - started)
         counter = self._outcomes.get(outcome)
@@ -234,14 +238,14 @@ class Runtime:
         except FrameError as exc:
             log.error("dead-lettering an undecodable message from %s: %s", queue, exc)
             await self.bus.publish_raw_dead(message.body, f"{stage}: {exc}", dict(message.headers or {}))
-            await message.ack()
+            self.acks.ack(message)
             return "dead"
         try:
             outputs = await handler(envelope, data)
             for output in outputs:
                 inject(output.headers)
             await self.bus.publish_many(outputs)
-            await message.ack()
+            self.acks.ack(message)
             count_verdict(stage, envelope, outputs)
             return "ok"
         except Transient as exc:
@@ -250,9 +254,9 @@ class Runtime:
             try:
                 # Re-publishing (rather than nack) keeps the poison counter for real poison.
                 await self.bus.publish(Publish(queue, envelope, data, dict(message.headers or {})))
-                await message.ack()
+                self.acks.ack(message)
             except Exception:
-                await message.nack(requeue=True)
+                await self.acks.nack(message)
             return "retry"
         except Exception as exc:
             count = int((message.headers or {}).get("x-delivery-count", 0) or 0)
@@ -267,11 +271,11 @@ class Runtime:
                     TraceEvent(event="DEADLETTER", message_id=envelope.id, service=self.service,
                                recipients=envelope.rcpt_to, detail=reason)
                 )
-                await message.ack()
+                self.acks.ack(message)
                 return "dead"
             log.exception("%s: failed on %s (attempt %d), will retry", stage, envelope.id, count + 1,
                           extra={"message_id": envelope.id})
-            await message.nack(requeue=True)
+            await self.acks.nack(message)
             return "error"
 
 
