@@ -24,6 +24,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     AbstractRobustQueue,
 )
+from aio_pika.exceptions import DeliveryError
 
 from mailmoat_common.amqpio import CoalescingTransportFactory
 from mailmoat_common.models import Envelope
@@ -35,6 +36,8 @@ PREFIX = "mailmoat."
 DEAD_QUEUE = "mailmoat.dead"
 DEAD_EXCHANGE = "mailmoat.dlx"
 DEFAULT_DELIVERY_LIMIT = 5
+NACK_RETRY_DELAYS = (0.1, 0.25, 0.5)
+"""Pauses before publishing a message the broker nacked again; after the last, the nack is raised."""
 
 
 class FrameError(ValueError):
@@ -171,7 +174,8 @@ class Bus:
         return name
 
     async def publish(self, item: Publish, *, timeout: float | None = 30.0) -> None:
-        """Publish persistently and wait for the broker's confirm (raises on nack or timeout).
+        """Publish persistently and wait for the broker's confirm (raises on timeout, or on a nack
+        that repeats after ``NACK_RETRY_DELAYS``).
 
         A stage queue not declared yet by this process is declared first; delay queues must be
         declared with ``declare_retry`` (they carry arguments only their owner knows).
@@ -189,7 +193,18 @@ class Bus:
             content_type="application/x-mailmoat-frame",
             headers=headers,
         )
-        await self._chan().default_exchange.publish(message, routing_key=item.queue, timeout=timeout)
+        for delay in (*NACK_RETRY_DELAYS, None):
+            try:
+                await self._chan().default_exchange.publish(message, routing_key=item.queue, timeout=timeout)
+                return
+            except DeliveryError as exc:
+                # The broker refused it for now (a quorum queue between leaders, a full queue): try
+                # again shortly; a copy the broker took after all is deduplicated downstream.
+                if delay is None:
+                    raise
+                log.warning("broker refused %s on %s (%s); publishing again in %.2fs",
+                            item.envelope.id, item.queue, exc, delay, extra={"message_id": item.envelope.id})
+                await asyncio.sleep(delay)
 
     async def publish_many(self, items: list[Publish], *, timeout: float | None = 30.0) -> None:
         """Publish all, confirms overlapping; raises if any is not confirmed."""
