@@ -114,12 +114,15 @@ def plan_routes(
 
 
 def copies_for(envelope: Envelope, splits: list[Split]) -> list[Envelope]:
-    """One envelope per split, each with its route and recipients and the routing verdict."""
+    """One envelope per split, each with its route and recipients and the routing verdict.
+
+    The copies share the original's other fields (they are serialised as they are, never changed);
+    what differs per copy — route, recipients, verdicts — is each copy's own."""
     out = []
     for split in splits:
-        copy = envelope.model_copy(deep=True)
-        copy.route = split.route
-        copy.rcpt_to = list(split.recipients)
+        copy = envelope.model_copy(
+            update={"route": split.route, "rcpt_to": list(split.recipients), "verdicts": dict(envelope.verdicts)}
+        )
         copy.add_verdict(
             Verdict(stage="routing", result="routed", detail={"route": split.route.name, "copies": len(splits)})
         )

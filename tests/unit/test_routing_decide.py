@@ -63,3 +63,6 @@ def test_split_per_route_keeps_id_and_order() -> None:
     assert [c.rcpt_to for c in copies] == [s.recipients for s in splits]
     assert all(c.verdicts["routing"].detail["copies"] == 3 for c in copies)
     assert envelope.route is None and len(envelope.rcpt_to) == 6  # original untouched
+    assert "routing" not in envelope.verdicts
+    assert len({id(c.verdicts) for c in copies}) == 3 and len({id(c.rcpt_to) for c in copies}) == 3
+    assert [c.route.name for c in copies if c.route] == [s.route.name for s in splits]
