@@ -28,11 +28,13 @@ TIMEOUTS = Timeouts(connect=5, command=5)
 @dataclass
 class Script:
     """Replies for the next transactions: the envelope replies (MAIL, each RCPT, DATA) sent in one
-    write, then the reply after the content. ``close_after_mail`` drops the connection instead."""
+    write, then the reply after the content. ``close_after_mail`` drops the connection instead of
+    the rest; ``close_after_content`` drops it instead of the final reply."""
 
     envelope: list[bytes]
     final: bytes = b"250 2.0.0 queued\r\n"
     close_after_mail: bool = False
+    close_after_content: bool = False
 
 
 @dataclass
@@ -84,6 +86,9 @@ class Scripted:
             while (line := await reader.readline()) != b".\r\n":
                 content += line
             self.contents.append(content)
+            if script.close_after_content:
+                writer.close()
+                return
             writer.write(script.final)
 
 
@@ -162,6 +167,23 @@ async def test_server_closing_after_mail_is_a_temporary_failure_with_its_reason(
     [result] = await _deliver(scripted.port, Message("s@out.org", ["a@x.test"], DATA))
     assert result.temporary and result.code == 421
     assert "shutting down" in result.text
+
+
+async def test_connection_lost_after_the_content_is_a_temporary_failure_on_a_fresh_session(
+        scripted: Scripted) -> None:
+    """The content went out but no final reply came: the message may or may not have arrived, so it
+    is not sent again on another session now; it is retried later (a 4xx), and the session is gone."""
+    scripted.scripts = [Script([b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"], close_after_content=True),
+                        Script([b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"])]
+    pool = SessionPool(local_hostname="gw.test")
+    try:
+        [lost] = await _deliver(scripted.port, Message("s@out.org", ["a@x.test"], DATA), pool)
+        assert lost.temporary and lost.code == 421 and pool.idle_count() == 0
+        [result] = await _deliver(scripted.port, Message("s@out.org", ["a@x.test"], DATA), pool)
+    finally:
+        await pool.close()
+    assert result.ok and pool.opened == 2
+    assert len(scripted.contents) == 2
 
 
 def test_pipelined_over_tls_on_uvloop() -> None:
