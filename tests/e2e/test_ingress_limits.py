@@ -17,6 +17,7 @@ import redis
 from tests.e2e.conftest import POLICY
 from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
+from tests.support.smtpwire import command, reply
 
 pytestmark = pytest.mark.e2e
 
@@ -35,32 +36,13 @@ def connect(source: str, port: int, first: bytes = b"") -> socket.socket:
     return sock
 
 
-def reply(sock: socket.socket) -> str:
-    """One whole SMTP reply (continuation lines joined), or "" when the server closed the connection."""
-    data = b""
-    while True:
-        chunk = sock.recv(1)
-        if not chunk:
-            return data.decode()
-        data += chunk
-        if data.endswith(b"\r\n"):
-            last = data.split(b"\r\n")[-2]
-            if len(last) < 4 or last[3:4] == b" ":
-                return data.decode().strip()
-
-
-def converse(sock: socket.socket, command: bytes) -> str:
-    sock.sendall(command + b"\r\n")
-    return reply(sock)
-
-
 def send_message(sock: socket.socket, rcpt: str = "alice@example.com") -> str:
     """EHLO … DATA on a greeted connection; the final reply (or the first refusal)."""
-    for command in (b"EHLO client.test", b"MAIL FROM:<s@sender.test>", f"RCPT TO:<{rcpt}>".encode(), b"DATA"):
-        answer = converse(sock, command)
+    for line in (b"EHLO client.test", b"MAIL FROM:<s@sender.test>", f"RCPT TO:<{rcpt}>".encode(), b"DATA"):
+        answer = command(sock, line)
         if answer[:1] not in ("2", "3"):
             return answer
-    return converse(sock, MESSAGE + b".")
+    return command(sock, MESSAGE + b".")
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -135,7 +117,7 @@ def test_rate_limits_are_shared_by_two_ingress_processes(gateway_factory, sink: 
         with connect("127.0.0.32", gateway.smtp_port) as sock:
             assert reply(sock).startswith("220 ")
             results.append(send_message(sock)[:9])
-            converse(sock, b"QUIT")
+            command(sock, b"QUIT")
     assert results == ["250 2.6.0"] * 3 + ["450 4.7.1"] * 2
     assert len(sink.wait_for(3, timeout=30)) == 3
     events = trace_events("127.0.0.32", "REJECT")
@@ -183,14 +165,14 @@ def test_proxy_protocol_from_trusted_and_untrusted_peers(gateway_factory, sink: 
     # so does the relay check: a proxied internal server may relay, the balancer's own address may not
     with connect("127.0.0.20", port, b"PROXY TCP4 127.0.0.10 198.51.100.1 40007 25\r\n") as sock:
         assert reply(sock).startswith("220 ")
-        assert converse(sock, b"EHLO onprem.test").startswith("250")
-        assert converse(sock, b"MAIL FROM:<s@example.com>").startswith("250")
-        assert converse(sock, b"RCPT TO:<someone@elsewhere.test>").startswith("250 2.1.5")
+        assert command(sock, b"EHLO onprem.test").startswith("250")
+        assert command(sock, b"MAIL FROM:<s@example.com>").startswith("250")
+        assert command(sock, b"RCPT TO:<someone@elsewhere.test>").startswith("250 2.1.5")
     with connect("127.0.0.20", port, b"PROXY TCP4 192.0.2.79 198.51.100.1 40008 25\r\n") as sock:
         assert reply(sock).startswith("220 ")
-        assert converse(sock, b"EHLO outside.test").startswith("250")
-        assert converse(sock, b"MAIL FROM:<s@sender.test>").startswith("250")
-        assert converse(sock, b"RCPT TO:<someone@elsewhere.test>") == "550 5.7.1 Relaying denied"
+        assert command(sock, b"EHLO outside.test").startswith("250")
+        assert command(sock, b"MAIL FROM:<s@sender.test>").startswith("250")
+        assert command(sock, b"RCPT TO:<someone@elsewhere.test>") == "550 5.7.1 Relaying denied"
 
     # the block list sees the proxied address
     with connect("127.0.0.20", port, v2_tcp("192.0.2.66", 40004)) as sock:

@@ -19,6 +19,7 @@ from tests.integration.test_ingress_service import (  # noqa: F401  (fixtures)
     running,
     take,
 )
+from tests.support.smtpwire import command, reply
 
 pytestmark = pytest.mark.integration
 
@@ -28,24 +29,6 @@ connection_filter:
     trusted_networks: [127.0.0.1/32]
     timeout: 2
 """
-
-
-def reply(sock: socket.socket | ssl.SSLSocket) -> str:
-    data = b""
-    while True:
-        chunk = sock.recv(1)
-        if not chunk:
-            return data.decode()
-        data += chunk
-        if data.endswith(b"\r\n"):
-            last = data.split(b"\r\n")[-2]
-            if len(last) < 4 or last[3:4] == b" ":
-                return data.decode().strip()
-
-
-def command(sock: socket.socket | ssl.SSLSocket, line: bytes) -> str:
-    sock.sendall(line + b"\r\n")
-    return reply(sock)
 
 
 async def test_the_proxied_client_survives_starttls(make_settings, probe, tmp_path: Path) -> None:  # noqa: F811
