@@ -844,16 +844,19 @@ def _one_line(text: str, what: str, limit: int) -> str:
     return text
 
 
-class HeaderWords(_Strict):
+class _HeaderCondition(_Strict):
     header: str
     """Header field name (case-insensitive); every field of that name is looked at."""
-    words: list[str]
-    """Words or phrases, any of which matches (whole words, case-insensitive)."""
 
     @field_validator("header")
     @classmethod
     def _name(cls, value: str) -> str:
         return _header_name(value, writable=False)
+
+
+class HeaderWords(_HeaderCondition):
+    words: list[str]
+    """Words or phrases, any of which matches (whole words, case-insensitive)."""
 
     @field_validator("words")
     @classmethod
@@ -861,15 +864,9 @@ class HeaderWords(_Strict):
         return _rule_values(value, "word")
 
 
-class HeaderPatterns(_Strict):
-    header: str
+class HeaderPatterns(_HeaderCondition):
     patterns: list[str]
     """Regular expressions (Python syntax, case-insensitive), any of which matches."""
-
-    @field_validator("header")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return _header_name(value, writable=False)
 
 
 class RuleConditions(_Strict):

@@ -19,20 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailmoat_common.policy import InboundConnector, Policy, domain_matches
+from mailmoat_ingress import replies
 
 CLIENT_CA_ENV = "MAILMOAT_TLS_CLIENT_CA"
 """PEM file of the CAs trusted to issue partner client certificates."""
-
-STARTTLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first"
-
-
-def no_certificate(name: str) -> str:
-    return f"550 5.7.51 Connector {name} requires a trusted client certificate; none was presented"
-
-
-def wrong_certificate(name: str, expected: str) -> str:
-    return f"550 5.7.51 Connector {name} requires a client certificate for {expected}; the one presented does not match"
-
 
 @dataclass(frozen=True)
 class PeerTls:
@@ -94,12 +84,12 @@ def find_connector(policy: Policy, client_ip: str, sender_domain: str) -> Inboun
 def check_connector(connector: InboundConnector, tls: PeerTls) -> str | None:
     """The refusal when the session breaks the connector's requirements, else None."""
     if (connector.require_tls or connector.tls_cert_name) and not tls.active:
-        return STARTTLS_REQUIRED
+        return replies.STARTTLS_REQUIRED
     if connector.tls_cert_name:
         if not tls.cert:
-            return no_certificate(connector.name)
+            return replies.no_certificate(connector.name)
         if not cert_matches(tls.cert, connector.tls_cert_name):
-            return wrong_certificate(connector.name, connector.tls_cert_name)
+            return replies.wrong_certificate(connector.name, connector.tls_cert_name)
     return None
 
 

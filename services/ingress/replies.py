@@ -21,6 +21,20 @@ OK = "250 2.0.0 Ok"
 BYE = "221 2.0.0 Bye"
 
 
+STARTTLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first"
+
+
+def no_certificate(connector: str) -> str:
+    """A partner connector that requires a client certificate got none."""
+    return f"550 5.7.51 Connector {connector} requires a trusted client certificate; none was presented"
+
+
+def wrong_certificate(connector: str, expected: str) -> str:
+    """A partner connector's client certificate does not carry the name it requires."""
+    return (f"550 5.7.51 Connector {connector} requires a client certificate for {expected}; "
+            "the one presented does not match")
+
+
 def queued(queue_id: str) -> str:
     return f"250 2.6.0 {queue_id} Queued mail for delivery"
 

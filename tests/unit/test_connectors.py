@@ -11,13 +11,13 @@ from mailmoat_common.models import Envelope
 from mailmoat_common.policy import PolicyError, parse_policy, stronger_tls
 from mailmoat_ingress.checks import check_client
 from mailmoat_ingress.connectors import (
-    STARTTLS_REQUIRED,
     PeerTls,
     cert_matches,
     check_mail,
     peer_tls,
     server_context,
 )
+from mailmoat_ingress.replies import STARTTLS_REQUIRED
 from mailmoat_routing.decide import plan_routes, route_for, select_outbound
 from tests.support.certs import write_ca, write_leaf
 
