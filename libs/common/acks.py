@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import AbstractChannel
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _ChannelAcks:
-    channel: object
+    channel: AbstractChannel
     """The channel the tags belong to (held so that a new channel is never mistaken for it)."""
     settled_to: int = 0
     """Every delivery tag up to this one is settled."""
@@ -56,7 +58,7 @@ class AckBatcher:
         self._channels: dict[int, _ChannelAcks] = {}
         self._pending: list[AbstractIncomingMessage] = []
         self._scheduled = False
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Future[None]] = set()
 
     def ack(self, message: AbstractIncomingMessage) -> None:
         """Ack ``message`` at the end of this turn (its outputs are confirmed already)."""
@@ -87,27 +89,25 @@ class AckBatcher:
     def _flush(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, []
-        by_channel: dict[int, list[AbstractIncomingMessage]] = {}
+        by_channel: dict[int, tuple[_ChannelAcks, list[int]]] = {}
         for message in pending:
-            by_channel.setdefault(id(self._state(message).channel), []).append(message)
-        for key, messages in by_channel.items():
-            state = self._channels[key]
-            channel = messages[0].channel
-            tags = [m.delivery_tag or 0 for m in messages]
+            state = self._state(message)
+            by_channel.setdefault(id(state.channel), (state, []))[1].append(message.delivery_tag or 0)
+        for state, tags in by_channel.values():
             multiple, singles, state.settled_to = plan(state.settled_to, state.settled, tags)
             if multiple is not None:
-                self._send(channel.basic_ack(delivery_tag=multiple, multiple=True))
+                self._send(state.channel.basic_ack(delivery_tag=multiple, multiple=True))
             for tag in singles:
-                self._send(channel.basic_ack(delivery_tag=tag))
-        for key in [k for k, s in self._channels.items() if getattr(s.channel, "is_closed", False)]:
+                self._send(state.channel.basic_ack(delivery_tag=tag))
+        for key in [k for k, s in self._channels.items() if s.channel.is_closed]:
             del self._channels[key]
 
-    def _send(self, ack: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(ack)  # type: ignore[arg-type]
+    def _send(self, ack: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(ack)
         self._sending.add(task)
         task.add_done_callback(self._sent)
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
+    def _sent(self, task: asyncio.Future[None]) -> None:
         self._sending.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             # The channel is gone: the broker requeues what was not acked, and stages are idempotent.

@@ -24,7 +24,11 @@ READ_LIMIT = 2**16
 
 
 class CoalescingWriter(asyncio.StreamWriter):
-    """A StreamWriter whose writes within one event-loop turn go out as one ``transport.write``."""
+    """A StreamWriter whose writes within one event-loop turn go out as one ``transport.write``.
+
+    ``drain`` is StreamWriter's own: flow control only. It does not send early (aiormq drains after
+    every publish, which would defeat the gathering); what is pending goes out at the end of the turn.
+    """
 
     def __init__(self, transport: asyncio.WriteTransport, protocol: asyncio.BaseProtocol,
                  reader: asyncio.StreamReader | None, loop: asyncio.AbstractEventLoop):
@@ -56,12 +60,6 @@ class CoalescingWriter(asyncio.StreamWriter):
         except Exception as exc:  # a write error here would otherwise only reach the loop's handler
             log.warning("write to the broker failed: %s: %s", type(exc).__name__, exc)
             self.transport.abort()
-
-    async def drain(self) -> None:
-        """Flow control only, as for any StreamWriter: wait while the transport's buffer is over its
-        high-water mark. It does not send early (aiormq drains after every publish, which would
-        defeat the gathering); what is pending goes out at the end of this turn regardless."""
-        await super().drain()
 
     def write_eof(self) -> None:
         self.flush()

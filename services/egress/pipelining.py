@@ -152,7 +152,7 @@ async def pipelined_transaction(smtp: SMTP, commands: list[bytes], payload: byte
                 transport.write(payload if accepted else b".\r\n")
                 final = await reader.reply(timeout)
                 exchange.final = final if accepted else None
-        except (SMTPServerDisconnected, SMTPTimeoutError, SMTPResponseException):
+        except BaseException:  # broken, timed out or cancelled half-way: the session is unusable
             transport.set_protocol(protocol)
             smtp.close()
             raise
