@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from mailmoat_common.cli import plan_processes
 from mailmoat_common.settings import DEFAULT_METRICS_PORTS, Settings
+from tests.support.infra import free_port_block
 
 SERVICES = ("ingress", "routing", "egress")
 """What ``start()`` runs by default: the pipeline without filter stages."""
@@ -30,36 +30,12 @@ ALL = ("all", 0)
 """The key of the ``mailmoat run all`` supervisor among the processes."""
 
 
-def free_ports(count: int, block: int = 1, host: str = "127.0.0.1", tries: int = 100) -> list[int]:
+def free_ports(count: int, block: int = 1, host: str = "127.0.0.1") -> list[int]:
     """``count`` distinct free ports; with ``block`` > 1 each is the base of that many free ports in a row.
 
-    All sockets stay bound until every port is chosen, so no two results overlap.
+    No two results overlap: a port is given out once per process (``infra.free_port_block``).
     """
-    held: list[socket.socket] = []
-    bases: list[int] = []
-    try:
-        for _ in range(tries):
-            if len(bases) == count:
-                return bases
-            sock = socket.socket()
-            sock.bind((host, 0))
-            base = sock.getsockname()[1]
-            row = [sock]
-            try:
-                for offset in range(1, block):
-                    extra = socket.socket()
-                    row.append(extra)
-                    extra.bind((host, base + offset))
-            except OSError:
-                for s in row:
-                    s.close()
-                continue
-            held += row
-            bases.append(base)
-        raise RuntimeError(f"could not find {count} free port blocks of {block}")
-    finally:
-        for sock in held:
-            sock.close()
+    return [free_port_block(block, host) for _ in range(count)]
 
 
 class Gateway:
