@@ -15,11 +15,23 @@ import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from aio_pika.abc import AbstractIncomingMessage
 from aiormq.abc import AbstractChannel
 
 log = logging.getLogger(__name__)
+
+
+class Settleable(Protocol):
+    """A delivered message as acks need it (the bus's ``Delivery``, or aio-pika's ``IncomingMessage``)."""
+
+    @property
+    def channel(self) -> AbstractChannel: ...
+
+    @property
+    def delivery_tag(self) -> int | None: ...
+
+    async def nack(self, requeue: bool = True) -> None: ...
 
 
 @dataclass
@@ -56,18 +68,18 @@ class AckBatcher:
 
     def __init__(self) -> None:
         self._channels: dict[int, _ChannelAcks] = {}
-        self._pending: list[AbstractIncomingMessage] = []
+        self._pending: list[Settleable] = []
         self._scheduled = False
         self._sending: set[asyncio.Future[None]] = set()
 
-    def ack(self, message: AbstractIncomingMessage) -> None:
+    def ack(self, message: Settleable) -> None:
         """Ack ``message`` at the end of this turn (its outputs are confirmed already)."""
         self._pending.append(message)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    async def nack(self, message: AbstractIncomingMessage, requeue: bool = True) -> None:
+    async def nack(self, message: Settleable, requeue: bool = True) -> None:
         """Nack ``message`` now, then count it as settled."""
         await message.nack(requeue=requeue)
         self._state(message).settled.add(message.delivery_tag or 0)
@@ -79,7 +91,7 @@ class AckBatcher:
         while self._sending:
             await asyncio.gather(*list(self._sending), return_exceptions=True)
 
-    def _state(self, message: AbstractIncomingMessage) -> _ChannelAcks:
+    def _state(self, message: Settleable) -> _ChannelAcks:
         channel = message.channel
         state = self._channels.get(id(channel))
         if state is None or state.channel is not channel:

@@ -15,16 +15,18 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
-    AbstractIncomingMessage,
     AbstractRobustChannel,
     AbstractRobustConnection,
     AbstractRobustQueue,
 )
 from aio_pika.exceptions import DeliveryError
+from aiormq.abc import DeliveredMessage
 
 from mailmoat_common.amqpio import CoalescingTransportFactory
 from mailmoat_common.models import Envelope
@@ -36,12 +38,18 @@ PREFIX = "mailmoat."
 DEAD_QUEUE = "mailmoat.dead"
 DEAD_EXCHANGE = "mailmoat.dlx"
 DEFAULT_DELIVERY_LIMIT = 5
+PERSISTENT = 2
+CONTENT_TYPE = "application/x-mailmoat-frame"
 NACK_RETRY_DELAYS = (0.1, 0.25, 0.5)
 """Pauses before publishing a message the broker nacked again; after the last, the nack is raised."""
 
 
 class FrameError(ValueError):
     """A body that is not a mailmoat frame."""
+
+
+class Unroutable(RuntimeError):
+    """The broker returned a published message: no queue took it."""
 
 
 def encode(envelope: Envelope, data: bytes) -> bytes:
@@ -82,8 +90,65 @@ class Publish:
     headers: dict[str, Any] = field(default_factory=dict)
 
 
+class Delivery:
+    """One delivered message, as the stages read it: a thin view of aiormq's ``DeliveredMessage``.
+
+    It stands in for aio-pika's ``IncomingMessage`` (which copies every property into an object of
+    its own and runs the consumer in a second task) and offers what the runtime uses of it.
+    """
+
+    __slots__ = ("body", "channel", "delivery_tag", "headers", "message_id", "redelivered")
+
+    def __init__(self, message: DeliveredMessage):
+        properties = message.header.properties
+        self.body: bytes = message.body
+        self.headers: dict[str, Any] = properties.headers or {}
+        self.message_id: str | None = properties.message_id
+        self.delivery_tag: int | None = message.delivery_tag
+        self.redelivered: bool | None = message.redelivered
+        self.channel: aiormq.abc.AbstractChannel = message.channel
+
+    async def nack(self, requeue: bool = True) -> None:
+        if self.delivery_tag is not None:
+            await self.channel.basic_nack(self.delivery_tag, requeue=requeue)
+
+
+DeliveryCallback = Callable[[Delivery], Awaitable[None]]
+
+
+async def _deliver(callback: DeliveryCallback, message: DeliveredMessage) -> None:
+    await callback(Delivery(message))
+
+
+class _Queue(aio_pika.Queue):
+    """``Queue.consume`` handing the callback a ``Delivery``, in aiormq's own task for the delivery."""
+
+    async def consume(  # type: ignore[override]
+        self, callback: DeliveryCallback, no_ack: bool = False, exclusive: bool = False,
+        arguments: Any = None, consumer_tag: str | None = None, timeout: float | None = None,
+    ) -> str:
+        channel = await self.channel.get_underlay_channel()
+        result = await channel.basic_consume(
+            queue=self.name, consumer_callback=partial(_deliver, callback), exclusive=exclusive,
+            no_ack=no_ack, arguments=arguments, consumer_tag=consumer_tag, timeout=timeout,
+        )
+        if result.consumer_tag is None:
+            raise RuntimeError("the broker gave no consumer tag")
+        return result.consumer_tag
+
+
+class _RobustQueue(aio_pika.RobustQueue, _Queue):
+    """aio-pika's robust queue (consumers restored after a reconnect) consuming with ``Delivery``."""
+
+
+class _Channel(aio_pika.RobustChannel):
+    QUEUE_CLASS = _RobustQueue
+
+
 class _Connection(aio_pika.RobustConnection):
     """aio-pika's robust connection over a socket that sends each event-loop turn's frames at once."""
+
+    CHANNEL_CLASS = _Channel
 
     @classmethod
     def _parse_parameters(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -185,17 +250,16 @@ class Bus:
             if ".retry." in name or not item.queue.startswith(PREFIX):
                 raise ValueError(f"publish to undeclared queue {item.queue!r}")
             await self.declare_stage(name)
-        headers = {"x-mailmoat-id": item.envelope.id, **item.headers}
-        message = aio_pika.Message(
-            encode(item.envelope, item.data),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        properties = aiormq.spec.Basic.Properties(
+            delivery_mode=PERSISTENT,
             message_id=item.envelope.id,
-            content_type="application/x-mailmoat-frame",
-            headers=headers,
+            content_type=CONTENT_TYPE,
+            headers={"x-mailmoat-id": item.envelope.id, **item.headers},
         )
+        body = encode(item.envelope, item.data)
         for delay in (*NACK_RETRY_DELAYS, None):
             try:
-                await self._chan().default_exchange.publish(message, routing_key=item.queue, timeout=timeout)
+                await self._send(body, item.queue, properties, timeout)
                 return
             except DeliveryError as exc:
                 # The broker refused it for now (a quorum queue between leaders, a full queue): try
@@ -206,6 +270,24 @@ class Bus:
                             item.envelope.id, item.queue, exc, delay, extra={"message_id": item.envelope.id})
                 await asyncio.sleep(delay)
 
+    async def _send(self, body: bytes, queue: str, properties: aiormq.spec.Basic.Properties,
+                    timeout: float | None) -> None:
+        """One confirmed, mandatory publish to ``queue`` on the channel's current connection.
+
+        Straight to aiormq (aio-pika's ``Message`` and ``Exchange.publish`` add per-message objects
+        and nothing this bus uses). A message the broker could not route (its queue was deleted) is
+        returned, which raises ``Unroutable`` rather than counting as confirmed.
+        """
+        channel = self._chan()
+        if channel.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+        underlay = await channel.get_underlay_channel()
+        result = await underlay.basic_publish(
+            body, exchange="", routing_key=queue, properties=properties, mandatory=True, timeout=timeout
+        )
+        if isinstance(result, DeliveredMessage):
+            raise Unroutable(f"the broker returned the message: no queue {queue!r}")
+
     async def publish_many(self, items: list[Publish], *, timeout: float | None = 30.0) -> None:
         """Publish all, confirms overlapping; raises if any is not confirmed."""
         if len(items) == 1:
@@ -215,16 +297,12 @@ class Bus:
 
     async def publish_raw_dead(self, body: bytes, reason: str, headers: dict[str, Any] | None = None) -> None:
         """Put a body the stage cannot handle on the dead-letter queue, with the reason."""
-        message = aio_pika.Message(
-            body,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={**(headers or {}), "x-mailmoat-dead-reason": reason[:1000]},
+        properties = aiormq.spec.Basic.Properties(
+            delivery_mode=PERSISTENT, headers={**(headers or {}), "x-mailmoat-dead-reason": reason[:1000]}
         )
-        await self._chan().default_exchange.publish(message, routing_key=DEAD_QUEUE, timeout=30)
+        await self._send(body, DEAD_QUEUE, properties, 30)
 
-    async def consume(
-        self, queue_name: str, callback: Callable[[AbstractIncomingMessage], Awaitable[None]]
-    ) -> None:
+    async def consume(self, queue_name: str, callback: DeliveryCallback) -> None:
         # A queue object from declare_queue is one the robust channel restores, with its
         # consumers, after a reconnect (get_queue(ensure=False) would not be).
         queue = self._queues.get(queue_name)

@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
+from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailmoat_common.acks import AckBatcher
-from mailmoat_common.bus import Bus, FrameError, Publish, decode, stage_queue
+from mailmoat_common.bus import Bus, Delivery, FrameError, Publish, decode, stage_queue
 from mailmoat_common.models import Envelope, TraceEvent
 from mailmoat_common.policy import PolicyHolder
 from mailmoat_common.settings import Settings
@@ -37,6 +37,7 @@ from mailmoat_common.telemetry import (
     inject,
     setup_logging,
     setup_tracing,
+    tracing_records,
 )
 from mailmoat_common.trace import TraceStore
 
@@ -188,7 +189,7 @@ class Runtime:
         """Consume the stage's queue with ``handler``; declares the queue first."""
         name = queue or await self.bus.declare_stage(stage)
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def on_message(message: Delivery) -> None:
             await self._process(stage, name, handler, message)
 
         await self.bus.consume(name, on_message)
@@ -196,32 +197,33 @@ class Runtime:
             self._queues.append(name)
 
     async def _process(
-        self, stage: str, queue: str, handler: Handler, message: AbstractIncomingMessage
+        self, stage: str, queue: str, handler: Handler, message: Delivery
     ) -> None:
         self._in_flight += 1
         self._in_flight_gauge.inc()
         started = time.perf_counter()
-        outcome = "ok"
-        context = extract(message.headers)
-        with self.tracer.start_as_current_span(
-            f"{queue} process",
-            context=context,
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "rabbitmq",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": queue,
-                "messaging.message.id": message.message_id or "",
-            },
-        ) as span:
+        if tracing_records():
+            with self.tracer.start_as_current_span(
+                f"{queue} process",
+                context=extract(message.headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "rabbitmq",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": queue,
+                    "messaging.message.id": message.message_id or "",
+                },
+            ) as span:
+                outcome = await self._guarded(stage, queue, handler, message)
+                span.set_attribute("mailmoat.outcome", outcome)
+        else:
+            # Spans go nowhere: no span of this stage, the sender's context stays current (log lines
+            # keep the trace id, outputs carry the same trace on).
+            token = otel_context.attach(extract(message.headers))
             try:
-                outcome = await self._handle(stage, queue, handler, message)
-            except Exception:  # never let one message kill the consumer
-                outcome = "error"
-                log.exception("unexpected failure handling a message on %s", queue)
-                with contextlib.suppress(Exception):
-                    await self.acks.nack(message)
-            span.set_attribute("mailmoat.outcome", outcome)
+                outcome = await self._guarded(stage, queue, handler, message)
+            finally:
+                otel_context.detach(token)
         self._processing.observe(time.perf_counter() - started)
         counter = self._outcomes.get(outcome)
         if counter is None:
@@ -230,8 +232,17 @@ class Runtime:
         self._in_flight_gauge.dec()
         self._in_flight -= 1
 
+    async def _guarded(self, stage: str, queue: str, handler: Handler, message: Delivery) -> str:
+        try:
+            return await self._handle(stage, queue, handler, message)
+        except Exception:  # never let one message kill the consumer
+            log.exception("unexpected failure handling a message on %s", queue)
+            with contextlib.suppress(Exception):
+                await self.acks.nack(message)
+            return "error"
+
     async def _handle(
-        self, stage: str, queue: str, handler: Handler, message: AbstractIncomingMessage
+        self, stage: str, queue: str, handler: Handler, message: Delivery
     ) -> str:
         try:
             envelope, data = decode(message.body)

@@ -38,7 +38,9 @@ POLICY_RELOADS = Counter(
 )
 
 _propagator = TraceContextTextMapPropagator()
+_TRACE_HEADERS = tuple(_propagator.fields)
 _configured = False
+_records = False
 
 
 def setup_tracing(service: str) -> trace.Tracer:
@@ -49,7 +51,7 @@ def setup_tracing(service: str) -> trace.Tracer:
     W3C context propagates in AMQP headers and log lines carry ``trace_id``), but nothing is
     recorded (attributes, events, timings), which costs a fraction of a recording span.
     """
-    global _configured
+    global _configured, _records
     if not _configured:
         resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"mailmoat-{service}")})
         processor = _span_processor()
@@ -58,9 +60,15 @@ def setup_tracing(service: str) -> trace.Tracer:
         else:
             provider = TracerProvider(resource=resource)
             provider.add_span_processor(processor)
+            _records = True
         trace.set_tracer_provider(provider)
         _configured = True
     return trace.get_tracer(f"mailmoat.{service}")
+
+
+def tracing_records() -> bool:
+    """Whether spans are exported anywhere (set up by ``setup_tracing``)."""
+    return _records
 
 
 def _span_processor() -> BatchSpanProcessor | None:
@@ -86,7 +94,11 @@ def inject(headers: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
 
 
 def extract(headers: Mapping[str, Any] | None) -> otel_context.Context:
-    carrier = {k: (v.decode() if isinstance(v, bytes) else str(v)) for k, v in (headers or {}).items()}
+    carrier = {}
+    for key in _TRACE_HEADERS:
+        value = (headers or {}).get(key)
+        if value is not None:
+            carrier[key] = value.decode() if isinstance(value, bytes) else str(value)
     return _propagator.extract(carrier)
 
 

@@ -13,6 +13,7 @@ from mailmoat_common.bus import DEAD_QUEUE, Bus, Publish, decode, stage_queue
 from mailmoat_common.models import Envelope
 from mailmoat_common.runtime import Runtime, Transient, stage_publish
 from mailmoat_common.settings import Settings
+from mailmoat_common.telemetry import current_trace_id, tracing_records
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +77,28 @@ async def test_handler_output_is_published_then_input_acked(amqp_url, redis_url,
     assert data == b"X-Seen: t1\r\nSubject: a\r\n\r\nbody\r\n"
     await runtime.shutdown()
     assert await _empty(probe, stage_queue("t1"))
+
+
+async def test_without_an_exporter_the_senders_trace_goes_on_and_log_lines_name_it(
+    amqp_url, redis_url, write_policy, probe
+) -> None:
+    assert not tracing_records()  # the test process exports no spans
+    runtime = Runtime("t1", _settings(amqp_url, redis_url, write_policy(POLICY)))
+    await runtime.start()
+    seen: list[str | None] = []
+
+    async def handler(envelope: Envelope, data: bytes) -> list[Publish]:
+        seen.append(current_trace_id())
+        return [stage_publish(envelope, data, "t1")]
+
+    await runtime.consume_stage("t1", handler)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = f"00-{trace_id}-00f067aa0ba902b7-01"
+    await probe.publish(Publish(stage_queue("t1"), _envelope(), b"Subject: a\r\n\r\n", {"traceparent": traceparent}))
+    out = await _get(probe, stage_queue("t2"))
+    assert out.headers["traceparent"] == traceparent
+    assert seen == [trace_id]
+    await runtime.shutdown()
 
 
 async def test_poison_message_is_dead_lettered_with_reason_and_traced(amqp_url, redis_url, write_policy, probe):
