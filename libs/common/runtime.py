@@ -22,6 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mailmoat_common import heap
 from mailmoat_common.acks import AckBatcher
 from mailmoat_common.bus import Bus, Delivery, FrameError, Publish, decode, stage_queue
 from mailmoat_common.models import Envelope, TraceEvent
@@ -162,6 +163,7 @@ class Runtime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self.request_stop)
+        heap.settle()
         await self._stopping.wait()
         await self.shutdown()
 

@@ -10,6 +10,7 @@ import socket
 import ssl
 import time
 
+from mailmoat_common import heap
 from mailmoat_common.bus import Publish, stage_queue
 from mailmoat_common.runtime import Handler, Runtime
 from mailmoat_common.settings import Settings
@@ -131,6 +132,7 @@ class IngressServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self.request_stop)
+        heap.settle()
         await self._stop.wait()
         await self.stop()
 
