@@ -491,6 +491,17 @@ class IngressSMTP(SMTP):
             self.ctx.sessions.discard(self)
             SMTP_SESSIONS.dec()
         super().connection_lost(error)
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.add_done_callback(self._unlink)
+
+    def _unlink(self, task: asyncio.Future[Any]) -> None:
+        """Drop the references that tie an ended session into cycles (its command table, its task
+        with the CancelledError that ended it), so reference counting frees it at once instead of
+        the cyclic garbage collector."""
+        self._smtp_methods = {}
+        self._handler_coroutine = None
+        self._client_connected_cb = None
+        self._writer = None
 
     def close(self) -> None:
         if self.transport is not None:

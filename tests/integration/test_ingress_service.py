@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import smtplib
 import socket
@@ -22,6 +23,7 @@ from mailmoat_common.bus import Bus, decode
 from mailmoat_common.models import Envelope
 from mailmoat_common.settings import Settings
 from mailmoat_ingress.service import IngressServer
+from mailmoat_ingress.smtp import IngressSMTP
 from tests.support.infra import RABBITMQ_PORT, free_port
 from tests.support.tcpproxy import TcpProxy
 
@@ -717,3 +719,31 @@ async def test_graceful_stop_finishes_the_open_transaction(make_settings, probe)
     assert envelope.rcpt_to == ["bob@example.com"]
     assert not server.listening
 
+
+
+async def test_an_ended_session_is_freed_at_once_not_left_to_the_garbage_collector(make_settings, probe) -> None:
+    """A session in a reference cycle lives (with its message) until the cyclic collector runs:
+    ended sessions must be freed by reference counting alone."""
+
+    def live_sessions() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is IngressSMTP)
+
+    async with running(make_settings()) as server:
+
+        def send(n: int) -> None:
+            with smtp_client(server.port) as client:
+                client.ehlo("mx.sender.org")
+                assert client.mail("alice@sender.org")[0] == 250
+                assert client.rcpt("bob@example.com")[0] == 250
+                assert client.data(f"Subject: {n}\r\n\r\nbody\r\n".encode())[0] == 250
+
+        gc.collect()
+        gc.disable()
+        try:
+            for n in range(5):
+                await asyncio.to_thread(send, n)
+            await _until(lambda: not server.ctx.sessions)
+            await asyncio.sleep(0.1)
+            assert live_sessions() == 0
+        finally:
+            gc.enable()
