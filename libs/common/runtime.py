@@ -27,6 +27,7 @@ from mailmoat_common.acks import AckBatcher
 from mailmoat_common.bus import Bus, Delivery, FrameError, Publish, decode, stage_queue
 from mailmoat_common.models import Envelope, TraceEvent
 from mailmoat_common.policy import PolicyHolder
+from mailmoat_common.redisbatch import ScriptBatcher
 from mailmoat_common.settings import Settings
 from mailmoat_common.telemetry import (
     IN_FLIGHT,
@@ -73,7 +74,9 @@ class Runtime:
         self.bus = Bus(settings.amqp_url, prefetch=prefetch)
         self.acks = AckBatcher()
         self.redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days)
+        self.scripts = ScriptBatcher(lambda: self.redis)
+        """Redis script calls of this process, one pipeline per round trip (trace writes included)."""
+        self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days, batch=self.scripts)
         self._ready_checks: list[Callable[[], bool]] = []
         self._queues: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []

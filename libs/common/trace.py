@@ -51,11 +51,13 @@ def _norm(value: str) -> str:
 class TraceStore:
     """Writes and reads trace events; a Redis outage is logged, never fatal to mail flow."""
 
-    def __init__(self, client: aioredis.Redis, retention_days: int = 90):
+    def __init__(self, client: aioredis.Redis, retention_days: int = 90, *, batch: ScriptBatcher | None = None):
+        """``batch``: the process's script batcher, so that trace writes share its round trips with
+        the other Redis scripts of the same moment (egress's dedupe records); by default one of its own."""
         self.client = client
         self.retention = retention_days * 86400
         self.failures = 0
-        self._batch = ScriptBatcher(lambda: self.client)
+        self._batch = batch or ScriptBatcher(lambda: self.client)
 
     @property
     def batches(self) -> int:

@@ -26,7 +26,6 @@ from redis.exceptions import RedisError
 
 from mailmoat_common.bus import DEAD_QUEUE, Publish
 from mailmoat_common.models import Envelope, TraceEvent, utcnow
-from mailmoat_common.redisbatch import ScriptBatcher
 from mailmoat_common.runtime import Runtime, Transient
 from mailmoat_common.settings import Settings
 from mailmoat_egress.decide import Outcome, decide
@@ -114,7 +113,7 @@ class Egress:
         self.pool = pool or SessionPool(local_hostname=policy.organization.hostname, cafile=ca_file())
         self.deliverer = Deliverer(self.pool)
         self.lock_ttl = lock_ttl
-        self._scripts = ScriptBatcher(lambda: self.runtime.redis)
+        self._scripts = runtime.scripts
         self._held: dict[str, str] = {}
         """Delivery locks this process holds: key -> token."""
         self._renewer: asyncio.Task[None] | None = None

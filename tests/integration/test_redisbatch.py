@@ -10,7 +10,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from mailmoat_common.models import TraceEvent
 from mailmoat_common.redisbatch import ScriptBatcher
+from mailmoat_common.trace import TraceStore
 from tests.support.infra import free_port
 
 pytestmark = pytest.mark.integration
@@ -54,4 +56,23 @@ async def test_connection_failure_fails_every_call() -> None:
         results = await asyncio.gather(*(batcher.call(INCR, ["k"], [1]) for _ in range(3)), return_exceptions=True)
         assert all(isinstance(r, (RedisConnectionError, OSError)) for r in results)
     finally:
+        await client.aclose()
+
+
+async def test_trace_writes_share_round_trips_with_the_other_scripts_of_the_process(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    try:
+        batcher = ScriptBatcher(lambda: client)
+        trace = TraceStore(client, batch=batcher)
+        event = TraceEvent(event="DELIVER", message_id="shared-batch-1", service="egress", recipients=["a@b.test"])
+        # Both scripts loaded first, so that the round below is one pipeline.
+        await asyncio.gather(trace.record(event.model_copy(update={"message_id": "shared-batch-0"})),
+                             batcher.call(INCR, ["batch:shared"], [0]))
+        before = batcher.batches
+        written, counted = await asyncio.gather(trace.record(event), batcher.call(INCR, ["batch:shared"], [1]))
+        assert written is True and counted == 1
+        assert batcher.batches == before + 1, "the trace write and the script went out in one pipeline"
+        assert [e.event for e in await trace.events("shared-batch-1")] == ["DELIVER"]
+    finally:
+        await client.delete("batch:shared", "mailmoat:trace:shared-batch-0", "mailmoat:trace:shared-batch-1")
         await client.aclose()
