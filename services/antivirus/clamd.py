@@ -19,6 +19,10 @@ class ClamdUnavailable(Exception):
     """clamd could not be reached, or did not answer in time: retry later."""
 
 
+class ClamdUnreachable(ClamdUnavailable):
+    """No connection to clamd could be opened (nothing was sent)."""
+
+
 @dataclass(frozen=True)
 class Address:
     host: str | None = None
@@ -99,7 +103,7 @@ class ClamdClient:
             return await asyncio.wait_for(opening, self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             self.available = False
-            raise ClamdUnavailable(f"cannot connect to clamd at {self.address}: {exc or 'timeout'}") from exc
+            raise ClamdUnreachable(f"cannot connect to clamd at {self.address}: {exc or 'timeout'}") from exc
 
     async def _exchange(self, command: bytes, data: bytes | None) -> bytes:
         async with self._slots:
@@ -145,8 +149,10 @@ class ClamdClient:
         except ClamdUnavailable as exc:
             # The connection broke while sending. When clamd still answers, it refused this stream
             # (its StreamMaxLength, lower than ours, and the reply lost with the reset); otherwise
-            # clamd went away and the caller retries later.
-            if isinstance(exc.__cause__, ConnectionError) and await self.ping():
+            # clamd went away and the caller retries later. A connection that never opened (refused)
+            # says nothing about the stream, even if clamd answers again a moment later.
+            if (not isinstance(exc, ClamdUnreachable) and isinstance(exc.__cause__, ConnectionError)
+                    and await self.ping()):
                 return ScanResult(error="connection closed by clamd while sending (INSTREAM size limit?)")
             raise
 

@@ -50,6 +50,21 @@ async def test_unreachable_clamd_raises_unavailable() -> None:
     assert client.available is False and not await client.ping()
 
 
+async def test_a_refused_connection_is_a_retry_even_if_clamd_answers_a_moment_later(clamd: ClamdServer) -> None:
+    """A refused connect sent nothing: it must not be read as clamd refusing the stream (an
+    unscannable verdict), even when the ping that tells the two apart already reaches clamd again."""
+    back = ClamdClient(f"127.0.0.1:{clamd.port}")
+
+    class BackAMomentLater(ClamdClient):
+        async def ping(self) -> bool:
+            return await back.ping()
+
+    client = BackAMomentLater(f"127.0.0.1:{free_port()}", connect_timeout=2)
+    assert await back.ping()
+    with pytest.raises(ClamdUnavailable):
+        await client.scan(EICAR)
+
+
 @pytest.mark.parametrize("encoding", ["base64", "quoted-printable", "x-uuencode", "7bit"])
 async def test_eicar_attachment_in_each_transfer_encoding(clamd: ClamdServer, encoding: str) -> None:
     verdict = await scan(message([("eicar.txt", "text/plain", EICAR, encoding)]), clamd)
