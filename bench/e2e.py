@@ -690,6 +690,11 @@ def report(results: dict) -> str:
             lines.append("    rabbitmq/redis CPU   " + ", ".join(f"{k} {v} s" for k, v in rate["infra_cpu_s"].items()))
         lines.append(f"    other CPU            smtp-source + smtp-sink {rate['load_generators_cpu_s']} s; everything "
                      f"else on the machine {rate['other_cpu_s']} s (of {rate['cpu_capacity_s']} CPU-s available)")
+        if rate.get("load_generators_cpu_s"):
+            own = rate["cpu_total_s"] + sum((rate.get("infra_cpu_s") or {}).values())
+            lines.append(f"    relative CPU         {own / rate['load_generators_cpu_s']:.2f} x the load generators' "
+                         "(its CPU with broker/store / smtp-source + smtp-sink: the same work on a faster or "
+                         "slower machine gives about the same figure)")
         if rate["smtp_source_stderr"]:
             lines.append(f"    smtp-source said: {rate['smtp_source_stderr'][:300]}")
         for phase in res.get("latency", []):
