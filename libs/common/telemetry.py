@@ -93,13 +93,18 @@ def inject(headers: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     return headers
 
 
-def extract(headers: Mapping[str, Any] | None) -> otel_context.Context:
-    carrier = {}
+def trace_context(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    """The W3C trace context fields (``traceparent``, ``tracestate``) of AMQP headers, as text."""
+    carrier: dict[str, str] = {}
     for key in _TRACE_HEADERS:
         value = (headers or {}).get(key)
         if value is not None:
             carrier[key] = value.decode() if isinstance(value, bytes) else str(value)
-    return _propagator.extract(carrier)
+    return carrier
+
+
+def extract(headers: Mapping[str, Any] | None) -> otel_context.Context:
+    return _propagator.extract(trace_context(headers))
 
 
 def current_trace_id() -> str | None:

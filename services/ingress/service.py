@@ -14,6 +14,7 @@ from mailmoat_common import heap
 from mailmoat_common.bus import Publish, stage_queue
 from mailmoat_common.runtime import Handler, Runtime
 from mailmoat_common.settings import Settings
+from mailmoat_common.telemetry import trace_context
 from mailmoat_ingress.connectors import client_ca_file, server_context
 from mailmoat_ingress.direct import routes_at_ingress
 from mailmoat_ingress.greylist import Greylist
@@ -118,7 +119,7 @@ class IngressServer:
             log.warning("routing %s at ingress failed (%s: %s); handing it to the routing stage",
                         item.envelope.id, type(exc).__name__, exc, extra={"message_id": item.envelope.id})
             return None
-        context = {k: v for k, v in item.headers.items() if k in ("traceparent", "tracestate")}
+        context = trace_context(item.headers)
         for output in outputs:
             output.headers = {**context, **output.headers}
         return outputs

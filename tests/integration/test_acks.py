@@ -8,6 +8,7 @@ import aio_pika
 import pytest
 
 from mailmoat_common.acks import AckBatcher
+from mailmoat_common.bus import Bus
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +34,13 @@ async def _setup(amqp_url: str, count: int):
 
 
 async def _unacked(amqp_url: str, queue_name: str) -> int:
-    """Messages in the queue (ready + unacked), seen from a second connection."""
-    connection = await aio_pika.connect(amqp_url, timeout=10)
+    """Messages in the queue, seen from a second connection."""
+    bus = Bus(amqp_url)
+    await bus.connect()
     try:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(queue_name, passive=True)
-        return int(queue.declaration_result.message_count or 0)
+        return await bus.queue_depth(queue_name)
     finally:
-        await connection.close()
+        await bus.close()
 
 
 async def test_out_of_order_acks_settle_exactly_the_finished_messages(amqp_url: str) -> None:
