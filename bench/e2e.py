@@ -264,9 +264,10 @@ class Mailmoat:
         policy["routes"]["latency-sink"]["hosts"] = [f"127.0.0.1:{latency_sink}"]
         filters = [f for f in os.environ.get("BENCH_FILTERS", "").split(",") if f]
         policy["pipeline"]["filters"] = filters
-        # BENCH_ROUTE_AT_INGRESS=1: ingress runs the routing step itself (pipeline.route_at_ingress).
-        if os.environ.get("BENCH_ROUTE_AT_INGRESS", "") not in ("", "0"):
-            policy["pipeline"]["route_at_ingress"] = True
+        # BENCH_ROUTING_HOP=1: every message through the routing stage (pipeline.route_at_ingress: false);
+        # by default a pipeline without filter stages is routed at ingress, as the policy's default.
+        if routing_hop():
+            policy["pipeline"]["route_at_ingress"] = False
         if os.environ.get("BENCH_POLICY_EXTRA"):  # sections added to the bench policy (bench/connection_filter.py)
             policy.update(yaml.safe_load(Path(os.environ["BENCH_POLICY_EXTRA"]).read_text()) or {})
         self.policy_path = workdir / "policy.yaml"
@@ -667,10 +668,23 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
 # --- report ------------------------------------------------------------------------------------
 
 
+def routing_hop() -> bool:
+    """BENCH_ROUTING_HOP=1: the routing stage is a hop of its own even without filter stages."""
+    return os.environ.get("BENCH_ROUTING_HOP", "") not in ("", "0")
+
+
+def topology() -> str:
+    """The mailmoat pipeline the run measures, as the report's first line names it."""
+    filters = [f for f in os.environ.get("BENCH_FILTERS", "").split(",") if f]
+    if filters or routing_hop():
+        return "mailmoat: " + " -> ".join(["ingress", *filters, "routing", "egress"])
+    return "mailmoat: ingress (routing at ingress) -> egress"
+
+
 def report(results: dict) -> str:
     lines = [f"mailmoat bench  {results['date']}  {results['cpus']} CPUs  N={results['messages']} "
              f"x {results['size']} B, {results['sessions']} sessions, ingress workers {results['ingress_workers']}"
-             + (", routing at ingress" if os.environ.get("BENCH_ROUTE_AT_INGRESS", "") not in ("", "0") else "")]
+             + f", {topology()}"]
     systems = results["systems"]
     for name, res in systems.items():
         rate = res["rate"]

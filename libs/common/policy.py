@@ -643,8 +643,9 @@ class Quarantine(_Strict):
 class Pipeline(_Strict):
     filters: list[str] = Field(default_factory=list)
     """Filter stages between ingress and routing, in order."""
-    route_at_ingress: bool = False
-    """With no filter stages and no mail-flow rules, ingress runs the routing step in its own process."""
+    route_at_ingress: bool = True
+    """With no filter stages and no mail-flow rules, ingress runs the routing step in its own process
+    (``False``: every message takes the hop through the routing stage)."""
 
     @field_validator("filters")
     @classmethod

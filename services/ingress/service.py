@@ -12,7 +12,7 @@ import time
 
 from mailmoat_common import heap
 from mailmoat_common.bus import Publish, stage_queue
-from mailmoat_common.runtime import Handler, Runtime
+from mailmoat_common.runtime import Handler, Runtime, count_verdict
 from mailmoat_common.settings import Settings
 from mailmoat_common.telemetry import trace_context
 from mailmoat_ingress.connectors import client_ca_file, server_context
@@ -103,8 +103,10 @@ class IngressServer:
 
     async def _publish(self, item: Publish) -> None:
         timeout = self.settings.publish_timeout
-        outputs = await self._routed_here(item, timeout) or [item]
-        await asyncio.wait_for(self.runtime.bus.publish_many(outputs, timeout=timeout), timeout)
+        routed = await self._routed_here(item, timeout)
+        await asyncio.wait_for(self.runtime.bus.publish_many(routed or [item], timeout=timeout), timeout)
+        if routed:
+            count_verdict("routing", item.envelope, routed)  # as the routing stage counts it
 
     async def _routed_here(self, item: Publish, timeout: float) -> list[Publish] | None:
         """The routing step's outputs for a message bound for routing, when ingress routes it itself

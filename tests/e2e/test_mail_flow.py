@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.e2e.conftest import POLICY
 from tests.support.gateway import Gateway
 from tests.support.infra import RABBITMQ_PORT, REDIS_TEST_URL
 from tests.support.sink import SmtpSink
@@ -188,8 +189,44 @@ def test_permanent_failure_sends_a_dsn_to_the_sender(gateway_factory, sink: Smtp
     assert "FAIL" in events and "DELIVER" in events
 
 
+TEST_RULE = """
+rules:
+  - name: watch-subjects
+    mode: test
+    conditions:
+      subject_contains: [test]
+    actions:
+      set_header:
+        X-Watched: "yes"
+"""
+
+
+def test_plain_relay_is_routed_at_ingress_until_a_rule_needs_the_routing_stage(gateway_factory, sink: SmtpSink) -> None:
+    gateway = gateway_factory(services=("ingress", "egress"))  # no routing process at all
+    code, reply = send(gateway.smtp_port, "s@sender.org", ["alice@example.com"], message(1))
+    assert code == 250, reply
+    sink.wait_for(1)
+    assert "ROUTE" in wait_for_event(queue_id(reply), "DELIVER")
+    # A mail-flow rule only the routing stage runs, hot-reloaded: from now on messages wait for it.
+    gateway.write_policy(POLICY.format(sink_port=sink.port, max_size=1_000_000) + TEST_RULE)
+    reloaded = re.compile(r'^mailmoat_policy_reloads_total\{result="ok",service="ingress"\} [1-9]', re.M)
+    deadline = time.monotonic() + 20
+    while not reloaded.search(gateway.metrics("ingress")):
+        assert time.monotonic() < deadline, "ingress did not reload the policy"
+        time.sleep(0.1)
+    code, reply = send(gateway.smtp_port, "s@sender.org", ["alice@example.com"], message(2))
+    assert code == 250, reply
+    time.sleep(2.0)
+    assert len(sink.messages) == 1  # queued on mailmoat.routing, not delivered around it
+    gateway.start_service("routing")
+    sink.wait_for(2)
+    events = wait_for_event(queue_id(reply), "DELIVER")
+    assert "RULE" in events and "ROUTE" in events
+
+
 def test_no_loss_when_routing_and_egress_are_killed(gateway_factory, sink: SmtpSink) -> None:
-    gateway = gateway_factory(ingress_workers=2)
+    # Every message through the routing stage, so that the drill kills a routing process carrying traffic.
+    gateway = gateway_factory(POLICY + "pipeline:\n  route_at_ingress: false\n", ingress_workers=2)
     total = 150
     replies: list[tuple[int, str]] = []
     lock = threading.Lock()

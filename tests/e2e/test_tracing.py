@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from tests.e2e.conftest import POLICY
 from tests.e2e.test_mail_flow import message, send
 from tests.support.sink import SmtpSink
 
@@ -15,8 +16,10 @@ TRACE_ID = re.compile(r'"trace_id": "0x([0-9a-f]{32})"')
 SPAN_NAME = re.compile(r'"name": "([^"]+)"')
 
 
-def test_one_trace_id_from_ingress_to_egress(gateway_factory, sink: SmtpSink) -> None:
-    gateway = gateway_factory(env={"OTEL_TRACES_EXPORTER": "console"})
+@pytest.mark.parametrize("hop", [True, False], ids=["routing-stage", "routing-at-ingress"])
+def test_one_trace_id_from_ingress_to_egress(gateway_factory, sink: SmtpSink, hop: bool) -> None:
+    policy = POLICY + "pipeline:\n  route_at_ingress: false\n" if hop else POLICY
+    gateway = gateway_factory(policy, env={"OTEL_TRACES_EXPORTER": "console"})
     code, reply = send(gateway.smtp_port, "s@sender.org", ["alice@example.com"], message(1))
     assert code == 250, reply
     sink.wait_for(1)
@@ -25,8 +28,8 @@ def test_one_trace_id_from_ingress_to_egress(gateway_factory, sink: SmtpSink) ->
     traces = set(TRACE_ID.findall(ingress))
     assert len(traces) == 1, traces
     (trace_id,) = traces
-    for service in ("routing", "egress"):
-        log = gateway.log_path(service).read_text()
-        assert trace_id in TRACE_ID.findall(log), service
+    assert trace_id in TRACE_ID.findall(gateway.log_path("egress").read_text())
+    # Routed at ingress, the message never reaches the routing process.
+    assert (trace_id in TRACE_ID.findall(gateway.log_path("routing").read_text())) is hop
     spans = {name for text in (ingress, gateway.log_path("egress").read_text()) for name in SPAN_NAME.findall(text)}
     assert any("egress" in name for name in spans), spans

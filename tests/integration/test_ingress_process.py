@@ -24,6 +24,8 @@ organization:
   hostname: gw.example.net
 accepted_domains:
   - {domain: example.com}
+pipeline:
+  route_at_ingress: false  # the workers' output is read from mailmoat.routing
 """
 
 MESSAGE = (

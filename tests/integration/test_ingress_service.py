@@ -42,6 +42,8 @@ limits:
   max_header_size: 2048
   max_received_headers: 5
   max_sessions: 50
+pipeline:
+  route_at_ingress: false  # these tests read what ingress hands to the next stage
 """
 
 

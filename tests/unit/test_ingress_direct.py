@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from mailmoat_common.policy import Pipeline, Policy
+from mailmoat_common.policy import Pipeline, Policy, load_policy
 from mailmoat_ingress.direct import routes_at_ingress
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "policy.example.yaml"
 
 
 @pytest.mark.parametrize(("route_at_ingress", "filters", "expected"), [
@@ -27,5 +30,9 @@ def test_not_when_the_policy_has_mail_flow_rules() -> None:
     assert not routes_at_ingress(SimpleNamespace(pipeline=pipeline, rules=[object()]))  # type: ignore[arg-type]
 
 
-def test_off_by_default() -> None:
-    assert not routes_at_ingress(Policy())
+def test_on_by_default_for_a_plain_relay() -> None:
+    assert routes_at_ingress(Policy())
+    example = load_policy(EXAMPLE)
+    assert not example.pipeline.filters and routes_at_ingress(example)
+    assert not routes_at_ingress(Policy(pipeline=Pipeline(filters=["antispam"])))
+    assert not routes_at_ingress(Policy(pipeline=Pipeline(route_at_ingress=False)))
