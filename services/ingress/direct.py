@@ -1,9 +1,9 @@
 """When ingress may run the routing step itself instead of handing the message to the routing stage.
 
 Only when nothing stands between ingress and routing (no filter stages) and routing has no mail-flow
-rules to run, and only when the policy asks for it (``pipeline.route_at_ingress``). The routing step
-is then the routing service's own handler, run in the ingress process: the same decisions, the same
-trace events, one broker hop less.
+rules to run, unless the policy turns it off (``pipeline.route_at_ingress: false``; on by default,
+docs/decisions/005-routing-at-ingress.md). The routing step is then the routing service's own
+handler, run in the ingress process: the same decisions, the same trace events, one broker hop less.
 """
 
 from __future__ import annotations
