@@ -13,7 +13,8 @@ import pytest
 from mailmoat_common.bus import Bus, decode
 from mailmoat_common.models import Envelope
 from mailmoat_common.settings import Settings
-from mailmoat_ingress.service import IngressServer
+from mailmoat_ingress.service import ROUTE_STEP_TIMEOUT, IngressServer
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -146,3 +147,26 @@ async def test_a_failing_routing_step_falls_back_to_the_routing_stage(settings_f
         [(envelope, _, _)] = await take_all(probe, "routing", 1)
         assert envelope.route is None and envelope.rcpt_to == ["b@example.com"]
         assert await take_all(probe, "egress", 1, timeout=0.5) == []
+
+
+async def test_a_hanging_trace_store_sends_mail_to_the_routing_stage_without_making_clients_wait(
+    settings_for, probe: Bus, redis_url: str
+) -> None:
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    with TcpProxy(port) as proxy:
+        proxy.delay(30)  # Redis accepts the connection and never answers in time
+        settings = settings_for(POLICY)
+        settings.redis_url = redis_url.replace(f":{port}/", f":{proxy.port}/")
+        async with running(settings) as server:
+            waits = []
+            for _ in range(3):
+                started = time.monotonic()
+                await _send(server, ["b@example.com"])
+                waits.append(time.monotonic() - started)
+            copies = await take_all(probe, "routing", 3)
+            assert len(copies) == 3 and all(envelope.route is None for envelope, _, _ in copies)
+            assert await take_all(probe, "egress", 1, timeout=0.5) == []
+            # The first message waited for the routing step's budget, the next ones not at all.
+            assert ROUTE_STEP_TIMEOUT <= waits[0] < ROUTE_STEP_TIMEOUT + 2.0, waits
+            assert max(waits[1:]) < ROUTE_STEP_TIMEOUT, waits
+            proxy.cut()
