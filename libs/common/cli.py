@@ -114,9 +114,12 @@ def policy_check(path: str) -> int:
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         return 1
+    from mailmoat_ingress.direct import routes_at_ingress
+
+    where = ", routed at ingress (no filter stage, no rule)" if routes_at_ingress(policy) else ""
     print(
         f"{path}: ok ({len(policy.accepted_domains)} accepted domains, {len(policy.routes)} routes, "
-        f"itinerary {' -> '.join(policy.pipeline.itinerary())})"
+        f"itinerary {' -> '.join(policy.pipeline.itinerary())}{where})"
     )
     return 0
 

@@ -58,7 +58,12 @@ def test_policy_check_command(tmp_path) -> None:
     bad.write_text("limits:\n  max_recipients: -3\n")
     ok = subprocess.run([sys.executable, "-m", "mailmoat_common.cli", "policy", "check", str(good)],
                         capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and "routing -> egress" in ok.stdout
+    assert ok.returncode == 0 and "routing -> egress, routed at ingress" in ok.stdout
+    hop = tmp_path / "hop.yaml"
+    hop.write_text("accepted_domains:\n  - domain: example.com\npipeline:\n  filters: [antispam]\n")
+    ok = subprocess.run([sys.executable, "-m", "mailmoat_common.cli", "policy", "check", str(hop)],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.rstrip().endswith("antispam -> routing -> egress)"), ok.stdout
     refused = subprocess.run([sys.executable, "-m", "mailmoat_common.cli", "policy", "check", str(bad)],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1
