@@ -42,6 +42,9 @@ from pathlib import Path
 
 import yaml
 
+from mailmoat_common.policy import load_policy
+from mailmoat_ingress.direct import routes_at_ingress
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "results"
@@ -272,6 +275,10 @@ class Mailmoat:
             policy.update(yaml.safe_load(Path(os.environ["BENCH_POLICY_EXTRA"]).read_text()) or {})
         self.policy_path = workdir / "policy.yaml"
         self.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
+        # The pipeline measured, decided as the gateway decides it from this policy.
+        routed_at_ingress = routes_at_ingress(load_policy(self.policy_path))
+        self.topology = " -> ".join(["ingress (routing at ingress)", "egress"] if routed_at_ingress
+                                    else ["ingress", *filters, "routing", "egress"])
         self.stages = [("ingress", i) for i in range(workers)] + [(f, 0) for f in filters] + [
             ("routing", 0), ("egress", 0)]
         self.ports = {"ingress": free_block(workers)}
@@ -643,6 +650,7 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
             result["memory"] = memory(unit.system)
             if unit.kind == "mailmoat":
                 result["processes"] = sorted(unit.system.pids())
+                result["topology"] = unit.system.topology
         if "mailmoat" in rounds and "postfix" in rounds:
             pairs = list(zip(rounds["mailmoat"], rounds["postfix"], strict=False))
             results["mailmoat"]["paired_ratios"] = {
@@ -673,19 +681,12 @@ def routing_hop() -> bool:
     return os.environ.get("BENCH_ROUTING_HOP", "") not in ("", "0")
 
 
-def topology() -> str:
-    """The mailmoat pipeline the run measures, as the report's first line names it."""
-    filters = [f for f in os.environ.get("BENCH_FILTERS", "").split(",") if f]
-    if filters or routing_hop():
-        return "mailmoat: " + " -> ".join(["ingress", *filters, "routing", "egress"])
-    return "mailmoat: ingress (routing at ingress) -> egress"
-
-
 def report(results: dict) -> str:
+    systems = results["systems"]
+    topology = f", mailmoat: {systems['mailmoat']['topology']}" if "mailmoat" in systems else ""
     lines = [f"mailmoat bench  {results['date']}  {results['cpus']} CPUs  N={results['messages']} "
              f"x {results['size']} B, {results['sessions']} sessions, ingress workers {results['ingress_workers']}"
-             + f", {topology()}"]
-    systems = results["systems"]
+             + topology]
     for name, res in systems.items():
         rate = res["rate"]
         lines += ["", f"== {name}" + (" (under py-spy; figures perturbed)" if results.get("profile") else "")]

@@ -108,12 +108,12 @@ class IngressServer:
 
     async def _publish(self, item: Publish) -> None:
         timeout = self.settings.publish_timeout
-        routed = await self._routed_here(item, timeout)
+        routed = await self._routed_here(item)
         await asyncio.wait_for(self.runtime.bus.publish_many(routed or [item], timeout=timeout), timeout)
         if routed:
             count_verdict("routing", item.envelope, routed)  # as the routing stage counts it
 
-    async def _routed_here(self, item: Publish, timeout: float) -> list[Publish] | None:
+    async def _routed_here(self, item: Publish) -> list[Publish] | None:
         """The routing step's outputs for a message bound for routing, when ingress routes it itself
         (``direct.routes_at_ingress``); None to publish the message to routing as usual.
 
@@ -128,8 +128,7 @@ class IngressServer:
         if self._route is None:
             self._route = routing_handler(self.runtime)
         try:
-            outputs = await asyncio.wait_for(self._route(item.envelope, item.data),
-                                             min(timeout, ROUTE_STEP_TIMEOUT))
+            outputs = await asyncio.wait_for(self._route(item.envelope, item.data), ROUTE_STEP_TIMEOUT)
         except Exception as exc:  # a store routing needs is down, say: let the routing stage handle it
             self._route_paused_until = time.monotonic() + ROUTE_STEP_PAUSE
             log.warning("routing %s at ingress failed (%s: %s); handing messages to the routing stage "

@@ -35,6 +35,12 @@ delivery:
   expire_after: 600
 """
 
+ROUTING_HOP = """
+pipeline:
+  route_at_ingress: false
+"""
+"""Added to ``POLICY``: every message through the routing stage, even without filter stages."""
+
 
 @pytest.fixture
 def amqp_url() -> Iterator[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.e2e.conftest import POLICY
+from tests.e2e.conftest import POLICY, ROUTING_HOP
 from tests.support.gateway import Gateway
 from tests.support.infra import RABBITMQ_PORT, REDIS_TEST_URL
 from tests.support.sink import SmtpSink
@@ -226,7 +226,7 @@ def test_plain_relay_is_routed_at_ingress_until_a_rule_needs_the_routing_stage(g
 
 def test_no_loss_when_routing_and_egress_are_killed(gateway_factory, sink: SmtpSink) -> None:
     # Every message through the routing stage, so that the drill kills a routing process carrying traffic.
-    gateway = gateway_factory(POLICY + "pipeline:\n  route_at_ingress: false\n", ingress_workers=2)
+    gateway = gateway_factory(POLICY + ROUTING_HOP, ingress_workers=2)
     total = 150
     replies: list[tuple[int, str]] = []
     lock = threading.Lock()

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import POLICY
+from tests.e2e.conftest import POLICY, ROUTING_HOP
 from tests.e2e.test_mail_flow import message, send
 from tests.support.sink import SmtpSink
 
@@ -19,12 +19,6 @@ def sample(text: str, name: str, labels: str = "") -> float:
     pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" ([0-9.e+-]+)$"
     match = re.search(pattern, text, re.M)
     return float(match.group(1)) if match else 0.0
-
-
-ROUTING_HOP = """
-pipeline:
-  route_at_ingress: false
-"""
 
 
 @pytest.mark.parametrize("hop", [True, False], ids=["routing-stage", "routing-at-ingress"])

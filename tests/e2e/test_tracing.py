@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.e2e.conftest import POLICY
+from tests.e2e.conftest import POLICY, ROUTING_HOP
 from tests.e2e.test_mail_flow import message, send
 from tests.support.sink import SmtpSink
 
@@ -18,8 +18,7 @@ SPAN_NAME = re.compile(r'"name": "([^"]+)"')
 
 @pytest.mark.parametrize("hop", [True, False], ids=["routing-stage", "routing-at-ingress"])
 def test_one_trace_id_from_ingress_to_egress(gateway_factory, sink: SmtpSink, hop: bool) -> None:
-    policy = POLICY + "pipeline:\n  route_at_ingress: false\n" if hop else POLICY
-    gateway = gateway_factory(policy, env={"OTEL_TRACES_EXPORTER": "console"})
+    gateway = gateway_factory(POLICY + ROUTING_HOP if hop else POLICY, env={"OTEL_TRACES_EXPORTER": "console"})
     code, reply = send(gateway.smtp_port, "s@sender.org", ["alice@example.com"], message(1))
     assert code == 250, reply
     sink.wait_for(1)
