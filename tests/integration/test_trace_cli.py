@@ -15,11 +15,11 @@ from mailmoat_common.trace import TraceStore
 pytestmark = pytest.mark.integration
 
 
-def _trace(redis_url: str, needle: str) -> subprocess.CompletedProcess[str]:
+def _trace(redis_url: str, needle: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MAILMOAT_REDIS_URL": redis_url}
     return subprocess.run(
         [sys.executable, "-m", "mailmoat_common.cli", "trace", needle],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60,
     )
 
 
@@ -49,6 +49,15 @@ async def test_trace_lookup_by_every_key(redis_url: str) -> None:
     missing = _trace(redis_url, "nobody@nowhere.example")
     assert missing.returncode == 1
     assert "no message found" in missing.stdout
+
+    # Output into a pipe whose reader is gone (`mailmoat trace … | head`): no traceback.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        closed = _trace(redis_url, "01QUEUEID", stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert closed.returncode == 1 and closed.stderr == "", closed.stderr
 
 
 def test_policy_check_command(tmp_path) -> None:
