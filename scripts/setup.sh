@@ -78,6 +78,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || [ ! -x .venv/bin/mail
   echo "$sum" >"$stamp"
 fi
 
+# --- the corpus for `make accuracy` (before the package steps, which end early when nothing is missing)
+
+if [ "$want_accuracy" = 1 ]; then
+  bash scripts/fetch-spam-corpus.sh
+fi
+
 [ "$want_services" = 1 ] || exit 0
 
 # --- Debian packages --------------------------------------------------------------------------------
@@ -184,7 +190,4 @@ if [ "$want_test" = 1 ]; then
     have "$tool" || die "$tool is still missing after apt-get install"
   done
   [ -d /usr/share/clamav-testfiles ] || die "clamav-testfiles is still missing after apt-get install"
-fi
-if [ "$want_accuracy" = 1 ]; then
-  bash scripts/fetch-spam-corpus.sh
 fi
