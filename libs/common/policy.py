@@ -29,6 +29,10 @@ from mailmoat_common.models import TlsMode
 
 log = logging.getLogger(__name__)
 
+MAX_LINE_OCTETS = 998
+"""Longest line of a message, in octets without CRLF (RFC 5322 2.1.1; RFC 5321 4.5.3.1.6: 1000 with
+the CRLF, not counting a dot doubled for transparency)."""
+
 FILTER_STAGES = ("connection_filter", "antivirus", "antispam")
 """Stages that may stand between ingress and routing, in the order the itinerary lists them."""
 
@@ -80,12 +84,22 @@ class Limits(_Strict):
     max_message_size: int = Field(36_700_160, ge=1024)
     max_recipients: int = Field(500, ge=1)
     max_header_size: int = Field(262_144, ge=1024)
-    max_line_length: int = Field(4_096, ge=1000)
-    """Longest content line accepted, in octets without CRLF (RFC 5321 asks senders for 998)."""
+    max_line_length: int = Field(MAX_LINE_OCTETS, ge=78)
+    """Longest content line accepted, in octets without CRLF; at most 998 (RFC 5322 2.1.1, RFC 5321
+    4.5.3.1.6): what ingress accepts, every next hop must take (docs/decisions/006-line-length.md)."""
     max_commands: int = Field(1_000, ge=10)
     max_received_headers: int = Field(20, ge=1)
     max_sessions: int = Field(200, ge=1)
     """Concurrent SMTP sessions per ingress process; the next one gets 421."""
+
+    @field_validator("max_line_length")
+    @classmethod
+    def _deliverable_lines(cls, value: int) -> int:
+        if value > MAX_LINE_OCTETS:
+            raise ValueError(
+                f"at most {MAX_LINE_OCTETS} octets (RFC 5322 2.1.1): next hops refuse longer lines, and a "
+                "message accepted with them would bounce later (docs/decisions/006-line-length.md)")
+        return value
 
 
 class Delivery(_Strict):
@@ -1209,6 +1223,8 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     return parse_policy(text, str(path))
 
 

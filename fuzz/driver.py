@@ -1,0 +1,36 @@
+"""Run one fuzz target under atheris (libFuzzer): ``python -m fuzz.driver NAME [libFuzzer flags]``.
+
+The target module ``fuzz.targets.NAME`` is imported with coverage instrumentation of the project's
+packages, its ``seeds()`` are written to a scratch corpus, and libFuzzer takes it from there.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tempfile
+from pathlib import Path
+
+import atheris
+
+PACKAGES = [
+    "mailmoat_common", "mailmoat_ingress", "mailmoat_routing", "mailmoat_egress", "mailmoat_devmailbox",
+    "mailmoat_connection_filter", "mailmoat_antivirus", "mailmoat_antispam", "fuzz.targets",
+]
+
+
+def main(argv: list[str]) -> None:
+    name, flags = argv[1], argv[2:]
+    with atheris.instrument_imports(include=PACKAGES):
+        target = importlib.import_module(f"fuzz.targets.{name}")
+    seeds_dir = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-seeds-"))
+    for index, seed in enumerate(target.seeds()):
+        (seeds_dir / f"seed-{index:04d}").write_bytes(seed)
+    corpus = [flag for flag in flags if not flag.startswith("-")]
+    options = [flag for flag in flags if flag.startswith("-")]
+    atheris.Setup([argv[0], *options, *corpus, str(seeds_dir)], target.test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
