@@ -2,7 +2,10 @@
 
 ``make run`` starts it; the example policy routes ``example.com`` to it, so mail sent through the
 gateway can be read under ``var/maildir/<recipient>/new/``. It accepts any recipient, keeps the
-received bytes exactly, and offers STARTTLS when the gateway's certificate is configured.
+received bytes exactly, and offers STARTTLS when the gateway's certificate is configured. Like many
+servers it refuses a line longer than RFC 5321 allows (``500 Line too long``): the next hop the
+gateway must not send such lines to, which is why ingress refuses them during SMTP
+(docs/decisions/006-line-length.md).
 
 Environment: ``MAILMOAT_DEVMAILBOX_HOST`` (127.0.0.1), ``MAILMOAT_DEVMAILBOX_PORT`` (2526),
 ``MAILMOAT_DEVMAILBOX_DIR`` (``var/maildir`` under the repository).
@@ -20,6 +23,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mailmoat_common.policy import MAX_LINE_OCTETS
 from mailmoat_common.runtime import Runtime
 from mailmoat_common.settings import REPO_ROOT, Settings
 from mailmoat_devmailbox.maildir import deliver
@@ -45,6 +49,21 @@ class MailboxConfig:
         )
 
 
+LINE_TOO_LONG = f"500 5.5.2 Line too long: over {MAX_LINE_OCTETS} octets (RFC 5321 4.5.3.1.6)"
+
+
+class MailboxSMTP(SMTP):
+    """aiosmtpd's server reading lines of up to 998 octets, one dot doubled for transparency and CRLF
+    (RFC 5321 4.5.3.1.6); a longer line ends the DATA with ``500`` (aiosmtpd's own reply)."""
+
+    line_length_limit = MAX_LINE_OCTETS + 3
+
+
+def longest_line(data: bytes) -> int:
+    """Octets of the longest line of ``data``, without its CRLF."""
+    return max(map(len, data.split(b"\r\n")), default=0)
+
+
 class MaildirHandler:
     """aiosmtpd handler writing each accepted message to every recipient's Maildir."""
 
@@ -54,6 +73,8 @@ class MaildirHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data = envelope.original_content or b""
+        if longest_line(data) > MAX_LINE_OCTETS:  # 999 octets pass aiosmtpd's reader when no dot was doubled
+            return LINE_TOO_LONG
         sender = envelope.mail_from or ""
         if sender == "<>":
             sender = ""
@@ -82,7 +103,7 @@ async def serve(host: str, port: int, root: Path, context: ssl.SSLContext | None
     handler = MaildirHandler(root)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: SMTP(handler, hostname="devmailbox.localdomain", ident="mailmoat devmailbox",
+        lambda: MailboxSMTP(handler, hostname="devmailbox.localdomain", ident="mailmoat devmailbox",
                      decode_data=False, enable_SMTPUTF8=True, data_size_limit=MAX_MESSAGE_SIZE,
                      tls_context=context),
         host, port,

@@ -128,3 +128,30 @@ def test_config_from_environment() -> None:
     assert (config.host, config.port, config.root) == ("127.0.0.1", 3000, Path("/tmp/x"))
     default = MailboxConfig.from_env({})
     assert default.port == 2526 and default.root.parts[-2:] == ("var", "maildir")
+
+
+@pytest.mark.parametrize(("line", "accepted"), [
+    (b"x" * 998, True),
+    (b"." + b"x" * 997, True),  # 999 octets on the wire: the doubled dot does not count (RFC 5321 4.5.3.1.6)
+    (b"x" * 999, False),  # what aiosmtpd's reader alone would let through
+    (b"." + b"x" * 998, False),
+    (b"x" * 5000, False),
+])
+async def test_lines_over_998_octets_are_refused(mailbox: tuple[int, Path], line: bytes, accepted: bool) -> None:
+    """The mailbox holds lines to RFC 5322 2.1.1 as many servers do, so the gateway's own limit is tested
+    against a next hop that means it."""
+    port, root = mailbox
+    data = b"Subject: long\r\n\r\nbefore\r\n" + line + b"\r\nafter\r\n"
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.sendmail("s@example.org", ["long@example.com"], data)
+
+    if accepted:
+        await asyncio.to_thread(send)
+        assert messages(root, "long@example.com")[0].endswith(data)
+    else:
+        with pytest.raises(smtplib.SMTPDataError) as failure:
+            await asyncio.to_thread(send)
+        assert failure.value.smtp_code == 500
+        assert messages(root, "long@example.com") == []

@@ -80,7 +80,7 @@ def test_mail_size_limit() -> None:
     assert check_mail_size(10_001, limits) == "552 5.3.4 Message size exceeds fixed maximum message size"
 
 
-LIMITS = Limits(max_message_size=20_000, max_header_size=1024, max_line_length=1000, max_received_headers=3)
+LIMITS = Limits(max_message_size=20_000, max_header_size=1024, max_line_length=998, max_received_headers=3)
 GOOD = b"From: a@x.org\r\nSubject: hi\r\n\r\nbody\r\n"
 
 
@@ -129,10 +129,20 @@ def test_header_block_size() -> None:
 
 def test_line_length() -> None:
     assert longest_line(b"ab\r\ncdef\r\n") == 4
-    exact = b"Subject: a\r\n\r\n" + b"z" * 1000 + b"\r\n"
+    exact = b"Subject: a\r\n\r\n" + b"z" * 998 + b"\r\n"
     assert check_content(exact, LIMITS) is None
-    over = b"Subject: a\r\n\r\n" + b"z" * 1001 + b"\r\n"
+    over = b"Subject: a\r\n\r\n" + b"z" * 999 + b"\r\n"
     assert check_content(over, LIMITS) == "554 5.6.0 Message line too long"
+    header = b"X-Long: " + b"h" * 991 + b"\r\n\r\nbody\r\n"  # a header line counts as any other
+    assert check_content(header, LIMITS) == "554 5.6.0 Message line too long"
+
+
+def test_default_line_limit_is_what_every_next_hop_takes() -> None:
+    """The default refuses what RFC 5322 2.1.1 forbids, so nothing accepted bounces later for it."""
+    limits = Policy().limits
+    assert limits.max_line_length == 998
+    assert check_content(b"Subject: a\r\n\r\n" + b"z" * 998 + b"\r\n", limits) is None
+    assert check_content(b"Subject: a\r\n\r\n" + b"z" * 999 + b"\r\n", limits) == "554 5.6.0 Message line too long"
 
 
 def test_received_hop_count() -> None:

@@ -54,6 +54,8 @@ def test_good_policy_lookups() -> None:
         ("limits:\n  max_recipient: 10\n", "limits.max_recipient"),
         ("pipeline:\n  filters: [antivirus, nosuchstage]\n", "unknown filter stage 'nosuchstage'"),
         ("directory: [nobody]\n", "not an address"),
+        ("limits:\n  max_line_length: 4096\n", "limits.max_line_length: Value error, at most 998 octets"),
+        ("limits:\n  max_line_length: 999\n", "006-line-length.md"),
         ("- just\n- a list\n", "top level must be a mapping"),
         ("a: [unclosed\n", "not valid YAML"),
     ],
