@@ -73,8 +73,18 @@ class DmarcResult:
     reason: str = ""
 
 
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s,!]+(?:![0-9]+[kmgt]?)?$", re.I)
+
+
+def valid_rua(value: str) -> bool:
+    """``rua`` names at least one syntactically valid URI (6.4: a comma-separated list, ``!size`` allowed)."""
+    return any(_URI.match(part.strip()) for part in value.split(","))
+
+
 def parse_record(domain: str, text: str) -> DmarcRecord:
-    """A DMARC record's tags; ValueError when it is not usable (6.3)."""
+    """A DMARC record's tags; ValueError when it is not usable (6.3). A missing or invalid ``p`` (or an
+    invalid ``sp``) with a valid ``rua`` counts as ``p=none`` (6.6.3); an invalid ``sp`` without one
+    falls back to ``p``."""
     tags: dict[str, str] = {}
     for part in text.split(";"):
         if not part.strip():
@@ -86,11 +96,14 @@ def parse_record(domain: str, text: str) -> DmarcRecord:
     if tags.get("v") != "DMARC1" or next(iter(tags)) != "v":
         raise ValueError("v=DMARC1 must come first")
     p = tags.get("p", "").lower()
-    if p not in _POLICIES:
-        raise ValueError(f"p={tags.get('p', '')!r} is not none, quarantine or reject")
     sp = tags.get("sp", p).lower()
-    if sp not in _POLICIES:
-        sp = p
+    if p not in _POLICIES or sp not in _POLICIES:
+        if valid_rua(tags.get("rua", "")):  # 6.6.3 step 6: act as if p=none was published
+            p = sp = "none"
+        elif p not in _POLICIES:
+            raise ValueError(f"p={tags.get('p', '')!r} is not none, quarantine or reject (and no valid rua)")
+        else:
+            sp = p
     adkim = tags.get("adkim", "r").lower()
     aspf = tags.get("aspf", "r").lower()
     pct_text = tags.get("pct", "100")
@@ -170,4 +183,4 @@ def evaluate(author: str, discovery: Discovery, spf: SpfResult, dkim: list[DkimR
 
 
 __all__ = ["Discovery", "DmarcRecord", "DmarcResult", "aligned", "discover", "evaluate", "organizational_domain",
-           "parse_record"]
+           "parse_record", "valid_rua"]
