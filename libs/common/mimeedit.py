@@ -10,10 +10,11 @@ Lines end in CRLF (ingress refuses anything else).
 from __future__ import annotations
 
 import base64
-import email
-import email.policy
+import email.message
 import re
 from dataclasses import dataclass, field
+
+from mailmoat_common import mimeparts
 
 CRLF = b"\r\n"
 MAX_LINE = 998
@@ -78,39 +79,36 @@ def header_fields(raw: bytes, start: int, stop: int) -> list[tuple[bytes, int, i
 
 
 def _parse_head(head: bytes) -> email.message.Message:
-    return email.message_from_bytes(head + CRLF, policy=email.policy.compat32)
+    return mimeparts.parse(head + CRLF)
 
 
 # --- the MIME tree ------------------------------------------------------------------------------
 
 
-def parts(raw: bytes, max_parts: int = MAX_PARTS) -> Span:
-    """The MIME tree of a message, with byte spans."""
+def parts(raw: bytes, max_parts: int = MAX_PARTS, max_depth: int = mimeparts.MAX_DEPTH) -> Span:
+    """The MIME tree of a message, with byte spans (never raises for what the message holds; parts
+    nested deeper than ``max_depth`` are left inside their container)."""
     count = [0]
-    return _entity(raw, "1", 0, len(raw), count, max_parts)
+    return _entity(raw, "1", 0, len(raw), count, max_parts, max_depth)
 
 
-def _entity(raw: bytes, path: str, start: int, end: int, count: list[int], max_parts: int) -> Span:
+def _entity(raw: bytes, path: str, start: int, end: int, count: list[int], max_parts: int, depth: int) -> Span:
     body = body_offset(raw, start, end)
     head = _parse_head(raw[start:body])
-    ctype = head.get_content_type()
-    try:
-        filename = head.get_filename()
-    except (TypeError, ValueError, LookupError):
-        filename = None
-    disposition = (head.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
-    span = Span(path, start, body, end, ctype, filename or None, bool(filename) or disposition == "attachment")
+    ctype = mimeparts.content_type(head)
+    filename = mimeparts.filename(head)
+    span = Span(path, start, body, end, ctype, filename, bool(filename) or mimeparts.disposition(head) == "attachment")
     count[0] += 1
-    if count[0] >= max_parts:
+    if count[0] >= max_parts or depth <= 0:
         return span
-    cte = (head.get("Content-Transfer-Encoding") or "7bit").strip().lower()
-    if head.get_content_maintype() == "multipart":
-        boundary = head.get_param("boundary")
-        if isinstance(boundary, str) and boundary:
-            for index, (first, last) in enumerate(_children(raw, body, end, boundary.encode("latin-1")), 1):
-                span.children.append(_entity(raw, f"{path}.{index}", first, last, count, max_parts))
+    cte = (mimeparts.header(head, "Content-Transfer-Encoding") or "7bit").strip().lower()
+    if ctype.startswith("multipart/"):
+        boundary = mimeparts.boundary_bytes(head)
+        if boundary:
+            for index, (first, last) in enumerate(_children(raw, body, end, boundary), 1):
+                span.children.append(_entity(raw, f"{path}.{index}", first, last, count, max_parts, depth - 1))
     elif ctype == "message/rfc822" and cte in ("7bit", "8bit", "binary") and body < end:
-        span.children.append(_entity(raw, f"{path}.1", body, end, count, max_parts))
+        span.children.append(_entity(raw, f"{path}.1", body, end, count, max_parts, depth - 1))
     return span
 
 

@@ -1,35 +1,224 @@
-"""Reading parsed MIME parts safely (pure): decoded payload bytes and attachment file names.
+"""Reading MIME messages safely (pure): parsing, header values, decoded payloads, file names, text.
 
-Malformed mail is normal input for a mail gateway: these never raise for what a message contains.
+Malformed mail is normal input for a mail gateway: nothing here raises for what a message contains.
+Raw 8-bit bytes in header fields (``filename="Fr\\xf6sche.txt"`` from older clients) are kept as the
+bytes they are while parsing, so boundaries and parameters match the body byte for byte, and are
+turned into text (UTF-8 when they are UTF-8, else Latin-1) only where a value leaves the parser
+(``text``): no ``email.header.Header`` object and no lone surrogate ever reaches the caller. RFC 2231
+parameters (continuations, charsets, unknown charsets) are decoded; unknown or broken body charsets
+fall back to Latin-1.
+
+``parse`` is the one way to parse: ``email`` with a compat32 policy whose header values are plain
+strings. ``MAX_DEPTH`` bounds how deep callers descend into nested multiparts and attached messages.
 """
 
 from __future__ import annotations
 
-import binascii
+import codecs
+import email
+import email.errors
+import email.utils
+from email._policybase import Compat32
 from email.message import Message
+
+MAX_DEPTH = 128
+"""How deep the walks descend into nested multiparts / attached messages (deeper parts are not walked)."""
+
+
+class _RawHeaders(Compat32):
+    """compat32, except that header values with raw 8-bit bytes stay ``str`` (surrogate-escaped)."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
+        return value if isinstance(value, str) else str(value)
+
+
+POLICY = _RawHeaders()
+
+_NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "escape-codec"})
+"""Codecs Python has that are no MIME charsets (slow or surrogate-producing on hostile input)."""
+
+
+class NestedTooDeep(email.errors.MessageDefect):
+    """The parser gave up on the nesting: the body is kept whole, as one opaque leaf."""
+
+
+def parse(raw: bytes) -> Message:
+    """The message (or entity) parsed leniently; header values are ``str`` whatever bytes they hold.
+
+    Nesting too deep for the parser (``RecursionError``, near a thousand levels) leaves the body
+    unparsed, as the single payload of the top entity, with a ``NestedTooDeep`` defect."""
+    try:
+        return email.message_from_bytes(raw, policy=POLICY)
+    except RecursionError:
+        pass
+    end = raw.find(b"\r\n\r\n")
+    end = raw.find(b"\n\n") if end == -1 else end
+    head, body = (raw, b"") if end == -1 else (raw[:end], raw[end:].lstrip(b"\r\n"))
+    message = email.message_from_bytes(head + b"\r\n\r\n", policy=POLICY)
+    message.set_payload(body.decode("ascii", "surrogateescape"))
+    message.defects.append(NestedTooDeep())
+    return message
+
+
+def too_deep(part: Message) -> bool:
+    """The parser could not take this entity apart (see ``parse``)."""
+    return any(isinstance(d, NestedTooDeep) for d in getattr(part, "defects", ()))
+
+
+def _unescape(value: str) -> str:
+    """Surrogate-escaped raw bytes as text: UTF-8 when they are UTF-8, else Latin-1."""
+    if not any("\udc80" <= c <= "\udcff" for c in value):
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return "".join(chr(ord(c) - 0xDC00) if "\udc80" <= c <= "\udcff" else c for c in value)
+
+
+def text(value: object) -> str:
+    """A header value (or parameter) as clean text: raw 8-bit bytes decoded, no surrogates, no NUL or
+    other control characters (each becomes U+FFFD, tab kept), safe to put in JSON and PostgreSQL."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):  # an RFC 2231 triple that could not be collapsed
+        value = value[2] if len(value) == 3 else ""
+    value = _unescape(value if isinstance(value, str) else str(value))
+    return "".join(
+        "\ufffd" if ("\ud800" <= c <= "\udfff") or (ord(c) < 32 and c != "\t") or c == "\x7f" else c
+        for c in value
+    )
+
+
+def header(part: Message, name: str) -> str | None:
+    """The first ``name`` field of ``part`` as clean text (folding kept as is); None when absent."""
+    try:
+        value = part.get(name)
+    except Exception:  # never for message content
+        return None
+    return None if value is None else text(value)
+
+
+def disposition(part: Message) -> str:
+    """``attachment``, ``inline``, ... (lower case) from Content-Disposition; ``""`` when absent."""
+    try:
+        value = part.get_content_disposition()
+    except Exception:
+        value = None
+    return text(value).strip().lower() if value else ""
+
+
+def content_type(part: Message) -> str:
+    """``maintype/subtype`` in lower case (``text/plain`` when missing or invalid, as RFC 2045 says)."""
+    try:
+        value = part.get_content_type()
+    except Exception:
+        return "text/plain"
+    value = text(value)
+    return value if value.isascii() else "application/octet-stream"
+
+
+def param(part: Message, name: str, header_name: str = "content-type") -> str | None:
+    """A parameter of a header field, RFC 2231 continuations and charsets decoded; None when absent."""
+    try:
+        value = part.get_param(name, header=header_name)
+        if value is None:
+            return None
+    except Exception:  # a parameter the library cannot read is no parameter
+        return None
+    if isinstance(value, tuple):  # RFC 2231: (charset, language, value with %-escapes undone)
+        chosen, raw = (value[0], value[2]) if len(value) == 3 else (None, "")
+        return text(decode(_latin1_bytes(str(raw)), chosen if isinstance(chosen, str) else None))
+    return text(value)
+
+
+def _latin1_bytes(value: str) -> bytes:
+    """The bytes behind a string of Latin-1 characters and surrogate-escaped raw bytes."""
+    out = bytearray()
+    for c in value:
+        code = ord(c)
+        if code < 256:
+            out.append(code)
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(code - 0xDC00)
+        else:
+            out += c.encode("utf-8", "replace")
+    return bytes(out)
+
+
+def boundary_bytes(part: Message) -> bytes | None:
+    """The multipart boundary as the bytes that appear in the body (raw 8-bit kept); None when absent."""
+    try:
+        value = part.get_boundary()
+    except Exception:
+        return None
+    if not isinstance(value, str) or not value:
+        return None
+    return value.encode("utf-8", "surrogateescape")
+
+
+def charset(part: Message) -> str | None:
+    """The ``charset`` parameter, lower case ASCII; None when absent or not a plain name."""
+    try:
+        value = part.get_content_charset()
+    except Exception:
+        return None
+    return value if isinstance(value, str) and value.isascii() and value.isprintable() else None
 
 
 def payload(part: Message) -> bytes:
     """The part's body decoded from its transfer encoding; the raw body when it cannot be decoded."""
     try:
         data = part.get_payload(decode=True)
-    except (TypeError, ValueError, LookupError, binascii.Error):
+    except Exception:  # binascii, charset and codec errors of every kind
         data = None
     if isinstance(data, bytes):
         return data
-    raw = part.get_payload()
+    try:
+        raw = part.get_payload()
+    except Exception:
+        return b""
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
 
 
-def filename(part: Message) -> str | None:
-    """The part's file name (Content-Disposition or Content-Type ``name``), stripped; None when absent."""
+def decode(data: bytes, charset_name: str | None) -> str:
+    """Bytes as text in ``charset_name``; without one, or when it is unknown or fails, UTF-8 when the
+    bytes are UTF-8, else Latin-1 (which never fails)."""
+    if charset_name:
+        try:
+            codec = codecs.lookup(charset_name.strip())
+            if codec.name not in _NOT_CHARSETS:
+                return _no_surrogates(str(data, codec.name, "replace"))
+        except Exception:  # LookupError, and codecs that fail on their own terms
+            pass
     try:
-        name = part.get_filename()
-    except (TypeError, ValueError, LookupError):
-        return None
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _no_surrogates(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def filename(part: Message) -> str | None:
+    """The part's file name (Content-Disposition or Content-Type ``name``), clean text, stripped;
+    None when absent."""
+    name = param(part, "filename", "content-disposition")
+    if name is None:
+        name = param(part, "name", "content-type")
     if name is None:
         return None
-    return str(name).strip() or None
+    return name.strip() or None
 
 
-__all__ = ["filename", "payload"]
+def attachment(part: Message) -> bool:
+    """Named, or ``Content-Disposition: attachment``."""
+    return filename(part) is not None or disposition(part) == "attachment"
+
+
+__all__ = ["MAX_DEPTH", "POLICY", "attachment", "boundary_bytes", "charset", "content_type", "decode",
+           "disposition", "filename", "header", "param", "parse", "payload", "text", "too_deep"]

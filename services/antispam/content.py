@@ -1,19 +1,20 @@
 """Message content for scoring (pure): header fields, decoded text and HTML parts, URLs.
 
-Parts are decoded from base64 and quoted-printable and from their charset (unknown charsets as
-latin-1); the bytes of the message itself are never changed, this is a read-only view.
+Parts are decoded from base64 and quoted-printable and from their charset (unknown charsets as UTF-8
+when the bytes are UTF-8, else Latin-1); the bytes of the message itself are never changed, this is a
+read-only view. Parsing goes through ``mimeparts`` (raw 8-bit header values, RFC 2231, deep nesting).
 """
 
 from __future__ import annotations
 
-import email
 import email.header
-import email.policy
 import html
 import re
 from dataclasses import dataclass, field
 from email.message import Message
 from urllib.parse import urlsplit
+
+from mailmoat_common import mimeparts
 
 MAX_PART_BYTES = 2_000_000
 """Text of one part beyond this is not looked at (scoring cost stays bounded)."""
@@ -85,19 +86,8 @@ def _decode_header(value: str) -> str:
 
 
 def _payload_text(part: Message) -> str:
-    try:
-        raw = part.get_payload(decode=True)
-    except Exception:
-        raw = None
-    if not isinstance(raw, bytes):
-        payload = part.get_payload()
-        return payload if isinstance(payload, str) else ""
-    raw = raw[:MAX_PART_BYTES]
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        return raw.decode(charset, "replace")
-    except LookupError:
-        return raw.decode("latin-1")
+    """A text part decoded from its transfer encoding and charset (unknown or none: UTF-8, else Latin-1)."""
+    return mimeparts.decode(mimeparts.payload(part)[:MAX_PART_BYTES], mimeparts.charset(part))
 
 
 def html_to_text(markup: str) -> str:
@@ -142,11 +132,7 @@ def parse(data: bytes) -> Content:
     content = Content(headers=headers, header_bytes=header_bytes)
     subject = content.first("subject")
     content.subject = _decode_header(subject) if subject else ""
-    try:
-        message = email.message_from_bytes(data, policy=email.policy.compat32)
-    except Exception as exc:  # pragma: no cover - the parser is lenient
-        content.defects.append(type(exc).__name__)
-        return content
+    message = mimeparts.parse(data)
     texts: list[str] = []
     markups: list[str] = []
     for index, part in enumerate(message.walk()):
@@ -156,9 +142,8 @@ def parse(data: bytes) -> Content:
         if part.is_multipart():
             continue
         content.parts += 1
-        ctype = part.get_content_type()
-        disposition = (part.get("Content-Disposition") or "").lower()
-        if disposition.startswith("attachment") or not ctype.startswith("text/"):
+        ctype = mimeparts.content_type(part)
+        if mimeparts.disposition(part) == "attachment" or not ctype.startswith("text/"):
             content.attachments += 1
             continue
         body = _payload_text(part)

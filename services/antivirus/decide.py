@@ -88,8 +88,16 @@ def analyse(raw: bytes, policy: Antimalware) -> tuple[Findings, list[Item]]:
     if len(raw) <= policy.stream_max_length:
         add("message", raw)
     types = policy.file_types if policy.file_filter else []
-    parts = mime.walk(raw)
+    walked = mime.walk_message(raw)
+    parts = walked.parts
     findings.parts = len(parts)
+    if walked.too_deep is not None:
+        findings.unscannable.append(f"MIME parts nested deeper than {mime.mimeparts.MAX_DEPTH} levels"
+                                    f" (from part {walked.too_deep}) not examined")
+        findings.message_unscannable = True
+    if walked.too_many:
+        findings.unscannable.append(f"more than {mime.MAX_PARTS} MIME parts: the rest not examined")
+        findings.message_unscannable = True
     for part in parts:
         where = _label(part)
         head = part.payload[: filetypes.HEAD]

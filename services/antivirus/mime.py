@@ -16,10 +16,8 @@ came with a transfer encoding (not allowed, but seen) is stripped as that attach
 from __future__ import annotations
 
 import binascii
-import email
-import email.policy
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 
 from mailmoat_common import mimeparts
@@ -48,19 +46,25 @@ class Part:
             self.strip_path = self.path
 
 
-
-
 def uudecode_blocks(text: bytes) -> list[tuple[str, bytes]]:
-    """(filename, bytes) of every ``begin <mode> <name>`` ... ``end`` block in a text body."""
+    """(filename, bytes) of every ``begin <mode> <name>`` ... ``end`` block in a text body (one pass:
+    a block ends at ``end``, at an undecodable line or with the text)."""
     out: list[tuple[str, bytes]] = []
-    for match in _UU_BEGIN.finditer(text):
-        name = match.group(1).decode("latin-1").strip()
+    pos = 0
+    while len(out) < MAX_PARTS:
+        match = _UU_BEGIN.search(text, pos)
+        if match is None:
+            break
+        name = mimeparts.text(mimeparts.decode(match.group(1), None)).strip()
         data = bytearray()
-        for line in text[match.end() :].splitlines()[1:]:
-            line = line.rstrip(b"\r")
-            if line in (b"end", b"`", b""):
-                if line == b"end":
-                    break
+        pos = _next_line(text, match.end())
+        while pos < len(text):
+            end = _next_line(text, pos)
+            line = text[pos:end].rstrip(b"\r\n")
+            pos = end
+            if line == b"end":
+                break
+            if line in (b"`", b""):
                 continue
             try:
                 data += binascii.a2b_uu(line)
@@ -72,42 +76,68 @@ def uudecode_blocks(text: bytes) -> list[tuple[str, bytes]]:
                 except (binascii.Error, IndexError):
                     break
         out.append((name, bytes(data)))
-        if len(out) >= MAX_PARTS:
-            break
     return out
+
+
+def _next_line(text: bytes, pos: int) -> int:
+    """Where the line after the one at ``pos`` starts (``len(text)`` at the end)."""
+    index = text.find(b"\n", pos)
+    return len(text) if index == -1 else index + 1
+
+
+@dataclass
+class Walked:
+    """The leaves of a message, and what the walk had to leave out."""
+
+    parts: list[Part] = field(default_factory=list)
+    too_deep: str | None = None
+    """The first container nested deeper than ``mimeparts.MAX_DEPTH`` (its parts are not walked)."""
+    too_many: bool = False
+    """More than ``max_parts`` leaves: the rest is not walked."""
 
 
 def walk(raw: bytes, max_parts: int = MAX_PARTS) -> list[Part]:
     """The decoded leaves of a message, message/rfc822 attachments included (at most ``max_parts``)."""
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    parts: list[Part] = []
-    _walk(message, "1", parts, max_parts)
-    return parts
+    return walk_message(raw, max_parts).parts
 
 
-def _walk(node: Message, path: str, out: list[Part], max_parts: int, anchor: str | None = None) -> None:
-    if len(out) >= max_parts:
+def walk_message(raw: bytes, max_parts: int = MAX_PARTS, max_depth: int = mimeparts.MAX_DEPTH) -> Walked:
+    """``walk`` with what it left out; never raises for what the message holds."""
+    walked = Walked()
+    _walk(mimeparts.parse(raw), "1", walked, max_parts, max_depth, 0)
+    return walked
+
+
+def _walk(node: Message, path: str, out: Walked, max_parts: int, max_depth: int, depth: int,
+          anchor: str | None = None) -> None:
+    if len(out.parts) >= max_parts:
+        out.too_many = True
         return
+    if depth > max_depth:
+        out.too_deep = out.too_deep or path
+        return
+    if mimeparts.too_deep(node):  # the parser gave up: the body goes on as one leaf
+        out.too_deep = out.too_deep or path
     if node.is_multipart():
         children = node.get_payload()
         if isinstance(children, list):
             for index, child in enumerate(children, 1):
                 if isinstance(child, Message):
-                    _walk(child, f"{path}.{index}", out, max_parts, anchor)
+                    _walk(child, f"{path}.{index}", out, max_parts, max_depth, depth + 1, anchor)
         return
-    content_type = node.get_content_type()
+    content_type = mimeparts.content_type(node)
     payload = mimeparts.payload(node)
     filename = mimeparts.filename(node)
-    disposition = (node.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
-    attachment = filename is not None or disposition == "attachment"
+    attachment = filename is not None or mimeparts.disposition(node) == "attachment"
     if content_type == "message/rfc822" and payload:
         # A message attached with a transfer encoding (not allowed, but seen): parse the decoded bytes.
-        inner = email.message_from_bytes(payload, policy=email.policy.compat32)
-        _walk(inner, path + ".1", out, max_parts, anchor or path)
+        _walk(mimeparts.parse(payload), path + ".1", out, max_parts, max_depth, depth + 1, anchor or path)
         return
-    out.append(Part(path, content_type, filename, payload, attachment, anchor or path))
+    out.parts.append(Part(path, content_type, filename, payload, attachment, anchor or path))
     if content_type.startswith("text/") and b"begin " in payload:
         for index, (name, data) in enumerate(uudecode_blocks(payload), 1):
-            if len(out) >= max_parts:
+            if len(out.parts) >= max_parts:
+                out.too_many = True
                 return
-            out.append(Part(f"{path}.uu{index}", "application/octet-stream", name, data, True, anchor or path))
+            out.parts.append(Part(f"{path}.uu{index}", "application/octet-stream", name, data, True,
+                                  anchor or path))

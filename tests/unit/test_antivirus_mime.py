@@ -76,3 +76,33 @@ def test_strip_paths_are_the_part_paths_mimeedit_finds() -> None:
         edit_paths = {span.path for span in mimeedit.flatten(mimeedit.parts(raw))}
         leaves = walk(raw)
         assert leaves and all(leaf.strip_path in edit_paths for leaf in leaves), (edit_paths, leaves)
+
+
+FROGS = (b"From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BB\"\r\n\r\n"
+         b"--BB\r\nContent-Type: text/plain\r\n\r\nhi\r\n--BB\r\nContent-Type: text/plain\r\n"
+         b"Content-Disposition: attachment; filename=\"Fr\xf6sche.txt\"\r\n\r\nfrog\r\n--BB--\r\n")
+
+
+def test_raw_8bit_file_name_is_walked() -> None:
+    """Issue 13: ``filename="Fr\\xf6sche.txt"`` made the stage raise ``'Header' object has no attribute 'split'``."""
+    parts = walk(FROGS)
+    assert [(p.path, p.filename, p.attachment) for p in parts] == [("1.1", None, False),
+                                                                   ("1.2", "Fr\u00f6sche.txt", True)]
+
+
+def test_nesting_beyond_the_limit_is_reported_not_raised() -> None:
+    from mailmoat_antivirus.mime import walk_message
+    from tests.unit.test_mimeparts import nested
+
+    assert walk_message(nested(100)).too_deep is None
+    for depth in (200, 3000):
+        walked = walk_message(nested(depth))
+        assert walked.too_deep is not None
+
+
+def test_too_many_parts_is_reported() -> None:
+    from mailmoat_antivirus.mime import walk_message
+
+    raw = message([(f"f{i}.txt", "text/plain", b"x", "7bit") for i in range(20)])
+    assert walk_message(raw, max_parts=10).too_many
+    assert not walk_message(raw).too_many

@@ -145,3 +145,17 @@ def test_path_inside_an_encoded_attached_message_replaces_that_message() -> None
     new, done = mimeedit.replace_parts(raw, ["1.2.1"], "blocked")
     assert done == ["1.2"] and inner.strip() not in new and b"\r\n\r\nhi\r\n" in new
     assert mimeedit.replace_parts(raw, ["1.1.7"], "x") == (raw, [])  # a text part is not a message
+
+
+def test_hostile_headers_do_not_stop_the_tree() -> None:
+    from tests.unit.test_antivirus_mime import FROGS
+    from tests.unit.test_mimeparts import nested
+
+    (frogs,) = mimeedit.attachments(FROGS)
+    assert frogs.filename == "Fr\u00f6sche.txt" and FROGS[frogs.body_start:frogs.end] == b"frog"
+    eight = (b"Content-Type: multipart/mixed; boundary=\"\xe4\"\r\n\r\n--\xe4\r\nContent-Type: text/plain\r\n"
+             b"Content-Disposition: attachment\r\n\r\nx\r\n--\xe4--\r\n")
+    assert [s.path for s in mimeedit.attachments(eight)] == ["1.1"]
+    deep = nested(3000)
+    assert mimeedit.parts(deep).path == "1"
+    assert mimeedit.replace_parts(deep, ["1" + ".1" * 2000], "gone") == (deep, [])

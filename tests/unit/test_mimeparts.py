@@ -1,0 +1,74 @@
+"""Reading hostile MIME: raw 8-bit header values, RFC 2231, unknown charsets, NULs, deep nesting."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mailmoat_common import mimeparts
+
+
+def entity(headers: bytes, body: bytes = b"x\r\n") -> bytes:
+    return b"From: a@example.com\r\n" + headers + b"\r\n\r\n" + body
+
+
+@pytest.mark.parametrize(("field", "name"), [
+    (b'Content-Disposition: attachment; filename="Fr\xf6sche.txt"', "Fr\u00f6sche.txt"),  # Latin-1 bytes
+    (b'Content-Disposition: attachment; filename="Fr\xc3\xb6sche.txt"', "Fr\u00f6sche.txt"),  # UTF-8 bytes
+    (b"Content-Disposition: attachment; filename*0*=utf-8''Fr%C3%B6; filename*1=sche.txt", "Fr\u00f6sche.txt"),
+    (b"Content-Disposition: attachment; filename*=x-unknown''Fr%F6sche.txt", "Fr\u00f6sche.txt"),
+    (b"Content-Type: application/octet-stream; name*=punycode''a%FFb", "a\u00ffb"),
+    (b'Content-Disposition: attachment; filename="a\x00b.exe"', "a\ufffdb.exe"),
+])
+def test_file_names_become_clean_text(field: bytes, name: str) -> None:
+    part = mimeparts.parse(entity(field))
+    assert mimeparts.filename(part) == name
+    json.dumps(name).encode("utf-8")  # no lone surrogate
+
+
+def test_raw_8bit_disposition_and_type_are_read_as_text() -> None:
+    part = mimeparts.parse(entity(b"Content-Type: text/pl\xe4in\r\nContent-Disposition: attachm\xe4nt"))
+    assert mimeparts.disposition(part) == "attachm\u00e4nt"
+    assert mimeparts.content_type(part) == "application/octet-stream"  # not a plain ASCII type
+    assert mimeparts.header(part, "Content-Disposition") == "attachm\u00e4nt"
+
+
+def test_broken_rfc2231_is_no_parameter_or_its_best_reading() -> None:
+    part = mimeparts.parse(entity(b"Content-Disposition: attachment; filename*0*=''%; filename*1*=%ZZ; filename*2=x"))
+    assert mimeparts.disposition(part) == "attachment"
+    name = mimeparts.filename(part)
+    assert name is None or isinstance(name, str)
+
+
+@pytest.mark.parametrize("charset", ["x-klingon", "punycode", "base64", "rot13", "idna", "\xff", "utf-7"])
+def test_unknown_and_unusable_charsets_decode(charset: str) -> None:
+    assert mimeparts.decode("Fr\u00f6sche".encode(), charset) in ("Fr\u00f6sche", "Fr\ufffd\ufffdsche",
+                                                                      "Fr\u00c3\u00b6sche", "Fr\ufffdsche")
+    assert mimeparts.decode(b"Fr\xf6sche", "x-klingon") == "Fr\u00f6sche"
+
+
+def test_boundary_with_raw_8bit_bytes_matches_the_body() -> None:
+    raw = entity(b'Content-Type: multipart/mixed; boundary="\xe4\xe4"',
+                 b"--\xe4\xe4\r\nContent-Type: text/plain\r\n\r\nhi\r\n--\xe4\xe4--\r\n")
+    part = mimeparts.parse(raw)
+    assert mimeparts.boundary_bytes(part) == b"\xe4\xe4"
+    assert part.is_multipart() and mimeparts.payload(part.get_payload()[0]) == b"hi"
+
+
+def nested(depth: int) -> bytes:
+    out = b"From: a@example.com\r\nMIME-Version: 1.0\r\n"
+    for level in range(depth):
+        out += b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (level, level)
+    out += b"Content-Type: text/plain\r\n\r\nleaf\r\n"
+    for level in reversed(range(depth)):
+        out += b"--b%d--\r\n" % level
+    return out
+
+
+def test_nesting_too_deep_for_the_parser_leaves_the_body_whole() -> None:
+    raw = nested(3000)
+    part = mimeparts.parse(raw)
+    assert mimeparts.too_deep(part) and not part.is_multipart()
+    assert mimeparts.payload(part).endswith(b"--b0--\r\n")
+    assert not mimeparts.too_deep(mimeparts.parse(nested(100)))
