@@ -11,8 +11,11 @@ import nacl.encoding
 import nacl.signing
 import pytest
 
+from mailmoat_antispam.auth import authenticate, authentication_results
 from mailmoat_antispam.auth.dkimverify import verify_arc
 from mailmoat_antispam.auth.dmarc import parse_record
+from mailmoat_common.models import Envelope
+from mailmoat_common.policy import Policy
 from tests.support.dkimkeys import make_key
 from tests.support.spfsuite import TableResolver
 
@@ -77,3 +80,64 @@ def test_a_record_without_a_valid_p_but_with_a_valid_rua_is_p_none(text: str, p:
 def test_a_record_without_a_valid_p_or_rua_is_not_usable(text: str) -> None:
     with pytest.raises(ValueError):
         parse_record("bank.test", text)
+
+
+# --- every author domain, the HELO identity ------------------------------------------------------------
+
+POLICY = Policy.model_validate({"organization": {"hostname": "mx.ours.test", "internal_networks": ["10.1.0.0/16"]},
+                                "accepted_domains": [{"domain": "ours.test"}]})
+ZONE = {
+    "bank.test": [("TXT", ["v=spf1 ip4:198.51.100.0/24 -all"])],
+    "_dmarc.bank.test": [("TXT", ["v=DMARC1; p=reject"])],
+    "evil.test": [("TXT", ["v=spf1 ip4:203.0.113.0/24 -all"])],
+    "mail.evil.test": [("TXT", ["v=spf1 a -all"]), ("A", "203.0.113.5")],
+    "quiet.test": [("TXT", ["v=spf1 ip4:203.0.113.0/24 -all"])],
+}
+
+
+def _envelope(helo: str = "mail.evil.test") -> Envelope:
+    return Envelope(client_ip="203.0.113.5", mail_from="x@evil.test", helo=helo, rcpt_to=["a@ours.test"], id="m1",
+                    direction="inbound")
+
+
+def _message(*froms: bytes) -> bytes:
+    return b"".join(b"From: " + f + b"\r\n" for f in froms) + b"Subject: s\r\n\r\nbody\r\n"
+
+
+@pytest.mark.parametrize("froms", [
+    (b"<ceo@bank.test>",),
+    (b"<ceo@bank.test>, <x@evil.test>",),
+    (b"<x@evil.test>, <ceo@bank.test>",),
+    (b"<x@evil.test>", b"<ceo@bank.test>"),
+    (b"ceo@bank.test <x@evil.test>",),
+    (b"x@evil.test)<ceo@bank.test>",),
+    (b'"x@evil.test" <ceo@bank.test>',),
+])
+async def test_the_strictest_author_domain_decides(froms: tuple[bytes, ...]) -> None:
+    result = await authenticate(_envelope(), _message(*froms), TableResolver(ZONE), POLICY)
+    assert (result.dmarc.result, result.dmarc.domain, result.dmarc.effective) == ("fail", "bank.test", "reject")
+    assert result.compauth.result == "fail" and result.forged
+    text = authentication_results("mx.ours.test", result).decode()
+    assert "dmarc=fail (p=reject pct=100 action=reject) header.from=bank.test" in text
+    if len(result.author.domains) > 1:
+        assert "header.from=evil.test" in text and result.detail()["author"]["problem"]
+
+
+async def test_several_authors_without_a_policy_are_still_spoof_unless_each_authenticates() -> None:
+    both = await authenticate(_envelope(), _message(b"<x@evil.test>, <y@sub.evil.test>"), TableResolver(ZONE), POLICY)
+    assert (both.compauth.result, both.compauth.reason) == ("pass", "100")  # SPF relaxed-aligned with each
+    mixed = await authenticate(_envelope(), _message(b"<x@evil.test>, <y@quiet.test>"), TableResolver(ZONE), POLICY)
+    assert (mixed.compauth.result, mixed.compauth.reason) == ("fail", "020")
+    one = await authenticate(_envelope(), _message(b"<y@nowhere.test>"), TableResolver(ZONE), POLICY)
+    assert one.compauth.result == "none"
+
+
+async def test_the_helo_identity_is_checked_and_reported() -> None:
+    result = await authenticate(_envelope(), _message(b"<x@evil.test>"), TableResolver(ZONE), POLICY)
+    assert result.spf.identity == "mailfrom" and result.spf_helo is not None
+    assert (result.spf_helo.result, result.spf_helo.domain) == ("pass", "mail.evil.test")
+    text = authentication_results("mx.ours.test", result).decode()
+    assert "smtp.mailfrom=evil.test;" in text and "smtp.helo=mail.evil.test;" in text
+    assert result.detail()["spf_helo"] == {"result": "pass", "domain": "mail.evil.test"}
+    literal = await authenticate(_envelope("[203.0.113.5]"), _message(b"<x@evil.test>"), TableResolver(ZONE), POLICY)
+    assert literal.spf_helo is None and "smtp.helo" not in authentication_results("a.test", literal).decode()

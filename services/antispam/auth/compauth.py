@@ -10,6 +10,7 @@ Reasons (EOP's numbering where it has one):
 | fail | 000 | DMARC failed and the author domain publishes ``p=quarantine`` or ``p=reject`` |
 | fail | 010 | the same, for one of our accepted domains |
 | fail | 601 | one of our accepted domains, from outside, without an aligned pass (spoofing our own domain) |
+| fail | 020 | from outside, From names several authors or does not parse, and not every author domain passed |
 | softfail | 001 | no enforcing DMARC policy, nothing aligned passed and SPF or DKIM failed |
 | none | 300 | not enough to judge: no From domain, or nothing failed and nothing aligned |
 | none | 400 | not checked: outbound mail or one of the organisation's own servers |

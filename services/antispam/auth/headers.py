@@ -3,9 +3,10 @@ the From domain, and removal of ``Authentication-Results`` fields that claim our
 
 from __future__ import annotations
 
-import email.utils
 import re
 from dataclasses import dataclass
+
+from mailmoat_common.author import read_author
 
 
 @dataclass(frozen=True)
@@ -69,17 +70,8 @@ def _field(data: bytes, start: int, end: int) -> Field:
 
 
 def from_domains(data: bytes) -> list[str]:
-    """Domains of the addresses in the From: fields (RFC 5322 author), lower case, in order."""
-    domains: list[str] = []
-    for field in fields(data):
-        if field.name.lower() != "from":
-            continue
-        for _, address in email.utils.getaddresses([field.value]):
-            if "@" in address:
-                domain = address.rpartition("@")[2].strip().strip(">").lower().rstrip(".")
-                if domain:
-                    domains.append(domain)
-    return domains
+    """Every author domain (RFC 5322 From, read by ``mailmoat_common.author``), lower case, in order."""
+    return read_author(data).domains
 
 
 _AUTHSERV = re.compile(rb'^\s*(?:\((?:[^()\\]|\\.)*\)\s*)*("(?:[^"\\]|\\.)*"|[^\s;()]+)', re.S)

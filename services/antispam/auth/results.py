@@ -41,11 +41,15 @@ def _domain(text: str) -> str:
 
 
 def resinfos(result: AuthResult) -> list[str]:
-    """One ``method=result ...`` element per check, in the order spf, dkim (each signature), dmarc, arc, compauth."""
+    """One ``method=result ...`` element per check, in the order spf (MAIL FROM, then HELO), dkim (each
+    signature), dmarc (each author domain), arc, compauth."""
     out: list[str] = []
     spf = result.spf
     prop = "smtp.helo" if spf.identity == "helo" else "smtp.mailfrom"
     out.append(f"spf={spf.result}{_comment(spf.reason)} {prop}={_domain(spf.domain)}")
+    if result.spf_helo is not None:
+        helo = result.spf_helo
+        out.append(f"spf={helo.result}{_comment(helo.reason)} smtp.helo={_domain(helo.domain)}")
     if not result.dkim:
         out.append("dkim=none (message not signed)")
     for sig in result.dkim:
@@ -55,14 +59,14 @@ def resinfos(result: AuthResult) -> list[str]:
         if sig.b:
             props += f" header.b={_value(sig.b)}"
         out.append(f"dkim={sig.result}{_comment(sig.reason)}{props}")
-    dmarc = result.dmarc
-    if dmarc.domain:
-        summary = f"p={dmarc.policy} pct={dmarc.pct} action={dmarc.effective}" if dmarc.record_domain else ""
-        if dmarc.override:
-            summary += f" override={dmarc.override}"
-        out.append(f"dmarc={dmarc.result}{_comment(summary)} header.from={_domain(dmarc.domain)}")
-    else:
-        out.append(f"dmarc={dmarc.result}{_comment(dmarc.reason)}")
+    for dmarc in result.dmarc_all or [result.dmarc]:
+        if dmarc.domain:
+            summary = f"p={dmarc.policy} pct={dmarc.pct} action={dmarc.effective}" if dmarc.record_domain else ""
+            if dmarc.override:
+                summary += f" override={dmarc.override}"
+            out.append(f"dmarc={dmarc.result}{_comment(summary)} header.from={_domain(dmarc.domain)}")
+        else:
+            out.append(f"dmarc={dmarc.result}{_comment(dmarc.reason)}")
     arc = result.arc
     arc_note = f"i={arc.instances} sealers={','.join(arc.sealers)}" if arc.instances else ""
     out.append(f"arc={arc.result}{_comment(arc_note)}")
