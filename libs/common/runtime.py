@@ -160,6 +160,11 @@ class Runtime:
     def request_stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def stopping(self) -> bool:
+        """SIGTERM (or ``request_stop``) arrived: no new work; what is in flight finishes."""
+        return self._stopping.is_set()
+
     async def serve_forever(self) -> None:
         """Run until SIGTERM/SIGINT, then stop consuming and let in-flight messages finish."""
         loop = asyncio.get_running_loop()

@@ -36,6 +36,17 @@ def retry_delay(attempts: int, delays: list[int]) -> int:
     return delays[min(max(attempts, 1) - 1, len(delays) - 1)]
 
 
+LOCK_WAITS = (1, 2, 5, 10, 30)
+"""Delay queues (seconds) a copy waits in while another consumer holds its delivery lock."""
+
+
+def lock_wait(remaining: float) -> int:
+    """The delay queue for a copy whose lock lives ``remaining`` more seconds: the shortest one that
+    outlasts the lock (a dead owner's lock has lapsed by then; a live owner has usually finished and
+    recorded the recipients, so the copy is skipped), the longest when none does."""
+    return next((d for d in LOCK_WAITS if d >= remaining), LOCK_WAITS[-1])
+
+
 def _failure(result: RcptResult, status: str | None = None) -> Failure:
     return Failure(result.recipient, status or result.enhanced or f"{str(result.code)[0]}.0.0", result.reply,
                    result.remote_host)
@@ -72,4 +83,4 @@ def decide(envelope: Envelope, data: bytes, results: list[RcptResult], now: date
     return outcome
 
 
-__all__ = ["EXPIRED_STATUS", "Outcome", "Retry", "decide", "retry_delay"]
+__all__ = ["EXPIRED_STATUS", "LOCK_WAITS", "Outcome", "Retry", "decide", "lock_wait", "retry_delay"]

@@ -15,6 +15,7 @@ import logging
 import re
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -492,11 +493,20 @@ async def _rset(smtp: SMTP, timeouts: Timeouts) -> None:
         await smtp.rset(timeout=timeouts.command)
 
 
-class Deliverer:
-    """Delivers one message to the first host of a list that takes it."""
+class NotStarted(Exception):
+    """The process is stopping and this delivery had not begun a transaction: hand the copy back."""
 
-    def __init__(self, pool: SessionPool):
+
+class Deliverer:
+    """Delivers one message to the first host of a list that takes it.
+
+    ``stopping`` tells when the process is shutting down: a delivery still waiting for a session then
+    raises ``NotStarted`` instead of beginning a transaction (those already running finish).
+    """
+
+    def __init__(self, pool: SessionPool, stopping: Callable[[], bool] = lambda: False):
         self.pool = pool
+        self.stopping = stopping
 
     async def deliver(self, targets: list[Target], tls: str, tls_name: str | None, message: Message,
                       timeouts: Timeouts) -> list[RcptResult]:
@@ -509,6 +519,8 @@ class Deliverer:
         for target in targets:
             destination = destination_for(target, tls, tls_name)
             async with self.pool.limit(destination):
+                if self.stopping():
+                    raise NotStarted(f"stopping before delivering to {target.label}")
                 try:
                     return await self._on_host(destination, target, message, timeouts)
                 except HostFailed as exc:

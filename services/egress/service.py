@@ -1,14 +1,21 @@
 """Egress service wiring: consume mailmoat.egress, deduplicate, deliver, then retry, bounce or finish.
 
-Deduplication by (message id, route): the Redis set ``mailmoat:delivered:<id>:<route>`` holds the
-recipients already delivered, so a copy redelivered after a crash between sending and acking is not
-sent twice. A short lock, renewed while a delivery runs, keeps two consumers from delivering the same
-copy at once (the same frame published twice); it expires on its own when its holder dies.
+Delivery is at least once (docs/decisions/007-delivery-guarantees.md). Per copy (message id, route)
+Redis holds the recipients already delivered and a delivery lock (``claims``). The recipients a
+transaction delivered are recorded the moment its reply arrives, before anything else is written,
+so a copy redelivered after a crash between that record and the broker's ack goes only to the
+recipients still missing. A crash between the next hop's ``250`` and that record (RFC 1047's window)
+cannot be closed: that copy is sent again, with the same bytes and so the same ``Message-ID``, which
+the next hop's duplicate suppression can use.
+
+A copy whose lock another consumer holds (the same frame published twice, or the lock of a consumer
+that died) waits in a delay queue as long as the lock still lives, then comes back: no hot loop. On
+SIGTERM the runtime stops consuming; deliveries already in a transaction finish (the runtime's grace),
+and copies still waiting for a session are handed back to the queue unsent.
 
 Redis work per delivery: one Lua script takes the lock and reads the dedupe set, one records the
 recipients delivered and releases the lock, one trace write; all three are group-committed
 (``redisbatch``) with the calls of the other deliveries in flight, each awaited before going on.
-One pipeline every third of the lock's lifetime renews every lock the process holds.
 """
 
 from __future__ import annotations
@@ -16,29 +23,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 from prometheus_client import Counter, Histogram
-from redis.exceptions import RedisError
 
-from mailmoat_common.bus import DEAD_QUEUE, Publish
+from mailmoat_common.bus import DEAD_QUEUE, Publish, stage_queue
 from mailmoat_common.models import Envelope, TraceEvent, utcnow
 from mailmoat_common.runtime import Runtime, Transient
 from mailmoat_common.settings import Settings
-from mailmoat_egress.decide import Outcome, decide
-from mailmoat_egress.delivery import Deliverer, Message, RcptResult, SessionPool, Timeouts, make_result
+from mailmoat_egress.claims import LOCK_TTL, Busy, Claim, Claims, StoreUnavailable, copy_keys
+from mailmoat_egress.decide import Outcome, decide, lock_wait
+from mailmoat_egress.delivery import Deliverer, Message, NotStarted, RcptResult, SessionPool, Timeouts, make_result
 from mailmoat_egress.targets import NoRoute, targets_for
 from mailmoat_egress.tls import ca_file
 
 SERVICE = "egress"
-DEDUPE_KEY = "mailmoat:delivered:{id}:{route}"
-LOCK_KEY = "mailmoat:delivering:{id}:{route}"
-DEDUPE_TTL = 7 * 86400
-LOCK_TTL = 60
-"""Seconds a delivery lock lives without renewal; renewed every third of that while delivering."""
 
 log = logging.getLogger(__name__)
 
@@ -57,42 +56,22 @@ DEFERRED_AGE = Histogram(
     "Age (since it was received) of each copy sent to a retry queue: how old deferred mail gets.",
     buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 21600, 43200, 86400, 172800),
 )
-
-_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0"
-_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-_BEGIN = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
-return redis.call('SMEMBERS', KEYS[2])
-"""
-"""Take the lock (KEYS[1]) of a copy and return the recipients already delivered (set KEYS[2]);
-nil when another consumer holds the lock."""
-_DONE = """
-for i = 3, #ARGV do redis.call('SADD', KEYS[1], ARGV[i]) end
-if #ARGV > 2 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-return 1
-"""
-"""Add the recipients just delivered to the dedupe set (KEYS[1]) and release the lock (KEYS[2])."""
-
-
-@dataclass
-class Claim:
-    """A copy this consumer is delivering: its dedupe set, its lock and the recipients done before."""
-
-    key: str
-    lock: str
-    token: str
-    done: set[str] = field(default_factory=set)
+LOCK_WAITS = Counter(
+    "mailmoat_delivery_lock_waits_total",
+    "Copies sent to wait in a delay queue because another consumer held their delivery lock.",
+)
+HANDED_BACK = Counter(
+    "mailmoat_delivery_handed_back_total",
+    "Copies returned unsent to the egress queue because the process was stopping.",
+)
 
 
 def dedupe_key(envelope: Envelope) -> str:
-    route = envelope.route.name if envelope.route else "-"
-    return DEDUPE_KEY.format(id=envelope.id, route=route)
+    return copy_keys(envelope)[0]
 
 
 def lock_key(envelope: Envelope) -> str:
-    route = envelope.route.name if envelope.route else "-"
-    return LOCK_KEY.format(id=envelope.id, route=route)
+    return copy_keys(envelope)[1]
 
 
 def destination_label(envelope: Envelope) -> str:
@@ -105,89 +84,14 @@ def destination_label(envelope: Envelope) -> str:
 
 
 class Egress:
-    """The handler and its session pool."""
+    """The handler, its session pool and its delivery claims."""
 
-    def __init__(self, runtime: Runtime, pool: SessionPool | None = None, *, lock_ttl: int = LOCK_TTL):
+    def __init__(self, runtime: Runtime, pool: SessionPool | None = None, *, lock_ttl: float = LOCK_TTL):
         self.runtime = runtime
         policy = runtime.policy.current
         self.pool = pool or SessionPool(local_hostname=policy.organization.hostname, cafile=ca_file())
-        self.deliverer = Deliverer(self.pool)
-        self.lock_ttl = lock_ttl
-        self._scripts = runtime.scripts
-        self._held: dict[str, str] = {}
-        """Delivery locks this process holds: key -> token."""
-        self._renewer: asyncio.Task[None] | None = None
-
-    # --- dedupe store ---------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _locked(self, envelope: Envelope) -> AsyncIterator[Claim]:
-        """Hold the delivery lock of this copy (renewed while held) and learn who already has it, in
-        one round trip; Transient when the lock is held elsewhere or Redis fails. Released on exit
-        unless ``_finish`` released it already."""
-        claim = Claim(dedupe_key(envelope), lock_key(envelope), os.urandom(8).hex())
-        try:
-            members = await self._scripts.call(_BEGIN, [claim.lock, claim.key], [claim.token, self.lock_ttl])
-        except (RedisError, OSError) as exc:
-            raise Transient(f"dedupe store unavailable: {exc}") from exc
-        if members is None:
-            raise Transient(f"{envelope.id} on {envelope.route.name if envelope.route else '-'} "
-                            "is being delivered by another consumer")
-        claim.done = {m.decode() if isinstance(m, bytes) else m for m in members}
-        self._held[claim.lock] = claim.token
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.create_task(self._renew_held())
-        try:
-            yield claim
-        finally:
-            if self._held.pop(claim.lock, None) is not None:
-                with contextlib.suppress(RedisError, OSError):
-                    await self._scripts.call(_UNLOCK, [claim.lock], [claim.token])
-
-    async def _renew_held(self) -> None:
-        """Renew every lock this process holds, in one pipeline every third of the lock's lifetime."""
-        while self._held:
-            await asyncio.sleep(self.lock_ttl / 3)
-            held = list(self._held.items())
-            if not held:
-                break
-            try:
-                async with self.runtime.redis.pipeline(transaction=False) as pipe:
-                    for key, token in held:
-                        pipe.eval(_RENEW, 1, key, token, self.lock_ttl)
-                    await pipe.execute()
-            except (RedisError, OSError) as exc:
-                log.warning("could not renew %d delivery locks: %s", len(held), exc)
-
-    async def _finish(self, claim: Claim, recipients: list[str]) -> None:
-        """Record the recipients delivered and release the lock, in one round trip."""
-        token = self._held.pop(claim.lock, None)
-        if token is None:
-            if recipients:
-                await self._mark_delivered(claim.key, recipients)
-            return
-        try:
-            await self._scripts.call(_DONE, [claim.key, claim.lock], [token, DEDUPE_TTL, *recipients])
-            return
-        except (RedisError, OSError) as exc:
-            log.warning("dedupe write failed: %s", exc)
-        if recipients:
-            await self._mark_delivered(claim.key, recipients)
-        with contextlib.suppress(RedisError, OSError):
-            await self._scripts.call(_UNLOCK, [claim.lock], [token])
-
-    async def _mark_delivered(self, key: str, recipients: list[str]) -> None:
-        for attempt in range(3):
-            try:
-                async with self.runtime.redis.pipeline(transaction=True) as pipe:
-                    pipe.sadd(key, *recipients)
-                    pipe.expire(key, DEDUPE_TTL)
-                    await pipe.execute()
-                return
-            except (RedisError, OSError) as exc:
-                log.warning("dedupe write failed (try %d): %s", attempt + 1, exc)
-                await asyncio.sleep(0.5 * (attempt + 1))
-        log.error("delivered %s but could not record it; a redelivery may send again", key)
+        self.deliverer = Deliverer(self.pool, stopping=lambda: bool(getattr(runtime, "stopping", False)))
+        self.claims = Claims(runtime.scripts, lambda: runtime.redis, ttl=lock_ttl)
 
     # --- delivery -------------------------------------------------------------------------------
 
@@ -207,8 +111,23 @@ class Egress:
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
         if envelope.route is None:
             return await self._dead(envelope, data, "egress: envelope without a route")
-        async with self._locked(envelope) as claim:
+        try:
+            claim = await self.claims.take(envelope)
+        except Busy as busy:
+            return await self._wait_for_lock(envelope, data, busy)
+        except StoreUnavailable as exc:
+            raise Transient(f"dedupe store unavailable: {exc}") from exc
+        try:
             return await self._handle(envelope, data, claim)
+        finally:
+            await self.claims.release(claim)
+
+    async def _wait_for_lock(self, envelope: Envelope, data: bytes, busy: Busy) -> list[Publish]:
+        """Another consumer holds this copy's lock: wait in a delay queue until it has lapsed."""
+        delay = lock_wait(busy.remaining)
+        log.info("%s; waiting %ds in the retry path", busy, delay, extra={"message_id": envelope.id})
+        LOCK_WAITS.inc()
+        return [Publish(await self.runtime.bus.declare_retry(SERVICE, delay), envelope, data)]
 
     async def _dead(self, envelope: Envelope, data: bytes, reason: str) -> list[Publish]:
         log.error("dead-lettering %s: %s", envelope.id, reason, extra={"message_id": envelope.id})
@@ -224,15 +143,19 @@ class Egress:
             return []
         work = envelope.model_copy(update={"rcpt_to": pending})
         started = time.perf_counter()
-        results = await self.attempt(work, data, pending)
+        try:
+            results = await self.attempt(work, data, pending)
+        except NotStarted:
+            log.info("stopping: handing %s back to the queue unsent", envelope.id, extra={"message_id": envelope.id})
+            HANDED_BACK.inc()
+            return [Publish(stage_queue(SERVICE), envelope, data)]
+        # The recipients delivered are recorded first of all (queued ahead of the trace write in the
+        # same Redis round trip), and both are written before the message is acked.
+        recorded = asyncio.ensure_future(self.claims.finish(claim, [r.recipient for r in results if r.ok]))
         DELIVERY_SECONDS.observe(time.perf_counter() - started)
         outcome = decide(work, data, results, utcnow(), self.runtime.policy.current)
-        # The dedupe record and the trace events are written side by side (one Redis round trip
-        # when they share a batch); both are done before the message is acked.
         written = await asyncio.gather(
-            self._finish(claim, [r.recipient for r in results if r.ok]),
-            self.runtime.trace.record(self._events(envelope, outcome)),
-            return_exceptions=True,
+            recorded, self.runtime.trace.record(self._events(envelope, outcome)), return_exceptions=True,
         )
         for result in written:
             if isinstance(result, BaseException):
@@ -308,10 +231,7 @@ class Egress:
                 log.exception("closing idle SMTP sessions failed")
 
     async def close(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        await self.claims.close()
         await self.pool.close()
 
 

@@ -366,20 +366,22 @@ def test_service_process_delivers_with_ca_from_environment(
 
 
 async def test_delivery_lock_is_renewed_exclusive_and_released(harness: Harness, sink: SmtpSink) -> None:
-    from mailmoat_common.runtime import Transient
+    from mailmoat_egress.claims import Busy, Claims
     from mailmoat_egress.service import lock_key
 
     envelope = _envelope([f"127.0.0.1:{sink.port}"])
-    egress = Egress(harness.runtime, SessionPool(local_hostname="gw.test"), lock_ttl=1)
+    claims = Claims(harness.runtime.scripts, lambda: harness.runtime.redis, ttl=1.0)
     key = lock_key(envelope)
-    async with egress._locked(envelope):
-        await asyncio.sleep(2.5)  # well past the lock's own lifetime: renewed meanwhile
-        assert 0 < await harness.runtime.redis.ttl(key) <= 1
-        with pytest.raises(Transient, match="another consumer"):
-            await harness.egress.handle(envelope, DATA)
+    claim = await claims.take(envelope)
+    await asyncio.sleep(2.5)  # well past the lock's own lifetime: renewed meanwhile
+    assert 0 < await harness.runtime.redis.pttl(key) <= 1000
+    with pytest.raises(Busy):
+        await harness.egress.claims.take(envelope)
+    await claims.release(claim)
+    await claims.close()
     assert not await harness.runtime.redis.exists(key)
     assert sink.messages == []
-    await harness.runtime.redis.set(key, "held-by-a-dead-consumer", ex=1)
-    await asyncio.sleep(1.2)
+    await harness.runtime.redis.set(key, "held-by-a-dead-consumer", px=300)
+    await asyncio.sleep(0.5)
     assert await harness.egress.handle(envelope, DATA) == []
     assert len(sink.messages) == 1

@@ -7,6 +7,7 @@ sender, recipients, the exact bytes, TLS facts) and answers scripted replies on 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -76,7 +77,10 @@ class _Handler:
         )
         if item.mail_from == "<>":
             item.mail_from = ""
-        return self.sink._record(item)
+        reply = self.sink._record(item)
+        if self.sink.delay:  # a slow (or stalled) next hop: it has the message, the client waits
+            await asyncio.sleep(self.sink.delay)
+        return reply
 
 
 class SmtpSink:
@@ -86,7 +90,9 @@ class SmtpSink:
     250 again); ``rcpt_replies`` maps a recipient (any case) to a RCPT reply — a string for every
     time, or a list answered in order before the recipient is accepted. Messages answered with a
     scripted reply are kept in ``refused``; accepted ones in ``messages``. ``pipelining`` makes it
-    offer PIPELINING (RFC 2920).
+    offer PIPELINING (RFC 2920). ``always`` (e.g. ``"451 4.3.0 busy"``) answers every DATA that has
+    no scripted reply; ``delay`` holds each DATA reply that many seconds after the message was
+    recorded (a slow next hop; a large one stalls).
     """
 
     def __init__(self, port: int | None = None, tls_context: ssl.SSLContext | None = None,
@@ -99,6 +105,8 @@ class SmtpSink:
         self.refused: list[Received] = []
         self.data_replies: list[str] = []
         self.rcpt_replies: dict[str, str | list[str]] = {}
+        self.always: str | None = None
+        self.delay = 0.0
         self.lock = threading.Lock()
         self.controller = Controller(
             _Handler(self), hostname=host, port=self.port, server_hostname=hostname,
@@ -133,8 +141,8 @@ class SmtpSink:
 
     def _record(self, item: Received) -> str:
         with self.lock:
-            if self.data_replies:
-                item.reply = self.data_replies.pop(0)
+            if self.data_replies or self.always:
+                item.reply = self.data_replies.pop(0) if self.data_replies else str(self.always)
                 self.refused.append(item)
             else:
                 self.messages.append(item)

@@ -8,7 +8,7 @@ import pytest
 
 from mailmoat_common.models import Envelope, Route
 from mailmoat_common.policy import Policy
-from mailmoat_egress.decide import EXPIRED_STATUS, decide, retry_delay
+from mailmoat_egress.decide import EXPIRED_STATUS, decide, lock_wait, retry_delay
 from mailmoat_egress.delivery import make_result, split_reply
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -108,3 +108,9 @@ def test_local_failure_without_reply_is_temporary() -> None:
     assert result.temporary and not result.permanent and result.remote_host == ""
     outcome = decide(_env(rcpt_to=["a@x.test"]), DATA, [result], NOW, _policy([1, 2]))
     assert outcome.retry is not None and outcome.retry.delay == 1
+
+
+@pytest.mark.parametrize(("remaining", "queue"), [(0.001, 1), (1.0, 1), (1.8, 2), (9.99, 10), (10.0, 10), (45, 30)])
+def test_lock_wait_outlasts_the_lock(remaining: float, queue: int) -> None:
+    """A copy whose lock is held waits in the shortest delay queue that outlasts the lock."""
+    assert lock_wait(remaining) == queue
