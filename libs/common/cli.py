@@ -7,10 +7,7 @@ import asyncio
 import importlib
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 from mailmoat_common.models import TraceEvent
 from mailmoat_common.policy import PolicyError, load_policy
@@ -25,7 +22,10 @@ def _service_module(name: str):
 
 def run_one(name: str, worker: int) -> int:
     from mailmoat_common.runtime import run_service
+    from mailmoat_common.supervisor import ADDRESS_IN_USE, address_in_use, child_of_supervisor
 
+    if not child_of_supervisor():
+        return 0  # the supervisor that started this process is already gone
     settings = Settings.from_env()
     try:
         module = _service_module(name)
@@ -39,73 +39,26 @@ def run_one(name: str, worker: int) -> int:
         return 2
     except KeyboardInterrupt:
         pass
+    except Exception as exc:
+        if not address_in_use(exc):
+            raise
+        print(f"mailmoat: {name}[{worker}] cannot listen, its port is in use: {exc}", file=sys.stderr)
+        return ADDRESS_IN_USE
     return 0
 
 
 def plan_processes(settings: Settings, devmailbox: bool) -> list[tuple[str, int]]:
-    """The (service, worker) processes ``run all`` starts: ingress workers, the policy's filter
-    stages that are installed, routing, egress, and the development mailbox when asked."""
-    policy = load_policy(settings.policy_path)
-    plan = [("ingress", i) for i in range(max(1, settings.ingress_workers))]
-    for stage in policy.pipeline.filters:
-        plan.append((stage, 0))
-    plan += [("routing", 0), ("egress", 0)]
-    if devmailbox:
-        plan.append(("devmailbox", 0))
-    return plan
+    """The (service, worker) processes ``run all`` starts for the policy file as it is now."""
+    from mailmoat_common.supervisor import plan
+
+    return plan(load_policy(settings.policy_path), settings.ingress_workers, devmailbox)
 
 
 def run_all(devmailbox: bool) -> int:
-    """Supervise every service as its own process; restart one that dies; stop all on SIGTERM."""
-    settings = Settings.from_env()
-    try:
-        plan = plan_processes(settings, devmailbox)
-    except PolicyError as exc:
-        print(f"mailmoat: policy refused:\n{exc}", file=sys.stderr)
-        return 2
-    children: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
-    started: dict[tuple[str, int], float] = {}
-    stopping = False
+    """Supervise every service as its own process (``mailmoat_common.supervisor``)."""
+    from mailmoat_common.supervisor import run_all as supervise
 
-    def spawn(key: tuple[str, int]) -> None:
-        service, worker = key
-        cmd = [sys.executable, "-m", "mailmoat_common.cli", "run", service, "--worker", str(worker)]
-        children[key] = subprocess.Popen(cmd)
-        started[key] = time.monotonic()
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for key in plan:
-        spawn(key)
-    print(
-        f"mailmoat: running {', '.join(f'{s}[{w}]' for s, w in plan)}; "
-        f"SMTP on {settings.smtp_host}:{settings.smtp_port}",
-        file=sys.stderr,
-        flush=True,
-    )
-    while not stopping:
-        time.sleep(0.2)
-        for key, proc in list(children.items()):
-            if proc.poll() is not None and not stopping:
-                print(f"mailmoat: {key[0]}[{key[1]}] exited with {proc.returncode}; restarting",
-                      file=sys.stderr, flush=True)
-                if time.monotonic() - started[key] < 2:
-                    time.sleep(1)
-                spawn(key)
-    for proc in children.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 35
-    for proc in children.values():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return 0
+    return supervise(devmailbox)
 
 
 def policy_check(path: str) -> int:

@@ -1,0 +1,371 @@
+"""``mailmoat run all``: every service as its own process, following the policy in force.
+
+The supervisor starts the processes the policy asks for (ingress workers, the filter stages of
+``pipeline.filters``, routing, egress, the development mailbox when asked), restarts one that dies,
+and watches the policy file as the services do: a filter stage added to ``pipeline.filters`` is
+started at once, so mail the reloaded ingress sends to its queue is consumed; a stage removed from it
+is stopped only once its queue is empty (mail published before every service reloaded still passes).
+
+Its children die with it: each sets ``PR_SET_PDEATHSIG`` (SIGTERM, so it finishes what it holds) when
+it starts under a supervisor (``child_of_supervisor``). Ports are checked before anything starts: one
+in use (another gateway still running, say) is reported once and the supervisor exits with
+``ADDRESS_IN_USE`` instead of restarting services that cannot listen; a child that exits with that
+status is not restarted either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import errno
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from mailmoat_common.bus import stage_queue
+from mailmoat_common.policy import FILTER_STAGES, Policy, PolicyError, PolicyHolder, load_policy
+from mailmoat_common.settings import Settings
+
+Key = tuple[str, int]
+"""A supervised process: (service, worker)."""
+
+ADDRESS_IN_USE = errno.EADDRINUSE
+"""Exit status of a service (and of the supervisor) that cannot listen because its port is taken."""
+SUPERVISOR_ENV = "MAILMOAT_SUPERVISOR_PID"
+"""Set in each child's environment: the supervisor's pid, so the child can tie its life to it."""
+PR_SET_PDEATHSIG = 1
+RETIRE_GRACE = 3.0
+"""Seconds a stage dropped from the policy keeps running before its queue is checked: every service
+polls the policy each second, so by then nothing publishes to it any more."""
+
+
+# --- the plan (pure) -----------------------------------------------------------------------------
+
+def plan(policy: Policy, ingress_workers: int, devmailbox: bool) -> list[Key]:
+    """The processes a policy asks for: ingress workers, its filter stages, routing, egress, and the
+    development mailbox when asked."""
+    keys: list[Key] = [("ingress", i) for i in range(max(1, ingress_workers))]
+    keys += [(stage, 0) for stage in policy.pipeline.filters]
+    keys += [("routing", 0), ("egress", 0)]
+    if devmailbox:
+        keys.append(("devmailbox", 0))
+    return keys
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What to do when the planned processes differ from the running ones."""
+
+    start: list[Key] = field(default_factory=list)
+    retire: list[Key] = field(default_factory=list)
+    """Filter stages no longer planned: stop them once their queue is empty."""
+    keep: list[Key] = field(default_factory=list)
+    """Retiring stages the policy lists again: they stay."""
+
+
+def changes(planned: Iterable[Key], running: Iterable[Key], retiring: Iterable[Key]) -> Changes:
+    """Start what is planned and not running; retire running filter stages that are not planned."""
+    wanted = list(planned)
+    running, retiring = set(running), set(retiring)
+    return Changes(
+        start=[key for key in wanted if key not in running],
+        retire=sorted(key for key in running - set(wanted) - retiring if key[0] in FILTER_STAGES),
+        keep=sorted(retiring & set(wanted)),
+    )
+
+
+def restart_delay(lived: float, failures: int) -> float:
+    """Seconds to wait before restarting a process that ran ``lived`` seconds and has failed
+    ``failures`` times in a row quickly: none after a long run, then 1, 2, 4 … up to 30."""
+    if lived >= 10:
+        return 0.0
+    return float(min(30, 2 ** max(0, failures - 1)))
+
+
+def listeners(settings: Settings, keys: Iterable[Key], mailbox: tuple[str, int] | None) -> dict[tuple[str, int], str]:
+    """``(host, port) -> what listens there`` for the planned processes: metrics ports, SMTP (shared by
+    the ingress workers), the development mailbox. Ports of 0 (chosen by the OS) are left out."""
+    out: dict[tuple[str, int], str] = {}
+    for service, worker in keys:
+        port = settings.metrics_port(service, worker)
+        if port:
+            out[("0.0.0.0", port)] = f"the metrics port of {service}[{worker}]"
+        if service == "ingress" and worker == 0 and settings.smtp_port:
+            out[(settings.smtp_host, settings.smtp_port)] = "the SMTP port of ingress"
+        if service == "devmailbox" and mailbox is not None and mailbox[1]:
+            out[(mailbox[0], mailbox[1] + worker)] = "the SMTP port of the development mailbox"
+    return out
+
+
+# --- ports and process ties ----------------------------------------------------------------------
+
+def port_taken(host: str, port: int) -> bool:
+    """True when a listener already holds ``host:port`` (a test bind, as a server would bind it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def address_in_use(exc: BaseException) -> bool:
+    """True for the error a server raises when its port is taken (also when wrapped in a group)."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(address_in_use(inner) for inner in exc.exceptions)
+    return False
+
+
+def child_of_supervisor() -> bool:
+    """In a process the supervisor started: ask the kernel for SIGTERM when the supervisor dies.
+
+    False when the supervisor is already gone (it died before this ran): the caller then exits.
+    True also when not started by a supervisor, or where ``prctl`` does not exist.
+    """
+    parent = os.environ.get(SUPERVISOR_ENV)
+    if not parent:
+        return True
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            return True  # not Linux, or refused: the supervisor's own stop still applies
+    except (OSError, AttributeError):
+        return True
+    return os.getppid() == int(parent)
+
+
+# --- queue facts ---------------------------------------------------------------------------------
+
+async def _queue_messages(amqp_url: str, queues: list[str]) -> dict[str, int]:
+    import aio_pika
+
+    out: dict[str, int] = {}
+    connection = await aio_pika.connect(amqp_url, timeout=5)
+    try:
+        for name in queues:
+            channel = await connection.channel()
+            try:
+                declared = await channel.declare_queue(name, passive=True)
+                out[name] = int(declared.declaration_result.message_count or 0)
+            except aio_pika.exceptions.ChannelClosed:
+                out[name] = 0  # never declared: nothing waits in it
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    finally:
+        await connection.close()
+    return out
+
+
+def queue_messages(amqp_url: str, queues: list[str]) -> dict[str, int] | None:
+    """Messages ready in each queue, or None when the broker cannot be asked now."""
+    try:
+        return asyncio.run(asyncio.wait_for(_queue_messages(amqp_url, queues), 10))
+    except Exception:  # broker down or slow: the caller keeps things as they are and asks again
+        return None
+
+
+# --- the supervisor (wiring) ---------------------------------------------------------------------
+
+def say(text: str) -> None:
+    print(f"mailmoat: {text}", file=sys.stderr, flush=True)
+
+
+class Supervisor:
+    """The ``run all`` loop: spawn, restart, follow the policy, stop."""
+
+    def __init__(self, settings: Settings, devmailbox: bool, *,
+                 mailbox: tuple[str, int] | None = None,
+                 count_messages: Callable[[list[str]], dict[str, int] | None] | None = None):
+        self.settings = settings
+        self.devmailbox = devmailbox
+        self.mailbox = mailbox
+        self.count_messages = count_messages or (lambda queues: queue_messages(settings.amqp_url, queues))
+        self.policy = PolicyHolder(settings.policy_path)
+        self.children: dict[Key, subprocess.Popen[bytes]] = {}
+        self.started: dict[Key, float] = {}
+        self.failures: dict[Key, int] = {}
+        self.due: dict[Key, float] = {}
+        """Processes to (re)start, with the time they may start."""
+        self.retiring: dict[Key, float] = {}
+        """Filter stages dropped from the policy, with the time they were dropped."""
+        self.signalled: set[Key] = set()
+        """Retiring stages sent SIGTERM and not yet ended."""
+        self.stopping = False
+        self.status = 0
+
+    def planned(self) -> list[Key]:
+        return plan(self.policy.current, self.settings.ingress_workers, self.devmailbox)
+
+    # --- starting ------------------------------------------------------------------------------
+
+    def ports_free(self, keys: list[Key]) -> bool:
+        for (host, port), what in listeners(self.settings, keys, self.mailbox).items():
+            if port_taken(host, port):
+                say(f"cannot start: port {port} ({what}) is already in use on {host} - is another "
+                    f"mailmoat still running? Stop it, or choose other ports (MAILMOAT_*_PORT)")
+                return False
+        return True
+
+    def spawn(self, key: Key) -> None:
+        service, worker = key
+        if importlib.util.find_spec(f"mailmoat_{service}") is None:
+            say(f"the policy lists {service}, which is not installed: nothing consumes "
+                f"{stage_queue(service)}; install it or remove it from pipeline.filters")
+            self.due.pop(key, None)
+            return
+        cmd = [sys.executable, "-m", "mailmoat_common.cli", "run", service, "--worker", str(worker)]
+        env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+        self.children[key] = subprocess.Popen(cmd, env=env)
+        self.started[key] = time.monotonic()
+        self.due.pop(key, None)
+
+    def start(self) -> int | None:
+        """Check the ports and start the plan; an exit status when it cannot."""
+        keys = self.planned()
+        if not self.ports_free(keys):
+            return ADDRESS_IN_USE
+        for key in keys:
+            self.spawn(key)
+        say(f"running {', '.join(f'{s}[{w}]' for s, w in keys)}; "
+            f"SMTP on {self.settings.smtp_host}:{self.settings.smtp_port}")
+        return None
+
+    # --- one turn of the loop ------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Note the children that exited: restart them later, or stop everything when one could not
+        listen."""
+        now = time.monotonic()
+        for key, proc in list(self.children.items()):
+            code = proc.poll()
+            if code is None or self.stopping:
+                continue
+            del self.children[key]
+            if key in self.retiring:
+                continue  # a retired stage ended; follow_retiring starts it again if its queue fills
+            if code == ADDRESS_IN_USE:
+                say(f"{key[0]}[{key[1]}] cannot listen: its port is in use; stopping")
+                self.status = ADDRESS_IN_USE
+                self.stopping = True
+                return
+            lived = now - self.started.get(key, now)
+            self.failures[key] = self.failures.get(key, 0) + 1 if lived < 10 else 0
+            delay = restart_delay(lived, self.failures[key])
+            say(f"{key[0]}[{key[1]}] exited with {code}; restarting" + (f" in {delay:g} s" if delay else ""))
+            self.due[key] = now + delay
+
+    def follow_policy(self) -> None:
+        """Start the stages a new policy lists; mark the ones it dropped for retirement."""
+        if not self.policy.check():
+            return
+        todo = changes(self.planned(), [*self.children, *self.due], self.retiring)
+        now = time.monotonic()
+        for key in todo.keep:
+            del self.retiring[key]
+            self.signalled.discard(key)
+            if key not in self.children:
+                self.due[key] = now
+        for key in todo.start:
+            if key not in self.retiring:
+                say(f"the policy now lists {key[0]}: starting {key[0]}[{key[1]}]")
+                self.due[key] = now
+        for key in todo.retire:
+            say(f"the policy no longer lists {key[0]}: stopping it once {stage_queue(key[0])} is empty")
+            self.due.pop(key, None)
+            self.retiring[key] = now
+
+    def follow_retiring(self) -> None:
+        """Stop retiring stages whose queue is empty; start one again when messages wait for it."""
+        now = time.monotonic()
+        ripe = [key for key, since in self.retiring.items() if now - since >= RETIRE_GRACE]
+        if not ripe:
+            return
+        counts = self.count_messages([stage_queue(key[0]) for key in ripe])
+        if counts is None:
+            return
+        for key in ripe:
+            waiting = counts.get(stage_queue(key[0]), 0)
+            proc = self.children.get(key)
+            if waiting == 0 and proc is not None and proc.poll() is None:
+                if key not in self.signalled:
+                    say(f"{stage_queue(key[0])} is empty: stopping {key[0]}[{key[1]}]")
+                    proc.send_signal(signal.SIGTERM)
+                    self.signalled.add(key)
+            elif waiting == 0 and proc is None:
+                del self.retiring[key]
+                self.signalled.discard(key)
+            elif waiting and proc is None:
+                say(f"{waiting} message(s) wait in {stage_queue(key[0])}: starting {key[0]}[{key[1]}] again")
+                self.signalled.discard(key)
+                self.spawn(key)
+
+    def start_due(self) -> None:
+        now = time.monotonic()
+        for key, when in list(self.due.items()):
+            if when <= now and key not in self.children:
+                self.spawn(key)
+
+    # --- stopping ------------------------------------------------------------------------------
+
+    def stop_all(self, grace: float = 35.0) -> None:
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.children.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def run(self) -> int:
+        def stop(signum: int, frame: object) -> None:
+            self.stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        failed = self.start()
+        if failed is not None:
+            return failed
+        last_policy = 0.0
+        while not self.stopping:
+            time.sleep(0.2)
+            self.reap()
+            if self.stopping:
+                break
+            if time.monotonic() - last_policy >= 1.0:
+                last_policy = time.monotonic()
+                self.follow_policy()
+                self.follow_retiring()
+            self.start_due()
+        self.stop_all()
+        return self.status
+
+
+def run_all(devmailbox: bool) -> int:
+    """``mailmoat run all``: supervise until SIGTERM/SIGINT; the exit status says why it ended."""
+    settings = Settings.from_env()
+    try:
+        load_policy(settings.policy_path)
+    except PolicyError as exc:
+        say(f"policy refused:\n{exc}")
+        return 2
+    mailbox = None
+    if devmailbox:
+        from mailmoat_devmailbox.service import MailboxConfig
+
+        config = MailboxConfig.from_env()
+        mailbox = (config.host, config.port)
+    return Supervisor(settings, devmailbox, mailbox=mailbox).run()
