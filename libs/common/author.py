@@ -469,6 +469,11 @@ def read_author(data: bytes) -> Author:
         values = from_values(data)
     except Exception as exc:  # a defect must not decide who the message is from; the header reads as unparseable
         return Author(fields=1, errors=(f"internal error: {type(exc).__name__}",))
+    return author_of(values)
+
+
+def author_of(values: list[bytes] | list[str]) -> Author:
+    """The author from the values of the From fields (as ``read_author``, for callers holding the fields)."""
     mailboxes: list[Mailbox] = []
     errors: list[str] = []
     recovered: list[str] = []
@@ -484,5 +489,5 @@ def read_author(data: bytes) -> Author:
     return Author(len(values), tuple(mailboxes), tuple(errors), tuple(recovered))
 
 
-__all__ = ["Author", "AuthorError", "Mailbox", "decode_words", "dns_name", "from_values", "parse_mailboxes",
-           "read_author", "recover"]
+__all__ = ["Author", "AuthorError", "Mailbox", "author_of", "decode_words", "dns_name", "from_values",
+           "parse_mailboxes", "read_author", "recover"]

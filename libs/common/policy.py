@@ -448,10 +448,14 @@ class SpamActions(_Strict):
     """A sender domain whose DMARC policy is ``p=reject`` failed DMARC (answer ``5.7.509``)."""
     dmarc_quarantine: SpamAction = "quarantine"
     """A sender domain whose DMARC policy is ``p=quarantine`` failed DMARC."""
+    error: SpamAction = "deliver"
+    """The antispam stage failed on the message (verdict ``error``, traced with the error): deliver it
+    unfiltered by default, as a milter's ``accept`` default action does; ``junk`` or ``quarantine``
+    to hold such mail instead (never ``reject``: the sender did nothing wrong)."""
 
     @model_validator(mode="after")
     def _no_backscatter(self) -> SpamActions:
-        for name in ("spam", "hcspam", "phish", "hcphish", "spoof", "bulk"):
+        for name in ("spam", "hcspam", "phish", "hcphish", "spoof", "bulk", "error"):
             if getattr(self, name) == "reject":
                 raise ValueError(f"{name}: reject is not allowed (spam is never bounced to its forged sender)")
         return self
@@ -570,6 +574,39 @@ class SpamEngines(_Strict):
     """Factor applied to an engine's score before it is added to ours."""
 
 
+class ProtectedUser(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    """The display name the user's mail carries (compared case- and space-insensitively)."""
+    address: str = Field(min_length=3)
+    """The user's own address: mail from it (authenticated) is not impersonation."""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value.count("@") != 1 or not all(value.split("@")):
+            raise ValueError(f"{value!r} is not an address")
+        return value
+
+
+class Impersonation(_Strict):
+    """EOP's anti-phishing impersonation protection: mail from outside whose display name claims a
+    protected user or domain (or is itself an address of another domain) is ``phish``."""
+
+    protected_users: list[ProtectedUser] = Field(default_factory=list)
+    protected_domains: list[str] = Field(default_factory=list)
+    """Domains whose name in a display name, on mail not from that domain, is impersonation."""
+    include_accepted_domains: bool = True
+    """The accepted domains are protected too (EOP's "include domains I own")."""
+    address_in_name: bool = True
+    """A display name that is itself an address of another organisational domain is impersonation."""
+
+    @field_validator("protected_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        return [d.strip().lower().rstrip(".") for d in value if d.strip()]
+
+
 class Antispam(_Strict):
     authserv_id: str | None = None
     """The authserv-id of the ``Authentication-Results`` header (default: ``organization.hostname``)."""
@@ -578,6 +615,11 @@ class Antispam(_Strict):
     failure (as EOP's compauth reason 130): mailing lists and forwarders the organisation trusts."""
     spf_timeout: float = Field(20, gt=0)
     """Seconds one SPF evaluation may take in all (RFC 7208 4.6.4); past it the result is ``temperror``."""
+    author_check: Literal["reject", "evaluate"] = "reject"
+    """Mail from outside whose From is not exactly one mailbox that parses (RFC 5322 3.6): ``reject`` at
+    the end of DATA (``550 5.7.512``), or ``evaluate`` every author domain, the strictest DMARC outcome
+    applied."""
+    impersonation: Impersonation = Field(default_factory=Impersonation)
 
     @field_validator("trusted_arc_sealers")
     @classmethod
@@ -889,6 +931,9 @@ class RuleConditions(_Strict):
 
     sender_address: list[str] | None = None
     sender_domain: list[str] | None = None
+    from_address: list[str] | None = None
+    """The author (``From:``) as a mail client shows it, read by ``mailmoat_common.author``."""
+    from_domain: list[str] | None = None
     recipient_address: list[str] | None = None
     recipient_domain: list[str] | None = None
     sender_location: Literal["inside", "outside"] | None = None
@@ -908,11 +953,13 @@ class RuleConditions(_Strict):
     scl_at_least: int | None = Field(None, ge=-1, le=9)
     bcl_at_least: int | None = Field(None, ge=0, le=9)
     verdict: list[str] | None = None
+    impersonation: list[Literal["user", "domain", "address"]] | None = Field(None, min_length=1)
+    """The antispam stage found impersonation of these kinds (``antispam.impersonation``)."""
     inbound_connector: list[str] | None = None
     _ips: IpSet = PrivateAttr(default_factory=IpSet)
 
     @field_validator("sender_address", "recipient_address", "sender_domain", "recipient_domain",
-                     "attachment_name", "inbound_connector")
+                     "from_address", "from_domain", "attachment_name", "inbound_connector")
     @classmethod
     def _values(cls, value: list[str] | None) -> list[str] | None:
         return None if value is None else _rule_values(value, "entry")

@@ -11,11 +11,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from mailmoat_antispam import asf, bayes, bulk, engines, rules, uribl
+from mailmoat_antispam import asf, bayes, bulk, engines, impersonation, rules, uribl
 from mailmoat_antispam.auth import AuthResolver, authenticate
 from mailmoat_antispam.auth.resolver import Resolver
 from mailmoat_antispam.content import Content, parse
 from mailmoat_antispam.score import Allowance, Findings, allowance, decide
+from mailmoat_common.author import Author, read_author
 from mailmoat_common.dns import ResolverConfig
 from mailmoat_common.models import Envelope, Verdict
 from mailmoat_common.policy import Policy
@@ -58,6 +59,17 @@ def auth_hits(detail: dict[str, Any]) -> list[rules.Hit]:
     if (detail.get("dmarc") or {}).get("result") == "fail":
         hits.append(rules.Hit("DMARC_FAIL", 1.5))
     return hits
+
+
+def impersonation_hits(envelope: Envelope, author: Author, policy: Policy, findings: Findings) -> list[rules.Hit]:
+    """A display name impersonating a protected user or domain, or holding another domain's address, on
+    mail from outside: a ``phish`` hit (``IMPERSONATION_USER|DOMAIN|ADDRESS``), recorded in the findings."""
+    outside = envelope.direction == "inbound" and not policy.is_internal(envelope.client_ip)
+    found = impersonation.find(author, policy, outside=outside)
+    if found is None:
+        return []
+    findings.impersonation = found.detail()
+    return [rules.Hit(impersonation.RULE_NAMES[found.kind], 0.0, found.claimed, category="phish")]
 
 
 def content_findings(envelope: Envelope, data: bytes, content: Content, policy: Policy) -> Findings:
@@ -115,7 +127,8 @@ class Checker:
                 auth_detail = auth_result.detail()
             except Exception:  # authentication never loses a message
                 log.exception("authentication failed for %s", envelope.id)
-        allowed = allowance(envelope, content, policy)
+        author = auth_result.author if auth_result is not None else read_author(data)
+        allowed = allowance(envelope, content, policy, author)
         if allowed is not None and allowed.kind != "blocked":
             findings = Findings(auth=auth_detail)
             findings.bcl, findings.bulk_signals = bulk.bulk_level(content, envelope.mail_from, spam.bulk_senders,
@@ -124,6 +137,7 @@ class Checker:
         findings = content_findings(envelope, data, content, policy)
         findings.auth = auth_detail
         findings.hits += auth_hits(auth_detail)
+        findings.hits += impersonation_hits(envelope, author, policy, findings)
         facts = {"spf": (auth_detail.get("spf") or {}).get("result", ""), "mail_from": envelope.mail_from}
         findings.asf = asf.advanced_checks(spam.advanced, content, facts)
         extra = await asyncio.gather(self._uribl(content, policy, findings), self._bayes(content, policy, findings),

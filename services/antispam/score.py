@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailmoat_antispam.asf import INCREASE, MARK, AsfHit
-from mailmoat_antispam.bulk import domain_in, sender_domains
+from mailmoat_antispam.bulk import domain_in
 from mailmoat_antispam.content import Content
 from mailmoat_antispam.rules import Hit
+from mailmoat_common.author import Author, author_of
 from mailmoat_common.models import Envelope, Verdict
 from mailmoat_common.policy import Antispam, Policy
 
@@ -22,6 +23,7 @@ STAGE = "antispam"
 REPORT = b"X-Mailmoat-Antispam-Report"
 SCL_HEADER = b"X-Mailmoat-SCL"
 CATEGORIES = ("hcphish", "phish", "hcspam", "spoof", "spam", "bulk")
+IMPERSONATION_CATS = {"user": "UIMP", "domain": "DIMP", "address": "DIMP"}
 CAT_CODES = {"hcphish": "HPHSH", "phish": "PHSH", "hcspam": "HSPM", "spoof": "SPOOF", "spam": "SPM", "bulk": "BULK"}
 FOLD_AT = 78
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:/=+\[\]@-]")
@@ -37,9 +39,14 @@ class Allowance:
     reason: str
 
 
-def allowance(envelope: Envelope, content: Content, policy: Policy) -> Allowance | None:
+def allowance(envelope: Envelope, content: Content, policy: Policy, author: Author | None = None
+              ) -> Allowance | None:
     """Allow lists first (IP allow list via the connection verdict, trusted partner connector, allowed
-    senders and domains), then the blocked senders and domains."""
+    senders and domains), then the blocked senders and domains.
+
+    The From addresses are the author parser's (``author``, else read from ``content``): only a From
+    that parses can allow a message (a display name such as ``"boss@partner.test"`` never does), while
+    any address a client could show from it can block one."""
     cf = envelope.verdicts.get("connection_filter")
     if cf is not None and cf.detail.get("scl") == -1:
         return Allowance("ip_allow", "connection filter IP allow list")
@@ -48,30 +55,27 @@ def allowance(envelope: Envelope, content: Content, policy: Policy) -> Allowance
             if connector.name == envelope.inbound_connector and connector.allow_list:
                 return Allowance("connector", f"partner connector {connector.name}")
     spam = policy.antispam
-    addresses = _sender_addresses(envelope, content)
-    domains = sender_domains(content, envelope.mail_from)
-    for address in addresses:
+    author = author if author is not None else author_of(content.header("from"))
+    envelope_sender = [envelope.mail_from.lower()] if envelope.mail_from else []
+    allowing = envelope_sender + ([m.address.lower() for m in author.mailboxes] if not author.errors else [])
+    blocking = envelope_sender + author.addresses
+    for address in allowing:
         if address in spam.allowed_senders:
             return Allowance("sender", f"allowed sender {address}")
-    for domain in domains:
+    for domain in _domains(allowing):
         if domain_in(domain, spam.allowed_domains):
             return Allowance("sender", f"allowed domain {domain}")
-    for address in addresses:
+    for address in blocking:
         if address in spam.blocked_senders:
             return Allowance("blocked", f"blocked sender {address}")
-    for domain in domains:
+    for domain in _domains(blocking):
         if domain_in(domain, spam.blocked_domains):
             return Allowance("blocked", f"blocked domain {domain}")
     return None
 
 
-def _sender_addresses(envelope: Envelope, content: Content) -> list[str]:
-    out = [envelope.mail_from.lower()] if envelope.mail_from else []
-    for value in content.header("from"):
-        match = re.search(r"[^<>\s@\"]+@[^<>\s@\"]+", value)
-        if match:
-            out.append(match.group(0).lower().rstrip(">"))
-    return out
+def _domains(addresses: list[str]) -> list[str]:
+    return [a.rpartition("@")[2].rstrip(".") for a in addresses if "@" in a]
 
 
 @dataclass
@@ -85,6 +89,8 @@ class Findings:
     bulk_signals: list[str] = field(default_factory=list)
     bayes: float | None = None
     auth: dict[str, Any] | None = None
+    impersonation: dict[str, str] | None = None
+    """``impersonation.Finding.detail()``: kind (user, domain, address), claimed, sender."""
     notes: list[str] = field(default_factory=list)
     """Checks that could not run (DNS failure, engine down), for the verdict detail."""
 
@@ -155,6 +161,8 @@ def decide(findings: Findings, spam: Antispam, allowed: Allowance | None = None)
     rules = [h.name for h in findings.hits] + [h.rule for h in findings.asf if h.mode == "on"]
     detail = {**base, "scl": scl, "category": category, "categories": [c for c in CATEGORIES if c in categories],
               "rules": rules, "score": score, "sfv": sfv, "bulk": findings.bulk_signals}
+    if findings.impersonation:
+        detail["impersonation"] = findings.impersonation
     if findings.bayes is not None:
         detail["bayes"] = round(findings.bayes, 4)
     if findings.asf:
@@ -168,6 +176,17 @@ def _safe(value: str, limit: int = 100) -> str:
     return _UNSAFE.sub("?", value.replace(" ", "_"))[:limit]
 
 
+def cat_code(detail: dict[str, Any]) -> str:
+    """The report's CAT: the strongest category's code; phishing found by impersonation shows as EOP's
+    ``UIMP`` (a protected user) or ``DIMP`` (a protected domain, or an address of another domain in
+    the display name)."""
+    category = detail.get("category") or ""
+    found = detail.get("impersonation") or {}
+    if category == "phish" and found.get("kind") in IMPERSONATION_CATS:
+        return IMPERSONATION_CATS[found["kind"]]
+    return CAT_CODES.get(category, "NONE")
+
+
 def report_tokens(verdict: Verdict, envelope: Envelope) -> list[str]:
     cf = envelope.verdicts.get("connection_filter")
     cfd = cf.detail if cf is not None else {}
@@ -176,7 +195,7 @@ def report_tokens(verdict: Verdict, envelope: Envelope) -> list[str]:
     d = verdict.detail
     tokens = [f"CIP:{_safe(envelope.client_ip) or 'none'}", f"H:{_safe(envelope.helo or '') or 'none'}",
               f"PTR:{_safe(ptr[0]) if ptr else 'none'}", f"IPV:{ipv}", f"SFV:{d.get('sfv', 'NSPM')}",
-              f"SCL:{d['scl']}", f"BCL:{d['bcl']}", f"CAT:{CAT_CODES.get(d.get('category') or '', 'NONE')}"]
+              f"SCL:{d['scl']}", f"BCL:{d['bcl']}", f"CAT:{cat_code(d)}"]
     if d.get("score") is not None and d["scl"] != -1:
         tokens.append(f"SCORE:{d['score']:g}")
     dmarc = d.get("dmarc") or {}

@@ -26,6 +26,7 @@ from mailmoat_common.bus import Publish, stage_queue
 from mailmoat_common.models import Envelope, TlsInfo, TraceEvent, new_message_id
 from mailmoat_common.policy import Policy
 from mailmoat_ingress import proxy, replies
+from mailmoat_ingress.author import check_author
 from mailmoat_ingress.checks import (
     MailParams,
     check_client,
@@ -221,6 +222,7 @@ class IngressHandler:
         policy = self.ctx.policy()
         content = envelope.original_content or b""
         reply = envelope.data_error or check_content(content, policy.limits)
+        reply = reply or check_author(content, policy, peer_address(session)[0])
         if reply is not None:
             INGRESS_MESSAGES.labels("rejected").inc()
             self.reject(session, envelope, reply, recipients=list(envelope.rcpt_tos))

@@ -60,6 +60,18 @@ def sender_domain(facts: Facts, spec: RuleConditions) -> bool:
     return bool(domain) and matches_value(domain, spec.sender_domain or ())
 
 
+@condition("from_address")
+def from_address(facts: Facts, spec: RuleConditions) -> bool:
+    """Any author address a mail client shows (every mailbox of every From field, and the addresses
+    of a From that does not parse) matches."""
+    return any(matches_value(a, spec.from_address or ()) for a in facts.author.addresses)
+
+
+@condition("from_domain")
+def from_domain(facts: Facts, spec: RuleConditions) -> bool:
+    return any(matches_value(domain_of(a), spec.from_domain or ()) for a in facts.author.addresses if domain_of(a))
+
+
 @condition("recipient_address")
 def recipient_address(facts: Facts, spec: RuleConditions) -> bool:
     return any(matches_value(r, spec.recipient_address or ()) for r in facts.recipients)
@@ -169,6 +181,14 @@ def bcl_at_least(facts: Facts, spec: RuleConditions) -> bool:
 @condition("verdict")
 def verdict(facts: Facts, spec: RuleConditions) -> bool:
     return any(name in facts.verdict_names for name in spec.verdict or ())
+
+
+@condition("impersonation")
+def impersonation(facts: Facts, spec: RuleConditions) -> bool:
+    """The antispam verdict found impersonation of one of these kinds."""
+    spam = facts.envelope.verdicts.get("antispam")
+    found = spam.detail.get("impersonation") if spam is not None else None
+    return isinstance(found, dict) and found.get("kind") in (spec.impersonation or ())
 
 
 @condition("inbound_connector")

@@ -19,6 +19,7 @@ from email.message import Message
 from functools import cached_property
 
 from mailmoat_common import filetypes, mimeedit, mimeparts
+from mailmoat_common.author import Author, read_author
 from mailmoat_common.models import Envelope
 from mailmoat_common.policy import Policy
 from mailmoat_routing.actions import CLEAN_AV, spam_hits
@@ -106,6 +107,11 @@ class Facts:
     @property
     def sender(self) -> str:
         return self.envelope.mail_from.strip().lower()
+
+    @cached_property
+    def author(self) -> Author:
+        """The From fields as a mail client shows them (the one author parser)."""
+        return read_author(self.data)
 
     @property
     def recipients(self) -> list[str]:

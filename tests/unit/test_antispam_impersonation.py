@@ -1,0 +1,85 @@
+"""Impersonation by display name: protected users and domains, an address of another domain in the
+name, only from outside; the verdict's phish category shows as CAT:UIMP / CAT:DIMP; allow lists read
+the From the author parser reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailmoat_antispam import impersonation
+from mailmoat_antispam.content import parse
+from mailmoat_antispam.rules import Hit
+from mailmoat_antispam.score import Findings, allowance, decide, report_tokens
+from mailmoat_common.author import read_author
+from mailmoat_common.models import Envelope
+from mailmoat_common.policy import Policy
+
+POLICY = Policy.model_validate({
+    "organization": {"hostname": "gw.test", "internal_networks": ["10.0.0.0/8"]},
+    "accepted_domains": [{"domain": "example.com"}],
+    "antispam": {"impersonation": {"protected_users": [{"name": "Jane Doe", "address": "jane@example.com"}],
+                                   "protected_domains": ["bank.test"]},
+                 "allowed_senders": ["boss@partner.test"], "blocked_domains": ["blocked.test"]},
+})
+
+
+def _find(from_value: str, *, outside: bool = True, policy: Policy = POLICY) -> tuple[str, str] | None:
+    author = read_author(f"From: {from_value}\r\n\r\n".encode())
+    found = impersonation.find(author, policy, outside=outside)
+    return None if found is None else (found.kind, found.claimed)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ('"Jane Doe" <jane.doe@freemail.test>', ("user", "Jane Doe")),
+    ("  JANE   doe <jd@freemail.test>", ("user", "Jane Doe")),
+    ("=?utf-8?q?Jane_Doe?= <jd@freemail.test>", ("user", "Jane Doe")),
+    ('"\uff2aane Doe" <jd@freemail.test>', ("user", "Jane Doe")),  # fullwidth J, NFKC
+    ('"Bank.test Support" <help@evil.test>', ("domain", "bank.test")),
+    ('"ceo@bank.test" <x@evil.test>', ("domain", "bank.test")),
+    ('"example.com IT desk" <it@evil.test>', ("domain", "example.com")),  # an accepted domain
+    ('"ceo@other.test" <x@evil.test>', ("address", "ceo@other.test")),
+    ('"=?utf-8?b?Y2VvQG90aGVyLnRlc3Q=?=" <x@evil.test>', ("address", "ceo@other.test")),
+    ('"Jane Doe" <jane@example.com>', None),  # her own address (authentication is compauth's business)
+    ('"Bank.test Support" <help@mail.bank.test>', None),  # from the protected domain itself
+    ('"x@evil.test" <x@mail.evil.test>', None),  # the same organisational domain
+    ("Jane <jd@freemail.test>", None),
+    ("jd@freemail.test", None),
+    ('"bank.testing" <a@evil.test>', None),  # a word, not the domain
+])
+def test_impersonation(value: str, expected: tuple[str, str] | None) -> None:
+    assert _find(value) == expected
+
+
+def test_only_from_outside_and_switchable() -> None:
+    assert _find('"Jane Doe" <jd@freemail.test>', outside=False) is None
+    off = POLICY.model_copy(deep=True)
+    off.antispam.impersonation.address_in_name = False
+    off.antispam.impersonation.include_accepted_domains = False
+    assert _find('"ceo@other.test" <x@evil.test>', policy=off) is None
+    assert _find('"example.com IT desk" <it@evil.test>', policy=off) is None
+
+
+@pytest.mark.parametrize(("kind", "cat"), [("user", "UIMP"), ("domain", "DIMP"), ("address", "DIMP")])
+def test_verdict_is_phish_with_its_own_cat(kind: str, cat: str) -> None:
+    findings = Findings(hits=[Hit(impersonation.RULE_NAMES[kind], 0.0, "x", category="phish")],
+                        impersonation={"kind": kind, "claimed": "x", "sender": "a@evil.test"})
+    verdict = decide(findings, POLICY.antispam)
+    assert verdict.result == "phish" and verdict.detail["scl"] >= 8
+    assert verdict.detail["impersonation"]["kind"] == kind
+    tokens = report_tokens(verdict, Envelope(client_ip="203.0.113.5", mail_from="a@evil.test", rcpt_to=["b@c.d"]))
+    assert f"CAT:{cat}" in tokens and f"RULES:{impersonation.RULE_NAMES[kind]}" in tokens
+    plain = decide(Findings(hits=[Hit("R", 0.0, category="phish")]), POLICY.antispam)
+    assert "CAT:PHSH" in report_tokens(plain, Envelope(client_ip="203.0.113.5", rcpt_to=["b@c.d"]))
+
+
+def _allowance(from_value: str, mail_from: str = "x@evil.test"):
+    data = f"From: {from_value}\r\nSubject: s\r\n\r\nbody\r\n".encode()
+    envelope = Envelope(client_ip="203.0.113.5", mail_from=mail_from, rcpt_to=["a@example.com"])
+    return allowance(envelope, parse(data), POLICY, read_author(data))
+
+
+def test_allow_lists_read_the_author_not_the_display_name() -> None:
+    assert _allowance("Boss <boss@partner.test>").kind == "sender"
+    assert _allowance('"boss@partner.test" <x@evil.test>') is None
+    assert _allowance("boss@partner.test <x@evil.test>") is None  # does not parse: allows nothing
+    assert _allowance("x@evil.test <ceo@blocked.test>").kind == "blocked"  # ...but blocks
