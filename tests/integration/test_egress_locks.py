@@ -17,7 +17,7 @@ from mailmoat_common.runtime import Runtime, Transient
 from mailmoat_common.settings import Settings
 from mailmoat_egress.claims import Claims
 from mailmoat_egress.delivery import SessionPool
-from mailmoat_egress.service import SERVICE, Egress, lock_key
+from mailmoat_egress.service import SERVICE, Egress, dedupe_key, lock_key
 from tests.support.sink import SmtpSink
 from tests.support.tcpproxy import TcpProxy
 
@@ -135,3 +135,16 @@ async def test_heartbeat_keeps_a_short_lock_and_a_dead_owners_lapses(egress: Egr
     await alive.release(claim)
     await alive.close()
     assert not await runtime.redis.exists(lock_key(envelope))
+
+
+async def test_copy_sent_again_carries_the_same_message_id(egress: Egress, sink: SmtpSink) -> None:
+    """RFC 1047's window: the next hop accepted, the record of it was lost (a crash right after the
+    250). The copy is sent again byte for byte, so with the same Message-ID: the next hop's duplicate
+    suppression (Message-ID based, as Exchange's and Cyrus's) can drop it."""
+    envelope = _envelope(sink.port)
+    assert await egress.handle(envelope, DATA) == []
+    await egress.runtime.redis.delete(dedupe_key(envelope))  # the record a crash would have lost
+    assert await egress.handle(envelope, DATA) == []
+    first, second = sink.messages
+    assert first.data == second.data == DATA
+    assert b"Message-ID: <lock@out.org>" in second.data
