@@ -1,0 +1,144 @@
+"""Anti-spoofing end to end (issue 14): the From shapes that confused the author reading, each sent
+from an address bank.test's SPF does not allow while ``_dmarc.bank.test`` says ``p=reject``, through
+a gateway with the antispam stage and DNS answered locally. With ``author_check: reject`` every shape
+but the plain one is refused at the end of DATA (550 5.7.512, traced REJECT) and the plain one is
+rejected by DMARC (5.7.509); with ``author_check: evaluate`` every shape is judged by its strictest
+author domain (5.7.509), several unauthenticated authors without a policy are held as spoof, and a
+display name holding another domain's address is held as phish (CAT:DIMP) — each verdict in the trace."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.e2e.actions_support import wait_event
+from tests.e2e.conftest import POLICY
+from tests.support.dnsserver import DnsServer
+from tests.support.infra import REDIS_TEST_URL
+from tests.support.sink import SmtpSink
+
+pytestmark = pytest.mark.e2e
+
+ANTISPAM = """
+dns:
+  nameservers: [127.0.0.1]
+  port: {dns_port}
+  timeout: 1
+pipeline:
+  filters: [antispam]
+antispam:
+  author_check: {mode}
+"""
+ZONE = """
+bank.test. 60 IN TXT "v=spf1 ip4:198.51.100.0/24 -all"
+_dmarc.bank.test. 60 IN TXT "v=DMARC1; p=reject"
+nodmarc.test. 60 IN TXT "v=spf1 ip4:198.51.100.0/24 -all"
+"""
+SHAPES = {  # MAIL FROM local part -> the From fields
+    "plain": [b"<ceo@bank.test>"],
+    "list": [b"<ceo@bank.test>, <x@evil.test>"],
+    "fields": [b"<ceo@bank.test>", b"<x@evil.test>"],
+    "name": [b"ceo@bank.test <x@evil.test>"],
+    "paren": [b"x@evil.test)<ceo@bank.test>"],
+}
+
+
+@pytest.fixture
+def dns() -> Iterator[DnsServer]:
+    with DnsServer(ZONE) as server:
+        yield server
+
+
+def _policy(mode: str) -> str:
+    return textwrap.dedent(POLICY) + textwrap.dedent(ANTISPAM).replace("{mode}", mode)
+
+
+def _message(tag: str, froms: list[bytes]) -> bytes:
+    return (b"".join(b"From: " + f + b"\r\n" for f in froms) + b"To: alice@example.com\r\nSubject: wire " + tag.encode()
+            + b"\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <" + tag.encode() + b"@spoof.test>\r\n\r\n"
+            + b"Please wire the money today.\r\n")
+
+
+def _send(port: int, tag: str, froms: list[bytes]) -> tuple[int, bytes]:
+    """(SMTP code, text) of the end of DATA."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("mx.evil.test")
+        try:
+            client.sendmail(f"{tag}@evil.test", ["alice@example.com"], _message(tag, froms))
+        except smtplib.SMTPDataError as exc:
+            return exc.smtp_code, exc.smtp_error
+    return 250, b""
+
+
+def _queue_id(index: str, timeout: float = 20) -> str:
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ids = client.zrange(f"mailmoat:trace:by:{index}", 0, -1)
+            if ids:
+                return ids[0].decode()
+            time.sleep(0.1)
+    finally:
+        client.close()
+    raise AssertionError(f"nothing traced under {index}")
+
+
+def _spam_event(tag: str) -> dict:
+    return wait_event(_queue_id(f"msgid:{tag}@spoof.test"), "SPAM", service="antispam")
+
+
+def test_author_shapes_refused_at_data(gateway_factory, sink: SmtpSink, dns: DnsServer) -> None:
+    gateway = gateway_factory(_policy("reject"), services=("ingress", "antispam", "routing", "egress"),
+                              dns_port=dns.port)
+    replies = {tag: _send(gateway.smtp_port, tag, froms) for tag, froms in SHAPES.items()}
+    for tag in ("list", "fields", "name", "paren"):
+        code, text = replies[tag]
+        assert code == 550 and text.startswith(b"5.7.512 Message must be RFC 5322 section 3.6.2 compliant"), tag
+        reject = wait_event(_queue_id(f"sender:{tag}@evil.test"), "REJECT", service="ingress")
+        assert "5.7.512" in reject["detail"]
+    assert replies["plain"] == (250, b"")
+    plain = _spam_event("plain")
+    assert plain["data"]["dmarc"]["result"] == "fail" and plain["data"]["dmarc"]["policy"] == "reject"
+    assert "5.7.509" in wait_event(plain["message_id"], "FAIL", service="routing")["detail"]
+    time.sleep(0.5)
+    assert sink.messages == []
+
+
+def test_every_author_domain_judged_when_the_policy_says_so(gateway_factory, sink: SmtpSink, dns: DnsServer) -> None:
+    gateway = gateway_factory(_policy("evaluate"), services=("ingress", "antispam", "routing", "egress"),
+                              dns_port=dns.port)
+    extra = {"nopolicy": [b"<ceo@nodmarc.test>, <x@evil.test>"], "display": [b'"ceo@bank.test" <x@evil.test>'],
+             "honest": [b"Ann <ann@evil.test>"]}
+    for tag, froms in {**SHAPES, **extra}.items():
+        assert _send(gateway.smtp_port, tag, froms) == (250, b""), tag
+    for tag in SHAPES:
+        event = _spam_event(tag)
+        dmarc = event["data"]["dmarc"]
+        assert (dmarc["result"], dmarc["policy"], dmarc["domain"]) == ("fail", "reject", "bank.test"), tag
+        assert "spoof" in event["data"]["categories"], tag
+        assert "5.7.509" in wait_event(event["message_id"], "FAIL", service="routing")["detail"], tag
+    held = _spam_event("nopolicy")
+    assert held["data"]["category"] == "spoof" and held["data"]["forged"]
+    assert wait_event(held["message_id"], "QUARANTINE", service="routing")
+    phish = _spam_event("display")
+    assert phish["data"]["category"] == "phish"
+    assert phish["data"]["impersonation"] == {"kind": "address", "claimed": "ceo@bank.test", "sender": "x@evil.test"}
+    assert wait_event(phish["message_id"], "QUARANTINE", service="routing")
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        kept = client.hget(f"mailmoat:quarantine:{phish['message_id']}", "data") or b""
+    finally:
+        client.close()
+    assert b"CAT:DIMP" in kept.replace(b"\r\n\t", b"")
+    (delivered,) = sink.wait_for(1, timeout=30)
+    assert b"Subject: wire honest\r\n" in delivered.data
+    head = delivered.data[: delivered.data.index(b"\r\nReceived: ")].replace(b"\r\n\t", b"").replace(b"\r\n ", b" ")
+    assert b"smtp.mailfrom=evil.test" in head and b"smtp.helo=mx.evil.test" in head
+    assert json.dumps(phish["data"])  # the verdict, as traced, is plain JSON
