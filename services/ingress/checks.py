@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mailmoat_common.addresses import Mailbox, Path, recipient_key, routing_trick
 from mailmoat_common.policy import Limits, Policy
 from mailmoat_ingress import replies
 from mailmoat_ingress.headers import count_headers, header_block
@@ -24,9 +25,11 @@ def check_recipient(policy: Policy, client_ip: str, address: str, accepted_so_fa
     """
     if accepted_so_far >= policy.limits.max_recipients:
         return replies.TOO_MANY_RECIPIENTS
-    domain = address.rpartition("@")[2]
+    local, _, domain = address.rpartition("@")
     entry = policy.accepted_domain(domain) if domain else None
     if entry is not None:
+        if local.lower() == "postmaster":  # RFC 5321 4.5.1: always accepted
+            return None
         if entry.dbeb and entry.type == "authoritative" and not policy.in_directory(address):
             return replies.ACCESS_DENIED
         return None
@@ -61,6 +64,69 @@ def parse_mail_options(options: list[str]) -> MailParams | None:
         elif key == "SMTPUTF8":
             smtputf8 = True
     return MailParams(size=size, body=body, smtputf8=smtputf8)
+
+
+def mail_parameters(params: dict[str, str | None]) -> MailParams | str:
+    """The MAIL FROM parameters this server offers (SIZE, BODY, SMTPUTF8), or the refusal for one it
+    does not: a malformed known parameter ``501 5.5.4``, an unknown one ``555 5.5.4``."""
+    size: int | None = None
+    body: str | None = None
+    smtputf8 = False
+    for key, value in params.items():
+        if key == "SIZE":
+            if value is None or not value.isascii() or not value.isdigit():
+                return replies.BAD_SIZE_PARAM
+            size = int(value)
+        elif key == "BODY":
+            if value is None or value.upper() not in ("7BIT", "8BITMIME"):
+                return "501 5.5.4 Syntax error in BODY parameter (7BIT or 8BITMIME)"
+            body = value.upper()
+        elif key == "SMTPUTF8":
+            if value is not None:
+                return "501 5.5.4 Syntax error: SMTPUTF8 takes no value"
+            smtputf8 = True
+        else:
+            return replies.bad_parameters("MAIL FROM", f"{key} is not offered")
+    return MailParams(size=size, body=body, smtputf8=smtputf8)
+
+
+def rcpt_parameters(params: dict[str, str | None]) -> str | None:
+    """RCPT TO parameters: none is offered (no DSN extension), so any is refused ``555 5.5.4``."""
+    if params:
+        return replies.bad_parameters("RCPT TO", f"{next(iter(params))} is not offered")
+    return None
+
+
+def postmaster_address(policy: Policy) -> str | None:
+    """Where ``RCPT TO:<Postmaster>`` goes (RFC 5321 4.5.1): postmaster at the first accepted domain."""
+    if not policy.accepted_domains:
+        return None
+    return f"postmaster@{policy.accepted_domains[0].domain}"
+
+
+def resolve_recipient(policy: Policy, client_ip: str, found: Path) -> tuple[str | None, str]:
+    """(the refusal or None, the address to deliver to) for a parsed forward path.
+
+    ``<Postmaster>`` becomes ``postmaster_address``. Sender-specified routing (a source route, ``%``,
+    ``!``, ``@`` in a quoted local part) from a client outside the organisation's networks is a relay
+    attempt whatever the domain; from the organisation's own servers a source route is ignored as
+    RFC 5321 says, the rest delivered as written.
+    """
+    if found.postmaster:
+        address = postmaster_address(policy)
+        return (replies.NO_POSTMASTER, "Postmaster") if address is None else (None, address)
+    assert found.mailbox is not None
+    address = found.mailbox.address
+    if not policy.is_internal(client_ip):
+        trick = routing_trick(found)
+        if trick is not None:
+            return replies.routing_denied(trick), address
+    return None, address
+
+
+def same_recipient_key(policy: Policy, found: Mailbox) -> str:
+    """Two recipients with one key are one mailbox: local part without case for accepted domains."""
+    return recipient_key(found, fold_local=policy.accepted_domain(found.domain) is not None)
 
 
 def check_mail_size(size: int | None, limits: Limits) -> str | None:

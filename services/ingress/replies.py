@@ -23,6 +23,64 @@ BYE = "221 2.0.0 Bye"
 
 STARTTLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first"
 
+# --- envelope syntax (RFC 5321 4.1.2, RFC 6531; mailmoat_common.addresses) ---
+MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM:<address> [SP <mail-parameters>]"
+RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO:<address> [SP <rcpt-parameters>]"
+NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"
+NEED_MAIL = "503 5.5.1 Error: need MAIL command"
+NO_POSTMASTER = "550 5.1.1 Recipient address rejected: no postmaster address is configured"
+
+
+def bad_hello(command: str, problem: str) -> str:
+    """A HELO/EHLO argument that is not UTF-8 or holds control characters."""
+    return f"501 5.5.2 Syntax error: the {command} argument is {problem}"
+
+
+def bad_sender(reason: str) -> str:
+    return f"501 5.1.7 Bad sender address syntax: {reason[:120]}"
+
+
+def bad_recipient(reason: str) -> str:
+    return f"501 5.1.3 Bad recipient address syntax: {reason[:120]}"
+
+
+def needs_smtputf8(what: str) -> str:
+    """A non-ASCII address without the SMTPUTF8 parameter (RFC 6531 3.5)."""
+    return f"553 5.6.7 Non-ASCII {what} address requires SMTPUTF8"
+
+
+def bad_parameters(command: str, reason: str) -> str:
+    """A malformed, unknown or repeated MAIL/RCPT parameter (RFC 5321 4.1.1.11, RFC 1869)."""
+    return f"555 5.5.4 {command} parameters not recognized or not implemented: {reason[:120]}"
+
+
+_ENHANCED_DEFAULT = {
+    "220": "2.0.0", "221": "2.0.0", "250": "2.0.0", "252": "2.0.0",
+    "421": "4.3.0", "451": "4.3.0", "454": "4.7.0",
+    "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1", "504": "5.5.4", "530": "5.7.0",
+    "552": "5.3.4", "553": "5.1.3", "554": "5.7.0", "555": "5.5.4",
+}
+
+
+def has_enhanced(status: str) -> bool:
+    """Whether a reply line carries an RFC 3463 enhanced status code of its own class."""
+    parts = status[4:].partition(" ")[0].split(".")
+    return len(parts) == 3 and parts[0] == status[:1] and all(p.isdigit() and len(p) <= 3 for p in parts)
+
+
+def enhanced(status: str) -> str:
+    """``status`` with an enhanced status code (RFC 2034): unchanged when it has one or is a 3xx reply,
+    else the code's usual one (aiosmtpd's built-in replies carry none)."""
+    if len(status) < 4 or status[:1] not in "245" or has_enhanced(status):
+        return status
+    code = _ENHANCED_DEFAULT.get(status[:3], f"{status[0]}.0.0")
+    return f"{status[:4]}{code} {status[4:]}"
+
+
+def routing_denied(trick: str) -> str:
+    """Sender-specified routing from an untrusted client (Postfix: allow_untrusted_routing = no)."""
+    return f"550 5.7.1 Relaying denied: sender-specified routing ({trick})"
+
 
 def no_certificate(connector: str) -> str:
     """A partner connector that requires a client certificate got none."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from mailmoat_common import addresses
 from mailmoat_common.bus import Publish, stage_queue
 from mailmoat_common.models import Envelope, TlsInfo, TraceEvent, new_message_id
 from mailmoat_common.policy import Policy
@@ -33,7 +33,11 @@ from mailmoat_ingress.checks import (
     check_content,
     check_mail_size,
     check_recipient,
+    mail_parameters,
     parse_mail_options,
+    rcpt_parameters,
+    resolve_recipient,
+    same_recipient_key,
 )
 from mailmoat_ingress.connectors import check_mail, peer_tls
 from mailmoat_ingress.headers import message_id, strip_gateway_headers
@@ -75,8 +79,13 @@ class SessionContext:
         """Run ``coro`` in the background, keeping a reference until it is done."""
         task = asyncio.ensure_future(coro)
         self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        task.add_done_callback(self._done)
         return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("background task failed: %s: %s", type(error).__name__, error, exc_info=error)
 
 
 _REPLY_COUNTERS: dict[str, Any] = {}
@@ -101,6 +110,9 @@ class Transaction(SmtpEnvelope):
         self.params = MailParams()
         self.data_error: str | None = None
         self.connector: str | None = None
+        self.recipient_keys: set[str] = set()
+        """One key per accepted recipient (``checks.same_recipient_key``): a second RCPT for the same
+        mailbox is answered 250 and not added again."""
 
 
 def peer_address(session: Session) -> tuple[str, int]:
@@ -198,13 +210,22 @@ class IngressHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.params = params
+        envelope.smtp_utf8 = params.smtputf8
         return replies.MAIL_OK
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Transaction, address: str, rcpt_options: list[str]
+        self, server: SMTP, session: Session, envelope: Transaction, path: addresses.Path, rcpt_options: list[str]
     ) -> str:
+        """A parsed forward path (``IngressSMTP.smtp_RCPT`` refused what does not parse)."""
         client_ip, _ = peer_address(session)
         policy = self.ctx.policy()
+        reply, address = resolve_recipient(policy, client_ip, path)
+        if reply is not None:
+            self.reject(session, envelope, reply, recipients=[address])
+            return reply
+        key = same_recipient_key(policy, addresses.mailbox(address))
+        if key in envelope.recipient_keys:  # the same mailbox again: one copy
+            return replies.RCPT_OK
         reply = check_recipient(policy, client_ip, address, len(envelope.rcpt_tos))
         if reply is None and self.ctx.limiter is not None:
             reply = await self.ctx.limiter.count_recipient(policy, client_ip)
@@ -215,6 +236,7 @@ class IngressHandler:
             return reply
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
+        envelope.recipient_keys.add(key)
         return replies.RCPT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Transaction) -> str:
@@ -313,20 +335,43 @@ class IngressHandler:
         queue_id = envelope.queue_id or new_message_id()
         envelope.queue_id = queue_id
         from_address = sender if sender is not None else envelope.mail_from
+        shown = [printable(r) for r in recipients or []]
+        helo = printable(session.host_name) if session.host_name is not None else None
         event = TraceEvent(
-            event="REJECT", message_id=queue_id, service=SERVICE, recipients=recipients or [],
-            detail=reply, data={"client_ip": client_ip, "helo": session.host_name},
+            event="REJECT", message_id=queue_id, service=SERVICE, recipients=shown,
+            detail=reply, data={"client_ip": client_ip, "helo": helo},
         )
         if connector is not None:
             event.data["connector"] = connector
         self.ctx.spawn(
             self.ctx.trace(
                 event,
-                sender=envelope_sender(from_address) if from_address is not None else None,
-                recipients=recipients or [],
+                sender=printable(envelope_sender(from_address)) if from_address is not None else None,
+                recipients=shown,
                 client_ip=client_ip,
             )
         )
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8 for logs and traces: bytes that were not UTF-8 (aiosmtpd keeps them as
+    surrogate escapes) shown as ``\\xNN``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
+def bad_text(text: str) -> str | None:
+    """Why a command argument cannot be kept (not UTF-8, or control characters), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid UTF-8"
+    if any(c < " " or c == "\x7f" for c in text):
+        return "not printable text"
+    return None
 
 
 def envelope_sender(address: str | None) -> str:
@@ -358,6 +403,8 @@ class IngressSMTP(SMTP):
         self.commands = 0
         self.busy = False
         self._reply_lines: list[bytes] = []
+        self._plain_reply = False
+        """The next final reply is the greeting or the HELO/EHLO reply: no enhanced status code (RFC 2034)."""
         self.slot: Slot | None = None
         self._proxied_peer: tuple[str, int] | None = None
         self.line_length_limit = max(2 * policy.limits.max_line_length + 3, 65536)
@@ -397,13 +444,6 @@ class IngressSMTP(SMTP):
         self._smtp_methods = {name: _Budgeted(self, getattr(self, attr)) for name, attr in _COMMANDS}
         self._enforce_call_limit = False
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's address parser, with a fast path for the common ``<dot-atom@domain>`` form."""
-        match = _SIMPLE_PATH.match(arg)
-        if match is not None:
-            return match.group(1), match.group(2).lstrip(" \t")
-        return super()._getaddr(arg)
-
     def _create_envelope(self) -> Transaction:
         return Transaction()
 
@@ -425,6 +465,7 @@ class IngressSMTP(SMTP):
         if reply is None:
             assert isinstance(self._reader, proxy.GuardedReader)
             self._reader.guard = True
+            self._plain_reply = True  # the greeting
             await super()._handle_client()
             return
         assert isinstance(self.envelope, Transaction)
@@ -532,10 +573,21 @@ class IngressSMTP(SMTP):
 
     async def push(self, status: str | bytes) -> None:
         """Send a reply line; continuation lines (``NNN-``) wait for the final line, so a multi-line
-        reply (EHLO) goes out in one write rather than one per line."""
-        count_reply(status if isinstance(status, str) else status[:4].decode("ascii", "replace"))
-        line = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") if isinstance(status, str) else status
-        if line[3:4] == b"-":
+        reply (EHLO) goes out in one write rather than one per line.
+
+        Every reply but the greeting, the HELO/EHLO reply and 3xx carries an enhanced status code
+        (RFC 2034): aiosmtpd's own replies that lack one get the code ``replies.enhanced`` gives.
+        """
+        if isinstance(status, bytes):
+            status = status.decode("utf-8", "surrogateescape")
+        final = status[3:4] != "-"
+        if self._plain_reply:
+            self._plain_reply = not final
+        else:
+            status = replies.enhanced(status)
+        count_reply(status)
+        line = status.encode("utf-8", "backslashreplace")
+        if not final:
             self._reply_lines.append(line + b"\r\n")
             return
         if self._reply_lines:
@@ -543,6 +595,102 @@ class IngressSMTP(SMTP):
             self._reply_lines.clear()
         self._writer.write(line + b"\r\n")
         await self._writer.drain()
+
+    # --- envelope commands ------------------------------------------------------------------------
+
+    async def _refuse(self, reply: str, **trace: Any) -> None:
+        """Refuse a command: log, trace (REJECT) and answer."""
+        assert self.session is not None and isinstance(self.envelope, Transaction)
+        log.info("%s: refused: %s", peer_address(self.session)[0], reply)
+        self.event_handler.reject(self.session, self.envelope, reply, **trace)
+        await self.push(reply)
+
+    async def _hello(self, command: str, hostname: str | None) -> bool:
+        """Refuse a HELO/EHLO without a usable argument (True when refused)."""
+        if not hostname:
+            await self.push(f"501 5.5.4 Syntax: {command} hostname")
+            return True
+        problem = bad_text(hostname)
+        if problem is not None:
+            await self._refuse(replies.bad_hello(command, problem))
+            return True
+        self._plain_reply = True
+        return False
+
+    @syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str | None) -> None:
+        if not await self._hello("HELO", hostname):
+            await super().smtp_HELO(hostname)
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        if not await self._hello("EHLO", hostname):
+            await super().smtp_EHLO(hostname)
+
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """MAIL FROM by ``mailmoat_common.addresses``: what does not parse is refused here (traced)."""
+        if await self.check_helo_needed():
+            return
+        assert self.session is not None and isinstance(self.envelope, Transaction)
+        if self.envelope.mail_from:
+            await self.push(replies.NESTED_MAIL)
+            return
+        rest = self._strip_command_keyword("FROM:", arg) if arg else None
+        if rest is None:
+            await self._refuse(replies.MAIL_SYNTAX, sender=printable(arg or ""))
+            return
+        try:
+            command = addresses.parse_mail(rest)
+        except addresses.AddressError as exc:
+            await self._refuse(_address_reply(exc, "MAIL FROM", "sender"), sender=printable(rest))
+            return
+        params = mail_parameters(command.params)
+        if not self.session.extended_smtp and command.params:
+            params = replies.MAIL_SYNTAX
+        if isinstance(params, str):
+            await self._refuse(params, sender=command.path.address)
+            return
+        options = [key if value is None else f"{key}={value}" for key, value in command.params.items()]
+        status = await self._call_handler_hook("MAIL", command.path.address or "<>", options)
+        await self.push(status)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """RCPT TO by ``mailmoat_common.addresses`` (non-ASCII only after MAIL FROM ... SMTPUTF8)."""
+        if await self.check_helo_needed():
+            return
+        assert self.session is not None and isinstance(self.envelope, Transaction)
+        envelope = self.envelope
+        if not envelope.mail_from:
+            await self.push(replies.NEED_MAIL)
+            return
+        rest = self._strip_command_keyword("TO:", arg) if arg else None
+        if rest is None:
+            await self._refuse(replies.RCPT_SYNTAX, recipients=[printable(arg or "")])
+            return
+        try:
+            command = addresses.parse_rcpt(rest, utf8=bool(envelope.smtp_utf8))
+        except addresses.AddressError as exc:
+            await self._refuse(_address_reply(exc, "RCPT TO", "recipient"), recipients=[printable(rest)])
+            return
+        reply = rcpt_parameters(command.params)
+        if reply is None and not self.session.extended_smtp and command.params:
+            reply = replies.RCPT_SYNTAX
+        if reply is not None:
+            await self._refuse(reply, recipients=[command.path.address])
+            return
+        options = [key if value is None else f"{key}={value}" for key, value in command.params.items()]
+        status = await self._call_handler_hook("RCPT", command.path, options)
+        await self.push(status)
+
+    @syntax("VRFY <address>")
+    async def smtp_VRFY(self, arg: str | None) -> None:
+        """No address verification (it would disclose the directory): 252 as RFC 5321 3.5.3 allows."""
+        if not arg:
+            await self.push("501 5.5.4 Syntax: VRFY <address>")
+            return
+        await self.push("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery")
 
     # --- DATA -------------------------------------------------------------------------------------
 
@@ -630,8 +778,6 @@ class _Budgeted:
 _COMMANDS = tuple(
     (name.removeprefix("smtp_"), name) for name in dir(IngressSMTP) if name.startswith("smtp_") and name != "smtp_AUTH"
 )
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_SIMPLE_PATH = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)\Z", re.DOTALL)
 
 
 def _command_limits() -> collections.defaultdict[str, int]:
@@ -640,13 +786,29 @@ def _command_limits() -> collections.defaultdict[str, int]:
     return limits
 
 
+def _address_reply(error: addresses.AddressError, command: str, what: str) -> str:
+    """The refusal for a MAIL FROM / RCPT TO argument that does not parse."""
+    if error.kind == "utf8":
+        return replies.needs_smtputf8(what)
+    if error.kind == "param":
+        return replies.bad_parameters(command, error.reason)
+    return replies.bad_sender(error.reason) if what == "sender" else replies.bad_recipient(error.reason)
+
+
 class RefuseSession(asyncio.Protocol):
-    """A connection over the session cap: 421 and close, nothing read."""
+    """A connection over the session cap: 421 and close, nothing read.
+
+    The transport is used by duck typing: uvloop's TCP transport is not an ``asyncio.WriteTransport``
+    subclass (an ``isinstance`` check here once made every refusal a silent close under uvloop).
+    """
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        count_reply(replies.TOO_MANY_SESSIONS)
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(replies.TOO_MANY_SESSIONS.encode() + b"\r\n")
+        try:
+            transport.write(replies.TOO_MANY_SESSIONS.encode() + b"\r\n")  # type: ignore[attr-defined]
+        except (OSError, RuntimeError) as exc:  # the client left already
+            log.debug("421 over the session cap not sent: %s", exc)
+        else:
+            count_reply(replies.TOO_MANY_SESSIONS)
         transport.close()
 
 

@@ -50,7 +50,7 @@ async def test_the_proxied_client_survives_starttls(make_settings, probe, tmp_pa
             return [a[:9] for a in answers]
 
         answers = await asyncio.to_thread(attempt)
-        assert answers == ["220 gw.ex", "250-gw.ex", "220 Ready", "250-gw.ex", "250 2.1.0", "550 5.7.1",
+        assert answers == ["220 gw.ex", "250-gw.ex", "220 2.0.0", "250-gw.ex", "250 2.1.0", "550 5.7.1",
                            "250 2.1.5", "354 End d", "250 2.6.0", "221 2.0.0"]
         envelope, data = await take(probe)
         assert (envelope.client_ip, envelope.client_port) == ("192.0.2.55", 41000)
