@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import re
 from dataclasses import dataclass, field
 
@@ -155,10 +154,9 @@ def _decode_word(match: re.Match[str]) -> str:
     except (binascii.Error, ValueError):
         return match.group(0)
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
-    return raw.decode(charset, "replace")
+        return raw.decode(charset, "replace")
+    except (LookupError, ValueError, UnicodeError, TypeError):  # unknown or binary-only codecs: read as UTF-8
+        return raw.decode("utf-8", "replace")
 
 
 def decode_words(text: str) -> str:
@@ -485,7 +483,10 @@ def author_of(values: list[bytes] | list[str]) -> Author:
             recovered += [a for a in recover(value) if a not in recovered]
         except Exception as exc:  # never raise: a parser defect reads as a field that does not parse
             errors.append(f"internal error: {type(exc).__name__}")
-            recovered += [a for a in recover(value) if a not in recovered]
+            try:
+                recovered += [a for a in recover(value) if a not in recovered]
+            except Exception:  # the lenient reading failed too: nothing recovered
+                pass
     return Author(len(values), tuple(mailboxes), tuple(errors), tuple(recovered))
 
 
