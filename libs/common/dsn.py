@@ -21,7 +21,8 @@ SPAM_RESULTS = frozenset({"spam", "hcspam", "phish", "hcphish", "spoof", "bulk",
                           "high_confidence_spam", "high_confidence_phish"})
 """Antispam results (decision 004's categories) about whose sender no DSN is sent."""
 DIAGNOSTIC_LIMIT = 900
-"""Longest diagnostic text kept (a field line stays under RFC 5322's 998 octets)."""
+"""Longest diagnostic text kept, in octets (a field line stays under RFC 5322's 998 octets)."""
+MAX_LINE = 998
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,8 @@ def _int(value: object) -> int:
 
 
 def original_headers(data: bytes) -> bytes:
-    """The header section of the original message, CRLF line endings, ending with one CRLF."""
+    """The header section of the original message, CRLF line endings, ending with one CRLF; NUL bytes
+    (not allowed in 8bit content) dropped, a line over 998 octets cut there (the report must travel)."""
     for sep in (b"\r\n\r\n", b"\n\n"):
         end = data.find(sep)
         if end != -1:
@@ -63,15 +65,31 @@ def original_headers(data: bytes) -> bytes:
             break
     else:
         head = data
-    lines = head.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    return b"".join(line + b"\r\n" for line in lines if line)
+    lines = head.replace(b"\x00", b"").replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    return b"".join(line[:MAX_LINE] + b"\r\n" for line in lines if line)
 
 
-def _clean(text: str, ascii_only: bool) -> str:
-    text = " ".join(text.replace("\r", " ").replace("\n", " ").split())
+def _text(value: str) -> str:
+    """One line of text: control characters (CR and LF included) as spaces, lone surrogates (bytes a
+    remote server sent that were not UTF-8) as U+FFFD, runs of white space as one space."""
+    value = "".join(
+        " " if (ord(c) < 32 or c == "\x7f") else "\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value
+    )
+    return " ".join(value.split())
+
+
+def _fit(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` octets of UTF-8 (``...`` marks a cut)."""
+    if len(text.encode("utf-8")) <= limit:
+        return text
+    return text.encode("utf-8")[: max(limit - 3, 0)].decode("utf-8", "ignore") + "..."
+
+
+def _clean(text: str, ascii_only: bool, room: int = DIAGNOSTIC_LIMIT) -> str:
+    text = _text(text)
     if ascii_only:
         text = text.encode("ascii", "replace").decode("ascii")
-    return text if len(text) <= DIAGNOSTIC_LIMIT else text[: DIAGNOSTIC_LIMIT - 3] + "..."
+    return _fit(text, min(room, DIAGNOSTIC_LIMIT))
 
 
 def wants_ndr(envelope: Envelope) -> str | None:
@@ -118,6 +136,9 @@ def build_report(envelope: Envelope, data: bytes, failures: list[Failure], now: 
     boundary = boundary or f"=_mailmoat_{dsn_id}"
     crlf = "\r\n"
     original = original_headers(data)
+    sender = _fit(_text(envelope.mail_from), 400)
+    failures = [Failure(_fit(_text(f.recipient), 400), _fit(_text(f.status), 32) or "5.0.0", f.diagnostic,
+                        _fit(_text(f.remote_mta), 255)) for f in failures]
     utf8 = not (envelope.mail_from.isascii() and all(f.recipient.isascii() for f in failures))
     eight_bit = utf8 or not original.isascii()
     cte = f"Content-Transfer-Encoding: {'8bit' if eight_bit else '7bit'}"
@@ -126,7 +147,7 @@ def build_report(envelope: Envelope, data: bytes, failures: list[Failure], now: 
     headers_type = "message/global-headers" if utf8 else "text/rfc822-headers"
     headers = [
         f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
-        f"To: <{envelope.mail_from}>",
+        f"To: <{sender}>",
         f"Subject: {SUBJECT}",
         f"Date: {format_datetime(now)}",
         f"Message-ID: <{dsn_id}@{hostname}>",
@@ -141,7 +162,8 @@ def build_report(envelope: Envelope, data: bytes, failures: list[Failure], now: 
         "Your message could not be delivered to one or more recipients.",
         "",
     ]
-    text += [f"<{f.recipient}>: {_clean(f.diagnostic, not utf8)}" for f in failures]
+    text += [f"<{f.recipient}>: {_clean(f.diagnostic, not utf8, MAX_LINE - 4 - len(f.recipient.encode()))}"
+             for f in failures]
     status = [
         f"Reporting-MTA: dns; {hostname}",
         f"X-Mailmoat-Queue-ID: {envelope.id}",
@@ -154,7 +176,7 @@ def build_report(envelope: Envelope, data: bytes, failures: list[Failure], now: 
             "Action: failed",
             f"Status: {failure.status}",
             *([f"Remote-MTA: dns; {failure.remote_mta}"] if failure.remote_mta else []),
-            f"Diagnostic-Code: smtp; {_clean(failure.diagnostic, not utf8)}",
+            f"Diagnostic-Code: smtp; {_clean(failure.diagnostic, not utf8, MAX_LINE - 23)}",
         ]
     parts = [
         crlf.join(headers) + crlf + crlf,

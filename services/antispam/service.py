@@ -3,20 +3,27 @@ prepend ``Authentication-Results``, the report and SCL headers (and ``X-CustomSp
 spam filter checks in test mode), add the verdict, publish to the next stage of the itinerary.
 
 The stage only annotates (decision 004): routing acts on the verdict. Nothing here holds mail up: a
-DNS list, Redis or an external engine that fails is skipped and named in the verdict's notes.
+DNS list, Redis or an external engine that fails is skipped and named in the verdict's notes, and an
+unexpected error of the stage on a message passes it on with the verdict ``error``
+(``mailmoat_common.stagefault``), on which routing applies ``antispam.actions.error``.
 """
 
 from __future__ import annotations
 
+import logging
+
 from mailmoat_antispam.asf import custom_spam_headers, strip_custom_spam
 from mailmoat_antispam.auth import authentication_results, authserv_id, strip_spoofed_authres
 from mailmoat_antispam.check import Checker, Outcome
-from mailmoat_antispam.score import STAGE, headers
+from mailmoat_antispam.score import REPORT, STAGE, _safe, fold, headers
 from mailmoat_common.bus import Publish
-from mailmoat_common.models import Envelope, TraceEvent
+from mailmoat_common.models import Envelope, TraceEvent, Verdict
 from mailmoat_common.policy import Policy
-from mailmoat_common.runtime import Runtime, serve_stage, stage_publish
+from mailmoat_common.runtime import Runtime, Transient, serve_stage, stage_publish
 from mailmoat_common.settings import Settings
+from mailmoat_common.stagefault import error_event, error_token, fault
+
+log = logging.getLogger(__name__)
 
 SERVICE = STAGE
 
@@ -45,10 +52,20 @@ def make_handler(runtime: Runtime, checker: Checker | None = None):
 
     async def handle(envelope: Envelope, data: bytes) -> list[Publish]:
         policy = runtime.policy.current
-        outcome = await checker.check(envelope, data, policy)
+        try:
+            outcome = await checker.check(envelope, data, policy)
+            out = annotate(outcome, envelope, data, policy)
+        except Transient:
+            raise
+        except Exception as exc:  # a fault of this stage on this message: passed on, never a dead letter
+            verdict, out = failed(fault(SERVICE, envelope, exc), envelope, data, policy)
+            envelope.add_verdict(verdict)
+            envelope.size = len(out)
+            await runtime.trace.record(error_event(SERVICE, envelope, "error", verdict.detail,
+                                                   f"antispam.actions.error: {policy.antispam.actions.error}"))
+            return [stage_publish(envelope, out, SERVICE)]
         verdict = outcome.verdict
         envelope.add_verdict(verdict)
-        out = annotate(outcome, envelope, data, policy)
         envelope.size = len(out)
         clean = verdict.result in ("clean", "allowed")
         await runtime.trace.record(TraceEvent(
@@ -59,6 +76,21 @@ def make_handler(runtime: Runtime, checker: Checker | None = None):
         return [stage_publish(envelope, out, SERVICE)]
 
     return handle
+
+
+def failed(detail: dict[str, str], envelope: Envelope, data: bytes, policy: Policy) -> tuple[Verdict, bytes]:
+    """The ``error`` verdict and the message as passed on when the stage failed on it: the report header
+    says ``SFV:ERR``, incoming copies of headers only this stage may write are still removed when that
+    works, no SCL is claimed. Routing applies ``antispam.actions.error`` (deliver by default)."""
+    verdict = Verdict(stage=STAGE, result="error", detail=dict(detail))
+    body = data
+    for strip in (lambda b: strip_spoofed_authres(b, authserv_id(policy)), strip_custom_spam):
+        try:
+            body = strip(body)
+        except Exception:  # the message goes on as it came; the first error is the one reported
+            log.exception("antispam: could not clean incoming headers of %s", envelope.id)
+    header = fold(REPORT, [f"CIP:{_safe(envelope.client_ip) or 'none'}", "SFV:ERR", f"ERR:{error_token(detail)}"])
+    return verdict, header + body
 
 
 async def main(settings: Settings, worker: int = 0) -> None:

@@ -23,6 +23,7 @@ from mailmoat_antivirus import archives, filetypes, macros, mime
 from mailmoat_antivirus.clamd import ScanResult
 from mailmoat_common.models import Verdict
 from mailmoat_common.policy import Antimalware
+from mailmoat_common.stagefault import error_token
 
 STAGE = "antivirus"
 HEADER = b"X-Mailmoat-Malware-Report"
@@ -92,8 +93,7 @@ def analyse(raw: bytes, policy: Antimalware) -> tuple[Findings, list[Item]]:
     parts = walked.parts
     findings.parts = len(parts)
     if walked.too_deep is not None:
-        findings.unscannable.append(f"MIME parts nested deeper than {mime.mimeparts.MAX_DEPTH} levels"
-                                    f" (from part {walked.too_deep}) not examined")
+        findings.unscannable.append(f"MIME parts nested deeper than {mime.mimeparts.MAX_DEPTH} levels not examined")
         findings.message_unscannable = True
     if walked.too_many:
         findings.unscannable.append(f"more than {mime.MAX_PARTS} MIME parts: the rest not examined")
@@ -213,6 +213,19 @@ def unscanned(reason: str) -> Verdict:
     return Verdict(stage=STAGE, result="unscanned", detail={"reason": reason, "fail_open": True})
 
 
+def failed(detail: dict[str, str], policy: Antimalware) -> Verdict:
+    """The verdict when the stage's own checks failed on the message (``mailmoat_common.stagefault``):
+    ``unscannable`` with ``action: quarantine`` (the sender did nothing wrong: a release brings the
+    message through once the fault is fixed; nothing is tied to a part, so never strip), or ``unscanned``
+    when the policy allows unscannable content (``antimalware.unscannable: allow``)."""
+    reason = f"the antivirus stage failed on this message: {detail['error']}"
+    if policy.unscannable == "allow":
+        return Verdict(stage=STAGE, result="unscanned", detail={**detail, "unscannable_allowed": [reason]})
+    return Verdict(stage=STAGE, result="unscannable", detail={
+        **detail, "names": [], "findings": {"unscannable": [reason]}, "action": "quarantine", "strip": None,
+    })
+
+
 def _safe(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 and c != ";" else "_" for c in text)
 
@@ -231,6 +244,8 @@ def report_header(verdict: Verdict, limit: int = 900) -> bytes:
         fields.append(f"action={verdict.detail['action']}")
     if verdict.detail.get("fail_open"):
         fields.append("fail_open=true")
+    if verdict.detail.get("error_type"):
+        fields.append(f"error={error_token(verdict.detail)}")
     value = "; ".join(fields)
     if len(value) > limit:
         value = value[: limit - 3] + "..."

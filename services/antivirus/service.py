@@ -3,7 +3,8 @@ prepend the report header, add the verdict, publish to the next stage of the iti
 
 clamd unreachable or too slow: the message is retried later (``Transient``), never passed on
 unscanned, and the stage reports not ready until clamd answers again, unless the policy says
-``antimalware.fail_open``.
+``antimalware.fail_open``. Any other error of the stage on a message passes it on as ``unscannable``
+(quarantined by default; ``mailmoat_common.stagefault``), never into ``mailmoat.dead``.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import logging
 import os
 
 from mailmoat_antivirus.clamd import ClamdClient, ClamdUnavailable, ScanResult, parse_address
-from mailmoat_antivirus.decide import Item, add_engine_results, analyse, decide, report_header, unscanned
+from mailmoat_antivirus.decide import Item, add_engine_results, analyse, decide, failed, report_header, unscanned
 from mailmoat_common.bus import Publish
-from mailmoat_common.models import Envelope, TraceEvent
+from mailmoat_common.models import Envelope, TraceEvent, Verdict
 from mailmoat_common.policy import Antimalware
 from mailmoat_common.runtime import Runtime, Transient, stage_publish
 from mailmoat_common.settings import Settings
+from mailmoat_common.stagefault import error_event, fault
 
 SERVICE = "antivirus"
 ADDRESS_ENV = "MAILMOAT_CLAMD_ADDRESS"
@@ -65,32 +67,44 @@ def make_handler(runtime: Runtime, engine: Engine):
     async def handle(envelope: Envelope, data: bytes) -> list[Publish]:
         policy = runtime.policy.current.antimalware
         client = engine.client(policy)
-        findings, items = await asyncio.to_thread(analyse, data, policy)
         try:
-            results = await scan_items(client, items)
-        except ClamdUnavailable as exc:
-            if not policy.fail_open:
-                raise Transient(str(exc)) from exc
-            verdict = unscanned(str(exc))
-            event = TraceEvent(
-                event="SCAN", message_id=envelope.id, service=SERVICE, recipients=envelope.rcpt_to,
-                detail=f"passed on unscanned (antimalware.fail_open): {exc}", data={"result": verdict.result},
-            )
-        else:
-            add_engine_results(findings, results)
-            verdict = decide(findings, policy)
-            verdict.detail["scans"] = len(items)
-            event = TraceEvent(
-                event="SCAN" if verdict.result == "clean" else "MALWARE", message_id=envelope.id,
-                service=SERVICE, recipients=envelope.rcpt_to, detail=_summary(verdict.result, verdict.detail),
-                data={"result": verdict.result, **verdict.detail},
-            )
+            verdict, event = await _scan(envelope, data, policy, client)
+        except Transient:
+            raise
+        except Exception as exc:  # a fault of this stage on this message: passed on, never a dead letter
+            verdict = failed(fault(SERVICE, envelope, exc), policy)
+            event = error_event(SERVICE, envelope, verdict.result, verdict.detail,
+                                "quarantine" if verdict.result == "unscannable" else "antimalware.unscannable: allow")
         envelope.add_verdict(verdict)
         output = stage_publish(envelope, report_header(verdict) + data, SERVICE)
         await runtime.trace.record(event)
         return [output]
 
     return handle
+
+
+async def _scan(envelope: Envelope, data: bytes, policy: Antimalware, client: ClamdClient
+                ) -> tuple[Verdict, TraceEvent]:
+    """The verdict and its trace event; ``Transient`` when clamd is away and the policy does not fail open."""
+    findings, items = await asyncio.to_thread(analyse, data, policy)
+    try:
+        results = await scan_items(client, items)
+    except ClamdUnavailable as exc:
+        if not policy.fail_open:
+            raise Transient(str(exc)) from exc
+        verdict = unscanned(str(exc))
+        return verdict, TraceEvent(
+            event="SCAN", message_id=envelope.id, service=SERVICE, recipients=envelope.rcpt_to,
+            detail=f"passed on unscanned (antimalware.fail_open): {exc}", data={"result": verdict.result},
+        )
+    add_engine_results(findings, results)
+    verdict = decide(findings, policy)
+    verdict.detail["scans"] = len(items)
+    return verdict, TraceEvent(
+        event="SCAN" if verdict.result == "clean" else "MALWARE", message_id=envelope.id,
+        service=SERVICE, recipients=envelope.rcpt_to, detail=_summary(verdict.result, verdict.detail),
+        data={"result": verdict.result, **verdict.detail},
+    )
 
 
 def _summary(result: str, detail: dict[str, object]) -> str:

@@ -2,7 +2,9 @@
 
 The stage only annotates: the verdict (``allow``, ``listed``, ``reject`` or ``pass``) goes into the
 envelope and the ``X-Mailmoat-Connection-Report`` header is prepended; the message always goes on to
-the next stage of its itinerary. A DNS failure is recorded as ``temperror``, never a reason to stop.
+the next stage of its itinerary. A DNS failure is recorded as ``temperror``, never a reason to stop;
+any other error of the stage on a message gives the verdict ``error`` (no action follows from it),
+traced (``mailmoat_common.stagefault``), never a dead letter.
 """
 
 from __future__ import annotations
@@ -11,16 +13,19 @@ import asyncio
 
 from mailmoat_common.bus import Publish
 from mailmoat_common.dns import ResolverConfig
-from mailmoat_common.models import Envelope, TraceEvent
+from mailmoat_common.models import Envelope, TraceEvent, Verdict
 from mailmoat_common.policy import Policy
-from mailmoat_common.runtime import Runtime, serve_stage, stage_publish
+from mailmoat_common.runtime import Runtime, Transient, serve_stage, stage_publish
 from mailmoat_common.settings import Settings
+from mailmoat_common.stagefault import error_event, error_token, fault
 from mailmoat_connection_filter.decide import (
+    HEADER,
     STAGE,
     Lookup,
     Report,
     conclude,
     dnsbl_result,
+    fold_header,
     helo_facts,
     plan_checks,
     ptr_facts,
@@ -63,18 +68,24 @@ def make_handler(runtime: Runtime, resolver: Resolver | None = None):
     resolver = resolver or Resolver()
 
     async def handle(envelope: Envelope, data: bytes) -> list[Publish]:
-        report = await inspect(envelope, runtime.policy.current, resolver)
-        verdict = report.verdict()
-        envelope.add_verdict(verdict)
-        out = report.header() + data
-        envelope.size = len(out)
-        summary = " ".join(report.tokens()[1:4])
-        await runtime.trace.record(
-            TraceEvent(
+        try:
+            report = await inspect(envelope, runtime.policy.current, resolver)
+            verdict = report.verdict()
+            header = report.header()
+            event = TraceEvent(
                 event="AGENTINFO", message_id=envelope.id, service=SERVICE, recipients=envelope.rcpt_to,
-                detail=f"connection filter: {verdict.result} ({summary})", data=verdict.detail,
+                detail=f"connection filter: {verdict.result} ({' '.join(report.tokens()[1:4])})", data=verdict.detail,
             )
-        )
+        except Transient:
+            raise
+        except Exception as exc:  # a fault of this stage on this message: passed on, never a dead letter
+            verdict = Verdict(stage=STAGE, result="error", detail=fault(SERVICE, envelope, exc))
+            header = fold_header(HEADER, ["ACT:error", f"ERR:{error_token(verdict.detail)}"])
+            event = error_event(SERVICE, envelope, "error", verdict.detail, "no connection filter action")
+        envelope.add_verdict(verdict)
+        out = header + data
+        envelope.size = len(out)
+        await runtime.trace.record(event)
         return [stage_publish(envelope, out, SERVICE)]
 
     return handle

@@ -9,6 +9,11 @@ A released message (``released_from`` set) skips every verdict action (EOP's ``S
 allow-listed message (SCL -1 from the connection filter's IP allow list or the antispam stage) skips
 the antispam actions, except high-confidence phishing (as EOP, allow lists never deliver it); the
 malware action always applies.
+
+A filter stage that failed on a message (``mailmoat_common.stagefault``) leaves an error verdict: the
+antivirus stage's ``unscannable`` (action ``quarantine``) goes the way of every antivirus finding;
+the antispam stage's ``error`` takes ``antispam.actions.error`` (deliver by default), below every
+spam category; the connection filter's ``error`` calls for nothing.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ class Disposition:
     action: str
     """``deliver``, ``junk``, ``prepend_subject``, ``redirect``, ``quarantine``, ``delete``, ``reject``, ``strip``."""
     cause: str = "none"
-    """``none`` (no verdict called for an action), ``released``, ``malware``, ``connection``, or an
-    antispam key of ``SPAM_ORDER``; the quarantine reason."""
+    """``none`` (no verdict called for an action), ``released``, ``malware``, ``connection``, an
+    antispam key of ``SPAM_ORDER``, or ``error`` (the antispam stage failed); the quarantine reason."""
     stage: str | None = None
     result: str | None = None
     """The deciding verdict's result (an antivirus result such as ``blocked-type``, a spam category)."""
@@ -166,6 +171,9 @@ def disposition(envelope: Envelope, policy: Policy) -> Disposition:
             hits = [h for h in hits if h == "hcphish"]
         if hits:
             return _spam(hits[0], spam, policy)
+        if spam.result == "error" and policy.antispam.actions.error != "deliver" and not allow_listed(envelope):
+            return Disposition(policy.antispam.actions.error, "error", "antispam", "error",
+                               f"the antispam stage failed on this message: {spam.detail.get('error', 'error')}")
     return Disposition("deliver")
 
 

@@ -190,3 +190,29 @@ def test_strip_by_named_parts_else_attachments_else_quarantine() -> None:
     plain = b"From: s@sender.test\r\nSubject: x\r\n\r\nX5O!P\r\n"
     out = carry_out(disposition(unnamed, policy()), unnamed, plain, policy())
     assert out.action == "quarantine" and not out.delivers and out.data is plain
+
+
+def test_stage_error_verdicts_by_policy() -> None:
+    """Issue 13: a filter stage that failed on a message leaves an error verdict that routing acts on."""
+    from mailmoat_antivirus.decide import failed
+    from mailmoat_common.policy import PolicyError
+    from mailmoat_common.stagefault import error_detail
+
+    detail = error_detail(ValueError("bad"))
+    spam_error = Verdict(stage="antispam", result="error", detail=detail)
+    assert disposition(env(spam_error), policy()).action == "deliver"
+    held = disposition(env(spam_error), policy("antispam: {actions: {error: quarantine}}"))
+    assert (held.action, held.cause, held.stage) == ("quarantine", "error", "antispam")
+    assert "ValueError: bad" in held.reason
+    allowed = Verdict(stage="connection_filter", result="allow", detail={"scl": -1})
+    assert disposition(env(allowed, spam_error), policy("antispam: {actions: {error: quarantine}}")).action == "deliver"
+    with pytest.raises(PolicyError, match="error: reject is not allowed"):
+        policy("antispam: {actions: {error: reject}}")
+    cf_error = Verdict(stage="connection_filter", result="error", detail=detail)
+    assert disposition(env(cf_error), policy()).action == "deliver"
+    for action in ("quarantine", "reject", "strip"):
+        av_failed = failed(detail, policy(f"antimalware: {{action: {action}}}").antimalware)
+        disp = disposition(env(av_failed), policy(f"antimalware: {{action: {action}}}"))
+        assert (disp.action, disp.cause, disp.result) == ("quarantine", "malware", "unscannable")
+    lenient = policy("antimalware: {unscannable: allow}")
+    assert disposition(env(failed(detail, lenient.antimalware)), lenient).action == "deliver"

@@ -1,0 +1,44 @@
+"""The antivirus stage's built-in checks on arbitrary message bytes, without clamd: MIME walk,
+attachment filter, archives, macros, the verdict with engine answers folded in, its report header, the
+envelope frame that carries it, and the strip routing would carry out on it."""
+
+from __future__ import annotations
+
+from mailmoat_antivirus.clamd import ScanResult
+from mailmoat_antivirus.decide import add_engine_results, analyse, decide, report_header
+from mailmoat_common import mimeedit
+from mailmoat_common.bus import decode, encode
+from mailmoat_common.models import Envelope
+from mailmoat_common.policy import Antimalware
+
+POLICY = Antimalware(action="strip")
+"""``strip``: the verdict then names the parts to strip, which routing must be able to strip."""
+
+
+def test_one_input(data: bytes) -> None:
+    findings, items = analyse(data, POLICY)
+    # The engine's answers, made up: a signature in the second item, an error in the third.
+    answers = {1: ScanResult(found="Fuzz.Test.Signature"), 2: ScanResult(error="fuzz: engine error")}
+    add_engine_results(findings, [(item, answers.get(i, ScanResult())) for i, item in enumerate(items)])
+    verdict = decide(findings, POLICY)
+    header = report_header(verdict)
+    assert header.isascii() and header.endswith(b"\r\n") and header.count(b"\n") == 1, header
+    envelope = Envelope(mail_from="s@example.org", rcpt_to=["r@example.com"], itinerary=["antivirus", "routing"])
+    envelope.add_verdict(verdict)
+    assert decode(encode(envelope, header + data))[1] == header + data
+    strip = verdict.detail.get("strip")
+    if strip:
+        stripped, done = mimeedit.replace_parts(data, list(strip), "fuzz")
+        assert not done or stripped != data or not data
+
+
+def seeds() -> list[bytes]:
+    from tests.support.attachments import message, zip_of
+    from tests.support.clamd import EICAR
+    from tests.support.hostile import cases
+
+    return [case.data for case in cases()] + [
+        message([("a.zip", "application/zip", zip_of([("x.exe", b"MZ" + b"\0" * 100)]), "base64"),
+                 ("e.com", "application/octet-stream", EICAR, "base64")]),
+        b"", b"\r\n", b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\n--x--\r\n",
+    ]

@@ -1,0 +1,124 @@
+"""A filter stage that fails on a message passes it on with an error verdict, on the real broker and
+Redis: never a retry into ``mailmoat.dead`` (issue 13). The fault is injected where a bug would be:
+the stage's own analysis raises."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+import redis
+
+from mailmoat_antispam import service as antispam
+from mailmoat_antispam.check import Checker
+from mailmoat_antivirus import service as antivirus
+from mailmoat_common.bus import Bus, Publish, decode, stage_queue
+from mailmoat_common.models import Envelope
+from mailmoat_common.runtime import Runtime
+from mailmoat_common.settings import Settings
+from mailmoat_common.stagefault import STAGE_ERRORS
+from mailmoat_connection_filter import service as connection_filter
+
+pytestmark = pytest.mark.integration
+
+DATA = b"From: s@sender.test\r\nTo: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+class Bug(Exception):
+    pass
+
+
+def explode(*args: object, **kwargs: object) -> None:
+    raise Bug("injected fault \u00e4\r\nsecond line")
+
+
+class FailingChecker(Checker):
+    async def check(self, *args: object, **kwargs: object):  # type: ignore[override]
+        explode()
+
+
+class FailingResolver:
+    async def query(self, *args: object, **kwargs: object):
+        explode()
+
+
+async def run_stage(stage: str, make: Callable[[Runtime], object], amqp_url: str, redis_url: str, policy: str
+                    ) -> tuple[Envelope, bytes, Bus]:
+    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=policy)
+    settings.metrics_ports = {}
+    runtime = Runtime(stage, settings)
+    await runtime.start()
+    probe = Bus(amqp_url)
+    await probe.connect()
+    try:
+        await probe.declare_stage("routing")
+        await runtime.consume_stage(stage, make(runtime))  # type: ignore[arg-type]
+        envelope = Envelope(mail_from="s@sender.test", rcpt_to=["a@example.com"], client_ip="127.0.0.2",
+                            helo="mail.sender.test", itinerary=[stage, "routing"])
+        await probe.publish(Publish(stage_queue(stage), envelope, DATA))
+        assert probe.channel is not None
+        queue = await probe.channel.get_queue(stage_queue("routing"))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            message = await queue.get(fail=False, no_ack=True)
+            if message is not None:
+                out, data = decode(message.body)
+                assert await probe.queue_depth("mailmoat.dead") == 0
+                return out, data, probe
+            await asyncio.sleep(0.05)
+        raise AssertionError("nothing reached the routing queue")
+    finally:
+        await probe.close()
+        await runtime.shutdown(grace=1)
+
+
+def error_events(redis_url: str, message_id: str) -> list[dict]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return [e for e in (json.loads(raw) for raw in client.lrange(f"mailmoat:trace:{message_id}", 0, -1))
+                if e["event"] == "ERROR"]
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def policy(write_policy) -> AsyncIterator[str]:
+    yield str(write_policy("dns: {nameservers: [127.0.0.1], port: 9, timeout: 0.2}\n"))
+
+
+async def test_antivirus_fault_is_unscannable_and_quarantined_by_default(amqp_url, redis_url, policy, monkeypatch
+                                                                         ) -> None:
+    monkeypatch.setattr(antivirus, "analyse", explode)
+    before = STAGE_ERRORS.labels("antivirus", "Bug")._value.get()
+    envelope, data, _ = await run_stage("antivirus", lambda rt: antivirus.make_handler(rt, antivirus.Engine()),
+                                        amqp_url, redis_url, policy)
+    verdict = envelope.verdicts["antivirus"]
+    assert verdict.result == "unscannable" and verdict.detail["action"] == "quarantine"
+    assert verdict.detail["error_type"] == "Bug"
+    assert verdict.detail["error_message"] == "injected fault \u00e4 second line"
+    report = b"X-Mailmoat-Malware-Report: result=unscannable; unscannable=1; action=quarantine; error=Bug\r\n"
+    assert data == report + DATA
+    (event,) = error_events(redis_url, envelope.id)
+    assert event["service"] == "antivirus" and "Bug: injected fault" in event["detail"]
+    assert STAGE_ERRORS.labels("antivirus", "Bug")._value.get() == before + 1
+
+
+async def test_antispam_fault_is_an_error_verdict(amqp_url, redis_url, policy) -> None:
+    envelope, data, _ = await run_stage("antispam", lambda rt: antispam.make_handler(rt, FailingChecker()),
+                                        amqp_url, redis_url, policy)
+    verdict = envelope.verdicts["antispam"]
+    assert verdict.result == "error" and verdict.detail["error"].startswith("Bug: injected fault")
+    assert data == b"X-Mailmoat-Antispam-Report: CIP:127.0.0.2;SFV:ERR;ERR:Bug\r\n" + DATA
+    assert error_events(redis_url, envelope.id)[0]["data"]["result"] == "error"
+
+
+async def test_connection_filter_fault_is_an_error_verdict(amqp_url, redis_url, policy) -> None:
+    envelope, data, _ = await run_stage(
+        "connection_filter", lambda rt: connection_filter.make_handler(rt, FailingResolver()),  # type: ignore[arg-type]
+        amqp_url, redis_url, policy)
+    assert envelope.verdicts["connection_filter"].result == "error"
+    assert data == b"X-Mailmoat-Connection-Report: ACT:error;ERR:Bug\r\n" + DATA
+    assert len(error_events(redis_url, envelope.id)) == 1
