@@ -28,10 +28,13 @@ from aio_pika.abc import (
 from aio_pika.exceptions import DeliveryError
 from aiormq.abc import DeliveredMessage
 
+from mailmoat_common import amqpdecode
 from mailmoat_common.amqpio import CoalescingTransportFactory
 from mailmoat_common.models import Envelope
 
 log = logging.getLogger(__name__)
+
+amqpdecode.install()  # no delivery's properties can break the connection that reads them
 
 MAGIC = b"MM1\n"
 PREFIX = "mailmoat."

@@ -4,6 +4,12 @@ A stage hands ``consume_stage`` a handler ``(envelope, data) -> [Publish, ...]``
 publishes every output with confirms and only then acks the input (at-least-once). A handler that
 raises ``Transient`` is retried later without counting towards the poison limit; any other error is
 retried until the delivery limit and then dead-lettered with its reason, with a DEADLETTER event.
+
+Every delivery takes one guarded path from its first byte: headers (read tolerantly: a trace context
+that is not text is ignored), frame, envelope (one without recipients is dead-lettered at once), the
+handler. Whatever raises on the way ends as a retry or, at the delivery limit, a dead letter with its
+reason; no delivery stays unacked. Readiness is false while a delivery has been held longer than the
+stall bound or a dependency the stage needs (``add_dependency``) does not answer.
 """
 
 from __future__ import annotations
@@ -24,14 +30,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailmoat_common import heap
 from mailmoat_common.acks import AckBatcher
-from mailmoat_common.bus import Bus, Delivery, FrameError, Publish, decode, stage_queue
+from mailmoat_common.bus import DEAD_QUEUE, Bus, Delivery, FrameError, Publish, decode, stage_queue
+from mailmoat_common.headers import delivery_count, republishable
+from mailmoat_common.headers import text as header_text
+from mailmoat_common.health import Dependency, Held
 from mailmoat_common.models import Envelope, TraceEvent
 from mailmoat_common.policy import PolicyHolder
 from mailmoat_common.redisbatch import ScriptBatcher
 from mailmoat_common.settings import Settings
 from mailmoat_common.telemetry import (
+    DEPENDENCY_UP,
     IN_FLIGHT,
     MESSAGES,
+    OLDEST_UNACKED,
     POLICY_RELOADS,
     PROCESSING,
     VERDICTS,
@@ -46,6 +57,18 @@ from mailmoat_common.trace import TraceStore
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope, bytes], Awaitable[list[Publish]]]
+
+STALL_AFTER = 120.0
+"""Seconds a delivery may be held without an outcome before the stage reports not ready (stalled)."""
+RETRY_PAUSE = 1.0
+"""Pause before a delivery that failed is retried, so that a fault never turns into a hot loop."""
+
+
+def envelope_problem(envelope: Envelope) -> str | None:
+    """Why no stage can do anything with this envelope (None when it is fine)."""
+    if not envelope.rcpt_to:
+        return "envelope without recipients"
+    return None
 
 
 class Transient(Exception):
@@ -78,6 +101,13 @@ class Runtime:
         """Redis script calls of this process, one pipeline per round trip (trace writes included)."""
         self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days, batch=self.scripts)
         self._ready_checks: list[Callable[[], bool]] = []
+        self.held = Held()
+        """Deliveries held without an outcome yet (readiness, ``mailmoat_oldest_unacked_seconds``)."""
+        self.stall_after: float | Callable[[], float] = STALL_AFTER
+        """The stall bound in seconds (or a function of the policy in force)."""
+        self.dependencies: list[Dependency] = []
+        self._started = False
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._queues: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = 0
@@ -88,6 +118,7 @@ class Runtime:
         self._in_flight_gauge = IN_FLIGHT.labels(service)
         self._processing = PROCESSING.labels(service)
         self._outcomes: dict[str, Any] = {}
+        OLDEST_UNACKED.labels(service).set_function(self.held.oldest_age)
 
     def _policy_changed(self, policy: object) -> None:
         POLICY_RELOADS.labels(self.service, "ok").inc()
@@ -96,10 +127,37 @@ class Runtime:
     def add_ready_check(self, check: Callable[[], bool]) -> None:
         self._ready_checks.append(check)
 
+    def add_dependency(self, name: str, probe: Callable[[], Awaitable[object]], *, interval: float = 1.0,
+                       timeout: float = 1.0) -> Dependency:
+        """A service the stage cannot work without: probed every ``interval`` seconds, and the stage is
+        not ready while the probe fails or takes longer than ``timeout``."""
+        gauge = DEPENDENCY_UP.labels(self.service, name)
+        dependency = Dependency(name, probe, interval=interval, timeout=timeout,
+                                on_change=lambda up: gauge.set(1 if up else 0))
+        gauge.set(0)
+        self.dependencies.append(dependency)
+        if self._started:
+            self._tasks.append(asyncio.create_task(dependency.watch()))
+        return dependency
+
+    def require_redis(self, *, interval: float = 1.0, timeout: float = 1.0) -> Dependency:
+        """Readiness follows Redis (probed on a connection of its own, so a hung Redis is noticed
+        within ``interval`` + ``timeout`` seconds whatever the stage's own calls are waiting for)."""
+        client = aioredis.from_url(self.settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._closers.append(client.aclose)
+        return self.add_dependency("redis", client.ping, interval=interval, timeout=timeout)
+
+    def stall_bound(self) -> float:
+        return self.stall_after() if callable(self.stall_after) else self.stall_after
+
     def ready(self) -> bool:
         if self._stopping.is_set():
             return False
         if self._queues and not self.bus.consuming(self._queues):
+            return False
+        if self.held.stalled(self.stall_bound()):
+            return False
+        if not all(dependency.up for dependency in self.dependencies):
             return False
         return all(check() for check in self._ready_checks)
 
@@ -108,6 +166,8 @@ class Runtime:
     async def start(self, *, bus: bool = True) -> None:
         await self._start_http()
         self._tasks.append(asyncio.create_task(self._watch_policy()))
+        self._started = True
+        self._tasks += [asyncio.create_task(dependency.watch()) for dependency in self.dependencies]
         if bus:
             await self.connect_bus()
 
@@ -190,6 +250,9 @@ class Runtime:
             await self.bus.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                await close()
         if self._http is not None:
             await self._http.cleanup()
 
@@ -209,47 +272,64 @@ class Runtime:
     async def _process(
         self, stage: str, queue: str, handler: Handler, message: Delivery
     ) -> None:
+        held = self.held.begin()
         self._in_flight += 1
         self._in_flight_gauge.inc()
         started = time.perf_counter()
-        if tracing_records():
-            with self.tracer.start_as_current_span(
-                f"{queue} process",
-                context=extract(message.headers),
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "rabbitmq",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": queue,
-                    "messaging.message.id": message.message_id or "",
-                },
-            ) as span:
-                outcome = await self._guarded(stage, queue, handler, message)
-                span.set_attribute("mailmoat.outcome", outcome)
-        else:
-            # Spans go nowhere: no span of this stage, the sender's context stays current (log lines
-            # keep the trace id, outputs carry the same trace on).
-            token = otel_context.attach(extract(message.headers))
-            try:
-                outcome = await self._guarded(stage, queue, handler, message)
-            finally:
-                otel_context.detach(token)
+        try:
+            outcome = await self._traced(stage, queue, handler, message)
+        except Exception as exc:  # never let one delivery escape without an outcome
+            log.exception("unexpected failure handling a message on %s", queue)
+            outcome = await self._last_resort(stage, message, exc)
+        finally:
+            self.held.end(held)
+            self._in_flight_gauge.dec()
+            self._in_flight -= 1
         self._processing.observe(time.perf_counter() - started)
         counter = self._outcomes.get(outcome)
         if counter is None:
             counter = self._outcomes[outcome] = MESSAGES.labels(self.service, outcome)
         counter.inc()
-        self._in_flight_gauge.dec()
-        self._in_flight -= 1
 
-    async def _guarded(self, stage: str, queue: str, handler: Handler, message: Delivery) -> str:
+    async def _traced(self, stage: str, queue: str, handler: Handler, message: Delivery) -> str:
+        """Handle the delivery in the trace context its headers carry (none when they carry none
+        that can be read)."""
+        context = extract(message.headers)
+        if tracing_records():
+            with self.tracer.start_as_current_span(
+                f"{queue} process",
+                context=context,
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "rabbitmq",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": queue,
+                    "messaging.message.id": header_text(message.message_id) or "",
+                },
+            ) as span:
+                outcome = await self._handle(stage, queue, handler, message)
+                span.set_attribute("mailmoat.outcome", outcome)
+                return outcome
+        # Spans go nowhere: no span of this stage, the sender's context stays current (log lines
+        # keep the trace id, outputs carry the same trace on).
+        token = otel_context.attach(context)
         try:
             return await self._handle(stage, queue, handler, message)
-        except Exception:  # never let one message kill the consumer
-            log.exception("unexpected failure handling a message on %s", queue)
-            with contextlib.suppress(Exception):
-                await self.acks.nack(message)
-            return "error"
+        finally:
+            otel_context.detach(token)
+
+    async def _last_resort(self, stage: str, message: Delivery, exc: Exception) -> str:
+        """An outcome for a delivery whose handling raised outside the handler's own error path (the
+        broker or Redis failing while we settled it, or a fault of our own): after a pause, back to
+        the queue; at the delivery limit, to the dead-letter queue with the reason."""
+        try:
+            if delivery_count(message.headers) + 1 >= self.bus.delivery_limit:
+                return await self._dead_raw(message, f"{stage}: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(RETRY_PAUSE)
+            await self.acks.nack(message)
+        except Exception as again:  # the channel is gone: the broker delivers it again
+            log.warning("could not settle a delivery on %s: %s: %s", stage, type(again).__name__, again)
+        return "error"
 
     async def _handle(
         self, stage: str, queue: str, handler: Handler, message: Delivery
@@ -257,10 +337,10 @@ class Runtime:
         try:
             envelope, data = decode(message.body)
         except FrameError as exc:
-            log.error("dead-lettering an undecodable message from %s: %s", queue, exc)
-            await self.bus.publish_raw_dead(message.body, f"{stage}: {exc}", dict(message.headers or {}))
-            self.acks.ack(message)
-            return "dead"
+            return await self._dead_raw(message, f"{stage}: {exc}")
+        problem = envelope_problem(envelope)
+        if problem is not None:
+            return await self._dead(message, envelope, data, f"{stage}: {problem}")
         try:
             outputs = await handler(envelope, data)
             for output in outputs:
@@ -271,33 +351,47 @@ class Runtime:
             return "ok"
         except Transient as exc:
             log.warning("%s: temporary failure, retrying later: %s", stage, exc, extra={"message_id": envelope.id})
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(RETRY_PAUSE)
             try:
                 # Re-publishing (rather than nack) keeps the poison counter for real poison.
-                await self.bus.publish(Publish(queue, envelope, data, dict(message.headers or {})))
+                await self.bus.publish(Publish(queue, envelope, data, republishable(message.headers)))
                 self.acks.ack(message)
             except Exception:
                 await self.acks.nack(message)
             return "retry"
         except Exception as exc:
-            count = int((message.headers or {}).get("x-delivery-count", 0) or 0)
+            count = delivery_count(message.headers)
             if count + 1 >= self.bus.delivery_limit:
-                reason = f"{stage}: {type(exc).__name__}: {exc}"
                 log.exception("dead-lettering %s after %d attempts", envelope.id, count + 1,
                               extra={"message_id": envelope.id})
-                await self.bus.publish(
-                    Publish("mailmoat.dead", envelope, data, {"x-mailmoat-dead-reason": reason[:1000]})
-                )
-                await self.trace.record(
-                    TraceEvent(event="DEADLETTER", message_id=envelope.id, service=self.service,
-                               recipients=envelope.rcpt_to, detail=reason)
-                )
-                self.acks.ack(message)
-                return "dead"
+                return await self._dead(message, envelope, data, f"{stage}: {type(exc).__name__}: {exc}")
             log.exception("%s: failed on %s (attempt %d), will retry", stage, envelope.id, count + 1,
                           extra={"message_id": envelope.id})
+            await asyncio.sleep(RETRY_PAUSE)
             await self.acks.nack(message)
             return "error"
+
+    async def _dead(self, message: Delivery, envelope: Envelope, data: bytes, reason: str) -> str:
+        """Dead-letter a delivery whose envelope was read: the frame with the reason, a DEADLETTER event."""
+        log.error("dead-lettering %s: %s", envelope.id, reason, extra={"message_id": envelope.id})
+        await self.bus.publish(Publish(DEAD_QUEUE, envelope, data, {"x-mailmoat-dead-reason": reason[:1000]}))
+        await self.trace.record(TraceEvent(event="DEADLETTER", message_id=envelope.id, service=self.service,
+                                           recipients=envelope.rcpt_to, detail=reason))
+        self.acks.ack(message)
+        return "dead"
+
+    async def _dead_raw(self, message: Delivery, reason: str) -> str:
+        """Dead-letter a delivery as it came (body and headers), with the reason; a DEADLETTER event
+        under its AMQP message id when it has one."""
+        message_id = header_text(message.message_id, 200) or header_text(message.headers.get("x-mailmoat-id"), 200)
+        log.error("dead-lettering a message from %s: %s", reason.split(":", 1)[0], reason,
+                  extra={"message_id": message_id})
+        await self.bus.publish_raw_dead(message.body, reason, republishable(message.headers))
+        if message_id:
+            await self.trace.record(TraceEvent(event="DEADLETTER", message_id=message_id, service=self.service,
+                                               detail=reason))
+        self.acks.ack(message)
+        return "dead"
 
 
 async def serve_stage(

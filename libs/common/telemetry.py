@@ -18,6 +18,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
 
+from mailmoat_common.headers import text as header_text
+
 MESSAGES = Counter(
     "mailmoat_messages_total", "Messages a stage finished, by outcome.", ["service", "outcome"]
 )
@@ -33,6 +35,17 @@ VERDICTS = Counter(
     ["stage", "result"],
 )
 IN_FLIGHT = Gauge("mailmoat_in_flight_messages", "Messages a stage is working on now.", ["service"])
+OLDEST_UNACKED = Gauge(
+    "mailmoat_oldest_unacked_seconds",
+    "Age of the oldest delivery a stage holds without an outcome (acked, retried or dead-lettered); "
+    "0 when it holds none. It grows without bound when the stage is stuck.",
+    ["service"],
+    multiprocess_mode="max",
+)
+DEPENDENCY_UP = Gauge(
+    "mailmoat_dependency_up", "Whether a service the stage cannot work without answers its probe (1) or not (0).",
+    ["service", "dependency"],
+)
 POLICY_RELOADS = Counter(
     "mailmoat_policy_reloads_total", "Policy reload attempts, by result.", ["service", "result"]
 )
@@ -94,17 +107,26 @@ def inject(headers: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
 
 
 def trace_context(headers: Mapping[str, Any] | None) -> dict[str, str]:
-    """The W3C trace context fields (``traceparent``, ``tracestate``) of AMQP headers, as text."""
+    """The W3C trace context fields (``traceparent``, ``tracestate``) of AMQP headers, as text; a
+    field that is not text (another type, bytes that are not UTF-8, oversized) is left out."""
     carrier: dict[str, str] = {}
+    if not isinstance(headers, Mapping):
+        return carrier
     for key in _TRACE_HEADERS:
-        value = (headers or {}).get(key)
+        value = header_text(headers.get(key))
         if value is not None:
-            carrier[key] = value.decode() if isinstance(value, bytes) else str(value)
+            carrier[key] = value
     return carrier
 
 
 def extract(headers: Mapping[str, Any] | None) -> otel_context.Context:
-    return _propagator.extract(trace_context(headers))
+    """The trace context AMQP headers carry; an empty context when they carry none, or none that
+    parses (never raises: a delivery's headers come from anyone who can publish)."""
+    try:
+        return _propagator.extract(trace_context(headers))
+    except Exception:  # the propagator's parsing of foreign text
+        logging.getLogger(__name__).warning("ignoring an unreadable trace context", exc_info=True)
+        return otel_context.Context()
 
 
 def current_trace_id() -> str | None:

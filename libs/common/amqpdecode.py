@@ -1,0 +1,84 @@
+"""pamqp's decoding of message properties, made total: no publisher can break a consumer's connection.
+
+aiormq decodes each delivery's content header (properties and headers) with pamqp in the
+connection's reader, before any consumer sees it. pamqp raises there for a header field name or a
+short-string property (``message_id``, ``content_type``…) that is not UTF-8, and for a timestamp
+beyond the year 9999; aiormq then closes the whole connection, the broker delivers the message again
+to the reconnected consumer, and the consumer is wedged for good — by one message anyone with publish
+rights can send. ``install`` replaces those three decoders with ones that cannot fail on such input:
+undecodable text becomes text with ``\\xNN`` escapes, an unrepresentable timestamp stays the integer
+it was. Everything else pamqp decodes as before.
+"""
+
+from __future__ import annotations
+
+import datetime
+import struct
+
+from pamqp import common
+from pamqp import decode as _decode
+
+_installed = False
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def short_str(value: bytes) -> tuple[int, str]:
+    """pamqp's ``short_str``; bytes that are not UTF-8 come out escaped."""
+    try:
+        length = common.Struct.byte.unpack(value[0:1])[0]
+    except (struct.error, TypeError) as err:
+        raise ValueError("Could not unpack short string value") from err
+    return length + 1, _text(value[1 : length + 1])
+
+
+def timestamp(value: bytes) -> tuple[int, datetime.datetime | int]:
+    """pamqp's ``timestamp``; a value no ``datetime`` can hold stays the integer it was."""
+    try:
+        raw = common.Struct.timestamp.unpack(value[0:8])[0]
+    except (struct.error, TypeError) as err:
+        raise ValueError("Could not unpack timestamp value") from err
+    seconds = raw / 1000.0 if raw > 0xFFFFFFFF else raw  # pamqp: above 2106 it is likely milliseconds
+    try:
+        return 8, datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    except (OverflowError, ValueError, OSError):
+        return 8, raw
+
+
+def field_table(value: bytes) -> tuple[int, common.FieldTable]:
+    """pamqp's ``field_table``; field names that are not UTF-8 come out escaped."""
+    try:
+        length = common.Struct.integer.unpack(value[0:4])[0]
+        offset = 4
+        data: dict[str, common.FieldValue] = {}
+        end = offset + length
+        if end > len(value):
+            raise ValueError("Field table length exceeds available data")
+        while offset < end:
+            key_length = common.Struct.byte.unpack_from(value, offset)[0]
+            offset += 1
+            if offset + key_length > end:
+                raise ValueError("Field table key length exceeds data")
+            key = _text(value[offset : offset + key_length])
+            offset += key_length
+            consumed, result = _decode.embedded_value(value[offset:])
+            offset += consumed
+            data[key] = result
+        return end, data
+    except (struct.error, TypeError) as err:
+        raise ValueError("Could not unpack data") from err
+
+
+def install() -> None:
+    """Put the total decoders in place of pamqp's own (once per process)."""
+    global _installed
+    if _installed:
+        return
+    _decode.short_str = short_str  # type: ignore[assignment]
+    _decode.timestamp = timestamp  # type: ignore[assignment]
+    _decode.field_table = field_table
+    _decode.METHODS.update({"shortstr": short_str, "timestamp": timestamp, "table": field_table})
+    _decode.TABLE_MAPPING.update({b"T": timestamp, b"F": field_table})
+    _installed = True

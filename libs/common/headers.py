@@ -1,0 +1,57 @@
+"""Reading the AMQP headers of a delivery, whatever a publisher put there.
+
+A delivery's headers come from anyone who can publish to a stage queue, decoded by pamqp: a field
+may hold text, bytes that were not UTF-8, numbers, booleans, decimals, timestamps, nested tables or
+arrays, or nothing. The runtime reads a few of them (trace context, the broker's delivery count) and
+copies them onto a message it republishes or dead-letters; every function here accepts any value and
+never raises, so a header can never keep a delivery from reaching an outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pamqp.encode import encode_table_value
+
+MAX_TEXT = 4096
+"""Longest header text read as a trace context field (a W3C ``traceparent`` is 55 characters)."""
+
+
+def text(value: object, limit: int = MAX_TEXT) -> str | None:
+    """A header value as text: a string, or bytes that are UTF-8; None for anything else (other
+    types, undecodable bytes, longer than ``limit``)."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(value, str) or len(value) > limit:
+        return None
+    return value
+
+
+def delivery_count(headers: Mapping[str, Any] | None) -> int:
+    """How often the broker delivered this message before (its ``x-delivery-count``); 0 when the
+    header is absent or not a non-negative integer."""
+    value = (headers or {}).get("x-delivery-count") if isinstance(headers, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return 0
+    return value
+
+
+def republishable(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The headers as they can be published again: each field pamqp cannot encode as it was decoded
+    (bytes that were not UTF-8, a double beyond a float's range, a timestamp before 1970…) is kept as
+    its ``repr``, so nothing of the original is dropped and the publish cannot fail on it."""
+    if not isinstance(headers, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in headers.items():
+        name = key if isinstance(key, str) else repr(key)
+        try:
+            encode_table_value(value)
+        except Exception:  # pamqp raises TypeError, struct.error, OverflowError, ValueError…
+            value = repr(value)[:MAX_TEXT]
+        out[name] = value
+    return out
