@@ -5,6 +5,8 @@ The supervisor starts the processes the policy asks for (ingress workers, the fi
 and watches the policy file as the services do: a filter stage added to ``pipeline.filters`` is
 started at once, so mail the reloaded ingress sends to its queue is consumed; a stage removed from it
 is stopped only once its queue is empty (mail published before every service reloaded still passes).
+Every 10 seconds it looks at the stage queues and says when one holds messages that nothing consumes
+(the alert ``MailmoatStageQueueWithoutConsumer`` says the same to Prometheus).
 
 Its children die with it: each sets ``PR_SET_PDEATHSIG`` (SIGTERM, so it finishes what it holds) when
 it starts under a supervisor (``child_of_supervisor``). Ports are checked before anything starts: one
@@ -40,6 +42,9 @@ ADDRESS_IN_USE = errno.EADDRINUSE
 SUPERVISOR_ENV = "MAILMOAT_SUPERVISOR_PID"
 """Set in each child's environment: the supervisor's pid, so the child can tie its life to it."""
 PR_SET_PDEATHSIG = 1
+QUEUE_WATCH_EVERY = 10.0
+"""Seconds between two looks at the stage queues for messages that nothing consumes."""
+STAGE_QUEUES = (*FILTER_STAGES, "routing", "egress")
 RETIRE_GRACE = 3.0
 """Seconds a stage dropped from the policy keeps running before its queue is checked: every service
 polls the policy each second, so by then nothing publishes to it any more."""
@@ -146,19 +151,19 @@ def child_of_supervisor() -> bool:
 
 # --- queue facts ---------------------------------------------------------------------------------
 
-async def _queue_messages(amqp_url: str, queues: list[str]) -> dict[str, int]:
+async def _queue_facts(amqp_url: str, queues: list[str]) -> dict[str, tuple[int, int]]:
     import aio_pika
 
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, int]] = {}
     connection = await aio_pika.connect(amqp_url, timeout=5)
     try:
         for name in queues:
             channel = await connection.channel()
             try:
-                declared = await channel.declare_queue(name, passive=True)
-                out[name] = int(declared.declaration_result.message_count or 0)
+                result = (await channel.declare_queue(name, passive=True)).declaration_result
+                out[name] = (int(result.message_count or 0), int(result.consumer_count or 0))
             except aio_pika.exceptions.ChannelClosed:
-                out[name] = 0  # never declared: nothing waits in it
+                out[name] = (0, 0)  # never declared: nothing waits in it
             finally:
                 if not channel.is_closed:
                     await channel.close()
@@ -167,12 +172,17 @@ async def _queue_messages(amqp_url: str, queues: list[str]) -> dict[str, int]:
     return out
 
 
-def queue_messages(amqp_url: str, queues: list[str]) -> dict[str, int] | None:
-    """Messages ready in each queue, or None when the broker cannot be asked now."""
+def queue_facts(amqp_url: str, queues: list[str]) -> dict[str, tuple[int, int]] | None:
+    """``(messages ready, consumers)`` of each queue, or None when the broker cannot be asked now."""
     try:
-        return asyncio.run(asyncio.wait_for(_queue_messages(amqp_url, queues), 10))
+        return asyncio.run(asyncio.wait_for(_queue_facts(amqp_url, queues), 10))
     except Exception:  # broker down or slow: the caller keeps things as they are and asks again
         return None
+
+
+def stranded(facts: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """The queues holding messages that nothing consumes, with their message counts."""
+    return {queue: ready for queue, (ready, consumers) in facts.items() if ready and not consumers}
 
 
 # --- the supervisor (wiring) ---------------------------------------------------------------------
@@ -186,11 +196,11 @@ class Supervisor:
 
     def __init__(self, settings: Settings, devmailbox: bool, *,
                  mailbox: tuple[str, int] | None = None,
-                 count_messages: Callable[[list[str]], dict[str, int] | None] | None = None):
+                 ask_queues: Callable[[list[str]], dict[str, tuple[int, int]] | None] | None = None):
         self.settings = settings
         self.devmailbox = devmailbox
         self.mailbox = mailbox
-        self.count_messages = count_messages or (lambda queues: queue_messages(settings.amqp_url, queues))
+        self.ask_queues = ask_queues or (lambda queues: queue_facts(settings.amqp_url, queues))
         self.policy = PolicyHolder(settings.policy_path)
         self.children: dict[Key, subprocess.Popen[bytes]] = {}
         self.started: dict[Key, float] = {}
@@ -199,6 +209,8 @@ class Supervisor:
         """Processes to (re)start, with the time they may start."""
         self.retiring: dict[Key, float] = {}
         """Filter stages dropped from the policy, with the time they were dropped."""
+        self.unconsumed: dict[str, int] = {}
+        """Stage queues seen holding messages with no consumer, with how many checks in a row."""
         self.signalled: set[Key] = set()
         """Retiring stages sent SIGTERM and not yet ended."""
         self.stopping = False
@@ -291,11 +303,11 @@ class Supervisor:
         ripe = [key for key, since in self.retiring.items() if now - since >= RETIRE_GRACE]
         if not ripe:
             return
-        counts = self.count_messages([stage_queue(key[0]) for key in ripe])
-        if counts is None:
+        facts = self.ask_queues([stage_queue(key[0]) for key in ripe])
+        if facts is None:
             return
         for key in ripe:
-            waiting = counts.get(stage_queue(key[0]), 0)
+            waiting = facts.get(stage_queue(key[0]), (0, 0))[0]
             proc = self.children.get(key)
             if waiting == 0 and proc is not None and proc.poll() is None:
                 if key not in self.signalled:
@@ -309,6 +321,21 @@ class Supervisor:
                 say(f"{waiting} message(s) wait in {stage_queue(key[0])}: starting {key[0]}[{key[1]}] again")
                 self.signalled.discard(key)
                 self.spawn(key)
+
+    def watch_queues(self) -> None:
+        """Say when a stage queue holds messages that nothing consumes (seen twice in a row, so a
+        restart in between is not reported), and when it is consumed again."""
+        facts = self.ask_queues([stage_queue(stage) for stage in STAGE_QUEUES])
+        if facts is None:
+            return
+        now = stranded(facts)
+        for queue, ready in now.items():
+            self.unconsumed[queue] = self.unconsumed.get(queue, 0) + 1
+            if self.unconsumed[queue] == 2:
+                say(f"{ready} message(s) wait in {queue} and nothing consumes it")
+        for queue in [q for q in self.unconsumed if q not in now]:
+            if self.unconsumed.pop(queue) >= 2:
+                say(f"{queue} is consumed again")
 
     def start_due(self) -> None:
         now = time.monotonic()
@@ -339,7 +366,7 @@ class Supervisor:
         failed = self.start()
         if failed is not None:
             return failed
-        last_policy = 0.0
+        last_policy = last_watch = time.monotonic()
         while not self.stopping:
             time.sleep(0.2)
             self.reap()
@@ -350,6 +377,9 @@ class Supervisor:
                 self.follow_policy()
                 self.follow_retiring()
             self.start_due()
+            if time.monotonic() - last_watch >= QUEUE_WATCH_EVERY:
+                self.watch_queues()
+                last_watch = time.monotonic()
         self.stop_all()
         return self.status
 

@@ -21,6 +21,7 @@ from mailmoat_common.supervisor import (
     plan,
     port_taken,
     restart_delay,
+    stranded,
 )
 
 FILTERS = parse_policy("pipeline:\n  filters: [connection_filter, antispam]\n", "p.yaml")
@@ -101,7 +102,7 @@ class Ended:
 def supervisor(tmp_path: Path) -> Supervisor:
     policy = tmp_path / "policy.yaml"
     policy.write_text("{}\n")
-    return Supervisor(Settings(policy_path=str(policy)), False, count_messages=lambda queues: {})
+    return Supervisor(Settings(policy_path=str(policy)), False, ask_queues=lambda queues: {})
 
 
 def test_a_child_that_cannot_listen_stops_the_supervisor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -118,3 +119,24 @@ def test_a_child_that_dies_is_restarted_with_a_delay(tmp_path: Path) -> None:
     sup.children = {("routing", 0): Ended(1)}  # type: ignore[dict-item]
     sup.reap()
     assert not sup.stopping and ("routing", 0) in sup.due and sup.failures[("routing", 0)] == 1
+
+
+def test_stranded_queues_are_those_with_messages_and_no_consumer() -> None:
+    assert stranded({"mailmoat.antivirus": (3, 0), "mailmoat.routing": (9, 2), "mailmoat.antispam": (0, 0)}) == {
+        "mailmoat.antivirus": 3}
+
+
+def test_an_unconsumed_queue_is_reported_once_after_two_looks(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    looks = iter([{"mailmoat.antivirus": (3, 0)}, {"mailmoat.antivirus": (4, 0)}, {"mailmoat.antivirus": (5, 0)},
+                  None, {"mailmoat.antivirus": (0, 1)}])
+    sup = Supervisor(Settings(policy_path=str(supervisor(tmp_path).policy.path)), False,
+                     ask_queues=lambda queues: next(looks))
+    sup.watch_queues()
+    assert capsys.readouterr().err == ""  # once may be a restart
+    sup.watch_queues()
+    sup.watch_queues()
+    sup.watch_queues()  # the broker did not answer: nothing changes
+    assert capsys.readouterr().err == "mailmoat: 4 message(s) wait in mailmoat.antivirus and nothing consumes it\n"
+    sup.watch_queues()
+    assert capsys.readouterr().err == "mailmoat: mailmoat.antivirus is consumed again\n"
