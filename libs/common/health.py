@@ -80,3 +80,10 @@ class Dependency:
         while True:
             await self.check()
             await asyncio.sleep(self.interval)
+
+
+def transaction_bound(connect_timeout: float, command_timeout: float, commands: int = 6) -> float:
+    """The longest one SMTP delivery may take without being stuck: connecting, then ``commands``
+    replies each within its timeout (greeting, EHLO, STARTTLS, EHLO, the pipelined envelope, the end
+    of data). A delivery held longer than this has stalled."""
+    return connect_timeout + commands * command_timeout

@@ -28,6 +28,7 @@ import time
 from prometheus_client import Counter, Histogram
 
 from mailmoat_common.bus import DEAD_QUEUE, Publish, stage_queue
+from mailmoat_common.health import transaction_bound
 from mailmoat_common.models import Envelope, TraceEvent, utcnow
 from mailmoat_common.runtime import Runtime, Transient
 from mailmoat_common.settings import Settings
@@ -92,6 +93,10 @@ class Egress:
         self.pool = pool or SessionPool(local_hostname=policy.organization.hostname, cafile=ca_file())
         self.deliverer = Deliverer(self.pool, stopping=lambda: bool(getattr(runtime, "stopping", False)))
         self.claims = Claims(runtime.scripts, lambda: runtime.redis, ttl=lock_ttl)
+        # Readiness: no delivery without the dedupe store; a delivery held longer than a transaction is stuck.
+        runtime.require_redis()
+        runtime.stall_after = lambda: transaction_bound(runtime.policy.current.delivery.connect_timeout,
+                                                        runtime.policy.current.delivery.command_timeout)
 
     # --- delivery -------------------------------------------------------------------------------
 
