@@ -407,7 +407,7 @@ class Antimalware(_Strict):
     unscannable: Literal["allow", "block"] = "block"
     """Parts clamd could not scan (above ``stream_max_length``, engine error)."""
     macros: Literal["allow", "block"] = "block"
-    """Office documents with VBA macros (OOXML ``vbaProject.bin``, OLE ``VBA`` storage), also in archives."""
+    """Office documents with macros (VBA, VBA stomping, Excel 4.0/XLM macro sheets; oletools), also in archives."""
     fail_open: bool = False
     """clamd unreachable or timing out: ``false`` retries the message later (never passed on
     unscanned); ``true`` passes it on unscanned, with a trace event."""
