@@ -25,7 +25,8 @@ def run_one(name: str, worker: int) -> int:
     from mailmoat_common.supervisor import ADDRESS_IN_USE, address_in_use, child_of_supervisor
 
     if not child_of_supervisor():
-        return 0  # the supervisor that started this process is already gone
+        print(f"mailmoat: {name}[{worker}]: the supervisor that started it is gone; not starting", file=sys.stderr)
+        return 0
     settings = Settings.from_env()
     try:
         module = _service_module(name)
@@ -151,6 +152,7 @@ async def _quarantine(args: argparse.Namespace) -> int:
             print(f"held:        {_stamp(item.created)}  expires {_stamp(item.expires)}")
             print(f"release by:  {item.release_by}")
             print(f"sender:      <{item.envelope.mail_from}>")
+            print(f"from:        {item.author or '-'}")
             print(f"recipients:  {', '.join(item.envelope.rcpt_to)}")
             print(f"released:    {', '.join(item.released) or '-'}")
             print(f"client:      {item.envelope.client_ip} ({item.envelope.helo or '-'})")
@@ -221,7 +223,7 @@ def _main(argv: list[str] | None) -> int:
     qua_sub = qua.add_subparsers(dest="quarantine_command", required=True)
     qls = qua_sub.add_parser("list", help="held messages, oldest first")
     qls.add_argument("--recipient")
-    qls.add_argument("--sender", help="envelope sender ('' for the null sender)")
+    qls.add_argument("--sender", help="envelope sender ('' for the null sender) or From address")
     qls.add_argument("--reason", help="malware, hcphish, phish, hcspam, spoof, spam, bulk, dmarc_quarantine, "
                                       "rule, or an antivirus result such as blocked-type")
     qls.add_argument("--since", type=_when, help="held at or after (ISO date or date-time, UTC)")

@@ -137,8 +137,8 @@ def child_of_supervisor() -> bool:
     False when the supervisor is already gone (it died before this ran): the caller then exits.
     True also when not started by a supervisor, or where ``prctl`` does not exist.
     """
-    parent = os.environ.get(SUPERVISOR_ENV)
-    if not parent:
+    parent = os.environ.pop(SUPERVISOR_ENV, "")  # not inherited by anything this process starts
+    if not parent.isdigit():
         return True
     try:
         libc = ctypes.CDLL(None, use_errno=True)

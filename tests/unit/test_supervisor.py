@@ -3,7 +3,9 @@ retires, restart delays, the ports it checks, and that a child that cannot liste
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 import socket
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from mailmoat_common.policy import parse_policy
 from mailmoat_common.settings import Settings
 from mailmoat_common.supervisor import (
     ADDRESS_IN_USE,
+    PR_SET_PDEATHSIG,
     Supervisor,
     address_in_use,
     changes,
@@ -140,3 +143,16 @@ def test_an_unconsumed_queue_is_reported_once_after_two_looks(tmp_path: Path,
     assert capsys.readouterr().err == "mailmoat: 4 message(s) wait in mailmoat.antivirus and nothing consumes it\n"
     sup.watch_queues()
     assert capsys.readouterr().err == "mailmoat: mailmoat.antivirus is consumed again\n"
+
+
+def test_a_child_whose_supervisor_is_gone_does_not_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor died between starting a child and the child's tie to it: the child must not run
+    unsupervised. The variable is consumed, so nothing the child starts inherits it. (The tie itself is
+    tested on real processes: tests/integration/test_supervisor_process.py.)"""
+
+    monkeypatch.setenv("MAILMOAT_SUPERVISOR_PID", str(os.getppid() + 100_000))
+    try:
+        assert not child_of_supervisor()
+    finally:  # the check tied this test process to its parent: untie it
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
+    assert "MAILMOAT_SUPERVISOR_PID" not in os.environ
