@@ -643,7 +643,7 @@ class IngressSMTP(SMTP):
         try:
             command = addresses.parse_mail(rest)
         except addresses.AddressError as exc:
-            await self._refuse(_address_reply(exc, "MAIL FROM", "sender"), sender=printable(rest))
+            await self._refuse(_address_reply(exc, "MAIL FROM", "sender"), sender=_as_written(rest))
             return
         params = mail_parameters(command.params)
         if not self.session.extended_smtp and command.params:
@@ -672,7 +672,7 @@ class IngressSMTP(SMTP):
         try:
             command = addresses.parse_rcpt(rest, utf8=bool(envelope.smtp_utf8))
         except addresses.AddressError as exc:
-            await self._refuse(_address_reply(exc, "RCPT TO", "recipient"), recipients=[printable(rest)])
+            await self._refuse(_address_reply(exc, "RCPT TO", "recipient"), recipients=[_as_written(rest)])
             return
         reply = rcpt_parameters(command.params)
         if reply is None and not self.session.extended_smtp and command.params:
@@ -784,6 +784,14 @@ def _command_limits() -> collections.defaultdict[str, int]:
     limits: collections.defaultdict[str, int] = collections.defaultdict(lambda: SMTP.command_size_limit)
     limits["MAIL"] = MAIL_COMMAND_LIMIT
     return limits
+
+
+def _as_written(arg: str) -> str:
+    """The address part of a MAIL/RCPT argument that did not parse, for the trace (printable)."""
+    text = arg.strip()
+    if text.startswith("<"):
+        text = text[1:].partition(">")[0]
+    return printable(text)
 
 
 def _address_reply(error: addresses.AddressError, command: str, what: str) -> str:

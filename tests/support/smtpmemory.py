@@ -130,7 +130,7 @@ async def run_session_async(data: bytes, *, peer: tuple[str, int] = UNTRUSTED, p
     # at EOF, as a client closing its socket would have it.
     while task is not None and not task.done() and loop.time() < deadline:
         await asyncio.sleep(0)
-        if not reader._buffer and getattr(reader, "_waiter", None) is not None:
+        if getattr(reader, "_waiter", None) is not None:  # it needs more than it has
             break
     if not transport.closing:
         session.eof_received()
