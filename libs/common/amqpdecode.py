@@ -2,23 +2,29 @@
 
 aiormq decodes each delivery's content header (properties and headers) with pamqp in the
 connection's reader, before any consumer sees it. pamqp raises there for a header field name or a
-short-string property (``message_id``, ``content_type``…) that is not UTF-8, and for a timestamp
-beyond the year 9999; aiormq then closes the whole connection, the broker delivers the message again
-to the reconnected consumer, and the consumer is wedged for good — by one message anyone with publish
-rights can send. ``install`` replaces those three decoders with ones that cannot fail on such input:
-undecodable text becomes text with ``\\xNN`` escapes, an unrepresentable timestamp stays the integer
-it was. Everything else pamqp decodes as before.
+short-string property (``message_id``, ``content_type``…) that is not UTF-8, for a timestamp
+beyond the year 9999, and (RecursionError) for tables or arrays nested a few hundred deep; aiormq then
+closes the whole connection, the broker delivers the message again to the reconnected consumer, and
+the consumer is wedged for good — by one message anyone with publish rights can send. ``install``
+replaces those decoders with ones that cannot fail on such input: undecodable text becomes text with
+``\\xNN`` escapes, an unrepresentable timestamp stays the integer it was, a table or array nested
+deeper than ``MAX_DEPTH`` stays its raw bytes. Everything else pamqp decodes as before.
 """
 
 from __future__ import annotations
 
 import datetime
 import struct
+import threading
 
 from pamqp import common
 from pamqp import decode as _decode
 
+MAX_DEPTH = 32
+"""Tables and arrays nested deeper than this are kept as their raw bytes, not decoded."""
+
 _installed = False
+_nesting = threading.local()
 
 
 def _text(raw: bytes) -> str:
@@ -47,8 +53,26 @@ def timestamp(value: bytes) -> tuple[int, datetime.datetime | int]:
         return 8, raw
 
 
-def field_table(value: bytes) -> tuple[int, common.FieldTable]:
-    """pamqp's ``field_table``; field names that are not UTF-8 come out escaped."""
+def _too_deep(value: bytes) -> tuple[int, bytes] | None:
+    """(bytes consumed, the raw bytes) of a table or array nested deeper than ``MAX_DEPTH``, else None."""
+    if getattr(_nesting, "depth", 0) < MAX_DEPTH:
+        return None
+    try:
+        length = common.Struct.integer.unpack(value[0:4])[0]
+    except (struct.error, TypeError) as err:
+        raise ValueError("Could not unpack data") from err
+    if 4 + length > len(value):
+        raise ValueError("Nested table length exceeds available data")
+    return 4 + length, bytes(value[4 : 4 + length])
+
+
+def field_table(value: bytes) -> tuple[int, common.FieldTable | bytes]:
+    """pamqp's ``field_table``; field names that are not UTF-8 come out escaped; nested deeper than
+    ``MAX_DEPTH``, the raw bytes."""
+    raw = _too_deep(value)
+    if raw is not None:
+        return raw
+    _nesting.depth = getattr(_nesting, "depth", 0) + 1
     try:
         length = common.Struct.integer.unpack(value[0:4])[0]
         offset = 4
@@ -69,6 +93,32 @@ def field_table(value: bytes) -> tuple[int, common.FieldTable]:
         return end, data
     except (struct.error, TypeError) as err:
         raise ValueError("Could not unpack data") from err
+    finally:
+        _nesting.depth -= 1
+
+
+def field_array(value: bytes) -> tuple[int, common.FieldArray | bytes]:
+    """pamqp's ``field_array``; nested deeper than ``MAX_DEPTH``, the raw bytes."""
+    raw = _too_deep(value)
+    if raw is not None:
+        return raw
+    _nesting.depth = getattr(_nesting, "depth", 0) + 1
+    try:
+        length = common.Struct.integer.unpack(value[0:4])[0]
+        offset = 4
+        data: list[common.FieldValue] = []
+        end = offset + length
+        if end > len(value):
+            raise ValueError("Field array length exceeds available data")
+        while offset < end:
+            consumed, result = _decode.embedded_value(value[offset:])
+            offset += consumed
+            data.append(result)
+        return offset, data
+    except (struct.error, TypeError) as err:
+        raise ValueError("Could not unpack data") from err
+    finally:
+        _nesting.depth -= 1
 
 
 def install() -> None:
@@ -78,7 +128,8 @@ def install() -> None:
         return
     _decode.short_str = short_str  # type: ignore[assignment]
     _decode.timestamp = timestamp  # type: ignore[assignment]
-    _decode.field_table = field_table
+    _decode.field_table = field_table  # type: ignore[assignment]
+    _decode.field_array = field_array  # type: ignore[assignment]
     _decode.METHODS.update({"shortstr": short_str, "timestamp": timestamp, "table": field_table})
-    _decode.TABLE_MAPPING.update({b"T": timestamp, b"F": field_table})
+    _decode.TABLE_MAPPING.update({b"T": timestamp, b"F": field_table, b"A": field_array})
     _installed = True

@@ -20,7 +20,7 @@ from mailmoat_common.runtime import Runtime
 from mailmoat_common.settings import Settings
 from mailmoat_egress.delivery import SessionPool
 from mailmoat_egress.service import SERVICE, Egress
-from tests.support.amqpraw import RawText, RawTimestamp
+from tests.support.amqpraw import RawText, RawTimestamp, RawValue, raw_values
 from tests.support.sink import SmtpSink
 
 pytestmark = pytest.mark.integration
@@ -130,15 +130,17 @@ async def test_envelope_without_recipients_is_dead_lettered_with_reason(egress, 
     {"headers": {RawText(b"trace\xffparent"): "x"}},
     {"headers": {"x-t": RawTimestamp.of(2**63)}},
     {"message_id": RawText(b"\xff\xfe"), "headers": {"traceparent": "00-1-2-01"}},
-], ids=["field-name-not-utf-8", "timestamp-beyond-9999", "message-id-not-utf-8"])
+    {"headers": {"deep": RawValue.nested_tables(600)}},
+], ids=["field-name-not-utf-8", "timestamp-beyond-9999", "message-id-not-utf-8", "tables-nested-600-deep"])
 async def test_properties_the_client_library_cannot_read_are_settled(egress, sink: SmtpSink, properties) -> None:
     """pamqp alone raises on these while decoding the delivery, and aiormq then closes the connection:
     the message comes back on the next connection, forever."""
     _, probe = egress
     assert probe.channel is not None
     channel = await probe.channel.get_underlay_channel()
-    await channel.basic_publish(encode(_envelope(sink), DATA), routing_key=stage_queue(SERVICE),
-                                properties=aiormq.spec.Basic.Properties(**properties))
+    with raw_values():
+        await channel.basic_publish(encode(_envelope(sink), DATA), routing_key=stage_queue(SERVICE),
+                                    properties=aiormq.spec.Basic.Properties(**properties))
     await probe.publish(Publish(stage_queue(SERVICE), _envelope(sink), DATA))
     await asyncio.to_thread(sink.wait_for, 2, 15)
     assert await probe.queue_depth(stage_queue(SERVICE)) == 0

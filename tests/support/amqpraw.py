@@ -7,7 +7,12 @@ bytes given, so a test can put a non-UTF-8 long string (or field name) into the 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import struct
+from collections.abc import Iterator
+
+import pamqp.encode
 
 
 class RawText(str):
@@ -38,3 +43,35 @@ class RawTimestamp(datetime.datetime):
 
     def timestamp(self) -> float:
         return self.seconds
+
+
+class RawValue:
+    """A header value that goes on the wire as exactly ``raw`` (type octet included), e.g. tables nested
+    deeper than any encoder would recurse; publish it inside ``raw_values()``."""
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+
+    @classmethod
+    def nested_tables(cls, depth: int) -> RawValue:
+        """``{"k": {"k": ... {}}}``, ``depth`` tables deep."""
+        inner = b"F" + struct.pack(">I", 0)
+        for _ in range(depth - 1):
+            entry = b"\x01k" + inner
+            inner = b"F" + struct.pack(">I", len(entry)) + entry
+        return cls(inner)
+
+
+@contextlib.contextmanager
+def raw_values() -> Iterator[None]:
+    """While inside, pamqp encodes ``RawValue`` header values as their raw bytes."""
+    original = pamqp.encode.encode_table_value
+
+    def encode_table_value(value: object) -> bytes:
+        return value.raw if isinstance(value, RawValue) else original(value)  # type: ignore[arg-type]
+
+    pamqp.encode.encode_table_value = encode_table_value  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        pamqp.encode.encode_table_value = original

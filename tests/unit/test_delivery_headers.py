@@ -12,6 +12,7 @@ from pamqp import frame, header
 from pamqp.encode import encode_table_value
 
 import mailmoat_common.bus  # noqa: F401  (installs the total decoders)
+from mailmoat_common.amqpdecode import MAX_DEPTH
 from mailmoat_common.headers import delivery_count, republishable, text
 from mailmoat_common.models import Envelope
 from mailmoat_common.runtime import envelope_problem
@@ -96,3 +97,17 @@ def test_a_message_id_that_is_not_utf8_is_decoded_escaped() -> None:
 def test_an_envelope_without_recipients_is_a_problem() -> None:
     assert envelope_problem(Envelope(rcpt_to=[], itinerary=["egress"])) == "envelope without recipients"
     assert envelope_problem(Envelope(rcpt_to=["a@example.com"], itinerary=["egress"])) is None
+
+
+@pytest.mark.parametrize("kind", [b"F", b"A"])
+def test_tables_nested_deeper_than_the_limit_stay_raw_bytes(kind: bytes) -> None:
+    inner = b""
+    for _ in range(3000):  # Python's recursion limit is 1000 frames
+        inner = (b"\x01k" if kind == b"F" else b"") + kind + struct.pack(">I", len(inner)) + inner
+    inner = inner if kind == b"F" else b"\x01k" + inner
+    _, _, decoded = frame.unmarshal(_content_header(_table(inner), 0x2000))
+    value = decoded.properties.headers
+    for _ in range(MAX_DEPTH):
+        value = value["k"] if kind == b"F" else (value["k"] if isinstance(value, dict) else value[0])
+    assert isinstance(value, bytes)
+    encode_table_value(republishable(decoded.properties.headers))
