@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
+from mailmoat_common.author import read_author
 from mailmoat_common.bus import Bus, Publish, stage_queue
 from mailmoat_common.models import Envelope, TraceEvent
 from mailmoat_common.policy import Quarantine
@@ -85,6 +86,10 @@ class Held:
     verdicts: dict[str, Any] = field(default_factory=dict)
     released: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: bytes | None = None
+    author: str = ""
+    """The From as a mail client shows it (``mailmoat_common.author``), read when the message was held."""
+    authors: list[str] = field(default_factory=list)
+    """The author addresses (every mailbox, and what a From that does not parse shows)."""
 
     @property
     def pending(self) -> list[str]:
@@ -107,14 +112,17 @@ class QuarantineStore:
         """Hold a message; (the record, False when it was held already)."""
         now = time.time() if now is None else now
         expires = now + retention_days(settings, reason) * 86400
+        author = read_author(data)
         held = Held(
             id=envelope.id, envelope=envelope, reason=reason, result=result, detail=detail, created=now,
             expires=expires, release_by=release_role(settings.release_by, reason, result),
             verdicts={k: v.model_dump(mode="json") for k, v in envelope.verdicts.items()},
+            author=author.display()[:500] or (author.problem or ""), authors=author.addresses[:20],
         )
         meta = {
             "reason": reason, "result": result, "detail": detail, "created": now, "expires": expires,
-            "release_by": held.release_by, "verdicts": held.verdicts,
+            "release_by": held.release_by, "verdicts": held.verdicts, "author": held.author,
+            "authors": held.authors,
         }
         created = await self._put(
             keys=[KEY + held.id, INDEX],
@@ -140,7 +148,7 @@ class QuarantineStore:
             result=meta.get("result"), detail=meta.get("detail", ""), created=meta["created"],
             expires=meta["expires"], release_by=meta.get("release_by", "user"), verdicts=meta.get("verdicts", {}),
             released={_text(k): json.loads(v) for k, v in released.items()},
-            data=values[2] if data else None,
+            data=values[2] if data else None, author=meta.get("author", ""), authors=meta.get("authors", []),
         )
 
     async def prune(self, now: float | None = None) -> int:
@@ -153,7 +161,7 @@ class QuarantineStore:
 
     async def list(self, *, recipient: str | None = None, sender: str | None = None, reason: str | None = None,
                    since: float | None = None, until: float | None = None) -> list[Held]:
-        """Held messages, oldest first, filtered."""
+        """Held messages, oldest first, filtered; ``sender`` matches the envelope sender or a From address."""
         ids = await self.ids()
         out: list[Held] = []
         async with self.client.pipeline(transaction=False) as pipe:
@@ -168,7 +176,7 @@ class QuarantineStore:
             held = self._held(qid, values, released, False)
             if recipient and recipient.lower() not in [r.lower() for r in held.envelope.rcpt_to]:
                 continue
-            if sender is not None and sender.lower() != held.envelope.mail_from.lower():
+            if sender is not None and sender.lower() not in [held.envelope.mail_from.lower(), *held.authors]:
                 continue
             if reason and reason not in (held.reason, held.result):
                 continue

@@ -3,7 +3,8 @@
 Keys (all expire after the retention period):
 - ``mailmoat:trace:<id>``: list of JSON events, oldest first;
 - ``mailmoat:trace:by:<kind>:<value>``: sorted set of message ids by time, for the kinds
-  ``sender``, ``rcpt``, ``msgid`` (Message-ID header) and ``ip``.
+  ``sender``, ``from`` (the author addresses, as the antispam stage read them), ``rcpt``, ``msgid``
+  (Message-ID header) and ``ip``.
 
 Writes are group-committed (``redisbatch``): ``record`` queues its events and waits until they are
 written; one pipeline per round trip carries every record queued meanwhile (all the messages a
@@ -72,8 +73,12 @@ class TraceStore:
         recipients: Iterable[str] = (),
         message_id_header: str | None = None,
         client_ip: str | None = None,
+        authors: Iterable[str] = (),
     ) -> bool:
-        """Append events (and index keys for the first record of a message). False when Redis failed."""
+        """Append events (and index keys for the first record of a message). False when Redis failed.
+
+        ``authors``: the From addresses as a mail client shows them (``mailmoat_common.author``), so a
+        message can be found by who it claims to be from as well as by its envelope sender."""
         batch = [events] if isinstance(events, TraceEvent) else list(events)
         if not batch:
             return True
@@ -86,6 +91,7 @@ class TraceStore:
             index.append(f"{INDEX}msgid:{_norm(message_id_header)}")
         if client_ip:
             index.append(f"{INDEX}ip:{client_ip}")
+        index.extend(f"{INDEX}from:{_norm(a)}" for a in authors if a)
         keys = [KEY + message_id, *index]
         args = [self.retention, message_id, time.time(), *(e.model_dump_json() for e in batch)]
         try:
@@ -106,12 +112,12 @@ class TraceStore:
         return sorted(events, key=lambda e: e.at)
 
     async def find(self, needle: str) -> list[str]:
-        """Message ids for a queue id, sender, recipient, Message-ID header or client IP."""
+        """Message ids for a queue id, sender, From address, recipient, Message-ID header or client IP."""
         if await self.client.exists(KEY + needle):
             return [needle]
         value = _norm(needle)
         ids: list[str] = []
-        for kind in ("msgid", "sender", "rcpt", "ip"):
+        for kind in ("msgid", "sender", "from", "rcpt", "ip"):
             for raw in await self.client.zrange(f"{INDEX}{kind}:{value}", 0, -1):
                 text = raw.decode() if isinstance(raw, bytes) else raw
                 if text not in ids:

@@ -68,11 +68,13 @@ def make_handler(runtime: Runtime, checker: Checker | None = None):
         envelope.add_verdict(verdict)
         envelope.size = len(out)
         clean = verdict.result in ("clean", "allowed")
+        author = (verdict.detail.get("auth") or {}).get("author") or {}
         await runtime.trace.record(TraceEvent(
             event="AGENTINFO" if clean else "SPAM", message_id=envelope.id, service=SERVICE,
             recipients=envelope.rcpt_to, detail=summary(outcome),
-            data={"result": verdict.result, **{k: v for k, v in verdict.detail.items() if k != "auth"}},
-        ))
+            data={"result": verdict.result, **{k: v for k, v in verdict.detail.items() if k != "auth"},
+                  "author": author},
+        ), authors=author.get("addresses") or ())
         return [stage_publish(envelope, out, SERVICE)]
 
     return handle
