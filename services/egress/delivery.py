@@ -16,12 +16,13 @@ import re
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import aiosmtplib
 from aiosmtplib import SMTP, SMTPResponse, SMTPStatus
 from aiosmtplib.errors import SMTPException, SMTPHeloError, SMTPResponseException
 
+from mailmoat_common.addresses import sendable
 from mailmoat_egress.pipelining import Exchange, can_pipeline, envelope_commands, pipelined_transaction
 from mailmoat_egress.tls import connect_kwargs, rule_for, server_name
 
@@ -497,6 +498,24 @@ class NotStarted(Exception):
     """The process is stopping and this delivery had not begun a transaction: hand the copy back."""
 
 
+def unsendable(message: Message) -> dict[str, RcptResult]:
+    """Permanent results for the recipients whose copy cannot go on an SMTP command line, by the
+    grammar ingress parsed the envelope with (``mailmoat_common.addresses``): every recipient when the
+    sender cannot (``5.1.7``), else each recipient that cannot (``5.1.3``). Empty as a rule: ingress
+    refuses such addresses; this keeps a message from elsewhere (an old queue, a rule) from failing
+    inside the SMTP client."""
+    problem = sendable(message.mail_from, utf8=True)
+    if problem is not None:
+        return {r: make_result(r, 550, f"5.1.7 the sender address cannot be sent: {problem}")
+                for r in message.recipients}
+    refused = {}
+    for recipient in message.recipients:
+        problem = sendable(recipient, utf8=True)
+        if problem is not None:
+            refused[recipient] = make_result(recipient, 550, f"5.1.3 the recipient address cannot be sent: {problem}")
+    return refused
+
+
 class Deliverer:
     """Delivers one message to the first host of a list that takes it.
 
@@ -513,6 +532,14 @@ class Deliverer:
         """Try ``targets`` in order; the next host is tried when one cannot be reached, greets with
         an error, fails TLS or breaks before answering. Every recipient gets a result: permanent
         only when every host refused the session permanently, temporary otherwise."""
+        refused = unsendable(message)
+        if refused:
+            results = dict(refused)
+            rest = [r for r in message.recipients if r not in refused]
+            if rest:
+                sent = await self.deliver(targets, tls, tls_name, replace(message, recipients=rest), timeouts)
+                results.update((result.recipient, result) for result in sent)
+            return [results[r] for r in message.recipients]
         if not targets:
             return [make_result(r, 451, "4.4.4 no host to deliver to") for r in message.recipients]
         failures: list[HostFailed] = []
