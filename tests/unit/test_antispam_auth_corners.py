@@ -3,6 +3,7 @@ missing or invalid but whose ``rua`` is valid, the HELO identity, and every auth
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from unittest import mock
 
@@ -10,10 +11,13 @@ import dkim
 import nacl.encoding
 import nacl.signing
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailmoat_antispam.auth import authenticate, authentication_results
 from mailmoat_antispam.auth.dkimverify import verify_arc
 from mailmoat_antispam.auth.dmarc import parse_record
+from mailmoat_common.author import read_author
 from mailmoat_common.models import Envelope
 from mailmoat_common.policy import Policy
 from tests.support.dkimkeys import make_key
@@ -141,3 +145,21 @@ async def test_the_helo_identity_is_checked_and_reported() -> None:
     assert result.detail()["spf_helo"] == {"result": "pass", "domain": "mail.evil.test"}
     literal = await authenticate(_envelope("[203.0.113.5]"), _message(b"<x@evil.test>"), TableResolver(ZONE), POLICY)
     assert literal.spf_helo is None and "smtp.helo" not in authentication_results("a.test", literal).decode()
+
+
+@given(st.sampled_from(["ceo", "a.b", "x+y"]), st.sampled_from(["bank.test", "mail.bank.test", "quiet.test"]),
+       st.sampled_from(["", "Ceo", "evil.test", "x@evil.test", "=?utf-8?q?x=40evil=2Etest?="]),
+       st.sampled_from(["{a}", "<{a}>", "{n} <{a}>", '"{n}" <{a}>', "{a} ({n})", "G: {n} <{a}>;"]))
+@settings(max_examples=60, deadline=None)
+def test_dmarc_judges_the_domain_a_client_displays(local: str, domain: str, name: str, shape: str) -> None:
+    """Whatever the display name says, DMARC judges the address a client shows (from the same parser)."""
+    if "{n}" in shape and not name:
+        return
+    value = shape.format(a=f"{local}@{domain}", n=name)
+    result = asyncio.run(authenticate(_envelope(), _message(value.encode()), TableResolver(ZONE), POLICY))
+    shown = read_author(_message(value.encode()))
+    if shown.problem is not None:  # an address-like name outside quotes: not RFC 5322, every shown domain judged
+        assert "@" in name and shape in ("{n} <{a}>", "G: {n} <{a}>;"), value
+        assert domain in [d.domain for d in result.dmarc_all] and len(result.dmarc_all) == len(shown.domains)
+        return
+    assert [d.domain for d in result.dmarc_all] == [shown.single.dns_domain] == [domain], value
