@@ -140,6 +140,10 @@ class ClamdClient:
         self.available = ok
         return ok
 
+    async def version(self) -> bytes:
+        """clamd's ``VERSION`` reply (engine, database version and date); ClamdUnavailable when away."""
+        return await self._exchange(b"zVERSION\0", None)
+
     async def scan(self, data: bytes) -> ScanResult:
         """Scan one stream. Data above ``stream_max_length`` is not sent: an error result says so."""
         if len(data) > self.stream_max_length:

@@ -16,6 +16,7 @@ import os
 
 from mailmoat_antivirus.clamd import ClamdClient, ClamdUnavailable, ScanResult, parse_address
 from mailmoat_antivirus.decide import Item, add_engine_results, analyse, decide, failed, report_header, unscanned
+from mailmoat_antivirus.signatures import SignatureAge, export_health, watch_signatures
 from mailmoat_common.bus import Publish
 from mailmoat_common.models import Envelope, TraceEvent, Verdict
 from mailmoat_common.policy import Antimalware
@@ -126,7 +127,11 @@ async def watch_engine(runtime: Runtime, engine: Engine, interval: float = 2.0) 
 async def wire(runtime: Runtime, engine: Engine, ping_interval: float = 2.0) -> asyncio.Task[None]:
     """Readiness follows clamd (unless failing open), a pinger keeps it current, then consume."""
     runtime.add_ready_check(lambda: engine.available or runtime.policy.current.antimalware.fail_open)
+    export_health(SERVICE, lambda: engine.available)
     watcher = asyncio.create_task(watch_engine(runtime, engine, ping_interval))
+    versions = asyncio.create_task(
+        watch_signatures(lambda: engine.client(runtime.policy.current.antimalware), SignatureAge(SERVICE)))
+    watcher.add_done_callback(lambda _: versions.cancel())
     await runtime.consume_stage(SERVICE, make_handler(runtime, engine))
     return watcher
 

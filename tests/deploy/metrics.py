@@ -22,6 +22,8 @@ RABBITMQ_METRICS = frozenset({
     "rabbitmq_queue_messages_unacked",
     "rabbitmq_queue_consumers",
 })
+# kube-state-metrics (the synthetic probe's CronJob).
+KUBE_STATE_METRICS = frozenset({"kube_cronjob_info", "kube_cronjob_status_last_successful_time"})
 # Series Prometheus adds to every scrape.
 PROMETHEUS_METRICS = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
 
@@ -62,7 +64,7 @@ def exported_metric_names() -> set[str]:
 
 
 def known_metric_names() -> set[str]:
-    return exported_metric_names() | RABBITMQ_METRICS | PROMETHEUS_METRICS
+    return exported_metric_names() | RABBITMQ_METRICS | KUBE_STATE_METRICS | PROMETHEUS_METRICS
 
 
 def metric_names(expr: str) -> set[str]:
