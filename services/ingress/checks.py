@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailmoat_common.addresses import Mailbox, Path, recipient_key, routing_trick
+from mailmoat_common.addresses import AddressError, Path, mailbox, recipient_key, routing_trick
 from mailmoat_common.policy import Limits, Policy
 from mailmoat_ingress import replies
 from mailmoat_ingress.headers import count_headers, header_block
@@ -124,8 +124,12 @@ def resolve_recipient(policy: Policy, client_ip: str, found: Path) -> tuple[str 
     return None, address
 
 
-def same_recipient_key(policy: Policy, found: Mailbox) -> str:
+def same_recipient_key(policy: Policy, address: str) -> str:
     """Two recipients with one key are one mailbox: local part without case for accepted domains."""
+    try:
+        found = mailbox(address)
+    except AddressError:  # not from a client (a postmaster address made of a policy domain, say)
+        return address.lower()
     return recipient_key(found, fold_local=policy.accepted_domain(found.domain) is not None)
 
 

@@ -223,7 +223,7 @@ class IngressHandler:
         if reply is not None:
             self.reject(session, envelope, reply, recipients=[address])
             return reply
-        key = same_recipient_key(policy, addresses.mailbox(address))
+        key = same_recipient_key(policy, address)
         if key in envelope.recipient_keys:  # the same mailbox again: one copy
             return replies.RCPT_OK
         reply = check_recipient(policy, client_ip, address, len(envelope.rcpt_tos))

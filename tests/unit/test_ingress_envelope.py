@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.smtpmemory import TRUSTED, exchange, missing_enhanced_codes, run_session
+from mailmoat_common.addresses import parse_rcpt
+from mailmoat_ingress import replies
+from mailmoat_ingress.checks import mail_parameters, resolve_recipient, same_recipient_key
+from tests.support.smtpmemory import TRUSTED, exchange, missing_enhanced_codes, policy, run_session
 
 HELLO = b"EHLO client.example\r\n"
 MESSAGE = b"Subject: t\r\n\r\nbody\r\n.\r\n"
@@ -150,3 +153,47 @@ def test_the_reply_to_helo_and_ehlo_and_the_greeting_have_none() -> None:
     pairs = exchange([b"HELO a.example\r\n", HELLO])
     assert [lines[-1] for _, lines in pairs] == ["220 gw.example.net ESMTP mailmoat", "250 gw.example.net",
                                                  "250 ENHANCEDSTATUSCODES"]
+
+
+# --- the pure decisions behind the replies ---------------------------------------------------------------
+
+
+def test_resolve_recipient() -> None:
+    def resolve(arg: str, ip: str = "198.51.100.7", text: str | None = None) -> tuple[str | None, str]:
+        return resolve_recipient(policy(text) if text else policy(), ip, parse_rcpt(arg, utf8=False).path)
+
+    assert resolve("<bob@example.com>") == (None, "bob@example.com")
+    assert resolve("<Postmaster>") == (None, "postmaster@example.com")
+    assert resolve("<Postmaster>", text="{}") == ("550 5.1.1 Recipient address rejected: no postmaster address "
+                                                  "is configured", "Postmaster")
+    assert resolve("<x%y@example.com>")[0] == replies.routing_denied("% in the local part")
+    assert resolve("<x%y@example.com>", ip="192.0.2.10") == (None, "x%y@example.com")
+    assert resolve("<@hop:x@example.com>", ip="192.0.2.10") == (None, "x@example.com")
+
+
+def test_same_recipient_key() -> None:
+    chosen = policy()
+    assert same_recipient_key(chosen, "BOB@Example.com") == same_recipient_key(chosen, "bob@example.com")
+    assert same_recipient_key(chosen, "BOB@partner.example") != same_recipient_key(chosen, "bob@partner.example")
+    assert same_recipient_key(chosen, "postmaster@under_score.example") == "postmaster@under_score.example"
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({}, (None, None, False)),
+        ({"SIZE": "10", "BODY": "8bitmime", "SMTPUTF8": None}, (10, "8BITMIME", True)),
+        ({"SIZE": "1\u0663"}, "501 5.5.4 Syntax error in SIZE parameter"),  # a non-ASCII digit
+        ({"SIZE": None}, "501 5.5.4 Syntax error in SIZE parameter"),
+        ({"BODY": "BINARYMIME"}, "501 5.5.4 Syntax error in BODY parameter (7BIT or 8BITMIME)"),
+        ({"SMTPUTF8": "yes"}, "501 5.5.4 Syntax error: SMTPUTF8 takes no value"),
+        ({"RET": "FULL"}, "555 5.5.4 MAIL FROM parameters not recognized or not implemented: RET is not offered"),
+    ],
+)
+def test_mail_parameters(params: dict[str, str | None], expected: object) -> None:
+    result = mail_parameters(params)
+    if isinstance(expected, str):
+        assert result == expected
+    else:
+        assert not isinstance(result, str)
+        assert (result.size, result.body, result.smtputf8) == expected
