@@ -3,7 +3,8 @@
 A strict parser for the RFC 5322 address grammar (3.4, with the obsolete syntax of 4.4: routes,
 CFWS around dots, empty list elements, ``From :``), RFC 6854 groups in ``From:``, RFC 6532 UTF-8,
 and RFC 2047 encoded words in display names (decoded inside quoted strings too, as mail clients do).
-It returns the mailboxes as a mail client displays them — or says why the field does not parse.
+It returns the mailboxes as a mail client displays them — the comment after a bare address is its
+name (``jane@bank.test (Jane Doe)``), as clients show it — or says why the field does not parse.
 
 For a field that does not parse, ``recovered`` holds every address a lenient reader (a mail
 client) could show from it: each ``local@domain`` found anywhere in the field, in comments and
@@ -348,8 +349,12 @@ class _Parser:
             local, domain = self.angle_addr()
             out.append(Mailbox(name, local, domain))
         elif char == "@":
+            mark = len(self.comments)
             local, domain = self.addr_spec(words)
-            out.append(Mailbox("", local, domain))
+            self.cfws()
+            # ``user@domain (Full Name)``: clients show the comment as the name (RFC 822's habit)
+            name = " ".join(decode_words(c) for c in self.comments[mark:])
+            out.append(Mailbox(re.sub(r"\s+", " ", re.sub(r"\\(.)", r"\1", name)).strip(), local, domain))
         elif char == ":" and not in_group:
             if not words:
                 raise self.error("group without a name")

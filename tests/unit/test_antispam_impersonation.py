@@ -38,6 +38,7 @@ def _find(from_value: str, *, outside: bool = True, policy: Policy = POLICY) -> 
     ('"ceo@bank.test" <x@evil.test>', ("domain", "bank.test")),
     ('"example.com IT desk" <it@evil.test>', ("domain", "example.com")),  # an accepted domain
     ('"ceo@other.test" <x@evil.test>', ("address", "ceo@other.test")),
+    ("x@evil.test (Jane Doe)", ("user", "Jane Doe")),  # the comment a client shows as the name
     ('"=?utf-8?b?Y2VvQG90aGVyLnRlc3Q=?=" <x@evil.test>', ("address", "ceo@other.test")),
     ('"Jane Doe" <jane@example.com>', None),  # her own address (authentication is compauth's business)
     ('"Bank.test Support" <help@mail.bank.test>', None),  # from the protected domain itself

@@ -21,7 +21,8 @@ from mailmoat_common.author import AuthorError, Mailbox, parse_mailboxes, read_a
     ("Ceo <ceo@Bank.Test>", [("Ceo", "ceo@bank.test")]),
     ('"Doe, Jane" <jane@bank.test>', [("Doe, Jane", "jane@bank.test")]),
     ('"ceo@bank.test" <x@evil.test>', [("ceo@bank.test", "x@evil.test")]),
-    ("jane@bank.test (Jane Doe)", [("", "jane@bank.test")]),
+    ("jane@bank.test (Jane Doe)", [("Jane Doe", "jane@bank.test")]),  # the comment is the name a client shows
+    ("jane@bank.test (=?utf-8?q?J=C3=B6rg?=) (x)", [("Jörg x", "jane@bank.test")]),
     ("(comment (nested)) Jane <jane@bank.test> (after)", [("Jane", "jane@bank.test")]),
     ("<@relay.test,@other.test:ceo@bank.test>", [("", "ceo@bank.test")]),  # obs-route
     ("john . doe @ bank . test", [("", "john.doe@bank.test")]),  # obs-local-part, obs-domain
@@ -118,7 +119,7 @@ def _encoded(text: str) -> str:
 def _renderings(local: str, domain: str, name: str) -> list[tuple[str, str]]:
     """(From value, the display name a client shows) for one mailbox."""
     address = f"{local}@{domain}"
-    out = [(address, ""), (f"<{address}>", ""), (f"{address} (a comment)", ""),
+    out = [(address, ""), (f"<{address}>", ""), (f"{address} (a comment)", "a comment"),
            (f"<@relay.test:{address}>", ""), (f"Group: {address};", ""), (f" ,{address},", "")]
     if name:
         out += [(f"{_quoted(name)} <{address}>", name), (f"{_encoded(name)} <{address}>", name),
@@ -140,8 +141,9 @@ def test_a_mailbox_in_any_syntax_parses_back(local: str, domain: str, name: str)
 @given(locals_, domains, names)
 @settings(max_examples=200)
 def test_agrees_with_a_client_on_well_formed_headers(local: str, domain: str, name: str) -> None:
-    """Python's RFC 5322 header parser (email.policy.default) stands in for a mail client."""
-    for value, shown in _renderings(local, domain, name)[:3] + _renderings(local, domain, name)[6:8]:
+    """Python's RFC 5322 header parser (email.policy.default) stands in for a mail client (it ignores
+    the comment after a bare address, which clients show as the name, so that rendering is left out)."""
+    for value, shown in _renderings(local, domain, name)[:2] + _renderings(local, domain, name)[6:8]:
         text = f"From: {value}\r\n\r\n"
         header = HeaderParser(policy=email.policy.default).parsestr(text)["from"]
         client = [(a.display_name, a.addr_spec.lower()) for a in header.addresses]
