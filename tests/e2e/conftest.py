@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aio_pika
+import aio_pika.exceptions
 import pytest
 
 from tests.support.gateway import Gateway
@@ -42,12 +46,54 @@ pipeline:
 """Added to ``POLICY``: every message through the routing stage, even without filter stages."""
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "expects_dead_letter: the test means a message to end in mailmoat.dead (not checked empty)")
+
+
+def dead_letters(url: str, show: int = 10) -> tuple[int, list[str]]:
+    """How many messages ``mailmoat.dead`` of the vhost at ``url`` holds, and the first ``show`` reasons
+    (``x-mailmoat-dead-reason``); (0, []) when the queue was never declared. Read without consuming."""
+
+    async def look() -> tuple[int, list[str]]:
+        connection = await aio_pika.connect(url, timeout=10)
+        try:
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue("mailmoat.dead", passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return 0, []
+            count = queue.declaration_result.message_count or 0
+            reasons = []
+            for _ in range(min(count, show)):
+                message = await queue.get(fail=False, no_ack=False)
+                if message is None:
+                    break
+                headers = message.headers or {}
+                reason = headers.get("x-mailmoat-dead-reason", b"(no reason)")
+                reasons.append(reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason))
+            return count, reasons  # the unacked gets go back to the queue when the connection closes
+        finally:
+            await connection.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # no event loop of the test in the way
+        return pool.submit(asyncio.run, look()).result(timeout=30)
+
+
 @pytest.fixture
-def amqp_url() -> Iterator[str]:
-    """A vhost per end-to-end test, so no message of one test reaches the next."""
+def amqp_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A vhost per end-to-end test, so no message of one test reaches the next. When the test is over
+    (its gateways stopped), the vhost's ``mailmoat.dead`` must be empty unless the test is marked
+    ``expects_dead_letter``: mail that dies fails the suite, whatever the test itself looked at."""
     name = create_vhost()
-    yield amqp_url_for(name)
-    delete_vhost(name)
+    url = amqp_url_for(name)
+    try:
+        yield url
+        if request.node.get_closest_marker("expects_dead_letter") is None:
+            count, reasons = dead_letters(url)
+            assert count == 0, f"{count} message(s) in mailmoat.dead: " + "; ".join(reasons)
+    finally:
+        delete_vhost(name)
 
 
 @pytest.fixture
