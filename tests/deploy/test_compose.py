@@ -166,6 +166,14 @@ def test_environment_points_at_the_stack() -> None:
         assert (REPO / host / policy.relative_to(target)).is_file(), name
 
 
+def test_antivirus_scans_with_the_compose_clamd() -> None:
+    """The policy's antimalware.clamd (127.0.0.1:3310) is not clamd inside compose: the address is set."""
+    antivirus = services()["antivirus"]
+    host, port = antivirus["environment"]["MAILMOAT_CLAMD_ADDRESS"].split(":")
+    assert host in services() and services()[host]["image"].startswith("clamav/") and port == "3310"
+    assert host in antivirus["depends_on"]
+
+
 def test_bind_mounts_exist() -> None:
     for name, service in services().items():
         for volume in service.get("volumes", []):
@@ -195,10 +203,12 @@ def test_prometheus_scrapes_every_service() -> None:
     prometheus = services()["prometheus"]
     assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
     config = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
-    targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
+    targets = {t for job in config["scrape_configs"] for group in job.get("static_configs", [])
+               for t in group["targets"]}
+    # Services of an optional profile by DNS discovery: no target at all when they do not run.
+    targets |= {f"{n}:{sd['port']}" for job in config["scrape_configs"] for sd in job.get("dns_sd_configs", [])
+                for n in sd["names"]}
     for name, service in mailmoat_services().items():
-        if service.get("profiles"):
-            continue
         host = service.get("network_mode", "").removeprefix("service:") or name
         assert f"{host}:{DEFAULT_METRICS_PORTS[module(service)]}" in targets, name
     for target in targets:

@@ -408,5 +408,30 @@ def test_filters_component_adds_the_filter_stages() -> None:
     with_filters = {module_of(d) for d in services(_render("overlays/production", True))}
     assert with_filters - without == {"connection_filter", "antivirus", "antispam"}
     antivirus = named(_render("overlays/production", True), "Deployment", "mailmoat-antivirus")
-    clamd = next(c for c in containers(antivirus) if c["name"] == "clamd")
-    assert clamd["startupProbe"] and clamd["readinessProbe"]
+    assert [c["name"] for c in containers(antivirus)] == ["antivirus"]  # no clamd of its own
+
+
+def test_one_clamd_fleet_fed_by_one_mirror() -> None:
+    """Antivirus pods scan with the clamd Deployment behind its Service; clamd pods fetch the database
+    from the in-cluster mirror (a native sidecar keeps it current); only the mirror uses the CDN."""
+    resources = _render("overlays/production", True)
+    antivirus = named(resources, "Deployment", "mailmoat-antivirus")
+    address = env_of(app_container(antivirus))["MAILMOAT_CLAMD_ADDRESS"]["value"]
+    host, port = address.split(":")
+    service = named(resources, "Service", host)
+    clamd = named(resources, "Deployment", "mailmoat-clamd")
+    assert service["spec"]["selector"] == clamd["spec"]["selector"]["matchLabels"]
+    assert [p["port"] for p in service["spec"]["ports"]] == [int(port)]
+    pod = pod_spec(clamd)
+    sidecars = [c for c in pod["initContainers"] if c.get("restartPolicy") == "Always"]
+    assert [c["command"][0] for c in sidecars] == ["freshclam"]
+    assert pod["initContainers"][0]["command"][0] == "freshclam"  # the database before clamd starts
+    config = named(resources, "ConfigMap", "mailmoat-clamav")["data"]
+    mirror = re.search(r"^PrivateMirror http://([a-z-]+):(\d+)$", config["freshclam.conf"], re.M)
+    assert mirror and "DatabaseMirror" not in config["freshclam.conf"]
+    mirror_service = named(resources, "Service", mirror.group(1))
+    assert mirror_service["spec"]["ports"][0]["port"] == int(mirror.group(2))
+    assert "DatabaseMirror database.clamav.net" in config["freshclam-mirror.conf"]
+    assert "ScriptedUpdates no" in config["freshclam-mirror.conf"]  # whole .cvd files, as a mirror serves
+    assert named(resources, "HorizontalPodAutoscaler", "mailmoat-clamd")["spec"]["minReplicas"] >= 2
+    named(resources, "PodDisruptionBudget", "mailmoat-clamd")

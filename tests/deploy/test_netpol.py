@@ -54,7 +54,7 @@ APP = ["ingress", "routing", "egress", "connection-filter", "antivirus", "antisp
 
 
 def test_world_has_the_pods() -> None:
-    assert set(APP) | {"redis"} == set(world()[1])
+    assert set(APP) | {"redis", "clamd", "clamav-mirror"} <= set(world()[1])
 
 
 @pytest.mark.parametrize("name", APP)
@@ -93,10 +93,22 @@ def test_smtp_out_only_from_egress() -> None:
         assert not can(pod(name), INTERNET, 25), name
 
 
-def test_only_antivirus_fetches_signatures() -> None:
-    assert can(pod("antivirus"), INTERNET, 443)
-    for name in ("ingress", "routing", "egress", "connection-filter", "antispam"):
+def test_only_the_mirror_fetches_signatures() -> None:
+    assert can(pod("clamav-mirror"), INTERNET, 443)
+    assert not can(pod("clamav-mirror"), External("10.1.2.3"), 443)
+    for name in (*APP, "clamd"):
         assert not can(pod(name), INTERNET, 443), name
+
+
+def test_clamd_fleet_paths() -> None:
+    assert can(pod("antivirus"), pod("clamd"), 3310)
+    assert can(pod("clamd"), pod("clamav-mirror"), 8080)
+    assert can(pod("clamd"), KUBE_DNS, 53, "UDP")
+    for name in ("ingress", "routing", "egress", "connection-filter", "antispam"):
+        assert not can(pod(name), pod("clamd"), 3310), name
+    assert not can(pod("antivirus"), pod("clamav-mirror"), 8080)
+    assert not can(STRANGER_IN_NS, pod("clamd"), 3310)
+    assert not can(pod("clamd"), INTERNET, 443)
 
 
 def test_backends_closed_to_others() -> None:
