@@ -35,6 +35,9 @@ _ASCII_LABEL = re.compile(rf"{_LABEL}\Z")
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _IPV4 = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\Z")
 _NOT_IN_ADDRESSES = frozenset({"Cc", "Cs", "Zs", "Zl", "Zp"})
+_UNFIT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_PARAMS = re.compile(r"(?: [A-Za-z0-9][A-Za-z0-9-]*(?:=[!-<>-~]+)?)*\Z")
+"""ASCII parameters, each keyword once checked separately (``_parameters`` for the rest)."""
 
 
 class AddressError(ValueError):
@@ -126,11 +129,11 @@ _ATEXT_SET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 
 def _check_text(text: str, what: str) -> None:
     """Refuse what was not UTF-8 (surrogate escapes) or holds control characters, before anything else."""
-    for char in text:
-        if "\udc80" <= char <= "\udcff" or "\ud800" <= char <= "\udfff":
+    found = _UNFIT.search(text)
+    if found is not None:
+        if found.group() >= "\ud800":
             raise AddressError("syntax", f"{what} is not valid UTF-8")
-        if char < " " or char == "\x7f":
-            raise AddressError("syntax", f"{what} contains a control character")
+        raise AddressError("syntax", f"{what} contains a control character")
 
 
 # --- grammar ------------------------------------------------------------------------------------------
@@ -306,6 +309,26 @@ def _parameters(text: str, utf8: bool) -> dict[str, str | None]:
     return params
 
 
+def _quick(arg: str) -> tuple[Path, dict[str, str | None]] | None:
+    """The common case at once: ``<dot-atom@ascii.domain>`` and ASCII parameters, each given once."""
+    match = _SIMPLE.match(arg)
+    if match is None or len(match.group(2)) > MAX_DOMAIN:
+        return None
+    rest = arg[match.end():]
+    if not rest:
+        return Path(Mailbox(match.group(1), match.group(2))), {}
+    if not _PARAMS.match(rest):
+        return None
+    params: dict[str, str | None] = {}
+    for item in rest.split():
+        keyword, eq, value = item.partition("=")
+        keyword = keyword.upper()
+        if keyword in params:
+            return None
+        params[keyword] = value if eq else None
+    return Path(Mailbox(match.group(1), match.group(2))), params
+
+
 def split(arg: str) -> tuple[str, str]:
     """``<path> params`` → (the path's content, the parameter text); AddressError when not ``<...>``."""
     arg = arg.lstrip(" \t")
@@ -329,6 +352,9 @@ def _fast(inner: str) -> Path | None:
 def parse_mail(arg: str) -> Command:
     """The argument of ``MAIL FROM:`` (after the colon): reverse path and parameters. Non-ASCII is
     allowed only with the ``SMTPUTF8`` parameter of the same command."""
+    quick = _quick(arg)
+    if quick is not None:
+        return Command(*quick)
     _check_text(arg, "sender address")
     inner, rest = split(arg)
     try:
@@ -349,6 +375,9 @@ def parse_mail(arg: str) -> Command:
 def parse_rcpt(arg: str, *, utf8: bool) -> Command:
     """The argument of ``RCPT TO:`` (after the colon): forward path (or ``<Postmaster>``) and parameters;
     non-ASCII only when the transaction's MAIL FROM gave ``SMTPUTF8``."""
+    quick = _quick(arg)
+    if quick is not None:
+        return Command(*quick)
     _check_text(arg, "recipient address")
     inner, rest = split(arg)
     found = _fast(inner) or path(inner, utf8=True, postmaster=True)
