@@ -35,6 +35,7 @@ ENV PATH=/opt/mailmoat/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MAILMOAT_POLICY=/etc/mailmoat/policy.yaml \
     MAILMOAT_SMTP_HOST=0.0.0.0 \
+    MAILMOAT_METRICS_HOST=0.0.0.0 \
     MAILMOAT_DEVMAILBOX_DIR=/var/lib/mailmoat/maildir \
     MAILMOAT_LOG_FORMAT=json
 WORKDIR /tmp

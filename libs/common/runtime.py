@@ -200,7 +200,7 @@ class Runtime:
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         port = self.settings.metrics_port(self.service, self.worker)
-        site = web.TCPSite(self._http, "0.0.0.0", port)
+        site = web.TCPSite(self._http, self.settings.metrics_host, port)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -36,6 +36,9 @@ class Settings:
     log_format: str = "json"
     log_level: str = "INFO"
     metrics_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+    metrics_host: str = "127.0.0.1"
+    """Address /metrics, /healthz and /readyz listen on: loopback unless set (the image sets 0.0.0.0,
+    so that Prometheus and the kubelet reach them)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -57,6 +60,7 @@ class Settings:
             log_format=_env("MAILMOAT_LOG_FORMAT", cls.log_format),
             log_level=_env("MAILMOAT_LOG_LEVEL", cls.log_level),
             metrics_ports=ports,
+            metrics_host=_env("MAILMOAT_METRICS_HOST", cls.metrics_host),
         )
 
     def metrics_port(self, service: str, worker: int = 0) -> int:

@@ -56,6 +56,12 @@ _configured = False
 _records = False
 
 
+def otel_service_name(service: str) -> str:
+    """The OpenTelemetry ``service.name`` of a service: ``mailmoat-connection-filter`` for
+    ``connection_filter``, as the Kubernetes Deployments and compose services are named."""
+    return "mailmoat-" + service.replace("_", "-")
+
+
 def setup_tracing(service: str) -> trace.Tracer:
     """A tracer for ``service``; spans export over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set,
     to stdout when OTEL_TRACES_EXPORTER=console, and nowhere otherwise.
@@ -66,7 +72,7 @@ def setup_tracing(service: str) -> trace.Tracer:
     """
     global _configured, _records
     if not _configured:
-        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"mailmoat-{service}")})
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", otel_service_name(service))})
         processor = _span_processor()
         if processor is None:
             provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)

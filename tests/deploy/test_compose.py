@@ -20,6 +20,7 @@ import yaml
 from mailmoat_common.cli import SERVICES
 from mailmoat_common.runtime import Runtime
 from mailmoat_common.settings import DEFAULT_METRICS_PORTS, Settings
+from mailmoat_common.telemetry import otel_service_name
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "mailmoat:local"
@@ -164,6 +165,12 @@ def test_environment_points_at_the_stack() -> None:
         assert mount, f"{name}: {policy} is not under a mounted directory"
         host, target = mount
         assert (REPO / host / policy.relative_to(target)).is_file(), name
+
+
+def test_otel_service_names_as_run_all_names_them() -> None:
+    for service in mailmoat_services().values():
+        name = service["environment"].get("OTEL_SERVICE_NAME")
+        assert name is None or name == otel_service_name(module(service)), name
 
 
 def test_antivirus_scans_with_the_compose_clamd() -> None:

@@ -98,6 +98,8 @@ def test_read_only_root_friendly() -> None:
     assert "PYTHONDONTWRITEBYTECODE=1" in env
     assert "MAILMOAT_POLICY=/etc/mailmoat/policy.yaml" in env
     assert "MAILMOAT_SMTP_HOST=0.0.0.0" in env
+    # /metrics, /healthz, /readyz on every interface in a container (loopback is the default outside).
+    assert "MAILMOAT_METRICS_HOST=0.0.0.0" in env and Settings().metrics_host == "127.0.0.1"
     assert any("compileall" in a for w, a in instructions() if w == "RUN"), "compile bytecode at build time"
 
 

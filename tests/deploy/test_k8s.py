@@ -20,6 +20,7 @@ from mailmoat_common.cli import SERVICES
 from mailmoat_common.policy import parse_policy
 from mailmoat_common.runtime import Runtime
 from mailmoat_common.settings import DEFAULT_METRICS_PORTS, Settings
+from mailmoat_common.telemetry import otel_service_name
 from mailmoat_ingress.service import IngressServer
 from tests.deploy.crds import SCHEMAS, validate_custom
 from tests.deploy.kustomize import containers, load_resources, render, split_image
@@ -178,6 +179,7 @@ def test_service_containers(resources: tuple[Resource, ...]) -> None:
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
         env = env_of(container)
         assert env["OTEL_SERVICE_NAME"]["value"] == f"mailmoat-{deployment['metadata']['name'].split('-', 1)[1]}"
+        assert env["OTEL_SERVICE_NAME"]["value"] == otel_service_name(module)  # as `mailmoat run all` names it
         assert {"MAILMOAT_AMQP_URL", "MAILMOAT_REDIS_URL", "MAILMOAT_POLICY"} <= set(env)
 
 
