@@ -36,8 +36,8 @@ _ATEXT_SPECIAL = frozenset("!#$%&'*+-/=?^_`{|}~")
 _SPECIALS = frozenset('()<>[]:;@\\,."')
 _ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
 _LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
-_LENIENT = re.compile(
-    r"([^\s<>()\[\]\",;:@\\]+)@((?:[^\W_]|[-_])+(?:\.(?:[^\W_]|[-_])+)*)", re.UNICODE)
+_SEPARATORS = re.compile(r"[\s<>()\[\]\",;:\\]+")
+_DOMAIN_START = re.compile(r"[\w-]+(?:\.[\w-]+)*")
 
 
 class AuthorError(ValueError):
@@ -428,14 +428,19 @@ def parse_mailboxes(value: str | bytes) -> list[Mailbox]:
 
 def recover(value: str | bytes) -> list[str]:
     """Every ``local@domain`` a lenient reader could show from a field (encoded words decoded, comments
-    and quotes read as text), lower case, each once."""
-    text = decode_words(unfold(_text(value))[:MAX_FIELD]).replace("\\", " ")
+    and quotes read as text), lower case, each once. Linear in the field's length."""
+    text = decode_words(unfold(_text(value))[:MAX_FIELD])
     out: list[str] = []
-    for match in _LENIENT.finditer(text):
-        local, domain = match.group(1).strip(".'").lower(), match.group(2).strip(".-").lower()
-        address = f"{local}@{domain}"
-        if local and domain and address not in out:
-            out.append(address)
+    for token in _SEPARATORS.split(text):
+        parts = token.split("@")
+        for index in range(1, len(parts)):
+            domain = _DOMAIN_START.match(parts[index])
+            local = parts[index - 1].strip(".'")
+            if not local or domain is None:
+                continue
+            address = f"{local}@{domain.group(0).strip('.-')}".lower()
+            if not address.endswith("@") and address not in out:
+                out.append(address)
     return out
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import time
 from email.parser import HeaderParser
 
 import pytest
@@ -182,3 +183,12 @@ def test_every_displayed_domain_is_judged(mailboxes: list[tuple[str, str]], shap
     for _, domain in mailboxes:
         assert domain in author.domains
     assert (author.problem is None) == (len(mailboxes) == 1)
+
+
+@pytest.mark.parametrize("value", [b"a" * 16000, b"a." * 8000, b"a@" * 8000, b"=?a?q?" * 2600, b"((" * 8000,
+                                   b'"a".' * 4000 + b"@b"])
+def test_linear_time_on_long_fields(value: bytes) -> None:
+    """A long From that does not parse is read in milliseconds (the lenient reading once took seconds)."""
+    started = time.perf_counter()
+    read_author(b"From: " + value + b"\r\nFrom: " + value + b"\r\n\r\n")
+    assert time.perf_counter() - started < 1.0
