@@ -48,3 +48,17 @@ def test_every_reader_walks_it(case) -> None:
 def test_written_out_as_eml_files(tmp_path: Path) -> None:
     paths = write(tmp_path / "hostile")
     assert len(paths) == len(CASES) and paths[0].read_bytes() == CASES[0].data
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_mail_flow_rule_facts_read_it(case) -> None:
+    """Routing's rule conditions read subject, body and attachments of any message (8-bit parameters
+    made ``attachments`` raise, as they did the antivirus stage)."""
+    from mailmoat_common.models import Envelope
+    from mailmoat_common.policy import parse_policy
+    from mailmoat_routing.rules.message import Facts
+
+    envelope = Envelope(mail_from="s@example.org", rcpt_to=["r@example.com"], itinerary=["routing", "egress"])
+    facts = Facts(envelope, case.data, parse_policy("{}"), ["r@example.com"], None)
+    assert isinstance(facts.subject, str) and isinstance(facts.body, str)
+    json.dumps([a.name for a in facts.attachments])

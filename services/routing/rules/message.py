@@ -47,13 +47,8 @@ def decode_header_value(value: str) -> str:
 
 
 def part_text(part: Message) -> str:
-    """A text part's body decoded from its transfer encoding and charset (unknown charsets: UTF-8)."""
-    data = mimeparts.payload(part)
-    charset = part.get_content_charset() or "us-ascii"
-    try:
-        return data.decode(charset, "replace")
-    except LookupError:
-        return data.decode("utf-8", "replace")
+    """A text part's body decoded from its transfer encoding and charset (unknown charsets: UTF-8, else Latin-1)."""
+    return mimeparts.decode(mimeparts.payload(part), mimeparts.charset(part))
 
 
 
@@ -166,11 +161,11 @@ class Facts:
     @cached_property
     def _head(self) -> Message:
         end = mimeedit.sections(self.data)[0]
-        return email.message_from_bytes(self.data[:end] + b"\r\n", policy=email.policy.compat32)
+        return mimeparts.parse(self.data[:end] + b"\r\n")
 
     def header(self, name: str) -> list[str]:
         """Every field of that name, decoded."""
-        return [decode_header_value(str(v)) for v in self._head.get_all(name) or []]
+        return [decode_header_value(mimeparts.text(v)) for v in self._head.get_all(name) or []]
 
     @cached_property
     def subject(self) -> str:
@@ -180,7 +175,7 @@ class Facts:
 
     @cached_property
     def _tree(self) -> Message:
-        return email.message_from_bytes(self.data, policy=email.policy.compat32)
+        return mimeparts.parse(self.data)
 
     def _leaves(self) -> list[tuple[Message, bool]]:
         """(leaf part, inside an attached message) in order."""
@@ -189,8 +184,8 @@ class Facts:
         def walk(part: Message, attached: bool) -> None:
             if len(out) >= MAX_PARTS:
                 return
-            payload = part.get_payload()
-            if part.is_multipart() and isinstance(payload, list):
+            payload = part.get_payload() if part.is_multipart() else None  # a leaf's text may not decode
+            if isinstance(payload, list):
                 inner = attached or part.get_content_type() == "message/rfc822"
                 for child in payload:
                     if isinstance(child, Message):
@@ -244,5 +239,4 @@ class Facts:
 
 
 def _is_attachment(part: Message) -> bool:
-    disposition = (part.get("Content-Disposition") or "").split(";", 1)[0].strip().lower()
-    return disposition == "attachment" or mimeparts.filename(part) is not None
+    return mimeparts.attachment(part)
