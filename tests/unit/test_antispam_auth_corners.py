@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from mailmoat_antispam.auth import authenticate, authentication_results
 from mailmoat_antispam.auth.dkimverify import verify_arc
-from mailmoat_antispam.auth.dmarc import parse_record
+from mailmoat_antispam.auth.dmarc import aligned, parse_record
 from mailmoat_common.author import read_author
 from mailmoat_common.models import Envelope
 from mailmoat_common.policy import Policy
@@ -163,3 +163,8 @@ def test_dmarc_judges_the_domain_a_client_displays(local: str, domain: str, name
         assert domain in [d.domain for d in result.dmarc_all] and len(result.dmarc_all) == len(shown.domains)
         return
     assert [d.domain for d in result.dmarc_all] == [shown.single.dns_domain] == [domain], value
+
+
+def test_alignment_compares_internationalised_names_as_a_labels() -> None:
+    assert aligned("bänk.test", "xn--bnk-qla.test", "s") and aligned("mail.BÄNK.test", "xn--bnk-qla.test", "r")
+    assert not aligned("bank.test", "xn--bnk-qla.test", "r")

@@ -17,6 +17,7 @@ from publicsuffixlist import PublicSuffixList
 from mailmoat_antispam.auth.dkimverify import DkimResult
 from mailmoat_antispam.auth.resolver import Resolver
 from mailmoat_antispam.auth.spf import SpfResult
+from mailmoat_common.author import dns_name
 
 _POLICIES = ("none", "quarantine", "reject")
 
@@ -141,6 +142,7 @@ async def discover(resolver: Resolver, domain: str) -> Discovery:
 def aligned(identifier: str, author: str, mode: str) -> bool:
     """Strict: the same name; relaxed: the same organisational domain (3.1)."""
     identifier, author = identifier.lower().rstrip("."), author.lower().rstrip(".")
+    identifier, author = dns_name(identifier) or identifier, dns_name(author) or author  # U-labels as A-labels
     if not identifier or not author:
         return False
     if mode == "s":
