@@ -62,3 +62,14 @@ def test_mail_flow_rule_facts_read_it(case) -> None:
     facts = Facts(envelope, case.data, parse_policy("{}"), ["r@example.com"], None)
     assert isinstance(facts.subject, str) and isinstance(facts.body, str)
     json.dumps([a.name for a in facts.attachments])
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_routing_edits_take_it(case) -> None:
+    """Disclaimers, header edits and the Subject prefix on any message (``charset=base64`` made the
+    disclaimer raise: a codec Python has that is no charset)."""
+    from mailmoat_routing.rules.edits import append_disclaimer, remove_header, set_header
+
+    append_disclaimer(case.data, "Vertraulich \u00e4", None)
+    remove_header(set_header(case.data, "X-Test", "v"), "X-Test")
+    mimeedit.prepend_subject(case.data, "[SPAM] \u00e4")

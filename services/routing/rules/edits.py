@@ -14,7 +14,7 @@ import email.policy
 import email.utils
 import html
 
-from mailmoat_common import mimeedit
+from mailmoat_common import mimeedit, mimeparts
 from mailmoat_common.mimeedit import CRLF, Span
 
 _LONG_LINE = 998
@@ -116,10 +116,12 @@ def _crlf(text: str) -> str:
 
 def _ascii_compatible(charset: str) -> bool:
     try:
-        name = codecs.lookup(charset).name
+        codec = codecs.lookup(charset)
     except LookupError:
         return False
-    return not name.startswith(("utf-16", "utf-32", "utf_16", "utf_32"))
+    if not getattr(codec, "_is_text_encoding", True):  # base64, zlib, ...: no charset at all
+        return False
+    return not codec.name.startswith(("utf-16", "utf-32", "utf_16", "utf_32"))
 
 
 def _content_headers(raw: bytes, span: Span, header_end: int, ctype: str, params: list[tuple[str, str]],
@@ -137,12 +139,12 @@ def _content_headers(raw: bytes, span: Span, header_end: int, ctype: str, params
 def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     """The new bytes of one text part, ``raw[span.start:span.end]``, with the disclaimer appended."""
     header_end, body_start = mimeedit.sections(raw, span.start, span.end)
-    head = email.message_from_bytes(raw[span.start:header_end] + CRLF, policy=email.policy.compat32)
+    head = mimeparts.parse(raw[span.start:header_end] + CRLF)
     subtype = head.get_content_subtype()
-    cte = (head.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    cte = (mimeparts.header(head, "Content-Transfer-Encoding") or "7bit").strip().lower()
     if cte not in ("7bit", "8bit", "binary", "base64", "quoted-printable"):
         raise Skipped(f"transfer encoding {cte}")
-    charset = (head.get_content_charset() or "us-ascii").lower()
+    charset = (mimeparts.charset(head) or "us-ascii").lower()
     body = raw[body_start:span.end]
     decoded = _decode(body, cte)
     addition_text = _crlf(html_text if subtype == "html" else text)
