@@ -34,7 +34,7 @@ NAMESPACE = "mailmoat"
 K8S_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
 IMAGE = "mailmoat"
 # Secrets the cluster must provide (everything else the manifests or operators create).
-REQUIRED_SECRETS = {"mailmoat-tls"}
+REQUIRED_SECRETS = {"mailmoat-tls", "mailmoat-redis-auth"}
 SIZE_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
                  "Ti": 2**40}
 
@@ -201,7 +201,7 @@ def test_env_references_and_backends(resources: tuple[Resource, ...]) -> None:
         env = env_of(container)
         amqp = re.fullmatch(r"amqp://\$\(\w+\):\$\(\w+\)@([^:/]+):5672/", env["MAILMOAT_AMQP_URL"]["value"])
         assert amqp and amqp.group(1) in clusters
-        redis = re.fullmatch(r"redis://([^:/]+):6379/\d+", env["MAILMOAT_REDIS_URL"]["value"])
+        redis = re.fullmatch(r"redis://:\$\(\w+\)@([^:/]+):6379/\d+", env["MAILMOAT_REDIS_URL"]["value"])
         assert redis and redis.group(1) in service_names
 
 
@@ -344,10 +344,49 @@ def test_ingress_tls_from_a_secret(resources: tuple[Resource, ...]) -> None:
 # --- state, broker, monitoring -------------------------------------------------------------------------
 
 
+def redis_args(statefulset: Resource) -> list[str]:
+    """redis-server's arguments, $(VAR) expanded from the container's plain env values; under Sentinel
+    (a start script) the arguments the script passes."""
+    container = containers(statefulset)[0]
+    values = {e["name"]: e.get("value", f"<{e['name']}>") for e in container.get("env", [])}
+    if "args" in container:
+        args = container["args"]
+    else:
+        script = _render_configmap_script(statefulset, container)
+        args = re.search(r"^set -- (.*?)$", script, re.M).group(1).replace('"', "").split()  # type: ignore[union-attr]
+    return [re.sub(r"\$\((\w+)\)|\$\{?(\w+)\}?", lambda m: values.get(m.group(1) or m.group(2), m.group(0)), a)
+            for a in args]
+
+
+def _render_configmap_script(statefulset: Resource, container: dict[str, Any]) -> str:
+    script = PurePosixPath(container["command"][-1])
+    mount = next(m for m in container["volumeMounts"] if PurePosixPath(script).is_relative_to(m["mountPath"]))
+    volume = next(v for v in pod_spec(statefulset)["volumes"] if v["name"] == mount["name"])
+    configmap = named(_render("overlays/production", False), "ConfigMap", volume["configMap"]["name"])
+    return str(configmap["data"][script.name])
+
+
+def test_redis_auth_memory_and_exporter(resources: tuple[Resource, ...]) -> None:
+    """A password on every node, maxmemory at most 80% of the memory limit (noeviction refuses
+    writes before the kernel kills), and redis_exporter beside each node, scraped by a PodMonitor."""
+    statefulset = named(resources, "StatefulSet", "mailmoat-redis")
+    args = redis_args(statefulset)
+    assert args[args.index("--requirepass") + 1] == "<REDIS_PASSWORD>"
+    assert args[args.index("--protected-mode") + 1] == "yes"
+    maxmemory = args[args.index("--maxmemory") + 1]
+    number, unit = re.fullmatch(r"(\d+)(mb|gb)", maxmemory).groups()  # type: ignore[union-attr]
+    limit = quantity(containers(statefulset)[0]["resources"]["limits"]["memory"])
+    assert int(number) * {"mb": 2**20, "gb": 2**30}[unit] <= 0.8 * limit
+    exporter = next(c for c in containers(statefulset) if "redis_exporter" in c["image"])
+    monitor = named(resources, "PodMonitor", "mailmoat-redis")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in {p["name"] for p in exporter["ports"]}
+    assert selector_matches(monitor["spec"]["selector"], pod_labels(statefulset))
+
+
 def test_redis_persists_with_aof(resources: tuple[Resource, ...]) -> None:
     statefulset = named(resources, "StatefulSet", "mailmoat-redis")
-    (container,) = containers(statefulset)
-    args = container["args"]
+    container = containers(statefulset)[0]
+    args = redis_args(statefulset)
     assert args[args.index("--appendonly") + 1] == "yes"
     assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
     data_dir = args[args.index("--dir") + 1]
@@ -355,8 +394,43 @@ def test_redis_persists_with_aof(resources: tuple[Resource, ...]) -> None:
     assert {"name": claim["metadata"]["name"], "mountPath": data_dir} in container["volumeMounts"]
     assert quantity(claim["spec"]["resources"]["requests"]["storage"]) >= 2**30
     service = named(resources, "Service", "mailmoat-redis")
-    assert selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(statefulset))
     assert service["spec"]["ports"][0]["port"] == 6379
+    if statefulset["spec"]["replicas"] == 1:
+        assert selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(statefulset))
+    else:  # Sentinel: the Service leads to the proxy in front of the nodes
+        proxy = named(resources, "Deployment", "mailmoat-redis-proxy")
+        assert selector_matches({"matchLabels": service["spec"]["selector"]}, pod_labels(proxy))
+
+
+def test_production_redis_has_sentinel_on_three_nodes() -> None:
+    """Three nodes on three hosts with a Sentinel each (quorum 2), a proxy listing every node and
+    checking role:master, and a disruption budget that keeps the quorum through a drain."""
+    resources = _render("overlays/production", False)
+    statefulset = named(resources, "StatefulSet", "mailmoat-redis")
+    replicas = statefulset["spec"]["replicas"]
+    assert replicas == 3
+    assert [c["name"] for c in containers(statefulset)] == ["redis", "exporter", "sentinel"]
+    pod = pod_spec(statefulset)
+    (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert selector_matches(term["labelSelector"], pod_labels(statefulset))
+    scripts = named(resources, "ConfigMap", "mailmoat-redis-sentinel")["data"]
+    assert re.search(r"^sentinel monitor mailmoat \$\{MASTER\} 6379 2$", scripts["start-sentinel.sh"], re.M)
+    nodes = [f"mailmoat-redis-{i}.{statefulset['spec']['serviceName']}" for i in range(replicas)]
+    assert scripts["discover.sh"].count("mailmoat-redis-") >= replicas
+    haproxy = named(resources, "ConfigMap", "mailmoat-redis-proxy")["data"]["haproxy.cfg"]
+    assert "tcp-check expect string role:master" in haproxy and "on-marked-down shutdown-sessions" in haproxy
+    assert re.findall(r"^\s*server \S+ (\S+):6379", haproxy, re.M) == nodes
+    assert named(resources, "PodDisruptionBudget", "mailmoat-redis")["spec"] == {
+        "minAvailable": 2, "selector": statefulset["spec"]["selector"]}
+    assert "--masterauth" in redis_args(statefulset)
+
+
+def test_monitoring_objects_carry_the_release_label(resources: tuple[Resource, ...]) -> None:
+    """kube-prometheus-stack's Prometheus selects monitors and rules by its Helm release label."""
+    for kind in ("PodMonitor", "ServiceMonitor", "PrometheusRule"):
+        for item in of_kind(resources, kind):
+            assert item["metadata"]["labels"].get("release") == "kube-prometheus-stack", item["metadata"]["name"]
 
 
 def test_rabbitmq_cluster_and_its_metrics(resources: tuple[Resource, ...]) -> None:

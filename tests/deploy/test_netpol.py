@@ -54,7 +54,7 @@ APP = ["ingress", "routing", "egress", "connection-filter", "antivirus", "antisp
 
 
 def test_world_has_the_pods() -> None:
-    assert set(APP) | {"redis", "clamd", "clamav-mirror"} <= set(world()[1])
+    assert set(APP) | {"redis", "redis-proxy", "clamd", "clamav-mirror"} <= set(world()[1])
 
 
 @pytest.mark.parametrize("name", APP)
@@ -62,8 +62,10 @@ def test_every_service_reaches_dns_broker_and_redis(name: str) -> None:
     assert can(pod(name), KUBE_DNS, 53, "UDP")
     assert can(pod(name), KUBE_DNS, 53, "TCP")
     assert can(pod(name), RABBITMQ, 5672)
-    assert can(pod(name), pod("redis"), 6379)
-    assert not can(pod(name), pod("redis"), 6380)
+    # Production runs Redis under Sentinel: the services reach the proxy, the proxy the nodes.
+    assert can(pod(name), pod("redis-proxy"), 6379)
+    assert not can(pod(name), pod("redis"), 6379)
+    assert not can(pod(name), pod("redis"), 26379)
     assert not can(pod(name), RABBITMQ, 15672)
 
 
@@ -109,6 +111,23 @@ def test_clamd_fleet_paths() -> None:
     assert not can(pod("antivirus"), pod("clamav-mirror"), 8080)
     assert not can(STRANGER_IN_NS, pod("clamd"), 3310)
     assert not can(pod("clamd"), INTERNET, 443)
+
+
+def test_prometheus_in_any_namespace_scrapes_metrics() -> None:
+    elsewhere = Pod("observability", {"app.kubernetes.io/name": "prometheus"})
+    assert can(elsewhere, pod("ingress"), DEFAULT_METRICS_PORTS["ingress"])
+    assert can(elsewhere, pod("redis"), 9121) and can(MONITORING, pod("redis"), 9121)
+    assert can(elsewhere, RABBITMQ, 15692)
+    assert not can(Pod("monitoring", {"app.kubernetes.io/name": "grafana"}), pod("ingress"), 9110)
+    assert not can(STRANGER, pod("redis"), 9121)
+
+
+def test_redis_sentinel_paths() -> None:
+    assert can(pod("redis-proxy"), pod("redis"), 6379)
+    assert not can(pod("redis-proxy"), pod("redis"), 26379)
+    assert can(pod("redis"), pod("redis"), 6379) and can(pod("redis"), pod("redis"), 26379)
+    assert not can(STRANGER_IN_NS, pod("redis-proxy"), 6379)
+    assert not can(pod("redis"), INTERNET, 443)
 
 
 def test_backends_closed_to_others() -> None:
