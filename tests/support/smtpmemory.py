@@ -108,11 +108,17 @@ async def run_session_async(data: bytes, *, peer: tuple[str, int] = UNTRUSTED, p
         encode(item.envelope, item.data)  # as the bus does
         published.append(item)
 
+    failures: list[BaseException] = []
+
     async def trace(event: TraceEvent, **index: Any) -> bool:
-        event.model_dump_json()  # as the trace store does
-        for value in [index.get("sender"), *index.get("recipients", ())]:
-            if value is not None:
-                value.encode("utf-8")  # index keys
+        try:
+            event.model_dump_json()  # as the trace store does
+            for value in [index.get("sender"), *index.get("recipients", ())]:
+                if value is not None:
+                    value.encode("utf-8")  # index keys
+        except Exception as exc:  # a trace event that could not be written: lost
+            failures.append(exc)
+            raise
         traced.append(event)
         return True
 
@@ -139,7 +145,6 @@ async def run_session_async(data: bytes, *, peer: tuple[str, int] = UNTRUSTED, p
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except (asyncio.CancelledError, ConnectionError):
             pass
-    failures: list[BaseException] = []
     if ctx.background:
         await asyncio.wait(list(ctx.background), timeout=timeout)
     if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
