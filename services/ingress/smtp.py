@@ -667,12 +667,13 @@ class IngressSMTP(SMTP):
             return
         rest = self._strip_command_keyword("TO:", arg) if arg else None
         if rest is None:
-            await self._refuse(replies.RCPT_SYNTAX, recipients=[printable(arg or "")])
+            await self._refuse(replies.RCPT_SYNTAX)
             return
         try:
             command = addresses.parse_rcpt(rest, utf8=bool(envelope.smtp_utf8))
         except addresses.AddressError as exc:
-            await self._refuse(_address_reply(exc, "RCPT TO", "recipient"), recipients=[_as_written(rest)])
+            written = _as_written(rest)
+            await self._refuse(_address_reply(exc, "RCPT TO", "recipient"), recipients=[written] if written else [])
             return
         reply = rcpt_parameters(command.params)
         if reply is None and not self.session.extended_smtp and command.params:
