@@ -4,7 +4,7 @@ accepts, egress sends unchanged (a hypothesis property over egress's own command
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailmoat_common.addresses import (
@@ -176,9 +176,10 @@ def _egress_sends(accepted: str, utf8: bool) -> None:
     assert parse_rcpt(rcpt.decode(encoding)[8:-2], utf8=utf8).path.address == accepted
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(address, st.booleans())
 @example('"a\\"b"@x.org', False)
+@example('"\\ x"@x.org', False)  # aiosmtplib writes a needless quoted pair without it
 @example('"\\\\"@x.org', False)
 @example('"a b"@x.org', False)
 @example('"@"@x.org', False)
@@ -189,8 +190,7 @@ def test_what_ingress_accepts_egress_sends(candidate: str, utf8: bool) -> None:
     try:
         command = parse_mail(arg)
     except AddressError:
-        assume(False)
-        return
+        return  # refused: nothing for egress to send
     _egress_sends(command.path.address, utf8)
     try:
         rcpt = parse_rcpt(f"<{candidate}>", utf8=utf8)
@@ -199,7 +199,7 @@ def test_what_ingress_accepts_egress_sends(candidate: str, utf8: bool) -> None:
     _egress_sends(rcpt.path.address, utf8)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(noise, address.map(lambda a: f"<{a}>"), st.tuples(noise, address, noise).map("".join)))
 def test_any_text_is_an_address_or_a_refusal(text: str) -> None:
     try:
