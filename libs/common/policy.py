@@ -556,7 +556,10 @@ class Bayes(_Strict):
     min_ham: int = Field(200, ge=1)
     """Ham messages that must have been learned before the classifier counts."""
     spam_score: float = 6.0
-    """Score added when the spam probability is at or above 0.99 (5/6 of it from 0.6)."""
+    """Score added when the spam probability is at or above 0.99 and ``spam_cutoff`` (5/6 of it, spam on its
+    own at the default ``spam_score`` of 5, from ``spam_cutoff``)."""
+    spam_cutoff: float = Field(0.9, gt=0.5, lt=1.0)
+    """Spam probability from which the classifier alone makes a message spam (SpamBayes' default, 0.90)."""
     ham_score: float = -2.0
     """Score added when the spam probability is at or below 0.01."""
     key_prefix: str = "mailmoat:bayes"

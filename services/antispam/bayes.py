@@ -14,25 +14,50 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from mailmoat_antispam.content import Content, url_host
+from mailmoat_antispam.content import Content, html_to_text, url_host
 
 MAX_TOKENS = 3000
 """Distinct tokens kept per message."""
-MAX_DISCRIMINATORS = 300
+MAX_DISCRIMINATORS = 150
 STRENGTH = 0.45
 """Robinson's s: weight of the unknown-word probability x."""
 UNKNOWN = 0.5
-MIN_DISTANCE = 0.3
+MIN_DISTANCE = 0.1
 """Tokens whose probability is closer than this to 0.5 are not counted."""
 
 _WORD = re.compile(r"[^\W_][\w'$.-]*[^\W_]|\w", re.UNICODE)
-_NAME_ONLY = frozenset({"received", "date", "delivered-to", "x-original-date", "subject", "from", "status",
-                        "x-status", "x-keywords", "x-uid", "content-length", "lines"})
-"""Headers counted by presence only (their values are per-message or read elsewhere)."""
-_VALUE_WORDS = frozenset({"content-type", "x-mailer", "user-agent", "list-id", "precedence", "mime-version",
-                          "content-transfer-encoding", "x-priority", "x-msmail-priority", "organization", "to",
-                          "reply-to", "errors-to", "x-mimeole", "importance", "sender"})
+_VALUE_WORDS = frozenset({"content-type", "x-mailer", "user-agent", "mime-version", "content-transfer-encoding",
+                          "x-priority", "x-msmail-priority", "organization", "reply-to", "x-mimeole", "importance"})
+"""Header fields whose value words are tokens: what the author's software and the author wrote. The fields a
+mailing list or a receiving system adds (``List-*``, ``Precedence``, ``Sender``, ``Errors-To``, ``Received``,
+``Delivered-To``, the envelope's ``Return-Path``) and the recipient's ``To`` are not: they tell which path a
+message took to this mailbox, and spam sent through a list takes the path of the list's ham."""
 _ADDRESS = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
+_MARKUP = re.compile(r"(?i)<(?:html|body|font|table|div|p|br|a|img|center|span|td)\b")
+_LIST_URL = re.compile(r"(?i)https?://\S*(?:listinfo|mailman|/lists?/)\S*")
+_SEPARATOR = re.compile(r"(?m)^(?:-- ?|_{10,}|-{10,})[ \t]*\r?$")
+FOOTER_TAIL = 1500
+"""Characters at the end of the text searched for a mailing list's footer."""
+FOOTER_SPAN = 500
+"""How far before the list's URL a separator line may start the footer (a sponsor block and the list's lines)."""
+
+
+def strip_list_footer(text: str) -> str:
+    """The text without a mailing list's footer: from the first separator line (``-- ``, a row of ``_`` or
+    ``-``) at most ``FOOTER_SPAN`` characters before the list's subscription URL near the end, or from the
+    paragraph holding that URL. A list adds the same footer to its ham and to the spam it lets through."""
+    tail = max(0, len(text) - FOOTER_TAIL)
+    found = None
+    for match in _LIST_URL.finditer(text, tail):
+        found = match
+    if found is None:
+        return text
+    at = found.start()
+    separators = [m.start() for m in _SEPARATOR.finditer(text, max(0, at - FOOTER_SPAN), at)]
+    if separators:
+        return text[:separators[0]]
+    paragraph = max(text.rfind("\n\n", 0, at), text.rfind("\n\r\n", 0, at))
+    return text[:paragraph + 1] if paragraph >= 0 else text[:at]
 
 
 def _words(text: str, prefix: str) -> Iterable[str]:
@@ -44,8 +69,20 @@ def _words(text: str, prefix: str) -> Iterable[str]:
             yield f"{prefix}skip:{word[0]}{len(word) // 10 * 10}"
 
 
+def _url_tokens(url: str) -> Iterable[str]:
+    host = url_host(url)
+    if not host:
+        return
+    parts = host.split(".")
+    yield "url:" + ".".join(parts[-2:])
+    yield "urlhost:" + host
+    if host.replace(".", "").isdigit():
+        yield "url:numeric-ip"
+
+
 def tokens(content: Content) -> list[str]:
-    """The distinct tokens of a message: subject, From and body words, URL hosts, content facts."""
+    """The distinct tokens of a message: subject, From, the author's header fields, URL hosts, body words and
+    word pairs (a mailing list's footer left out), content facts."""
     out: dict[str, None] = {}
     for token in _words(content.subject, "s:"):
         out.setdefault(token, None)
@@ -55,26 +92,28 @@ def tokens(content: Content) -> list[str]:
         for token in _words(value, "f:"):
             out.setdefault(token, None)
     for name, value in content.headers:
-        if name in _NAME_ONLY or "spam" in name or name.startswith("x-mailmoat"):
-            out.setdefault("hn:" + name, None)
-            continue
-        out.setdefault("hn:" + name, None)
         if name in _VALUE_WORDS:
             for token in _words(value, name[:4] + ":"):
                 out.setdefault(token, None)
-    for name in ("message-id", "reply-to", "return-path", "to"):
+    for name in ("message-id", "reply-to"):
         value = content.first(name)
         if value:
             for domain in _ADDRESS.findall(value):
                 out.setdefault(f"{name}-domain:{domain.lower()}", None)
+    text = content.text[:200_000]
+    if _MARKUP.search(text):
+        text = html_to_text(text)  # HTML in a text/plain part, or a part without its type: words, not tags
+    kept = strip_list_footer(text)
+    footer = text[len(kept):]
     for url in content.urls:
-        host = url_host(url)
-        parts = host.split(".")
-        out.setdefault("url:" + ".".join(parts[-2:]), None)
+        if footer and url in footer and url not in kept:
+            continue
+        for token in _url_tokens(url):
+            out.setdefault(token, None)
     if content.html:
         out.setdefault("html:yes", None)
     previous = ""
-    for token in _words(content.text[:200_000], ""):
+    for token in _words(kept, ""):
         out.setdefault(token, None)
         if previous:
             out.setdefault(f"{previous} {token}", None)
@@ -170,6 +209,21 @@ class BayesStore:
             spam, _, ham = item.partition(":")
             pairs.append((int(spam), int(ham)))
         return BayesResult(spam_probability(pairs, nspam, nham), nspam, nham)
+
+    async def load_counts(self, spam: dict[str, int], ham: dict[str, int], nspam: int, nham: int,
+                          chunk: int = 20_000) -> None:
+        """Add counts learned elsewhere (token → messages that held it) in a few large writes: a
+        corpus import or ``make accuracy``'s folds, without the per-message ``seen`` record."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for label, counts in (("spam", spam), ("ham", ham)):
+                items = list(counts.items())
+                for start in range(0, len(items), chunk):
+                    for token, count in items[start:start + chunk]:
+                        pipe.hincrby(f"{self.prefix}:{label}", token, count)
+                    await pipe.execute()
+            pipe.hincrby(f"{self.prefix}:count", "spam", nspam)
+            pipe.hincrby(f"{self.prefix}:count", "ham", nham)
+            await pipe.execute()
 
     async def learn(self, data: bytes, toks: list[str], label: str) -> bool:
         """Count a message's tokens as ``spam`` or ``ham``; False when it was learned before (as

@@ -191,8 +191,12 @@ def test_bayes_hits_only_when_trained() -> None:
     settings = parse_policy("{}").antispam.bayes
     assert bayes_hits(None, settings) == []
     assert bayes_hits(0.995, settings)[0].name == "BAYES_99"
-    assert bayes_hits(0.85, settings)[0].score == 5.0
+    assert bayes_hits(0.95, settings)[0].score == 5.0
+    assert bayes_hits(0.85, settings) == []  # below the a priori spam cutoff (0.90)
     assert bayes_hits(0.001, settings)[0].score == -2.0
+    lower = parse_policy("antispam: {bayes: {spam_cutoff: 0.8}}").antispam.bayes
+    assert [h.name for h in bayes_hits(0.85, lower)] == ["BAYES_SPAM"]
+    assert bayes_hits(0.995, parse_policy("antispam: {bayes: {spam_cutoff: 0.999}}").antispam.bayes) == []
 
 
 def test_uribl_names_and_answers() -> None:
