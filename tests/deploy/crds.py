@@ -1,5 +1,7 @@
 """Minimal structural schemas for the custom resources deploy/k8s uses (their CRDs are not shipped
-with kubernetes-validate): required fields, types, and no unknown keys where a typo would silently
+with kubernetes-validate, and no PyPI or Debian package carries them; written down here from the
+operators' API references: KEDA, Prometheus Operator, RabbitMQ Cluster and Messaging Topology
+Operators, cert-manager): required fields, types, and no unknown keys where a typo would silently
 disable something (a misspelt ``minReplicaCount`` is ignored by the API server)."""
 
 from __future__ import annotations
@@ -160,7 +162,59 @@ RABBITMQ_CLUSTER = _resource({
     },
 })
 
+CLUSTER_REFERENCE = {"type": "object", "required": ["name"], "additionalProperties": False,
+                     "properties": {"name": {"type": "string"}, "namespace": {"type": "string"}}}
+# Messaging Topology Operator (rabbitmq.com/v1beta1 User, Permission).
+RABBITMQ_USER = _resource({
+    "type": "object", "required": ["rabbitmqClusterReference"], "additionalProperties": False,
+    "properties": {"tags": {"type": "array", "items": {"enum": ["management", "policymaker", "monitoring",
+                                                               "administrator"]}},
+                   "rabbitmqClusterReference": CLUSTER_REFERENCE,
+                   "importCredentialsSecret": {"type": "object"}},
+})
+RABBITMQ_PERMISSION = _resource({
+    "type": "object", "required": ["vhost", "permissions", "rabbitmqClusterReference"], "additionalProperties": False,
+    "oneOf": [{"required": ["user"]}, {"required": ["userReference"]}],
+    "properties": {
+        "vhost": {"type": "string"}, "user": {"type": "string"},
+        "userReference": {"type": "object", "required": ["name"], "additionalProperties": False,
+                          "properties": {"name": {"type": "string"}}},
+        "permissions": {"type": "object", "additionalProperties": False,
+                        "properties": {k: {"type": "string"} for k in ("configure", "write", "read")}},
+        "rabbitmqClusterReference": CLUSTER_REFERENCE,
+    },
+})
+# cert-manager (cert-manager.io/v1 Issuer, Certificate): the fields used here.
+ISSUER_REF = {"type": "object", "required": ["name"], "additionalProperties": False,
+              "properties": {"name": {"type": "string"}, "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+                             "group": {"type": "string"}}}
+ISSUER = _resource({
+    "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+    "properties": {"selfSigned": {"type": "object"},
+                   "ca": {"type": "object", "required": ["secretName"], "additionalProperties": False,
+                          "properties": {"secretName": {"type": "string"}}},
+                   "acme": {"type": "object"}},
+})
+CERTIFICATE = _resource({
+    "type": "object", "required": ["secretName", "issuerRef"], "additionalProperties": False,
+    "anyOf": [{"required": ["dnsNames"]}, {"required": ["commonName"]}],
+    "properties": {
+        "secretName": {"type": "string"}, "issuerRef": ISSUER_REF, "isCA": {"type": "boolean"},
+        "commonName": {"type": "string"}, "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "duration": DURATION, "renewBefore": DURATION,
+        "privateKey": {"type": "object", "additionalProperties": False,
+                       "properties": {"algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]}, "size": {"type": "integer"},
+                                      "rotationPolicy": {"enum": ["Never", "Always"]},
+                                      "encoding": {"enum": ["PKCS1", "PKCS8"]}}},
+        "usages": {"type": "array", "items": {"type": "string"}},
+    },
+})
+
 SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("rabbitmq.com/v1beta1", "User"): RABBITMQ_USER,
+    ("rabbitmq.com/v1beta1", "Permission"): RABBITMQ_PERMISSION,
+    ("cert-manager.io/v1", "Issuer"): ISSUER,
+    ("cert-manager.io/v1", "Certificate"): CERTIFICATE,
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
     ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION,
     ("monitoring.coreos.com/v1", "PodMonitor"): POD_MONITOR,

@@ -188,6 +188,8 @@ def test_env_references_and_backends(resources: tuple[Resource, ...]) -> None:
     the broker and Redis this render creates, and every Secret is created or documented."""
     clusters = {r["metadata"]["name"] for r in of_kind(resources, "RabbitmqCluster")}
     service_names = {r["metadata"]["name"] for r in of_kind(resources, "Service")}
+    users = {f"{u['metadata']['name']}-user-credentials" for u in of_kind(resources, "User")}
+    certificates = {c["spec"]["secretName"] for c in of_kind(resources, "Certificate")}
     for deployment in services(resources):
         container = app_container(deployment)
         defined: set[str] = set()
@@ -196,11 +198,16 @@ def test_env_references_and_backends(resources: tuple[Resource, ...]) -> None:
                 assert ref in defined, f"{deployment['metadata']['name']}: {entry['name']} uses $({ref}) before it"
             secret = entry.get("valueFrom", {}).get("secretKeyRef")
             if secret:
-                assert secret["name"] in {f"{c}-default-user" for c in clusters} | REQUIRED_SECRETS
+                assert secret["name"] in users | REQUIRED_SECRETS
             defined.add(entry["name"])
         env = env_of(container)
-        amqp = re.fullmatch(r"amqp://\$\(\w+\):\$\(\w+\)@([^:/]+):5672/", env["MAILMOAT_AMQP_URL"]["value"])
-        assert amqp and amqp.group(1) in clusters
+        amqp = re.fullmatch(r"amqps://\$\(\w+\):\$\(\w+\)@([^.:/]+)\.([^.]+)\.svc:5671/\?cafile=(\S+)",
+                            env["MAILMOAT_AMQP_URL"]["value"])
+        assert amqp and amqp.group(1) in clusters and amqp.group(2) == NAMESPACE
+        cafile = PurePosixPath(amqp.group(3))
+        mount = next(m for m in container["volumeMounts"] if cafile.is_relative_to(m["mountPath"]))
+        volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] in certificates
         redis = re.fullmatch(r"redis://:\$\(\w+\)@([^:/]+):6379/\d+", env["MAILMOAT_REDIS_URL"]["value"])
         assert redis and redis.group(1) in service_names
 
@@ -285,18 +292,25 @@ def test_stages_scale_on_their_queue(resources: tuple[Resource, ...]) -> None:
         scaled = named(resources, "ScaledObject", deployment["metadata"]["name"])
         spec = scaled["spec"]
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
-        (trigger,) = spec["triggers"]
+        (trigger,) = [t for t in spec["triggers"] if t["type"] == "rabbitmq"]
         metadata = trigger["metadata"]
         assert trigger["type"] == "rabbitmq" and metadata["mode"] == "QueueLength"
         assert metadata["queueName"] == stage_queue(module_of(deployment))
         assert int(metadata["value"]) > 0
+        # Ready and unacknowledged messages: the management API (AMQP would count ready ones only).
+        assert metadata["protocol"] == "http" and metadata["vhostName"] == "/"
         # KEDA runs in another namespace: the host must carry this namespace.
-        host = re.fullmatch(r"amqp://([^.]+)\.([^.]+)\.svc(?:\.cluster\.local)?:5672/", metadata["host"])
+        host = re.fullmatch(r"https://([^.]+)\.([^.]+)\.svc(?:\.cluster\.local)?:15671/", metadata["host"])
         assert host and host.group(1) in clusters and host.group(2) == scaled["metadata"]["namespace"]
         auth = auths[trigger["authenticationRef"]["name"]]
         refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
-        assert set(refs) == {"username", "password"}
-        assert {r["name"] for r in refs.values()} == {f"{host.group(1)}-default-user"}
+        assert set(refs) == {"username", "password", "ca"}
+        keda_user = named(resources, "User", "mailmoat-keda")
+        assert keda_user["spec"]["tags"] == ["monitoring"]
+        assert {refs["username"]["name"], refs["password"]["name"]} == {"mailmoat-keda-user-credentials"}
+        permission = next(p for p in of_kind(resources, "Permission") if p["spec"]["userReference"]["name"]
+                          == "mailmoat-keda")
+        assert set(permission["spec"]["permissions"].values()) == {"^$"}
 
 
 def test_disruption_budgets_and_pod_monitors(resources: tuple[Resource, ...]) -> None:
@@ -426,6 +440,45 @@ def test_production_redis_has_sentinel_on_three_nodes() -> None:
     assert "--masterauth" in redis_args(statefulset)
 
 
+def test_rabbitmq_survives_a_drain_and_speaks_tls_only(resources: tuple[Resource, ...]) -> None:
+    cluster = named(resources, "RabbitmqCluster", "mailmoat-rabbitmq")
+    spec = cluster["spec"]
+    name, tag, *_ = split_image(spec["image"])
+    assert name == "rabbitmq" and re.fullmatch(r"\d+\.\d+\.\d+-management", tag), "pin the broker's version"
+    assert spec["tls"] == {"secretName": "mailmoat-rabbitmq-tls", "disableNonTLSListeners": True}
+    certificate = next(c for c in of_kind(resources, "Certificate")
+                       if c["spec"]["secretName"] == "mailmoat-rabbitmq-tls")
+    assert f"mailmoat-rabbitmq.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    (term,) = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": cluster["metadata"]["name"]}
+    budget = named(resources, "PodDisruptionBudget", "mailmoat-rabbitmq")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": cluster["metadata"]["name"]}
+
+
+def test_one_rabbitmq_user_per_service_with_least_permissions(resources: tuple[Resource, ...]) -> None:
+    """Each service logs in as its own user; it reads its own queue only, writes only through the
+    default exchange and to mailmoat.dead, and configures only mailmoat objects."""
+    permissions = {p["spec"]["userReference"]["name"]: p["spec"]["permissions"]
+                   for p in of_kind(resources, "Permission")}
+    seen = set()
+    for deployment in services(resources):
+        env = env_of(app_container(deployment))
+        secret = env["RABBITMQ_USERNAME"]["valueFrom"]["secretKeyRef"]["name"]
+        assert env["RABBITMQ_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == secret
+        user = secret.removesuffix("-user-credentials")
+        assert user == deployment["metadata"]["name"] and user not in seen
+        seen.add(user)
+        granted = permissions[user]
+        queue = stage_queue(module_of(deployment))
+        queues = [*(stage_queue(s) for s in SERVICES), "mailmoat.dead"]
+        readable = [q for q in queues if re.fullmatch(granted["read"], q)]
+        assert readable == ([] if module_of(deployment) == "ingress" else [queue]), user
+        assert re.fullmatch(granted["write"], "amq.default") and not re.fullmatch(granted["write"], queue)
+        assert not re.fullmatch(granted["configure"], "other.app") and re.fullmatch(granted["configure"], queue)
+
+
 def test_monitoring_objects_carry_the_release_label(resources: tuple[Resource, ...]) -> None:
     """kube-prometheus-stack's Prometheus selects monitors and rules by its Helm release label."""
     for kind in ("PodMonitor", "ServiceMonitor", "PrometheusRule"):
@@ -485,6 +538,21 @@ def test_filters_component_adds_the_filter_stages() -> None:
     assert with_filters - without == {"connection_filter", "antivirus", "antispam"}
     antivirus = named(_render("overlays/production", True), "Deployment", "mailmoat-antivirus")
     assert [c["name"] for c in containers(antivirus)] == ["antivirus"]  # no clamd of its own
+
+
+def test_antivirus_does_not_scale_up_while_clamd_is_down() -> None:
+    scaled = named(_render("overlays/production", True), "ScaledObject", "mailmoat-antivirus")["spec"]
+    triggers = {t["name"]: t for t in scaled["triggers"]}
+    formula = scaled["advanced"]["scalingModifiers"]["formula"]
+    assert set(re.findall(r"[a-z_]+", formula)) == set(triggers)
+    assert 'dependency="clamd"' in triggers["clamd_up"]["metadata"]["query"]
+    assert formula == "clamd_up < 1 ? 0 : backlog"
+
+
+def test_filter_stages_run_two_replicas_at_least() -> None:
+    for name in ("connection-filter", "antivirus", "antispam"):
+        assert named(_render("overlays/production", True), "ScaledObject", f"mailmoat-{name}")["spec"][
+            "minReplicaCount"] >= 2
 
 
 def test_one_clamd_fleet_fed_by_one_mirror() -> None:

@@ -25,7 +25,7 @@ KUBE_DNS = Pod("kube-system", {"k8s-app": "kube-dns"}, {"dns": 53})
 # Labels and ports the RabbitMQ Cluster Operator gives the broker's pods.
 RABBITMQ = Pod(NS, {"app.kubernetes.io/name": "mailmoat-rabbitmq", "app.kubernetes.io/component": "rabbitmq",
                     "app.kubernetes.io/part-of": "rabbitmq"},
-               {"amqp": 5672, "management": 15672, "prometheus": 15692, "epmd": 4369, "cluster-links": 25672})
+               {"amqps": 5671, "management-tls": 15671, "prometheus": 15692, "epmd": 4369, "cluster-links": 25672})
 
 
 @cache
@@ -61,7 +61,8 @@ def test_world_has_the_pods() -> None:
 def test_every_service_reaches_dns_broker_and_redis(name: str) -> None:
     assert can(pod(name), KUBE_DNS, 53, "UDP")
     assert can(pod(name), KUBE_DNS, 53, "TCP")
-    assert can(pod(name), RABBITMQ, 5672)
+    assert can(pod(name), RABBITMQ, 5671)
+    assert not can(pod(name), RABBITMQ, 5672)  # AMQP without TLS is closed
     # Production runs Redis under Sentinel: the services reach the proxy, the proxy the nodes.
     assert can(pod(name), pod("redis-proxy"), 6379)
     assert not can(pod(name), pod("redis"), 6379)
@@ -134,8 +135,8 @@ def test_backends_closed_to_others() -> None:
     assert not can(STRANGER, pod("redis"), 6379)
     assert not can(STRANGER_IN_NS, pod("redis"), 6379)
     assert not can(pod("redis"), INTERNET, 443)
-    assert not can(STRANGER, RABBITMQ, 5672)
-    assert can(KEDA, RABBITMQ, 5672)
+    assert not can(STRANGER, RABBITMQ, 5671)
+    assert can(KEDA, RABBITMQ, 15671) and not can(KEDA, RABBITMQ, 5671)
     assert can(MONITORING, RABBITMQ, 15692)
     assert can(RABBITMQ, RABBITMQ, 25672)
     assert can(RABBITMQ, RABBITMQ, 35675)
