@@ -27,6 +27,7 @@ from mailmoat_common.bus import Bus, FrameError, decode, encode, stage_queue
 from mailmoat_common.models import Envelope, Route
 from tests.drills.load import Load, Tally, tally
 from tests.drills.servers import PrivateRabbit, PrivateRedis
+from tests.support.amqpraw import RawText
 from tests.support.gateway import Gateway
 from tests.support.sink import SmtpSink
 
@@ -159,8 +160,8 @@ POISON_COUNT = 5
 
 
 def poison(ctx: Context) -> None:
-    """Deliveries egress cannot use, straight onto its queue: not a frame, a trace header that is not
-    text, an envelope without recipients, one without a route."""
+    """Deliveries egress cannot use, straight onto its queue: not a frame, a ``traceparent`` header that
+    is not UTF-8, an envelope without recipients, one without a route."""
     asyncio.run(_publish_poison(ctx.amqp_url, ctx.sink.port))
     ctx.notes.append(f"{4 * POISON_COUNT} poison deliveries published")
 
@@ -172,14 +173,19 @@ async def _publish_poison(amqp_url: str, port: int) -> None:
         channel = await bus._chan().get_underlay_channel()
         route = Route(name="route:onprem", kind="smarthost", hosts=[f"127.0.0.1:{port}"], tls="none")
         for n in range(POISON_COUNT):
-            data = f"Message-ID: <drill-poison-{n}@drill.test>\r\n\r\nx\r\n".encode()
-            good = Envelope(mail_from="drill@example.com", rcpt_to=["a@example.com"], itinerary=["egress"],
-                            route=route, message_id_header=f"<drill-poison-{n}@drill.test>")
+            ident = f"<drill-poisoned-{n}@drill.test>"  # the load's own are drill-poison-<n>
+            data = f"Message-ID: {ident}\r\n\r\nx\r\n".encode()
+
+            def envelope(ident: str = ident, **kw: object) -> Envelope:
+                fields = {"mail_from": "drill@example.com", "rcpt_to": ["a@example.com"], "itinerary": ["egress"],
+                          "route": route, "message_id_header": ident, **kw}
+                return Envelope.model_validate(fields)
+
             bodies = [
                 (b"not a mailmoat frame", {}),
-                (encode(good, data), {"traceparent": b"\xff\xfe\x00not-text"}),
-                (encode(good.model_copy(update={"rcpt_to": []}), data), {}),
-                (encode(good.model_copy(update={"route": None}), data), {}),
+                (encode(envelope(), data), {"traceparent": RawText(b"00-\xff\xfe-not-utf8-01")}),
+                (encode(envelope(rcpt_to=[]), data), {}),
+                (encode(envelope(route=None), data), {}),
             ]
             for body, headers in bodies:
                 properties = aiormq.spec.Basic.Properties(delivery_mode=2, headers=headers)
