@@ -83,7 +83,7 @@ def header_heuristics(content: Content) -> list[Hit]:
     else:
         try:
             parsedate_to_datetime(content.first("date") or "")
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # a year of 20 digits overflows
             hits.append(Hit("MALFORMED_DATE", 1.0))
     if not counts.get("message-id"):
         hits.append(Hit("MISSING_MESSAGE_ID", 0.5))
