@@ -15,6 +15,7 @@ from mailmoat_common.bus import Publish, stage_queue
 from mailmoat_common.runtime import Handler, Runtime, count_verdict
 from mailmoat_common.settings import Settings
 from mailmoat_common.telemetry import trace_context
+from mailmoat_ingress.certfiles import CertificateFiles
 from mailmoat_ingress.connectors import client_ca_file, server_context
 from mailmoat_ingress.direct import routes_at_ingress
 from mailmoat_ingress.greylist import Greylist
@@ -57,6 +58,13 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return server_context(settings.tls_cert, settings.tls_key, client_ca_file())
 
 
+def tls_files(settings: Settings) -> CertificateFiles | None:
+    """The STARTTLS certificate files when configured, reloaded when they change (no restart)."""
+    if not (settings.tls_cert and settings.tls_key):
+        return None
+    return CertificateFiles(settings.tls_cert, settings.tls_key, client_ca_file(), server_context)
+
+
 class IngressServer:
     """One ingress process: Runtime (bus, trace, policy, HTTP) plus the SMTP listener."""
 
@@ -69,7 +77,7 @@ class IngressServer:
             policy=lambda: self.runtime.policy.current,
             publish=self._publish,
             trace=self.runtime.trace.record,
-            tls_context=tls_context(settings),
+            tls_files=tls_files(settings),
             tracer=self.runtime.tracer,
             limiter=RateLimiter(self.runtime.redis),
             greylist=Greylist(self.runtime.redis),

@@ -27,6 +27,7 @@ from mailmoat_common.models import Envelope, TlsInfo, TraceEvent, new_message_id
 from mailmoat_common.policy import Policy
 from mailmoat_ingress import proxy, replies
 from mailmoat_ingress.author import check_author
+from mailmoat_ingress.certfiles import CertificateFiles
 from mailmoat_ingress.checks import (
     MailParams,
     check_client,
@@ -43,6 +44,7 @@ from mailmoat_ingress.connectors import check_mail, peer_tls
 from mailmoat_ingress.headers import message_id, strip_gateway_headers
 from mailmoat_ingress.metrics import ACCEPT_SECONDS, INGRESS_MESSAGES, PROXY_HEADERS, SMTP_REPLIES, SMTP_SESSIONS
 from mailmoat_ingress.received import build_received
+from mailmoat_ingress.srsrcpt import srs_recipient
 
 if TYPE_CHECKING:
     from mailmoat_ingress.greylist import Greylist
@@ -67,6 +69,8 @@ class SessionContext:
     publish: Callable[[Publish], Awaitable[None]]
     trace: TraceFn
     tls_context: ssl.SSLContext | None = None
+    tls_files: CertificateFiles | None = None
+    """When set, each new session takes its context from here (reloaded when the files change)."""
     tracer: otel_trace.Tracer | None = None
     timeout: float = 300.0
     limiter: RateLimiter | None = None
@@ -223,10 +227,21 @@ class IngressHandler:
         if reply is not None:
             self.reject(session, envelope, reply, recipients=[address])
             return reply
+        bounce = srs_recipient(policy, address)  # a bounce to an SRS address we gave out
+        if bounce is not None:
+            reply, reversed_to, why = bounce
+            if reply is not None:
+                log.info("RCPT %s refused: %s", address, why)
+                self.reject(session, envelope, reply, recipients=[address])
+                return reply
+            address = reversed_to
         key = same_recipient_key(policy, address)
         if key in envelope.recipient_keys:  # the same mailbox again: one copy
             return replies.RCPT_OK
-        reply = check_recipient(policy, client_ip, address, len(envelope.rcpt_tos))
+        if bounce is not None:  # the hash authorises the relay to the original sender
+            reply = replies.TOO_MANY_RECIPIENTS if len(envelope.rcpt_tos) >= policy.limits.max_recipients else None
+        else:
+            reply = check_recipient(policy, client_ip, address, len(envelope.rcpt_tos))
         if reply is None and self.ctx.limiter is not None:
             reply = await self.ctx.limiter.count_recipient(policy, client_ip)
         if reply is None and self.ctx.greylist is not None:
@@ -422,7 +437,7 @@ class IngressSMTP(SMTP):
         self._decode_data = False
         self.command_size_limits = _command_limits()
         self.hostname = policy.organization.hostname
-        self.tls_context = ctx.tls_context
+        self.tls_context = ctx.tls_files.context() if ctx.tls_files is not None else ctx.tls_context
         self.require_starttls = False
         self._timeout_duration = ctx.timeout
         self._timeout_handle = None
