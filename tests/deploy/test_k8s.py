@@ -482,6 +482,23 @@ def test_one_rabbitmq_user_per_service_with_least_permissions(resources: tuple[R
         assert not re.fullmatch(granted["configure"], "other.app") and re.fullmatch(granted["configure"], queue)
 
 
+def test_probe_runs_every_minute_against_ingress_and_its_alert_names_it(resources: tuple[Resource, ...]) -> None:
+    probe = named(resources, "CronJob", "mailmoat-probe")
+    assert probe["spec"]["schedule"] == "* * * * *" and probe["spec"]["concurrencyPolicy"] == "Forbid"
+    job = probe["spec"]["jobTemplate"]["spec"]
+    assert job["activeDeadlineSeconds"] < 60 and job["backoffLimit"] == 0
+    (container,) = containers(probe)
+    assert container["command"] == ["python", "-m", "mailmoat_common.probe"]
+    env = env_of(container)
+    host, port = env["MAILMOAT_PROBE_SMTP"]["value"].split(":")
+    service = named(resources, "Service", host)
+    assert int(port) in [p["port"] for p in service["spec"]["ports"]]
+    assert float(env["MAILMOAT_PROBE_TIMEOUT"]["value"]) < job["activeDeadlineSeconds"]
+    rules = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"] if r["alert"] == "MailmoatProbeFailing"]
+    assert exprs and f'cronjob="{probe["metadata"]["name"]}"' in exprs[0]
+
+
 def test_monitoring_objects_carry_the_release_label(resources: tuple[Resource, ...]) -> None:
     """kube-prometheus-stack's Prometheus selects monitors and rules by its Helm release label."""
     for kind in ("PodMonitor", "ServiceMonitor", "PrometheusRule"):

@@ -123,6 +123,16 @@ def test_prometheus_in_any_namespace_scrapes_metrics() -> None:
     assert not can(STRANGER, pod("redis"), 9121)
 
 
+def test_probe_reaches_ingress_and_the_trace_only() -> None:
+    probe = Pod(NS, {"app.kubernetes.io/name": "mailmoat-probe", "app.kubernetes.io/part-of": "mailmoat"})
+    assert can(probe, pod("ingress"), 2525)
+    assert can(probe, pod("redis-proxy"), 6379) and not can(probe, pod("redis"), 6379)
+    assert can(probe, KUBE_DNS, 53, "UDP")
+    assert not can(probe, RABBITMQ, 5671)
+    assert not can(probe, pod("egress"), DEFAULT_METRICS_PORTS["egress"])
+    assert not can(probe, INTERNET, 25) and not can(probe, INTERNET, 443)
+
+
 def test_redis_sentinel_paths() -> None:
     assert can(pod("redis-proxy"), pod("redis"), 6379)
     assert not can(pod("redis-proxy"), pod("redis"), 26379)
