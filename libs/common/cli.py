@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+from mailmoat_common import dkimcli
 from mailmoat_common.models import TraceEvent
 from mailmoat_common.policy import PolicyError, load_policy
 from mailmoat_common.settings import Settings
@@ -240,6 +241,7 @@ def _main(argv: list[str] | None) -> int:
     from mailmoat_antispam import train
 
     train.add_parser(sub)
+    dkimcli.add_parser(sub)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -254,6 +256,8 @@ def _main(argv: list[str] | None) -> int:
         return asyncio.run(_quarantine(args))
     if args.command == "train":
         return train.run(args)
+    if args.command == "dkim":
+        return dkimcli.run(args)
     return 2
 
 

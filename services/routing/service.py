@@ -8,12 +8,17 @@ Steps of ``Router.handle``, in order (decision 004):
    Reports the gateway made itself (DSNs) and released messages are not subject to rules;
 2. the verdict action (``actions.disposition``): quarantine, delete and reject end the message here;
    a Subject prefix, a redirect or stripped attachments change it and it goes on;
-3. per-recipient routes: one copy per route to egress.
+3. per-recipient routes: one copy per route to egress;
+4. each copy's last change (``signing``): SRS for an outside sender's copy leaving for outside
+   recipients, DKIM signing of outbound mail for our domains, ARC sealing of inbound mail we changed
+   or forward — after every change above, so the signatures cover the bytes egress sends. Recipients
+   that are our SRS addresses are reversed before step 1.
 Every action is traced with the verdict that caused it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from prometheus_client import Counter
@@ -29,6 +34,7 @@ from mailmoat_routing.actions import Disposition, Outcome, carry_out, dispositio
 from mailmoat_routing.decide import copies_for
 from mailmoat_routing.rules import RuleHit, RuleOutcome, apply_outcome, evaluate
 from mailmoat_routing.rules.routing import plan_with_rules
+from mailmoat_routing.signing import Signer
 
 SERVICE = "routing"
 
@@ -76,10 +82,15 @@ class Router:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.quarantine = QuarantineStore(runtime.redis)
+        self.signer = Signer()
 
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
         policy = self.runtime.policy.current
         events: list[TraceEvent] = []
+        if policy.srs.enabled:  # bounces to our SRS addresses go back to the original senders
+            envelope, reversed_events = self.signer.reverse_recipients(envelope, policy)
+            events += reversed_events
+        received = data
         # 1. Mail-flow rules.
         rules: RuleOutcome | None = None
         if policy.rules and envelope.kind == "message" and not envelope.released_from:
@@ -94,7 +105,8 @@ class Router:
             events += self._action_events(outcome)
         if outcome.delivers:
             # 3. Routes.
-            outputs = self._route(outcome.envelope, outcome.data, policy, events, rules)
+            copies = self._route(outcome.envelope, policy, events, rules)
+            outputs = await self._finish(copies, outcome.data, outcome.data != received, policy, events)
         else:
             outputs = await self._end(outcome, policy, events)
         await self.runtime.trace.record(events)
@@ -174,9 +186,18 @@ class Router:
 
     # --- routes ---------------------------------------------------------------------------------
 
+    async def _finish(self, copies: list[Envelope], data: bytes, changed: bool, policy: Policy,
+                      events: list[TraceEvent]) -> list[Publish]:
+        """4. SRS, DKIM, ARC on each copy (in a worker thread: signing is CPU work), then publish."""
+        if not Signer.active(policy):
+            return [stage_publish(copy, data, SERVICE) for copy in copies]
+        treated = await asyncio.to_thread(self.signer.treat, copies, data, changed, policy)
+        events += treated.events
+        return [stage_publish(copy, body, SERVICE) for copy, body in treated.copies]
+
     @staticmethod
-    def _route(envelope: Envelope, data: bytes, policy: Policy, events: list[TraceEvent],
-               rules: RuleOutcome | None = None) -> list[Publish]:
+    def _route(envelope: Envelope, policy: Policy, events: list[TraceEvent],
+               rules: RuleOutcome | None = None) -> list[Envelope]:
         splits = plan_with_rules(envelope, policy, rules)
         copies = copies_for(envelope, splits)
         if len(copies) > 1:
@@ -190,7 +211,7 @@ class Router:
                 event="ROUTE", message_id=envelope.id, service=SERVICE, recipients=copy.rcpt_to,
                 detail=copy.route.name, data={"route": copy.route.model_dump()},
             ))
-        return [stage_publish(copy, data, SERVICE) for copy in copies]
+        return copies
 
 
 def make_handler(runtime: Runtime):
