@@ -150,6 +150,8 @@ class Signer:
                 out = sealed
             if needs_srs(copy, policy):
                 copy = self._srs(copy, policy, result.events, now)
+            if out is not data:
+                copy = copy.model_copy(update={"size": len(out)})
             result.copies.append((copy, out))
         return result
 
