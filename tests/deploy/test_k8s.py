@@ -181,6 +181,7 @@ def test_service_containers(resources: tuple[Resource, ...]) -> None:
         assert env["OTEL_SERVICE_NAME"]["value"] == f"mailmoat-{deployment['metadata']['name'].split('-', 1)[1]}"
         assert env["OTEL_SERVICE_NAME"]["value"] == otel_service_name(module)  # as `mailmoat run all` names it
         assert {"MAILMOAT_AMQP_URL", "MAILMOAT_REDIS_URL", "MAILMOAT_POLICY"} <= set(env)
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"].endswith(":4318")  # OTLP over HTTP
 
 
 def test_env_references_and_backends(resources: tuple[Resource, ...]) -> None:

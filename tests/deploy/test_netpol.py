@@ -123,6 +123,26 @@ def test_prometheus_in_any_namespace_scrapes_metrics() -> None:
     assert not can(STRANGER, pod("redis"), 9121)
 
 
+def test_dns_only_to_the_cluster_resolver_and_traces_to_a_collector() -> None:
+    collector = Pod("observability", {"app.kubernetes.io/name": "opentelemetry-collector"})
+    for name in APP:
+        assert not can(pod(name), INTERNET, 53, "UDP"), name
+        assert can(pod(name), collector, 4318), name
+        assert not can(pod(name), collector, 4317), name
+
+
+def test_no_smtp_to_the_metadata_endpoint() -> None:
+    assert can(pod("egress"), External("10.20.30.40"), 25)  # an on-premises smart host
+    assert not can(pod("egress"), External("169.254.169.254"), 25)
+    assert not can(pod("egress"), External("169.254.169.254"), 80)
+
+
+def test_antispam_reaches_its_engines() -> None:
+    rspamd, spamd = Pod(NS, {"app.kubernetes.io/name": "rspamd"}), Pod(NS, {"app.kubernetes.io/name": "spamd"})
+    assert can(pod("antispam"), rspamd, 11333) and can(pod("antispam"), spamd, 783)
+    assert not can(pod("antivirus"), rspamd, 11333) and not can(pod("antispam"), spamd, 11333)
+
+
 def test_probe_reaches_ingress_and_the_trace_only() -> None:
     probe = Pod(NS, {"app.kubernetes.io/name": "mailmoat-probe", "app.kubernetes.io/part-of": "mailmoat"})
     assert can(probe, pod("ingress"), 2525)
