@@ -44,6 +44,7 @@ from mailmoat_ingress.connectors import check_mail, peer_tls
 from mailmoat_ingress.headers import message_id, strip_gateway_headers
 from mailmoat_ingress.metrics import ACCEPT_SECONDS, INGRESS_MESSAGES, PROXY_HEADERS, SMTP_REPLIES, SMTP_SESSIONS
 from mailmoat_ingress.received import build_received
+from mailmoat_ingress.srsrcpt import srs_recipient
 
 if TYPE_CHECKING:
     from mailmoat_ingress.greylist import Greylist
@@ -226,10 +227,21 @@ class IngressHandler:
         if reply is not None:
             self.reject(session, envelope, reply, recipients=[address])
             return reply
+        bounce = srs_recipient(policy, address)  # a bounce to an SRS address we gave out
+        if bounce is not None:
+            reply, reversed_to, why = bounce
+            if reply is not None:
+                log.info("RCPT %s refused: %s", address, why)
+                self.reject(session, envelope, reply, recipients=[address])
+                return reply
+            address = reversed_to
         key = same_recipient_key(policy, address)
         if key in envelope.recipient_keys:  # the same mailbox again: one copy
             return replies.RCPT_OK
-        reply = check_recipient(policy, client_ip, address, len(envelope.rcpt_tos))
+        if bounce is not None:  # the hash authorises the relay to the original sender
+            reply = replies.TOO_MANY_RECIPIENTS if len(envelope.rcpt_tos) >= policy.limits.max_recipients else None
+        else:
+            reply = check_recipient(policy, client_ip, address, len(envelope.rcpt_tos))
         if reply is None and self.ctx.limiter is not None:
             reply = await self.ctx.limiter.count_recipient(policy, client_ip)
         if reply is None and self.ctx.greylist is not None:
