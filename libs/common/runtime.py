@@ -68,6 +68,9 @@ def envelope_problem(envelope: Envelope) -> str | None:
     """Why no stage can do anything with this envelope (None when it is fine)."""
     if not envelope.rcpt_to:
         return "envelope without recipients"
+    if len(set(envelope.itinerary)) < len(envelope.itinerary):
+        # A stage named twice would pass the message to itself for ever (next_stage finds the first).
+        return f"itinerary names a stage twice: {envelope.itinerary}"
     return None
 
 
@@ -106,6 +109,7 @@ class Runtime:
         self.stall_after: float | Callable[[], float] = STALL_AFTER
         """The stall bound in seconds (or a function of the policy in force)."""
         self.dependencies: list[Dependency] = []
+        self.retry_pause = RETRY_PAUSE
         self._started = False
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._queues: list[str] = []
@@ -325,7 +329,7 @@ class Runtime:
         try:
             if delivery_count(message.headers) + 1 >= self.bus.delivery_limit:
                 return await self._dead_raw(message, f"{stage}: {type(exc).__name__}: {exc}")
-            await asyncio.sleep(RETRY_PAUSE)
+            await asyncio.sleep(self.retry_pause)
             await self.acks.nack(message)
         except Exception as again:  # the channel is gone: the broker delivers it again
             log.warning("could not settle a delivery on %s: %s: %s", stage, type(again).__name__, again)
@@ -351,7 +355,7 @@ class Runtime:
             return "ok"
         except Transient as exc:
             log.warning("%s: temporary failure, retrying later: %s", stage, exc, extra={"message_id": envelope.id})
-            await asyncio.sleep(RETRY_PAUSE)
+            await asyncio.sleep(self.retry_pause)
             try:
                 # Re-publishing (rather than nack) keeps the poison counter for real poison.
                 await self.bus.publish(Publish(queue, envelope, data, republishable(message.headers)))
@@ -367,7 +371,7 @@ class Runtime:
                 return await self._dead(message, envelope, data, f"{stage}: {type(exc).__name__}: {exc}")
             log.exception("%s: failed on %s (attempt %d), will retry", stage, envelope.id, count + 1,
                           extra={"message_id": envelope.id})
-            await asyncio.sleep(RETRY_PAUSE)
+            await asyncio.sleep(self.retry_pause)
             await self.acks.nack(message)
             return "error"
 

@@ -111,3 +111,8 @@ def test_tables_nested_deeper_than_the_limit_stay_raw_bytes(kind: bytes) -> None
         value = value["k"] if kind == b"F" else (value["k"] if isinstance(value, dict) else value[0])
     assert isinstance(value, bytes)
     encode_table_value(republishable(decoded.properties.headers))
+
+
+def test_an_itinerary_naming_a_stage_twice_is_a_problem() -> None:
+    looping = Envelope(rcpt_to=["a@example.com"], itinerary=["routing", "egress", "routing"])
+    assert envelope_problem(looping) == "itinerary names a stage twice: ['routing', 'egress', 'routing']"
