@@ -74,10 +74,47 @@ class RouteConfig(_Strict):
     tls_name: str | None = None
 
 
-class Outbound(_Strict):
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))+$")
+
+
+class OutboundIdentity(_Strict):
+    """Who egress is on a connection: the local address it binds to and the name it greets with."""
+
+    source_address: str | None = None
+    """Local IPv4 or IPv6 address outbound connections are bound to (it must be on the host)."""
+    helo: str | None = None
+    """Name sent in EHLO/HELO (a fully qualified host name whose A/AAAA and PTR match the address)."""
+
+    @field_validator("source_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else str(ipaddress.ip_address(value.strip()))
+
+    @field_validator("helo")
+    @classmethod
+    def _helo(cls, value: str | None) -> str | None:
+        if value is not None and not _HOST_NAME.match(value.strip()):
+            raise ValueError(f"{value!r} is not a fully qualified host name")
+        return None if value is None else value.strip().lower()
+
+
+class Outbound(OutboundIdentity):
     tls: TlsMode = "opportunistic"
     mx_port: int = Field(25, ge=1, le=65535)
     """Port used for hosts found by MX lookup (25 on the internet; tests use another)."""
+    per_route: dict[str, OutboundIdentity] = Field(default_factory=dict)
+    """``source_address``/``helo`` per route, keyed as the trace names routes: ``route:NAME`` (a hybrid
+    route), ``connector:NAME`` (an outbound connector), ``mx`` (MX deliveries without a connector);
+    what a key leaves unset comes from ``outbound.source_address``/``helo``."""
+
+    def identity_for(self, route_name: str) -> tuple[str | None, str | None]:
+        """(source address, HELO name or None for ``organization.hostname``) of a route by its name."""
+        kind, _, rest = route_name.partition(":")
+        key = "mx" if kind == "mx" else f"{kind}:{rest.partition(':')[0]}"
+        specific = self.per_route.get(key)
+        source = specific.source_address if specific and specific.source_address else self.source_address
+        helo = specific.helo if specific and specific.helo else self.helo
+        return source, helo
 
 
 _SELECTOR = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*$")
@@ -1287,6 +1324,15 @@ class Policy(_Strict):
     dkim: Dkim = Field(default_factory=Dkim)
     arc: Arc = Field(default_factory=Arc)
     srs: Srs = Field(default_factory=Srs)
+
+    @model_validator(mode="after")
+    def _identities_named(self) -> Policy:
+        """Every ``outbound.per_route`` key names a route, an outbound connector, or ``mx``."""
+        known = {"mx", *(f"route:{n}" for n in self.routes), *(f"connector:{c.name}" for c in self.connectors.outbound)}
+        for key in self.outbound.per_route:
+            if key not in known:
+                raise ValueError(f"outbound.per_route.{key}: no such route (route:NAME, connector:NAME or mx)")
+        return self
 
     @model_validator(mode="after")
     def _dkim_ours(self) -> Policy:

@@ -119,17 +119,22 @@ class SessionBroken(Exception):
 
 @dataclass(frozen=True)
 class Destination:
-    """The pool key: sessions are shared only between deliveries that agree on all four."""
+    """The pool key: sessions are shared only between deliveries that agree on all of it."""
 
     host: str
     port: int
     tls: str
     tls_name: str
     """The name the TLS handshake uses (SNI; checked under ``verify``)."""
+    source_address: str | None = None
+    """Local address the connection is bound to (``outbound.source_address``, ``per_route``); None: any."""
+    helo: str | None = None
+    """Name to greet with; None: the pool's ``local_hostname`` (``organization.hostname``)."""
 
 
-def destination_for(target: Target, tls: str, tls_name: str | None) -> Destination:
-    return Destination(target.host, target.port, tls, server_name(tls, target.label, tls_name))
+def destination_for(target: Target, tls: str, tls_name: str | None, source_address: str | None = None,
+                    helo: str | None = None) -> Destination:
+    return Destination(target.host, target.port, tls, server_name(tls, target.label, tls_name), source_address, helo)
 
 
 @dataclass
@@ -253,8 +258,9 @@ class SessionPool:
                     clear: bool = False) -> Session:
         rule = rule_for(destination.tls)
         smtp = SMTP(
-            hostname=target.host, port=target.port, local_hostname=self.local_hostname,
+            hostname=target.host, port=target.port, local_hostname=destination.helo or self.local_hostname,
             timeout=timeouts.command, **connect_kwargs(destination.tls, self.cafile),
+            source_address=(destination.source_address, 0) if destination.source_address else None,
         )
         try:
             await smtp.connect(timeout=timeouts.connect)
@@ -528,23 +534,25 @@ class Deliverer:
         self.stopping = stopping
 
     async def deliver(self, targets: list[Target], tls: str, tls_name: str | None, message: Message,
-                      timeouts: Timeouts) -> list[RcptResult]:
+                      timeouts: Timeouts, identity: tuple[str | None, str | None] = (None, None)
+                      ) -> list[RcptResult]:
         """Try ``targets`` in order; the next host is tried when one cannot be reached, greets with
         an error, fails TLS or breaks before answering. Every recipient gets a result: permanent
-        only when every host refused the session permanently, temporary otherwise."""
+        only when every host refused the session permanently, temporary otherwise. ``identity``:
+        the local address to bind to and the name to greet with (None: the defaults)."""
         refused = unsendable(message)
         if refused:
             results = dict(refused)
             rest = [r for r in message.recipients if r not in refused]
             if rest:
-                sent = await self.deliver(targets, tls, tls_name, replace(message, recipients=rest), timeouts)
+                sent = await self.deliver(targets, tls, tls_name, replace(message, recipients=rest), timeouts, identity)
                 results.update((result.recipient, result) for result in sent)
             return [results[r] for r in message.recipients]
         if not targets:
             return [make_result(r, 451, "4.4.4 no host to deliver to") for r in message.recipients]
         failures: list[HostFailed] = []
         for target in targets:
-            destination = destination_for(target, tls, tls_name)
+            destination = destination_for(target, tls, tls_name, *identity)
             async with self.pool.limit(destination):
                 if self.stopping():
                     raise NotStarted(f"stopping before delivering to {target.label}")

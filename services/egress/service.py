@@ -111,7 +111,8 @@ class Egress:
             return [make_result(r, exc.code, exc.message) for r in recipients]
         timeouts = Timeouts(policy.delivery.connect_timeout, policy.delivery.command_timeout)
         message = Message(envelope.mail_from, recipients, data, envelope.smtputf8, envelope.body_type)
-        return await self.deliverer.deliver(targets, route.tls, route.tls_name, message, timeouts)
+        return await self.deliverer.deliver(targets, route.tls, route.tls_name, message, timeouts,
+                                            policy.outbound.identity_for(route.name))
 
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
         if envelope.route is None:
