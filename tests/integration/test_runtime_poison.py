@@ -144,3 +144,45 @@ async def test_properties_the_client_library_cannot_read_are_settled(egress, sin
     await probe.publish(Publish(stage_queue(SERVICE), _envelope(sink), DATA))
     await asyncio.to_thread(sink.wait_for, 2, 15)
     assert await probe.queue_depth(stage_queue(SERVICE)) == 0
+
+
+async def test_undecodable_body_is_dead_lettered_with_reason_and_traced_by_its_message_id(egress) -> None:
+    runtime, probe = egress
+    assert probe.channel is not None
+    await probe.channel.default_exchange.publish(
+        aio_pika.Message(b"MM1\n\x00\x00\x00\x05{oops", message_id="01J0000000000000000000TEST",
+                         headers={"traceparent": RawText(b"\xff")}),
+        routing_key=stage_queue(SERVICE))
+    [dead] = await _drain_dead(probe, 1, 10)
+    assert dead.body == b"MM1\n\x00\x00\x00\x05{oops"
+    assert dead.headers["x-mailmoat-dead-reason"].startswith("egress: bad envelope")
+    assert dead.headers["traceparent"] == repr(b"\xff")  # kept, quoted: the dead letter could be published
+    [event] = await runtime.trace.events("01J0000000000000000000TEST")
+    assert event.event == "DEADLETTER" and event.detail.startswith("egress: bad envelope")
+
+
+async def test_routing_dead_letters_an_envelope_without_recipients(amqp_url: str, redis_url: str,
+                                                                   write_policy: Callable[[str], Path]) -> None:
+    from mailmoat_routing.service import make_handler
+
+    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, log_format="text",
+                        policy_path=str(write_policy("accepted_domains: [{domain: example.com}]\n")))
+    settings.metrics_ports = {}
+    probe = Bus(amqp_url)
+    await probe.connect()
+    assert probe.channel is not None
+    for name in (await probe.declare_stage("routing"), await probe.declare_stage("egress"), DEAD_QUEUE):
+        await (await probe.channel.get_queue(name)).purge()
+    runtime = Runtime("routing", settings)
+    await runtime.start()
+    await runtime.consume_stage("routing", make_handler(runtime))
+    try:
+        envelope = Envelope(mail_from="s@out.org", rcpt_to=[], itinerary=["routing", "egress"])
+        await probe.publish(Publish(stage_queue("routing"), envelope, DATA))
+        [dead] = await _drain_dead(probe, 1, 10)
+        assert dead.headers["x-mailmoat-dead-reason"] == "routing: envelope without recipients"
+        assert [e.event for e in await runtime.trace.events(envelope.id)] == ["DEADLETTER"]
+        assert await probe.queue_depth(stage_queue("egress")) == 0
+    finally:
+        await probe.close()
+        await runtime.shutdown(grace=2)
