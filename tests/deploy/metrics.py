@@ -22,6 +22,9 @@ RABBITMQ_METRICS = frozenset({
     "rabbitmq_queue_messages_unacked",
     "rabbitmq_queue_consumers",
 })
+# redis_exporter beside each Redis node.
+REDIS_EXPORTER_METRICS = frozenset({"redis_up", "redis_memory_used_bytes", "redis_memory_max_bytes",
+                                    "redis_connected_clients"})
 # kube-state-metrics (the synthetic probe's CronJob).
 KUBE_STATE_METRICS = frozenset({"kube_cronjob_info", "kube_cronjob_status_last_successful_time"})
 # Series Prometheus adds to every scrape.
@@ -64,7 +67,8 @@ def exported_metric_names() -> set[str]:
 
 
 def known_metric_names() -> set[str]:
-    return exported_metric_names() | RABBITMQ_METRICS | KUBE_STATE_METRICS | PROMETHEUS_METRICS
+    return (exported_metric_names() | RABBITMQ_METRICS | REDIS_EXPORTER_METRICS | KUBE_STATE_METRICS
+            | PROMETHEUS_METRICS)
 
 
 def metric_names(expr: str) -> set[str]:
