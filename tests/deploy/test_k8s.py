@@ -442,6 +442,8 @@ def test_production_redis_has_sentinel_on_three_nodes() -> None:
     assert named(resources, "PodDisruptionBudget", "mailmoat-redis")["spec"] == {
         "minAvailable": 2, "selector": statefulset["spec"]["selector"]}
     assert "--masterauth" in redis_args(statefulset)
+    for container in containers(statefulset):  # Guaranteed QoS: last to be evicted under node pressure
+        assert container["resources"]["requests"] == container["resources"]["limits"], container["name"]
 
 
 def test_rabbitmq_survives_a_drain_and_speaks_tls_only(resources: tuple[Resource, ...]) -> None:
