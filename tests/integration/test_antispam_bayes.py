@@ -95,3 +95,27 @@ def test_train_command(redis_url: str, tmp_path: Path, monkeypatch: pytest.Monke
     assert cli_main(["train", "spam", str(tmp_path / "a.eml")]) == 0
     assert "learned 1 as spam" in capsys.readouterr().out
     assert cli_main(["train", "ham", str(tmp_path / "missing.eml")]) == 2
+
+
+async def test_bulk_loaded_counts_classify_as_the_in_memory_counts_of_make_accuracy(redis_url: str) -> None:
+    """``make accuracy`` loads each fold's counts in bulk and chooses its nested cutoff with the same
+    counts in memory: both must give the same probability for a message."""
+    from mailmoat_antispam.accuracy import Counts
+
+    counts = Counts()
+    for i, body in enumerate(SPAMMY * 70):
+        counts.add(tokens(parse(message(i, "offer", body))), True)
+    for i, body in enumerate(HAMMY * 70):
+        counts.add(tokens(parse(message(500 + i, "meeting", body, "corp"))), False)
+    client = aioredis.from_url(redis_url)
+    try:
+        store = BayesStore(client, "mailmoat:test:bulk")
+        await store.load_counts(counts.spam, counts.ham, counts.nspam, counts.nham, chunk=50)
+        assert await store.counts() == (210, 210)
+        for data in (message(900, "cheap offer", "discount pills now"), message(901, "agenda", "meeting thursday")):
+            toks = tokens(parse(data))
+            result = await store.classify(toks, 200, 200)
+            assert result.probability is not None
+            assert abs(result.probability - counts.probability(toks)) < 1e-12
+    finally:
+        await client.aclose()
