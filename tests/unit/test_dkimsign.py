@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dkim
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mailmoat_common.dkimsign import (
     KeyFileError,
@@ -20,6 +21,7 @@ from mailmoat_common.dkimsign import (
     read_private_key,
     sign,
     signing_plan,
+    split_message,
 )
 from mailmoat_common.models import Envelope
 from mailmoat_common.policy import PolicyError, parse_policy
@@ -77,7 +79,7 @@ def test_never_twice_per_domain_and_selector(tmp_path: Path, keypair) -> None:
     store = KeyStore()
     rsa_only = [store.key(policy.dkim.domains[0].keys[0])]
     once = sign(MESSAGE, "example.com", rsa_only) + MESSAGE
-    assert existing_signatures(once) == {("example.com", "r1")}
+    assert existing_signatures(split_message(once)[0]) == {("example.com", "r1")}
     plan = signing_plan(Envelope(direction="outbound"), once, policy)
     assert [k.selector for k in plan.keys] == ["e1"]  # the missing one only
     both = sign(once, "example.com", [store.key(plan.keys[0])]) + once
@@ -85,7 +87,7 @@ def test_never_twice_per_domain_and_selector(tmp_path: Path, keypair) -> None:
 
 
 def test_header_list_signs_present_fields_and_oversigns() -> None:
-    names = [n.decode() for n in header_list(MESSAGE)]
+    names = [n.decode() for n in header_list(split_message(MESSAGE)[0])]
     assert names.count("from") == 2 and names.count("subject") == 2 and names.count("cc") == 1
     assert names.count("reply-to") == 0 and "x-other" not in names
 
@@ -110,7 +112,7 @@ def test_key_files(tmp_path: Path, keypair) -> None:
     with pytest.raises(KeyFileError, match="not an RSA private key"):
         store.load(str(tmp_path / "ed.key"), "rsa")
     (tmp_path / "seed.key").write_bytes(base64.b64encode(os.urandom(32)) + b"\n")  # dkimpy's dknewkey format
-    assert len(base64.b64decode(store.load(str(tmp_path / "seed.key"), "ed25519"))) == 32
+    assert isinstance(store.load(str(tmp_path / "seed.key"), "ed25519"), ed25519.Ed25519PrivateKey)
     # a rotated file is read again
     path = tmp_path / "rot.key"
     path.write_bytes(keypair["rsa"][0])
@@ -118,7 +120,7 @@ def test_key_files(tmp_path: Path, keypair) -> None:
     new_pem, _ = generate_key("rsa")
     path.write_bytes(new_pem)
     os.utime(path, ns=(1, 1))
-    assert store.load(str(path), "rsa") != first
+    assert store.load(str(path), "rsa").private_numbers() != first.private_numbers()
 
 
 def test_policy_refuses_a_foreign_dkim_domain_and_partial_arc_srs() -> None:
@@ -143,3 +145,33 @@ def test_arc_seal_needs_our_authentication_results(keypair) -> None:
     assert sorted(names) == [b"ARC-Authentication-Results", b"ARC-Message-Signature", b"ARC-Seal"]
     cv, _, reason = dkim.arc_verify(sealed + with_ar, dnsfunc=dnsfunc(keypair))
     assert cv == dkim.CV_Pass, reason
+
+
+@pytest.mark.parametrize("data", [
+    MESSAGE,
+    b"From: a@example.com\r\nTo: x@y.example,\r\n\tz@y.example\r\nTo: second@y.example\r\nSubject: folded\r\n"
+    b"  continued   subject\r\n\r\n  spaced  body \t \r\n\r\n\r\n",
+    b"From: =?utf-8?q?J=C3=B6rg?= <j@example.com>\r\nSubject: \xc3\xa4 8-bit\r\n\r\n",  # empty body, 8-bit header
+    b"From: a@example.com\r\nSubject: " + b"long " * 300 + b"\r\n\r\n" + b"line\r\n" * 5000,
+    b"From: a@example.com\r\n\r\nno trailing CRLF",
+])
+def test_signatures_of_awkward_messages_verify(keypair, data: bytes) -> None:
+    keys = [LoadedKey("r1", "rsa", read_private_key(keypair["rsa"][0], "rsa")),
+            LoadedKey("e1", "ed25519", read_private_key(keypair["ed25519"][0], "ed25519"))]
+    signed = sign(data, "example.com", keys) + data
+    assert all(len(line) <= 78 for line in signed.split(b"\r\n") if line.startswith((b"DKIM", b" ")))
+    verifier = dkim.DKIM(signed)
+    assert [verifier.verify(idx=i, dnsfunc=dnsfunc(keypair)) for i in range(2)] == [True, True]
+
+
+@pytest.mark.parametrize("data", [
+    b"From: a@example.com\r\nnot a header line\r\n\r\nbody\r\n",
+    b" continuation first\r\nFrom: a@example.com\r\n\r\nbody\r\n",
+    b"From: a@example.com\r\nBad Name: x\r\n\r\nbody\r\n",
+])
+def test_a_header_section_that_does_not_parse_is_not_signed(tmp_path: Path, keypair, data: bytes) -> None:
+    assert split_message(data) is None
+    plan = signing_plan(Envelope(direction="outbound"), data, policy_with(tmp_path, keypair))
+    assert not plan.keys and plan.reason == "the header section does not parse"
+    with_ar = data.replace(b"From:", b"Authentication-Results: gw; spf=pass\r\nFrom:", 1)
+    assert arc_seal(with_ar, "example.com", "r1", read_private_key(keypair["rsa"][0], "rsa"), "gw") is None
