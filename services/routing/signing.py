@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
-from mailmoat_common import srs
+from mailmoat_common import addresses, srs
 from mailmoat_common.dkimsign import KeyFileError, KeyStore, arc_seal, sign, signing_plan
 from mailmoat_common.keyfiles import FileCache
 from mailmoat_common.models import Envelope, TraceEvent
@@ -41,7 +41,9 @@ SIGNING = Counter(
 
 
 def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(".")
+    """The domain of an address, lower case; ``""`` when there is none."""
+    _, at, domain = address.rpartition("@")
+    return domain.lower().rstrip(".") if at else ""
 
 
 def authserv_id(policy: Policy) -> str:
@@ -208,7 +210,16 @@ class Signer:
             log.error("SRS secret cannot be used, %s keeps its sender: %s", copy.id, exc)
             events.append(self._info(copy, f"sender not rewritten (SRS): {exc}", list(copy.rcpt_to)))
             return copy
-        rewritten = srs.forward(copy.mail_from, policy.srs.domain, secrets[0], time.time() if now is None else now)
+        try:
+            rewritten = srs.forward(copy.mail_from, policy.srs.domain, secrets[0], time.time() if now is None else now)
+        except srs.SrsError as exc:
+            rewritten, problem = "", str(exc)
+        else:
+            problem = addresses.sendable(rewritten, utf8=copy.smtputf8 or not rewritten.isascii()) or ""
+        if problem:  # a quoted local part, say: SRS would make an address no MTA takes
+            SIGNING.labels("srs", "skipped").inc()
+            events.append(self._info(copy, f"sender not rewritten (SRS): {problem}", list(copy.rcpt_to)))
+            return copy
         SIGNING.labels("srs", "done").inc()
         events.append(self._info(copy, f"sender {copy.mail_from} rewritten to {rewritten} (SRS)",
                                  list(copy.rcpt_to), srs=rewritten, original_sender=copy.mail_from))

@@ -87,3 +87,10 @@ def test_ingress_answers_for_srs_recipients(policy: Policy, tmp_path: Path) -> N
     (tmp_path / "srs").unlink()
     reply, _, _ = srs_recipient(policy, good, files=FileCache())  # type: ignore[misc]
     assert reply is not None and reply.startswith("451 4.3.0")
+
+
+@pytest.mark.parametrize("sender", ['"john smith"@sender.test', "postmaster"])
+def test_a_sender_srs_cannot_rewrite_is_kept(policy: Policy, sender: str) -> None:
+    copy = Envelope(mail_from=sender, rcpt_to=["bob@partner.example"])
+    treated = Signer().treat([copy], b"From: x@sender.test\r\n\r\nx\r\n", False, policy)
+    assert treated.copies[0][0].mail_from == sender
