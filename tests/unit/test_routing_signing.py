@@ -94,3 +94,37 @@ def test_a_sender_srs_cannot_rewrite_is_kept(policy: Policy, sender: str) -> Non
     copy = Envelope(mail_from=sender, rcpt_to=["bob@partner.example"])
     treated = Signer().treat([copy], b"From: x@sender.test\r\n\r\nx\r\n", False, policy)
     assert treated.copies[0][0].mail_from == sender
+
+
+def test_the_hostile_corpus_is_signed_and_sealed_without_an_exception(tmp_path: Path) -> None:
+    """Every generated hostile message (tests/support/hostile.py) as outbound mail of a signing domain
+    (DKIM, SRS) and as inbound mail forwarded outside (ARC): the routing step never raises, and what
+    it signs verifies."""
+    import dkim
+
+    from mailmoat_common.dkimsign import generate_key
+    from tests.support.hostile import cases
+
+    rsa_pem, rsa_record = generate_key("rsa")
+    (tmp_path / "rsa.key").write_bytes(rsa_pem)
+    (tmp_path / "srs").write_bytes(SECRET + b"\n")
+    policy = parse_policy(f"""
+accepted_domains: [{{domain: sender.example.org}}]
+dkim: {{domains: [{{domain: sender.example.org, keys: [{{selector: r1, key_file: {tmp_path}/rsa.key}}]}}]}}
+arc: {{domain: sender.example.org, selector: r1, key_file: {tmp_path}/rsa.key}}
+srs: {{domain: srs.example.com, secret_file: {tmp_path}/srs}}
+""")
+    lookup = {b"r1._domainkey.sender.example.org.": rsa_record.encode()}
+    signer, signed = Signer(), 0
+    reach = [c for c in cases() if c.expect != "refuse"]  # ingress refuses the others (bare CR or LF)
+    for case in reach:
+        outbound = Envelope(direction="outbound", mail_from="ann@outside.example", rcpt_to=["bob@partner.example"])
+        (copy, data), = signer.treat([outbound], case.data, False, policy).copies
+        assert copy.mail_from.startswith("SRS0="), case.name
+        if data is not case.data:
+            signed += 1
+            assert dkim.verify(data, dnsfunc=lambda name, timeout=5: lookup.get(name)), case.name
+        inbound = Envelope(direction="inbound", rcpt_to=["bob@partner.example"])
+        with_ar = b"Authentication-Results: mailmoat.localdomain; spf=pass smtp.mailfrom=x.example\r\n" + case.data
+        signer.treat([inbound], with_ar, True, policy)
+    assert signed >= len(reach) // 2
