@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aio_pika
+import aio_pika.abc
 import aio_pika.exceptions
 import aiormq.exceptions
 import pytest
@@ -137,12 +138,15 @@ def test_a_stage_user_cannot_consume_another_stage_queue(users: tuple[str, dict[
         finally:
             await connection.close()
 
+    async def ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        return None
+
     async def consume(url: str, queue: str) -> None:
         await ensure(queue)
         connection = await aio_pika.connect(url, timeout=10)
         try:
             declared = await (await connection.channel()).declare_queue(queue, passive=True)
-            await declared.consume(lambda message: None)  # type: ignore[arg-type, return-value]
+            await declared.consume(ignore)
         finally:
             await connection.close()
 
