@@ -7,6 +7,8 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import shutil
+import subprocess
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -561,6 +563,23 @@ def test_filters_component_adds_the_filter_stages() -> None:
     assert with_filters - without == {"connection_filter", "antivirus", "antispam"}
     antivirus = named(_render("overlays/production", True), "Deployment", "mailmoat-antivirus")
     assert [c["name"] for c in containers(antivirus)] == ["antivirus"]  # no clamd of its own
+
+
+@pytest.mark.parametrize("name", ["clamd.conf", "freshclam.conf", "freshclam-mirror.conf"])
+def test_clamav_configuration_parses(name: str, tmp_path: Path) -> None:
+    """ClamAV's own parser (clamconf, Debian package clamav) reads the ConfigMap's files without error."""
+    clamconf = shutil.which("clamconf")
+    if clamconf is None:
+        pytest.skip("clamconf is not installed (Debian package clamav)")
+    data = named(_render("overlays/production", True), "ConfigMap", "mailmoat-clamav")["data"]
+    target = "clamd.conf" if name == "clamd.conf" else "freshclam.conf"
+    (tmp_path / target).write_text(data[name])
+    result = subprocess.run([clamconf, "-c", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert "ERROR" not in output and f"Config file: {target}" in output, output[:2000]
+    (tmp_path / target).write_text(data[name] + "NoSuchOption yes\n")
+    result = subprocess.run([clamconf, "-c", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert "Unknown option NoSuchOption" in result.stdout + result.stderr
 
 
 def test_antivirus_does_not_scale_up_while_clamd_is_down() -> None:
