@@ -103,6 +103,8 @@ if [ "$want_test" = 1 ]; then
   if ! have clamd; then need+=(clamav-daemon); new_clamav=1; fi
   [ -d /usr/share/clamav-testfiles ] || need+=(clamav-testfiles)
   have promtool || need+=(prometheus)   # promtool checks the alert rules
+  # haproxy -c checks the Redis proxy's configuration (a daemon: kept from starting, as the engines)
+  if ! have haproxy; then need+=(haproxy); new_spam_engines=1; fi
   # the external antispam engines' integration tests start their own spamd and rspamd
   if ! have spamd || ! have spamassassin; then need+=(spamd spamassassin); new_spam_engines=1; fi
   if ! have rspamd; then need+=(rspamd); new_spam_engines=1; fi

@@ -565,6 +565,20 @@ def test_filters_component_adds_the_filter_stages() -> None:
     assert [c["name"] for c in containers(antivirus)] == ["antivirus"]  # no clamd of its own
 
 
+def test_redis_proxy_configuration_is_valid(tmp_path: Path) -> None:
+    """HAProxy's own check (haproxy -c, Debian package haproxy) on the proxy's configuration."""
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (Debian package haproxy)")
+    config = named(_render("overlays/production", False), "ConfigMap", "mailmoat-redis-proxy")["data"]["haproxy.cfg"]
+    env = {"PATH": "/usr/bin:/bin", "REDIS_PASSWORD": "x"}
+    for text, valid in ((config, True), (config.replace("tcp-check expect string", "tcp-check expct string"), False)):
+        (tmp_path / "haproxy.cfg").write_text(text)
+        result = subprocess.run([haproxy, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True,
+                                text=True, timeout=60, env=env)
+        assert (result.returncode == 0) == valid, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("name", ["clamd.conf", "freshclam.conf", "freshclam-mirror.conf"])
 def test_clamav_configuration_parses(name: str, tmp_path: Path) -> None:
     """ClamAV's own parser (clamconf, Debian package clamav) reads the ConfigMap's files without error."""
