@@ -1,6 +1,7 @@
 """The alerts against what the services really export: the gateway runs as processes (ingress,
 routing, egress) against the real RabbitMQ and Redis, mail goes through it (greylisted, refused,
-delivered, bounced, deferred; a bad policy refused), and its /metrics are scraped.
+delivered, bounced, deferred; a bad policy refused; at the end the broker cut away from ingress, so
+one message cannot be queued), and its /metrics are scraped.
 
 - every series the hand-written promtool tests (deploy/prometheus/rules_test.yml) feed to a mailmoat
   metric carries a label set the live run exported (``le="21600"`` where the exposition says
@@ -26,8 +27,9 @@ from tests.deploy.exposition import Labels, Series, format_series, own_labels, p
 from tests.deploy.metrics import exported_metric_names, metric_names
 from tests.e2e.test_mail_flow import message, send
 from tests.support.gateway import Gateway
-from tests.support.infra import REDIS_TEST_URL, amqp_url_for, create_vhost, delete_vhost
+from tests.support.infra import RABBITMQ_PORT, REDIS_TEST_URL, amqp_url_for, create_vhost, delete_vhost
 from tests.support.sink import SmtpSink
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +63,6 @@ pipeline:
 """
 
 UNSEEN: dict[tuple[str, str, str], str] = {
-    ("mailmoat_ingress_messages_total", "result", "deferred"): "only when RabbitMQ does not confirm a publish",
     ("mailmoat_messages_total", "outcome", "error"): "only on a stage's unexpected error",
     ("mailmoat_messages_total", "outcome", "retry"): "only while a dependency fails",
     ("mailmoat_deliveries_total", "result", "expired"): "only after delivery.expire_after",
@@ -101,11 +102,16 @@ def live() -> Iterator[dict[str, dict[Series, float]]]:
     store = redis.Redis.from_url(REDIS_URL)
     store.flushdb()
     tmp = Path(__import__("tempfile").mkdtemp(prefix="mailmoat-alerts-"))
-    with SmtpSink(pipelining=True) as sink:
-        gateway = Gateway(tmp, amqp_url_for(vhost), REDIS_URL,
-                          policy_text=POLICY.format(sink_port=sink.port))
+    # Ingress reaches the broker through a proxy the run cuts at the end (a real queueing failure).
+    with SmtpSink(pipelining=True) as sink, TcpProxy(RABBITMQ_PORT) as broker:
+        gateway = Gateway(tmp / "ingress", amqp_url_for(vhost, port=broker.port), REDIS_URL,
+                          policy_text=POLICY.format(sink_port=sink.port),
+                          extra_env={"MAILMOAT_PUBLISH_TIMEOUT": "1"})
+        stages = Gateway(tmp / "stages", amqp_url_for(vhost), REDIS_URL, gateway.policy)
+        owner = {"ingress": gateway, "routing": stages, "egress": stages}
         try:
-            gateway.start(SERVICES)
+            gateway.start(("ingress",))
+            stages.start(("routing", "egress"))
             sink.reply_to("gone@example.com", "550 5.1.1 No such user")
             sink.reply_to("later@example.com", "451 4.2.0 Try again later")
             sends = [("s@example.org", ["alice@example.com"]), ("bounce@example.com", ["gone@example.com"]),
@@ -117,7 +123,7 @@ def live() -> Iterator[dict[str, dict[Series, float]]]:
             gateway.write_policy("accepted_domains: not a list\n")  # refused while greylisting waits
 
             def reloads(result: str) -> bool:
-                return all(_value(scraped(gateway.metrics(s)), "mailmoat_policy_reloads_total", result=result)
+                return all(_value(scraped(owner[s].metrics(s)), "mailmoat_policy_reloads_total", result=result)
                            for s in SERVICES)
 
             _wait(lambda: reloads("refused"), 10, "the bad policy refused by every service")
@@ -130,16 +136,20 @@ def live() -> Iterator[dict[str, dict[Series, float]]]:
             assert send(gateway.smtp_port, "s@example.org", ["alice@example.com"], too_long)[0] == 554
 
             def egress() -> dict[Series, float]:
-                return scraped(gateway.metrics("egress"))
+                return scraped(stages.metrics("egress"))
 
             _wait(lambda: _value(egress(), "mailmoat_deliveries_total", result="delivered") >= 2
                   and _value(egress(), "mailmoat_deliveries_total", result="failed") >= 1
                   and _value(egress(), "mailmoat_deferred_age_seconds_count") >= 1,
                   20, "delivered, failed (and its DSN delivered) and deferred at egress")
             _wait(lambda: reloads("ok"), 10, "the good policy loaded again by every service")
-            yield {service: scraped(gateway.metrics(service)) for service in SERVICES}
+            broker.cut()
+            code, reply = send(gateway.smtp_port, "s@example.org", ["alice@example.com"], message(7))
+            assert code == 451 and reply.startswith("4.3.0"), reply
+            yield {service: scraped(owner[service].metrics(service)) for service in SERVICES}
         finally:
             gateway.stop()
+            stages.stop()
             delete_vhost(vhost)
             store.flushdb()
             store.close()
@@ -245,10 +255,12 @@ def _rule_metrics() -> set[str]:
     return {name for group in rules["groups"] for rule in group["rules"] for name in metric_names(rule["expr"])}
 
 
-LIVE_FIRING = {"MailmoatDeliveryFailureRatioHigh", "MailmoatPolicyRefused", "MailmoatQueueMetricsAbsent"}
+LIVE_FIRING = {"MailmoatDeliveryFailureRatioHigh", "MailmoatPolicyRefused", "MailmoatQueueMetricsAbsent",
+               "MailmoatIngressBrokerErrors"}
 """What the live run's traffic, repeated every minute, must fire: one recipient in four bounced, a
-policy refused, and (RabbitMQ's Prometheus endpoint is not scraped here) the guard on missing queue
-series. Greylisting's 451 replies, the deferral and the refused recipient and message fire nothing."""
+policy refused, a message ingress could not queue (the broker cut), and (RabbitMQ's Prometheus
+endpoint is not scraped here) the guard on missing queue series. Greylisting's 451 replies, the
+deferral and the refused recipient and message fire nothing."""
 
 
 def test_live_traffic_fires_what_it_should_and_nothing_else(live: dict[str, dict[Series, float]],
