@@ -462,6 +462,13 @@ def test_rabbitmq_survives_a_drain_and_speaks_tls_only(resources: tuple[Resource
     assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": cluster["metadata"]["name"]}
     budget = named(resources, "PodDisruptionBudget", "mailmoat-rabbitmq")
     assert budget["spec"]["maxUnavailable"] == 1
+    # The operator's pods are made restricted through the override (its defaults are not).
+    pod = spec["override"]["statefulSet"]["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        assert container["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    assert {c["name"] for c in pod["containers"]} == {"rabbitmq"}
+    assert {c["name"] for c in pod["initContainers"]} == {"setup-container"}
     assert budget["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": cluster["metadata"]["name"]}
 
 
