@@ -10,7 +10,6 @@ unscanned, and the stage reports not ready until clamd answers again, unless the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 
@@ -116,11 +115,22 @@ def _summary(result: str, detail: dict[str, object]) -> str:
     return f"{result}: {'; '.join(str(f) for f in list(first)[:5])}"
 
 
+PING_TIMEOUT = 5.0
+"""Seconds clamd has to answer a ping (or a scan slot to free up) before the stage reports not ready:
+a clamd that accepts and never answers is noticed in seconds, not after ``scan_timeout``."""
+
+
 async def watch_engine(runtime: Runtime, engine: Engine, interval: float = 2.0) -> None:
     """Ping clamd now and then, so readiness follows it even when no mail flows."""
     while True:
-        with contextlib.suppress(Exception):
-            await engine.client(runtime.policy.current.antimalware).ping()
+        policy = runtime.policy.current.antimalware
+        client = engine.client(policy)
+        try:
+            await asyncio.wait_for(client.ping(), min(PING_TIMEOUT, policy.scan_timeout))
+        except TimeoutError:
+            client.available = False
+        except Exception:  # ping records what it learnt; nothing else to do here
+            pass
         await asyncio.sleep(interval)
 
 

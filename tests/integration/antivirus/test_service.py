@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from mailmoat_antivirus.service import SERVICE, Engine, wire
+from mailmoat_antivirus.service import PING_TIMEOUT, SERVICE, Engine, wire
 from mailmoat_common.bus import Bus, Publish, decode, stage_queue
 from mailmoat_common.models import Envelope
 from mailmoat_common.runtime import Runtime
@@ -23,7 +23,7 @@ POLICY = """
 antimalware:
   clamd: 127.0.0.1:1
   connect_timeout: 1
-  scan_timeout: 5
+  scan_timeout: {scan_timeout}
   fail_open: {fail_open}
   action: quarantine
 """
@@ -61,8 +61,8 @@ class Stage:
 async def stage_factory(amqp_url, redis_url, write_policy) -> AsyncIterator[Callable[..., object]]:
     made: list[tuple[Stage, asyncio.Task[None]]] = []
 
-    async def make(address: str, fail_open: bool = False) -> Stage:
-        path = write_policy(POLICY.format(fail_open=str(fail_open).lower()))
+    async def make(address: str, fail_open: bool = False, scan_timeout: float = 5) -> Stage:
+        path = write_policy(POLICY.format(fail_open=str(fail_open).lower(), scan_timeout=scan_timeout))
         settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(path))
         settings.metrics_ports = {}
         runtime = Runtime(SERVICE, settings)
@@ -156,3 +156,25 @@ async def test_fail_open_passes_on_unscanned_with_a_trace_event(stage_factory) -
     (event,) = await stage.runtime.trace.events(envelope.id)
     assert event.event == "SCAN" and "fail_open" in event.detail
     assert stage.runtime.ready()  # failing open, the stage stays ready without clamd
+
+
+async def test_a_hung_clamd_makes_the_stage_not_ready_within_seconds(stage_factory, clamd: ClamdServer) -> None:
+    """clamd accepts and never answers: not ready within the ping timeout, not after a scan timeout of
+    a minute; ready again as soon as it answers."""
+    with TcpProxy(clamd.port) as proxy:
+        stage = await stage_factory(f"127.0.0.1:{proxy.port}", scan_timeout=60)
+        deadline = time.monotonic() + 10
+        while not stage.runtime.ready() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert stage.runtime.ready()
+        proxy.delay(3600)
+        hung = time.monotonic()
+        while stage.runtime.ready() and time.monotonic() < hung + 15:
+            await asyncio.sleep(0.1)
+        assert not stage.runtime.ready()
+        assert time.monotonic() - hung < PING_TIMEOUT + 2
+        proxy.restore()
+        deadline = time.monotonic() + 10
+        while not stage.runtime.ready() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert stage.runtime.ready()
