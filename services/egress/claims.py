@@ -14,6 +14,12 @@ of coming back at once.
 
 A take that failed on our side (a timeout) may still have run on the server and left a lock with our
 token that nobody renews: it is released in the background as soon as Redis answers again.
+
+Where it is safe to know, a dead owner is not waited for: the token names its host, pid and pid
+namespace, and a lock whose owner ran on this host, in this pid namespace, and no longer runs (or is
+this process, which does not hold that lock) is taken over at once (``owner_is_dead``). That covers a
+process restarted in place (``mailmoat run all``, systemd, a container restarted on its node); a
+replacement elsewhere (a new pod) waits out the TTL.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -46,14 +52,25 @@ LOCKS_LOST = Counter(
     "Delivery locks found expired or taken over while their owner was still delivering (heartbeat late).",
 )
 
+TAKEOVERS = Counter(
+    "mailmoat_delivery_lock_takeovers_total",
+    "Delivery locks taken over at once because their owner, a process of the same host, no longer runs.",
+)
+
 _TAKE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {1, redis.call('SMEMBERS', KEYS[2])}
 end
-return {0, redis.call('PTTL', KEYS[1])}
+return {0, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1])}
 """
 """Take the lock (KEYS[1]) with our token for ARGV[2] ms and return {1, recipients already delivered
-(set KEYS[2])}; {0, the lock's remaining ms} when another owner holds it."""
+(set KEYS[2])}; {0, the lock's remaining ms, its owner's token} when another owner holds it."""
+_TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[3] then return false end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return redis.call('SMEMBERS', KEYS[2])
+"""
+"""Replace a dead owner's token (ARGV[3]) by ours, as ``_TAKE`` would have; nil if it changed meanwhile."""
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 _DONE = """
@@ -101,9 +118,42 @@ def _may_have_run(exc: BaseException) -> bool:
     return not isinstance(exc, ConnectionRefusedError) and not isinstance(cause, ConnectionRefusedError)
 
 
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "-"
+
+
 def owner_prefix() -> str:
-    """What every token of this process starts with: host and pid, for whoever inspects a lock."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """What every token of this process starts with: host, pid and pid namespace (``host:pid:ns``)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_pid_namespace()}"
+
+
+def owner_is_dead(token: str, held: Container[str] = frozenset()) -> bool:
+    """Whether the owner of a lock's ``token`` is known to be gone: a process of this host and pid
+    namespace that no longer exists, or this process itself when the token is none of the locks it
+    holds (a take that failed on our side). Anything else — another host or container, a token of
+    another form, a pid that exists (a zombie too) — is not known dead: its lock lapses by its TTL."""
+    parts = token.rsplit(":", 3)
+    if len(parts) != 4 or not parts[1].isdigit():
+        return False
+    host, pid, namespace, _ = parts
+    if host != socket.gethostname() or namespace == "-" or namespace != _pid_namespace():
+        return False
+    if int(pid) == os.getpid():
+        return token not in held
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # EPERM: it exists, under another user
+        return False
+    return False
+
+
+_LIVE: set[str] = set()
+"""Tokens of every lock this process holds or is taking, whichever ``Claims`` took it."""
 
 
 class Claims:
@@ -128,25 +178,46 @@ class Claims:
         owner holds the lock, ``StoreUnavailable`` when Redis fails."""
         key, lock = copy_keys(envelope)
         claim = Claim(key, lock, f"{owner_prefix()}:{os.urandom(6).hex()}")
+        _LIVE.add(claim.token)
         try:
-            taken, payload = await self._scripts.call(_TAKE, [lock, key], [claim.token, self._ms(self.ttl)])
+            result = await self._scripts.call(_TAKE, [lock, key], [claim.token, self._ms(self.ttl)])
+            taken, payload = result[0], result[1]
+            if not taken:
+                payload = await self._take_over(claim, result)
         except (RedisError, OSError) as exc:
+            _LIVE.discard(claim.token)
             if _may_have_run(exc):
                 # The script may have run on the server all the same: release that lock once it answers.
                 self._spawn(self._release_orphan(lock, claim.token))
             raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
-        if not taken:
-            remaining = int(payload)
-            raise Busy(lock, self.ttl if remaining < 0 else remaining / 1000)
+        except BaseException:
+            _LIVE.discard(claim.token)
+            raise
         claim.done = {m.decode() if isinstance(m, bytes) else m for m in payload}
         self._held[lock] = claim
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = asyncio.create_task(self._beat())
         return claim
 
+    async def _take_over(self, claim: Claim, result: list[object]) -> list[object]:
+        """The lock is held: take it over if its owner is known dead (the recipients delivered, as a
+        take returns them), else raise ``Busy`` with the lock's remaining lifetime."""
+        remaining = int(result[1])  # type: ignore[call-overload]
+        holder = result[2] if len(result) > 2 else None
+        holder = holder.decode(errors="replace") if isinstance(holder, bytes) else holder
+        if isinstance(holder, str) and owner_is_dead(holder, _LIVE):
+            members = await self._scripts.call(_TAKE_OVER, [claim.lock, claim.key],
+                                               [claim.token, self._ms(self.ttl), holder])
+            if members is not None:
+                TAKEOVERS.inc()
+                log.info("took over delivery lock %s from %s, a process that no longer runs", claim.lock, holder)
+                return list(members)
+        raise Busy(claim.lock, self.ttl if remaining < 0 else remaining / 1000)
+
     async def finish(self, claim: Claim, delivered: list[str]) -> None:
         """Record the recipients delivered and release the lock, in one round trip (the record is
         retried on a Redis error; the lock then lapses by itself if it cannot be released)."""
+        _LIVE.discard(claim.token)
         if self._held.pop(claim.lock, None) is None:
             if delivered:
                 await self._record(claim.key, delivered)
@@ -163,6 +234,7 @@ class Claims:
 
     async def release(self, claim: Claim) -> None:
         """Release the lock without recording anything (no-op once ``finish`` released it)."""
+        _LIVE.discard(claim.token)
         if self._held.pop(claim.lock, None) is None:
             return
         try:
@@ -171,6 +243,7 @@ class Claims:
             self._spawn(self._release_orphan(claim.lock, claim.token))
 
     async def close(self) -> None:
+        _LIVE.difference_update(c.token for c in self._held.values())
         tasks = [t for t in (self._heartbeat, *self._background) if t is not None]
         for task in tasks:
             task.cancel()

@@ -4,6 +4,7 @@ delay queue (no republish loop), and a lock a failed call left on the server doe
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from mailmoat_common.bus import Bus, Publish, stage_queue
 from mailmoat_common.models import Envelope, Route
 from mailmoat_common.runtime import Runtime, Transient
 from mailmoat_common.settings import Settings
-from mailmoat_egress.claims import Claims
+from mailmoat_egress.claims import Claims, owner_prefix
 from mailmoat_egress.delivery import SessionPool
 from mailmoat_egress.service import SERVICE, Egress, dedupe_key, lock_key
 from tests.support.sink import SmtpSink
@@ -148,3 +149,16 @@ async def test_copy_sent_again_carries_the_same_message_id(egress: Egress, sink:
     first, second = sink.messages
     assert first.data == second.data == DATA
     assert b"Message-ID: <lock@out.org>" in second.data
+
+
+async def test_lock_of_a_process_that_no_longer_runs_is_taken_over_at_once(egress: Egress, sink: SmtpSink) -> None:
+    """egress killed and restarted on the same host: its locks are taken over, not waited out."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await proc.wait()
+    host, _, namespace = owner_prefix().split(":")
+    envelope = _envelope(sink.port)
+    await egress.runtime.redis.set(lock_key(envelope), f"{host}:{proc.pid}:{namespace}:0badc0de", px=10_000)
+    waits = _lock_waits()
+    assert await egress.handle(envelope, DATA) == []
+    assert len(sink.messages) == 1 and _lock_waits() == waits
+    assert not await egress.runtime.redis.exists(lock_key(envelope))
