@@ -89,6 +89,15 @@ def split_of(samples: list[Sample], name: str) -> tuple[list[Sample], list[Sampl
     raise SystemExit(f"unknown split {name}")
 
 
+def flagged_ham_groups(test: Sequence[Sample], hits: Sequence[bool]) -> dict[str, int]:
+    """Which sets the flagged ham came from (``hard-ham-1`` is commercial mail people asked for)."""
+    out: dict[str, int] = {}
+    for s, hit in zip(test, hits, strict=True):
+        if hit and not s.spam:
+            out[s.group] = out.get(s.group, 0) + 1
+    return out
+
+
 def rates(flags: list[tuple[bool, bool]]) -> dict:
     spam = [hit for is_spam, hit in flags if is_spam]
     ham = [hit for is_spam, hit in flags if not is_spam]
@@ -156,6 +165,7 @@ def run_spamd(train: Sequence[Sample], test: Sequence[Sample], workdir: Path, lo
     nspam = next((ln.split()[2] for ln in magic.splitlines() if ln.endswith("nspam")), "?")
     nham = next((ln.split()[2] for ln in magic.splitlines() if ln.endswith("nham")), "?")
     return {**rates(flags), "unanswered": missing, "bayes_nspam": nspam, "bayes_nham": nham,
+            "ham_flagged_by_set": flagged_ham_groups(test, [hit for _, hit in flags]),
             "learn_s": round(learned), "score_s": round(scored)}
 
 
@@ -193,7 +203,8 @@ def run_rspamd(test: Sequence[Sample], workdir: Path, log) -> dict:
     flags = [(s.spam, a is not None and a.get("action") in FLAGGING_ACTIONS) for s, a in zip(test, answers,
                                                                                            strict=True)]
     log(f"  rspamd: {len(test)} scored in {scored:.0f}s ({missing} without an answer)")
-    return {**rates(flags), "unanswered": missing, "score_s": round(scored)}
+    return {**rates(flags), "unanswered": missing, "score_s": round(scored),
+            "ham_flagged_by_set": flagged_ham_groups(test, [hit for _, hit in flags])}
 
 
 # --- mailmoat -------------------------------------------------------------------------------------------
@@ -221,7 +232,7 @@ def run_mailmoat(train: Sequence[Sample], test: Sequence[Sample], redis_url: str
     return {"tested_spam": result.test_spam, "tested_ham": result.test_ham, "caught": result.caught,
             "flagged": result.flagged, "spam_caught_pct": round(spam_pct, 2), "ham_flagged_pct": round(ham_pct, 2),
             "nested_cutoff": result.cutoffs[0], "nested_spam_caught_pct": round(nested_spam_pct, 2),
-            "nested_ham_flagged_pct": round(nested_ham_pct, 2)}
+            "nested_ham_flagged_pct": round(nested_ham_pct, 2), "ham_flagged_by_set": dict(result.fp_groups)}
 
 
 def main(argv: list[str] | None = None) -> int:

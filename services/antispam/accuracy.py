@@ -239,6 +239,9 @@ async def run_split(client, prefix: str, train: Sequence[Sample], test: Sequence
         for sample in test:
             envelope = Envelope(mail_from=sender(sample.data), rcpt_to=["user@example.com"])
             outcome = await checker.check(envelope, sample.data, policy, authenticate_sender=False)
+            if outcome.findings.bayes is None:
+                raise RuntimeError(f"the classifier did not answer for {sample.checksum} ({outcome.findings.notes}):"
+                                   f" were the counts under {prefix} flushed from Redis during the run?")
             hit = outcome.verdict.detail["scl"] >= 5
             nested = flagged(sample.checksum, base[sample.checksum], outcome.findings.bayes, policy, cutoff)
             if sample.spam:
