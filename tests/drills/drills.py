@@ -340,6 +340,11 @@ def run_drill(drill: Drill, rabbit: PrivateRabbit, redis: PrivateRedis, workdir:
             dead_total += total
             result = tally(load, sink, dead)
             counts = rabbit.queue_counts(vhost)
+            for _ in range(3):  # a quorum queue's figures in rabbitmqctl lag its state by a few seconds
+                if not any(u for _, u in counts.values()):
+                    break
+                time.sleep(2)
+                counts = rabbit.queue_counts(vhost)
             unacked = sum(u for _, u in counts.values())
             # Ready counts come from the settle loop (rabbitmqctl's lag behind a quorum queue's own).
             left = {q: u for q, (_, u) in counts.items() if u}
