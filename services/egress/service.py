@@ -9,7 +9,8 @@ cannot be closed: that copy is sent again, with the same bytes and so the same `
 the next hop's duplicate suppression can use.
 
 A copy whose lock another consumer holds (the same frame published twice, or the lock of a consumer
-that died) waits in a delay queue as long as the lock still lives, then comes back: no hot loop. On
+that died) waits in a delay queue as long as the lock still lives, then comes back: no hot loop; a
+lock whose owner is known dead (a process of this host that no longer runs) is taken over at once. On
 SIGTERM the runtime stops consuming; deliveries already in a transaction finish (the runtime's grace),
 and copies still waiting for a session are handed back to the queue unsent.
 
