@@ -114,3 +114,42 @@ def upstream_sealed() -> bytes:
     data = b"Authentication-Results: lists.sender.test; dkim=pass header.d=sender.test\r\n" + signed_message(
         "quarterly digest", "listcopy")
     return b"".join(dkim.arc_sign(data, b"s1", b"sender.test", SENDER_KEY.private_pem, b"lists.sender.test")) + data
+
+
+FORWARDING = SEALING.replace('''rules:
+  - name: external-tag''', '''connectors:
+  outbound:
+    - {{name: internet, recipient_domains: [partner.example], smart_hosts: ["127.0.0.1:{sink_port}"], tls: none}}
+srs:
+  domain: example.com
+  secret_file: {srs_file}
+rules:
+  - name: forward-alice
+    conditions:
+      recipient_address: [alice@example.com]
+    actions:
+      add_recipients: [alice.home@partner.example]
+  - name: external-tag''')
+
+
+def test_a_forwarded_copy_is_sealed_and_its_sender_rewritten(
+        gateway_factory, sink: SmtpSink, dns: DnsServer, tmp_path: Path) -> None:
+    """Outside mail a rule copies to an outside address, unchanged: that copy leaves with an ARC set
+    whose chain verifies (and the sender's own signature intact) and an SRS0 envelope sender; the
+    organisation's copy is neither sealed nor rewritten."""
+    key, secret = tmp_path / "arc.key", tmp_path / "srs.secret"
+    key.write_bytes(ARC_PEM)
+    secret.write_bytes(b"forwarding secret\n")
+    gateway = gateway_factory(FORWARDING, services=("ingress", "antispam", "routing", "egress"),
+                              dns_port=dns.port, arc_key=key, srs_file=secret)
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=30) as client:
+        client.ehlo("mx.sender.test")
+        client.sendmail("ann@sender.test", ["alice@example.com"], signed_message("lunch", "fwd"))
+    copies = {m.rcpt_tos[0]: m for m in sink.wait_for(2, timeout=60)}
+    outside, inside = copies["alice.home@partner.example"], copies["alice@example.com"]
+    lookup = dnsfunc(dns)
+    cv, results, reason = dkim.arc_verify(outside.data, dnsfunc=lookup)
+    assert cv == dkim.CV_Pass and [r["instance"] for r in results] == [1], reason
+    assert dkim.DKIM(outside.data).verify(dnsfunc=lookup)
+    assert outside.mail_from.startswith("SRS0=") and outside.mail_from.endswith("=sender.test=ann@example.com")
+    assert b"ARC-Seal" not in inside.data and inside.mail_from == "ann@sender.test"
