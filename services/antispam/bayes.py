@@ -81,8 +81,8 @@ def _url_tokens(url: str) -> Iterable[str]:
 
 
 def tokens(content: Content) -> list[str]:
-    """The distinct tokens of a message: subject, From, the author's header fields, URL hosts, body words and
-    word pairs (a mailing list's footer left out), content facts."""
+    """The distinct tokens of a message: subject, From, the author's header fields, URL hosts, body words (a
+    mailing list's footer left out; single words, as SpamBayes: word pairs measured worse), content facts."""
     out: dict[str, None] = {}
     for token in _words(content.subject, "s:"):
         out.setdefault(token, None)
@@ -112,12 +112,8 @@ def tokens(content: Content) -> list[str]:
             out.setdefault(token, None)
     if content.html:
         out.setdefault("html:yes", None)
-    previous = ""
     for token in _words(kept, ""):
         out.setdefault(token, None)
-        if previous:
-            out.setdefault(f"{previous} {token}", None)
-        previous = token
         if len(out) >= MAX_TOKENS:
             break
     return list(out)
