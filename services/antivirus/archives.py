@@ -144,7 +144,8 @@ class _Walk:
                 try:
                     with archive.open(info) as stream:
                         kind, held = self.stream(stream, member_path, info.compress_size)
-                except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, zlib.error) as exc:
+                except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, ValueError, RuntimeError,
+                        zlib.error) as exc:  # a header pointing before the start: "negative seek value"
                     self.report.errors.append(f"{member_path}: {exc}")
                     self.member(member_path, info.filename, None)
                     continue
@@ -169,7 +170,7 @@ class _Walk:
                         continue
                     kind, held = self.stream(stream, member_path, info.size)
                     self.child(member_path, info.name, kind, held, depth)
-            except (tarfile.TarError, OSError, EOFError) as exc:
+            except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
                 self.report.errors.append(f"{path}: {exc}")
 
     def libarchive(self, data: bytes, kind: str, path: str, depth: int) -> None:
