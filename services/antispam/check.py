@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailmoat_antispam import asf, bayes, bulk, engines, impersonation, rules, uribl
-from mailmoat_antispam.auth import AuthResolver, authenticate
+from mailmoat_antispam.auth import AuthResolver, authenticate, dmarc
 from mailmoat_antispam.auth.resolver import Resolver
 from mailmoat_antispam.content import Content, parse
 from mailmoat_antispam.score import Allowance, Findings, allowance, decide
@@ -63,13 +63,16 @@ def auth_hits(detail: dict[str, Any]) -> list[rules.Hit]:
     return hits
 
 
-def impersonation_hits(envelope: Envelope, author: Author, policy: Policy, findings: Findings) -> list[rules.Hit]:
-    """A display name impersonating a protected user or domain, or holding another domain's address, on
-    mail from outside: a ``phish`` hit (``IMPERSONATION_USER|DOMAIN|ADDRESS``), recorded in the findings."""
-    outside = envelope.direction == "inbound" and not policy.is_internal(envelope.client_ip)
-    found = impersonation.find(author, policy, outside=outside)
+def impersonation_hits(found: impersonation.Finding | None, findings: Findings, published: str | None = None
+                       ) -> list[rules.Hit]:
+    """Impersonation of a protected user or domain, or a display name that is an address DMARC protects:
+    a ``phish`` hit (``IMPERSONATION_USER|DOMAIN|ADDRESS``), recorded in the findings. Any other address
+    of another domain in the display name: ``FROM_NAME_ADDRESS``, a score. ``published``: the DMARC
+    policy of ``impersonation.dmarc_domain(found)``."""
     if found is None:
         return []
+    if not impersonation.is_phish(found, published):
+        return [rules.Hit(impersonation.SCORED_RULE, impersonation.ADDRESS_SCORE, found.claimed)]
     findings.impersonation = found.detail()
     return [rules.Hit(impersonation.RULE_NAMES[found.kind], 0.0, found.claimed, category="phish")]
 
@@ -139,7 +142,7 @@ class Checker:
         findings = content_findings(envelope, data, content, policy)
         findings.auth = auth_detail
         findings.hits += auth_hits(auth_detail)
-        findings.hits += impersonation_hits(envelope, author, policy, findings)
+        findings.hits += await self._impersonation(envelope, author, policy, findings, authenticate_sender)
         facts = {"spf": (auth_detail.get("spf") or {}).get("result", ""), "mail_from": envelope.mail_from}
         findings.asf = asf.advanced_checks(spam.advanced, content, facts)
         extra = await asyncio.gather(self._uribl(content, policy, findings), self._bayes(content, policy, findings),
@@ -147,6 +150,27 @@ class Checker:
         for hits in extra:
             findings.hits += hits
         return Outcome(decide(findings, spam, allowed), content, findings, allowed, auth_result)
+
+    async def _impersonation(self, envelope: Envelope, author: Author, policy: Policy, findings: Findings,
+                             use_dns: bool) -> list[rules.Hit]:
+        """``impersonation_hits``, after asking DNS for the DMARC policy of an address shown as the whole
+        display name (only then: a rare shape; skipped with sender authentication)."""
+        outside = envelope.direction == "inbound" and not policy.is_internal(envelope.client_ip)
+        found = impersonation.find(author, policy, outside=outside)
+        domain = impersonation.dmarc_domain(found) if found is not None and use_dns else None
+        published = None
+        if domain:
+            try:
+                async with asyncio.timeout(policy.dns.timeout + 0.5):
+                    discovery = await dmarc.discover(self._resolver("auth", policy, policy.dns.timeout), domain)
+            except TimeoutError:
+                discovery = dmarc.Discovery("temperror", reason="timeout")
+            record = discovery.record
+            if record is not None:
+                published = record.p if record.domain == domain.lower().rstrip(".") else record.sp
+            elif discovery.status == "temperror":
+                findings.notes.append(f"impersonation: no DMARC answer for {domain}")
+        return impersonation_hits(found, findings, published)
 
     async def _uribl(self, content: Content, policy: Policy, findings: Findings) -> list[rules.Hit]:
         spam = policy.antispam

@@ -1,12 +1,14 @@
 """Impersonation by display name: protected users and domains, an address of another domain in the
-name, only from outside; the verdict's phish category shows as CAT:UIMP / CAT:DIMP; allow lists read
-the From the author parser reads."""
+name, only from outside; the verdict's phish category shows as CAT:UIMP / CAT:DIMP; an address the
+policy does not protect is phish only when it is the whole name and DMARC protects its domain, else a
+score (the ham shapes of the SpamAssassin corpus); allow lists read the From the author parser reads."""
 
 from __future__ import annotations
 
 import pytest
 
 from mailmoat_antispam import impersonation
+from mailmoat_antispam.check import impersonation_hits
 from mailmoat_antispam.content import parse
 from mailmoat_antispam.rules import Hit
 from mailmoat_antispam.score import Findings, allowance, decide, report_tokens
@@ -46,6 +48,10 @@ def _find(from_value: str, *, outside: bool = True, policy: Policy = POLICY) -> 
     ("Jane <jd@freemail.test>", None),
     ("jd@freemail.test", None),
     ('"bank.testing" <a@evil.test>', None),  # a word, not the domain
+    ('"hyatt@mozilla" <rssfeeds@spamassassin.taint.org>', None),  # a nickname: no dot, no public suffix
+    ('"bob@host.localdomain" <b@evil.test>', None),  # no public suffix
+    ('"me@com" <b@evil.test>', None),
+    ('"jane@example.com" <jd@freemail.test>', ("user", "Jane Doe")),  # a protected user's address
 ])
 def test_impersonation(value: str, expected: tuple[str, str] | None) -> None:
     assert _find(value) == expected
@@ -84,3 +90,57 @@ def test_allow_lists_read_the_author_not_the_display_name() -> None:
     assert _allowance('"boss@partner.test" <x@evil.test>') is None
     assert _allowance("boss@partner.test <x@evil.test>") is None  # does not parse: allows nothing
     assert _allowance("x@evil.test <ceo@blocked.test>").kind == "blocked"  # ...but blocks
+
+
+def _finding(from_value: str, policy: Policy = POLICY) -> impersonation.Finding:
+    found = impersonation.find(read_author(f"From: {from_value}\r\n\r\n".encode()), policy, outside=True)
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize(("domain", "real"), [
+    ("harpercollins.com", True), ("mail.bank.co.uk", True), ("bank.test", True), ("xn--bcher-kva.example", True),
+    ("mozilla", False), ("co.uk", False), ("com", False), ("host.localdomain", False), ("a.invalid", False),
+])
+def test_real_domain(domain: str, real: bool) -> None:
+    assert impersonation.real_domain(domain) is real
+
+
+@pytest.mark.parametrize("value", [
+    '"AuthorTracker@harpercollins.com [mothlight/harpercollins]" <ticket_23aj49j1029828689414@sneakemail.com>',
+    '"TheServerSide Connectionnewsletter@theserverside.com [mothlight/serverside.com]" <ticket_jc@sneakemail.com>',
+])
+def test_forwarding_service_names_are_scored_not_phish(value: str) -> None:
+    found = _finding(value)
+    assert (found.kind, found.protected, found.whole) == ("address", False, False)
+    assert impersonation.dmarc_domain(found) is None  # no DNS asked
+    assert not impersonation.is_phish(found, "reject")  # not even if the shown domain rejects
+    findings = Findings()
+    hits = impersonation_hits(found, findings, "reject")
+    assert [(h.name, h.score, h.category) for h in hits] == [("FROM_NAME_ADDRESS", impersonation.ADDRESS_SCORE, None)]
+    verdict = decide(Findings(hits=hits), POLICY.antispam)
+    assert verdict.result == "clean" and verdict.detail["scl"] < 5 and "impersonation" not in verdict.detail
+    assert findings.impersonation is None
+
+
+def test_an_address_as_the_whole_name_is_phish_when_dmarc_protects_it() -> None:
+    found = _finding('"CEO@Other.test" <x@evil.test>')
+    assert (found.protected, found.whole) == (False, True)
+    assert impersonation.dmarc_domain(found) == "other.test"
+    assert impersonation.is_phish(found, "reject") and impersonation.is_phish(found, "quarantine")
+    assert not impersonation.is_phish(found, "none") and not impersonation.is_phish(found, None)
+    findings = Findings()
+    (hit,) = impersonation_hits(found, findings, "reject")
+    assert (hit.name, hit.category) == ("IMPERSONATION_ADDRESS", "phish")
+    assert findings.impersonation == {"kind": "address", "claimed": "ceo@other.test", "sender": "x@evil.test"}
+    assert impersonation_hits(found, Findings(), None)[0].name == "FROM_NAME_ADDRESS"
+
+
+def test_an_accepted_domains_address_is_phish_on_the_policys_word() -> None:
+    off = POLICY.model_copy(deep=True)
+    off.antispam.impersonation.include_accepted_domains = False
+    found = _finding('"it@example.com via helpdesk" <it@evil.test>', off)
+    assert (found.kind, found.protected) == ("address", True) and impersonation.dmarc_domain(found) is None
+    assert impersonation.is_phish(found)
+    sub = _finding('"ceo@mail.bank.test" <x@evil.test>')  # a protected domain's subdomain
+    assert (sub.kind, sub.protected) == ("address", True)
