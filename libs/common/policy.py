@@ -726,7 +726,7 @@ class ProtectedUser(_Strict):
 
 class Impersonation(_Strict):
     """EOP's anti-phishing impersonation protection: mail from outside whose display name claims a
-    protected user or domain (or is itself an address of another domain) is ``phish``."""
+    protected user or domain is ``phish`` (docs/policy.md, "Impersonation")."""
 
     protected_users: list[ProtectedUser] = Field(default_factory=list)
     protected_domains: list[str] = Field(default_factory=list)
@@ -734,7 +734,9 @@ class Impersonation(_Strict):
     include_accepted_domains: bool = True
     """The accepted domains are protected too (EOP's "include domains I own")."""
     address_in_name: bool = True
-    """A display name that is itself an address of another organisational domain is impersonation."""
+    """A real address of another organisational domain in the display name: ``phish`` when its domain is
+    ours or protected, or when the name is exactly that address and its domain publishes DMARC
+    quarantine/reject; otherwise the scored rule ``FROM_NAME_ADDRESS``."""
 
     @field_validator("protected_domains")
     @classmethod
