@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -30,6 +31,7 @@ from aiormq.abc import DeliveredMessage
 
 from mailmoat_common import amqpdecode
 from mailmoat_common.amqpio import CoalescingTransportFactory
+from mailmoat_common.headers import PUBLISHED
 from mailmoat_common.models import Envelope
 
 log = logging.getLogger(__name__)
@@ -257,7 +259,7 @@ class Bus:
             delivery_mode=PERSISTENT,
             message_id=item.envelope.id,
             content_type=CONTENT_TYPE,
-            headers={"x-mailmoat-id": item.envelope.id, **item.headers},
+            headers={"x-mailmoat-id": item.envelope.id, **item.headers, PUBLISHED: int(time.time() * 1000)},
         )
         body = encode(item.envelope, item.data)
         for delay in (*NACK_RETRY_DELAYS, None):

@@ -55,3 +55,20 @@ def republishable(headers: Mapping[str, Any] | None) -> dict[str, Any]:
             value = repr(value)[:MAX_TEXT]
         out[name] = value
     return out
+
+
+PUBLISHED = "x-mailmoat-published-ms"
+"""Header the bus sets on every publish: the wall-clock time of the publish, in epoch milliseconds."""
+
+
+def queue_wait(headers: Mapping[str, Any] | None, redelivered: bool | None, now: float) -> float | None:
+    """Seconds a delivery waited in its queue since it was published (``now`` in epoch seconds; 0 when
+    clocks disagree), or None when that is not queue wait: no readable publish time, a redelivery
+    (its wait includes an earlier attempt), or a message back from a delay queue (``x-death``: its wait
+    is the scheduled retry delay)."""
+    if redelivered or not isinstance(headers, Mapping) or "x-death" in headers:
+        return None
+    value = headers.get(PUBLISHED)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    return max(0.0, now - value / 1000)

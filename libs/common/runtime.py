@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mailmoat_common import heap
 from mailmoat_common.acks import AckBatcher
 from mailmoat_common.bus import DEAD_QUEUE, Bus, Delivery, FrameError, Publish, decode, stage_queue
-from mailmoat_common.headers import delivery_count, republishable
+from mailmoat_common.headers import delivery_count, queue_wait, republishable
 from mailmoat_common.headers import text as header_text
 from mailmoat_common.health import Dependency, Held
 from mailmoat_common.models import Envelope, TraceEvent
@@ -45,6 +45,7 @@ from mailmoat_common.telemetry import (
     OLDEST_UNACKED,
     POLICY_RELOADS,
     PROCESSING,
+    QUEUE_WAIT,
     VERDICTS,
     extract,
     inject,
@@ -122,6 +123,7 @@ class Runtime:
         self._in_flight_gauge = IN_FLIGHT.labels(service)
         self._processing = PROCESSING.labels(service)
         self._outcomes: dict[str, Any] = {}
+        self._queue_wait: dict[str, Any] = {}
         OLDEST_UNACKED.labels(service).set_function(self.held.oldest_age)
 
     def _policy_changed(self, policy: object) -> None:
@@ -276,6 +278,12 @@ class Runtime:
     async def _process(
         self, stage: str, queue: str, handler: Handler, message: Delivery
     ) -> None:
+        waited = queue_wait(message.headers, message.redelivered, time.time())
+        if waited is not None:
+            histogram = self._queue_wait.get(stage)
+            if histogram is None:
+                histogram = self._queue_wait[stage] = QUEUE_WAIT.labels(stage)
+            histogram.observe(waited)
         held = self.held.begin()
         self._in_flight += 1
         self._in_flight_gauge.inc()

@@ -34,6 +34,13 @@ VERDICTS = Counter(
     "Verdicts the filter and routing stages reached, by stage and result (the verdict mix).",
     ["stage", "result"],
 )
+QUEUE_WAIT = Histogram(
+    "mailmoat_queue_wait_seconds",
+    "Time a message waited in a stage's queue, from its publish by the previous stage (or ingress) to "
+    "this stage's consume; first deliveries only (not redeliveries, not returns from a delay queue).",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
 IN_FLIGHT = Gauge("mailmoat_in_flight_messages", "Messages a stage is working on now.", ["service"])
 OLDEST_UNACKED = Gauge(
     "mailmoat_oldest_unacked_seconds",

@@ -52,6 +52,13 @@ DELIVERY_SECONDS = Histogram(
     "mailmoat_delivery_seconds", "Time of one delivery attempt (look-up, session, transaction).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
+ACCEPT_TO_DELIVERY = Histogram(
+    "mailmoat_accept_to_delivery_seconds",
+    "Time from a message's acceptance at ingress to the delivery of each recipient's copy (retries, "
+    "quarantine holds and releases included), by destination kind (``mx`` or ``smarthost``).",
+    ["destination"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 43200, 86400, 259200, 432000),
+)
 RETRIES = Counter("mailmoat_delivery_retries_total", "Copies sent to a retry queue.")
 DEFERRED_AGE = Histogram(
     "mailmoat_deferred_age_seconds",
@@ -83,6 +90,11 @@ def destination_label(envelope: Envelope) -> str:
     if route is None:
         return "none"
     return "mx" if route.kind == "mx" else route.name
+
+
+def destination_kind(envelope: Envelope) -> str:
+    """Metric label of a copy's kind of destination: ``mx`` or ``smarthost`` (routes and connectors)."""
+    return envelope.route.kind if envelope.route is not None else "none"
 
 
 class Egress:
@@ -193,6 +205,10 @@ class Egress:
         destination = destination_label(envelope)
         if outcome.delivered:
             DELIVERIES.labels("delivered", destination).inc(len(outcome.delivered))
+            latency = ACCEPT_TO_DELIVERY.labels(destination_kind(envelope))
+            waited = max(0.0, (utcnow() - envelope.received_at).total_seconds())
+            for _ in outcome.delivered:
+                latency.observe(waited)
         if outcome.deferred:
             DELIVERIES.labels("deferred", destination).inc(len(outcome.deferred))
         if outcome.failed:

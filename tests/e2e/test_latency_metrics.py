@@ -1,0 +1,52 @@
+"""Accept-to-delivery latency (egress) and queue wait per stage move with real traffic, and measure
+the time a message really waited: egress starts a second after the messages were accepted."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.deploy.exposition import scraped
+from tests.e2e.conftest import POLICY, ROUTING_HOP
+from tests.e2e.test_mail_flow import message, send
+from tests.support.sink import SmtpSink
+
+pytestmark = pytest.mark.e2e
+
+HELD = 1.0
+"""Seconds the messages wait for egress to start."""
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in scraped(text).items() if n == name and set(labels.items()) <= ls)
+
+
+def test_accept_to_delivery_and_queue_wait_measure_real_waits(gateway_factory, sink: SmtpSink) -> None:
+    gateway = gateway_factory(POLICY + ROUTING_HOP, services=("ingress", "routing"))
+    accepted = time.monotonic()
+    code, reply = send(gateway.smtp_port, "s@sender.org", ["alice@example.com", "bob@example.com"], message(1))
+    assert code == 250, reply
+    code, reply = send(gateway.smtp_port, "s@sender.org", ["carol@example.com"], message(2))
+    assert code == 250, reply
+    routing = gateway.metrics("routing")
+    deadline = time.monotonic() + 10
+    while _value(routing, "mailmoat_queue_wait_seconds_count", stage="routing") < 2:
+        assert time.monotonic() < deadline, "routing did not consume both messages"
+        time.sleep(0.05)
+        routing = gateway.metrics("routing")
+    # Routing consumed at once: no wait near a second.
+    assert _value(routing, "mailmoat_queue_wait_seconds_bucket", stage="routing", le="0.5") == 2
+    time.sleep(max(0.0, accepted + HELD - time.monotonic()))
+    gateway.start(("egress",))
+    sink.wait_for(2)
+    egress = gateway.metrics("egress")
+    # One copy per routed message, each waited at egress's queue for about a second.
+    assert _value(egress, "mailmoat_queue_wait_seconds_count", stage="egress") == 2
+    assert _value(egress, "mailmoat_queue_wait_seconds_bucket", stage="egress", le="0.5") == 0
+    assert _value(egress, "mailmoat_queue_wait_seconds_sum", stage="egress") >= 2 * (HELD - 0.5)
+    # One observation per recipient delivered, by destination kind only (the route is a smart host).
+    assert _value(egress, "mailmoat_accept_to_delivery_seconds_count", destination="smarthost") == 3
+    assert _value(egress, "mailmoat_accept_to_delivery_seconds_count") == 3
+    assert _value(egress, "mailmoat_accept_to_delivery_seconds_bucket", le="0.5") == 0
+    assert _value(egress, "mailmoat_accept_to_delivery_seconds_sum") >= 3 * HELD * 0.9
