@@ -79,3 +79,16 @@ def test_queries_are_valid_promql(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     path.write_text(yaml.safe_dump({"groups": [{"name": "d", "rules": [{"record": "r", "expr": "sum(rate(x[5m]"}]}]}))
     assert subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, timeout=120).returncode != 0
+
+
+@pytest.mark.parametrize("metric, by", [("mailmoat_queue_wait_seconds", "stage"),
+                                        ("mailmoat_accept_to_delivery_seconds", "destination")])
+def test_latency_panels_show_p50_and_p99(metric: str, by: str) -> None:
+    """Queue wait per stage and accept-to-delivery latency each have a panel with their p50 and p99."""
+    quantiles = set()
+    for expr in exprs():
+        match = re.fullmatch(rf"histogram_quantile\((0\.\d+), sum by \({by}, le\) \(rate\({metric}_bucket\[\S+\]\)\)\)",
+                             expr)
+        if match:
+            quantiles.add(match.group(1))
+    assert {"0.5", "0.99"} <= quantiles, (metric, quantiles)
