@@ -9,7 +9,13 @@ Keys (each expires with its message):
   ``envelope`` (JSON) and ``data`` (the original bytes);
 - ``mailmoat:quarantine:released:<id>``: hash recipient → release record; a recipient is released
   only by the caller that adds its field (HSETNX), so two releases never deliver twice;
-- ``mailmoat:quarantine:index``: sorted set of ids by expiry time, pruned of expired ids.
+- ``mailmoat:quarantine:index``: sorted set of ids by expiry time, pruned of expired ids;
+- ``mailmoat:quarantine:sizes``: hash id → ``<bytes> <reason>`` of every id counted, and
+  ``mailmoat:quarantine:count`` / ``mailmoat:quarantine:bytes``: hashes reason → messages / bytes
+  held. The scripts that hold, delete and prune keep the three in step, so the quarantine's size is
+  two small reads (``totals``) however many messages it holds. A message stays counted until it is
+  deleted or its retention ends (a release keeps it for the recipients not released); one held
+  before these counters existed is not counted.
 
 The id of a held message is its queue id: a message redelivered to routing is held once.
 """
@@ -34,17 +40,56 @@ from mailmoat_common.trace import TraceStore
 KEY = "mailmoat:quarantine:"
 RELEASED = "mailmoat:quarantine:released:"
 INDEX = "mailmoat:quarantine:index"
+SIZES = "mailmoat:quarantine:sizes"
+COUNT = "mailmoat:quarantine:count"
+BYTES = "mailmoat:quarantine:bytes"
+PRUNE_BATCH = 500
+"""Expired ids one prune script call handles (it loops), so Redis is never held long."""
 SPAM_REASONS = frozenset({"spam", "bulk", "spoof"})
 """Reasons kept for ``retention.spam_days`` (the rest for ``default_days``)."""
 
 Role = Literal["admin", "user"]
 
-_PUT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'meta', ARGV[1], 'envelope', ARGV[2], 'data', ARGV[3])
-redis.call('EXPIREAT', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+# Uncount an id (KEYS: sizes, count, bytes; the id in ``id``): once, whoever comes first.
+_FORGET = """
+local function forget(id)
+  local entry = redis.call('HGET', KEYS[1], id)
+  if not entry then return end
+  local size, reason = string.match(entry, '^(%d+) (.*)$')
+  redis.call('HDEL', KEYS[1], id)
+  if reason then
+    redis.call('HINCRBY', KEYS[2], reason, -1)
+    redis.call('HINCRBY', KEYS[3], reason, -tonumber(size))
+  end
+end
+"""
+
+_PUT = _FORGET + """
+if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+redis.call('HSET', KEYS[4], 'meta', ARGV[1], 'envelope', ARGV[2], 'data', ARGV[3])
+redis.call('EXPIREAT', KEYS[4], ARGV[4])
+redis.call('ZADD', KEYS[5], ARGV[4], ARGV[5])
+forget(ARGV[5])  -- an earlier hold of this id that expired and was not pruned yet
+redis.call('HSET', KEYS[1], ARGV[5], string.len(ARGV[3]) .. ' ' .. ARGV[6])
+redis.call('HINCRBY', KEYS[2], ARGV[6], 1)
+redis.call('HINCRBY', KEYS[3], ARGV[6], string.len(ARGV[3]))
 return 1
+"""
+
+_DELETE = _FORGET + """
+local removed = redis.call('DEL', KEYS[4], KEYS[5])
+redis.call('ZREM', KEYS[6], ARGV[1])
+forget(ARGV[1])
+return removed
+"""
+
+_PRUNE = _FORGET + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  forget(id)
+  redis.call('ZREM', KEYS[4], id)
+end
+return #ids
 """
 
 _CLAIM = """
@@ -106,6 +151,8 @@ class QuarantineStore:
         self.client = client
         self._put = client.register_script(_PUT)
         self._claim = client.register_script(_CLAIM)
+        self._delete = client.register_script(_DELETE)
+        self._prune = client.register_script(_PRUNE)
 
     async def put(self, envelope: Envelope, data: bytes, *, reason: str, result: str | None, detail: str,
                   settings: Quarantine, now: float | None = None) -> tuple[Held, bool]:
@@ -125,8 +172,8 @@ class QuarantineStore:
             "authors": held.authors,
         }
         created = await self._put(
-            keys=[KEY + held.id, INDEX],
-            args=[json.dumps(meta), envelope.model_dump_json(), data, int(expires) + 1, held.id],
+            keys=[SIZES, COUNT, BYTES, KEY + held.id, INDEX],
+            args=[json.dumps(meta), envelope.model_dump_json(), data, int(expires) + 1, held.id, reason],
         )
         return held, bool(created)
 
@@ -152,8 +199,24 @@ class QuarantineStore:
         )
 
     async def prune(self, now: float | None = None) -> int:
-        """Drop expired ids from the index (their keys expire on their own)."""
-        return int(await self.client.zremrangebyscore(INDEX, "-inf", time.time() if now is None else now))
+        """Drop expired ids from the index and the counts (their keys expire on their own)."""
+        now = time.time() if now is None else now
+        pruned = 0
+        while True:
+            batch = int(await self._prune(keys=[SIZES, COUNT, BYTES, INDEX], args=[now, PRUNE_BATCH]))
+            pruned += batch
+            if batch < PRUNE_BATCH:
+                return pruned
+
+    async def totals(self) -> dict[str, tuple[int, int]]:
+        """Reason → (messages, bytes) held, from the maintained counts (expired ids pruned first)."""
+        await self.prune()
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(COUNT)
+            pipe.hgetall(BYTES)
+            counts, sizes = await pipe.execute()
+        sizes = {_text(k): int(v) for k, v in sizes.items()}
+        return {_text(k): (max(0, int(v)), max(0, sizes.get(_text(k), 0))) for k, v in counts.items()}
 
     async def ids(self) -> list[str]:
         await self.prune()
@@ -205,10 +268,7 @@ class QuarantineStore:
             await self.client.hdel(RELEASED + qid, *[r.lower() for r in recipients])
 
     async def delete(self, qid: str) -> bool:
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(KEY + qid, RELEASED + qid)
-            pipe.zrem(INDEX, qid)
-            removed, _ = await pipe.execute()
+        removed = await self._delete(keys=[SIZES, COUNT, BYTES, KEY + qid, RELEASED + qid, INDEX], args=[qid])
         return bool(removed)
 
 

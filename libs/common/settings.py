@@ -33,6 +33,8 @@ class Settings:
     tls_cert: str | None = None
     tls_key: str | None = None
     publish_timeout: float = 10.0
+    quarantine_gauge_interval: float = 30.0
+    """Seconds between routing's reads of the quarantine's size (``mailmoat_quarantine_messages``)."""
     log_format: str = "json"
     log_level: str = "INFO"
     metrics_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
@@ -57,6 +59,8 @@ class Settings:
             tls_cert=os.environ.get("MAILMOAT_TLS_CERT") or None,
             tls_key=os.environ.get("MAILMOAT_TLS_KEY") or None,
             publish_timeout=float(_env("MAILMOAT_PUBLISH_TIMEOUT", str(cls.publish_timeout))),
+            quarantine_gauge_interval=float(_env("MAILMOAT_QUARANTINE_GAUGE_INTERVAL",
+                                                 str(cls.quarantine_gauge_interval))),
             log_format=_env("MAILMOAT_LOG_FORMAT", cls.log_format),
             log_level=_env("MAILMOAT_LOG_LEVEL", cls.log_level),
             metrics_ports=ports,

@@ -19,7 +19,9 @@ Every action is traced with the verdict that caused it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 
 from prometheus_client import Counter
 from redis.exceptions import RedisError
@@ -28,10 +30,11 @@ from mailmoat_common.bus import Publish, stage_queue
 from mailmoat_common.models import Envelope, TraceEvent, utcnow
 from mailmoat_common.policy import Policy
 from mailmoat_common.quarantine import QuarantineStore, admin_notice
-from mailmoat_common.runtime import Runtime, Transient, serve_stage, stage_publish
+from mailmoat_common.runtime import Runtime, Transient, stage_publish
 from mailmoat_common.settings import Settings
 from mailmoat_routing.actions import Disposition, Outcome, carry_out, disposition, ndr_for
 from mailmoat_routing.decide import copies_for
+from mailmoat_routing.quarantine_gauge import QuarantineGauge
 from mailmoat_routing.rules import RuleHit, RuleOutcome, apply_outcome, evaluate
 from mailmoat_routing.rules.routing import plan_with_rules
 from mailmoat_routing.signing import Signer
@@ -82,6 +85,8 @@ class Router:
     def __init__(self, runtime: Runtime):
         self.runtime = runtime
         self.quarantine = QuarantineStore(runtime.redis)
+        self.on_hold: Callable[[], None] | None = None
+        """Called after each message this router held (the quarantine's size changed)."""
         self.signer = Signer()
 
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
@@ -154,6 +159,8 @@ class Router:
                                                 detail=disp.reason, settings=policy.quarantine)
         except (RedisError, OSError) as exc:
             raise Transient(f"quarantine store unavailable: {exc}") from exc
+        if self.on_hold is not None:
+            self.on_hold()
         events.append(_event("QUARANTINE", envelope, disp, disp.describe(), quarantine_id=held.id,
                              expires=held.expires, release_by=held.release_by))
         outputs: list[Publish] = []
@@ -219,4 +226,16 @@ def make_handler(runtime: Runtime):
 
 
 async def main(settings: Settings, worker: int = 0) -> None:
-    await serve_stage(SERVICE, settings, worker, make_handler, prefetch=64)
+    runtime = Runtime(SERVICE, settings, worker=worker, prefetch=64)
+    await runtime.start()
+    router = Router(runtime)
+    gauge = QuarantineGauge(router.quarantine, settings.quarantine_gauge_interval)
+    router.on_hold = gauge.changed
+    size = asyncio.create_task(gauge.run_forever())
+    try:
+        await runtime.consume_stage(SERVICE, router.handle)
+        await runtime.serve_forever()
+    finally:
+        size.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await size
