@@ -98,11 +98,26 @@ class OutboundIdentity(_Strict):
         return None if value is None else value.strip().lower()
 
 
+MtaStsHandling = Literal["published", "enforce", "testing", "off"]
+
+
+class OutboundRoute(OutboundIdentity):
+    """``outbound.per_route`` entry: the identity, and the MTA-STS handling of that route."""
+
+    mta_sts: MtaStsHandling | None = None
+    """None: as ``outbound.mta_sts``."""
+
+
 class Outbound(OutboundIdentity):
     tls: TlsMode = "opportunistic"
     mx_port: int = Field(25, ge=1, le=65535)
     """Port used for hosts found by MX lookup (25 on the internet; tests use another)."""
-    per_route: dict[str, OutboundIdentity] = Field(default_factory=dict)
+    mta_sts: MtaStsHandling = "published"
+    """MTA-STS (RFC 8461) for MX deliveries: ``published`` follows the mode a domain publishes;
+    ``enforce``/``testing`` replace the published mode of a domain that has a policy; ``off`` ignores it."""
+    mta_sts_port: int = Field(443, ge=1, le=65535)
+    """HTTPS port the policy is fetched from (443 on the internet; tests use another)."""
+    per_route: dict[str, OutboundRoute] = Field(default_factory=dict)
     """``source_address``/``helo`` per route, keyed as the trace names routes: ``route:NAME`` (a hybrid
     route), ``connector:NAME`` (an outbound connector), ``mx`` (MX deliveries without a connector);
     what a key leaves unset comes from ``outbound.source_address``/``helo``."""
@@ -115,6 +130,12 @@ class Outbound(OutboundIdentity):
         source = specific.source_address if specific and specific.source_address else self.source_address
         helo = specific.helo if specific and specific.helo else self.helo
         return source, helo
+
+    def mta_sts_for(self, route_name: str) -> MtaStsHandling:
+        """The MTA-STS handling of a route by its name (``per_route`` key as for ``identity_for``)."""
+        kind, _, rest = route_name.partition(":")
+        specific = self.per_route.get("mx" if kind == "mx" else f"{kind}:{rest.partition(':')[0]}")
+        return specific.mta_sts if specific and specific.mta_sts else self.mta_sts
 
 
 _SELECTOR = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*$")

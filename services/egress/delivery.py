@@ -24,7 +24,7 @@ from aiosmtplib.errors import SMTPException, SMTPHeloError, SMTPResponseExceptio
 
 from mailmoat_common.addresses import sendable
 from mailmoat_egress.pipelining import Exchange, can_pipeline, envelope_commands, pipelined_transaction
-from mailmoat_egress.tls import connect_kwargs, rule_for, server_name
+from mailmoat_egress.tls import STS_TESTING, connect_kwargs, rule_for, server_name
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,9 @@ class RcptResult:
     """Empty when no server gave this reply (connection, DNS or TLS failure)."""
     tls: str | None = None
     """TLS version of the session that gave the reply; None in clear text or without a session."""
+    tls_failure: str | None = None
+    """Why the certificate did not verify, for a session that went on over unverified TLS (MTA-STS
+    ``testing``, ``sts-testing`` TLS mode); None otherwise."""
 
     @property
     def ok(self) -> bool:
@@ -145,6 +148,8 @@ class Session:
     tls_version: str | None
     last_used: float = field(default_factory=time.monotonic)
     transactions: int = 0
+    tls_failure: str | None = None
+    """Set when the session is over unverified TLS because verification failed (``sts-testing``)."""
 
     @property
     def encrypted(self) -> bool:
@@ -218,6 +223,12 @@ class SessionPool:
         except HostFailed as exc:
             if not (exc.tls_failure and rule_for(destination.tls).starttls == "if_offered"):
                 raise
+            if destination.tls == STS_TESTING:
+                log.info("TLS with %s does not verify (%s); MTA-STS testing: continuing without verification",
+                         target.label, exc.message)
+                session = await self.acquire(replace(destination, tls="opportunistic"), target, timeouts, fresh=True)
+                session.destination, session.tls_failure = destination, exc.message
+                return session
             log.info("TLS with %s failed under opportunistic TLS, continuing in clear text", target.label)
             session = await self._open(destination, target, timeouts, clear=True)
         self.opened += 1
@@ -583,6 +594,9 @@ class Deliverer:
                     continue
                 raise HostFailed(421, exc.message) from exc
             self.pool.release(session)
+            if session.tls_failure:
+                for result in results:
+                    result.tls_failure = session.tls_failure
             return results
         raise AssertionError("unreachable")
 

@@ -36,6 +36,7 @@ from mailmoat_common.settings import Settings
 from mailmoat_egress.claims import LOCK_TTL, Busy, Claim, Claims, StoreUnavailable, copy_keys
 from mailmoat_egress.decide import Outcome, decide, lock_wait
 from mailmoat_egress.delivery import Deliverer, Message, NotStarted, RcptResult, SessionPool, Timeouts, make_result
+from mailmoat_egress.stsdelivery import MtaSts
 from mailmoat_egress.targets import NoRoute, targets_for
 from mailmoat_egress.tls import ca_file
 
@@ -106,6 +107,7 @@ class Egress:
         self.pool = pool or SessionPool(local_hostname=policy.organization.hostname, cafile=ca_file())
         self.deliverer = Deliverer(self.pool, stopping=lambda: bool(getattr(runtime, "stopping", False)))
         self.claims = Claims(runtime.scripts, lambda: runtime.redis, ttl=lock_ttl)
+        self.mta_sts = MtaSts(lambda: runtime.redis, ca_file())
         # Readiness: no delivery without the dedupe store; a delivery held longer than a transaction is stuck.
         runtime.require_redis()
         runtime.stall_after = lambda: transaction_bound(runtime.policy.current.delivery.connect_timeout,
@@ -118,14 +120,18 @@ class Egress:
         policy = self.runtime.policy.current
         route = envelope.route
         assert route is not None
+        sts = await self.mta_sts.plan(route, policy)
         try:
-            targets = await targets_for(route, policy)
+            targets = await targets_for(route, policy, sts.allow)
         except NoRoute as exc:
-            return [make_result(r, exc.code, exc.message) for r in recipients]
-        timeouts = Timeouts(policy.delivery.connect_timeout, policy.delivery.command_timeout)
-        message = Message(envelope.mail_from, recipients, data, envelope.smtputf8, envelope.body_type)
-        return await self.deliverer.deliver(targets, route.tls, route.tls_name, message, timeouts,
-                                            policy.outbound.identity_for(route.name))
+            results = [make_result(r, exc.code, exc.message) for r in recipients]
+        else:
+            timeouts = Timeouts(policy.delivery.connect_timeout, policy.delivery.command_timeout)
+            message = Message(envelope.mail_from, recipients, data, envelope.smtputf8, envelope.body_type)
+            results = await self.deliverer.deliver(targets, *sts.tls(route), message, timeouts,
+                                                   policy.outbound.identity_for(route.name))
+        await self.mta_sts.report(sts, results)
+        return results
 
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
         if envelope.route is None:

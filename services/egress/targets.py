@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mailmoat_common.dns import DnsError, ResolverConfig, config_from, resolve_addresses, resolve_mx
 from mailmoat_common.models import Route
 from mailmoat_common.policy import Policy
 from mailmoat_egress.delivery import Target, parse_hostport
+
+MX_MISMATCH = "no MX host matches the MTA-STS policy"
 
 MX_ADDRESS_LIMIT = 5
 """Addresses tried per MX delivery attempt (as Postfix's smtp_mx_address_limit), so that a domain
@@ -39,8 +43,9 @@ def smarthost_targets(route: Route) -> list[Target]:
     return targets
 
 
-async def targets_for(route: Route, policy: Policy) -> list[Target]:
-    """Targets in preference order; raises NoRoute when DNS says no (permanent) or cannot say (temporary)."""
+async def targets_for(route: Route, policy: Policy, allow: Callable[[str], bool] | None = None) -> list[Target]:
+    """Targets in preference order; raises NoRoute when DNS says no (permanent) or cannot say (temporary).
+    ``allow``: only MX hosts it accepts (MTA-STS ``enforce``); none accepted is a 4.7.5 NoRoute."""
     if route.kind == "smarthost":
         return smarthost_targets(route)
     if not route.domain:
@@ -56,6 +61,10 @@ async def targets_for(route: Route, policy: Policy) -> list[Target]:
     targets: list[Target] = []
     seen: set[str] = set()
     temporary: DnsError | None = None
+    if allow is not None:
+        if not any(allow(mx.host) for mx in mx_hosts):
+            raise NoRoute(451, f"4.7.5 {MX_MISMATCH} of {route.domain}")
+        mx_hosts = [mx for mx in mx_hosts if allow(mx.host)]
     for mx in mx_hosts:
         if len(targets) >= MX_ADDRESS_LIMIT:
             break

@@ -35,7 +35,11 @@ TLS_RULES: dict[str, TlsRule] = {
     "required": TlsRule(starttls="must", verify_chain=False, check_hostname=False),
     "verify-ca": TlsRule(starttls="must", verify_chain=True, check_hostname=False),
     "verify": TlsRule(starttls="must", verify_chain=True, check_hostname=True),
+    # MTA-STS testing: verified like ``verify``; when verification fails the session goes on over
+    # unverified TLS (SessionPool.acquire) and the failure is reported, not the delivery refused.
+    "sts-testing": TlsRule(starttls="if_offered", verify_chain=True, check_hostname=True),
 }
+STS_TESTING = "sts-testing"
 
 
 def rule_for(mode: TlsMode | str) -> TlsRule:

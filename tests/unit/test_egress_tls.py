@@ -17,11 +17,13 @@ TABLE = {
     "required": ("must", ssl.CERT_NONE, False),
     "verify-ca": ("must", ssl.CERT_REQUIRED, False),
     "verify": ("must", ssl.CERT_REQUIRED, True),
+    # internal (MTA-STS testing), not a policy mode: verified, falling back to unverified TLS in the pool
+    "sts-testing": ("if_offered", ssl.CERT_REQUIRED, True),
 }
 
 
 def test_table_covers_every_mode() -> None:
-    assert set(TLS_RULES) == set(typing.get_args(TlsMode)) == set(TABLE)
+    assert set(TLS_RULES) == set(typing.get_args(TlsMode)) | {"sts-testing"} == set(TABLE)
 
 
 @pytest.mark.parametrize("mode", list(TABLE))

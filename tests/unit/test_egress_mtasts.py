@@ -1,0 +1,133 @@
+"""MTA-STS (RFC 8461) without I/O: TXT record, policy file, MX patterns, mode in force, result types."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailmoat_common.models import Route
+from mailmoat_common.policy import Policy
+from mailmoat_egress.delivery import make_result
+from mailmoat_egress.mtasts import (
+    MAX_AGE_LIMIT,
+    PolicyError,
+    StsPolicy,
+    mode_in_force,
+    mx_matches,
+    parse_policy,
+    tls_result_type,
+    txt_id,
+)
+from mailmoat_egress.stsdelivery import StsPlan, session_result
+
+GOOD = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 604800\r\n"
+
+
+def test_txt_id() -> None:
+    assert txt_id(["v=STSv1; id=20160831085700Z;"]) == "20160831085700Z"
+    assert txt_id(["v=STSv1;id=abc", "v=spf1 -all"]) == "abc"
+    assert txt_id(["v=spf1 -all"]) is None
+    assert txt_id([]) is None
+
+
+@pytest.mark.parametrize("records", [
+    ["v=STSv1; id=a", "v=STSv1; id=b"],   # two records: no policy (RFC 8461 3.1)
+    ["v=STSv1;"],                          # no id
+    ["v=STSv1; id=has-dash"],              # id is letters and digits
+    ["v=STSv1; id=" + "a" * 33],           # at most 32
+])
+def test_txt_id_refused(records: list[str]) -> None:
+    with pytest.raises(PolicyError):
+        txt_id(records)
+
+
+def test_parse_policy() -> None:
+    policy = parse_policy(GOOD)
+    assert policy == StsPolicy("enforce", 604800, ("mail.example.com", "*.example.net"))
+    assert parse_policy(GOOD.replace("\r\n", "\n")) == policy
+    assert parse_policy("version: STSv1\nmode: none\nmax_age: 0\n").mode == "none"
+    # the first occurrence counts; unknown fields are ignored
+    assert parse_policy(GOOD + "mode: testing\nextension: x\n").mode == "enforce"
+
+
+@pytest.mark.parametrize("text", [
+    GOOD.replace("STSv1", "STSv2"),
+    GOOD.replace("version: STSv1\r\n", ""),
+    GOOD.replace("enforce", "Enforce"),
+    GOOD.replace("max_age: 604800", f"max_age: {MAX_AGE_LIMIT + 1}"),
+    GOOD.replace("max_age: 604800", "max_age: -1"),
+    GOOD.replace("max_age: 604800\r\n", ""),
+    "version: STSv1\nmode: testing\nmax_age: 86400\n",   # testing without mx
+    GOOD + "garbage line\n",
+    GOOD.replace("*.example.net", "mail.*.example.net"),
+    GOOD.replace("*.example.net", "*"),
+    "<html>not found</html>",
+])
+def test_parse_policy_refused(text: str) -> None:
+    with pytest.raises(PolicyError):
+        parse_policy(text)
+
+
+def test_mx_matches() -> None:
+    assert mx_matches("mail.example.com", "MAIL.example.com.")
+    assert not mx_matches("mail.example.com", "mail2.example.com")
+    assert mx_matches("*.example.net", "mx1.example.net")
+    assert not mx_matches("*.example.net", "a.mx1.example.net"), "a wildcard is one label"
+    assert not mx_matches("*.example.net", "example.net")
+    assert not mx_matches("*.example.net", "mx1.evilexample.net")
+
+
+def test_mode_in_force() -> None:
+    enforce, testing = parse_policy(GOOD), parse_policy(GOOD.replace("enforce", "testing"))
+    none = parse_policy("version: STSv1\nmode: none\nmax_age: 60\n")
+    assert mode_in_force(enforce, "published") == "enforce"
+    assert mode_in_force(testing, "published") == "testing"
+    assert mode_in_force(testing, "enforce") == "enforce"
+    assert mode_in_force(enforce, "testing") == "testing"
+    assert mode_in_force(enforce, "off") == "none"
+    assert mode_in_force(None, "enforce") == "none", "nothing to enforce without a published policy"
+    assert mode_in_force(none, "enforce") == "none"
+
+
+def test_tls_result_types() -> None:
+    assert tls_result_type("4.7.4 TLS is required, but was not offered by mx") == "starttls-not-supported"
+    mismatch = ("4.7.5 TLS with mx failed: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: "
+                "Hostname mismatch, certificate is not valid for 'mx'.")
+    assert tls_result_type(mismatch) == "certificate-host-mismatch"
+    assert tls_result_type("certificate verify failed: certificate has expired") == "certificate-expired"
+    assert tls_result_type("certificate verify failed: self-signed certificate") == "certificate-not-trusted"
+    assert tls_result_type("certificate verify failed: unable to get local issuer certificate") \
+        == "certificate-not-trusted"
+    assert tls_result_type("handshake failure") == "validation-failure"
+
+
+def test_plan_tls_and_session_results() -> None:
+    route = Route(name="mx:example.com", kind="mx", domain="example.com", tls="opportunistic")
+    policy = parse_policy(GOOD)
+    enforce = StsPlan("example.com", "enforce", policy)
+    testing = StsPlan("example.com", "testing", policy)
+    assert enforce.tls(route) == ("verify", None) and enforce.allow is not None
+    assert testing.tls(route) == ("sts-testing", None) and testing.allow is None
+    assert StsPlan().tls(route) == ("opportunistic", None)
+    ok = make_result("a@example.com", 250, "ok", "mail.example.com", "TLSv1.3")
+    assert session_result(enforce, ok) == "successful"
+    assert session_result(StsPlan(), ok) is None
+    clear = make_result("a@example.com", 250, "ok", "mail.example.com", None)
+    assert session_result(testing, clear) == "starttls-not-supported"
+    other = make_result("a@example.com", 250, "ok", "mx.elsewhere.org", "TLSv1.3")
+    assert session_result(testing, other) == "validation-failure"
+    ok.tls_failure = "certificate verify failed: self-signed certificate"
+    assert session_result(testing, ok) == "certificate-not-trusted"
+    refused = make_result("a@example.com", 451, "4.7.5 no MX host matches the MTA-STS policy of example.com")
+    assert session_result(enforce, refused) == "validation-failure"
+    unreachable = make_result("a@example.com", 421, "4.4.1 cannot connect to mail.example.com:25")
+    assert session_result(enforce, unreachable) is None
+
+
+def test_policy_fields() -> None:
+    policy = Policy.model_validate({"outbound": {"mta_sts": "testing", "mta_sts_port": 8443,
+                                                 "per_route": {"mx": {"mta_sts": "off"}}}})
+    assert policy.outbound.mta_sts_for("mx:example.com") == "off"
+    assert policy.outbound.mta_sts_for("connector:partner") == "testing"
+    assert Policy.model_validate({}).outbound.mta_sts_for("mx:example.com") == "published"
+    with pytest.raises(ValueError):
+        Policy.model_validate({"outbound": {"mta_sts": "strict"}})
