@@ -13,9 +13,10 @@ import pytest
 import trustme
 from aiohttp import web
 
+from mailmoat_common.dns import ResolverConfig
 from mailmoat_common.models import Envelope, Route, utcnow
 from mailmoat_egress import tlsrpt
-from mailmoat_egress.stspolicies import CACHE_PREFIX
+from mailmoat_egress.stspolicies import CACHE_PREFIX, FetchFailed, fetch_policy
 from mailmoat_egress.targets import resolver_config
 from mailmoat_egress.tls import CA_FILE_ENV
 from tests.integration.test_egress_service import DATA, Harness, _events, _harness
@@ -237,3 +238,43 @@ async def test_a_new_txt_id_fetches_the_policy_again(harness) -> None:
         dns.rrs = [rr for rr in dns.rrs if "id=2" not in str(rr.rdata)]
     kept = await policies.lookup("good.test", config, port)
     assert kept.policy == again.policy and kept.error == "sts-policy-fetch-error"
+
+
+async def test_the_fetch_is_strict(ca: trustme.CA, ca_path: str) -> None:
+    """No redirect followed, text/plain only, a certificate from an untrusted CA refused, a malformed
+    policy refused: each with its RFC 8460 result type."""
+    async def handle(request: web.Request) -> web.Response:
+        domain = request.host.split(":")[0].removeprefix("mta-sts.")
+        if domain == "redirect.test" and "followed" not in request.query:
+            raise web.HTTPFound("/.well-known/mta-sts.txt?followed=1")
+        if domain == "html.test":
+            return web.Response(text=ENFORCE, content_type="text/html")
+        if domain == "bad.test":
+            return web.Response(text=ENFORCE.replace("STSv1", "STSv2"), content_type="text/plain")
+        return web.Response(text=ENFORCE, content_type="text/plain")
+
+    names = ("redirect.test", "html.test", "bad.test", "good.test")
+    zone = "".join(f"mta-sts.{d}. 60 IN A 127.0.0.1\n" for d in names)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*(f"mta-sts.{d}" for d in names)).configure_cert(context)
+    app = web.Application()
+    app.router.add_get("/.well-known/mta-sts.txt", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    try:
+        with DnsServer(zone) as dns:
+            config = ResolverConfig(("127.0.0.1",), dns.port, 2.0)
+            assert (await fetch_policy("good.test", config, port, ca_path)).mode == "enforce"
+            expected = {"redirect.test": "sts-policy-fetch-error", "html.test": "sts-policy-invalid",
+                        "bad.test": "sts-policy-invalid", "nothere.test": "sts-policy-fetch-error"}
+            for domain, result in expected.items():
+                with pytest.raises(FetchFailed) as failed:
+                    await fetch_policy(domain, config, port, ca_path)
+                assert failed.value.result == result, (domain, str(failed.value))
+            with pytest.raises(FetchFailed) as untrusted:
+                await fetch_policy("good.test", config, port, None)   # the system's CAs only
+            assert untrusted.value.result == "sts-webpki-invalid"
+    finally:
+        await runner.cleanup()
