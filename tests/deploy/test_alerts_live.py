@@ -60,12 +60,22 @@ delivery:
   expire_after: 600
 pipeline:
   route_at_ingress: false
+rules:
+  - name: hold
+    conditions:
+      subject_contains: [test 6]
+    actions:
+      quarantine: true
 """
 
 UNSEEN: dict[tuple[str, str, str], str] = {
     ("mailmoat_messages_total", "outcome", "error"): "only on a stage's unexpected error",
     ("mailmoat_messages_total", "outcome", "retry"): "only while a dependency fails",
     ("mailmoat_deliveries_total", "result", "expired"): "only after delivery.expire_after",
+    ("mailmoat_quarantine_messages", "reason", "spam"): "the filter stages are not run: only a rule holds",
+    ("mailmoat_quarantine_messages", "reason", "malware"): "the filter stages are not run: only a rule holds",
+    ("mailmoat_quarantine_bytes", "reason", "spam"): "the filter stages are not run: only a rule holds",
+    ("mailmoat_quarantine_bytes", "reason", "malware"): "the filter stages are not run: only a rule holds",
 }
 """Label values the live run does not produce, with the reason; any other label set in the
 hand-written tests must be one the run exported."""
@@ -142,6 +152,10 @@ def live() -> Iterator[dict[str, dict[Series, float]]]:
                   and _value(egress(), "mailmoat_deliveries_total", result="failed") >= 1
                   and _value(egress(), "mailmoat_deferred_age_seconds_count") >= 1,
                   20, "delivered, failed (and its DSN delivered) and deferred at egress")
+            held = send(gateway.smtp_port, "s@example.org", ["alice@example.com"], message(6))  # the rule holds it
+            assert held[0] == 250, held
+            _wait(lambda: _value(scraped(stages.metrics("routing")), "mailmoat_quarantine_messages",
+                                 reason="rule") == 1, 10, "the held message counted in the quarantine's size")
             _wait(lambda: reloads("ok"), 10, "the good policy loaded again by every service")
             broker.cut()
             code, reply = send(gateway.smtp_port, "s@example.org", ["alice@example.com"], message(7))
@@ -295,3 +309,21 @@ def test_real_deferral_series_shaped_as_old_mail_fire(live: dict[str, dict[Serie
     result = _run_promtool(tmp_path, unreal, _input_series(live, names, old), {"MailmoatDeferredMailOld"},
                            "MailmoatDeferredMailOld")
     assert result.returncode != 0, "an unreal le label should keep the alert from firing"
+
+
+def test_real_quarantine_series_grown_large_fire(live: dict[str, dict[Series, float]], tmp_path: Path) -> None:
+    """The quarantine gauges the run exported (one message held by a rule), as two routing replicas
+    report them: quiet as they are, and MailmoatQuarantineLarge once they grow past the bounds."""
+    names = {"mailmoat_quarantine_messages", "mailmoat_quarantine_bytes"}
+    held = {key: value for key, value in live["routing"].items() if key[0] in names}
+    assert {key[0] for key in held} == names
+
+    def replicas(scale: float) -> list[dict[str, str]]:
+        return [{"series": format_series(name, [*labels, ("instance", f"10.0.0.{n}:9102")]),
+                 "values": f"{value * scale:g}x60"} for (name, labels), value in sorted(held.items()) for n in (3, 4)]
+
+    rules = (PROMETHEUS / "rules.yml").read_text()
+    quiet = _run_promtool(tmp_path, rules, replicas(1), set(), "MailmoatQuarantineLarge")
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    large = _run_promtool(tmp_path, rules, replicas(60000), {"MailmoatQuarantineLarge"}, "MailmoatQuarantineLarge")
+    assert large.returncode == 0, large.stdout + large.stderr

@@ -92,3 +92,9 @@ def test_latency_panels_show_p50_and_p99(metric: str, by: str) -> None:
         if match:
             quantiles.add(match.group(1))
     assert {"0.5", "0.99"} <= quantiles, (metric, quantiles)
+
+
+def test_quarantine_size_panels() -> None:
+    """Messages and bytes held in the quarantine, by reason, as one quarantine (max over replicas)."""
+    for metric in ("mailmoat_quarantine_messages", "mailmoat_quarantine_bytes"):
+        assert f"max by (reason) ({metric})" in exprs(), metric
