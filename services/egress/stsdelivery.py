@@ -3,8 +3,9 @@ attempt counts for TLS reporting.
 
 ``enforce``: only MX hosts matching the policy, TLS verified for the MX name (``verify``), so an MX
 outside the policy or a certificate that does not verify defers the copy (4.7.5), never clear text.
-``testing``: delivered as without a policy, but verified where it can be (``sts-testing``) and every
-failure counted. ``outbound.mta_sts`` (and ``per_route``) can turn the published mode off or replace it.
+``testing``: delivered as without a policy, but an ``opportunistic`` route's TLS verified where it can
+be (``sts-testing``) and every failure counted. ``outbound.mta_sts`` (and ``per_route``) can turn the
+published mode off or replace it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class StsPlan:
         """(TLS mode, TLS name) of the delivery: the MX name is what the certificate must carry."""
         if self.mode == "enforce":
             return "verify", None
-        if self.mode == "testing" and route.tls in ("none", "opportunistic"):
+        if self.mode == "testing" and route.tls == "opportunistic":
             return STS_TESTING, None
         return route.tls, route.tls_name
 

@@ -100,8 +100,12 @@ class StsPolicies:
             return None
         if raw is None:
             return None
-        data = json.loads(raw)
-        return data["id"], StsPolicy.from_json(data["policy"])
+        try:
+            data = json.loads(raw)
+            return str(data["id"]), StsPolicy.from_json(data["policy"])
+        except (ValueError, KeyError, TypeError, AssertionError) as exc:
+            log.warning("MTA-STS cache entry of %s unreadable (%s): fetched again", domain, exc)
+            return None
 
     async def _store(self, domain: str, policy_id: str, policy: StsPolicy) -> None:
         if policy.max_age <= 0:

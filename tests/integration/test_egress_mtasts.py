@@ -278,3 +278,11 @@ async def test_the_fetch_is_strict(ca: trustme.CA, ca_path: str) -> None:
             assert untrusted.value.result == "sts-webpki-invalid"
     finally:
         await runner.cleanup()
+
+
+async def test_an_unreadable_cache_entry_is_fetched_again(harness) -> None:
+    h, https, _ = harness
+    await h.runtime.redis.set(CACHE_PREFIX + "good.test", b"{not json")
+    config = resolver_config(h.runtime.policy.current)
+    found = await h.egress.mta_sts.policies.lookup("good.test", config, h.runtime.policy.current.outbound.mta_sts_port)
+    assert found.policy is not None and found.policy.mode == "enforce" and https.fetches == ["good.test"]
