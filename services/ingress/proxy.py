@@ -15,9 +15,18 @@ address. Header parsing is aiosmtpd's ``get_proxy``; what to do with its result 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Mapping
 from ipaddress import IPv4Address, IPv6Address
 
 from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, V2_SIGNATURE, ProxyData, get_proxy
+from pydantic import ValidationError
+
+from mailmoat_common.policy import ProxyProtocol
+
+TRUSTED_ENV = "MAILMOAT_PROXY_TRUSTED_NETWORKS"
+"""Load balancers the deployment trusts besides the policy's ``trusted_networks`` (the Kubernetes
+component deploy/k8s/components/proxy-protocol sets it): networks separated by commas or spaces."""
 
 V2_TAIL = V2_SIGNATURE[2:]
 """The v2 signature after its first CRLF: what follows an empty first line from a v2 sender."""
@@ -73,3 +82,19 @@ class GuardedReader(asyncio.StreamReader):
             if line == b"\r\n" and is_header_line(line, buffered):
                 return b"PROXY v2\r\n"
         return line
+
+
+def deployment_trusted(environ: Mapping[str, str]) -> ProxyProtocol | None:
+    """The load balancers ``MAILMOAT_PROXY_TRUSTED_NETWORKS`` names (None when it is unset); set but
+    naming no network, or naming one that is not an address or CIDR network: ``ValueError``, so
+    that ingress does not start half configured."""
+    value = environ.get(TRUSTED_ENV)
+    if value is None:
+        return None
+    networks = [n for n in re.split(r"[\s,]+", value) if n]
+    if not networks:
+        raise ValueError(f"{TRUSTED_ENV} is set but names no network: list the load balancers' addresses")
+    try:
+        return ProxyProtocol(trusted_networks=networks)
+    except ValidationError as exc:
+        raise ValueError(f"{TRUSTED_ENV}: {exc.errors()[0]['msg']}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -19,6 +20,7 @@ from mailmoat_ingress.certfiles import CertificateFiles
 from mailmoat_ingress.connectors import client_ca_file, server_context
 from mailmoat_ingress.direct import routes_at_ingress
 from mailmoat_ingress.greylist import Greylist
+from mailmoat_ingress.proxy import deployment_trusted
 from mailmoat_ingress.ratelimit import RateLimiter
 from mailmoat_ingress.smtp import SERVICE, SessionContext, protocol_factory
 from mailmoat_routing.service import make_handler as routing_handler
@@ -81,6 +83,7 @@ class IngressServer:
             tracer=self.runtime.tracer,
             limiter=RateLimiter(self.runtime.redis),
             greylist=Greylist(self.runtime.redis),
+            proxy_trusted=deployment_trusted(os.environ),
         )
         self.server: asyncio.AbstractServer | None = None
         self.port: int | None = None

@@ -24,7 +24,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from mailmoat_common import addresses
 from mailmoat_common.bus import Publish, stage_queue
 from mailmoat_common.models import Envelope, TlsInfo, TraceEvent, new_message_id
-from mailmoat_common.policy import Policy
+from mailmoat_common.policy import Policy, ProxyProtocol
 from mailmoat_ingress import proxy, replies
 from mailmoat_ingress.author import check_author
 from mailmoat_ingress.certfiles import CertificateFiles
@@ -75,6 +75,9 @@ class SessionContext:
     timeout: float = 300.0
     limiter: RateLimiter | None = None
     greylist: Greylist | None = None
+    proxy_trusted: ProxyProtocol | None = None
+    """Load balancers the deployment trusts to send PROXY headers besides the policy's
+    (``MAILMOAT_PROXY_TRUSTED_NETWORKS``)."""
     sessions: set[IngressSMTP] = field(default_factory=set)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     stopping: bool = False
@@ -493,7 +496,8 @@ class IngressSMTP(SMTP):
         assert self.session is not None
         settings = policy.connection_filter.proxy_protocol
         peer = peer_address(self.session)
-        if not settings.trusted(peer[0]):
+        extra = self.ctx.proxy_trusted
+        if not (settings.trusted(peer[0]) or (extra is not None and extra.trusted(peer[0]))):
             return True
         data = await proxy.read_header(self._reader, settings.timeout)
         client = proxy.client_from(data, peer)

@@ -68,3 +68,32 @@ async def test_a_trusted_peer_without_a_header_is_dropped(make_settings, probe) 
                 return raw.recv(100)
 
         assert await asyncio.to_thread(attempt) == b""
+
+
+async def test_networks_the_deployment_trusts_count_with_the_policys(make_settings, probe,  # noqa: F811
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAILMOAT_PROXY_TRUSTED_NETWORKS (the Kubernetes proxy-protocol component) trusts its load
+    balancers as the policy's ``trusted_networks`` would; without it the same header is refused."""
+
+    def attempt(port: int) -> list[str]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"PROXY TCP4 192.0.2.77 198.51.100.1 42000 25\r\n")
+            answers = [reply(raw)]
+            for line in (b"EHLO lb.client", b"MAIL FROM:<a@sender.org>", b"RCPT TO:<bob@example.com>", b"DATA",
+                         b"Subject: p\r\n\r\nbody\r\n.", b"QUIT"):
+                answers.append(command(raw, line))
+        return [a[:9] for a in answers]
+
+    def untrusted(port: int) -> list[str]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"PROXY TCP4 192.0.2.77 198.51.100.1 42000 25\r\n")
+            return [reply(raw)[:9], reply(raw)[:9]]
+
+    async with running(make_settings(POLICY)) as server:
+        assert await asyncio.to_thread(untrusted, server.port) == ["220 gw.ex", "421 4.7.0"]
+    monkeypatch.setenv("MAILMOAT_PROXY_TRUSTED_NETWORKS", "10.9.0.0/16, 127.0.0.0/8")
+    async with running(make_settings(POLICY)) as server:
+        answers = await asyncio.to_thread(attempt, server.port)
+        assert answers == ["220 gw.ex", "250-gw.ex", "250 2.1.0", "250 2.1.5", "354 End d", "250 2.6.0", "221 2.0.0"]
+        envelope, _ = await take(probe)
+        assert (envelope.client_ip, envelope.client_port) == ("192.0.2.77", 42000)

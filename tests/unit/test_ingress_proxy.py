@@ -121,3 +121,16 @@ def test_the_guarded_reader_turns_a_v2_header_into_the_proxy_command_once() -> N
         return [first, await plain.readuntil(), await plain.readuntil()]
 
     assert asyncio.run(run()) == [b"PROXY v2\r\n", b"\r\n", b"EHLO x\r\n"]
+
+
+def test_networks_the_deployment_trusts() -> None:
+    from mailmoat_ingress.proxy import TRUSTED_ENV, deployment_trusted
+
+    assert deployment_trusted({}) is None
+    trusted = deployment_trusted({TRUSTED_ENV: "10.0.0.0/16, 192.168.1.7 2001:db8::/32"})
+    assert trusted is not None
+    assert trusted.trusted("10.0.200.1") and trusted.trusted("192.168.1.7") and trusted.trusted("2001:db8::5")
+    assert not trusted.trusted("10.1.0.1") and not trusted.trusted("192.168.1.8")
+    for bad in ("", " , ", "10.0.0.0/33", "lb.example.com"):
+        with pytest.raises(ValueError, match=TRUSTED_ENV):
+            deployment_trusted({TRUSTED_ENV: bad})
