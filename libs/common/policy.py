@@ -108,6 +108,21 @@ class OutboundRoute(OutboundIdentity):
     """None: as ``outbound.mta_sts``."""
 
 
+class TlsRpt(_Strict):
+    """``outbound.tls_rpt``: daily TLS reports (RFC 8460) to the ``rua`` of each MTA-STS policy domain."""
+
+    enabled: bool = False
+    """Mail yesterday's aggregate report to each domain's ``mailto:`` rua (counting is always on)."""
+    organization_name: str | None = None
+    """``organization-name`` of the report (default: ``organization.name``)."""
+    contact: str | None = None
+    """``contact-info`` of the report (default: the sender address)."""
+    sender: str | None = None
+    """From and envelope sender of the report mail (default: ``tlsrpt-noreply@<organization.hostname>``)."""
+    interval: int = Field(600, ge=10, le=86400)
+    """Seconds between checks whether yesterday's reports are due (each domain is mailed once a day)."""
+
+
 class Outbound(OutboundIdentity):
     tls: TlsMode = "opportunistic"
     mx_port: int = Field(25, ge=1, le=65535)
@@ -117,6 +132,8 @@ class Outbound(OutboundIdentity):
     ``enforce``/``testing`` replace the published mode of a domain that has a policy; ``off`` ignores it."""
     mta_sts_port: int = Field(443, ge=1, le=65535)
     """HTTPS port the policy is fetched from (443 on the internet; tests use another)."""
+    tls_rpt: TlsRpt = Field(default_factory=TlsRpt)
+    """Daily TLS reports (RFC 8460) to the recipient domains' ``rua`` addresses."""
     per_route: dict[str, OutboundRoute] = Field(default_factory=dict)
     """``source_address``/``helo`` per route, keyed as the trace names routes: ``route:NAME`` (a hybrid
     route), ``connector:NAME`` (an outbound connector), ``mx`` (MX deliveries without a connector);

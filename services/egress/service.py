@@ -39,6 +39,7 @@ from mailmoat_egress.delivery import Deliverer, Message, NotStarted, RcptResult,
 from mailmoat_egress.stsdelivery import MtaSts
 from mailmoat_egress.targets import NoRoute, targets_for
 from mailmoat_egress.tls import ca_file
+from mailmoat_egress.tlsrptsend import TlsReporter, routing_publisher
 
 SERVICE = "egress"
 
@@ -130,7 +131,7 @@ class Egress:
             message = Message(envelope.mail_from, recipients, data, envelope.smtputf8, envelope.body_type)
             results = await self.deliverer.deliver(targets, *sts.tls(route), message, timeouts,
                                                    policy.outbound.identity_for(route.name))
-        await self.mta_sts.report(sts, results)
+        await self.mta_sts.report(sts, results, policy.outbound.identity_for(route.name)[0])
         return results
 
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
@@ -269,11 +270,14 @@ async def main(settings: Settings, worker: int = 0) -> None:
     egress = Egress(runtime)
     await runtime.start()
     reaper = asyncio.create_task(egress.reap_forever())
+    reporter = TlsReporter(lambda: runtime.redis, routing_publisher(runtime.bus), lambda: runtime.policy.current)
+    reports = asyncio.create_task(reporter.run_forever())
     try:
         await runtime.consume_stage(SERVICE, egress.handle)
         await runtime.serve_forever()
     finally:
-        reaper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reaper
+        for task in (reaper, reports):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await egress.close()

@@ -80,13 +80,24 @@ class MtaSts:
         found = await self.policies.lookup(route.domain, resolver_config(policy), policy.outbound.mta_sts_port)
         return StsPlan(route.domain, mode_in_force(found.policy, override), found.policy, found.error)
 
-    async def report(self, plan: StsPlan, results: list[RcptResult]) -> None:
+    async def report(self, plan: StsPlan, results: list[RcptResult], sending_ip: str | None = None) -> None:
         now = utcnow()
+        applied = applied_policy(plan.policy)
         if plan.error:
-            await tlsrpt.record(self.redis(), plan.domain, plan.error, now)
+            await tlsrpt.record(self.redis(), plan.domain, plan.error, now, policy=applied)
         outcome = session_result(plan, results[0]) if results else None
         if outcome is not None:
-            await tlsrpt.record(self.redis(), plan.domain, outcome, now)
+            detail = tlsrpt.FailureDetail(outcome, sending_ip or "", results[0].remote_host)
+            await tlsrpt.record(self.redis(), plan.domain, outcome, now, policy=applied, detail=detail)
 
 
-__all__ = ["MX_MISMATCH", "MtaSts", "StsPlan", "session_result"]
+def applied_policy(policy: StsPolicy | None) -> tlsrpt.AppliedPolicy:
+    """The RFC 8460 ``policy`` of a delivery under MTA-STS (``no-policy-found`` when none was fetched)."""
+    if policy is None:
+        return tlsrpt.AppliedPolicy("no-policy-found")
+    lines = ("version: STSv1", f"mode: {policy.mode}", *(f"mx: {mx}" for mx in policy.mx),
+             f"max_age: {policy.max_age}")
+    return tlsrpt.AppliedPolicy("sts", lines, policy.mx)
+
+
+__all__ = ["MX_MISMATCH", "MtaSts", "StsPlan", "applied_policy", "session_result"]
