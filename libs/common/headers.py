@@ -10,6 +10,7 @@ never raises, so a header can never keep a delivery from reaching an outcome.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from pamqp.encode import encode_table_value
@@ -64,11 +65,26 @@ PUBLISHED = "x-mailmoat-published-ms"
 def queue_wait(headers: Mapping[str, Any] | None, redelivered: bool | None, now: float) -> float | None:
     """Seconds a delivery waited in its queue since it was published (``now`` in epoch seconds; 0 when
     clocks disagree), or None when that is not queue wait: no readable publish time, a redelivery
-    (its wait includes an earlier attempt), or a message back from a delay queue (``x-death``: its wait
-    is the scheduled retry delay)."""
-    if redelivered or not isinstance(headers, Mapping) or "x-death" in headers:
+    (its wait includes an earlier attempt), or a message back from a delay queue (its latest
+    ``x-death`` is not older than its publish: the wait was the scheduled retry delay). An ``x-death``
+    older than the publish is one a republished copy carried along, and does not count."""
+    if redelivered or not isinstance(headers, Mapping):
         return None
     value = headers.get(PUBLISHED)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         return None
+    if "x-death" in headers:
+        died = _latest_death(headers["x-death"])
+        if died is None or died >= value // 1000:  # x-death times are whole seconds
+            return None
     return max(0.0, now - value / 1000)
+
+
+def _latest_death(value: object) -> float | None:
+    """Epoch seconds of the latest dead-lettering an ``x-death`` header records (None: unreadable)."""
+    if not isinstance(value, list) or not value or not isinstance(value[0], Mapping):
+        return None
+    when = value[0].get("time")
+    if isinstance(when, datetime):
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    return None

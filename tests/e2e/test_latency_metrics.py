@@ -50,3 +50,21 @@ def test_accept_to_delivery_and_queue_wait_measure_real_waits(gateway_factory, s
     assert _value(egress, "mailmoat_accept_to_delivery_seconds_count") == 3
     assert _value(egress, "mailmoat_accept_to_delivery_seconds_bucket", le="0.5") == 0
     assert _value(egress, "mailmoat_accept_to_delivery_seconds_sum") >= 3 * HELD * 0.9
+
+
+def test_returns_from_a_delay_queue_are_not_queue_wait(gateway_factory, sink: SmtpSink) -> None:
+    """A copy deferred twice comes back from the delay queues twice: egress consumed it three times,
+    and counted the queue wait of the first only (the others waited the scheduled retry delays)."""
+    sink.reply_to("later@example.com", "451 4.2.0 Try again later")
+    gateway = gateway_factory(POLICY + ROUTING_HOP)
+    code, reply = send(gateway.smtp_port, "s@sender.org", ["later@example.com"], message(1))
+    assert code == 250, reply
+    deadline = time.monotonic() + 15
+    egress = gateway.metrics("egress")
+    while _value(egress, "mailmoat_delivery_retries_total") < 2:  # back after 1 s, deferred again
+        assert time.monotonic() < deadline, "not deferred twice"
+        time.sleep(0.1)
+        egress = gateway.metrics("egress")
+    assert _value(egress, "mailmoat_messages_total", service="egress", outcome="ok") >= 2
+    assert _value(egress, "mailmoat_queue_wait_seconds_count", stage="egress") == 1
+    assert _value(egress, "mailmoat_accept_to_delivery_seconds_count") == 0
