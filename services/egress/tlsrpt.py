@@ -38,10 +38,11 @@ TLS_RPT = Counter(
     ["result"],
 )
 
-# KEYS[1] the failure hash; ARGV: field, overflow field, limit, ttl.
+# KEYS[1] the failure hash; ARGV: field, overflow field, limit, ttl. A new field when limit - 1 are
+# taken goes to the overflow field (the result type alone), so the hash never has more than limit.
 _COUNT_DETAIL = """
 local field = ARGV[1]
-if redis.call('HEXISTS', KEYS[1], field) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+if redis.call('HEXISTS', KEYS[1], field) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) - 1 then
   field = ARGV[2]
 end
 redis.call('HINCRBY', KEYS[1], field, 1)
