@@ -191,6 +191,13 @@ async def test_testing_mode_delivers_and_records_the_failure(harness, sinks) -> 
     [got] = await asyncio.to_thread(sinks["wrong_name"].wait_for, 1, 15)
     assert got.tls, "still over TLS, only unverified"
     assert await _counts(h, "testing.test") == {"certificate-host-mismatch": 1}
+    # What the daily report needs: the policy applied and the failure with its MX host.
+    applied = await tlsrpt.applied_policy(h.runtime.redis, "testing.test", utcnow())
+    assert applied == tlsrpt.AppliedPolicy(
+        "sts", ("version: STSv1", "mode: testing", "mx: mx1.sts.test", "mx: *.pool.sts.test", "max_age: 86400"),
+        ("mx1.sts.test", "*.pool.sts.test"))
+    assert await tlsrpt.failures(h.runtime.redis, "testing.test", utcnow()) == {
+        tlsrpt.FailureDetail("certificate-host-mismatch", "", "mx2.pool.sts.test"): 1}
 
 
 async def test_without_a_policy_the_same_mx_is_used_as_before(harness, sinks) -> None:
