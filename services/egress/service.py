@@ -36,9 +36,10 @@ from mailmoat_common.settings import Settings
 from mailmoat_egress.claims import LOCK_TTL, Busy, Claim, Claims, StoreUnavailable, copy_keys
 from mailmoat_egress.decide import Outcome, decide, lock_wait
 from mailmoat_egress.delivery import Deliverer, Message, NotStarted, RcptResult, SessionPool, Timeouts, make_result
-from mailmoat_egress.stsdelivery import MtaSts
+from mailmoat_egress.stsdelivery import MtaSts, StsPlan
 from mailmoat_egress.targets import NoRoute, targets_for
 from mailmoat_egress.tls import ca_file
+from mailmoat_egress.tlsreport import MARK as TLSRPT_MARK
 from mailmoat_egress.tlsrptsend import TlsReporter, routing_publisher
 
 SERVICE = "egress"
@@ -121,7 +122,8 @@ class Egress:
         policy = self.runtime.policy.current
         route = envelope.route
         assert route is not None
-        sts = await self.mta_sts.plan(route, policy)
+        # A TLS report goes out despite TLS failures and is not reported on (RFC 8460 5.3).
+        sts = StsPlan() if TLSRPT_MARK in envelope.verdicts else await self.mta_sts.plan(route, policy)
         try:
             targets = await targets_for(route, policy, sts.allow)
         except NoRoute as exc:

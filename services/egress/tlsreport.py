@@ -17,11 +17,16 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import unquote
 
-from mailmoat_common.models import Envelope, new_message_id
+from mailmoat_common.models import Envelope, Verdict, new_message_id
 from mailmoat_egress.tlsrpt import SUCCESS, AppliedPolicy, FailureDetail
 
 _VERSION = re.compile(r"^v=TLSRPTv1\s*(;|$)")
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
+
+
+MARK = "tlsrpt"
+"""Verdict key that marks a report mail: egress delivers it without MTA-STS and does not count it
+(RFC 8460 5.3: reports are delivered despite TLS failures, and not reported on)."""
 
 
 class RecordError(ValueError):
@@ -175,9 +180,10 @@ def build_mail(report: dict[str, Any], *, domain: str, submitter: str, sender: s
     envelope = Envelope(
         id=envelope_id, received_at=now, mail_from=sender, rcpt_to=list(recipients), size=len(body),
         message_id_header=message_id, direction="outbound", itinerary=["routing", "egress"],
+        verdicts={MARK: Verdict(stage="egress", result="report", detail={"domain": domain, "report_id": rid})},
     )
     return envelope, body
 
 
-__all__ = ["RecordError", "Rua", "build_mail", "build_report", "compress", "day_range", "filename",
+__all__ = ["MARK", "RecordError", "Rua", "build_mail", "build_report", "compress", "day_range", "filename",
            "parse_record", "report_id"]

@@ -93,6 +93,10 @@ class TlsReporter:
                      " (https: rua is not supported)" if rua and rua.https else "")
             REPORTS.labels("no_record").inc()
             return False
+        sender_domain = sender_of(policy).rpartition("@")[2]
+        if not policy.dkim.keys_for(sender_domain):
+            log.warning("TLS report for %s goes out unsigned: no dkim key for %s (RFC 8460 5.3: receivers "
+                        "ignore reports without a DKIM signature of the reporting domain)", domain, sender_domain)
         try:
             envelope, data = await self.build(domain, day, now, list(rua.mailto))
             await self.publish(envelope, data)

@@ -20,10 +20,12 @@ import jsonschema
 import pytest
 
 from mailmoat_common.bus import Publish, decode, stage_queue
-from mailmoat_common.models import Route
+from mailmoat_common.models import Envelope, Route, utcnow
 from mailmoat_egress import tlsrpt
+from mailmoat_egress.mtasts import StsPolicy
+from mailmoat_egress.stspolicies import CACHE_PREFIX
 from mailmoat_egress.tlsrptsend import REPORTS, TlsReporter, routing_publisher, sent_key
-from tests.integration.test_egress_service import Harness, _harness, _wait_messages
+from tests.integration.test_egress_service import DATA, Harness, _events, _harness, _wait_messages
 from tests.support.dnsserver import DnsServer
 from tests.support.sink import SmtpSink
 
@@ -31,14 +33,16 @@ pytestmark = pytest.mark.integration
 
 SCHEMA = json.loads((Path(__file__).parents[1] / "data" / "tlsrpt.schema.json").read_text())
 DAY = datetime(2026, 12, 4, 12, tzinfo=UTC)
-DOMAINS = ("rpt.test", "norecord.test", "httpsonly.test", "broken.test")
+DOMAINS = ("rpt.test", "norecord.test", "httpsonly.test", "broken.test", "flaky.test")
 ZONE = """
 rpt.test. 60 IN MX 10 mx.rpt.test.
 mx.rpt.test. 60 IN A 127.0.0.1
 _smtp._tls.rpt.test. 60 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@rpt.test,mailto:copy@rpt.test"
+_mta-sts.rpt.test. 60 IN TXT "v=STSv1; id=1"
 _smtp._tls.httpsonly.test. 60 IN TXT "v=TLSRPTv1; rua=https://reports.httpsonly.test/v1"
 _smtp._tls.broken.test. 60 IN TXT "v=TLSRPTv1; rua=ftp://reports.broken.test/"
 norecord.test. 60 IN TXT "v=spf1 -all"
+_smtp._tls.flaky.test. 60 IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@flaky.test"
 """
 POLICY = tlsrpt.AppliedPolicy("sts", ("version: STSv1", "mode: enforce", "mx: mx.rpt.test", "max_age: 86400"),
                               ("mx.rpt.test",))
@@ -46,7 +50,7 @@ POLICY = tlsrpt.AppliedPolicy("sts", ("version: STSv1", "mode: enforce", "mx: mx
 
 @pytest.fixture
 async def setup(amqp_url, redis_url, write_policy) -> AsyncIterator[tuple[Harness, SmtpSink, TlsReporter]]:
-    with DnsServer(ZONE) as dns, SmtpSink() as sink:
+    with DnsServer(ZONE, servfail_names={"_smtp._tls.flaky.test"}) as dns, SmtpSink() as sink:
         policy = write_policy(f"""
         organization: {{name: Contoso, hostname: gw.contoso.test}}
         outbound:
@@ -81,7 +85,7 @@ async def test_daily_report_reaches_the_rua_once(setup) -> None:
     await _count(redis, "rpt.test", "certificate-expired", 2, sending_mta_ip="198.51.100.25",
                  receiving_mx_hostname="mx.rpt.test")
     await _count(redis, "rpt.test", "starttls-not-supported", 1, receiving_mx_hostname="mx.rpt.test")
-    for domain in DOMAINS[1:]:
+    for domain in DOMAINS[1:4]:
         await _count(redis, domain, "successful", 1)
     before = {o: _reports(o) for o in ("sent", "no_record", "retry")}
 
@@ -96,11 +100,20 @@ async def test_daily_report_reaches_the_rua_once(setup) -> None:
     envelope, data = await _report_frame(harness)
     assert envelope.mail_from == "tlsrpt@contoso.test"
     assert envelope.rcpt_to == ["tlsrpt@rpt.test", "copy@rpt.test"]
-    routed = envelope.model_copy(update={"route": Route(name="mx:rpt.test", kind="mx", domain="rpt.test",
-                                                        tls="opportunistic")})
-    await harness.probe.publish(Publish(stage_queue("egress"), routed, data))
+    # rpt.test enforces an MTA-STS policy its MX does not match: other mail waits, the report goes out
+    # all the same and is not counted for the next report (RFC 8460 5.3).
+    route = Route(name="mx:rpt.test", kind="mx", domain="rpt.test", tls="opportunistic")
+    await redis.set(CACHE_PREFIX + "rpt.test", json.dumps(
+        {"id": "1", "policy": StsPolicy("enforce", 86400, ("mx.elsewhere.test",)).to_json()}))
+    other = Envelope(mail_from="s@contoso.test", rcpt_to=["a@rpt.test"], itinerary=["routing", "egress"], route=route)
+    await harness.send(other, DATA)
+    await _events(harness, other.id, "DEFER")
+    assert await tlsrpt.counts(redis, "rpt.test", utcnow()) == {"validation-failure": 1}
+    await harness.probe.publish(Publish(stage_queue("egress"), envelope.model_copy(update={"route": route}), data))
 
     (received,) = await _wait_messages(sink, 1)
+    await _events(harness, envelope.id, "DELIVER")
+    assert await tlsrpt.counts(redis, "rpt.test", utcnow()) == {"validation-failure": 1}
     assert received.mail_from == "tlsrpt@contoso.test"
     assert sorted(received.rcpt_tos) == ["copy@rpt.test", "tlsrpt@rpt.test"]
     message = email.message_from_bytes(received.data, policy=email.policy.default)
@@ -154,3 +167,25 @@ async def test_failure_details_stay_bounded(setup) -> None:
     assert len(found) == tlsrpt.MAX_DETAILS
     assert found[tlsrpt.FailureDetail("certificate-expired")] == 21
     assert sum(found.values()) == tlsrpt.MAX_DETAILS + 20
+
+
+async def test_a_failed_lookup_or_publish_gives_the_day_back(setup) -> None:
+    harness, _, reporter = setup
+    redis = harness.runtime.redis
+    await _count(redis, "flaky.test", "successful", 1)
+    retries = _reports("retry")
+    assert await reporter.send_day(DAY) == [], "SERVFAIL for _smtp._tls.flaky.test"
+    assert _reports("retry") - retries == 1
+    assert not await redis.exists(sent_key("flaky.test", DAY)), "the next round tries again"
+
+    await _count(redis, "rpt.test", "successful", 1)
+
+    async def broker_down(envelope, data) -> None:
+        raise ConnectionError("broker unreachable")
+
+    failing = TlsReporter(reporter.redis, broker_down, reporter.policy)
+    with pytest.raises(ConnectionError):
+        await failing.send_domain("rpt.test", DAY, utcnow())
+    assert not await redis.exists(sent_key("rpt.test", DAY))
+    assert await reporter.send_domain("rpt.test", DAY, utcnow())
+    assert await redis.exists(sent_key("rpt.test", DAY))
