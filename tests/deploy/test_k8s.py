@@ -374,7 +374,10 @@ def redis_args(statefulset: Resource) -> list[str]:
     else:
         script = _render_configmap_script(statefulset, container)
         args = re.search(r"^set -- (.*?)$", script, re.M).group(1).replace('"', "").split()  # type: ignore[union-attr]
-    return [re.sub(r"\$\((\w+)\)|\$\{?(\w+)\}?", lambda m: values.get(m.group(1) or m.group(2), m.group(0)), a)
+    # the pod's values: $(VAR) and $VAR from the env, ${VAR:-default} (the scripts' defaults) otherwise
+    return [re.sub(r"\$\((\w+)\)|\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)",
+                   lambda m: values.get(m.group(1) or m.group(2) or m.group(4),
+                                        m.group(0) if m.group(3) is None else m.group(3)), a)
             for a in args]
 
 
@@ -435,12 +438,15 @@ def test_production_redis_has_sentinel_on_three_nodes() -> None:
     assert term["topologyKey"] == "kubernetes.io/hostname"
     assert selector_matches(term["labelSelector"], pod_labels(statefulset))
     scripts = named(resources, "ConfigMap", "mailmoat-redis-sentinel")["data"]
-    assert re.search(r"^sentinel monitor mailmoat \$\{MASTER\} 6379 2$", scripts["start-sentinel.sh"], re.M)
+    assert re.search(r"^sentinel monitor mailmoat \$\{MASTER\} \$\{REDIS_PORT\} 2$", scripts["start-sentinel.sh"], re.M)
+    assert re.search(r'^: "\$\{REDIS_PORT:=6379\}"$', scripts["discover.sh"], re.M)
     nodes = [f"mailmoat-redis-{i}.{statefulset['spec']['serviceName']}" for i in range(replicas)]
     assert scripts["discover.sh"].count("mailmoat-redis-") >= replicas
     haproxy = named(resources, "ConfigMap", "mailmoat-redis-proxy")["data"]["haproxy.cfg"]
     assert "tcp-check expect string role:master" in haproxy and "on-marked-down shutdown-sessions" in haproxy
-    assert re.findall(r"^\s*server \S+ (\S+):6379", haproxy, re.M) == nodes
+    # ${VAR-default}: the environment overrides the pod's default (the loopback drill, tests/drills)
+    haproxy = re.sub(r"\$\{\w+-([^}]*)\}", r"\1", haproxy)
+    assert re.findall(r'^\s*server \S+ "?([^\s"]+):6379"?', haproxy, re.M) == nodes
     assert named(resources, "PodDisruptionBudget", "mailmoat-redis")["spec"] == {
         "minAvailable": 2, "selector": statefulset["spec"]["selector"]}
     assert "--masterauth" in redis_args(statefulset)
