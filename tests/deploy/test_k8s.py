@@ -450,6 +450,10 @@ def test_production_redis_has_sentinel_on_three_nodes() -> None:
     assert named(resources, "PodDisruptionBudget", "mailmoat-redis")["spec"] == {
         "minAvailable": 2, "selector": statefulset["spec"]["selector"]}
     assert "--masterauth" in redis_args(statefulset)
+    # a primary cut off from its replicas refuses writes: none acknowledged and then lost in a
+    # switchover or a healed partition (tests/drills/redis_sentinel.py)
+    args = redis_args(statefulset)
+    assert args[args.index("--min-replicas-to-write") + 1] == "1"
     for container in containers(statefulset):  # Guaranteed QoS: last to be evicted under node pressure
         assert container["resources"]["requests"] == container["resources"]["limits"], container["name"]
 

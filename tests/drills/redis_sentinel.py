@@ -34,6 +34,10 @@ COMPONENT = Path(__file__).resolve().parents[2] / "deploy/k8s/components/redis-s
 NODES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 DOWN_AFTER_MS = 5000
 """Sentinel's down-after-milliseconds, as in the pod."""
+PAUSE_MS = 5000
+"""CLIENT PAUSE WRITE before the switchover: longer than the promotion and the other replica's move."""
+SWITCHOVER_BOUND = 20.0
+"""Seconds the drill writes after SENTINEL FAILOVER at most, waiting for the old primary to turn replica."""
 FAILOVER_BOUND = 20.0
 """Seconds from the kill until a write through the proxy succeeds again on the new primary."""
 
@@ -246,3 +250,43 @@ def _drill(cluster: Cluster) -> None:
     assert cluster.node(new).get("drill:end") == b"3"  # still the new primary behind the proxy
     print(f"failover: writes through the proxy again {failover_seconds:.1f} s after kill -9 "
           f"(down-after-milliseconds {DOWN_AFTER_MS})")
+    _switchover(cluster, new)
+
+
+def _switchover(cluster: Cluster, old: int) -> None:
+    """A planned switchover with the primary alive, as deploy/README.md says: CLIENT PAUSE WRITE on
+    the primary, then SENTINEL FAILOVER. The old primary stays a primary (the proxy keeps sending it
+    writes) until Sentinel converts it some 10 s later; paused, then without replicas
+    (min-replicas-to-write 1), it acknowledges none of them, so no write the proxy acknowledged is
+    lost when it resyncs from the new primary. (Without the pause the writes of about one second,
+    until Sentinel moves the other replica, are lost; without min-replicas-to-write those of the
+    whole 10 s: 118 of them in this loop.)"""
+    acknowledged: list[str] = []
+    refused = 0
+    cluster.node(old).execute_command("CLIENT", "PAUSE", str(PAUSE_MS), "WRITE")
+    cluster.sentinel(0).sentinel_failover("mailmoat")
+    started = time.monotonic()
+    converted = None
+    n = 0
+    while time.monotonic() - started < SWITCHOVER_BOUND:
+        key = f"drill:switch:{n}"
+        n += 1
+        try:
+            if cluster.client().set(key, "1"):
+                acknowledged.append(key)
+        except redis.RedisError:
+            refused += 1  # READONLY or NOREPLICAS: the client retries, nothing is lost
+        if converted is None and replication(cluster.node(old))["role"] == "slave":
+            converted = time.monotonic() - started
+        if converted is not None and time.monotonic() - started > converted + 3:
+            break
+        time.sleep(0.05)
+    assert converted is not None, f"the old primary is still a primary {SWITCHOVER_BOUND:.0f} s after the switchover"
+    (promoted,) = [i for i in range(3) if replication(cluster.node(i))["role"] == "master"]
+    wait_for("the old primary replicates from the promoted one", lambda: (
+        replication(cluster.node(old)).get("master_link_status") == "up"), 15)
+    primary = cluster.node(promoted)
+    lost = [key for key in acknowledged if not primary.exists(key)]
+    print(f"switchover: {len(acknowledged)} writes acknowledged, {refused} refused, {len(lost)} lost; "
+          f"the old primary a replica after {converted:.1f} s")
+    assert not lost, f"{len(lost)} acknowledged writes lost in the switchover: {lost[:5]}"
