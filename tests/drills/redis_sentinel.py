@@ -1,17 +1,18 @@
 """The production Redis design run for real on loopback: three redis-server nodes and three Sentinels
 started by the very scripts of deploy/k8s/components/redis-sentinel, HAProxy with its shipped
-haproxy.cfg in front. A client writing through the proxy survives a kill -9 of the primary, and the
-old primary, restarted, rejoins as a replica.
+haproxy.cfg in front. A client writing through the proxy survives a kill -9 of the primary, the
+old primary, restarted, rejoins as a replica, and a planned switchover loses no acknowledged write.
 
 Each node gets an address of its own (127.0.0.2-4, as pods get theirs) and the same ports, so the
 scripts run exactly as in the pod; only the environment (node names, ports, directories) differs.
 Sentinel keeps the pod's timing (down-after-milliseconds 5000) and Redis its diskless-sync delay
-(5 s per full resync), so the drill takes about 20 s: outside the default suite (the file name is
+(5 s per full resync), so the drill takes about 35 s: outside the default suite (the file name is
 not test_*), run it with ``.venv/bin/pytest -q -s tests/drills/redis_sentinel.py`` (deploy/README.md).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ import yaml
 
 from tests.support.infra import free_port
 
+PR_SET_PDEATHSIG = 1
 COMPONENT = Path(__file__).resolve().parents[2] / "deploy/k8s/components/redis-sentinel/sentinel.yaml"
 NODES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 DOWN_AFTER_MS = 5000
@@ -47,6 +49,11 @@ def _binary(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} is not installed (scripts/setup.sh --test)")
     return path
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when pytest dies, even by kill -9 (the fixture cleans up otherwise)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _configmaps() -> dict[str, dict[str, str]]:
@@ -109,7 +116,8 @@ class Cluster:
     def _start(self, key: str, argv: list[str], env: dict[str, str]) -> None:
         with open(self.tmp / f"{key}.log", "ab") as log:  # the child keeps its own descriptor
             self.procs[key] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                               stdin=subprocess.DEVNULL, start_new_session=True)
+                                               stdin=subprocess.DEVNULL, start_new_session=True,
+                                               preexec_fn=_die_with_parent)
 
     def node_env(self, i: int) -> dict[str, str]:
         data = self.tmp / f"data-{i}"
