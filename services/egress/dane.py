@@ -1,0 +1,128 @@
+"""DANE for SMTP (RFC 7672), the pure half: TLSA records and whether a server's certificate chain
+matches them.
+
+Only DANE-TA(2) and DANE-EE(3) are usable for SMTP (RFC 7672 3.1.3); PKIX-TA(0)/PKIX-EE(1),
+unknown selectors and matching types are ignored. DANE-EE matches the server's own certificate (or
+its public key) and checks neither name nor expiry (RFC 7672 3.1.1). DANE-TA matches a certificate
+the server sends in its chain (not the leaf); the leaf must then chain to it and name the MX host or
+the destination domain (RFC 7672 3.2.2).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
+
+DANE_TA = 2
+DANE_EE = 3
+SELECTORS = (0, 1)
+"""0: the full certificate (DER); 1: its SubjectPublicKeyInfo (DER)."""
+MATCHING = (0, 1, 2)
+"""0: exact; 1: SHA-256; 2: SHA-512."""
+
+
+@dataclass(frozen=True)
+class Tlsa:
+    usage: int
+    selector: int
+    mtype: int
+    data: bytes
+
+    @property
+    def usable(self) -> bool:
+        return self.usage in (DANE_TA, DANE_EE) and self.selector in SELECTORS and self.mtype in MATCHING
+
+    def text(self) -> str:
+        """Presentation form (``3 1 1 ab12…``), as TLS-RPT's ``policy-string`` carries it."""
+        return f"{self.usage} {self.selector} {self.mtype} {self.data.hex()}"
+
+
+def parse_tlsa(text: str) -> Tlsa:
+    """A TLSA record from its presentation form (``3 1 1 AB12 CD34``); ValueError when malformed."""
+    parts = text.split()
+    if len(parts) < 4:
+        raise ValueError(f"TLSA record {text!r} has fewer than four fields")
+    usage, selector, mtype = (int(p) for p in parts[:3])
+    if not all(0 <= v <= 255 for v in (usage, selector, mtype)):
+        raise ValueError(f"TLSA record {text!r} has a field out of range")
+    return Tlsa(usage, selector, mtype, bytes.fromhex("".join(parts[3:])))
+
+
+def usable(records: Iterable[Tlsa]) -> tuple[Tlsa, ...]:
+    return tuple(r for r in records if r.usable)
+
+
+def selected(cert: x509.Certificate, selector: int) -> bytes:
+    if selector == 0:
+        return cert.public_bytes(Encoding.DER)
+    return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def digest(data: bytes, mtype: int) -> bytes:
+    if mtype == 1:
+        return hashlib.sha256(data).digest()
+    if mtype == 2:
+        return hashlib.sha512(data).digest()
+    return data
+
+
+def tlsa_for(cert: x509.Certificate, usage: int, selector: int, mtype: int) -> Tlsa:
+    """The TLSA record that pins ``cert`` (what an administrator publishes)."""
+    return Tlsa(usage, selector, mtype, digest(selected(cert, selector), mtype))
+
+
+def matches(record: Tlsa, cert: x509.Certificate) -> bool:
+    return record.usable and digest(selected(cert, record.selector), record.mtype) == record.data
+
+
+def _names_leaf(leaf: x509.Certificate, ta: x509.Certificate, intermediates: list[x509.Certificate],
+                names: Sequence[str], now: datetime.datetime) -> bool:
+    store = Store([ta])
+    # Names come from subjectAltName, as for the web, but its criticality is not held against the
+    # server (RFC 7672 asks for no Web PKI profile beyond the chain and the name).
+    ee = ExtensionPolicy.permit_all().require_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+    builder = PolicyBuilder().store(store).time(now).extension_policies(
+        ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee)
+    for name in names:
+        verifier = builder.build_server_verifier(x509.DNSName(name))
+        try:
+            verifier.verify(leaf, intermediates)
+        except (VerificationError, ValueError):
+            continue
+        return True
+    return False
+
+
+def check_chain(records: Sequence[Tlsa], chain_der: Sequence[bytes], names: Sequence[str],
+                now: datetime.datetime | None = None) -> str | None:
+    """None when the server's chain (leaf first, as sent) matches a usable record; else why not.
+    ``names``: the reference identifiers for DANE-TA (the MX host name, then the destination domain)."""
+    records = usable(records)
+    if not records:
+        return "no usable TLSA record"
+    if not chain_der:
+        return "the server sent no certificate"
+    try:
+        chain = [x509.load_der_x509_certificate(der) for der in chain_der]
+    except ValueError as exc:
+        return f"unreadable server certificate: {exc}"
+    leaf, rest = chain[0], chain[1:]
+    if any(r.usage == DANE_EE and matches(r, leaf) for r in records):
+        return None
+    when = now or datetime.datetime.now(datetime.UTC)
+    for record in (r for r in records if r.usage == DANE_TA):
+        for index, ta in enumerate(rest):
+            if matches(record, ta) and _names_leaf(leaf, ta, rest[:index], names, when):
+                return None
+    if any(r.usage == DANE_TA for r in records) and any(matches(r, ta) for r in records for ta in rest):
+        return "the certificate does not chain to the TLSA trust anchor for " + " or ".join(names)
+    return "no TLSA record matches the server's certificate chain"
+
+
+__all__ = ["DANE_EE", "DANE_TA", "Tlsa", "check_chain", "matches", "parse_tlsa", "tlsa_for", "usable"]
