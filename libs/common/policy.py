@@ -123,6 +123,46 @@ class TlsRpt(_Strict):
     """Seconds between checks whether yesterday's reports are due (each domain is mailed once a day)."""
 
 
+def resolver_address(value: str) -> tuple[str, int]:
+    """``address``, ``address:port`` or ``[v6]:port`` → (address, port); ValueError when not an address."""
+    value = value.strip()
+    host, port = value, "53"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else "53"
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{value!r}: bad port")
+    return str(ipaddress.ip_address(host)), int(port)
+
+
+class Dane(_Strict):
+    """``outbound.dane``: DANE (RFC 7672) for MX deliveries, through a DNSSEC-validating resolver."""
+
+    mode: Literal["off", "opportunistic"] = "off"
+    """``opportunistic``: where a domain's MX records and its hosts' TLSA records validate, deliver
+    only over TLS that matches them (else 4.7.5); DANE then takes precedence over MTA-STS."""
+    resolver: str | None = None
+    """``address`` or ``address:port`` of the validating resolver (unbound) whose AD bit is trusted;
+    required unless ``mode`` is ``off``. Nothing else's AD bit is believed."""
+    timeout: float = Field(5.0, gt=0, le=60)
+
+    @field_validator("resolver")
+    @classmethod
+    def _resolver(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, port = resolver_address(value)
+            value = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return value
+
+    @model_validator(mode="after")
+    def _needs_resolver(self) -> Dane:
+        if self.mode != "off" and not self.resolver:
+            raise ValueError("outbound.dane.resolver is required when DANE is on")
+        return self
+
+
 class Outbound(OutboundIdentity):
     tls: TlsMode = "opportunistic"
     mx_port: int = Field(25, ge=1, le=65535)
@@ -132,6 +172,8 @@ class Outbound(OutboundIdentity):
     ``enforce``/``testing`` replace the published mode of a domain that has a policy; ``off`` ignores it."""
     mta_sts_port: int = Field(443, ge=1, le=65535)
     """HTTPS port the policy is fetched from (443 on the internet; tests use another)."""
+    dane: Dane = Field(default_factory=Dane)
+    """DANE (RFC 7672) for MX deliveries (off unless a validating resolver is named)."""
     tls_rpt: TlsRpt = Field(default_factory=TlsRpt)
     """Daily TLS reports (RFC 8460) to the recipient domains' ``rua`` addresses."""
     per_route: dict[str, OutboundRoute] = Field(default_factory=dict)

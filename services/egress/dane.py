@@ -10,10 +10,12 @@ the destination domain (RFC 7672 3.2.2).
 
 from __future__ import annotations
 
+import _ssl
 import datetime
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -41,6 +43,24 @@ class Tlsa:
     def text(self) -> str:
         """Presentation form (``3 1 1 ab12…``), as TLS-RPT's ``policy-string`` carries it."""
         return f"{self.usage} {self.selector} {self.mtype} {self.data.hex()}"
+
+
+@dataclass(frozen=True)
+class DaneCheck:
+    """What a delivery to one MX host must satisfy under DANE (carried by its target)."""
+
+    records: tuple[Tlsa, ...] = ()
+    """Usable TLSA records: the server's chain must match one."""
+    names: tuple[str, ...] = ()
+    """Reference identifiers for DANE-TA: the MX host name, then the destination domain."""
+    error: str | None = None
+    """Why the host must not be used at all (its TLSA look-up failed or did not validate)."""
+
+    @property
+    def tls_mode(self) -> str:
+        """``dane`` (TLS that matches the records), or ``required`` (TLS, unauthenticated) when the
+        host publishes TLSA records of which none is usable (RFC 7672 2.2: encrypt, don't authenticate)."""
+        return "dane" if self.records else "required"
 
 
 def parse_tlsa(text: str) -> Tlsa:
@@ -125,4 +145,18 @@ def check_chain(records: Sequence[Tlsa], chain_der: Sequence[bytes], names: Sequ
     return "no TLSA record matches the server's certificate chain"
 
 
-__all__ = ["DANE_EE", "DANE_TA", "Tlsa", "check_chain", "matches", "parse_tlsa", "tlsa_for", "usable"]
+def peer_chain(ssl_object: Any) -> list[bytes]:
+    """The certificates the server sent, leaf first, as DER (unverified: DANE does its own checking)."""
+    inner = getattr(ssl_object, "_sslobj", ssl_object)
+    get_chain = getattr(ssl_object, "get_unverified_chain", None) or getattr(inner, "get_unverified_chain", None)
+    if get_chain is not None:
+        chain = get_chain() or []
+        return [c if isinstance(c, bytes) else c.public_bytes(_ssl.ENCODING_DER) for c in chain]
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
+
+
+__all__ = [
+    "DANE_EE", "DANE_TA", "DaneCheck", "Tlsa", "check_chain", "matches", "parse_tlsa", "peer_chain", "tlsa_for",
+    "usable",
+]

@@ -23,6 +23,7 @@ from aiosmtplib import SMTP, SMTPResponse, SMTPStatus
 from aiosmtplib.errors import SMTPException, SMTPHeloError, SMTPResponseException
 
 from mailmoat_common.addresses import sendable
+from mailmoat_egress.dane import DaneCheck, check_chain, peer_chain
 from mailmoat_egress.pipelining import Exchange, can_pipeline, envelope_commands, pipelined_transaction
 from mailmoat_egress.tls import STS_TESTING, connect_kwargs, rule_for, server_name
 
@@ -40,6 +41,8 @@ class Target:
     host: str
     port: int
     name: str = ""
+    dane: DaneCheck | None = None
+    """The host's TLSA records (DANE, RFC 7672): TLS must match them; None: the route's TLS mode."""
 
     @property
     def label(self) -> str:
@@ -133,11 +136,18 @@ class Destination:
     """Local address the connection is bound to (``outbound.source_address``, ``per_route``); None: any."""
     helo: str | None = None
     """Name to greet with; None: the pool's ``local_hostname`` (``organization.hostname``)."""
+    dane: DaneCheck | None = None
+    """TLSA records the server's certificate chain must match (``dane`` TLS mode)."""
 
 
 def destination_for(target: Target, tls: str, tls_name: str | None, source_address: str | None = None,
                     helo: str | None = None) -> Destination:
-    return Destination(target.host, target.port, tls, server_name(tls, target.label, tls_name), source_address, helo)
+    """The pool key of ``target``; a target under DANE replaces the route's TLS mode and name with its
+    own (TLS that matches its TLSA records, SNI the MX host)."""
+    if target.dane is not None:
+        tls, tls_name = target.dane.tls_mode, target.label
+    return Destination(target.host, target.port, tls, server_name(tls, target.label, tls_name), source_address, helo,
+                       target.dane)
 
 
 @dataclass
@@ -268,6 +278,8 @@ class SessionPool:
     async def _open(self, destination: Destination, target: Target, timeouts: Timeouts, *,
                     clear: bool = False) -> Session:
         rule = rule_for(destination.tls)
+        if destination.dane is not None and destination.dane.error:
+            raise HostFailed(421, f"4.7.5 {target.label}: {destination.dane.error}", tls_failure=True)
         smtp = SMTP(
             hostname=target.host, port=target.port, local_hostname=destination.helo or self.local_hostname,
             timeout=timeouts.command, **connect_kwargs(destination.tls, self.cafile),
@@ -291,6 +303,11 @@ class SessionPool:
                 tls_version = await _starttls(smtp, destination, remote, timeouts, must=rule.starttls == "must")
             if rule.starttls == "must" and tls_version is None:
                 raise HostFailed(421, f"4.7.4 TLS is required, but was not offered by {remote}")
+            if destination.dane is not None and destination.dane.records:
+                mismatch = check_chain(destination.dane.records, peer_chain(smtp.get_transport_info("ssl_object")),
+                                       destination.dane.names)
+                if mismatch:
+                    raise HostFailed(421, f"4.7.5 TLS with {remote} failed DANE: {mismatch}", tls_failure=True)
         except HostFailed:
             _close(smtp)
             raise

@@ -34,6 +34,7 @@ from mailmoat_common.models import Envelope, TraceEvent, utcnow
 from mailmoat_common.runtime import Runtime, Transient
 from mailmoat_common.settings import Settings
 from mailmoat_egress.claims import LOCK_TTL, Busy, Claim, Claims, StoreUnavailable, copy_keys
+from mailmoat_egress.danedelivery import Dane, DanePlan
 from mailmoat_egress.decide import Outcome, decide, lock_wait
 from mailmoat_egress.delivery import Deliverer, Message, NotStarted, RcptResult, SessionPool, Timeouts, make_result
 from mailmoat_egress.stsdelivery import MtaSts, StsPlan
@@ -110,6 +111,7 @@ class Egress:
         self.deliverer = Deliverer(self.pool, stopping=lambda: bool(getattr(runtime, "stopping", False)))
         self.claims = Claims(runtime.scripts, lambda: runtime.redis, ttl=lock_ttl)
         self.mta_sts = MtaSts(lambda: runtime.redis, ca_file())
+        self.dane = Dane(lambda: runtime.redis)
         # Readiness: no delivery without the dedupe store; a delivery held longer than a transaction is stuck.
         runtime.require_redis()
         runtime.stall_after = lambda: transaction_bound(runtime.policy.current.delivery.connect_timeout,
@@ -123,9 +125,12 @@ class Egress:
         route = envelope.route
         assert route is not None
         # A TLS report goes out despite TLS failures and is not reported on (RFC 8460 5.3).
-        sts = StsPlan() if TLSRPT_MARK in envelope.verdicts else await self.mta_sts.plan(route, policy)
+        report_mail = TLSRPT_MARK in envelope.verdicts
+        dane = DanePlan() if report_mail else await self.dane.plan(route, policy)
+        # DANE takes precedence over MTA-STS where both are published (RFC 8461 2).
+        sts = StsPlan() if report_mail or dane.active else await self.mta_sts.plan(route, policy)
         try:
-            targets = await targets_for(route, policy, sts.allow)
+            targets = dane.apply(await targets_for(route, policy, sts.allow))
         except NoRoute as exc:
             results = [make_result(r, exc.code, exc.message) for r in recipients]
         else:
@@ -134,6 +139,7 @@ class Egress:
             results = await self.deliverer.deliver(targets, *sts.tls(route), message, timeouts,
                                                    policy.outbound.identity_for(route.name))
         await self.mta_sts.report(sts, results, policy.outbound.identity_for(route.name)[0])
+        await self.dane.report(dane, results, policy.outbound.identity_for(route.name)[0])
         return results
 
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:

@@ -38,6 +38,9 @@ TLS_RULES: dict[str, TlsRule] = {
     # MTA-STS testing: verified like ``verify``; when verification fails the session goes on over
     # unverified TLS (SessionPool.acquire) and the failure is reported, not the delivery refused.
     "sts-testing": TlsRule(starttls="if_offered", verify_chain=True, check_hostname=True),
+    # DANE (RFC 7672): TLS or nothing; the chain is matched against the host's TLSA records after the
+    # handshake (SessionPool._open), not against CAs.
+    "dane": TlsRule(starttls="must", verify_chain=False, check_hostname=False),
 }
 STS_TESTING = "sts-testing"
 

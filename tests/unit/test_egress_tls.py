@@ -19,11 +19,13 @@ TABLE = {
     "verify": ("must", ssl.CERT_REQUIRED, True),
     # internal (MTA-STS testing), not a policy mode: verified, falling back to unverified TLS in the pool
     "sts-testing": ("if_offered", ssl.CERT_REQUIRED, True),
+    # internal (DANE): TLS or nothing, the chain matched against TLSA records after the handshake
+    "dane": ("must", ssl.CERT_NONE, False),
 }
 
 
 def test_table_covers_every_mode() -> None:
-    assert set(TLS_RULES) == set(typing.get_args(TlsMode)) | {"sts-testing"} == set(TABLE)
+    assert set(TLS_RULES) == set(typing.get_args(TlsMode)) | {"sts-testing", "dane"} == set(TABLE)
 
 
 @pytest.mark.parametrize("mode", list(TABLE))
