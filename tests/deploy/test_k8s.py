@@ -652,3 +652,17 @@ def test_one_clamd_fleet_fed_by_one_mirror() -> None:
     assert "ScriptedUpdates no" in config["freshclam-mirror.conf"]  # whole .cvd files, as a mirror serves
     assert named(resources, "HorizontalPodAutoscaler", "mailmoat-clamd")["spec"]["minReplicas"] >= 2
     named(resources, "PodDisruptionBudget", "mailmoat-clamd")
+
+
+def test_signing_keys_reach_every_process_that_signs(resources: tuple[Resource, ...]) -> None:
+    """Routing signs, seals and rewrites; ingress does too when it routes itself or reverses SRS: both
+    mount the optional key Secret read-only, outside the policy ConfigMap's directory."""
+    for name in ("mailmoat-routing", "mailmoat-ingress"):
+        deployment = named(resources, "Deployment", name)
+        volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+        secret = volumes["signing-keys"]["secret"]
+        assert secret["secretName"] == "mailmoat-signing-keys" and secret["optional"] is True, name
+        mounts = {m["name"]: m for m in app_container(deployment)["volumeMounts"]}
+        mount = mounts["signing-keys"]
+        assert mount["readOnly"] is True and mount["mountPath"] == "/etc/mailmoat-keys", name
+        assert not mount["mountPath"].startswith(mounts["policy"]["mountPath"] + "/"), name
