@@ -40,7 +40,8 @@ def test_accept_to_delivery_and_queue_wait_measure_real_waits(gateway_factory, s
     time.sleep(max(0.0, accepted + HELD - time.monotonic()))
     gateway.start(("egress",))
     sink.wait_for(2)
-    egress = gateway.metrics("egress")
+    egress = gateway.metrics_when(
+        "egress", lambda text: _value(text, "mailmoat_messages_total", service="egress", outcome="ok") >= 2)
     # One copy per routed message, each waited at egress's queue for about a second.
     assert _value(egress, "mailmoat_queue_wait_seconds_count", stage="egress") == 2
     assert _value(egress, "mailmoat_queue_wait_seconds_bucket", stage="egress", le="0.5") == 0

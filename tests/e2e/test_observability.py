@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 
 import pytest
@@ -20,16 +19,6 @@ def sample(text: str, name: str, labels: str = "") -> float:
     pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" ([0-9.e+-]+)$"
     match = re.search(pattern, text, re.M)
     return float(match.group(1)) if match else 0.0
-
-
-def settled(gateway, service: str, name: str, labels: str, value: float, timeout: float = 10.0) -> str:
-    """``service``'s exposition once ``name{labels}`` reached ``value`` (or at ``timeout``, as it is)."""
-    deadline = time.monotonic() + timeout
-    text = gateway.metrics(service)
-    while sample(text, name, labels) < value and time.monotonic() < deadline:
-        time.sleep(0.05)
-        text = gateway.metrics(service)
-    return text
 
 
 @pytest.mark.parametrize("hop", [True, False], ids=["routing-stage", "routing-at-ingress"])
@@ -56,6 +45,7 @@ def test_metrics_move_with_traffic(gateway_factory, sink: SmtpSink, hop: bool) -
     assert sample(router, "mailmoat_verdicts_total", 'result="routed",stage="routing"') == 3
     assert sample(router, "mailmoat_routing_actions_total", 'action="deliver",cause="none"') == 3
     # The sink has the third message before egress has heard the reply and acked: wait for the ack.
-    egress = settled(gateway, "egress", "mailmoat_messages_total", 'outcome="ok",service="egress"', 3)
+    egress = gateway.metrics_when(
+        "egress", lambda text: sample(text, "mailmoat_messages_total", 'outcome="ok",service="egress"') >= 3)
     assert sample(egress, "mailmoat_deliveries_total", 'destination="route:onprem",result="delivered"') == 3
     assert sample(egress, "mailmoat_messages_total", 'outcome="ok",service="egress"') == 3

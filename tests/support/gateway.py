@@ -18,6 +18,7 @@ import textwrap
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from mailmoat_common.cli import plan_processes
@@ -176,6 +177,17 @@ class Gateway:
         if status != 200:
             raise AssertionError(f"{service}[{worker}] /metrics answered {status}")
         return body
+
+    def metrics_when(self, service: str, settled: Callable[[str], bool], timeout: float = 10.0,
+                     worker: int = 0) -> str:
+        """``service``'s metrics once ``settled`` holds for them (or as they are at ``timeout``): a sink
+        has a message before egress heard the reply, counted it and acked."""
+        deadline = time.monotonic() + timeout
+        text = self.metrics(service, worker)
+        while not settled(text) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            text = self.metrics(service, worker)
+        return text
 
     def tail(self, service: str, worker: int = 0, lines: int = 40) -> str:
         path = self.log_path(service, worker)
