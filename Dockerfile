@@ -10,6 +10,7 @@ WORKDIR /src
 RUN python -m venv /opt/mailmoat
 COPY pyproject.toml README.md ./
 COPY libs ./libs
+COPY cli ./cli
 COPY services ./services
 RUN /opt/mailmoat/bin/pip install --no-cache-dir . \
     && /opt/mailmoat/bin/python -m compileall -q /opt/mailmoat/lib

@@ -38,8 +38,8 @@ from mailmoat_antispam.check import Checker
 from mailmoat_antispam.content import parse
 from mailmoat_antispam.rules import GTUBE
 from mailmoat_antispam.service import annotate
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import parse_policy
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import parse_policy
 from tests.support.dkimkeys import make_key, txt_zone
 from tests.support.dnsserver import DnsServer
 

@@ -41,7 +41,7 @@ from mailmoat_antivirus import mime  # noqa: E402
 from mailmoat_antivirus.clamd import ClamdClient  # noqa: E402
 from mailmoat_antivirus.decide import add_engine_results, analyse, decide, report_header  # noqa: E402
 from mailmoat_antivirus.service import scan_items  # noqa: E402
-from mailmoat_common.policy import Antimalware  # noqa: E402
+from mailmoat_policy import Antimalware  # noqa: E402
 from tests.support.attachments import message, zip_of  # noqa: E402
 from tests.support.clamd import ClamdServer  # noqa: E402
 from tests.support.gateway import Gateway  # noqa: E402

@@ -35,8 +35,8 @@ sys.path[:0] = [str(BENCH), str(BENCH / "hop"), str(REPO)]
 import hoplib  # noqa: E402
 import procstat  # noqa: E402
 
-from mailmoat_common.bus import Bus, Publish, stage_queue  # noqa: E402
-from mailmoat_common.models import Envelope  # noqa: E402
+from mailmoat_platform.bus import Bus, Publish, stage_queue  # noqa: E402
+from mailmoat_platform.models import Envelope  # noqa: E402
 from tests.support.dnsserver import DnsServer  # noqa: E402
 
 ZONE = """
@@ -106,7 +106,7 @@ def stage_run(dns_port: int, messages: int, size: int, cache_ttl: int, workdir: 
                     "MAILMOAT_LOG_FORMAT": "text", "MAILMOAT_LOG_LEVEL": "WARNING",
                     "MAILMOAT_CONNECTION_FILTER_METRICS_PORT": "0"})
         out = open(workdir / f"stage-{cache_ttl}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "mailmoat_common.cli", "run", "connection_filter"],
+        proc = subprocess.Popen([sys.executable, "-m", "mailmoat_cli.main", "run", "connection_filter"],
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             first = last = None

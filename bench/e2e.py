@@ -42,8 +42,8 @@ from pathlib import Path
 
 import yaml
 
-from mailmoat_common.policy import load_policy
 from mailmoat_ingress.direct import routes_at_ingress
+from mailmoat_policy import load_policy
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -252,7 +252,7 @@ class RabbitVhost:
 
 
 class Mailmoat:
-    """``python -m mailmoat_common.cli run all`` with a bench policy, on a fresh vhost and a flushed Redis db
+    """``python -m mailmoat_cli.main run all`` with a bench policy, on a fresh vhost and a flushed Redis db
 (``BENCH_REDIS_DB``, default 14)."""
 
     name = "mailmoat"
@@ -306,7 +306,7 @@ class Mailmoat:
         self._flush_redis()
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mailmoat_common.cli", "run", "all"],
+                [sys.executable, "-m", "mailmoat_cli.main", "run", "all"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir,
             )
         deadline = time.monotonic() + timeout

@@ -102,7 +102,7 @@ def find_by_comm(comm: str) -> list[int]:
 
 
 def service_name(pid: int) -> str:
-    """``ingress[0]`` for a ``mailmoat_common.cli run ingress --worker 0`` process, else its comm."""
+    """``ingress[0]`` for a ``mailmoat_cli.main run ingress --worker 0`` process, else its comm."""
     args = cmdline(pid)
     if "run" in args:
         index = args.index("run")

@@ -21,7 +21,7 @@ from pathlib import Path
 SITE = re.compile(r"(?:site|dist)-packages/(.+)$")
 STDLIB = re.compile(r"/lib/python3\.\d+/(.+)$")
 ENTRY_POINTS = {"<module>", "main", "run_one", "run_service"}
-REPO_PKG = re.compile(r"/(services/[a-z_]+|libs/common|bench)/(.+)$")
+REPO_PKG = re.compile(r"/(services/[a-z_]+|libs/[a-z]+|cli|bench)/(.+)$")
 
 
 @dataclass
@@ -78,7 +78,7 @@ def package_of(path: str) -> str:
     if m := SITE.search(path):
         return m.group(1).split("/", 1)[0].removesuffix(".py")
     if m := REPO_PKG.search(path):
-        return m.group(1).replace("services/", "mailmoat_").replace("libs/common", "mailmoat_common")
+        return m.group(1) if m.group(1) == "bench" else "mailmoat_" + m.group(1).rsplit("/", 1)[-1]
     if m := STDLIB.search(path):
         return "stdlib:" + m.group(1).split("/", 1)[0].removesuffix(".py")
     return path if path.startswith("<") else "other"

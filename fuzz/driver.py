@@ -14,7 +14,8 @@ from pathlib import Path
 import atheris
 
 PACKAGES = [
-    "mailmoat_common", "mailmoat_ingress", "mailmoat_routing", "mailmoat_egress", "mailmoat_devmailbox",
+    "mailmoat_platform", "mailmoat_mail", "mailmoat_policy", "mailmoat_records", "mailmoat_cli",
+    "mailmoat_ingress", "mailmoat_routing", "mailmoat_egress", "mailmoat_devmailbox",
     "mailmoat_connection_filter", "mailmoat_antivirus", "mailmoat_antispam", "fuzz.targets",
 ]
 

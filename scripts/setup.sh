@@ -71,11 +71,11 @@ fi
 stamp=.venv/.mailmoat-installed
 sum="$(sha256sum pyproject.toml | cut -d' ' -f1) $(.venv/bin/python -c 'import sys; print(sys.version_info[:3])')"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || [ ! -x .venv/bin/mailmoat ] \
-    || ! .venv/bin/python -c 'import mailmoat_common' >/dev/null 2>&1; then
+    || ! .venv/bin/python -c 'import mailmoat_platform' >/dev/null 2>&1; then
   echo "setup: installing mailmoat and its dependencies into .venv" >&2
   quietly .venv/bin/python -m pip install --upgrade pip
   quietly .venv/bin/python -m pip install -e ".[dev]"
-  quietly .venv/bin/python -c 'import mailmoat_common.cli, aiosmtpd, aio_pika, redis, pytest'
+  quietly .venv/bin/python -c 'import mailmoat_cli.main, aiosmtpd, aio_pika, redis, pytest'
   echo "$sum" >"$stamp"
 fi
 

@@ -29,8 +29,8 @@ from pamqp import commands
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
-from mailmoat_common.bus import decode, encode
-from mailmoat_common.models import Envelope
+from mailmoat_platform.bus import decode, encode
+from mailmoat_platform.models import Envelope
 
 FRAME_MAX = 131072
 HEADER = "x-mailmoat-envelope"

@@ -15,8 +15,8 @@ from typing import Any
 
 import aio_pika
 
-from mailmoat_common.bus import Publish, stage_queue
-from mailmoat_common.models import Envelope, Verdict
+from mailmoat_platform.bus import Publish, stage_queue
+from mailmoat_platform.models import Envelope, Verdict
 
 HOST = os.environ.get("MAILMOAT_BENCH_RABBITMQ_HOST", "127.0.0.1")
 PORT = int(os.environ.get("MAILMOAT_BENCH_RABBITMQ_PORT", "5672"))
@@ -104,7 +104,7 @@ def make_envelope(recipients: int = 1, local_len: int = 8, verdicts: bool = True
 
 async def preload(url: str, count: int, size: int, queue_stage: str = "a", window: int = 256) -> None:
     """Put ``count`` framed messages of ``size`` bytes on the stage queue, confirmed, ``window`` at a time."""
-    from mailmoat_common.bus import Bus
+    from mailmoat_platform.bus import Bus
 
     bus = Bus(url)
     await bus.connect()

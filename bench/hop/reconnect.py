@@ -31,10 +31,10 @@ from typing import Any
 import hoplib
 from stage_hop import CountingRuntime, Probe, faststream_broker, faststream_forward
 
-from mailmoat_common.bus import Publish, stage_queue
-from mailmoat_common.models import Envelope
-from mailmoat_common.runtime import stage_publish
-from mailmoat_common.settings import Settings
+from mailmoat_platform.bus import Publish, stage_queue
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.runtime import stage_publish
+from mailmoat_platform.settings import Settings
 
 
 class CutProxy:
@@ -97,7 +97,7 @@ class CutProxy:
 
 async def publish_direct(url: str, count: int, size: int) -> None:
     """Publish ``count`` frames into A over a direct (non-proxied) connection."""
-    from mailmoat_common.bus import Bus
+    from mailmoat_platform.bus import Bus
 
     bus = Bus(url)
     await bus.connect()

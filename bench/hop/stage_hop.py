@@ -35,10 +35,10 @@ from typing import Any
 import aio_pika
 import hoplib
 
-from mailmoat_common.bus import Publish, decode, encode, stage_queue
-from mailmoat_common.models import Envelope
-from mailmoat_common.runtime import Runtime, stage_publish
-from mailmoat_common.settings import Settings
+from mailmoat_platform.bus import Publish, decode, encode, stage_queue
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.runtime import Runtime, stage_publish
+from mailmoat_platform.settings import Settings
 
 STAGE_ARGS = {"x-queue-type": "quorum", "x-delivery-limit": 5, "x-dead-letter-exchange": "mailmoat.dlx"}
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from mailmoat_common.addresses import AddressError, parse_mail, parse_rcpt, sendable
 from mailmoat_egress.pipelining import envelope_commands
+from mailmoat_mail.addresses import AddressError, parse_mail, parse_rcpt, sendable
 
 
 def _sent_unchanged(address: str, utf8: bool) -> None:

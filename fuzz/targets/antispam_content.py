@@ -8,9 +8,9 @@ from mailmoat_antispam import asf, bayes
 from mailmoat_antispam.check import content_findings
 from mailmoat_antispam.content import parse
 from mailmoat_antispam.score import allowance, decide, headers
-from mailmoat_common.bus import decode, encode
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import Policy
+from mailmoat_platform.bus import decode, encode
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import Policy
 
 POLICY = Policy.model_validate({
     "antispam": {

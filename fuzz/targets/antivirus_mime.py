@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from mailmoat_antivirus.clamd import ScanResult
 from mailmoat_antivirus.decide import add_engine_results, analyse, decide, report_header
-from mailmoat_common import mimeedit
-from mailmoat_common.bus import decode, encode
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Antimalware
+from mailmoat_mail import mimeedit
+from mailmoat_platform.bus import decode, encode
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Antimalware
 
 POLICY = Antimalware(action="strip")
 """``strip``: the verdict then names the parts to strip, which routing must be able to strip."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 
 from mailmoat_antispam import impersonation
-from mailmoat_common.author import AuthorError, Mailbox, dns_name, parse_mailboxes, read_author
-from mailmoat_common.policy import Policy
 from mailmoat_ingress.author import check_author
+from mailmoat_mail.author import AuthorError, Mailbox, dns_name, parse_mailboxes, read_author
+from mailmoat_policy import Policy
 
 POLICY = Policy.model_validate({
     "accepted_domains": [{"domain": "example.com"}],

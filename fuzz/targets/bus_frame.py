@@ -14,13 +14,13 @@ import struct
 
 from pamqp.encode import encode_table_value, field_table
 
-from mailmoat_common import amqpdecode
-from mailmoat_common.bus import FrameError, decode, encode
-from mailmoat_common.headers import delivery_count, republishable
-from mailmoat_common.headers import text as header_text
-from mailmoat_common.models import Envelope, Route
-from mailmoat_common.runtime import envelope_problem
-from mailmoat_common.telemetry import extract, trace_context
+from mailmoat_mail.headers import delivery_count, republishable
+from mailmoat_mail.headers import text as header_text
+from mailmoat_platform import amqpdecode
+from mailmoat_platform.bus import FrameError, decode, encode
+from mailmoat_platform.models import Envelope, Route
+from mailmoat_platform.runtime import envelope_problem
+from mailmoat_platform.telemetry import extract, trace_context
 
 amqpdecode.install()
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mailmoat_common import mimeparts
-from mailmoat_common.bus import decode, encode
-from mailmoat_common.dsn import Failure, build_dsn, build_ndr
-from mailmoat_common.models import Envelope
+from mailmoat_mail import mimeparts
+from mailmoat_mail.dsn import Failure, build_dsn, build_ndr
+from mailmoat_platform.bus import decode, encode
+from mailmoat_platform.models import Envelope
 
 NOW = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from mailmoat_common.policy import PolicyError, load_policy
+from mailmoat_policy import PolicyError, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
 _FILE = Path(tempfile.gettempdir()) / f"mailmoat-fuzz-policy-{os.getpid()}.yaml"

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 
-from mailmoat_common.addresses import sendable
+from mailmoat_mail.addresses import sendable
 from tests.support.smtpmemory import TRUSTED, UNTRUSTED, policy, run_session_async
 
 logging.getLogger("mail.log").setLevel(logging.CRITICAL)  # aiosmtpd's per-command log lines

@@ -46,8 +46,8 @@ from mailmoat_antispam.check import Checker, bayes_hits
 from mailmoat_antispam.content import parse, split_header
 from mailmoat_antispam.score import Findings, decide
 from mailmoat_antispam.train import to_crlf
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Policy, parse_policy
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Policy, parse_policy
 
 CACHE = Path(os.environ.get("MAILMOAT_CORPUS_DIR", Path.home() / ".cache" / "mailmoat" / "spam-assassin"))
 HAM_GROUPS = ("easy-ham-1", "easy-ham-2", "hard-ham-1")

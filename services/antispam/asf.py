@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from mailmoat_antispam.auth.headers import fields, header_end
 from mailmoat_antispam.content import Content, url_host
-from mailmoat_common.policy import AdvancedSpamFilter
+from mailmoat_policy import AdvancedSpamFilter
 
 INCREASE = 4.0
 """Score of an "increase spam score" check under ``on``."""

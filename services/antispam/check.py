@@ -16,10 +16,10 @@ from mailmoat_antispam.auth import AuthResolver, authenticate, dmarc
 from mailmoat_antispam.auth.resolver import Resolver
 from mailmoat_antispam.content import Content, parse
 from mailmoat_antispam.score import Allowance, Findings, allowance, decide
-from mailmoat_common.author import Author, read_author
-from mailmoat_common.dns import ResolverConfig
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import Policy
+from mailmoat_mail.author import Author, read_author
+from mailmoat_mail.dns import ResolverConfig
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import Policy
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from urllib.parse import urlsplit
 
-from mailmoat_common import mimeparts
+from mailmoat_mail import mimeparts
 
 MAX_PART_BYTES = 2_000_000
 """Text of one part beyond this is not looked at (scoring cost stays bounded)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 from multidict import CIMultiDict
 
-from mailmoat_common.models import Envelope
+from mailmoat_platform.models import Envelope
 
 log = logging.getLogger(__name__)
 MAX_ANSWER = 1_048_576

@@ -1,6 +1,6 @@
 """Impersonation by display name (in the spirit of EOP's anti-phishing impersonation protection). Pure.
 
-Mail from outside whose author display name (as a client shows it, ``mailmoat_common.author``):
+Mail from outside whose author display name (as a client shows it, ``mailmoat_mail.author``):
 
 - ``user``: is the name of a protected user (``antispam.impersonation.protected_users``), or holds
   the user's address, sent from another address;
@@ -30,8 +30,8 @@ import unicodedata
 from dataclasses import dataclass
 
 from mailmoat_antispam.auth.dmarc import _psl, organizational_domain
-from mailmoat_common.author import Author, Mailbox, dns_name, recover
-from mailmoat_common.policy import Policy
+from mailmoat_mail.author import Author, Mailbox, dns_name, recover
+from mailmoat_policy import Policy
 
 RULE_NAMES = {"user": "IMPERSONATION_USER", "domain": "IMPERSONATION_DOMAIN", "address": "IMPERSONATION_ADDRESS"}
 SCORED_RULE = "FROM_NAME_ADDRESS"

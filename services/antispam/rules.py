@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from mailmoat_antispam.content import Content
-from mailmoat_common.policy import SpamRule
+from mailmoat_policy import SpamRule
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 """The Generic Test for Unsolicited Bulk Email: a message carrying it is high-confidence spam."""

@@ -15,9 +15,9 @@ from mailmoat_antispam.asf import INCREASE, MARK, AsfHit
 from mailmoat_antispam.bulk import domain_in
 from mailmoat_antispam.content import Content
 from mailmoat_antispam.rules import Hit
-from mailmoat_common.author import Author, author_of
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import Antispam, Policy
+from mailmoat_mail.author import Author, author_of
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import Antispam, Policy
 
 STAGE = "antispam"
 REPORT = b"X-Mailmoat-Antispam-Report"

@@ -5,7 +5,7 @@ spam filter checks in test mode), add the verdict, publish to the next stage of 
 The stage only annotates (decision 004): routing acts on the verdict. Nothing here holds mail up: a
 DNS list, Redis or an external engine that fails is skipped and named in the verdict's notes, and an
 unexpected error of the stage on a message passes it on with the verdict ``error``
-(``mailmoat_common.stagefault``), on which routing applies ``antispam.actions.error``.
+(``mailmoat_platform.stagefault``), on which routing applies ``antispam.actions.error``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from mailmoat_antispam.asf import custom_spam_headers, strip_custom_spam
 from mailmoat_antispam.auth import authentication_results, authserv_id, strip_spoofed_authres
 from mailmoat_antispam.check import Checker, Outcome
 from mailmoat_antispam.score import REPORT, STAGE, _safe, fold, headers
-from mailmoat_common.bus import Publish
-from mailmoat_common.models import Envelope, TraceEvent, Verdict
-from mailmoat_common.policy import Policy
-from mailmoat_common.runtime import Runtime, Transient, serve_stage, stage_publish
-from mailmoat_common.settings import Settings
-from mailmoat_common.stagefault import error_event, error_token, fault
+from mailmoat_platform.bus import Publish
+from mailmoat_platform.models import Envelope, TraceEvent, Verdict
+from mailmoat_platform.runtime import Runtime, Transient, serve_stage, stage_publish
+from mailmoat_platform.settings import Settings
+from mailmoat_platform.stagefault import error_event, error_token, fault
+from mailmoat_policy import Policy
 
 log = logging.getLogger(__name__)
 

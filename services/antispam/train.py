@@ -60,8 +60,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
 
-    from mailmoat_common.policy import PolicyError, load_policy
-    from mailmoat_common.settings import Settings
+    from mailmoat_platform.settings import Settings
+    from mailmoat_policy import PolicyError, load_policy
 
     settings = Settings.from_env()
     try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from mailmoat_antivirus.filetypes import ARCHIVE_TYPES, HEAD, detect, refine_zip
 from mailmoat_antivirus.macros import has_macros
-from mailmoat_common.policy import ArchiveLimits
+from mailmoat_policy import ArchiveLimits
 
 CHUNK = 65_536
 HOLD_TYPES = ARCHIVE_TYPES | {"ole"}

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 from mailmoat_antivirus import archives, filetypes, macros, mime
 from mailmoat_antivirus.clamd import ScanResult
-from mailmoat_common.models import Verdict
-from mailmoat_common.policy import Antimalware
-from mailmoat_common.stagefault import error_token
+from mailmoat_platform.models import Verdict
+from mailmoat_platform.stagefault import error_token
+from mailmoat_policy import Antimalware
 
 STAGE = "antivirus"
 HEADER = b"X-Mailmoat-Malware-Report"
@@ -214,7 +214,7 @@ def unscanned(reason: str) -> Verdict:
 
 
 def failed(detail: dict[str, str], policy: Antimalware) -> Verdict:
-    """The verdict when the stage's own checks failed on the message (``mailmoat_common.stagefault``):
+    """The verdict when the stage's own checks failed on the message (``mailmoat_platform.stagefault``):
     ``unscannable`` with ``action: quarantine`` (the sender did nothing wrong: a release brings the
     message through once the fault is fixed; nothing is tied to a part, so never strip), or ``unscanned``
     when the policy allows unscannable content (``antimalware.unscannable: allow``)."""

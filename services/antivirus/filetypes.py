@@ -1,6 +1,6 @@
-"""True file types from content: the detector lives in ``mailmoat_common.filetypes`` (routing's mail-flow
+"""True file types from content: the detector lives in ``mailmoat_mail.filetypes`` (routing's mail-flow
 rules use it too); this module keeps the antivirus stage's import path."""
 
-from mailmoat_common.filetypes import ARCHIVE_TYPES, HEAD, Blocked, check, detect, extension, refine_zip
+from mailmoat_mail.filetypes import ARCHIVE_TYPES, HEAD, Blocked, check, detect, extension, refine_zip
 
 __all__ = ["ARCHIVE_TYPES", "HEAD", "Blocked", "check", "detect", "extension", "refine_zip"]

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from email.message import Message
 
-from mailmoat_common import mimeparts
+from mailmoat_mail import mimeparts
 
 MAX_PARTS = 1_000
 

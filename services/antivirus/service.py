@@ -4,7 +4,7 @@ prepend the report header, add the verdict, publish to the next stage of the iti
 clamd unreachable or too slow: the message is retried later (``Transient``), never passed on
 unscanned, and the stage reports not ready until clamd answers again, unless the policy says
 ``antimalware.fail_open``. Any other error of the stage on a message passes it on as ``unscannable``
-(quarantined by default; ``mailmoat_common.stagefault``), never into ``mailmoat.dead``.
+(quarantined by default; ``mailmoat_platform.stagefault``), never into ``mailmoat.dead``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import os
 from mailmoat_antivirus.clamd import ClamdClient, ClamdUnavailable, ScanResult, parse_address
 from mailmoat_antivirus.decide import Item, add_engine_results, analyse, decide, failed, report_header, unscanned
 from mailmoat_antivirus.signatures import SignatureAge, export_health, watch_signatures
-from mailmoat_common.bus import Publish
-from mailmoat_common.models import Envelope, TraceEvent, Verdict
-from mailmoat_common.policy import Antimalware
-from mailmoat_common.runtime import Runtime, Transient, stage_publish
-from mailmoat_common.settings import Settings
-from mailmoat_common.stagefault import error_event, fault
+from mailmoat_platform.bus import Publish
+from mailmoat_platform.models import Envelope, TraceEvent, Verdict
+from mailmoat_platform.runtime import Runtime, Transient, stage_publish
+from mailmoat_platform.settings import Settings
+from mailmoat_platform.stagefault import error_event, fault
+from mailmoat_policy import Antimalware
 
 SERVICE = "antivirus"
 ADDRESS_ENV = "MAILMOAT_CLAMD_ADDRESS"

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from prometheus_client import Gauge
 
 from mailmoat_antivirus.clamd import ClamdClient
-from mailmoat_common.telemetry import DEPENDENCY_UP
+from mailmoat_platform.telemetry import DEPENDENCY_UP
 
 SIGNATURE_AGE = Gauge(
     "mailmoat_clamd_signature_age_seconds",

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import ConnectionFilter, DnsblZone, client_address
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import ConnectionFilter, DnsblZone, client_address
 
 STAGE = "connection_filter"
 HEADER = b"X-Mailmoat-Connection-Report"

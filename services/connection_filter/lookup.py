@@ -1,5 +1,5 @@
 """DNS look-ups of the connection filter, through the stages' shared cached resolver
-(``mailmoat_common.dnscache``): bounded in time, cached per process for the policy's ``cache_ttl``.
+(``mailmoat_mail.dnscache``): bounded in time, cached per process for the policy's ``cache_ttl``.
 
 Every failure becomes a ``Lookup`` (never an exception): NXDOMAIN and empty answers are facts and are
 cached; a timeout, SERVFAIL or unreachable server is ``temperror`` and is not cached.
@@ -7,9 +7,9 @@ cached; a timeout, SERVFAIL or unreachable server is ``temperror`` and is not ca
 
 from __future__ import annotations
 
-from mailmoat_common.dns import ResolverConfig
-from mailmoat_common.dnscache import AnswerCache, CachedResolver
 from mailmoat_connection_filter.decide import Lookup
+from mailmoat_mail.dns import ResolverConfig
+from mailmoat_mail.dnscache import AnswerCache, CachedResolver
 
 
 class Resolver:

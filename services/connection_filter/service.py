@@ -4,20 +4,13 @@ The stage only annotates: the verdict (``allow``, ``listed``, ``reject`` or ``pa
 envelope and the ``X-Mailmoat-Connection-Report`` header is prepended; the message always goes on to
 the next stage of its itinerary. A DNS failure is recorded as ``temperror``, never a reason to stop;
 any other error of the stage on a message gives the verdict ``error`` (no action follows from it),
-traced (``mailmoat_common.stagefault``), never a dead letter.
+traced (``mailmoat_platform.stagefault``), never a dead letter.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from mailmoat_common.bus import Publish
-from mailmoat_common.dns import ResolverConfig
-from mailmoat_common.models import Envelope, TraceEvent, Verdict
-from mailmoat_common.policy import Policy
-from mailmoat_common.runtime import Runtime, Transient, serve_stage, stage_publish
-from mailmoat_common.settings import Settings
-from mailmoat_common.stagefault import error_event, error_token, fault
 from mailmoat_connection_filter.decide import (
     HEADER,
     STAGE,
@@ -32,6 +25,13 @@ from mailmoat_connection_filter.decide import (
     ptr_names,
 )
 from mailmoat_connection_filter.lookup import Resolver
+from mailmoat_mail.dns import ResolverConfig
+from mailmoat_platform.bus import Publish
+from mailmoat_platform.models import Envelope, TraceEvent, Verdict
+from mailmoat_platform.runtime import Runtime, Transient, serve_stage, stage_publish
+from mailmoat_platform.settings import Settings
+from mailmoat_platform.stagefault import error_event, error_token, fault
+from mailmoat_policy import Policy
 
 SERVICE = STAGE
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailmoat_common.policy import MAX_LINE_OCTETS
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import REPO_ROOT, Settings
 from mailmoat_devmailbox.maildir import deliver
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import REPO_ROOT, Settings
+from mailmoat_policy import MAX_LINE_OCTETS
 
 SERVICE = "devmailbox"
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024

@@ -36,8 +36,8 @@ import redis.asyncio as aioredis
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from mailmoat_common.models import Envelope
-from mailmoat_common.redisbatch import ScriptBatcher
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.redisbatch import ScriptBatcher
 
 DEDUPE_KEY = "mailmoat:delivered:{id}:{route}"
 LOCK_KEY = "mailmoat:delivering:{id}:{route}"

@@ -32,12 +32,12 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 
-from mailmoat_common.models import Route, utcnow
-from mailmoat_common.policy import Policy, resolver_address
 from mailmoat_egress import tlsrpt
 from mailmoat_egress.dane import DaneCheck, Tlsa, parse_tlsa, usable
 from mailmoat_egress.delivery import RcptResult, Target
 from mailmoat_egress.targets import NoRoute
+from mailmoat_platform.models import Route, utcnow
+from mailmoat_policy import Policy, resolver_address
 
 log = logging.getLogger(__name__)
 

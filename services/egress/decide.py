@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from mailmoat_common.dsn import Failure, build_dsn
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Policy
 from mailmoat_egress.delivery import RcptResult
+from mailmoat_mail.dsn import Failure, build_dsn
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Policy
 
 EXPIRED_STATUS = "4.4.7"
 

@@ -22,10 +22,10 @@ import aiosmtplib
 from aiosmtplib import SMTP, SMTPResponse, SMTPStatus
 from aiosmtplib.errors import SMTPException, SMTPHeloError, SMTPResponseException
 
-from mailmoat_common.addresses import sendable
 from mailmoat_egress.dane import DaneCheck, check_chain, peer_chain
 from mailmoat_egress.pipelining import Exchange, can_pipeline, envelope_commands, pipelined_transaction
 from mailmoat_egress.tls import STS_TESTING, connect_kwargs, rule_for, server_name
+from mailmoat_mail.addresses import sendable
 
 log = logging.getLogger(__name__)
 
@@ -534,7 +534,7 @@ class NotStarted(Exception):
 
 def unsendable(message: Message) -> dict[str, RcptResult]:
     """Permanent results for the recipients whose copy cannot go on an SMTP command line, by the
-    grammar ingress parsed the envelope with (``mailmoat_common.addresses``): every recipient when the
+    grammar ingress parsed the envelope with (``mailmoat_mail.addresses``): every recipient when the
     sender cannot (``5.1.7``), else each recipient that cannot (``5.1.3``). Empty as a rule: ingress
     refuses such addresses; this keeps a message from elsewhere (an old queue, a rule) from failing
     inside the SMTP client."""

@@ -1,6 +1,6 @@
-"""DSNs are built in ``mailmoat_common.dsn`` (routing's non-delivery reports share the code)."""
+"""DSNs are built in ``mailmoat_mail.dsn`` (routing's non-delivery reports share the code)."""
 
-from mailmoat_common.dsn import (
+from mailmoat_mail.dsn import (
     DIAGNOSTIC_LIMIT,
     SPAM_RESULTS,
     SUBJECT,

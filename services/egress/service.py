@@ -28,11 +28,6 @@ import time
 
 from prometheus_client import Counter, Histogram
 
-from mailmoat_common.bus import DEAD_QUEUE, Publish, stage_queue
-from mailmoat_common.health import transaction_bound
-from mailmoat_common.models import Envelope, TraceEvent, utcnow
-from mailmoat_common.runtime import Runtime, Transient
-from mailmoat_common.settings import Settings
 from mailmoat_egress.claims import LOCK_TTL, Busy, Claim, Claims, StoreUnavailable, copy_keys
 from mailmoat_egress.danedelivery import Dane, DanePlan
 from mailmoat_egress.decide import Outcome, decide, lock_wait
@@ -42,6 +37,11 @@ from mailmoat_egress.targets import NoRoute, targets_for
 from mailmoat_egress.tls import ca_file
 from mailmoat_egress.tlsreport import MARK as TLSRPT_MARK
 from mailmoat_egress.tlsrptsend import TlsReporter, routing_publisher
+from mailmoat_platform.bus import DEAD_QUEUE, Publish, stage_queue
+from mailmoat_platform.health import transaction_bound
+from mailmoat_platform.models import Envelope, TraceEvent, utcnow
+from mailmoat_platform.runtime import Runtime, Transient
+from mailmoat_platform.settings import Settings
 
 SERVICE = "egress"
 

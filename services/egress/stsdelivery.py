@@ -14,14 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mailmoat_common.models import Route, utcnow
-from mailmoat_common.policy import Policy
 from mailmoat_egress import tlsrpt
 from mailmoat_egress.delivery import RcptResult
 from mailmoat_egress.mtasts import StsMode, StsPolicy, mode_in_force, tls_result_type
 from mailmoat_egress.stspolicies import StsPolicies
 from mailmoat_egress.targets import MX_MISMATCH, resolver_config
 from mailmoat_egress.tls import STS_TESTING
+from mailmoat_platform.models import Route, utcnow
+from mailmoat_policy import Policy
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from mailmoat_common.dns import DnsError, NoSuchDomain, ResolverConfig, resolve_addresses, resolve_txt
 from mailmoat_egress.mtasts import PolicyError, ResultType, StsPolicy, parse_policy, txt_id
+from mailmoat_mail.dns import DnsError, NoSuchDomain, ResolverConfig, resolve_addresses, resolve_txt
 
 log = logging.getLogger(__name__)
 

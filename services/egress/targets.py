@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mailmoat_common.dns import DnsError, ResolverConfig, config_from, resolve_addresses, resolve_mx
-from mailmoat_common.models import Route
-from mailmoat_common.policy import Policy
 from mailmoat_egress.delivery import Target, parse_hostport
+from mailmoat_mail.dns import DnsError, ResolverConfig, config_from, resolve_addresses, resolve_mx
+from mailmoat_platform.models import Route
+from mailmoat_policy import Policy
 
 MX_MISMATCH = "no MX host matches the MTA-STS policy"
 

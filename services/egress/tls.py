@@ -12,7 +12,7 @@ import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mailmoat_common.models import TlsMode
+from mailmoat_platform.models import TlsMode
 
 CA_FILE_ENV = "MAILMOAT_EGRESS_CA_FILE"
 

@@ -17,8 +17,8 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import unquote
 
-from mailmoat_common.models import Envelope, Verdict, new_message_id
 from mailmoat_egress.tlsrpt import SUCCESS, AppliedPolicy, FailureDetail
+from mailmoat_platform.models import Envelope, Verdict, new_message_id
 
 _VERSION = re.compile(r"^v=TLSRPTv1\s*(;|$)")
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")

@@ -21,13 +21,13 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from mailmoat_common.bus import Publish
-from mailmoat_common.dns import DnsTemporary, NoSuchDomain, resolve_txt
-from mailmoat_common.models import Envelope, utcnow
-from mailmoat_common.policy import Policy
 from mailmoat_egress import tlsrpt
 from mailmoat_egress.targets import resolver_config
 from mailmoat_egress.tlsreport import RecordError, build_mail, build_report, parse_record, report_id
+from mailmoat_mail.dns import DnsTemporary, NoSuchDomain, resolve_txt
+from mailmoat_platform.bus import Publish
+from mailmoat_platform.models import Envelope, utcnow
+from mailmoat_policy import Policy
 
 log = logging.getLogger(__name__)
 

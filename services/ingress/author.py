@@ -1,7 +1,7 @@
 """Author discipline at the end of DATA (RFC 5322 3.6, RFC 7489 6.6.1). Pure.
 
 A message from outside the organisation must name exactly one author: one ``From:`` field holding
-one mailbox that parses (``mailmoat_common.author``). Otherwise it is refused with EOP's answer
+one mailbox that parses (``mailmoat_mail.author``). Otherwise it is refused with EOP's answer
 ``550 5.7.512`` — or, with ``antispam.author_check: evaluate``, accepted so that the antispam stage
 judges every author domain and applies the strictest DMARC outcome (a message with no author address
 at all is refused either way: there is nothing to judge).
@@ -11,8 +11,8 @@ The check belongs to anti-spoofing: it applies when the policy lists the ``antis
 
 from __future__ import annotations
 
-from mailmoat_common.author import read_author
-from mailmoat_common.policy import Policy
+from mailmoat_mail.author import read_author
+from mailmoat_policy import Policy
 
 NOT_COMPLIANT = "550 5.7.512 Message must be RFC 5322 section 3.6.2 compliant"
 

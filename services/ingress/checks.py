@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailmoat_common.addresses import AddressError, Path, mailbox, recipient_key, routing_trick
-from mailmoat_common.policy import Limits, Policy
 from mailmoat_ingress import replies
 from mailmoat_ingress.headers import count_headers, header_block
+from mailmoat_mail.addresses import AddressError, Path, mailbox, recipient_key, routing_trick
+from mailmoat_policy import Limits, Policy
 
 
 def check_client(policy: Policy, client_ip: str) -> str | None:

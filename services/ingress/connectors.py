@@ -18,8 +18,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from mailmoat_common.policy import InboundConnector, Policy, domain_matches
 from mailmoat_ingress import replies
+from mailmoat_policy import InboundConnector, Policy, domain_matches
 
 CLIENT_CA_ENV = "MAILMOAT_TLS_CLIENT_CA"
 """PEM file of the CAs trusted to issue partner client certificates."""

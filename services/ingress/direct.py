@@ -8,7 +8,7 @@ handler, run in the ingress process: the same decisions, the same trace events, 
 
 from __future__ import annotations
 
-from mailmoat_common.policy import Policy
+from mailmoat_policy import Policy
 
 
 def routes_at_ingress(policy: Policy) -> bool:

@@ -18,10 +18,10 @@ import time
 from enum import Enum
 from typing import Any
 
-from mailmoat_common.policy import Greylisting, Policy
 from mailmoat_ingress import replies
 from mailmoat_ingress.metrics import GREYLIST, LIMIT_ERRORS
 from mailmoat_ingress.ratelimit import client_network, exempt
+from mailmoat_policy import Greylisting, Policy
 
 log = logging.getLogger(__name__)
 

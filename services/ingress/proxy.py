@@ -22,7 +22,7 @@ from ipaddress import IPv4Address, IPv6Address
 from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, V2_SIGNATURE, ProxyData, get_proxy
 from pydantic import ValidationError
 
-from mailmoat_common.policy import ProxyProtocol
+from mailmoat_policy import ProxyProtocol
 
 TRUSTED_ENV = "MAILMOAT_PROXY_TRUSTED_NETWORKS"
 """Load balancers the deployment trusts besides the policy's ``trusted_networks`` (the Kubernetes

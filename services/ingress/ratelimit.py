@@ -29,9 +29,9 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from mailmoat_common.policy import Policy, RateLimits, client_address
 from mailmoat_ingress import replies
 from mailmoat_ingress.metrics import LIMIT_ERRORS, RATE_LIMITED
+from mailmoat_policy import Policy, RateLimits, client_address
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from email.utils import format_datetime
 
-from mailmoat_common.models import TlsInfo
+from mailmoat_platform.models import TlsInfo
 
 
 def clean(text: str | None, fallback: str = "unknown") -> str:

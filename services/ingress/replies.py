@@ -23,7 +23,7 @@ BYE = "221 2.0.0 Bye"
 
 STARTTLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first"
 
-# --- envelope syntax (RFC 5321 4.1.2, RFC 6531; mailmoat_common.addresses) ---
+# --- envelope syntax (RFC 5321 4.1.2, RFC 6531; mailmoat_mail.addresses) ---
 MAIL_SYNTAX = "501 5.5.4 Syntax: MAIL FROM:<address> [SP <mail-parameters>]"
 RCPT_SYNTAX = "501 5.5.4 Syntax: RCPT TO:<address> [SP <rcpt-parameters>]"
 NESTED_MAIL = "503 5.5.1 Error: nested MAIL command"

@@ -11,11 +11,6 @@ import socket
 import ssl
 import time
 
-from mailmoat_common import heap
-from mailmoat_common.bus import Publish, stage_queue
-from mailmoat_common.runtime import Handler, Runtime, count_verdict
-from mailmoat_common.settings import Settings
-from mailmoat_common.telemetry import trace_context
 from mailmoat_ingress.certfiles import CertificateFiles
 from mailmoat_ingress.connectors import client_ca_file, server_context
 from mailmoat_ingress.direct import routes_at_ingress
@@ -23,6 +18,11 @@ from mailmoat_ingress.greylist import Greylist
 from mailmoat_ingress.proxy import deployment_trusted
 from mailmoat_ingress.ratelimit import RateLimiter
 from mailmoat_ingress.smtp import SERVICE, SessionContext, protocol_factory
+from mailmoat_platform import heap
+from mailmoat_platform.bus import Publish, stage_queue
+from mailmoat_platform.runtime import Handler, Runtime, count_verdict
+from mailmoat_platform.settings import Settings
+from mailmoat_platform.telemetry import trace_context
 from mailmoat_routing.service import make_handler as routing_handler
 
 log = logging.getLogger(__name__)

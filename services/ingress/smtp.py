@@ -21,10 +21,6 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from mailmoat_common import addresses
-from mailmoat_common.bus import Publish, stage_queue
-from mailmoat_common.models import Envelope, TlsInfo, TraceEvent, new_message_id
-from mailmoat_common.policy import Policy, ProxyProtocol
 from mailmoat_ingress import proxy, replies
 from mailmoat_ingress.author import check_author
 from mailmoat_ingress.certfiles import CertificateFiles
@@ -45,6 +41,10 @@ from mailmoat_ingress.headers import message_id, strip_gateway_headers
 from mailmoat_ingress.metrics import ACCEPT_SECONDS, INGRESS_MESSAGES, PROXY_HEADERS, SMTP_REPLIES, SMTP_SESSIONS
 from mailmoat_ingress.received import build_received
 from mailmoat_ingress.srsrcpt import srs_recipient
+from mailmoat_mail import addresses
+from mailmoat_platform.bus import Publish, stage_queue
+from mailmoat_platform.models import Envelope, TlsInfo, TraceEvent, new_message_id
+from mailmoat_policy import Policy, ProxyProtocol
 
 if TYPE_CHECKING:
     from mailmoat_ingress.greylist import Greylist
@@ -648,7 +648,7 @@ class IngressSMTP(SMTP):
 
     @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg: str | None) -> None:
-        """MAIL FROM by ``mailmoat_common.addresses``: what does not parse is refused here (traced)."""
+        """MAIL FROM by ``mailmoat_mail.addresses``: what does not parse is refused here (traced)."""
         if await self.check_helo_needed():
             return
         assert self.session is not None and isinstance(self.envelope, Transaction)
@@ -676,7 +676,7 @@ class IngressSMTP(SMTP):
 
     @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg: str | None) -> None:
-        """RCPT TO by ``mailmoat_common.addresses`` (non-ASCII only after MAIL FROM ... SMTPUTF8)."""
+        """RCPT TO by ``mailmoat_mail.addresses`` (non-ASCII only after MAIL FROM ... SMTPUTF8)."""
         if await self.check_helo_needed():
             return
         assert self.session is not None and isinstance(self.envelope, Transaction)

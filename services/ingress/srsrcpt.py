@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import time
 
-from mailmoat_common import srs
-from mailmoat_common.keyfiles import FileCache
-from mailmoat_common.policy import Policy
 from mailmoat_ingress import replies
+from mailmoat_mail import srs
+from mailmoat_mail.keyfiles import FileCache
+from mailmoat_policy import Policy
 
 INVALID = "550 5.1.1 Recipient address rejected: not a valid bounce address"
 UNAVAILABLE = replies.TEMPORARY

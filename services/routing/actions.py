@@ -10,7 +10,7 @@ allow-listed message (SCL -1 from the connection filter's IP allow list or the a
 the antispam actions, except high-confidence phishing (as EOP, allow lists never deliver it); the
 malware action always applies.
 
-A filter stage that failed on a message (``mailmoat_common.stagefault``) leaves an error verdict: the
+A filter stage that failed on a message (``mailmoat_platform.stagefault``) leaves an error verdict: the
 antivirus stage's ``unscannable`` (action ``quarantine``) goes the way of every antivirus finding;
 the antispam stage's ``error`` takes ``antispam.actions.error`` (deliver by default), below every
 spam category; the connection filter's ``error`` calls for nothing.
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from mailmoat_common import mimeedit
-from mailmoat_common.dsn import Failure, build_ndr
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import Policy
+from mailmoat_mail import mimeedit
+from mailmoat_mail.dsn import Failure, build_ndr
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import Policy
 
 SPAM_ORDER = ("hcphish", "phish", "hcspam", "dmarc_reject", "dmarc_quarantine", "spoof", "spam", "bulk")
 """Antispam keys of ``antispam.actions``, strongest first."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailmoat_common.models import Envelope, Route, Verdict
-from mailmoat_common.policy import OutboundConnector, Policy, domain_matches, stronger_tls
+from mailmoat_platform.models import Envelope, Route, Verdict
+from mailmoat_policy import OutboundConnector, Policy, domain_matches, stronger_tls
 
 
 def domain_of(address: str) -> str:

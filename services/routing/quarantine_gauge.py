@@ -13,7 +13,7 @@ import logging
 
 from prometheus_client import Gauge
 
-from mailmoat_common.quarantine import QuarantineStore
+from mailmoat_records.quarantine import QuarantineStore
 
 log = logging.getLogger(__name__)
 

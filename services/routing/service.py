@@ -26,12 +26,12 @@ from collections.abc import Callable
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from mailmoat_common.bus import Publish, stage_queue
-from mailmoat_common.models import Envelope, TraceEvent, utcnow
-from mailmoat_common.policy import Policy
-from mailmoat_common.quarantine import QuarantineStore, admin_notice
-from mailmoat_common.runtime import Runtime, Transient, stage_publish
-from mailmoat_common.settings import Settings
+from mailmoat_platform.bus import Publish, stage_queue
+from mailmoat_platform.models import Envelope, TraceEvent, utcnow
+from mailmoat_platform.runtime import Runtime, Transient, stage_publish
+from mailmoat_platform.settings import Settings
+from mailmoat_policy import Policy
+from mailmoat_records.quarantine import QuarantineStore, admin_notice
 from mailmoat_routing.actions import Disposition, Outcome, carry_out, disposition, ndr_for
 from mailmoat_routing.decide import copies_for
 from mailmoat_routing.quarantine_gauge import QuarantineGauge

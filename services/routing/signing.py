@@ -8,7 +8,7 @@ as they are), so the signatures are made here, over the final bytes of each copy
   addresses of ours (the DSNs egress makes for such copies) are turned back into the original sender
   before routes are planned.
 - **DKIM** (``dkim``): outbound mail whose From domain has keys is signed with every key not already
-  present (``mailmoat_common.dkimsign.signing_plan``); the copies share one signing.
+  present (``mailmoat_mail.dkimsign.signing_plan``); the copies share one signing.
 - **ARC** (``arc``): an inbound copy that the gateway changed (rules, verdict actions) or that leaves
   for an outside recipient is sealed with our ``Authentication-Results`` (RFC 8617).
 
@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 from prometheus_client import Counter
 
-from mailmoat_common import addresses, srs
-from mailmoat_common.dkimsign import KeyFileError, KeyStore, arc_seal, sign, signing_plan
-from mailmoat_common.keyfiles import FileCache
-from mailmoat_common.models import Envelope, TraceEvent
-from mailmoat_common.policy import Policy
+from mailmoat_mail import addresses, srs
+from mailmoat_mail.dkimsign import KeyFileError, KeyStore, arc_seal, sign, signing_plan
+from mailmoat_mail.keyfiles import FileCache
+from mailmoat_platform.models import Envelope, TraceEvent
+from mailmoat_policy import Policy
 
 log = logging.getLogger(__name__)
 

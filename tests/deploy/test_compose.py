@@ -17,10 +17,10 @@ import jsonschema
 import pytest
 import yaml
 
-from mailmoat_common.cli import SERVICES
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import DEFAULT_METRICS_PORTS, Settings
-from mailmoat_common.telemetry import otel_service_name
+from mailmoat_cli.main import SERVICES
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import DEFAULT_METRICS_PORTS, Settings
+from mailmoat_platform.telemetry import otel_service_name
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "mailmoat:local"

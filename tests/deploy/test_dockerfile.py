@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat_common.settings import DEFAULT_METRICS_PORTS, Settings
+from mailmoat_platform.settings import DEFAULT_METRICS_PORTS, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -148,5 +148,5 @@ def test_dockerignore_lets_through_what_the_build_copies() -> None:
         assert in_context(path), f"{path} is excluded by .dockerignore"
         assert any(path == c or path.startswith(c.rstrip("/") + "/") for c in copied), f"{path} is never copied"
     for path in (".venv/bin/python", ".git/HEAD", "var/maildir/x", "tests/conftest.py",
-                 "libs/common/__pycache__/bus.cpython-311.pyc"):
+                 "libs/platform/__pycache__/bus.cpython-311.pyc"):
         assert not in_context(path), f"{path} should stay out of the build context"

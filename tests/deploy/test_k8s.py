@@ -17,13 +17,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mailmoat_common.bus import stage_queue
-from mailmoat_common.cli import SERVICES
-from mailmoat_common.policy import parse_policy
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import DEFAULT_METRICS_PORTS, Settings
-from mailmoat_common.telemetry import otel_service_name
+from mailmoat_cli.main import SERVICES
 from mailmoat_ingress.service import IngressServer
+from mailmoat_platform.bus import stage_queue
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import DEFAULT_METRICS_PORTS, Settings
+from mailmoat_platform.telemetry import otel_service_name
+from mailmoat_policy import parse_policy
 from tests.deploy.crds import SCHEMAS, validate_custom
 from tests.deploy.kustomize import containers, load_resources, render, split_image
 from tests.deploy.netpol import selector_matches
@@ -510,7 +510,7 @@ def test_probe_runs_every_minute_against_ingress_and_its_alert_names_it(resource
     job = probe["spec"]["jobTemplate"]["spec"]
     assert job["activeDeadlineSeconds"] < 60 and job["backoffLimit"] == 0
     (container,) = containers(probe)
-    assert container["command"] == ["python", "-m", "mailmoat_common.probe"]
+    assert container["command"] == ["python", "-m", "mailmoat_cli.probe"]
     env = env_of(container)
     host, port = env["MAILMOAT_PROBE_SMTP"]["value"].split(":")
     service = named(resources, "Service", host)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mailmoat_common.settings import DEFAULT_METRICS_PORTS
+from mailmoat_platform.settings import DEFAULT_METRICS_PORTS
 from tests.deploy.kustomize import containers, render
 from tests.deploy.netpol import External, Pod, allowed
 

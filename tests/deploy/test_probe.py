@@ -26,7 +26,7 @@ def probe(gateway: Gateway, recipient: str, timeout: float) -> tuple[int, dict[s
            "MAILMOAT_PROBE_SMTP": f"127.0.0.1:{gateway.smtp_port}", "MAILMOAT_PROBE_TO": recipient,
            "MAILMOAT_PROBE_FROM": "probe@probe.example.org", "MAILMOAT_PROBE_TIMEOUT": str(timeout),
            "MAILMOAT_REDIS_URL": gateway.env["MAILMOAT_REDIS_URL"]}
-    done = subprocess.run([sys.executable, "-m", "mailmoat_common.probe"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "mailmoat_cli.probe"], env=env, capture_output=True,
                           text=True, timeout=timeout + 30)
     return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])
 

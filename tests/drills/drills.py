@@ -23,8 +23,8 @@ from pathlib import Path
 
 import aiormq
 
-from mailmoat_common.bus import Bus, FrameError, decode, encode, stage_queue
-from mailmoat_common.models import Envelope, Route
+from mailmoat_platform.bus import Bus, FrameError, decode, encode, stage_queue
+from mailmoat_platform.models import Envelope, Route
 from tests.drills.load import Load, Tally, tally
 from tests.drills.servers import PrivateRabbit, PrivateRedis
 from tests.support.amqpraw import RawText

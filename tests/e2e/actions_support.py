@@ -11,8 +11,8 @@ import time
 
 import redis
 
-from mailmoat_common.bus import Bus, Publish, stage_queue
-from mailmoat_common.models import Envelope
+from mailmoat_platform.bus import Bus, Publish, stage_queue
+from mailmoat_platform.models import Envelope
 from tests.support.infra import REDIS_TEST_URL
 
 
@@ -45,7 +45,7 @@ def quarantine_cli(amqp_url: str, *args: str) -> subprocess.CompletedProcess[str
     """Run ``mailmoat quarantine ...`` as the operator would, against the test broker and Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILMOAT_")}
     env.update(MAILMOAT_AMQP_URL=amqp_url, MAILMOAT_REDIS_URL=REDIS_TEST_URL)
-    return subprocess.run([sys.executable, "-m", "mailmoat_common.cli", "quarantine", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "mailmoat_cli.main", "quarantine", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import dkim
 import pytest
 
-from mailmoat_common.dkimsign import generate_key
+from mailmoat_mail.dkimsign import generate_key
 from tests.e2e.conftest import POLICY
 from tests.e2e.test_dkim_signing import dnsfunc
 from tests.support.dkimkeys import make_key, txt_zone

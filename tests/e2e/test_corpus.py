@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from mailmoat_common.author import read_author
+from mailmoat_mail.author import read_author
 from tests.e2e.conftest import POLICY
 from tests.support.clamd import ClamdServer
 from tests.support.dnsserver import DnsServer

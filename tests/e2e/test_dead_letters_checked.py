@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from mailmoat_common.bus import Bus, Publish
-from mailmoat_common.models import Envelope
+from mailmoat_platform.bus import Bus, Publish
+from mailmoat_platform.models import Envelope
 from tests.e2e.conftest import dead_letters
 
 pytestmark = pytest.mark.e2e

@@ -66,7 +66,7 @@ rules:
 def keygen(keydir: Path, domain: str, selector: str, algorithm: str) -> str:
     """Run ``mailmoat dkim keygen`` as an operator would; the zone line it prints."""
     out = subprocess.run(
-        [sys.executable, "-m", "mailmoat_common.cli", "dkim", "keygen", domain, selector,
+        [sys.executable, "-m", "mailmoat_cli.main", "dkim", "keygen", domain, selector,
          "--algorithm", algorithm, "--dir", str(keydir)],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout

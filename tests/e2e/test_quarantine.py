@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat_common import mimeedit
+from mailmoat_mail import mimeedit
 from tests.e2e.actions_support import events_of, id_by_msgid, quarantine_cli, wait_event
 from tests.support.attachments import message
 from tests.support.clamd import EICAR, ClamdServer

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat_common.srs import forward, reverse
+from mailmoat_mail.srs import forward, reverse
 from tests.e2e.test_mail_flow import send
 from tests.support.sink import SmtpSink
 

@@ -19,10 +19,10 @@ import jsonschema
 import pytest
 import redis.asyncio
 
-from mailmoat_common.models import utcnow
 from mailmoat_egress import tlsrpt
 from mailmoat_egress.mtasts import StsPolicy
 from mailmoat_egress.stspolicies import CACHE_PREFIX
+from mailmoat_platform.models import utcnow
 from tests.e2e.test_dkim_signing import dnsfunc
 from tests.support.dkimkeys import make_key, txt_zone
 from tests.support.dnsserver import DnsServer

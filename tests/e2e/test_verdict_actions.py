@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from mailmoat_common.models import Envelope, Verdict
+from mailmoat_platform.models import Envelope, Verdict
 from tests.e2e.actions_support import events_of, publish_to_routing, quarantine_cli, wait_event
 from tests.e2e.conftest import POLICY
 from tests.support.sink import SmtpSink

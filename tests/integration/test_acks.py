@@ -7,8 +7,8 @@ import asyncio
 import aio_pika
 import pytest
 
-from mailmoat_common.acks import AckBatcher
-from mailmoat_common.bus import Bus
+from mailmoat_platform.acks import AckBatcher
+from mailmoat_platform.bus import Bus
 
 pytestmark = pytest.mark.integration
 

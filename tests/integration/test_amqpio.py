@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from mailmoat_common.amqpio import open_coalescing
+from mailmoat_platform.amqpio import open_coalescing
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 
 from mailmoat_antispam.auth import AuthResolver
 from mailmoat_antispam.auth.dkimverify import verify_arc
-from mailmoat_common.dns import ResolverConfig
+from mailmoat_mail.dns import ResolverConfig
 from tests.support.dkimkeys import txt_zone
 from tests.support.dnsserver import DnsServer
 

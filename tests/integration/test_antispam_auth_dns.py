@@ -18,9 +18,9 @@ from mailmoat_antispam.auth import (
     strip_spoofed_authres,
 )
 from mailmoat_antispam.auth.spf import check_spf
-from mailmoat_common.dns import ResolverConfig
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Policy
+from mailmoat_mail.dns import ResolverConfig
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Policy
 from tests.support.dkimkeys import SigningKey, make_key, txt_zone
 from tests.support.dnsserver import DnsServer
 

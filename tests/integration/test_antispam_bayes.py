@@ -13,9 +13,9 @@ from mailmoat_antispam.bayes import BayesStore, tokens
 from mailmoat_antispam.check import Checker
 from mailmoat_antispam.content import parse
 from mailmoat_antispam.train import learn_paths
-from mailmoat_common.cli import main as cli_main
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import parse_policy
+from mailmoat_cli.main import main as cli_main
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import parse_policy
 
 pytestmark = pytest.mark.integration
 

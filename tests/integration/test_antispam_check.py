@@ -12,8 +12,8 @@ from aiohttp import web
 
 from mailmoat_antispam.check import Checker
 from mailmoat_antispam.service import annotate
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import parse_policy
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import parse_policy
 from tests.support.dnsserver import DnsServer
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ import pytest
 
 from mailmoat_antispam.check import Checker, Outcome
 from mailmoat_antispam.engines import rspamd_check, rspamd_headers, spamd_check
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import parse_policy
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import parse_policy
 from tests.support.dnsserver import DnsServer
 from tests.support.infra import free_port
 from tests.support.rspamd import RspamdServer, rspamd_binary

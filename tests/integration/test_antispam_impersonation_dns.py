@@ -12,8 +12,8 @@ import pytest
 
 from mailmoat_antispam.check import Checker
 from mailmoat_antispam.score import cat_code
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import parse_policy
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import parse_policy
 from tests.support.dnsserver import DnsServer
 
 pytestmark = pytest.mark.integration

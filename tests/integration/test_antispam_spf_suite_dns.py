@@ -9,7 +9,7 @@ import pytest
 
 from mailmoat_antispam.auth.resolver import AuthResolver
 from mailmoat_antispam.auth.spf import DEFAULT_EXPLANATION, check_spf
-from mailmoat_common.dns import ResolverConfig
+from mailmoat_mail.dns import ResolverConfig
 from tests.support.spfsuite import SpfCase, SuiteDnsServer, load_cases
 
 pytestmark = pytest.mark.integration

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from mailmoat_common.models import Envelope, TraceEvent
-from mailmoat_common.policy import Quarantine
-from mailmoat_common.quarantine import QuarantineStore
-from mailmoat_common.trace import TraceStore
+from mailmoat_platform.models import Envelope, TraceEvent
+from mailmoat_policy import Quarantine
+from mailmoat_records.quarantine import QuarantineStore
+from mailmoat_records.trace import TraceStore
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import aio_pika
 import pytest
 from aio_pika.exceptions import DeliveryError
 
-from mailmoat_common.bus import Bus, Publish
-from mailmoat_common.models import Envelope
+from mailmoat_platform.bus import Bus, Publish
+from mailmoat_platform.models import Envelope
 
 pytestmark = pytest.mark.integration
 

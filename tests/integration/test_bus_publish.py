@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from mailmoat_common.bus import Bus, Delivery, Publish, Unroutable, decode
-from mailmoat_common.models import Envelope
+from mailmoat_platform.bus import Bus, Delivery, Publish, Unroutable, decode
+from mailmoat_platform.models import Envelope
 
 pytestmark = pytest.mark.integration
 

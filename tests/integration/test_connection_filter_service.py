@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from mailmoat_common.bus import Bus, Publish, decode, stage_queue
-from mailmoat_common.models import Envelope
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import Settings
 from mailmoat_connection_filter.decide import HEADER
 from mailmoat_connection_filter.service import SERVICE, make_handler
+from mailmoat_platform.bus import Bus, Publish, decode, stage_queue
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
 from tests.support.dnsserver import DnsServer
 
 pytestmark = pytest.mark.integration

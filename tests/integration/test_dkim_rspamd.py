@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat_common.dkimsign import LoadedKey, generate_key, read_private_key, sign
+from mailmoat_mail.dkimsign import LoadedKey, generate_key, read_private_key, sign
 from tests.support.dkimkeys import txt_zone
 from tests.support.dnsserver import DnsServer
 from tests.support.rspamd import RspamdServer, rspamd_binary

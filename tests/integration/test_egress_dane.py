@@ -19,11 +19,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mailmoat_common.models import Envelope, Route, utcnow
 from mailmoat_egress import tlsrpt
 from mailmoat_egress.dane import tlsa_for
 from mailmoat_egress.mtasts import parse_policy
 from mailmoat_egress.stspolicies import CACHE_PREFIX
+from mailmoat_platform.models import Envelope, Route, utcnow
 from tests.integration.test_egress_mtasts import _port_on_three_addresses
 from tests.integration.test_egress_service import DATA, Harness, _events, _harness
 from tests.support import dnssec

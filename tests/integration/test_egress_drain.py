@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from mailmoat_common.bus import Bus, Publish, stage_queue
-from mailmoat_common.models import Envelope, Route
 from mailmoat_egress.service import dedupe_key
+from mailmoat_platform.bus import Bus, Publish, stage_queue
+from mailmoat_platform.models import Envelope, Route
 from tests.support.gateway import Gateway
 from tests.support.sink import SmtpSink
 

@@ -12,13 +12,13 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from mailmoat_common.bus import Bus, Publish, stage_queue
-from mailmoat_common.models import Envelope, Route
-from mailmoat_common.runtime import Runtime, Transient
-from mailmoat_common.settings import Settings
 from mailmoat_egress.claims import Claims, owner_prefix
 from mailmoat_egress.delivery import SessionPool
 from mailmoat_egress.service import SERVICE, Egress, dedupe_key, lock_key
+from mailmoat_platform.bus import Bus, Publish, stage_queue
+from mailmoat_platform.models import Envelope, Route
+from mailmoat_platform.runtime import Runtime, Transient
+from mailmoat_platform.settings import Settings
 from tests.support.sink import SmtpSink
 from tests.support.tcpproxy import TcpProxy
 

@@ -13,12 +13,12 @@ import pytest
 import trustme
 from aiohttp import web
 
-from mailmoat_common.dns import ResolverConfig
-from mailmoat_common.models import Envelope, Route, utcnow
 from mailmoat_egress import tlsrpt
 from mailmoat_egress.stspolicies import CACHE_PREFIX, FetchFailed, fetch_policy
 from mailmoat_egress.targets import resolver_config
 from mailmoat_egress.tls import CA_FILE_ENV
+from mailmoat_mail.dns import ResolverConfig
+from mailmoat_platform.models import Envelope, Route, utcnow
 from tests.integration.test_egress_service import DATA, Harness, _events, _harness
 from tests.support.dnsserver import DnsServer
 from tests.support.infra import free_port

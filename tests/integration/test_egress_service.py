@@ -15,12 +15,12 @@ import pytest
 import trustme
 from prometheus_client import REGISTRY
 
-from mailmoat_common.bus import DEAD_QUEUE, Bus, Publish, decode, stage_queue
-from mailmoat_common.models import Envelope, Route
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import Settings
 from mailmoat_egress.delivery import SessionPool
 from mailmoat_egress.service import SERVICE, Egress, dedupe_key
+from mailmoat_platform.bus import DEAD_QUEUE, Bus, Publish, decode, stage_queue
+from mailmoat_platform.models import Envelope, Route
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
 from tests.support.dnsserver import DnsServer
 from tests.support.gateway import Gateway
 from tests.support.infra import free_port
@@ -256,7 +256,7 @@ async def test_required_tls_without_starttls_expires_with_447(
 
 
 async def test_redis_down_is_transient(amqp_url, redis_url, write_policy, sink, dns_server) -> None:
-    from mailmoat_common.runtime import Transient
+    from mailmoat_platform.runtime import Transient
 
     async for harness in _harness(amqp_url, redis_url, write_policy(_policy_text(sink.port, dns_server.port))):
         import redis.asyncio as aioredis

@@ -19,12 +19,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from mailmoat_common.bus import Publish, decode, stage_queue
-from mailmoat_common.models import Envelope, Route, utcnow
 from mailmoat_egress import tlsrpt
 from mailmoat_egress.mtasts import StsPolicy
 from mailmoat_egress.stspolicies import CACHE_PREFIX
 from mailmoat_egress.tlsrptsend import REPORTS, TlsReporter, routing_publisher, sent_key
+from mailmoat_platform.bus import Publish, decode, stage_queue
+from mailmoat_platform.models import Envelope, Route, utcnow
 from tests.integration.test_egress_service import DATA, Harness, _events, _harness, _wait_messages
 from tests.support.dnsserver import DnsServer
 from tests.support.sink import SmtpSink

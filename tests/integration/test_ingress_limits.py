@@ -8,9 +8,9 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
-from mailmoat_common.policy import parse_policy
 from mailmoat_ingress.greylist import Greylist
 from mailmoat_ingress.ratelimit import RateLimiter
+from mailmoat_policy import parse_policy
 from tests.support.infra import free_port
 
 pytestmark = pytest.mark.integration

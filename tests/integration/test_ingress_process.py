@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from mailmoat_common.bus import Bus, decode
-from mailmoat_common.models import Envelope
+from mailmoat_platform.bus import Bus, decode
+from mailmoat_platform.models import Envelope
 from tests.support.gateway import Gateway
 
 pytestmark = pytest.mark.integration

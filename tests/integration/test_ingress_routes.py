@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from mailmoat_common.bus import Bus, decode
-from mailmoat_common.models import Envelope
-from mailmoat_common.settings import Settings
 from mailmoat_ingress.service import ROUTE_STEP_TIMEOUT, IngressServer
+from mailmoat_platform.bus import Bus, decode
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.settings import Settings
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration

@@ -19,11 +19,11 @@ from aio_pika import DeliveryMode
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import REGISTRY
 
-from mailmoat_common.bus import Bus, decode
-from mailmoat_common.models import Envelope
-from mailmoat_common.settings import Settings
 from mailmoat_ingress.service import IngressServer
 from mailmoat_ingress.smtp import IngressSMTP
+from mailmoat_platform.bus import Bus, decode
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.settings import Settings
 from tests.support.infra import RABBITMQ_PORT, free_port
 from tests.support.tcpproxy import TcpProxy
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import Settings
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
-from mailmoat_common.cli import main
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import Quarantine
-from mailmoat_common.quarantine import QuarantineStore
+from mailmoat_cli.main import main
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import Quarantine
+from mailmoat_records.quarantine import QuarantineStore
 
 pytestmark = pytest.mark.integration
 

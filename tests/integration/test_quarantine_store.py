@@ -8,10 +8,10 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from mailmoat_common.bus import Bus, decode, stage_queue
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import Quarantine
-from mailmoat_common.quarantine import (
+from mailmoat_platform.bus import Bus, decode, stage_queue
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import Quarantine
+from mailmoat_records.quarantine import (
     INDEX,
     KEY,
     RELEASED,
@@ -20,7 +20,7 @@ from mailmoat_common.quarantine import (
     admin_notice,
     release,
 )
-from mailmoat_common.trace import TraceStore
+from mailmoat_records.trace import TraceStore
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,7 @@ async def test_failed_publish_undoes_the_release(store: QuarantineStore, amqp_ur
 
 
 def test_admin_notice() -> None:
-    from mailmoat_common.quarantine import Held
+    from mailmoat_records.quarantine import Held
 
     env = envelope()
     held = Held(id=env.id, envelope=env, reason="malware", result="malware", detail="malware detected",

@@ -8,9 +8,9 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Quarantine
-from mailmoat_common.quarantine import INDEX, KEY, QuarantineStore
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Quarantine
+from mailmoat_records.quarantine import INDEX, KEY, QuarantineStore
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ async def test_counts_follow_hold_delete_and_expiry(store: QuarantineStore) -> N
 
 
 async def test_prune_in_batches(store: QuarantineStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("mailmoat_common.quarantine.PRUNE_BATCH", 2)
+    monkeypatch.setattr("mailmoat_records.quarantine.PRUNE_BATCH", 2)
     held = [await hold(store, "bulk", 10) for _ in range(5)]
     await store.client.zadd(INDEX, {env.id: time.time() - 1 for env in held})
     assert await store.prune() == 5

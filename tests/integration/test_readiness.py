@@ -13,12 +13,12 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from mailmoat_common.bus import Bus, Publish, stage_queue
-from mailmoat_common.models import Envelope
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import Settings
 from mailmoat_egress.delivery import SessionPool
 from mailmoat_egress.service import SERVICE, Egress
+from mailmoat_platform.bus import Bus, Publish, stage_queue
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Group commit of Redis script calls (mailmoat_common.redisbatch) on the real Redis."""
+"""Group commit of Redis script calls (mailmoat_platform.redisbatch) on the real Redis."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from mailmoat_common.models import TraceEvent
-from mailmoat_common.redisbatch import ScriptBatcher
-from mailmoat_common.trace import TraceStore
+from mailmoat_platform.models import TraceEvent
+from mailmoat_platform.redisbatch import ScriptBatcher
+from mailmoat_records.trace import TraceStore
 from tests.support.infra import free_port
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,11 @@ from urllib.parse import urlparse
 import pytest
 import redis.asyncio as aioredis
 
-from mailmoat_common.bus import DEAD_QUEUE, Bus, Publish, stage_queue
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.quarantine import QuarantineStore
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import Settings
+from mailmoat_platform.bus import DEAD_QUEUE, Bus, Publish, stage_queue
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
+from mailmoat_records.quarantine import QuarantineStore
 from mailmoat_routing.service import SERVICE, make_handler
 from tests.support.tcpproxy import TcpProxy
 

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 import redis.asyncio as aioredis
 
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import parse_policy
-from mailmoat_common.quarantine import QuarantineStore
-from mailmoat_common.trace import TraceStore
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import parse_policy
+from mailmoat_records.quarantine import QuarantineStore
+from mailmoat_records.trace import TraceStore
 from mailmoat_routing.service import RULE_HITS, Router
 
 pytestmark = pytest.mark.integration

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.bus import Bus, Publish, decode, stage_queue
-from mailmoat_common.models import Envelope
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import Settings
+from mailmoat_platform.bus import Bus, Publish, decode, stage_queue
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
 from mailmoat_routing.service import SERVICE, make_handler
 
 pytestmark = pytest.mark.integration

@@ -9,11 +9,11 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from mailmoat_common.bus import DEAD_QUEUE, Bus, Publish, decode, stage_queue
-from mailmoat_common.models import Envelope
-from mailmoat_common.runtime import Runtime, Transient, stage_publish
-from mailmoat_common.settings import Settings
-from mailmoat_common.telemetry import current_trace_id, tracing_records
+from mailmoat_platform.bus import DEAD_QUEUE, Bus, Publish, decode, stage_queue
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.runtime import Runtime, Transient, stage_publish
+from mailmoat_platform.settings import Settings
+from mailmoat_platform.telemetry import current_trace_id, tracing_records
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,12 @@ import aio_pika
 import aiormq
 import pytest
 
-from mailmoat_common.bus import DEAD_QUEUE, Bus, Publish, decode, encode, stage_queue
-from mailmoat_common.models import Envelope, Route
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import Settings
 from mailmoat_egress.delivery import SessionPool
 from mailmoat_egress.service import SERVICE, Egress
+from mailmoat_platform.bus import DEAD_QUEUE, Bus, Publish, decode, encode, stage_queue
+from mailmoat_platform.models import Envelope, Route
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
 from tests.support.amqpraw import RawText, RawTimestamp, RawValue, raw_values
 from tests.support.sink import SmtpSink
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat_common.srs import SrsError, forward, reverse
+from mailmoat_mail.srs import SrsError, forward, reverse
 from tests.support.postsrsd import PostSrsd, postsrsd_binary
 
 SECRET = b"shared srs secret"

@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from mailmoat_common.bus import DEAD_QUEUE, MAGIC, Bus, encode, stage_queue
-from mailmoat_common.models import Envelope, Route
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import Settings
+from mailmoat_platform.bus import DEAD_QUEUE, MAGIC, Bus, encode, stage_queue
+from mailmoat_platform.models import Envelope, Route
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
 from tests.support.amqpraw import RawText, RawTimestamp, RawValue, raw_values
 from tests.support.sink import SmtpSink
 

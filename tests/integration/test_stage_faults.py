@@ -15,12 +15,12 @@ import redis
 from mailmoat_antispam import service as antispam
 from mailmoat_antispam.check import Checker
 from mailmoat_antivirus import service as antivirus
-from mailmoat_common.bus import Bus, Publish, decode, stage_queue
-from mailmoat_common.models import Envelope
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import Settings
-from mailmoat_common.stagefault import STAGE_ERRORS
 from mailmoat_connection_filter import service as connection_filter
+from mailmoat_platform.bus import Bus, Publish, decode, stage_queue
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
+from mailmoat_platform.stagefault import STAGE_ERRORS
 
 pytestmark = pytest.mark.integration
 

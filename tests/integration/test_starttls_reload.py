@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from mailmoat_common.settings import Settings
 from mailmoat_ingress.service import IngressServer
+from mailmoat_platform.settings import Settings
 from tests.support.certs import write_leaf
 
 pytestmark = pytest.mark.integration

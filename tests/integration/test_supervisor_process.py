@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat_common.supervisor import ADDRESS_IN_USE
+from mailmoat_cli.supervisor import ADDRESS_IN_USE
 from tests.support.gateway import ALL, Gateway
 
 CHILDREN_GONE_WITHIN = 10.0
@@ -64,7 +64,7 @@ def test_children_die_with_a_killed_supervisor(gateway: Gateway) -> None:
 
 def test_a_second_supervisor_on_taken_ports_exits_once_with_a_clear_message(gateway: Gateway) -> None:
     started = time.monotonic()
-    second = subprocess.run([sys.executable, "-m", "mailmoat_common.cli", "run", "all"], env=gateway.env,
+    second = subprocess.run([sys.executable, "-m", "mailmoat_cli.main", "run", "all"], env=gateway.env,
                             cwd=gateway.workdir, capture_output=True, text=True, timeout=60)
     took = time.monotonic() - started
     assert second.returncode == ADDRESS_IN_USE, second.stderr
@@ -81,7 +81,7 @@ def test_a_service_that_cannot_listen_says_so_once_and_exits(tmp_path: Path) -> 
             socket.socket() as squatter:
         squatter.bind(("0.0.0.0", gw.port_of("devmailbox")))
         squatter.listen()
-        run = subprocess.run([sys.executable, "-m", "mailmoat_common.cli", "run", "devmailbox"], env=gw.env,
+        run = subprocess.run([sys.executable, "-m", "mailmoat_cli.main", "run", "devmailbox"], env=gw.env,
                              cwd=gw.workdir, capture_output=True, text=True, timeout=60)
     assert run.returncode == ADDRESS_IN_USE
     lines = run.stderr.strip().splitlines()

@@ -9,8 +9,8 @@ import sys
 import pytest
 import redis.asyncio as aioredis
 
-from mailmoat_common.models import TraceEvent
-from mailmoat_common.trace import TraceStore
+from mailmoat_platform.models import TraceEvent
+from mailmoat_records.trace import TraceStore
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def _trace(redis_url: str, needle: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MAILMOAT_REDIS_URL": redis_url}
     return subprocess.run(
-        [sys.executable, "-m", "mailmoat_common.cli", "trace", needle],
+        [sys.executable, "-m", "mailmoat_cli.main", "trace", needle],
         env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60,
     )
 
@@ -65,15 +65,15 @@ def test_policy_check_command(tmp_path) -> None:
     good.write_text("accepted_domains:\n  - domain: example.com\n")
     bad = tmp_path / "bad.yaml"
     bad.write_text("limits:\n  max_recipients: -3\n")
-    ok = subprocess.run([sys.executable, "-m", "mailmoat_common.cli", "policy", "check", str(good)],
+    ok = subprocess.run([sys.executable, "-m", "mailmoat_cli.main", "policy", "check", str(good)],
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "routing -> egress, routed at ingress" in ok.stdout
     hop = tmp_path / "hop.yaml"
     hop.write_text("accepted_domains:\n  - domain: example.com\npipeline:\n  filters: [antispam]\n")
-    ok = subprocess.run([sys.executable, "-m", "mailmoat_common.cli", "policy", "check", str(hop)],
+    ok = subprocess.run([sys.executable, "-m", "mailmoat_cli.main", "policy", "check", str(hop)],
                         capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and ok.stdout.rstrip().endswith("antispam -> routing -> egress)"), ok.stdout
-    refused = subprocess.run([sys.executable, "-m", "mailmoat_common.cli", "policy", "check", str(bad)],
+    refused = subprocess.run([sys.executable, "-m", "mailmoat_cli.main", "policy", "check", str(bad)],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1
     assert f"{bad}: limits.max_recipients:" in refused.stderr

@@ -1,7 +1,7 @@
 """The gateway as real processes for end-to-end tests.
 
 ``Gateway`` writes (or takes) a policy, chooses free ports, and starts either one process per
-service (``python -m mailmoat_common.cli run <service> --worker N``), so that a test can SIGKILL and
+service (``python -m mailmoat_cli.main run <service> --worker N``), so that a test can SIGKILL and
 restart one, or the supervisor ``mailmoat run all``. It waits until every process answers 200 on
 ``/readyz`` (bounded), keeps each process's output in a log file under its work directory, and stops
 everything at the end (SIGTERM, then SIGKILL of the whole process group).
@@ -21,8 +21,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from mailmoat_common.cli import plan_processes
-from mailmoat_common.settings import DEFAULT_METRICS_PORTS, Settings
+from mailmoat_cli.main import plan_processes
+from mailmoat_platform.settings import DEFAULT_METRICS_PORTS, Settings
 from tests.support.infra import free_port_block
 
 SERVICES = ("ingress", "routing", "egress")
@@ -103,7 +103,7 @@ class Gateway:
             raise RuntimeError(f"{key[0]}[{key[1]}] is already running")
         with open(self.log_path(*key), "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "mailmoat_common.cli", "run", *args],
+                [sys.executable, "-m", "mailmoat_cli.main", "run", *args],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 cwd=self.workdir, start_new_session=True,
             )

@@ -14,10 +14,10 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailmoat_common.bus import Publish, encode
-from mailmoat_common.models import TraceEvent
-from mailmoat_common.policy import Policy, parse_policy
 from mailmoat_ingress.smtp import IngressHandler, IngressSMTP, SessionContext
+from mailmoat_platform.bus import Publish, encode
+from mailmoat_platform.models import TraceEvent
+from mailmoat_policy import Policy, parse_policy
 
 POLICY = textwrap.dedent("""
     organization:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailmoat_common.acks import plan
+from mailmoat_platform.acks import plan
 
 
 def test_a_run_of_finished_deliveries_is_one_multiple_ack() -> None:

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mailmoat_common.addresses import (
+from mailmoat_egress.pipelining import envelope_commands
+from mailmoat_mail.addresses import (
     AddressError,
     Mailbox,
     mailbox,
@@ -17,7 +18,6 @@ from mailmoat_common.addresses import (
     routing_trick,
     sendable,
 )
-from mailmoat_egress.pipelining import envelope_commands
 
 
 @pytest.mark.parametrize(

@@ -331,8 +331,8 @@ MALFORMED = [
 @pytest.mark.parametrize("message", MALFORMED)
 async def test_malformed_messages_give_results_not_exceptions(message: bytes) -> None:
     from mailmoat_antispam.auth import authenticate
-    from mailmoat_common.models import Envelope
-    from mailmoat_common.policy import Policy
+    from mailmoat_platform.models import Envelope
+    from mailmoat_policy import Policy
 
     resolver = TableResolver({"bank.test": ["TIMEOUT"], "_dmarc.bank.test": [("TXT", ["v=DMARC1; p=reject"])]})
     for mail_from, helo in (("a@bank.test", "x.test"), ("", ""), ("weird@", "[1.2.3.4]"), ("@@", "a..b")):

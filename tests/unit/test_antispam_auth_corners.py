@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from mailmoat_antispam.auth import authenticate, authentication_results
 from mailmoat_antispam.auth.dkimverify import verify_arc
 from mailmoat_antispam.auth.dmarc import aligned, parse_record
-from mailmoat_common.author import read_author
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Policy
+from mailmoat_mail.author import read_author
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Policy
 from tests.support.dkimkeys import make_key
 from tests.support.spfsuite import TableResolver
 

@@ -8,7 +8,7 @@ from mailmoat_antispam.accuracy import Sample, body_key, choose_cutoff, collecti
 from mailmoat_antispam.bayes import spam_probability, strip_list_footer, tokens
 from mailmoat_antispam.content import parse
 from mailmoat_antispam.score import Findings
-from mailmoat_common.policy import parse_policy
+from mailmoat_policy import parse_policy
 
 LIST_MAIL = (
     b"From: Ann <ann@corp.test>\r\nTo: fork@xent.com\r\nSubject: cheap pills\r\nPrecedence: bulk\r\n"

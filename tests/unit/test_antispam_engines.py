@@ -10,7 +10,7 @@ import json
 from aiohttp import web
 
 from mailmoat_antispam.engines import parse_spamd, rspamd_check, rspamd_headers, spamd_check
-from mailmoat_common.models import Envelope
+from mailmoat_platform.models import Envelope
 
 MSG = b"From: a@b.test\r\nSubject: x\r\n\r\nbody\r\n"
 ENV = Envelope(client_ip="192.0.2.1", helo="h.test", mail_from="a@b.test", rcpt_to=["c@example.com"])

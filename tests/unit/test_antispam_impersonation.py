@@ -12,9 +12,9 @@ from mailmoat_antispam.check import impersonation_hits
 from mailmoat_antispam.content import parse
 from mailmoat_antispam.rules import Hit
 from mailmoat_antispam.score import Findings, allowance, decide, report_tokens
-from mailmoat_common.author import read_author
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Policy
+from mailmoat_mail.author import read_author
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Policy
 
 POLICY = Policy.model_validate({
     "organization": {"hostname": "gw.test", "internal_networks": ["10.0.0.0/8"]},

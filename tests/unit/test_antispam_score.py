@@ -11,8 +11,8 @@ import pytest
 from mailmoat_antispam import asf, bulk, rules, score, uribl
 from mailmoat_antispam.check import bayes_hits, content_findings
 from mailmoat_antispam.content import extract_urls, parse
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import parse_policy
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import parse_policy
 
 HEAD = b"From: Ann <ann@sender.test>\r\nTo: bob@example.com\r\nSubject: Hello\r\n" \
        b"Date: Mon, 2 Nov 2026 10:00:00 +0000\r\nMessage-ID: <m1@sender.test>\r\n"
@@ -88,7 +88,7 @@ antispam:
     "{name: x, regex: '(', score: 1}", "{name: x, phrase: a, regex: b}",
 ])
 def test_bad_rules_are_refused(bad: str) -> None:
-    from mailmoat_common.policy import PolicyError
+    from mailmoat_policy import PolicyError
     with pytest.raises(PolicyError):
         parse_policy(f"antispam: {{rules: [{bad}]}}")
 

@@ -11,7 +11,7 @@ import pytest
 
 from mailmoat_antivirus.archives import inspect
 from mailmoat_antivirus.filetypes import detect
-from mailmoat_common.policy import ArchiveLimits
+from mailmoat_policy import ArchiveLimits
 from tests.support.attachments import mz_executable, zip_of
 from tests.support.clamd import TESTFILES
 from tests.support.office import ole_doc, rar4_stored, sevenzip, zeros

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from mailmoat_antivirus.archives import inspect
-from mailmoat_common.policy import ArchiveLimits
+from mailmoat_policy import ArchiveLimits
 from tests.support.attachments import mz_executable, nested_zip, ratio_bomb, tar_of, zip_of
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from mailmoat_antivirus.clamd import Address, ScanResult, parse_address, parse_reply
 from mailmoat_antivirus.decide import add_engine_results, analyse, decide, report_header, unscanned
-from mailmoat_common.policy import Antimalware, ArchiveLimits
+from mailmoat_policy import Antimalware, ArchiveLimits
 from tests.support.attachments import message, mz_executable, nested_zip, uuencode, zip_of
 from tests.support.office import ole_doc, ooxml, rar4_stored
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailmoat_antivirus.filetypes import check, detect, extension, refine_zip
-from mailmoat_common.policy import COMMON_ATTACHMENT_TYPES
+from mailmoat_policy import COMMON_ATTACHMENT_TYPES
 from tests.support.attachments import mz_executable, tar_of
 
 

@@ -9,7 +9,7 @@ from mailmoat_antivirus.archives import inspect, zip_kind
 from mailmoat_antivirus.filetypes import detect
 from mailmoat_antivirus.macros import has_macros, ole_has_vba
 from mailmoat_antivirus.macros import inspect as inspect_macros
-from mailmoat_common.policy import ArchiveLimits
+from mailmoat_policy import ArchiveLimits
 from tests.support.attachments import tar_of, zip_of
 from tests.support.clamd import TESTFILES
 from tests.support.office import (

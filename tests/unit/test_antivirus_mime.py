@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mailmoat_antivirus.mime import uudecode_blocks, walk
-from mailmoat_common import mimeedit
+from mailmoat_mail import mimeedit
 from tests.support.attachments import message, mz_executable, uuencode
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailmoat_common.author import AuthorError, Mailbox, parse_mailboxes, read_author, recover
+from mailmoat_mail.author import AuthorError, Mailbox, parse_mailboxes, read_author, recover
 
 
 @pytest.mark.parametrize(("value", "expected"), [

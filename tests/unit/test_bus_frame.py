@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.bus import FrameError, decode, encode
-from mailmoat_common.models import Envelope, new_message_id
+from mailmoat_platform.bus import FrameError, decode, encode
+from mailmoat_platform.models import Envelope, new_message_id
 
 
 def test_roundtrip_is_byte_exact_for_any_bytes() -> None:

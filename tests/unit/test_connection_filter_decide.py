@@ -8,8 +8,6 @@ import re
 
 import pytest
 
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import DnsblZone, IpSet, PolicyError, client_address, parse_policy, parse_range
 from mailmoat_connection_filter.decide import (
     HEADER,
     DnsblResult,
@@ -25,6 +23,8 @@ from mailmoat_connection_filter.decide import (
     ptr_facts,
     ptr_names,
 )
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import DnsblZone, IpSet, PolicyError, client_address, parse_policy, parse_range
 
 POLICY = """
 connection_filter:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import inspect
 
-from mailmoat_common.cli import plan_processes
-from mailmoat_common.policy import parse_policy
-from mailmoat_common.settings import Settings
+from mailmoat_cli.main import plan_processes
 from mailmoat_connection_filter import service
 from mailmoat_ingress import replies
 from mailmoat_ingress.checks import check_client
+from mailmoat_platform.settings import Settings
+from mailmoat_policy import parse_policy
 
 
 def test_run_all_starts_the_stage_when_the_policy_lists_it(write_policy) -> None:

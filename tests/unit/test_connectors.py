@@ -7,8 +7,6 @@ import ssl
 import pytest
 import trustme
 
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import PolicyError, parse_policy, stronger_tls
 from mailmoat_ingress.checks import check_client
 from mailmoat_ingress.connectors import (
     PeerTls,
@@ -18,6 +16,8 @@ from mailmoat_ingress.connectors import (
     server_context,
 )
 from mailmoat_ingress.replies import STARTTLS_REQUIRED
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import PolicyError, parse_policy, stronger_tls
 from mailmoat_routing.decide import plan_routes, route_for, select_outbound
 from tests.support.certs import write_ca, write_leaf
 

@@ -11,12 +11,12 @@ import pytest
 from pamqp import frame, header
 from pamqp.encode import encode_table_value
 
-import mailmoat_common.bus  # noqa: F401  (installs the total decoders)
-from mailmoat_common.amqpdecode import MAX_DEPTH
-from mailmoat_common.headers import delivery_count, republishable, text
-from mailmoat_common.models import Envelope
-from mailmoat_common.runtime import envelope_problem
-from mailmoat_common.telemetry import extract, trace_context
+import mailmoat_platform.bus  # noqa: F401  (installs the total decoders)
+from mailmoat_mail.headers import delivery_count, republishable, text
+from mailmoat_platform.amqpdecode import MAX_DEPTH
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.runtime import envelope_problem
+from mailmoat_platform.telemetry import extract, trace_context
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from mailmoat_common.cli import main
-from mailmoat_common.dkimsign import read_private_key
+from mailmoat_cli.main import main
+from mailmoat_mail.dkimsign import read_private_key
 
 
 @pytest.mark.parametrize(("algorithm", "kind", "public_len"), [("rsa", rsa.RSAPrivateKey, 294),

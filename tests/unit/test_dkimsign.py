@@ -10,7 +10,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from mailmoat_common.dkimsign import (
+from mailmoat_mail.dkimsign import (
     KeyFileError,
     KeyStore,
     LoadedKey,
@@ -24,8 +24,8 @@ from mailmoat_common.dkimsign import (
     signing_plan,
     split_message,
 )
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import PolicyError, parse_policy
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import PolicyError, parse_policy
 
 MESSAGE = (b"From: Alice <alice@example.com>\r\nTo: bob@partner.example\r\nSubject: hi\r\n"
            b"Date: Sat, 05 Dec 2026 12:00:00 +0000\r\nMessage-ID: <1@example.com>\r\n"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailmoat_common.dns import (
+from mailmoat_mail.dns import (
     DnsTemporary,
     MxHost,
     NoSuchDomain,
@@ -153,7 +153,7 @@ async def test_generic_lookup(config: ResolverConfig) -> None:
 
 
 def test_config_from_policy() -> None:
-    from mailmoat_common.policy import Policy
+    from mailmoat_policy import Policy
 
     policy = Policy.model_validate({"dns": {"nameservers": ["127.0.0.1"], "port": 5353, "timeout": 2}})
     assert config_from(policy.dns) == ResolverConfig(("127.0.0.1",), 5353, 2.0)

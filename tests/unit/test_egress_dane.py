@@ -14,11 +14,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from mailmoat_common.policy import Dane, resolver_address
 from mailmoat_egress.dane import DaneCheck, Tlsa, check_chain, parse_tlsa, tlsa_for, usable
 from mailmoat_egress.danedelivery import DanePlan, session_result
 from mailmoat_egress.delivery import Target, destination_for, make_result
 from mailmoat_egress.targets import NoRoute
+from mailmoat_policy import Dane, resolver_address
 
 MX = "mx.dane.test"
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailmoat_common.models import Envelope, Route
-from mailmoat_common.policy import Policy
 from mailmoat_egress.decide import EXPIRED_STATUS, decide, lock_wait, retry_delay
 from mailmoat_egress.delivery import make_result, split_reply
+from mailmoat_platform.models import Envelope, Route
+from mailmoat_policy import Policy
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DATA = b"Subject: t\r\n\r\nbody\r\n"

@@ -6,8 +6,8 @@ import email
 import email.policy
 from datetime import UTC, datetime
 
-from mailmoat_common.models import Envelope, Verdict
 from mailmoat_egress.dsn import SUBJECT, Failure, build_dsn, original_headers
+from mailmoat_platform.models import Envelope, Verdict
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 ORIGINAL = b"From: s@out.org\r\nTo: a@example.com\r\nSubject: hello\r\nMessage-ID: <m1@out.org>\r\n\r\nsecret body\r\n"

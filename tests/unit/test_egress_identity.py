@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.policy import PolicyError, parse_policy
 from mailmoat_egress.delivery import Target, destination_for
+from mailmoat_policy import PolicyError, parse_policy
 
 POLICY = """
 routes: {onprem: {hosts: [10.0.0.5]}}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.models import Route
-from mailmoat_common.policy import Policy
 from mailmoat_egress.delivery import make_result
 from mailmoat_egress.mtasts import (
     MAX_AGE_LIMIT,
@@ -18,6 +16,8 @@ from mailmoat_egress.mtasts import (
     txt_id,
 )
 from mailmoat_egress.stsdelivery import StsPlan, session_result
+from mailmoat_platform.models import Route
+from mailmoat_policy import Policy
 
 GOOD = "version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmx: *.example.net\r\nmax_age: 604800\r\n"
 

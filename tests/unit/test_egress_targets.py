@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from mailmoat_common.models import Route
-from mailmoat_common.policy import Policy
 from mailmoat_egress.delivery import Target
 from mailmoat_egress.targets import MX_ADDRESS_LIMIT, NoRoute, targets_for
+from mailmoat_platform.models import Route
+from mailmoat_policy import Policy
 from tests.support.dnsserver import DnsServer
 
 ZONE = """

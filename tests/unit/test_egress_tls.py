@@ -7,8 +7,8 @@ import typing
 
 import pytest
 
-from mailmoat_common.models import TlsMode
 from mailmoat_egress.tls import CA_FILE_ENV, TLS_RULES, ca_file, connect_kwargs, rule_for, server_name, ssl_context
+from mailmoat_platform.models import TlsMode
 
 # mode: (starttls, verify_mode, check_hostname) — None: no TLS context at all
 TABLE = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from mailmoat_common.health import Dependency, Held, transaction_bound
+from mailmoat_platform.health import Dependency, Held, transaction_bound
 
 
 def test_held_reports_the_oldest_delivery_without_an_outcome() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from mailmoat_common import heap
+from mailmoat_platform import heap
 
 
 class _Node:

@@ -11,8 +11,8 @@ import pytest
 
 from mailmoat_antispam.content import parse
 from mailmoat_antivirus.decide import analyse, decide, report_header
-from mailmoat_common import mimeedit
-from mailmoat_common.policy import Antimalware
+from mailmoat_mail import mimeedit
+from mailmoat_policy import Antimalware
 from tests.support.hostile import cases, write
 
 CASES = cases()
@@ -54,8 +54,8 @@ def test_written_out_as_eml_files(tmp_path: Path) -> None:
 def test_mail_flow_rule_facts_read_it(case) -> None:
     """Routing's rule conditions read subject, body and attachments of any message (8-bit parameters
     made ``attachments`` raise, as they did the antivirus stage)."""
-    from mailmoat_common.models import Envelope
-    from mailmoat_common.policy import parse_policy
+    from mailmoat_platform.models import Envelope
+    from mailmoat_policy import parse_policy
     from mailmoat_routing.rules.message import Facts
 
     envelope = Envelope(mail_from="s@example.org", rcpt_to=["r@example.com"], itinerary=["routing", "egress"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.policy import Policy
 from mailmoat_ingress.author import NOT_COMPLIANT, check_author
+from mailmoat_policy import Policy
 
 
 def _policy(**antispam: object) -> Policy:

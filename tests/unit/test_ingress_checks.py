@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.policy import Limits, Policy, parse_policy
 from mailmoat_ingress import replies
 from mailmoat_ingress.checks import (
     MailParams,
@@ -15,6 +14,7 @@ from mailmoat_ingress.checks import (
     longest_line,
     parse_mail_options,
 )
+from mailmoat_policy import Limits, Policy, parse_policy
 
 POLICY = parse_policy(
     """

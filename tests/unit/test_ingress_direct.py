@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mailmoat_common.policy import Pipeline, Policy, load_policy
 from mailmoat_ingress.direct import routes_at_ingress
+from mailmoat_policy import Pipeline, Policy, load_policy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "policy.example.yaml"
 

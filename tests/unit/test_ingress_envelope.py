@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.addresses import parse_rcpt
 from mailmoat_ingress import replies
 from mailmoat_ingress.checks import mail_parameters, resolve_recipient, same_recipient_key
+from mailmoat_mail.addresses import parse_rcpt
 from tests.support.smtpmemory import TRUSTED, exchange, missing_enhanced_codes, policy, run_session
 
 HELLO = b"EHLO client.example\r\n"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mailmoat_common.models import TlsInfo
 from mailmoat_ingress.headers import count_headers, header_block, message_id, strip_gateway_headers
 from mailmoat_ingress.received import build_received, clean, protocol
+from mailmoat_platform.models import TlsInfo
 
 
 def test_header_block() -> None:

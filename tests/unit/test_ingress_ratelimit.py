@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.policy import Greylisting, parse_policy
 from mailmoat_ingress.greylist import Outcome, decide, triple_id
 from mailmoat_ingress.ratelimit import client_network, connection_key, exempt, over, window_key
+from mailmoat_policy import Greylisting, parse_policy
 
 POLICY = parse_policy("""
 organization: {internal_networks: [10.0.0.0/8]}

@@ -6,8 +6,8 @@ import asyncio
 
 from aiosmtpd.smtp import SMTP
 
-from mailmoat_common.policy import Policy
 from mailmoat_ingress.smtp import IngressHandler, IngressSMTP, SessionContext, count_reply, envelope_sender
+from mailmoat_policy import Policy
 
 
 async def _noop(*args: object, **kwargs: object) -> None:

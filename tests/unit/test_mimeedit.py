@@ -9,7 +9,7 @@ import email.policy
 import pytest
 
 from mailmoat_antivirus import mime
-from mailmoat_common import mimeedit
+from mailmoat_mail import mimeedit
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mailmoat_common import mimeparts
+from mailmoat_mail import mimeparts
 
 
 def entity(headers: bytes, body: bytes = b"x\r\n") -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat_common.policy import PolicyError, PolicyHolder, load_policy, parse_policy
+from mailmoat_policy import PolicyError, PolicyHolder, load_policy, parse_policy
 
 GOOD = """
 organization:

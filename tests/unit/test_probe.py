@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailmoat_common.models import TraceEvent
-from mailmoat_common.probe import judge, message
+from mailmoat_cli.probe import judge, message
+from mailmoat_platform.models import TraceEvent
 
 
 def event(name: str, recipients: list[str] | None = None, detail: str = "") -> TraceEvent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mailmoat_common.headers import PUBLISHED, queue_wait
+from mailmoat_mail.headers import PUBLISHED, queue_wait
 
 
 def test_wait_since_publish() -> None:

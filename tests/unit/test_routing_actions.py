@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import parse_policy
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import parse_policy
 from mailmoat_routing.actions import carry_out, disposition, ndr_for, spam_hits, strip_paths
 
 NOW = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
@@ -195,8 +195,8 @@ def test_strip_by_named_parts_else_attachments_else_quarantine() -> None:
 def test_stage_error_verdicts_by_policy() -> None:
     """Issue 13: a filter stage that failed on a message leaves an error verdict that routing acts on."""
     from mailmoat_antivirus.decide import failed
-    from mailmoat_common.policy import PolicyError
-    from mailmoat_common.stagefault import error_detail
+    from mailmoat_platform.stagefault import error_detail
+    from mailmoat_policy import PolicyError
 
     detail = error_detail(ValueError("bad"))
     spam_error = Verdict(stage="antispam", result="error", detail=detail)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import parse_policy
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import parse_policy
 from mailmoat_routing.decide import copies_for, domain_of, plan_routes, route_for
 
 POLICY = parse_policy(

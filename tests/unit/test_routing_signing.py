@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat_common.keyfiles import FileCache
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Policy, parse_policy
-from mailmoat_common.srs import forward
 from mailmoat_ingress.srsrcpt import INVALID, srs_recipient
+from mailmoat_mail.keyfiles import FileCache
+from mailmoat_mail.srs import forward
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Policy, parse_policy
 from mailmoat_routing.signing import Signer, needs_seal, needs_srs
 
 SECRET = b"unit-secret"
@@ -102,7 +102,7 @@ def test_the_hostile_corpus_is_signed_and_sealed_without_an_exception(tmp_path: 
     it signs verifies."""
     import dkim
 
-    from mailmoat_common.dkimsign import generate_key
+    from mailmoat_mail.dkimsign import generate_key
     from tests.support.hostile import cases
 
     rsa_pem, rsa_record = generate_key("rsa")

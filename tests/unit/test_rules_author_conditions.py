@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import RuleConditions, parse_policy
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import RuleConditions, parse_policy
 from mailmoat_routing.rules import CONDITIONS
 from mailmoat_routing.rules.message import Facts
 

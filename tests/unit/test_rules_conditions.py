@@ -7,8 +7,8 @@ import zipfile
 
 import pytest
 
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import Policy, RuleConditions, parse_policy
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import Policy, RuleConditions, parse_policy
 from mailmoat_routing.rules import CONDITIONS
 from mailmoat_routing.rules.message import Facts
 from tests.support.attachments import message, mz_executable, zip_of

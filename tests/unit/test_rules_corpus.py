@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat_common import mimeedit
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import parse_policy
+from mailmoat_mail import mimeedit
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import parse_policy
 from mailmoat_routing.rules import evaluate
 
 CONDITIONS = [

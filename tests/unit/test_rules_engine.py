@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import PolicyError, RuleActions, parse_policy
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import PolicyError, RuleActions, parse_policy
 from mailmoat_routing.actions import disposition
 from mailmoat_routing.rules import ACTIONS, CONDITIONS, Registry, RegistryError, apply_outcome, evaluate
 from mailmoat_routing.rules.engine import spam_verdict

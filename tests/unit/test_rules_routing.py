@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import parse_policy
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import parse_policy
 from mailmoat_routing.rules import evaluate
 from mailmoat_routing.rules.routing import plan_with_rules
 

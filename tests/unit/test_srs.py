@@ -8,7 +8,7 @@ import hmac
 
 import pytest
 
-from mailmoat_common.srs import SrsError, forward, is_srs, read_secrets, reverse, timestamp
+from mailmoat_mail.srs import SrsError, forward, is_srs, read_secrets, reverse, timestamp
 
 SECRET = b"tops3cr3t"
 DOMAIN = "srs.example.com"

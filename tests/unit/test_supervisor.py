@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mailmoat_common.policy import parse_policy
-from mailmoat_common.settings import Settings
-from mailmoat_common.supervisor import (
+from mailmoat_cli.supervisor import (
     ADDRESS_IN_USE,
     PR_SET_PDEATHSIG,
     Supervisor,
@@ -26,6 +24,8 @@ from mailmoat_common.supervisor import (
     restart_delay,
     stranded,
 )
+from mailmoat_platform.settings import Settings
+from mailmoat_policy import parse_policy
 
 FILTERS = parse_policy("pipeline:\n  filters: [connection_filter, antispam]\n", "p.yaml")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from mailmoat_common.policy import Policy, load_policy, parse_policy
+from mailmoat_policy import Policy, load_policy, parse_policy
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = (REPO / "docs" / "policy.md").read_text(encoding="utf-8")

@@ -19,7 +19,7 @@ Interface::
   ``policy`` as published and ``effective`` after ``pct`` and a trusted-ARC override), ``arc``
   (``ArcResult``), ``compauth`` (``CompAuth``: pass/fail/softfail/none with a reason code, see
   ``compauth``), ``forged`` (compauth failed: the author domain is judged forged, so no NDR may go to
-  the sender), ``author`` (``mailmoat_common.author.Author``: the From fields as a client shows them),
+  the sender), ``author`` (``mailmoat_mail.author.Author``: the From fields as a client shows them),
   ``dmarc_all`` (one ``DmarcResult`` per author domain; ``dmarc`` is the strictest of them).
   ``detail()`` gives the JSON-ready facts for the verdict.
 
@@ -50,10 +50,10 @@ from mailmoat_antispam.auth.headers import strip_spoofed_authres
 from mailmoat_antispam.auth.resolver import AuthResolver, DnsAnswer, Resolver
 from mailmoat_antispam.auth.results import authentication_results
 from mailmoat_antispam.auth.spf import SpfResult, check_spf, valid_domain
-from mailmoat_common.author import Author, read_author
-from mailmoat_common.dns import config_from
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Policy
+from mailmoat_mail.author import Author, read_author
+from mailmoat_mail.dns import config_from
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Policy
 
 log = logging.getLogger(__name__)
 

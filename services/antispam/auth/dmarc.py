@@ -17,7 +17,7 @@ from publicsuffixlist import PublicSuffixList
 from mailmoat_antispam.auth.dkimverify import DkimResult
 from mailmoat_antispam.auth.resolver import Resolver
 from mailmoat_antispam.auth.spf import SpfResult
-from mailmoat_common.author import dns_name
+from mailmoat_mail.author import dns_name
 
 _POLICIES = ("none", "quarantine", "reject")
 

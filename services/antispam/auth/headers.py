@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from mailmoat_common.author import read_author
+from mailmoat_mail.author import read_author
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _field(data: bytes, start: int, end: int) -> Field:
 
 
 def from_domains(data: bytes) -> list[str]:
-    """Every author domain (RFC 5322 From, read by ``mailmoat_common.author``), lower case, in order."""
+    """Every author domain (RFC 5322 From, read by ``mailmoat_mail.author``), lower case, in order."""
     return read_author(data).domains
 
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailmoat_common import mimeedit
-from mailmoat_common.policy import RuleActions
+from mailmoat_mail import mimeedit
+from mailmoat_policy import RuleActions
 from mailmoat_routing.rules import edits
 from mailmoat_routing.rules.registry import Registry
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
-from mailmoat_common.policy import RuleConditions
+from mailmoat_policy import RuleConditions
 from mailmoat_routing.rules.message import Facts, domain_of
 from mailmoat_routing.rules.registry import Registry
 

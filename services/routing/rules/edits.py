@@ -14,8 +14,8 @@ import email.policy
 import email.utils
 import html
 
-from mailmoat_common import mimeedit, mimeparts
-from mailmoat_common.mimeedit import CRLF, Span
+from mailmoat_mail import mimeedit, mimeparts
+from mailmoat_mail.mimeedit import CRLF, Span
 
 _LONG_LINE = 998
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mailmoat_common.models import Envelope, Verdict
-from mailmoat_common.policy import MailFlowRule, Policy, RuleConditions
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import MailFlowRule, Policy, RuleConditions
 from mailmoat_routing.actions import SPAM_CATEGORIES
 from mailmoat_routing.rules.actions import ACTIONS, FINAL, State
 from mailmoat_routing.rules.conditions import CONDITIONS

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from email.message import Message
 from functools import cached_property
 
-from mailmoat_common import filetypes, mimeedit, mimeparts
-from mailmoat_common.author import Author, read_author
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Policy
+from mailmoat_mail import filetypes, mimeedit, mimeparts
+from mailmoat_mail.author import Author, read_author
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Policy
 from mailmoat_routing.actions import CLEAN_AV, spam_hits
 
 MAX_TEXT = 1_048_576

@@ -7,8 +7,8 @@ once-only key) with the same route taken at its own mode by other recipients of 
 
 from __future__ import annotations
 
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import Policy, stronger_tls
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Policy, stronger_tls
 from mailmoat_routing.decide import Split, plan_routes
 from mailmoat_routing.rules.engine import RuleOutcome
 

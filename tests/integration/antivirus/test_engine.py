@@ -9,8 +9,8 @@ import pytest
 from mailmoat_antivirus.clamd import ClamdClient, ClamdUnavailable
 from mailmoat_antivirus.decide import add_engine_results, analyse, decide
 from mailmoat_antivirus.service import scan_items
-from mailmoat_common.models import Verdict
-from mailmoat_common.policy import Antimalware
+from mailmoat_platform.models import Verdict
+from mailmoat_policy import Antimalware
 from tests.support.attachments import message, mz_executable, nested_zip, zip_of
 from tests.support.clamd import EICAR, TESTFILES, ClamdServer
 from tests.support.infra import free_port

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from mailmoat_antivirus.service import PING_TIMEOUT, SERVICE, Engine, wire
-from mailmoat_common.bus import Bus, Publish, decode, stage_queue
-from mailmoat_common.models import Envelope
-from mailmoat_common.runtime import Runtime
-from mailmoat_common.settings import Settings
+from mailmoat_platform.bus import Bus, Publish, decode, stage_queue
+from mailmoat_platform.models import Envelope
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
 from tests.support.attachments import message, zip_of
 from tests.support.clamd import EICAR, ClamdServer
 from tests.support.tcpproxy import TcpProxy

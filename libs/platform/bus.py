@@ -29,10 +29,10 @@ from aio_pika.abc import (
 from aio_pika.exceptions import DeliveryError
 from aiormq.abc import DeliveredMessage
 
-from mailmoat_common import amqpdecode
-from mailmoat_common.amqpio import CoalescingTransportFactory
-from mailmoat_common.headers import PUBLISHED
-from mailmoat_common.models import Envelope
+from mailmoat_mail.headers import PUBLISHED
+from mailmoat_platform import amqpdecode
+from mailmoat_platform.amqpio import CoalescingTransportFactory
+from mailmoat_platform.models import Envelope
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
-from mailmoat_common.models import Envelope, new_message_id
+from mailmoat_platform.models import Envelope, new_message_id
 
 SUBJECT = "Undelivered Mail Returned to Sender"
 SPAM_RESULTS = frozenset({"spam", "hcspam", "phish", "hcphish", "spoof", "bulk", "malware",

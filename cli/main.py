@@ -9,10 +9,10 @@ import json
 import os
 import sys
 
-from mailmoat_common import dkimcli
-from mailmoat_common.models import TraceEvent
-from mailmoat_common.policy import PolicyError, load_policy
-from mailmoat_common.settings import Settings
+from mailmoat_cli import dkim as dkimcli
+from mailmoat_platform.models import TraceEvent
+from mailmoat_platform.settings import Settings
+from mailmoat_policy import PolicyError, load_policy
 
 SERVICES = ("ingress", "connection_filter", "antivirus", "antispam", "routing", "egress", "devmailbox")
 
@@ -22,8 +22,8 @@ def _service_module(name: str):
 
 
 def run_one(name: str, worker: int) -> int:
-    from mailmoat_common.runtime import run_service
-    from mailmoat_common.supervisor import ADDRESS_IN_USE, address_in_use, child_of_supervisor
+    from mailmoat_cli.supervisor import ADDRESS_IN_USE, address_in_use, child_of_supervisor
+    from mailmoat_platform.runtime import run_service
 
     if not child_of_supervisor():
         print(f"mailmoat: {name}[{worker}]: the supervisor that started it is gone; not starting", file=sys.stderr)
@@ -51,14 +51,14 @@ def run_one(name: str, worker: int) -> int:
 
 def plan_processes(settings: Settings, devmailbox: bool) -> list[tuple[str, int]]:
     """The (service, worker) processes ``run all`` starts for the policy file as it is now."""
-    from mailmoat_common.supervisor import plan
+    from mailmoat_cli.supervisor import plan
 
     return plan(load_policy(settings.policy_path), settings.ingress_workers, devmailbox)
 
 
 def run_all(devmailbox: bool) -> int:
-    """Supervise every service as its own process (``mailmoat_common.supervisor``)."""
-    from mailmoat_common.supervisor import run_all as supervise
+    """Supervise every service as its own process (``mailmoat_cli.supervisor``)."""
+    from mailmoat_cli.supervisor import run_all as supervise
 
     return supervise(devmailbox)
 
@@ -82,7 +82,7 @@ def policy_check(path: str) -> int:
 async def _trace(needle: str) -> int:
     import redis.asyncio as aioredis
 
-    from mailmoat_common.trace import TraceStore
+    from mailmoat_records.trace import TraceStore
 
     settings = Settings.from_env()
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
@@ -124,10 +124,10 @@ async def _quarantine(args: argparse.Namespace) -> int:
     """``mailmoat quarantine list|show|release|delete``."""
     import redis.asyncio as aioredis
 
-    from mailmoat_common import mimeedit
-    from mailmoat_common.bus import Bus
-    from mailmoat_common.quarantine import QuarantineStore, ReleaseError, release
-    from mailmoat_common.trace import TraceStore
+    from mailmoat_mail import mimeedit
+    from mailmoat_platform.bus import Bus
+    from mailmoat_records.quarantine import QuarantineStore, ReleaseError, release
+    from mailmoat_records.trace import TraceStore
 
     settings = Settings.from_env()
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)

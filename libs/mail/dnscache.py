@@ -22,7 +22,7 @@ import dns.exception
 import dns.name
 import dns.resolver
 
-from mailmoat_common.dns import ResolverConfig, make_resolver
+from mailmoat_mail.dns import ResolverConfig, make_resolver
 
 Status = Literal["ok", "nxdomain", "nodata", "temperror"]
 

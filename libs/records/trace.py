@@ -24,8 +24,8 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from mailmoat_common.models import TraceEvent
-from mailmoat_common.redisbatch import ScriptBatcher
+from mailmoat_platform.models import TraceEvent
+from mailmoat_platform.redisbatch import ScriptBatcher
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class TraceStore:
     ) -> bool:
         """Append events (and index keys for the first record of a message). False when Redis failed.
 
-        ``authors``: the From addresses as a mail client shows them (``mailmoat_common.author``), so a
+        ``authors``: the From addresses as a mail client shows them (``mailmoat_mail.author``), so a
         message can be found by who it claims to be from as well as by its envelope sender."""
         batch = [events] if isinstance(events, TraceEvent) else list(events)
         if not batch:

@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from dkim.canonicalization import CanonicalizationPolicy
 
-from mailmoat_common.author import read_author
-from mailmoat_common.keyfiles import FileCache
-from mailmoat_common.models import Envelope
-from mailmoat_common.policy import DkimKey, Policy
+from mailmoat_mail.author import read_author
+from mailmoat_mail.keyfiles import FileCache
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import DkimKey, Policy
 
 SIGNED = (
     "from", "reply-to", "subject", "date", "to", "cc",

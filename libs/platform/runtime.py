@@ -28,17 +28,16 @@ from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mailmoat_common import heap
-from mailmoat_common.acks import AckBatcher
-from mailmoat_common.bus import DEAD_QUEUE, Bus, Delivery, FrameError, Publish, decode, stage_queue
-from mailmoat_common.headers import delivery_count, queue_wait, republishable
-from mailmoat_common.headers import text as header_text
-from mailmoat_common.health import Dependency, Held
-from mailmoat_common.models import Envelope, TraceEvent
-from mailmoat_common.policy import PolicyHolder
-from mailmoat_common.redisbatch import ScriptBatcher
-from mailmoat_common.settings import Settings
-from mailmoat_common.telemetry import (
+from mailmoat_mail.headers import delivery_count, queue_wait, republishable
+from mailmoat_mail.headers import text as header_text
+from mailmoat_platform import heap
+from mailmoat_platform.acks import AckBatcher
+from mailmoat_platform.bus import DEAD_QUEUE, Bus, Delivery, FrameError, Publish, decode, stage_queue
+from mailmoat_platform.health import Dependency, Held
+from mailmoat_platform.models import Envelope, TraceEvent
+from mailmoat_platform.redisbatch import ScriptBatcher
+from mailmoat_platform.settings import Settings
+from mailmoat_platform.telemetry import (
     DEPENDENCY_UP,
     IN_FLIGHT,
     MESSAGES,
@@ -53,7 +52,8 @@ from mailmoat_common.telemetry import (
     setup_tracing,
     tracing_records,
 )
-from mailmoat_common.trace import TraceStore
+from mailmoat_policy import PolicyHolder
+from mailmoat_records.trace import TraceStore
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
 
-from mailmoat_common.headers import text as header_text
+from mailmoat_mail.headers import text as header_text
 
 MESSAGES = Counter(
     "mailmoat_messages_total", "Messages a stage finished, by outcome.", ["service", "outcome"]

@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from mailmoat_common.models import TlsMode
+from mailmoat_platform.models import TlsMode
 
 log = logging.getLogger(__name__)
 
@@ -1149,7 +1149,7 @@ class RuleConditions(_Strict):
     sender_address: list[str] | None = None
     sender_domain: list[str] | None = None
     from_address: list[str] | None = None
-    """The author (``From:``) as a mail client shows it, read by ``mailmoat_common.author``."""
+    """The author (``From:``) as a mail client shows it, read by ``mailmoat_mail.author``."""
     from_domain: list[str] | None = None
     recipient_address: list[str] | None = None
     recipient_domain: list[str] | None = None

@@ -14,7 +14,7 @@ import email.message
 import re
 from dataclasses import dataclass, field
 
-from mailmoat_common import mimeparts
+from mailmoat_mail import mimeparts
 
 CRLF = b"\r\n"
 MAX_LINE = 998

@@ -30,9 +30,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from mailmoat_common.bus import stage_queue
-from mailmoat_common.policy import FILTER_STAGES, Policy, PolicyError, PolicyHolder, load_policy
-from mailmoat_common.settings import Settings
+from mailmoat_platform.bus import stage_queue
+from mailmoat_platform.settings import Settings
+from mailmoat_policy import FILTER_STAGES, Policy, PolicyError, PolicyHolder, load_policy
 
 Key = tuple[str, int]
 """A supervised process: (service, worker)."""
@@ -236,7 +236,7 @@ class Supervisor:
                 f"{stage_queue(service)}; install it or remove it from pipeline.filters")
             self.due.pop(key, None)
             return
-        cmd = [sys.executable, "-m", "mailmoat_common.cli", "run", service, "--worker", str(worker)]
+        cmd = [sys.executable, "-m", "mailmoat_cli.main", "run", service, "--worker", str(worker)]
         env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
         self.children[key] = subprocess.Popen(cmd, env=env)
         self.started[key] = time.monotonic()

@@ -14,7 +14,7 @@ import re
 import sys
 from pathlib import Path
 
-from mailmoat_common.dkimsign import generate_key, txt_record
+from mailmoat_mail.dkimsign import generate_key, txt_record
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 

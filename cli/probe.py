@@ -1,6 +1,6 @@
 """The synthetic end-to-end probe: one message through the gateway, judged by its trace.
 
-``python -m mailmoat_common.probe`` sends a small message over SMTP to ingress (STARTTLS when
+``python -m mailmoat_cli.probe`` sends a small message over SMTP to ingress (STARTTLS when
 offered) and follows the message's trace in Redis until it shows the message delivered to the next
 hop for every recipient, or refused, quarantined, deferred... It prints one line and exits 0 when
 the message was delivered within the time allowed, 1 otherwise (a Kubernetes CronJob every minute;
@@ -27,8 +27,8 @@ from email.utils import formatdate
 
 import redis.asyncio as aioredis
 
-from mailmoat_common.models import TraceEvent
-from mailmoat_common.trace import TraceStore
+from mailmoat_platform.models import TraceEvent
+from mailmoat_records.trace import TraceStore
 
 FINAL_FAILURES = frozenset({"REJECT", "QUARANTINE", "FAIL", "DSN", "DEADLETTER"})
 QUEUED = re.compile(r"2\.6\.0 (\S+) Queued mail for delivery")

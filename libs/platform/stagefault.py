@@ -20,7 +20,7 @@ import logging
 
 from prometheus_client import Counter
 
-from mailmoat_common.models import Envelope, TraceEvent
+from mailmoat_platform.models import Envelope, TraceEvent
 
 log = logging.getLogger(__name__)
 

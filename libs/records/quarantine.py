@@ -31,11 +31,11 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from mailmoat_common.author import read_author
-from mailmoat_common.bus import Bus, Publish, stage_queue
-from mailmoat_common.models import Envelope, TraceEvent
-from mailmoat_common.policy import Quarantine
-from mailmoat_common.trace import TraceStore
+from mailmoat_mail.author import read_author
+from mailmoat_platform.bus import Bus, Publish, stage_queue
+from mailmoat_platform.models import Envelope, TraceEvent
+from mailmoat_policy import Quarantine
+from mailmoat_records.trace import TraceStore
 
 KEY = "mailmoat:quarantine:"
 RELEASED = "mailmoat:quarantine:released:"
@@ -132,7 +132,7 @@ class Held:
     released: dict[str, dict[str, Any]] = field(default_factory=dict)
     data: bytes | None = None
     author: str = ""
-    """The From as a mail client shows it (``mailmoat_common.author``), read when the message was held."""
+    """The From as a mail client shows it (``mailmoat_mail.author``), read when the message was held."""
     authors: list[str] = field(default_factory=list)
     """The author addresses (every mailbox, and what a From that does not parse shows)."""
 

@@ -1,0 +1,1 @@
+"""The ``mailmoat`` command: runs and supervises services, checks policies, reads records."""

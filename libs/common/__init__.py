@@ -1,1 +1,0 @@
-"""mailmoat package."""

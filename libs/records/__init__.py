@@ -1,0 +1,1 @@
+"""What the gateway records about messages: the message trace and the quarantine."""
