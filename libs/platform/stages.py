@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -35,6 +36,8 @@ class StageSpec:
     verdict_model: str | None = None
     precedence: int | None = None
     release_by: tuple[str, ...] = ()
+    rule_conditions: str | None = None
+    """``"module:NAME"`` of a ``dict[str, RuleCondition]``: mail-flow rule conditions the stage adds."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys this module does not read (deploy settings and the like)."""
 
@@ -51,6 +54,19 @@ class StageSpec:
 
     def verdict_class(self) -> type | None:
         return resolve(self.verdict_model) if self.verdict_model else None
+
+    def conditions(self) -> dict[str, RuleCondition]:
+        return dict(resolve(self.rule_conditions)) if self.rule_conditions else {}
+
+
+@dataclass(frozen=True)
+class RuleCondition:
+    """A mail-flow rule condition a stage adds (``rules[].conditions.<name>`` in the policy)."""
+
+    value: Any
+    """The type of the condition's value in the policy, validated with pydantic's ``TypeAdapter``."""
+    matches: Callable[[Any, Any], bool]
+    """``matches(value, envelope)``: whether the message matches (reads the stage's verdict)."""
 
 
 def resolve(target: str) -> Any:
