@@ -10,15 +10,17 @@ import os
 import sys
 
 from mailmoat_cli import dkim as dkimcli
+from mailmoat_platform import stages
 from mailmoat_platform.models import TraceEvent
 from mailmoat_platform.settings import Settings
 from mailmoat_policy import PolicyError, load_policy
 
-SERVICES = ("ingress", "connection_filter", "antivirus", "antispam", "routing", "egress", "devmailbox")
+SERVICES = stages.names()
+"""The services ``mailmoat run`` starts: every stage of the registry."""
 
 
 def _service_module(name: str):
-    return importlib.import_module(f"mailmoat_{name}.service")
+    return importlib.import_module(f"{stages.get(name).package}.service")
 
 
 def run_one(name: str, worker: int) -> int:
@@ -211,7 +213,7 @@ def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="mailmoat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one service, or all of them as processes")
-    run.add_argument("service", choices=[*SERVICES, "all"])
+    run.add_argument("service", choices=[*stages.names(), "all"])
     run.add_argument("--worker", type=int, default=0, help="worker index (ports are offset by it)")
     run.add_argument("--devmailbox", action="store_true", help="with 'all': also run the dev mailbox")
     tr = sub.add_parser("trace", help="show a message's path by queue id, sender, recipient or Message-ID")

@@ -30,9 +30,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from mailmoat_platform import stages
 from mailmoat_platform.bus import stage_queue
 from mailmoat_platform.settings import Settings
-from mailmoat_policy import FILTER_STAGES, Policy, PolicyError, PolicyHolder, load_policy
+from mailmoat_policy import Policy, PolicyError, PolicyHolder, load_policy
 
 Key = tuple[str, int]
 """A supervised process: (service, worker)."""
@@ -44,7 +45,6 @@ SUPERVISOR_ENV = "MAILMOAT_SUPERVISOR_PID"
 PR_SET_PDEATHSIG = 1
 QUEUE_WATCH_EVERY = 10.0
 """Seconds between two looks at the stage queues for messages that nothing consumes."""
-STAGE_QUEUES = (*FILTER_STAGES, "routing", "egress")
 RETIRE_GRACE = 3.0
 """Seconds a stage dropped from the policy keeps running before its queue is checked: every service
 polls the policy each second, so by then nothing publishes to it any more."""
@@ -53,14 +53,33 @@ polls the policy each second, so by then nothing publishes to it any more."""
 # --- the plan (pure) -----------------------------------------------------------------------------
 
 def plan(policy: Policy, ingress_workers: int, devmailbox: bool) -> list[Key]:
-    """The processes a policy asks for: ingress workers, its filter stages, routing, egress, and the
-    development mailbox when asked."""
-    keys: list[Key] = [("ingress", i) for i in range(max(1, ingress_workers))]
+    """The processes a policy asks for, from the stage registry: the SMTP stage's workers, the policy's
+    filter stages, routing, egress, and the development stages when asked."""
+    keys: list[Key] = [(s.name, i) for s in stages.of_kind("smtp") for i in range(max(1, ingress_workers))]
     keys += [(stage, 0) for stage in policy.pipeline.filters]
-    keys += [("routing", 0), ("egress", 0)]
+    keys += [(s.name, 0) for s in stages.of_kind("routing", "egress")]
     if devmailbox:
-        keys.append(("devmailbox", 0))
+        keys += [(s.name, 0) for s in stages.of_kind("dev")]
     return keys
+
+
+def stage_queues() -> list[str]:
+    """The queues the supervisor watches for messages nothing consumes: every filter stage's (whether
+    the policy lists it or not), routing's and egress's."""
+    return [stage_queue(s.name) for s in stages.of_kind("filter", "routing", "egress")]
+
+
+def kind_of(service: str) -> str | None:
+    """The registry's kind of a service (None for a name the registry does not know)."""
+    try:
+        return stages.get(service).kind
+    except KeyError:
+        return None
+
+
+def is_filter(service: str) -> bool:
+    """Whether ``service`` is a filter stage of the registry (retired when the policy drops it)."""
+    return kind_of(service) == "filter"
 
 
 @dataclass(frozen=True)
@@ -80,7 +99,7 @@ def changes(planned: Iterable[Key], running: Iterable[Key], retiring: Iterable[K
     running, retiring = set(running), set(retiring)
     return Changes(
         start=[key for key in wanted if key not in running],
-        retire=sorted(key for key in running - set(wanted) - retiring if key[0] in FILTER_STAGES),
+        retire=sorted(key for key in running - set(wanted) - retiring if is_filter(key[0])),
         keep=sorted(retiring & set(wanted)),
     )
 
@@ -101,9 +120,10 @@ def listeners(settings: Settings, keys: Iterable[Key], mailbox: tuple[str, int] 
         port = settings.metrics_port(service, worker)
         if port:
             out[("0.0.0.0", port)] = f"the metrics port of {service}[{worker}]"
-        if service == "ingress" and worker == 0 and settings.smtp_port:
-            out[(settings.smtp_host, settings.smtp_port)] = "the SMTP port of ingress"
-        if service == "devmailbox" and mailbox is not None and mailbox[1]:
+        kind = kind_of(service)
+        if kind == "smtp" and worker == 0 and settings.smtp_port:
+            out[(settings.smtp_host, settings.smtp_port)] = f"the SMTP port of {service}"
+        if kind == "dev" and mailbox is not None and mailbox[1]:
             out[(mailbox[0], mailbox[1] + worker)] = "the SMTP port of the development mailbox"
     return out
 
@@ -231,7 +251,7 @@ class Supervisor:
 
     def spawn(self, key: Key) -> None:
         service, worker = key
-        if importlib.util.find_spec(f"mailmoat_{service}") is None:
+        if importlib.util.find_spec(stages.get(service).package) is None:
             say(f"the policy lists {service}, which is not installed: nothing consumes "
                 f"{stage_queue(service)}; install it or remove it from pipeline.filters")
             self.due.pop(key, None)
@@ -325,7 +345,7 @@ class Supervisor:
     def watch_queues(self) -> None:
         """Say when a stage queue holds messages that nothing consumes (seen twice in a row, so a
         restart in between is not reported), and when it is consumed again."""
-        facts = self.ask_queues([stage_queue(stage) for stage in STAGE_QUEUES])
+        facts = self.ask_queues(stage_queues())
         if facts is None:
             return
         now = stranded(facts)
@@ -393,9 +413,8 @@ def run_all(devmailbox: bool) -> int:
         say(f"policy refused:\n{exc}")
         return 2
     mailbox = None
-    if devmailbox:
-        from mailmoat_devmailbox.service import MailboxConfig
-
-        config = MailboxConfig.from_env()
+    for spec in stages.of_kind("dev") if devmailbox else ():
+        # the development mailbox's SMTP listener, checked with the metrics ports before anything starts
+        config = stages.resolve(f"{spec.package}.service:MailboxConfig").from_env()
         mailbox = (config.host, config.port)
     return Supervisor(settings, devmailbox, mailbox=mailbox).run()

@@ -6,20 +6,30 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_METRICS_PORTS = {
-    "ingress": 9110,
-    "connection_filter": 9140,
-    "antivirus": 9150,
-    "antispam": 9160,
-    "routing": 9120,
-    "egress": 9130,
-    "devmailbox": 9190,
-}
+from mailmoat_platform import stages
+
+
+def default_metrics_ports() -> dict[str, int]:
+    """Each registry stage's port of /metrics, /healthz and /readyz."""
+    return {spec.name: spec.metrics_port for spec in stages.stages()}
+
+
+DEFAULT_METRICS_PORTS = default_metrics_ports()
+"""The registry's metrics ports as they were at import (``MAILMOAT_<NAME>_METRICS_PORT`` overrides)."""
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def metrics_ports_from_env() -> dict[str, int]:
+    """The metrics port of every registry stage: ``MAILMOAT_<NAME>_METRICS_PORT`` or the registry's."""
+    ports = {}
+    for spec in stages.stages():
+        value = os.environ.get(f"MAILMOAT_{spec.name.upper()}_METRICS_PORT")
+        ports[spec.name] = int(value) if value else spec.metrics_port
+    return ports
 
 
 @dataclass
@@ -37,18 +47,14 @@ class Settings:
     """Seconds between routing's reads of the quarantine's size (``mailmoat_quarantine_messages``)."""
     log_format: str = "json"
     log_level: str = "INFO"
-    metrics_ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_METRICS_PORTS))
+    metrics_ports: dict[str, int] = field(default_factory=default_metrics_ports)
     metrics_host: str = "127.0.0.1"
     """Address /metrics, /healthz and /readyz listen on: loopback unless set (the image sets 0.0.0.0,
     so that Prometheus and the kubelet reach them)."""
 
     @classmethod
     def from_env(cls) -> Settings:
-        ports = dict(DEFAULT_METRICS_PORTS)
-        for service in ports:
-            value = os.environ.get(f"MAILMOAT_{service.upper()}_METRICS_PORT")
-            if value:
-                ports[service] = int(value)
+        ports = metrics_ports_from_env()
         return cls(
             amqp_url=_env("MAILMOAT_AMQP_URL", cls.amqp_url),
             redis_url=_env("MAILMOAT_REDIS_URL", cls.redis_url),

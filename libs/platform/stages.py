@@ -122,6 +122,11 @@ def get(name: str) -> StageSpec:
     raise KeyError(name)
 
 
+def of_kind(*kinds: Kind) -> tuple[StageSpec, ...]:
+    """The stages of these kinds, in registry order."""
+    return tuple(s for s in stages() if s.kind in kinds)
+
+
 def filters() -> tuple[StageSpec, ...]:
     """The filter stages, in registry order."""
     return tuple(s for s in stages() if s.is_filter)
