@@ -8,7 +8,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1
 WORKDIR /src
 RUN python -m venv /opt/mailmoat
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY libs ./libs
 COPY cli ./cli
 COPY services ./services

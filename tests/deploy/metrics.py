@@ -7,13 +7,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-import tomllib
+import runpy
 from pathlib import Path
 
 from prometheus_client import REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+_SETUP = runpy.run_path(str(REPO / "setup.py"), run_name="setup")
+PACKAGES = _SETUP["packages"](_SETUP["package_dirs"]())
 
 # RabbitMQ's Prometheus plugin, per-object endpoint (deps/rabbitmq_prometheus, metrics.md).
 RABBITMQ_METRICS = frozenset({
@@ -54,7 +55,7 @@ KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "by", "without", 
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name the mailmoat packages (pyproject.toml's list) can expose on /metrics, with all
+    """Every sample name the mailmoat packages (setup.py's list) can expose on /metrics, with all
     their modules imported."""
     for name in PACKAGES:
         package = importlib.import_module(name)

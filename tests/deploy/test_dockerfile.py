@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -141,8 +142,8 @@ def test_dockerignore_lets_through_what_the_build_copies() -> None:
         if word == "COPY" and "--from" not in args:
             copied += args.split()[:-1]
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    needed = ["pyproject.toml", pyproject["project"]["readme"], "config/policy.example.yaml"]
-    for directory in pyproject["tool"]["setuptools"]["package-dir"].values():
+    needed = ["pyproject.toml", "setup.py", pyproject["project"]["readme"], "config/policy.example.yaml"]
+    for directory in runpy.run_path(str(REPO / "setup.py"), run_name="setup")["package_dirs"]().values():
         needed += [str(p.relative_to(REPO)) for p in (REPO / directory).rglob("*.py")]
     for path in needed:
         assert in_context(path), f"{path} is excluded by .dockerignore"
