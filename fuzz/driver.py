@@ -13,11 +13,11 @@ from pathlib import Path
 
 import atheris
 
-PACKAGES = [
-    "mailmoat_platform", "mailmoat_mail", "mailmoat_policy", "mailmoat_records", "mailmoat_cli",
-    "mailmoat_ingress", "mailmoat_routing", "mailmoat_egress", "mailmoat_devmailbox",
-    "mailmoat_connection_filter", "mailmoat_antivirus", "mailmoat_antispam", "fuzz.targets",
-]
+from mailmoat_platform import stages
+
+LIBRARIES = ["mailmoat_platform", "mailmoat_mail", "mailmoat_policy", "mailmoat_records", "mailmoat_cli"]
+PACKAGES = [*LIBRARIES, *(spec.package for spec in stages.stages()), "fuzz.targets"]
+"""Instrumented for coverage: the libraries, the command, every stage of the registry, the targets."""
 
 
 def main(argv: list[str]) -> None:
