@@ -343,15 +343,15 @@ def dashboard(text: str, filters: Sequence[StageSpec], where: Path) -> str:
         generated.append(verdict_panel(spec, old["id"] if old else next_id))
         next_id += 0 if old else 1
     others = sorted((p for p in in_row if not panel_stage(p)), key=lambda p: (p["gridPos"]["y"], p["gridPos"]["x"]))
+    below = [p for p in panels if p["gridPos"]["y"] >= bottom]
     laid_out = [*generated, *others]
     for index, panel in enumerate(laid_out):
         if (panel["gridPos"]["w"], panel["gridPos"]["h"]) != (8, 8):
             raise GenerateError(f"{where}: panel {panel['title']!r} of the {VERDICTS_ROW} row is not 8x8")
         panel["gridPos"] = {"h": 8, "w": 8, "x": 8 * (index % 3), "y": top + 8 * (index // 3)}
     shift = top + 8 * -(-len(laid_out) // 3) - bottom
-    for panel in panels:
-        if panel["gridPos"]["y"] >= bottom:
-            panel["gridPos"]["y"] += shift
+    for panel in below:
+        panel["gridPos"]["y"] += shift
     # The verdict panels where the old ones stood (new ones after them), everything else in place.
     first = next((i for i, p in enumerate(panels) if p in in_row and panel_stage(p)), None)
     if first is None:
