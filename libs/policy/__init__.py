@@ -44,7 +44,7 @@ from mailmoat_policy.outbound import (
 )
 from mailmoat_policy.pipeline import FILTER_STAGES, Pipeline
 from mailmoat_policy.quarantine import Quarantine, QuarantineRetention
-from mailmoat_policy.rule_actions import Disclaimer, RejectAction, RuleActions
+from mailmoat_policy.rule_actions import Disclaimer, NotifySender, RejectAction, RuleActions
 from mailmoat_policy.rule_conditions import RULE_VERDICTS, HeaderPatterns, HeaderWords, RuleConditions
 from mailmoat_policy.rules import MailFlowRule
 from mailmoat_policy.signing import Arc, Dkim, DkimDomain, DkimKey, Srs
@@ -81,6 +81,7 @@ __all__ = [
     "Limits",
     "MailFlowRule",
     "MtaStsHandling",
+    "NotifySender",
     "Organization",
     "Outbound",
     "OutboundConnector",

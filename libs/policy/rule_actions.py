@@ -37,6 +37,20 @@ class Disclaimer(StrictModel):
     """Appended to HTML parts (before ``</body>``); default: ``text``, HTML-escaped, in a paragraph."""
 
 
+class NotifySender(StrictModel):
+    """``notify_sender``: the envelope sender is told, in a message from the postmaster, that the rule matched."""
+
+    text: str
+    """What the notification says besides the rule's name (one line, at most 400 characters)."""
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the text is empty")
+        return one_line(value, "the text", 400)
+
+
 class RuleActions(StrictModel):
     """What a rule does, each named by its field."""
 
@@ -53,6 +67,8 @@ class RuleActions(StrictModel):
     require_tls: bool = False
     append_disclaimer: Disclaimer | None = None
     bypass_spam_filtering: bool = False
+    notify_sender: NotifySender | None = None
+    """Tell the sender (not the null sender); the message goes on as the other actions say."""
 
     @field_validator("redirect_to", "add_recipients")
     @classmethod
