@@ -15,11 +15,13 @@ from datetime import datetime
 from email.utils import format_datetime
 
 from mailmoat_platform.models import Envelope, new_message_id
+from mailmoat_platform.verdicts import details
 
 SUBJECT = "Undelivered Mail Returned to Sender"
 SPAM_RESULTS = frozenset({"spam", "hcspam", "phish", "hcphish", "spoof", "bulk", "malware",
                           "high_confidence_spam", "high_confidence_phish"})
-"""Antispam results (decision 004's categories) about whose sender no DSN is sent."""
+"""Antispam results (decision 004's categories) about whose sender no DSN is sent (read by the antispam
+stage's verdict model)."""
 DIAGNOSTIC_LIMIT = 900
 """Longest diagnostic text kept, in octets (a field line stays under RFC 5322's 998 octets)."""
 MAX_LINE = 998
@@ -38,21 +40,12 @@ class Failure:
 
 
 def wants_dsn(envelope: Envelope) -> bool:
-    """No DSN to the null sender, about a DSN, or about spam (the sender is likely forged)."""
+    """No DSN to the null sender, about a DSN, or about spam or malware (the sender is likely forged): a
+    verdict whose detail ``withholds_dsn`` (the antispam stage: a spam result or SCL 5 and over; the
+    antivirus stage: malware)."""
     if not envelope.mail_from or envelope.kind == "dsn":
         return False
-    verdict = envelope.verdicts.get("antispam")
-    if verdict is not None and (verdict.result in SPAM_RESULTS or _int(verdict.detail.get("scl")) >= 5):
-        return False
-    malware = envelope.verdicts.get("antivirus")
-    return not (malware is not None and malware.result == "malware")
-
-
-def _int(value: object) -> int:
-    try:
-        return int(value or 0)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return 0
+    return not any(detail.withholds_dsn(verdict) for verdict, detail in details(envelope))
 
 
 def original_headers(data: bytes) -> bytes:
@@ -101,8 +94,7 @@ def wants_ndr(envelope: Envelope) -> str | None:
         return "null sender"
     if envelope.kind == "dsn":
         return "the message is itself a delivery report"
-    verdict = envelope.verdicts.get("antispam")
-    if verdict is not None and verdict.detail.get("forged"):
+    if any(detail.forged_sender() for _, detail in details(envelope)):
         return "the sender is judged forged"
     return None
 

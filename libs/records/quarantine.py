@@ -33,7 +33,8 @@ import redis.asyncio as aioredis
 
 from mailmoat_mail.author import read_author
 from mailmoat_platform.bus import Bus, Publish, stage_queue
-from mailmoat_platform.models import Envelope, TraceEvent
+from mailmoat_platform.models import Envelope, TraceEvent, Verdict
+from mailmoat_platform.verdicts import detail_of
 from mailmoat_policy import Quarantine
 from mailmoat_records.trace import TraceStore
 
@@ -336,6 +337,17 @@ async def release(store: QuarantineStore, bus: Bus, trace: TraceStore, qid: str,
 # --- the administrator's notice ------------------------------------------------------------------
 
 
+def detections(verdicts: dict[str, Any]) -> list[str]:
+    """What the held message's verdicts (as stored) name as detected (malware signatures)."""
+    found: list[str] = []
+    for stage, stored in verdicts.items():
+        detail = stored.get("detail") if isinstance(stored, dict) else None
+        if isinstance(detail, dict) and detail:
+            verdict = Verdict(stage=stage, result=str(stored.get("result", "")), detail=detail)
+            found += [name for name in detail_of(verdict).detections() if name not in found]
+    return found
+
+
 def admin_notice(held: Held, to: str, hostname: str, now: datetime | None = None) -> tuple[Envelope, bytes]:
     """A short message telling ``to`` that a message was quarantined for malware.
 
@@ -344,7 +356,7 @@ def admin_notice(held: Held, to: str, hostname: str, now: datetime | None = None
     """
     now = now or datetime.now(UTC)
     notice_id = f"{held.id}A"
-    names = ", ".join(held.verdicts.get("antivirus", {}).get("detail", {}).get("names", []) or []) or "-"
+    names = ", ".join(detections(held.verdicts)) or "-"
     lines = [
         f"A message was quarantined by {hostname}.",
         "",
@@ -383,5 +395,5 @@ def _printable(text: str, limit: int = 900) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)[:limit]
 
 
-__all__ = ["Held", "QuarantineStore", "ReleaseError", "Released", "admin_notice", "release", "release_role",
-           "released_envelope", "retention_days"]
+__all__ = ["Held", "QuarantineStore", "ReleaseError", "Released", "admin_notice", "detections", "release",
+           "release_role", "released_envelope", "retention_days"]

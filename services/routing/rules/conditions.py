@@ -186,9 +186,8 @@ def verdict(facts: Facts, spec: RuleConditions) -> bool:
 @condition("impersonation")
 def impersonation(facts: Facts, spec: RuleConditions) -> bool:
     """The antispam verdict found impersonation of one of these kinds."""
-    spam = facts.envelope.verdicts.get("antispam")
-    found = spam.detail.get("impersonation") if spam is not None else None
-    return isinstance(found, dict) and found.get("kind") in (spec.impersonation or ())
+    found = facts.spam.impersonation if facts.spam is not None else None
+    return found is not None and found.kind in (spec.impersonation or ())
 
 
 @condition("inbound_connector")

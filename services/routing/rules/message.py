@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from email.message import Message
 from functools import cached_property
 
+from mailmoat_antispam.verdict import AntispamVerdict
+from mailmoat_antivirus.verdict import AntivirusVerdict
+from mailmoat_connection_filter.verdict import ConnectionVerdict
 from mailmoat_mail import filetypes, mimeedit, mimeparts
 from mailmoat_mail.author import Author, read_author
 from mailmoat_platform.models import Envelope
+from mailmoat_platform.verdicts import detail_in, details
 from mailmoat_policy import Policy
-from mailmoat_routing.actions import CLEAN_AV, spam_hits
 
 MAX_TEXT = 1_048_576
 """Characters of subject-and-body text conditions look at (longer bodies are cut)."""
@@ -116,44 +119,34 @@ class Facts:
     def size(self) -> int:
         return len(self.data)
 
+    @cached_property
+    def spam(self) -> AntispamVerdict | None:
+        """The antispam verdict's detail (as a rule's SCL left it: the engine rewrites the verdict)."""
+        return detail_in(self.envelope, "antispam", AntispamVerdict)
+
     @property
     def scl(self) -> int | None:
         """SCL set by an earlier rule, else the antispam verdict's, else -1 when allow-listed by the
         connection filter; None when nothing says."""
         if self.scl_override is not None:
             return self.scl_override
-        spam = self.envelope.verdicts.get("antispam")
-        if spam is not None and isinstance(spam.detail.get("scl"), int):
-            return int(spam.detail["scl"])
-        conn = self.envelope.verdicts.get("connection_filter")
-        if conn is not None and (conn.result == "allow" or conn.detail.get("scl") == -1):
+        if self.spam is not None and self.spam.scl is not None:
+            return self.spam.scl
+        conn = detail_in(self.envelope, "connection_filter", ConnectionVerdict)
+        if conn is not None and conn.allow_listed(self.envelope.verdicts["connection_filter"]):
             return -1
         return None
 
     @property
     def bcl(self) -> int | None:
-        spam = self.envelope.verdicts.get("antispam")
-        value = spam.detail.get("bcl") if spam is not None else None
-        return value if isinstance(value, int) else None
+        return self.spam.bcl if self.spam is not None else None
 
     @cached_property
     def verdict_names(self) -> frozenset[str]:
-        """The names of ``RULE_VERDICTS`` the filter verdicts carry."""
+        """The names of ``RULE_VERDICTS`` the filter verdicts carry (each stage's ``rule_verdicts``)."""
         names: set[str] = set()
-        av = self.envelope.verdicts.get("antivirus")
-        if av is not None and av.result not in CLEAN_AV:
-            names.update({"malware", av.result})
-        spam = self.envelope.verdicts.get("antispam")
-        if spam is not None:
-            names.update(spam_hits(spam))
-        conn = self.envelope.verdicts.get("connection_filter")
-        if conn is not None:
-            if conn.result == "allow":
-                names.add("ip_allow")
-            elif conn.detail.get("reason") == "ip_block":
-                names.add("ip_block")
-            elif conn.result in ("listed", "reject"):
-                names.add("dnsbl")
+        for verdict, detail in details(self.envelope):
+            names |= detail.rule_verdicts(verdict)
         return frozenset(names)
 
     # --- headers ---------------------------------------------------------------------------------
@@ -233,9 +226,8 @@ class Facts:
         av = self.envelope.verdicts.get("antivirus")
         if av is None:
             return False
-        findings = av.detail.get("findings") or {}
-        return bool(av.result == "encrypted" or (isinstance(findings, dict) and findings.get("encrypted"))
-                    or av.detail.get("encrypted_allowed"))
+        detail = detail_in(self.envelope, "antivirus", AntivirusVerdict)
+        return av.result == "encrypted" or (detail is not None and detail.found_encrypted)
 
 
 def _is_attachment(part: Message) -> bool:
