@@ -6,6 +6,9 @@ message) and none of its exceptions does. An enforced rule's actions change the 
 later rules see (their conditions look at the changed bytes, recipients and SCL); a test-mode rule is
 only recorded. Evaluation ends after an enforced rule that ends the message (reject, delete,
 quarantine) or that says ``stop_processing``.
+
+Conditions are the built-in ones (``conditions``) and those the registry's stages add
+(``stage_conditions``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from mailmoat_routing.actions import SPAM_CATEGORIES
 from mailmoat_routing.rules.actions import ACTIONS, FINAL, State
 from mailmoat_routing.rules.conditions import CONDITIONS
 from mailmoat_routing.rules.message import Facts
+from mailmoat_routing.rules.stage_conditions import check
 
 
 @dataclass
@@ -78,11 +82,11 @@ def ordered(rules: list[MailFlowRule]) -> list[MailFlowRule]:
 
 
 def _all(spec: RuleConditions, facts: Facts) -> bool:
-    return all(CONDITIONS[name](facts, spec) for name in spec.names())
+    return all(check(name, facts, spec) for name in spec.names())
 
 
 def _any(spec: RuleConditions, facts: Facts) -> bool:
-    return any(CONDITIONS[name](facts, spec) for name in spec.names())
+    return any(check(name, facts, spec) for name in spec.names())
 
 
 def matches(rule: MailFlowRule, facts: Facts) -> bool:
