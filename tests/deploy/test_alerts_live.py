@@ -23,6 +23,7 @@ import pytest
 import redis
 import yaml
 
+from mailmoat_platform.stages import filter_names
 from tests.deploy.exposition import Labels, Series, format_series, own_labels, parse_series, scraped
 from tests.deploy.metrics import exported_metric_names, metric_names
 from tests.e2e.test_mail_flow import message, send
@@ -80,7 +81,7 @@ UNSEEN: dict[tuple[str, str, str], str] = {
 """Label values the live run does not produce, with the reason; any other label set in the
 hand-written tests must be one the run exported."""
 
-STAGES_NOT_RUN = frozenset({"connection_filter", "antivirus", "antispam"})
+STAGES_NOT_RUN = frozenset(filter_names())
 """Filter stages the live run does not start: they count through the same Runtime code as routing, so
 their ``service`` label is compared as routing's."""
 

@@ -20,6 +20,7 @@ import yaml
 from mailmoat_cli.main import SERVICES
 from mailmoat_platform.runtime import Runtime
 from mailmoat_platform.settings import DEFAULT_METRICS_PORTS, Settings
+from mailmoat_platform.stages import filter_names
 from mailmoat_platform.telemetry import otel_service_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +94,10 @@ def test_schema_catches_mistakes() -> None:
     assert not validator.is_valid(broken)
 
 
+def test_every_filter_stage_has_a_service() -> None:
+    assert {module(s) for s in mailmoat_services().values() if s.get("profiles")} == set(filter_names())
+
+
 def test_every_service_runs_from_the_one_image() -> None:
     found = {module(s) for s in mailmoat_services().values()}
     assert {"ingress", "routing", "egress"} <= found <= set(SERVICES)
@@ -103,7 +108,7 @@ def test_every_service_runs_from_the_one_image() -> None:
 
 def test_filter_stages_are_an_optional_profile() -> None:
     for name, service in mailmoat_services().items():
-        expected = ["filters"] if module(service) in ("connection_filter", "antivirus", "antispam") else None
+        expected = ["filters"] if module(service) in filter_names() else None
         assert service.get("profiles") == expected, name
 
 

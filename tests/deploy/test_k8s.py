@@ -22,6 +22,7 @@ from mailmoat_ingress.service import IngressServer
 from mailmoat_platform.bus import stage_queue
 from mailmoat_platform.runtime import Runtime
 from mailmoat_platform.settings import DEFAULT_METRICS_PORTS, Settings
+from mailmoat_platform.stages import filter_names
 from mailmoat_platform.telemetry import otel_service_name
 from mailmoat_policy import parse_policy
 from tests.deploy.crds import SCHEMAS, validate_custom
@@ -577,7 +578,7 @@ def test_overlays_size_differently() -> None:
 def test_filters_component_adds_the_filter_stages() -> None:
     without = {module_of(d) for d in services(_render("overlays/production", False))}
     with_filters = {module_of(d) for d in services(_render("overlays/production", True))}
-    assert with_filters - without == {"connection_filter", "antivirus", "antispam"}
+    assert with_filters - without == set(filter_names())
     antivirus = named(_render("overlays/production", True), "Deployment", "mailmoat-antivirus")
     assert [c["name"] for c in containers(antivirus)] == ["antivirus"]  # no clamd of its own
 
@@ -623,7 +624,7 @@ def test_antivirus_does_not_scale_up_while_clamd_is_down() -> None:
 
 
 def test_filter_stages_run_two_replicas_at_least() -> None:
-    for name in ("connection-filter", "antivirus", "antispam"):
+    for name in (n.replace("_", "-") for n in filter_names()):
         assert named(_render("overlays/production", True), "ScaledObject", f"mailmoat-{name}")["spec"][
             "minReplicaCount"] >= 2
 

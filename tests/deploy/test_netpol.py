@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from deploy.generate import component, deploy_settings
 from mailmoat_platform.settings import DEFAULT_METRICS_PORTS
+from mailmoat_platform.stages import filter_names, filters
 from tests.deploy.kustomize import containers, render
 from tests.deploy.netpol import External, Pod, allowed
 
@@ -50,7 +52,8 @@ def can(source: Pod | External, destination: Pod | External, port: int, protocol
     return allowed(world()[0], source, destination, port, protocol)
 
 
-APP = ["ingress", "routing", "egress", "connection-filter", "antivirus", "antispam"]
+FILTERS = [name.replace("_", "-") for name in filter_names()]
+APP = ["ingress", "routing", "egress", *FILTERS]
 
 
 def test_world_has_the_pods() -> None:
@@ -92,8 +95,8 @@ def test_smtp_out_only_from_egress() -> None:
         assert can(pod("egress"), INTERNET, port)
         assert can(pod("egress"), INTERNET6, port)
     assert not can(pod("egress"), INTERNET, 443)
-    for name in ("ingress", "routing", "connection-filter", "antispam", "antivirus"):
-        assert not can(pod(name), INTERNET, 25), name
+    for name in APP:
+        assert name == "egress" or not can(pod(name), INTERNET, 25), name
 
 
 def test_only_the_mirror_fetches_signatures() -> None:
@@ -107,8 +110,8 @@ def test_clamd_fleet_paths() -> None:
     assert can(pod("antivirus"), pod("clamd"), 3310)
     assert can(pod("clamd"), pod("clamav-mirror"), 8080)
     assert can(pod("clamd"), KUBE_DNS, 53, "UDP")
-    for name in ("ingress", "routing", "egress", "connection-filter", "antispam"):
-        assert not can(pod(name), pod("clamd"), 3310), name
+    for name in APP:
+        assert name == "antivirus" or not can(pod(name), pod("clamd"), 3310), name
     assert not can(pod("antivirus"), pod("clamav-mirror"), 8080)
     assert not can(STRANGER_IN_NS, pod("clamd"), 3310)
     assert not can(pod("clamd"), INTERNET, 443)
@@ -141,6 +144,17 @@ def test_antispam_reaches_its_engines() -> None:
     rspamd, spamd = Pod(NS, {"app.kubernetes.io/name": "rspamd"}), Pod(NS, {"app.kubernetes.io/name": "spamd"})
     assert can(pod("antispam"), rspamd, 11333) and can(pod("antispam"), spamd, 783)
     assert not can(pod("antivirus"), rspamd, 11333) and not can(pod("antispam"), spamd, 11333)
+
+
+def test_filter_stages_reach_what_the_registry_declares() -> None:
+    """Each stage's [stage.deploy] egress opens its targets to that stage alone."""
+    declared = [(spec, rule) for spec in filters() for egress in deploy_settings(spec).egress for rule in egress.to]
+    assert declared
+    for spec, rule in declared:
+        target = Pod(NS, rule.pods)
+        for name in APP:
+            assert can(pod(name), target, rule.port, rule.protocol) == (name == component(spec)), (name, rule)
+        assert not can(pod(component(spec)), target, rule.port + 1, rule.protocol)
 
 
 def test_probe_reaches_ingress_and_the_trace_only() -> None:
