@@ -5,7 +5,8 @@ Steps of ``Router.handle``, in order (decision 004):
    mode; an enforced rule may end the message (reject with an NDR, delete, quarantine), change it
    (headers, Subject, disclaimer, recipients), set the SCL or bypass spam filtering (the verdict
    action of step 2 then sees that SCL), or pick an outbound connector and require TLS (step 3).
-   Reports the gateway made itself (DSNs) and released messages are not subject to rules;
+   Reports the gateway made itself (DSNs) and released messages are not subject to rules; a rule's
+   notice to the sender (``notify_sender``) is published to routing whatever becomes of the message;
 2. the verdict action (``actions.disposition``): quarantine, delete and reject end the message here;
    a Subject prefix, a redirect or stripped attachments change it and it goes on;
 3. per-recipient routes: one copy per route to egress;
@@ -36,6 +37,7 @@ from mailmoat_routing.actions import Disposition, Outcome, carry_out, dispositio
 from mailmoat_routing.decide import copies_for
 from mailmoat_routing.quarantine_gauge import QuarantineGauge
 from mailmoat_routing.rules import RuleHit, RuleOutcome, apply_outcome, evaluate
+from mailmoat_routing.rules.notify import trace_event
 from mailmoat_routing.rules.routing import plan_with_rules
 from mailmoat_routing.signing import Signer
 
@@ -114,6 +116,10 @@ class Router:
             outputs = await self._finish(copies, outcome.data, outcome.data != received, policy, events)
         else:
             outputs = await self._end(outcome, policy, events)
+        for notice in rules.notices if rules else []:
+            await self.runtime.trace.record(trace_event(notice), sender="", recipients=notice.envelope.rcpt_to,
+                                            message_id_header=notice.envelope.message_id_header)
+            outputs.append(Publish(stage_queue(SERVICE), notice.envelope, notice.data))
         await self.runtime.trace.record(events)
         for hit in rules.hits if rules else []:
             RULE_HITS.labels(hit.rule, hit.mode).inc()

@@ -4,6 +4,7 @@ Each changes the evaluation ``State`` (the bytes, the recipients, the antispam f
 returns what it did, for the trace. ``reject``, ``delete`` and ``quarantine`` end the message. The
 routing actions (``route_to_connector``, ``require_tls``) of a rule with recipient conditions apply only
 to the recipients that match them (``State.scope``); every other action applies to the whole message.
+``notify_sender`` asks for a notice to the sender (``notify``), which the engine builds.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailmoat_mail import mimeedit
+from mailmoat_platform.models import Envelope
 from mailmoat_policy import RuleActions
-from mailmoat_routing.rules import edits
+from mailmoat_routing.rules import edits, notify
 from mailmoat_routing.rules.registry import Registry
 
 FINAL = ("reject", "delete", "quarantine")
@@ -43,6 +45,10 @@ class State:
     final_rule: str | None = None
     code: str | None = None
     text: str | None = None
+    envelope: Envelope | None = None
+    """The message as it reached the rules (whom a notice goes to)."""
+    notices: list[notify.Notice] = field(default_factory=list)
+    """Notices to the sender the rules asked for (``notify_sender``)."""
 
 
 Action = Callable[[State, RuleActions, str], dict[str, Any]]
@@ -152,6 +158,20 @@ def bypass_spam_filtering(state: State, spec: RuleActions, rule: str) -> dict[st
     state.bypass_spam = True
     state.scl_rule = rule
     return {}
+
+
+@action("notify_sender")
+def notify_sender(state: State, spec: RuleActions, rule: str) -> dict[str, Any]:
+    """A notice to the envelope sender naming the rule and giving its text (none to the null sender, about
+    a report, or to a forged sender); the message itself goes on as the other actions say."""
+    assert spec.notify_sender is not None and state.envelope is not None
+    text = spec.notify_sender.text
+    why = notify.why_not(state.envelope)
+    if why is not None:
+        return {"text": text, "not_sent": why}
+    notice = notify.Notice(notify.notice_id(state.envelope, len(state.notices)), rule, text)
+    state.notices.append(notice)
+    return {"text": text, "notice_id": notice.id, "to": state.envelope.mail_from}
 
 
 ACTIONS.require(RuleActions.model_fields)

@@ -8,7 +8,7 @@ only recorded. Evaluation ends after an enforced rule that ends the message (rej
 quarantine) or that says ``stop_processing``.
 
 Conditions are the built-in ones (``conditions``) and those the registry's stages add
-(``stage_conditions``).
+(``stage_conditions``). Notices to the sender (``notify_sender``) are built here, ready to publish.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from mailmoat_routing.actions import SPAM_CATEGORIES
 from mailmoat_routing.rules.actions import ACTIONS, FINAL, State
 from mailmoat_routing.rules.conditions import CONDITIONS
 from mailmoat_routing.rules.message import Facts
+from mailmoat_routing.rules.notify import SenderNotice, build
 from mailmoat_routing.rules.stage_conditions import check
 
 
@@ -62,6 +63,8 @@ class RuleOutcome:
     tls_rcpts: set[str] = field(default_factory=set)
     data_changed: bool = False
     """Some enforced action changed the bytes."""
+    notices: list[SenderNotice] = field(default_factory=list)
+    """Notices to the sender (``notify_sender``), to publish to routing whatever became of the message."""
 
     def connector_for(self, recipient: str) -> str | None:
         """The outbound connector a rule chose for this recipient, if any."""
@@ -112,7 +115,7 @@ def recipient_scope(rule: MailFlowRule, facts: Facts) -> list[str] | None:
 
 def evaluate(envelope: Envelope, data: bytes, policy: Policy, now: datetime) -> RuleOutcome:
     """Run the policy's rules on one message."""
-    state = State(data=data, rcpt_to=list(envelope.rcpt_to))
+    state = State(data=data, rcpt_to=list(envelope.rcpt_to), envelope=envelope)
     hits: list[RuleHit] = []
     facts: Facts | None = None
     for rule in ordered(policy.rules):
@@ -143,6 +146,7 @@ def evaluate(envelope: Envelope, data: bytes, policy: Policy, now: datetime) -> 
         scl_rule=state.scl_rule, connector=state.connector, require_tls=state.require_tls,
         connector_rcpts=dict(state.connector_rcpts), tls_rcpts=set(state.tls_rcpts),
         data_changed=state.data is not data,
+        notices=[build(envelope, data, notice, policy, now) for notice in state.notices],
     )
 
 
