@@ -1,0 +1,70 @@
+"""``mailmoat db``: the records database (PostgreSQL at ``MAILMOAT_DATABASE_URL``).
+
+``mailmoat db upgrade`` migrates the schema to the newest revision and creates the day partitions of
+today and the days ahead; run again, it changes nothing. Deployments run it (a k8s Job) before the
+services start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    db = sub.add_parser("db", help="the records database (PostgreSQL): schema migrations")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    up = db_sub.add_parser("upgrade", help="migrate the schema to the newest revision (idempotent)")
+    up.add_argument("--url", help="database URL (default: MAILMOAT_DATABASE_URL, else the local default)")
+    up.add_argument("--revision", default="head", help="target revision (default: head)")
+    up.add_argument("--ahead-days", type=int, default=7, help="day partitions to create ahead (default 7)")
+
+
+async def _partitions(url: str, ahead_days: int) -> list[str]:
+    from psycopg import AsyncConnection
+
+    from mailmoat_records import db
+
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        return await db.ensure_ahead(conn, ahead_days)
+
+
+def upgrade(url: str | None = None, revision: str = "head", ahead_days: int = 7) -> int:
+    """Migrate, then make sure the partitions of today and ``ahead_days`` days after exist."""
+    import psycopg
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mailmoat_records import db
+
+    target = url or db.database_url()
+    try:
+        db.upgrade(target, revision)
+        created = asyncio.run(_partitions(target, ahead_days)) if revision == "head" else []
+    except (psycopg.Error, OSError, SQLAlchemyError, CommandError) as exc:  # unreachable, unknown revision
+        print(f"mailmoat db upgrade: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"records database at revision {revision if revision != 'head' else db.head_revision()}"
+          + (f", {len(created)} partitions created" if created else ""))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.db_command == "upgrade":
+        return upgrade(args.url, args.revision, args.ahead_days)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mailmoat_cli.db upgrade`` (the same as ``mailmoat db upgrade``)."""
+    parser = argparse.ArgumentParser(prog="mailmoat", description=__doc__)
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(["db", *(sys.argv[1:] if argv is None else argv)]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["add_parser", "main", "run", "upgrade"]

@@ -1,0 +1,417 @@
+"""Message trace in PostgreSQL: a batch writer (for the recorder) and a paged, time-ranged reader.
+
+A ``TraceRecord`` is what a stage hands the trace today (``TraceStore.record``'s arguments): a
+message's events, and for its first record the look-up values (envelope sender, recipients,
+Message-ID header, client IP; the antispam stage adds the From authors later). The writer stores:
+
+- every event in ``trace_events``, keyed by (message_id, at, event_key), ``event_key`` a digest of the
+  event's content: writing the same batch twice (a redelivery, the bus being at-least-once) adds nothing;
+- a ``trace_messages`` row per record that names the sender, Message-ID or client IP;
+- a ``trace_keys`` row per look-up value (kinds ``sender``, ``rcpt``, ``from``, ``msgid``, ``ip``).
+
+One batch is one transaction: COPY into per-session staging tables, then ``INSERT … SELECT … ON
+CONFLICT DO NOTHING`` into the day-partitioned tables. Day partitions missing for a batch are created
+first; events older than retention are skipped (their partitions are dropped or about to be).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection, errors, sql
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, Field
+
+from mailmoat_platform.models import TraceEvent
+
+from .db import day_of, ensure_partitions, first_kept_day, utc_today
+
+KINDS = ("msgid", "sender", "from", "rcpt", "ip")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_QUEUE_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+# Events of a message are never earlier than its queue id's time by more than this (clocks of hosts).
+_CLOCK_SKEW = timedelta(hours=1)
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS _in_trace_events (LIKE trace_events) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _in_trace_messages (LIKE trace_messages) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _in_trace_keys (LIKE trace_keys) ON COMMIT DELETE ROWS;
+"""
+_EVENT_COLUMNS = "at, message_id, event, service, recipients, detail, data, event_key"
+_MESSAGE_COLUMNS = "received_at, message_id, message_id_header, sender, recipients, client_ip"
+_KEY_COLUMNS = "value, at, message_id, kind"
+
+
+class TraceRecord(BaseModel):
+    """A message's events and, for its first record, the values it is looked up by."""
+
+    events: list[TraceEvent]
+    sender: str | None = None
+    recipients: list[str] = Field(default_factory=list)
+    message_id_header: str | None = None
+    client_ip: str | None = None
+    authors: list[str] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    given: int  # events in the batch
+    added: int  # events new to the table (0 for a batch written before)
+    expired: int  # events older than retention, skipped
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ended: the next page starts after (at, message_id), newest first."""
+
+    at: datetime
+    message_id: str
+
+    @property
+    def token(self) -> str:
+        return f"{self.at.isoformat()}|{self.message_id}"
+
+    @classmethod
+    def parse(cls, token: str) -> Cursor:
+        at, sep, message_id = token.partition("|")
+        if not sep or not message_id:
+            raise ValueError(f"not a trace cursor: {token!r}")
+        value = datetime.fromisoformat(at)
+        return cls(value if value.tzinfo else value.replace(tzinfo=UTC), message_id)
+
+
+@dataclass
+class MessageSummary:
+    message_id: str
+    at: datetime
+    sender: str | None = None
+    recipients: list[str] = field(default_factory=list)
+    message_id_header: str | None = None
+    client_ip: str | None = None
+    last_event: str | None = None  # the latest event's name (DELIVER, FAIL, QUARANTINE, ...)
+
+
+@dataclass
+class Page:
+    messages: list[MessageSummary]
+    next: Cursor | None  # None: no more
+
+
+# --- values ----------------------------------------------------------------------------------------
+
+def normalize(value: str) -> str:
+    """A look-up value as stored: trimmed, without angle brackets, lower case (as the Redis trace)."""
+    return value.strip().strip("<>").lower()
+
+
+def ip_text(value: str | None) -> str | None:
+    """The canonical text of an IP address, or None when ``value`` is not one."""
+    if not value:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip().strip("[]")))
+    except ValueError:
+        return None
+
+
+def clean_text(text: str) -> str:
+    """Text PostgreSQL accepts: no NUL, valid UTF-8 (undecodable bytes shown as ``\\xNN``)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:  # bytes kept as surrogate escapes (aiosmtpd): shown as \xNN
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # other lone surrogates: shown as \udNNN
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def event_row(event: TraceEvent) -> tuple[Any, ...]:
+    """The ``trace_events`` row of an event (columns ``_EVENT_COLUMNS``), its key a content digest."""
+    at = event.at if event.at.tzinfo else event.at.replace(tzinfo=UTC)
+    recipients = [clean_text(r) for r in event.recipients]
+    data = json.dumps(_clean(event.model_dump(mode="json", include={"data"})["data"]),
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    message_id, name, service, detail = (clean_text(event.message_id), clean_text(event.event),
+                                         clean_text(event.service), clean_text(event.detail))
+    canonical = json.dumps([message_id, at.astimezone(UTC).isoformat(), name, service, recipients, detail, data],
+                           separators=(",", ":"), ensure_ascii=False)
+    key = hashlib.sha256(canonical.encode()).digest()[:16]
+    return at, message_id, name, service, recipients, detail, data, key
+
+
+def record_keys(record: TraceRecord) -> list[tuple[str, str]]:
+    """(kind, value) of every look-up value a record names."""
+    keys: list[tuple[str, str]] = []
+    if record.sender is not None:
+        keys.append(("sender", normalize(clean_text(record.sender)) or "<>"))
+    keys.extend(("rcpt", normalize(clean_text(r))) for r in record.recipients if normalize(r))
+    if record.message_id_header and normalize(record.message_id_header):
+        keys.append(("msgid", normalize(clean_text(record.message_id_header))))
+    ip = ip_text(record.client_ip)
+    if ip:
+        keys.append(("ip", ip))
+    keys.extend(("from", normalize(clean_text(a))) for a in record.authors if a and normalize(a))
+    return list(dict.fromkeys(keys))
+
+
+def queue_id_time(message_id: str) -> datetime | None:
+    """The time a gateway queue id (ULID-like, ``new_message_id``) was made, or None for other ids."""
+    if not _QUEUE_ID.match(message_id):
+        return None
+    value = 0
+    for char in message_id:
+        value = value * 32 + _CROCKFORD.index(char)
+    try:
+        return datetime.fromtimestamp((value >> 80) / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _as_record(item: TraceRecord | TraceEvent) -> TraceRecord:
+    return item if isinstance(item, TraceRecord) else TraceRecord(events=[item])
+
+
+# --- writer ----------------------------------------------------------------------------------------
+
+class TraceWriter:
+    """Writes batches of trace records, one transaction per batch, idempotently."""
+
+    def __init__(self, pool: AsyncConnectionPool, retention_days: int = 90):
+        self.pool = pool
+        self.retention_days = retention_days
+        self._days: set[date] = set()  # days known to have their partitions
+
+    async def write(self, batch: Sequence[TraceRecord | TraceEvent], *, today: date | None = None) -> WriteResult:
+        """Store a batch; raises on a database failure (the caller keeps the batch and retries)."""
+        first_kept = first_kept_day(self.retention_days, today or utc_today())
+        events: list[tuple[Any, ...]] = []
+        messages: list[tuple[Any, ...]] = []
+        keys: list[tuple[Any, ...]] = []
+        expired = given = 0
+        for record in map(_as_record, batch):
+            given += len(record.events)
+            for event in record.events:
+                row = event_row(event)
+                if day_of(row[0]) < first_kept:
+                    expired += 1
+                else:
+                    events.append(row)
+            if not record.events:
+                continue
+            head = event_row(record.events[0])
+            at, message_id = head[0], head[1]
+            if day_of(at) < first_kept:
+                continue
+            if record.sender is not None or record.message_id_header or record.client_ip:
+                messages.append((at, message_id, clean_text(record.message_id_header or "") or None,
+                                 None if record.sender is None else clean_text(record.sender),
+                                 [clean_text(r) for r in record.recipients], ip_text(record.client_ip)))
+            keys.extend((value, at, message_id, kind) for kind, value in record_keys(record))
+        if not events and not messages and not keys:
+            return WriteResult(given, 0, expired)
+        days = {day_of(r[0]) for r in events} | {day_of(r[0]) for r in messages} | {day_of(r[1]) for r in keys}
+        async with self.pool.connection() as conn:
+            for attempt in (1, 2):
+                missing = days - self._days
+                if missing:
+                    await ensure_partitions(conn, missing)
+                    self._days |= missing
+                try:
+                    added = await self._insert(conn, events, messages, keys)
+                except errors.CheckViolation:  # "no partition … found for row": dropped meanwhile
+                    if attempt == 2:
+                        raise
+                    self._days.clear()
+                    continue
+                return WriteResult(given, added, expired)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _insert(conn: AsyncConnection, events: list[tuple[Any, ...]], messages: list[tuple[Any, ...]],
+                      keys: list[tuple[Any, ...]]) -> int:
+        async with conn.transaction():
+            await conn.execute(_STAGING)
+            cur = conn.cursor()
+            for table, columns, rows in (("_in_trace_events", _EVENT_COLUMNS, events),
+                                         ("_in_trace_messages", _MESSAGE_COLUMNS, messages),
+                                         ("_in_trace_keys", _KEY_COLUMNS, keys)):
+                if not rows:
+                    continue
+                async with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
+                        sql.Identifier(table), sql.SQL(columns))) as copy:
+                    for row in rows:
+                        await copy.write_row(row)
+            added = 0
+            if events:
+                cur = await conn.execute(f"INSERT INTO trace_events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} "
+                                         "FROM _in_trace_events ON CONFLICT DO NOTHING")
+                added = cur.rowcount
+            if messages:
+                await conn.execute(f"INSERT INTO trace_messages ({_MESSAGE_COLUMNS}) SELECT {_MESSAGE_COLUMNS} "
+                                   "FROM _in_trace_messages ON CONFLICT DO NOTHING")
+            if keys:
+                await conn.execute(f"INSERT INTO trace_keys ({_KEY_COLUMNS}) SELECT {_KEY_COLUMNS} "
+                                   "FROM _in_trace_keys ON CONFLICT DO NOTHING")
+            return added
+
+
+# --- reader ----------------------------------------------------------------------------------------
+
+def _range(column: str, since: datetime | None, until: datetime | None) -> tuple[list[sql.Composable], list[Any]]:
+    """Conditions (as literals' placeholders) for ``since <= column < until``; None bounds are left out, so
+    the planner prunes partitions from the bounds it is given."""
+    conds: list[sql.Composable] = []
+    params: list[Any] = []
+    if since is not None:
+        conds.append(sql.SQL("{} >= %s").format(sql.Identifier(column)))
+        params.append(since)
+    if until is not None:
+        conds.append(sql.SQL("{} < %s").format(sql.Identifier(column)))
+        params.append(until)
+    return conds, params
+
+
+def _where(conds: Iterable[sql.Composable]) -> sql.Composable:
+    return sql.SQL(" AND ").join(list(conds))
+
+
+class TraceReader:
+    """Look-ups of the trace: messages by a value in a time range (paged, newest first), events of one."""
+
+    def __init__(self, pool: AsyncConnectionPool):
+        self.pool = pool
+
+    async def find(self, needle: str, *, since: datetime | None = None, until: datetime | None = None,
+                   limit: int = 50, after: Cursor | None = None, kinds: Sequence[str] = KINDS,
+                   last_event: bool = True) -> Page:
+        """Messages for a queue id, Message-ID, envelope sender, From author, recipient or client IP, received
+        in ``[since, until)``, newest first, at most ``limit``; ``after``: the previous page's ``next``."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        async with self.pool.connection() as conn:
+            if after is None and self._maybe_queue_id(needle):
+                found = await self._by_queue_id(conn, needle.strip(), since, until)
+                if found is not None:
+                    if last_event:
+                        await self._last_events(conn, [found])
+                    return Page([found], None)
+            ip = ip_text(needle)
+            value = ip or normalize(needle) or "<>"
+            conds, params = _range("at", since, until)
+            conds = [sql.SQL("value = %s"), sql.SQL("kind = ANY(%s)"), *conds]
+            params = [value, list(kinds), *params]
+            if after is not None:
+                conds.append(sql.SQL("(at, message_id) < (%s, %s)"))
+                params += [after.at, after.message_id]
+            query = sql.SQL("SELECT DISTINCT at, message_id FROM trace_keys WHERE {} "
+                            "ORDER BY at DESC, message_id DESC LIMIT %s").format(_where(conds))
+            cur = await conn.execute(query, [*params, limit + 1])
+            rows = await cur.fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            # A message found by two kinds at different times (its From author is traced after its
+            # sender) is shown once, where it is newest.
+            unique: dict[str, datetime] = {}
+            for at, mid in rows:
+                unique.setdefault(mid, at)
+            summaries = await self._summaries(conn, [(at, mid) for mid, at in unique.items()])
+            if last_event:
+                await self._last_events(conn, summaries)
+        return Page(summaries, Cursor(*rows[-1]) if more and rows else None)
+
+    @staticmethod
+    def _maybe_queue_id(needle: str) -> bool:
+        text = needle.strip()
+        return bool(text) and "@" not in text and ip_text(text) is None and not text.startswith("<")
+
+    async def _by_queue_id(self, conn: AsyncConnection, message_id: str, since: datetime | None,
+                           until: datetime | None) -> MessageSummary | None:
+        lower = since
+        made = queue_id_time(message_id)
+        if made is not None and (lower is None or lower < made - _CLOCK_SKEW):
+            lower = made - _CLOCK_SKEW
+        conds, params = _range("received_at", lower, until)
+        cur = await conn.execute(sql.SQL(
+            f"SELECT {_MESSAGE_COLUMNS} FROM trace_messages WHERE {{}} ORDER BY received_at LIMIT 1").format(
+                _where([sql.SQL("message_id = %s"), *conds])), [message_id, *params])
+        row = await cur.fetchone()
+        if row is not None:
+            return self._summary(row)
+        conds, params = _range("at", lower, until)
+        cur = await conn.execute(sql.SQL("SELECT min(at) FROM trace_events WHERE {}").format(
+            _where([sql.SQL("message_id = %s"), *conds])), [message_id, *params])
+        row = await cur.fetchone()
+        return MessageSummary(message_id, row[0]) if row and row[0] is not None else None
+
+    @staticmethod
+    def _summary(row: Sequence[Any]) -> MessageSummary:
+        received_at, message_id, header, sender, recipients, client_ip = row
+        return MessageSummary(message_id, received_at, sender, list(recipients or []), header,
+                              None if client_ip is None else str(client_ip))
+
+    async def _summaries(self, conn: AsyncConnection, rows: list[tuple[datetime, str]]) -> list[MessageSummary]:
+        """The ``trace_messages`` rows of a page (keys of a later record, such as ``from``, are a little
+        younger than the message: the window around the page covers them)."""
+        if not rows:
+            return []
+        ats = [at for at, _ in rows]
+        cur = await conn.execute(
+            f"SELECT DISTINCT ON (message_id) {_MESSAGE_COLUMNS} FROM trace_messages "
+            "WHERE message_id = ANY(%s) AND received_at >= %s AND received_at <= %s "
+            "ORDER BY message_id, received_at",
+            ([mid for _, mid in rows], min(ats) - timedelta(days=1), max(ats)))
+        known = {row[1]: self._summary(row) for row in await cur.fetchall()}
+        return [known.get(mid) or MessageSummary(mid, at) for at, mid in rows]
+
+    @staticmethod
+    async def _last_events(conn: AsyncConnection, summaries: list[MessageSummary]) -> None:
+        if not summaries:
+            return
+        cur = await conn.execute(
+            "SELECT DISTINCT ON (message_id) message_id, event FROM trace_events "
+            "WHERE message_id = ANY(%s) AND at >= %s ORDER BY message_id, at DESC",
+            ([s.message_id for s in summaries], min(s.at for s in summaries) - _CLOCK_SKEW))
+        last = dict(await cur.fetchall())
+        for summary in summaries:
+            summary.last_event = last.get(summary.message_id)
+
+    async def events(self, message_id: str, *, since: datetime | None = None,
+                     until: datetime | None = None) -> list[TraceEvent]:
+        """A message's events, oldest first (a gateway queue id bounds the scan from below by its time)."""
+        made = queue_id_time(message_id)
+        if made is not None and since is None:
+            since = made - _CLOCK_SKEW
+        conds, params = _range("at", since, until)
+        query = sql.SQL("SELECT at, message_id, event, service, recipients, detail, data FROM trace_events "
+                        "WHERE {} ORDER BY at, event_key").format(_where([sql.SQL("message_id = %s"), *conds]))
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, [message_id, *params])
+            rows = await cur.fetchall()
+        return [TraceEvent(at=at, message_id=mid, event=event, service=service, recipients=list(recipients),
+                           detail=detail, data=data) for at, mid, event, service, recipients, detail, data in rows]
+
+
+__all__ = [
+    "KINDS", "Cursor", "MessageSummary", "Page", "TraceReader", "TraceRecord", "TraceWriter", "WriteResult",
+    "clean_text", "event_row", "ip_text", "normalize", "queue_id_time", "record_keys",
+]
