@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from mailmoat_platform import stages as registry
+from mailmoat_platform.settings import Settings
 from mailmoat_platform.stages import StageSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = Path(__file__).resolve().with_name("templates")
 FILTERS = Path("deploy/k8s/components/filters")
 COMPOSE = Path("docker-compose.yml")
+DOCKERFILE = Path("Dockerfile")
 PROMETHEUS = Path("deploy/prometheus/prometheus.yml")
 DASHBOARDS = (Path("deploy/grafana/mailmoat.json"), Path("deploy/k8s/base/dashboards/mailmoat.json"))
 SOURCE = "libs/platform/stages.toml"
@@ -294,6 +296,12 @@ def scrape_jobs(filters: Sequence[StageSpec]) -> str:
                    for s in filters)
 
 
+def expose(specs: Sequence[StageSpec]) -> str:
+    """The Dockerfile's EXPOSE: SMTP, then the metrics port of every stage but the development ones."""
+    ports = " ".join(str(port) for port in sorted(s.metrics_port for s in specs if s.kind != "dev"))
+    return fill(template("expose.txt"), {"smtp_port": str(Settings().smtp_port), "ports": ports})
+
+
 def replace_block(text: str, template_name: str, block: str, where: Path) -> str:
     """``text`` with what lies between the generated markers (at the BEGIN line's indent) replaced."""
     begin = BEGIN.format(template=f"deploy/templates/{template_name}")
@@ -365,8 +373,9 @@ def dashboard(text: str, filters: Sequence[StageSpec], where: Path) -> str:
 # --- everything ---------------------------------------------------------------------------------------------
 
 
-def outputs(specs: Iterable[StageSpec], root: Path = ROOT) -> dict[Path, str]:
+def outputs(stages: Iterable[StageSpec], root: Path = ROOT) -> dict[Path, str]:
     """Every generated file (relative path -> text) for these stages; in-place files read from ``root``."""
+    specs = list(stages)
     filters = [s for s in specs if s.is_filter]
     files: dict[Path, str] = {FILTERS / f"{component(s)}.yaml": k8s_manifest(s) for s in filters}
     files[FILTERS / "rabbitmq-users.yaml"] = rabbitmq_users(filters)
@@ -375,6 +384,7 @@ def outputs(specs: Iterable[StageSpec], root: Path = ROOT) -> dict[Path, str]:
                                    compose_services(filters), COMPOSE)
     files[PROMETHEUS] = replace_block((root / PROMETHEUS).read_text(), "scrape-filter.yaml",
                                       scrape_jobs(filters), PROMETHEUS)
+    files[DOCKERFILE] = replace_block((root / DOCKERFILE).read_text(), "expose.txt", expose(specs), DOCKERFILE)
     shown = dashboard((root / DASHBOARDS[0]).read_text(), filters, DASHBOARDS[0])
     for path in DASHBOARDS:
         files[path] = shown
