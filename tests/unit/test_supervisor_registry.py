@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from mailmoat_cli.supervisor import changes, listeners, plan, stage_queues
+from mailmoat_platform import stages
 from mailmoat_platform.settings import Settings
 from tests.support.fakestages import with_stage
 
@@ -32,8 +33,10 @@ def test_kinds_decide_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plan(_policy(), 1, False) == [("ingress", 0), ("routing", 0), ("egress", 0)]  # type: ignore[arg-type]
     # a dev stage is never retired by a policy change, nor is routing: only filter stages are
     assert changes([("ingress", 0)], [("ingress", 0), ("sample_dev", 0), ("routing", 0)], []).retire == []
-    assert set(stage_queues()) == {"mailmoat.connection_filter", "mailmoat.antivirus", "mailmoat.antispam",
-                                   "mailmoat.routing", "mailmoat.egress"}
+    watched = set(stage_queues())
+    assert {"mailmoat.antivirus", "mailmoat.antispam", "mailmoat.routing", "mailmoat.egress"} <= watched
+    assert {f"mailmoat.{name}" for name in stages.filter_names()} <= watched
+    assert not watched & {"mailmoat.ingress", "mailmoat.devmailbox", "mailmoat.sample_dev"}
 
 
 def test_the_smtp_stage_listens_on_the_smtp_port() -> None:
