@@ -1,0 +1,100 @@
+"""DLP service wiring: consume mailmoat.dlp, read the text of the message and its attachments, find
+sensitive information types, prepend the report header ``X-Mailmoat-DLP`` (types, counts and
+confidence; never a value), add the verdict, trace it with redacted evidence, publish to the next stage.
+
+The stage only annotates: mail-flow rules act on its verdict (``sensitive_information``). Extraction and
+detection run in a worker thread within ``dlp.limits`` (time, parts, text, part size) and archives within
+``antimalware.archives``; an unexpected error of the stage on a message, or a scan that outlives its
+time by far, passes the message on with the verdict ``error`` (``mailmoat_platform.stagefault``), on
+which no ``sensitive_information`` condition matches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mailmoat_dlp.policy import Dlp
+from mailmoat_dlp.scan import result_of, scan
+from mailmoat_dlp.verdict import DlpVerdict
+from mailmoat_platform.bus import Publish
+from mailmoat_platform.models import Envelope, TraceEvent, Verdict
+from mailmoat_platform.runtime import Runtime, Transient, serve_stage, stage_publish
+from mailmoat_platform.settings import Settings
+from mailmoat_platform.stagefault import error_event, error_token, fault
+from mailmoat_policy import Policy
+
+SERVICE = "dlp"
+HEADER = b"X-Mailmoat-DLP"
+GRACE = 5.0
+"""Seconds past ``dlp.limits.max_seconds`` after which a scan that has not stopped counts as failed."""
+
+
+class ScanTimeout(Exception):
+    """The scan did not stop within its time (a library stuck on an attachment)."""
+
+
+def section(policy: Policy) -> Dlp:
+    """The policy's ``dlp`` section (its defaults when the policy has none)."""
+    value = getattr(policy, "dlp", None)
+    return value if isinstance(value, Dlp) else Dlp()
+
+
+def report_header(result: str, detail: DlpVerdict) -> bytes:
+    """``X-Mailmoat-DLP: found; credit_card:2/high iban:1/medium; parts=3``, folded; no value, no digits of one."""
+    fields = [result, detail.summary(), f"parts={detail.scanned}"]
+    if detail.notes:
+        fields.append(f"notes={len(detail.notes)}")
+    if detail.error_type:
+        fields.append(f"err={error_token(detail.model_dump())}")
+    lines, line = [], HEADER.decode() + ":"
+    for word in "; ".join(fields).split():
+        if len(line) + 1 + len(word) > 76:
+            lines.append(line)
+            line = ""
+        line += " " + word
+    lines.append(line)
+    return ("\r\n".join(lines) + "\r\n").encode("ascii", "replace")
+
+
+def describe(result: str, detail: DlpVerdict) -> str:
+    text = f"{result}: {detail.summary()} in {detail.scanned} parts"
+    return text + (f"; {len(detail.notes)} notes" if detail.notes else "")
+
+
+async def inspect(data: bytes, policy: Policy) -> DlpVerdict:
+    """The DLP verdict detail of a message, computed off the event loop."""
+    settings = section(policy)
+    job = asyncio.to_thread(scan, data, settings, policy.antimalware.archives)
+    try:
+        return await asyncio.wait_for(job, timeout=settings.limits.max_seconds + GRACE)
+    except TimeoutError:
+        raise ScanTimeout(f"no result after {settings.limits.max_seconds + GRACE:g} s") from None
+
+
+def make_handler(runtime: Runtime):
+    async def handle(envelope: Envelope, data: bytes) -> list[Publish]:
+        policy = runtime.policy.current
+        try:
+            detail = await inspect(data, policy)
+            result = result_of(detail)
+        except Transient:
+            raise
+        except Exception as exc:  # a fault of this stage on this message: passed on, never a dead letter
+            detail = DlpVerdict.model_validate(fault(SERVICE, envelope, exc))
+            result = "error"
+            event = error_event(SERVICE, envelope, result, detail.as_detail(), "no sensitive_information rule matches")
+        else:
+            event = TraceEvent(event="AGENTINFO", message_id=envelope.id, service=SERVICE,
+                               recipients=envelope.rcpt_to, detail=describe(result, detail),
+                               data={"result": result, **detail.as_detail()})
+        out = report_header(result, detail) + data
+        envelope.add_verdict(Verdict(stage=SERVICE, result=result, detail=detail.as_detail()))
+        envelope.size = len(out)
+        await runtime.trace.record(event)
+        return [stage_publish(envelope, out, SERVICE)]
+
+    return handle
+
+
+async def main(settings: Settings, worker: int = 0) -> None:
+    await serve_stage(SERVICE, settings, worker, make_handler, prefetch=16)

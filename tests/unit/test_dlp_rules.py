@@ -1,0 +1,136 @@
+"""The DLP stage's rule condition ``sensitive_information`` (validation, matching on the verdict, through
+the policy and the rules engine), its report header and its handler (verdict, trace, fault)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from mailmoat_dlp import service
+from mailmoat_dlp.policy import Dlp
+from mailmoat_dlp.rules import CONDITIONS, matches
+from mailmoat_dlp.scan import result_of, scan
+from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_policy import ArchiveLimits, parse_policy
+from mailmoat_routing.rules import evaluate
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+CARDS = (b"Subject: order\r\n\r\nCredit card 4111 1111 1111 1111 and 5555555555554444 (visa, mastercard).\r\n"
+         b"ref 536-90-4399\r\n")
+CONDITION = CONDITIONS["sensitive_information"]
+
+
+def envelope_for(data: bytes, policy: Dlp | None = None) -> Envelope:
+    detail = scan(data, policy or Dlp(), ArchiveLimits())
+    envelope = Envelope(mail_from="a@example.com", rcpt_to=["b@outside.test"], itinerary=["dlp", "routing", "egress"])
+    envelope.add_verdict(Verdict(stage="dlp", result=result_of(detail), detail=detail.as_detail()))
+    return envelope
+
+
+def condition(value: object):
+    return TypeAdapter(CONDITION.value).validate_python(value)
+
+
+def test_the_condition_value_is_validated() -> None:
+    (one,) = condition({"type": "credit_card"})  # one entry without the list
+    assert (one.type, one.min_count, one.min_confidence) == ("credit_card", 1, "medium")
+    assert len(condition([{"type": "iban"}, {"type": "employee_id", "min_count": 3, "min_confidence": "low"}])) == 2
+    for bad in ([], [{"type": "Credit Card"}], [{"type": "iban", "min_count": 0}],
+                [{"type": "iban", "min_confidence": "certain"}], [{"type": "iban", "extra": 1}]):
+        with pytest.raises(ValidationError):
+            condition(bad)
+
+
+def test_it_matches_on_count_and_confidence() -> None:
+    envelope = envelope_for(CARDS)
+    assert matches(condition({"type": "credit_card", "min_count": 2, "min_confidence": "high"}), envelope)
+    assert not matches(condition({"type": "credit_card", "min_count": 3}), envelope)
+    assert not matches(condition({"type": "us_ssn"}), envelope)  # low: formatted, no SSN keyword
+    assert matches(condition({"type": "us_ssn", "min_confidence": "low"}), envelope)
+    assert matches(condition([{"type": "iban"}, {"type": "credit_card"}]), envelope)  # any entry
+    assert not matches(condition({"type": "iban"}), envelope)
+
+
+def test_no_dlp_verdict_or_an_error_verdict_never_matches() -> None:
+    bare = Envelope(mail_from="a@example.com", rcpt_to=["b@outside.test"])
+    assert not matches(condition({"type": "credit_card", "min_confidence": "low"}), bare)
+    bare.add_verdict(Verdict(stage="dlp", result="error", detail={"error": "X: y", "error_type": "X"}))
+    assert not matches(condition({"type": "credit_card", "min_confidence": "low"}), bare)
+
+
+def test_a_rule_with_the_condition_through_the_policy_and_the_rules_engine() -> None:
+    policy = parse_policy("""
+pipeline: {filters: [dlp]}
+dlp: {types: [credit_card]}
+rules:
+  - name: cards-out
+    conditions:
+      sensitive_information: [{type: credit_card, min_count: 2}]
+    exceptions:
+      recipient_domain: [partner.test]
+    actions:
+      reject: {text: "Payment card numbers may not be sent by mail"}
+""")
+    assert policy.rules[0].conditions.names() == ["sensitive_information"]
+    outcome = evaluate(envelope_for(CARDS, policy.dlp), CARDS, policy, NOW)
+    assert outcome.final == "reject" and outcome.text == "Payment card numbers may not be sent by mail"
+    one = b"Subject: x\r\n\r\ncredit card 4111 1111 1111 1111\r\n"
+    assert evaluate(envelope_for(one, policy.dlp), one, policy, NOW).final is None
+
+
+def test_the_report_header_names_types_and_counts_never_numbers() -> None:
+    envelope = envelope_for(CARDS)
+    detail = scan(CARDS, Dlp(), ArchiveLimits())
+    header = service.report_header(result_of(detail), detail)
+    assert header == b"X-Mailmoat-DLP: found; credit_card:2/high us_ssn:1/low; parts=1\r\n"
+    assert envelope.verdicts["dlp"].detail["findings"][0]["evidence"][0]["last4"] in ("1111", "4444")
+    many = Dlp(custom_types=[{"name": f"type_number_{i}", "pattern": "order"} for i in range(8)])
+    folded = service.report_header("found", scan(CARDS, many, ArchiveLimits()))
+    assert all(len(line) <= 78 for line in folded.split(b"\r\n")) and folded.count(b"\r\n ") >= 1
+
+
+class _Trace:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    async def record(self, event, **_: object) -> None:
+        self.events.append(event)
+
+
+def runtime_with(policy_text: str = "pipeline: {filters: [dlp]}\n") -> SimpleNamespace:
+    policy = parse_policy(policy_text)
+    return SimpleNamespace(policy=SimpleNamespace(current=policy), trace=_Trace())
+
+
+def test_the_handler_adds_verdict_header_and_a_redacted_trace_event() -> None:
+    runtime = runtime_with()
+    envelope = Envelope(mail_from="a@example.com", rcpt_to=["b@outside.test"], itinerary=["dlp", "routing", "egress"])
+    (published,) = asyncio.run(service.make_handler(runtime)(envelope, CARDS))
+    assert published.envelope.verdicts["dlp"].result == "found"
+    assert published.data.startswith(b"X-Mailmoat-DLP: found; credit_card:2/high") and published.data.endswith(CARDS)
+    assert published.envelope.size == len(published.data)
+    (event,) = runtime.trace.events
+    assert event.event == "AGENTINFO" and event.service == "dlp"
+    dumped = event.model_dump_json()
+    assert "4111111111111111" not in dumped and "4111 1111 1111 1111" not in dumped and "5555555555554444" not in dumped
+    assert json.loads(dumped)["data"]["findings"][0]["type"] == "credit_card"
+
+
+def test_a_fault_on_one_message_is_an_error_verdict_passed_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object, **__: object):
+        raise RuntimeError("extractor blew up")
+
+    monkeypatch.setattr(service, "scan", broken)
+    runtime = runtime_with()
+    envelope = Envelope(mail_from="a@example.com", rcpt_to=["b@outside.test"], itinerary=["dlp", "routing", "egress"])
+    (published,) = asyncio.run(service.make_handler(runtime)(envelope, CARDS))
+    verdict = published.envelope.verdicts["dlp"]
+    assert verdict.result == "error" and verdict.detail["error_type"] == "RuntimeError"
+    assert published.data.startswith(b"X-Mailmoat-DLP: error; none; parts=0; err=RuntimeError\r\n")
+    (event,) = runtime.trace.events
+    assert event.event == "ERROR"
