@@ -1,7 +1,8 @@
 """``mailmoat db``: the records database (PostgreSQL at ``MAILMOAT_DATABASE_URL``).
 
-``mailmoat db upgrade`` migrates the schema to the newest revision and creates the day partitions of
-today and the days ahead; run again, it changes nothing. Deployments run it (a k8s Job) before the
+``mailmoat db upgrade`` creates the database if it does not exist (a development server), migrates the
+schema to the newest revision and creates the day partitions of today and the days ahead; run again,
+it changes nothing. Deployments run it (a k8s Job) before the
 services start.
 """
 
@@ -40,11 +41,14 @@ def upgrade(url: str | None = None, revision: str = "head", ahead_days: int = 7)
 
     target = url or db.database_url()
     try:
+        made = db.create_database(target)
         db.upgrade(target, revision)
         created = asyncio.run(_partitions(target, ahead_days)) if revision == "head" else []
-    except (psycopg.Error, OSError, SQLAlchemyError, CommandError) as exc:  # unreachable, unknown revision
+    except (psycopg.Error, OSError, ValueError, SQLAlchemyError, CommandError) as exc:  # unreachable, unknown revision
         print(f"mailmoat db upgrade: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    if made:
+        print("records database created")
     print(f"records database at revision {revision if revision != 'head' else db.head_revision()}"
           + (f", {len(created)} partitions created" if created else ""))
     return 0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make sure RabbitMQ and Redis answer (MAILMOAT_AMQP_URL / MAILMOAT_REDIS_URL, by default
-# 127.0.0.1:5672 and 127.0.0.1:6379). A local server that is installed but down is started;
+# Make sure RabbitMQ, Redis and PostgreSQL answer (MAILMOAT_AMQP_URL / MAILMOAT_REDIS_URL /
+# MAILMOAT_DATABASE_URL, by default 127.0.0.1:5672, 127.0.0.1:6379 and 127.0.0.1:5432). A local server that is installed but down is started;
 # otherwise one line says how to get it, and the exit status is 1.
 set -uo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -49,8 +49,23 @@ start_redis() {
   redis-server --daemonize yes --bind 127.0.0.1 --port "$1" --save "" --appendonly no >"$log" 2>&1
 }
 
+pg_cluster() {  # "version name" of Debian's cluster (postgresql-common) on a port
+  command -v pg_lsclusters >/dev/null 2>&1 || return 1
+  local version name port
+  while read -r version name port _; do
+    [ "$port" = "$1" ] && { echo "$version $name"; return 0; }
+  done < <(pg_lsclusters --no-header 2>/dev/null)
+  return 1
+}
+
+start_postgresql() {  # version name
+  start_unit "postgresql@$1-$2.service" && return 0
+  pg_ctlcluster "$1" "$2" start >"$log" 2>&1
+}
+
 read -r amqp_host amqp_port < <(endpoint "${MAILMOAT_AMQP_URL:-amqp://127.0.0.1:5672/}" 5672)
 read -r redis_host redis_port < <(endpoint "${MAILMOAT_REDIS_URL:-redis://127.0.0.1:6379/0}" 6379)
+read -r pg_host pg_port < <(endpoint "${MAILMOAT_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/mailmoat}" 5432)
 
 absent=()   # "what|package|compose service"
 failed=0
@@ -86,6 +101,26 @@ if ! up "$amqp_host" "$amqp_port"; then
     fi
   else
     absent+=("RabbitMQ ($amqp_host:$amqp_port)|rabbitmq-server|rabbitmq")
+  fi
+fi
+
+if ! up "$pg_host" "$pg_port"; then
+  if ! local_host "$pg_host"; then
+    echo "mailmoat: PostgreSQL at $pg_host:$pg_port is not reachable (MAILMOAT_DATABASE_URL)" >&2
+    failed=1
+  elif cluster=$(pg_cluster "$pg_port"); then
+    read -r pg_version pg_name <<<"$cluster"
+    start_postgresql "$pg_version" "$pg_name"
+    if ! wait_up "$pg_host" "$pg_port" "$WAIT"; then
+      cat "$log" >&2
+      echo "mailmoat: PostgreSQL $pg_version/$pg_name did not open $pg_host:$pg_port within ${WAIT}s (see /var/log/postgresql/)" >&2
+      failed=1
+    fi
+  elif command -v pg_lsclusters >/dev/null 2>&1; then
+    echo "mailmoat: no PostgreSQL cluster on port $pg_port (pg_lsclusters; pg_createcluster)" >&2
+    failed=1
+  else
+    absent+=("PostgreSQL ($pg_host:$pg_port)|postgresql|postgres")
   fi
 fi
 

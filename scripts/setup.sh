@@ -98,6 +98,8 @@ ldconfig -p 2>/dev/null | grep -q "libarchive\.so\.13" || need+=(libarchive13)  
 new_postfix=0
 new_clamav=0
 new_spam_engines=0
+new_postgres=0
+have_postgres() { compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; }
 if [ "$want_test" = 1 ]; then
   if ! have smtp-sink || ! have smtp-source; then need+=(postfix); new_postfix=1; fi
   have swaks || need+=(swaks libnet-ssleay-perl)
@@ -113,6 +115,8 @@ if [ "$want_test" = 1 ]; then
   if ! have postsrsd; then need+=(postsrsd); new_spam_engines=1; fi
   # DANE tests sign a zone (ldnsutils) and validate it with their own unbound (packaged one kept stopped)
   if ! have unbound || ! have ldns-signzone; then need+=(unbound ldnsutils); new_spam_engines=1; fi
+  # the records' tests (the trace in PostgreSQL) make a database of their own on 127.0.0.1:5432
+  if ! have_postgres; then need+=(postgresql); new_postgres=1; fi
 fi
 [ ${#need[@]} -gt 0 ] || exit 0
 
@@ -189,6 +193,16 @@ if [ "$new_spam_engines" = 1 ]; then
   # spamassassin's postinst imports the sa-update keys with a gpg-agent that stays behind
   gpgconf --homedir /var/lib/spamassassin/sa-update-keys --kill gpg-agent >/dev/null 2>&1 || true
 fi
+if [ "$new_postgres" = 1 ]; then
+  # A test server: its new cluster trusts local TCP connections (user postgres, as the tests connect).
+  for hba in /etc/postgresql/*/*/pg_hba.conf; do
+    [ -f "$hba" ] || continue
+    sed -E -i 's#^(host[[:space:]]+all[[:space:]]+all[[:space:]]+(127\.0\.0\.1/32|::1/128)[[:space:]]+)[a-z0-9-]+#\1trust#' "$hba"
+  done
+  pg_lsclusters --no-header 2>/dev/null | while read -r version name _; do
+    pg_ctlcluster "$version" "$name" reload >/dev/null 2>&1 || true
+  done
+fi
 for tool in rabbitmq-server redis-server; do
   have "$tool" || die "$tool is still missing after apt-get install"
 done
@@ -197,4 +211,5 @@ if [ "$want_test" = 1 ]; then
     have "$tool" || die "$tool is still missing after apt-get install"
   done
   [ -d /usr/share/clamav-testfiles ] || die "clamav-testfiles is still missing after apt-get install"
+  have_postgres || die "postgresql is still missing after apt-get install"
 fi

@@ -47,6 +47,28 @@ def alembic_config(url: str):  # -> alembic.config.Config (imported lazily: the 
     return config
 
 
+def create_database(url: str) -> bool:
+    """Create the database ``url`` names when it does not exist (a development server); True if created."""
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+        return False
+    except psycopg.OperationalError as exc:
+        if "does not exist" not in str(exc):
+            raise
+    name = psycopg.conninfo.conninfo_to_dict(url).get("dbname")
+    if not name:
+        raise ValueError(f"no database name in {url!r}")
+    server = psycopg.conninfo.make_conninfo(url, dbname="postgres")
+    with psycopg.connect(server, autocommit=True, connect_timeout=10) as conn:
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
+        except psycopg.errors.DuplicateDatabase:  # created meanwhile by another upgrade
+            return False
+    return True
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the schema to ``revision`` (idempotent: at head already, nothing happens)."""
     from alembic import command
@@ -177,7 +199,7 @@ async def maintain(conn: AsyncConnection, retention_days: int, *, ahead_days: in
 
 
 __all__ = [
-    "DEFAULT_URL", "PARTITIONED", "alembic_config", "current_revision", "database_url", "day_of", "downgrade",
-    "drop_partitions_before", "ensure_ahead", "ensure_partitions", "first_kept_day", "head_revision", "maintain",
-    "open_pool", "partition_name", "partitions", "sqlalchemy_url", "upgrade", "utc_today",
+    "DEFAULT_URL", "PARTITIONED", "alembic_config", "create_database", "current_revision", "database_url", "day_of",
+    "downgrade", "drop_partitions_before", "ensure_ahead", "ensure_partitions", "first_kept_day", "head_revision",
+    "maintain", "open_pool", "partition_name", "partitions", "sqlalchemy_url", "upgrade", "utc_today",
 ]

@@ -114,6 +114,17 @@ def test_db_upgrade_command_migrates_and_creates_partitions_ahead(scratch_url: s
     assert names == {db.partition_name(t, today + timedelta(days=n)) for t in TABLES for n in range(3)}
 
 
+def test_db_upgrade_command_creates_a_missing_database(scratch_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with psycopg.connect(scratch_url, autocommit=True) as conn:  # the scratch database's name, free again
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+    parts = urlsplit(scratch_url)
+    with psycopg.connect(parts._replace(path="/postgres").geturl(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    assert dbcli.main(["upgrade", "--url", scratch_url, "--ahead-days", "0"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "records database created"
+    assert _tables(scratch_url) == TABLES
+
+
 def test_db_upgrade_command_reports_an_unreachable_database(capsys: pytest.CaptureFixture[str]) -> None:
     assert dbcli.main(["upgrade", "--url", "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2"]) == 1
     assert "mailmoat db upgrade:" in capsys.readouterr().err
