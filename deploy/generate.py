@@ -360,13 +360,12 @@ def dashboard(text: str, filters: Sequence[StageSpec], where: Path) -> str:
     shift = top + 8 * -(-len(laid_out) // 3) - bottom
     for panel in below:
         panel["gridPos"]["y"] += shift
-    # The verdict panels where the old ones stood (new ones after them), everything else in place.
-    first = next((i for i, p in enumerate(panels) if p in in_row and panel_stage(p)), None)
+    # In the panel list: the verdict panels where the first old one stood (or after the row), the rest in place.
+    replaced = {id(p) for p in existing.values()}
+    first = next((i for i, p in enumerate(panels) if id(p) in replaced), None)
     if first is None:
         first = next(i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == VERDICTS_ROW) + 1
-    kept = [p for p in panels[:first] if not (p in in_row and panel_stage(p))]
-    rest = [p for p in panels[first:] if not (p in in_row and panel_stage(p))]
-    doc["panels"] = [*kept, *generated, *rest]
+    doc["panels"] = [*panels[:first], *generated, *(p for p in panels[first:] if id(p) not in replaced)]
     return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
