@@ -1,7 +1,8 @@
 """What every service process shares: connections, policy watch, health/metrics HTTP, the consume loop.
 
 A stage hands ``consume_stage`` a handler ``(envelope, data) -> [Publish, ...]``; the runtime
-publishes every output with confirms and only then acks the input (at-least-once). A handler that
+publishes every output with confirms and only then acks the input (at-least-once). A filter stage's
+handler ends with ``finish`` (verdict, report header, size, trace event, the publish to the next stage). A handler that
 raises ``Transient`` is retried later without counting towards the poison limit; any other error is
 retried until the delivery limit and then dead-lettered with its reason, with a DEADLETTER event.
 
@@ -9,17 +10,20 @@ Every delivery takes one guarded path from its first byte: headers (read toleran
 that is not text is ignored), frame, envelope (one without recipients is dead-lettered at once), the
 handler. Whatever raises on the way ends as a retry or, at the delivery limit, a dead letter with its
 reason; no delivery stays unacked. Readiness is false while a delivery has been held longer than the
-stall bound or a dependency the stage needs (``add_dependency``) does not answer.
+stall bound, a dependency the stage needs (``add_dependency``) does not answer, or one of its ready
+checks says no. Background tasks (a pinger, a watcher) run from ``start`` until ``shutdown``; stop hooks
+(``on_stop``) let a stage finish its own work (an SMTP listener's sessions) before the connections close.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,7 +38,7 @@ from mailmoat_platform import heap
 from mailmoat_platform.acks import AckBatcher
 from mailmoat_platform.bus import DEAD_QUEUE, Bus, Delivery, FrameError, Publish, decode, stage_queue
 from mailmoat_platform.health import Dependency, Held
-from mailmoat_platform.models import Envelope, TraceEvent
+from mailmoat_platform.models import Envelope, TraceEvent, Verdict
 from mailmoat_platform.redisbatch import ScriptBatcher
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.telemetry import (
@@ -58,6 +62,9 @@ from mailmoat_records.trace import TraceStore
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Envelope, bytes], Awaitable[list[Publish]]]
+ReadyCheck = Callable[[], bool]
+Background = Callable[[], Awaitable[None]]
+"""Makes the coroutine of a background task (called when the runtime starts)."""
 
 STALL_AFTER = 120.0
 """Seconds a delivery may be held without an outcome before the stage reports not ready (stalled)."""
@@ -91,7 +98,10 @@ def count_verdict(stage: str, envelope: Envelope, outputs: list[Publish]) -> Non
 class Runtime:
     """Connections and housekeeping of one service process."""
 
-    def __init__(self, service: str, settings: Settings, *, worker: int = 0, prefetch: int = 32):
+    def __init__(self, service: str, settings: Settings, *, worker: int = 0, prefetch: int = 32,
+                 ready_checks: Iterable[ReadyCheck] = (), background: Iterable[Background] = ()):
+        """``ready_checks``: more conditions of readiness; ``background``: tasks run from ``start`` until
+        ``shutdown`` (a dependency's pinger, a watcher)."""
         self.service = service
         self.settings = settings
         self.worker = worker
@@ -104,7 +114,9 @@ class Runtime:
         self.scripts = ScriptBatcher(lambda: self.redis)
         """Redis script calls of this process, one pipeline per round trip (trace writes included)."""
         self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days, batch=self.scripts)
-        self._ready_checks: list[Callable[[], bool]] = []
+        self._ready_checks: list[ReadyCheck] = list(ready_checks)
+        self._background: list[Background] = list(background)
+        self._stop_hooks: list[Callable[[], Awaitable[None]]] = []
         self.held = Held()
         """Deliveries held without an outcome yet (readiness, ``mailmoat_oldest_unacked_seconds``)."""
         self.stall_after: float | Callable[[], float] = STALL_AFTER
@@ -130,8 +142,23 @@ class Runtime:
         POLICY_RELOADS.labels(self.service, "ok").inc()
         self.trace.retention = self.policy.current.trace.retention_days * 86400
 
-    def add_ready_check(self, check: Callable[[], bool]) -> None:
+    def add_ready_check(self, check: ReadyCheck) -> None:
         self._ready_checks.append(check)
+
+    def add_background(self, job: Background) -> asyncio.Task[None] | None:
+        """Run ``job()`` as a task from ``start`` (at once when started already) until ``shutdown``;
+        its task when it started."""
+        self._background.append(job)
+        if not self._started:
+            return None
+        task = asyncio.create_task(job())
+        self._tasks.append(task)
+        return task
+
+    def on_stop(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Await ``hook()`` first when the runtime shuts down (no new work by then: ``stopping`` is set),
+        before it stops consuming and closes its connections."""
+        self._stop_hooks.append(hook)
 
     def add_dependency(self, name: str, probe: Callable[[], Awaitable[object]], *, interval: float = 1.0,
                        timeout: float = 1.0) -> Dependency:
@@ -174,6 +201,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._watch_policy()))
         self._started = True
         self._tasks += [asyncio.create_task(dependency.watch()) for dependency in self.dependencies]
+        self._tasks += [asyncio.create_task(job()) for job in self._background]
         if bus:
             await self.connect_bus()
 
@@ -243,6 +271,12 @@ class Runtime:
 
     async def shutdown(self, grace: float = 30.0) -> None:
         self._stopping.set()
+        hooks, self._stop_hooks = self._stop_hooks, []
+        for hook in hooks:
+            try:
+                await hook()
+            except Exception:  # the rest of the shutdown must still happen
+                log.exception("%s: a stop hook failed", self.service)
         with contextlib.suppress(Exception):
             await self.bus.stop_consuming()
         deadline = time.monotonic() + grace
@@ -261,6 +295,21 @@ class Runtime:
                 await close()
         if self._http is not None:
             await self._http.cleanup()
+
+    # --- a filter stage's last step ---------------------------------------------------------------
+
+    async def finish(self, envelope: Envelope, data: bytes, verdict: Verdict, event: TraceEvent,
+                     header: bytes = b"", *, authors: Iterable[str] = ()) -> Publish:
+        """The end of a filter stage's work on a message: add the verdict, prepend ``header`` (the
+        stage's report header fields, may be empty) to ``data``, set ``envelope.size``, record the
+        trace event (``authors``: the From addresses to index it by), and return the publish to the next
+        stage of the itinerary."""
+        envelope.add_verdict(verdict)
+        out = header + data if header else data
+        envelope.size = len(out)
+        publish = stage_publish(envelope, out, self.service)
+        await self.trace.record(event, authors=authors)
+        return publish
 
     # --- consuming ------------------------------------------------------------------------------
 
@@ -407,10 +456,17 @@ class Runtime:
 
 
 async def serve_stage(
-    service: str, settings: Settings, worker: int, make_handler: Callable[[Runtime], Handler], prefetch: int = 32
+    service: str, settings: Settings, worker: int, make_handler: Callable[[Runtime], Handler], prefetch: int = 32,
+    *, ready_checks: Iterable[Callable[[Runtime], bool]] = (),
+    background: Iterable[Callable[[Runtime], Awaitable[None]]] = (),
 ) -> None:
-    """Run a stage whose whole wiring is one handler on its own queue, until SIGTERM."""
+    """Run a stage whose wiring is one handler on its own queue, until SIGTERM; ``ready_checks`` and
+    ``background`` (functions of the runtime) as ``Runtime`` takes them."""
     runtime = Runtime(service, settings, worker=worker, prefetch=prefetch)
+    for check in ready_checks:
+        runtime.add_ready_check(functools.partial(check, runtime))
+    for job in background:
+        runtime.add_background(functools.partial(job, runtime))
     await runtime.start()
     await runtime.consume_stage(service, make_handler(runtime))
     await runtime.serve_forever()

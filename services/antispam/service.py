@@ -18,7 +18,7 @@ from mailmoat_antispam.check import Checker, Outcome
 from mailmoat_antispam.score import REPORT, STAGE, _safe, fold, headers
 from mailmoat_platform.bus import Publish
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
-from mailmoat_platform.runtime import Runtime, Transient, serve_stage, stage_publish
+from mailmoat_platform.runtime import Runtime, Transient, serve_stage
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.stagefault import error_event, error_token, fault
 from mailmoat_policy import Policy
@@ -31,10 +31,19 @@ SERVICE = STAGE
 def annotate(outcome: Outcome, envelope: Envelope, data: bytes, policy: Policy) -> bytes:
     """The message as passed on: our header fields prepended, spoofed ``Authentication-Results`` claiming
     our authserv-id and incoming ``X-CustomSpam`` fields removed, every other byte unchanged."""
-    server = authserv_id(policy)
-    body = strip_custom_spam(strip_spoofed_authres(data, server))
-    auth = authentication_results(server, outcome.auth) if outcome.auth is not None else b""
-    return headers(outcome.verdict, envelope) + custom_spam_headers(outcome.findings.asf) + auth + body
+    return report(outcome, envelope, policy) + cleaned(data, policy)
+
+
+def report(outcome: Outcome, envelope: Envelope, policy: Policy) -> bytes:
+    """The header fields the stage prepends: report, SCL, ``X-CustomSpam``, ``Authentication-Results``."""
+    auth = authentication_results(authserv_id(policy), outcome.auth) if outcome.auth is not None else b""
+    return headers(outcome.verdict, envelope) + custom_spam_headers(outcome.findings.asf) + auth
+
+
+def cleaned(data: bytes, policy: Policy) -> bytes:
+    """The message without spoofed ``Authentication-Results`` claiming our authserv-id and without
+    incoming ``X-CustomSpam`` fields."""
+    return strip_custom_spam(strip_spoofed_authres(data, authserv_id(policy)))
 
 
 def summary(outcome: Outcome) -> str:
@@ -54,34 +63,30 @@ def make_handler(runtime: Runtime, checker: Checker | None = None):
         policy = runtime.policy.current
         try:
             outcome = await checker.check(envelope, data, policy)
-            out = annotate(outcome, envelope, data, policy)
+            header, body = report(outcome, envelope, policy), cleaned(data, policy)
         except Transient:
             raise
         except Exception as exc:  # a fault of this stage on this message: passed on, never a dead letter
-            verdict, out = failed(fault(SERVICE, envelope, exc), envelope, data, policy)
-            envelope.add_verdict(verdict)
-            envelope.size = len(out)
-            await runtime.trace.record(error_event(SERVICE, envelope, "error", verdict.detail,
-                                                   f"antispam.actions.error: {policy.antispam.actions.error}"))
-            return [stage_publish(envelope, out, SERVICE)]
+            verdict, header, body = failed(fault(SERVICE, envelope, exc), envelope, data, policy)
+            event = error_event(SERVICE, envelope, "error", verdict.detail,
+                                f"antispam.actions.error: {policy.antispam.actions.error}")
+            return [await runtime.finish(envelope, body, verdict, event, header)]
         verdict = outcome.verdict
-        envelope.add_verdict(verdict)
-        envelope.size = len(out)
         clean = verdict.result in ("clean", "allowed")
         author = (verdict.detail.get("auth") or {}).get("author") or {}
-        await runtime.trace.record(TraceEvent(
+        event = TraceEvent(
             event="AGENTINFO" if clean else "SPAM", message_id=envelope.id, service=SERVICE,
             recipients=envelope.rcpt_to, detail=summary(outcome),
             data={"result": verdict.result, **{k: v for k, v in verdict.detail.items() if k != "auth"},
                   "author": author},
-        ), authors=author.get("addresses") or ())
-        return [stage_publish(envelope, out, SERVICE)]
+        )
+        return [await runtime.finish(envelope, body, verdict, event, header, authors=author.get("addresses") or ())]
 
     return handle
 
 
-def failed(detail: dict[str, str], envelope: Envelope, data: bytes, policy: Policy) -> tuple[Verdict, bytes]:
-    """The ``error`` verdict and the message as passed on when the stage failed on it: the report header
+def failed(detail: dict[str, str], envelope: Envelope, data: bytes, policy: Policy) -> tuple[Verdict, bytes, bytes]:
+    """The ``error`` verdict, the header and the message as passed on when the stage failed on it: the report header
     says ``SFV:ERR``, incoming copies of headers only this stage may write are still removed when that
     works, no SCL is claimed. Routing applies ``antispam.actions.error`` (deliver by default)."""
     verdict = Verdict(stage=STAGE, result="error", detail=dict(detail))
@@ -92,7 +97,7 @@ def failed(detail: dict[str, str], envelope: Envelope, data: bytes, policy: Poli
         except Exception:  # the message goes on as it came; the first error is the one reported
             log.exception("antispam: could not clean incoming headers of %s", envelope.id)
     header = fold(REPORT, [f"CIP:{_safe(envelope.client_ip) or 'none'}", "SFV:ERR", f"ERR:{error_token(detail)}"])
-    return verdict, header + body
+    return verdict, header, body
 
 
 async def main(settings: Settings, worker: int = 0) -> None:

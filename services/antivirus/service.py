@@ -1,5 +1,6 @@
 """Antivirus service wiring: consume mailmoat.antivirus, scan with clamd and the built-in checks,
-prepend the report header, add the verdict, publish to the next stage of the itinerary.
+prepend the report header, add the verdict, publish to the next stage of the itinerary
+(``Runtime.finish``). clamd's pinger and the signature watcher run as the runtime's background tasks.
 
 clamd unreachable or too slow: the message is retried later (``Transient``), never passed on
 unscanned, and the stage reports not ready until clamd answers again, unless the policy says
@@ -10,15 +11,17 @@ unscanned, and the stage reports not ready until clamd answers again, unless the
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+from collections.abc import Awaitable, Callable
 
 from mailmoat_antivirus.clamd import ClamdClient, ClamdUnavailable, ScanResult, parse_address
 from mailmoat_antivirus.decide import Item, add_engine_results, analyse, decide, failed, report_header, unscanned
 from mailmoat_antivirus.signatures import SignatureAge, export_health, watch_signatures
 from mailmoat_platform.bus import Publish
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
-from mailmoat_platform.runtime import Runtime, Transient, stage_publish
+from mailmoat_platform.runtime import Runtime, Transient, serve_stage
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.stagefault import error_event, fault
 from mailmoat_policy import Antimalware
@@ -75,10 +78,7 @@ def make_handler(runtime: Runtime, engine: Engine):
             verdict = failed(fault(SERVICE, envelope, exc), policy)
             event = error_event(SERVICE, envelope, verdict.result, verdict.detail,
                                 "quarantine" if verdict.result == "unscannable" else "antimalware.unscannable: allow")
-        envelope.add_verdict(verdict)
-        output = stage_publish(envelope, report_header(verdict) + data, SERVICE)
-        await runtime.trace.record(event)
-        return [output]
+        return [await runtime.finish(envelope, data, verdict, event, report_header(verdict))]
 
     return handle
 
@@ -134,24 +134,35 @@ async def watch_engine(runtime: Runtime, engine: Engine, interval: float = 2.0) 
         await asyncio.sleep(interval)
 
 
-async def wire(runtime: Runtime, engine: Engine, ping_interval: float = 2.0) -> asyncio.Task[None]:
-    """Readiness follows clamd (unless failing open), a pinger keeps it current, then consume."""
-    runtime.add_ready_check(lambda: engine.available or runtime.policy.current.antimalware.fail_open)
+def ready(runtime: Runtime, engine: Engine) -> bool:
+    """Readiness follows clamd, unless the policy fails open."""
+    return engine.available or runtime.policy.current.antimalware.fail_open
+
+
+def background(engine: Engine, ping_interval: float = 2.0) -> list[Callable[[Runtime], Awaitable[None]]]:
+    """The stage's background tasks: the clamd pinger (readiness) and the signature age watcher."""
+    return [
+        lambda runtime: watch_engine(runtime, engine, ping_interval),
+        lambda runtime: watch_signatures(lambda: engine.client(runtime.policy.current.antimalware),
+                                         SignatureAge(SERVICE)),
+    ]
+
+
+async def wire(runtime: Runtime, engine: Engine, ping_interval: float = 2.0) -> asyncio.Task[None] | None:
+    """The stage on a runtime already started: its ready check and background tasks, then consume.
+    Returns the pinger's task (cancelling it stops the signature watcher too)."""
+    runtime.add_ready_check(lambda: ready(runtime, engine))
     export_health(SERVICE, lambda: engine.available)
-    watcher = asyncio.create_task(watch_engine(runtime, engine, ping_interval))
-    versions = asyncio.create_task(
-        watch_signatures(lambda: engine.client(runtime.policy.current.antimalware), SignatureAge(SERVICE)))
-    watcher.add_done_callback(lambda _: versions.cancel())
+    tasks = [runtime.add_background(functools.partial(job, runtime)) for job in background(engine, ping_interval)]
+    watcher = tasks[0]
+    if watcher is not None:
+        watcher.add_done_callback(lambda _: [t.cancel() for t in tasks[1:] if t is not None])
     await runtime.consume_stage(SERVICE, make_handler(runtime, engine))
     return watcher
 
 
 async def main(settings: Settings, worker: int = 0) -> None:
-    runtime = Runtime(SERVICE, settings, worker=worker, prefetch=16)
     engine = Engine(os.environ.get(ADDRESS_ENV) or None)
-    await runtime.start()
-    watcher = await wire(runtime, engine)
-    try:
-        await runtime.serve_forever()
-    finally:
-        watcher.cancel()
+    export_health(SERVICE, lambda: engine.available)
+    await serve_stage(SERVICE, settings, worker, lambda runtime: make_handler(runtime, engine), prefetch=16,
+                      ready_checks=[lambda runtime: ready(runtime, engine)], background=background(engine))

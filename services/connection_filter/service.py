@@ -28,7 +28,7 @@ from mailmoat_connection_filter.lookup import Resolver
 from mailmoat_mail.dns import ResolverConfig
 from mailmoat_platform.bus import Publish
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
-from mailmoat_platform.runtime import Runtime, Transient, serve_stage, stage_publish
+from mailmoat_platform.runtime import Runtime, Transient, serve_stage
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.stagefault import error_event, error_token, fault
 from mailmoat_policy import Policy
@@ -82,11 +82,7 @@ def make_handler(runtime: Runtime, resolver: Resolver | None = None):
             verdict = Verdict(stage=STAGE, result="error", detail=fault(SERVICE, envelope, exc))
             header = fold_header(HEADER, ["ACT:error", f"ERR:{error_token(verdict.detail)}"])
             event = error_event(SERVICE, envelope, "error", verdict.detail, "no connection filter action")
-        envelope.add_verdict(verdict)
-        out = header + data
-        envelope.size = len(out)
-        await runtime.trace.record(event)
-        return [stage_publish(envelope, out, SERVICE)]
+        return [await runtime.finish(envelope, data, verdict, event, header)]
 
     return handle
 

@@ -1,4 +1,5 @@
-"""Ingress service wiring: the SMTP listener in the service's own loop, publish with confirms, trace."""
+"""Ingress service wiring: the SMTP listener on the runtime every service shares (its serve loop, its
+background tasks: the bus connection, the rate limiter's refresh), publish with confirms, trace."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import ssl
 import time
@@ -18,7 +18,6 @@ from mailmoat_ingress.greylist import Greylist
 from mailmoat_ingress.proxy import deployment_trusted
 from mailmoat_ingress.ratelimit import RateLimiter
 from mailmoat_ingress.smtp import SERVICE, SessionContext, protocol_factory
-from mailmoat_platform import heap
 from mailmoat_platform.bus import Publish, stage_queue
 from mailmoat_platform.runtime import Handler, Runtime, count_verdict
 from mailmoat_platform.settings import Settings
@@ -87,9 +86,6 @@ class IngressServer:
         )
         self.server: asyncio.AbstractServer | None = None
         self.port: int | None = None
-        self._bus_task: asyncio.Task[None] | None = None
-        self._refresh_task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
         self._route: Handler | None = None
         self._route_paused_until = 0.0
 
@@ -102,10 +98,11 @@ class IngressServer:
 
         SMTP is served before the broker answers: messages then get ``451 4.3.0`` until it does.
         """
-        await self.runtime.start(bus=False)
-        self._bus_task = asyncio.create_task(self._connect_bus())
         assert self.ctx.limiter is not None
-        self._refresh_task = asyncio.create_task(self.ctx.limiter.refresh_forever())
+        self.runtime.add_background(self.runtime.connect_bus)
+        self.runtime.add_background(self.ctx.limiter.refresh_forever)
+        self.runtime.on_stop(self._drain)
+        await self.runtime.start(bus=False)
         loop = asyncio.get_running_loop()
         sock = listen_socket(self.settings.smtp_host, self.settings.smtp_port)
         self.server = await loop.create_server(protocol_factory(self.ctx, loop), sock=sock)
@@ -113,9 +110,6 @@ class IngressServer:
         self.runtime.add_ready_check(lambda: self.runtime.bus.connected and self.listening)
         log.info("SMTP listening on %s:%s (worker %d)", self.settings.smtp_host, self.port, self.worker)
         return self
-
-    async def _connect_bus(self) -> None:
-        await self.runtime.connect_bus()
 
     async def _publish(self, item: Publish) -> None:
         timeout = self.settings.publish_timeout
@@ -152,29 +146,28 @@ class IngressServer:
         return outputs
 
     def request_stop(self) -> None:
-        self._stop.set()
+        self.runtime.request_stop()
 
     async def serve_forever(self) -> None:
-        """Serve until SIGTERM/SIGINT, then stop gracefully."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, self.request_stop)
-        heap.settle()
-        await self._stop.wait()
-        await self.stop()
+        """Serve until SIGTERM/SIGINT, then stop gracefully (the runtime's serve loop; its shutdown
+        drains the SMTP sessions first)."""
+        await self.runtime.serve_forever()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let sessions finish their transaction (bounded), then shut the runtime down."""
-        grace = self.grace if grace is None else grace
+        if grace is not None:
+            self.grace = grace
+        await self.runtime.shutdown(grace=0)
+
+    async def _drain(self) -> None:
+        """Stop accepting and let sessions finish their transaction (within ``grace`` seconds)."""
         self.ctx.stopping = True
-        self.runtime.request_stop()
         if self.server is not None:
             self.server.close()
         for session in list(self.ctx.sessions):
             with contextlib.suppress(Exception):
                 session.stop_if_idle()
-        deadline = time.monotonic() + grace
+        deadline = time.monotonic() + self.grace
         while self.ctx.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for session in list(self.ctx.sessions):
@@ -182,13 +175,6 @@ class IngressServer:
                 session.close()
         if self.ctx.background:
             await asyncio.wait(list(self.ctx.background), timeout=5)
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
-        if self._bus_task is not None:
-            self._bus_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._bus_task
-        await self.runtime.shutdown(grace=0)
 
 
 async def main(settings: Settings, worker: int = 0) -> None:
