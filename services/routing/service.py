@@ -7,7 +7,8 @@ Steps of ``Router.handle``, in order (decision 004):
    action of step 2 then sees that SCL), or pick an outbound connector and require TLS (step 3).
    Reports the gateway made itself (DSNs) and released messages are not subject to rules; a rule's
    notice to the sender (``notify_sender``) is published to routing whatever becomes of the message;
-2. the verdict action (``actions.disposition``): quarantine, delete and reject end the message here;
+2. the verdict action (``actions.disposition``: the first stage, by the registry's precedence, whose
+   typed verdict calls for one): quarantine, delete and reject end the message here;
    a Subject prefix, a redirect or stripped attachments change it and it goes on;
 3. per-recipient routes: one copy per route to egress;
 4. each copy's last change (``signing``): SRS for an outside sender's copy leaving for outside
@@ -31,9 +32,10 @@ from mailmoat_platform.bus import Publish, stage_queue
 from mailmoat_platform.models import Envelope, TraceEvent, utcnow
 from mailmoat_platform.runtime import Runtime, Transient, stage_publish
 from mailmoat_platform.settings import Settings
+from mailmoat_platform.verdicts import Disposition
 from mailmoat_policy import Policy
 from mailmoat_records.quarantine import QuarantineStore, admin_notice
-from mailmoat_routing.actions import Disposition, Outcome, carry_out, disposition, ndr_for
+from mailmoat_routing.actions import Outcome, carry_out, disposition, ndr_for
 from mailmoat_routing.decide import copies_for
 from mailmoat_routing.quarantine_gauge import QuarantineGauge
 from mailmoat_routing.rules import RuleHit, RuleOutcome, apply_outcome, evaluate
