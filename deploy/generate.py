@@ -19,7 +19,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,6 @@ class DeploySettings:
     dashboard_description: str = ""
     note: str = ""
     """More words for the comment at the head of the stage's manifest."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 _DEPLOY_KEYS = {"cpu", "memory", "replicas", "backlog", "hold_while_down", "env", "egress", "resources",
@@ -121,8 +120,7 @@ def deploy_settings(spec: StageSpec) -> DeploySettings:
             backlog=int(table.pop("backlog", DeploySettings.backlog)),
             hold_while_down=table.pop("hold_while_down", None),
             env=tuple(EnvVar(**entry) for entry in table.pop("env", ())),
-            egress=tuple(Egress(name=name, note=entry.get("note", ""),
-                                to=tuple(EgressRule(**rule) for rule in entry["to"]))
+            egress=tuple(Egress(name=name, **{**entry, "to": tuple(EgressRule(**rule) for rule in entry["to"])})
                          for name, entry in table.pop("egress", {}).items()),
             resources=tuple(table.pop("resources", ())),
             compose_depends_on=tuple(table.pop("compose_depends_on", ())),

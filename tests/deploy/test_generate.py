@@ -108,6 +108,7 @@ def test_fill_blocks_and_inline_values() -> None:
     ({"cpu": ["1"]}, "request, limit"),
     ({"env": [{"name": "X"}]}, "deploy settings"),
     ({"dashboard": {"titel": "x"}}, "deploy.dashboard"),
+    ({"egress": {"x": {"to": [{"pods": {"a": "b"}, "port": 1}], "note": "", "port": 2}}}, "deploy settings"),
 ])
 def test_deploy_settings_refuse_mistakes(deploy: dict[str, Any], error: str) -> None:
     with pytest.raises(generate.GenerateError, match=error):
