@@ -42,7 +42,7 @@ from mailmoat_policy.outbound import (
     resolver_address,
     stronger_tls,
 )
-from mailmoat_policy.pipeline import FILTER_STAGES, Pipeline
+from mailmoat_policy.pipeline import Pipeline
 from mailmoat_policy.quarantine import Quarantine, QuarantineRetention
 from mailmoat_policy.rule_actions import Disclaimer, NotifySender, RejectAction, RuleActions
 from mailmoat_policy.rule_conditions import RULE_VERDICTS, HeaderPatterns, HeaderWords, RuleConditions
@@ -51,7 +51,6 @@ from mailmoat_policy.signing import Arc, Dkim, DkimDomain, DkimKey, Srs
 
 __all__ = [
     "COMMON_ATTACHMENT_TYPES",
-    "FILTER_STAGES",
     "MAX_LINE_OCTETS",
     "RULE_VERDICTS",
     "AcceptedDomain",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
@@ -138,6 +139,13 @@ class ConnectionFilter(StrictModel):
         self._allow = IpSet.of(self.ip_allow)
         self._block = IpSet.of(self.ip_block)
         return self
+
+    def allow_also(self, networks: Iterable[str]) -> None:
+        """Put more networks on the allow list besides ``ip_allow`` (which stays as written): the policy
+        adds its partner connectors' ``sender_ips`` (``allow_list: true``)."""
+        extra = list(networks)
+        if extra:
+            self._allow = IpSet.of([*self.ip_allow, *extra])
 
     def allowed(self, ip: str) -> bool:
         """On the IP allow list."""

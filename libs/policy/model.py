@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from typing import Any
 
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from mailmoat_platform.stages import StageSpec
+from mailmoat_policy import registry
 from mailmoat_policy.antimalware import Antimalware
 from mailmoat_policy.antispam import Antispam
 from mailmoat_policy.base import StrictModel
 from mailmoat_policy.connection_filter import ConnectionFilter
 from mailmoat_policy.connectors import Connectors
 from mailmoat_policy.limits import Delivery, Dns, Limits, Trace
-from mailmoat_policy.networks import IpSet, client_address
+from mailmoat_policy.networks import client_address
 from mailmoat_policy.organization import AcceptedDomain, Organization, RouteConfig
 from mailmoat_policy.outbound import Outbound
 from mailmoat_policy.pipeline import Pipeline
 from mailmoat_policy.quarantine import Quarantine
-from mailmoat_policy.rules import MailFlowRule, check_rules
+from mailmoat_policy.rules import MailFlowRule
 from mailmoat_policy.signing import Arc, Dkim, Srs
 
 
 class Policy(StrictModel):
+    """The whole policy. Each section validates itself; what spans sections (names one section gives
+    that another uses, values one section derives for another) is checked and derived here.
+
+    A filter stage of the registry whose section is not a field below (its model lives in the stage's
+    package) is a top-level key too: validated by that model when the policy is, and read as
+    ``policy.<section>`` (the model's defaults when the policy leaves it out).
+    """
+
     organization: Organization = Field(default_factory=Organization)
     accepted_domains: list[AcceptedDomain] = Field(default_factory=list)
     directory: list[str] = Field(default_factory=list)
@@ -39,6 +51,53 @@ class Policy(StrictModel):
     dkim: Dkim = Field(default_factory=Dkim)
     arc: Arc = Field(default_factory=Arc)
     srs: Srs = Field(default_factory=Srs)
+    _stage_sections: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_stage_sections(cls, data: Any, handler: Any) -> Policy:
+        """Take out the sections of registry stages that are not fields, validate the rest, then those."""
+        if not isinstance(data, dict):
+            return handler(data)
+        stages = registry.section_stages(cls.model_fields)
+        given = {key: value for key, value in data.items() if key in stages}
+        failed: ValidationError | None = None
+        try:
+            policy = handler({key: value for key, value in data.items() if key not in given})
+        except ValidationError as exc:
+            failed = exc
+        types, errors = registry.section_types({key: stages[key] for key in given})
+        sections, section_errors = registry.validated(given, types)
+        errors += section_errors
+        if failed is not None:
+            if not errors:
+                raise failed
+            errors = [*registry.errors_under(failed), *errors]
+        registry.raise_errors(cls.__name__, errors)
+        policy._stage_sections = sections
+        return policy
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("_"):
+                raise
+            return self.stage_section(name)
+
+    def stage_section(self, section: str) -> BaseModel:
+        """The validated policy section of a filter stage by its key (``policy_section`` in the registry):
+        a field of this model, or the section of a stage whose model lives in its own package (its
+        defaults when the policy does not have it). AttributeError for a key no filter stage has."""
+        if section in type(self).model_fields:
+            return getattr(self, section)
+        sections = self._stage_sections
+        if section not in sections:
+            spec: StageSpec | None = registry.section_stages(type(self).model_fields).get(section)
+            if spec is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {section!r}")
+            sections[section] = registry.default_section(spec)
+        return sections[section]
 
     @model_validator(mode="after")
     def _identities_named(self) -> Policy:
@@ -76,15 +135,21 @@ class Policy(StrictModel):
 
     @model_validator(mode="after")
     def _rules_consistent(self) -> Policy:
-        check_rules(self.rules, self.connectors)
+        """Rule names are unique; a connector a rule routes to exists."""
+        seen: dict[str, int] = {}
+        for index, rule in enumerate(self.rules):
+            if rule.name in seen:
+                raise ValueError(f"rules.{index}.name: {rule.name!r} is already the name of rules.{seen[rule.name]}")
+            seen[rule.name] = index
+            target = rule.actions.route_to_connector
+            if target is not None and self.connectors.outbound_named(target) is None:
+                raise ValueError(f"rules.{index}.actions.route_to_connector: no outbound connector named {target!r}")
         return self
 
     @model_validator(mode="after")
     def _partner_allow_list(self) -> Policy:
         """Partner connectors with ``allow_list`` add their IPs to the connection filter's allow list."""
-        partner = [ip for c in self.connectors.inbound if c.allow_list for ip in c.sender_ips]
-        if partner:
-            self.connection_filter._allow = IpSet.of([*self.connection_filter.ip_allow, *partner])
+        self.connection_filter.allow_also(ip for c in self.connectors.inbound if c.allow_list for ip in c.sender_ips)
         return self
 
     def accepted_domain(self, domain: str) -> AcceptedDomain | None:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from mailmoat_policy import registry
 from mailmoat_policy.base import StrictModel
 
 
@@ -17,10 +18,9 @@ class QuarantineRetention(StrictModel):
 
 class Quarantine(StrictModel):
     retention: QuarantineRetention = Field(default_factory=QuarantineRetention)
-    release_by: dict[str, Literal["admin", "user"]] = Field(
-        default_factory=lambda: {"malware": "admin", "hcphish": "admin"}
-    )
+    release_by: dict[str, Literal["admin", "user"]] = Field(default_factory=registry.admin_release_reasons)
     """Who may release a message held for a reason (a verdict category or ``rule``); a reason not
-    listed may be released by recipients (``user``). Malware is released by administrators only."""
+    listed may be released by recipients (``user``). Default: administrators only for each reason in a
+    stage's ``release_by`` in the registry (``malware``, ``hcphish``)."""
     admin_notify: str | None = None
     """Address told about every message quarantined for malware (``None``: nobody)."""

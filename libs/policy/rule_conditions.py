@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from mailmoat_platform.stages import RuleCondition
+from mailmoat_policy import registry
 from mailmoat_policy.base import StrictModel, header_name, regexes, rule_values
 from mailmoat_policy.networks import IpSet, parse_networks
 
@@ -74,6 +77,7 @@ class RuleConditions(StrictModel):
     """The antispam stage found impersonation of these kinds (``antispam.impersonation``)."""
     inbound_connector: list[str] | None = None
     _ips: IpSet = PrivateAttr(default_factory=IpSet)
+    _stage: dict[str, tuple[RuleCondition, Any]] = PrivateAttr(default_factory=dict)
 
     @field_validator("sender_address", "recipient_address", "sender_domain", "recipient_domain",
                      "from_address", "from_domain", "attachment_name", "inbound_connector")
@@ -135,9 +139,51 @@ class RuleConditions(StrictModel):
         self._ips = IpSet.of(self.sender_ip or [])
         return self
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _with_stage_conditions(cls, data: Any, handler: Any) -> RuleConditions:
+        """Keys that are not fields are the conditions registry stages add (``rule_conditions``), each
+        validated by its ``RuleCondition.value`` type; any other key is an error naming the known ones."""
+        fields = cls.model_fields
+        if not isinstance(data, dict) or all(key in fields for key in data):
+            return handler(data)
+        added = registry.stage_conditions(fields)
+        given = {key: value for key, value in data.items() if key not in fields}
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError("unknown_condition", f"unknown condition {key!r} (known: "
+                                         f"{', '.join([*fields, *added])})"),
+                loc=(key,), input=value)
+            for key, value in given.items() if key not in added
+        ]
+        values, value_errors = registry.validated(given, {name: added[name].value for name in given if name in added})
+        errors += value_errors
+        try:
+            conditions = handler({key: value for key, value in data.items() if key in fields})
+        except ValidationError as exc:
+            if not errors:
+                raise
+            errors = [*registry.errors_under(exc), *errors]
+        registry.raise_errors(cls.__name__, errors)
+        conditions._stage = {name: (added[name], values[name]) for name in added if name in values}
+        return conditions
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            stage = None if name.startswith("_") else self._stage.get(name)
+            if stage is None:
+                raise
+            return stage[1]
+
     def names(self) -> list[str]:
-        """The conditions that are set, in field order."""
-        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+        """The conditions that are set: the fields in their order, then those stages add."""
+        return [name for name in type(self).model_fields if getattr(self, name) is not None] + list(self._stage)
+
+    def stage_conditions(self) -> dict[str, tuple[RuleCondition, Any]]:
+        """The set conditions that registry stages add: name → (the stage's ``RuleCondition``, the value)."""
+        return dict(self._stage)
 
     def sender_ips(self) -> IpSet:
         return self._ips

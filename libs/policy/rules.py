@@ -8,7 +8,6 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mailmoat_policy.base import StrictModel
-from mailmoat_policy.connectors import Connectors
 from mailmoat_policy.rule_actions import RuleActions
 from mailmoat_policy.rule_conditions import RuleConditions
 
@@ -48,14 +47,3 @@ class MailFlowRule(StrictModel):
             self.active_until is None or now < self.active_until
         )
 
-
-def check_rules(rules: list[MailFlowRule], connectors: Connectors) -> None:
-    """Rule names are unique; a connector a rule routes to exists."""
-    seen: dict[str, int] = {}
-    for index, rule in enumerate(rules):
-        if rule.name in seen:
-            raise ValueError(f"rules.{index}.name: {rule.name!r} is already the name of rules.{seen[rule.name]}")
-        seen[rule.name] = index
-        target = rule.actions.route_to_connector
-        if target is not None and connectors.outbound_named(target) is None:
-            raise ValueError(f"rules.{index}.actions.route_to_connector: no outbound connector named {target!r}")
