@@ -30,8 +30,6 @@ class InboundConnector(StrictModel):
     @field_validator("sender_domains", mode="before")
     @classmethod
     def _domains(cls, value: object) -> list[str]:
-        if not isinstance(value, list):
-            raise ValueError("must be a list of domains")
         return domain_patterns(value, allow_special=False)
 
     @field_validator("sender_ips", mode="before")
@@ -80,8 +78,6 @@ class OutboundConnector(StrictModel):
     @field_validator("recipient_domains", mode="before")
     @classmethod
     def _domains(cls, value: object) -> list[str]:
-        if not isinstance(value, list):
-            raise ValueError("must be a list of domains")
         return domain_patterns(value, allow_special=True)
 
     @model_validator(mode="after")

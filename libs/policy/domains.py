@@ -7,7 +7,11 @@ import re
 DNS_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 
 
-def domain_patterns(value: list[str], *, allow_special: bool) -> list[str]:
+def domain_patterns(value: object, *, allow_special: bool) -> list[str]:
+    """A list of domains and ``*.domain`` patterns, lower-cased, duplicates dropped; ``allow_special``:
+    ``*`` and ``accepted`` too."""
+    if not isinstance(value, list):
+        raise ValueError("must be a list of domains")
     out = []
     for item in value:
         text = str(item).strip().lower().rstrip(".")
