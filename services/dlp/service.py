@@ -18,7 +18,7 @@ from mailmoat_dlp.scan import result_of, scan
 from mailmoat_dlp.verdict import DlpVerdict
 from mailmoat_platform.bus import Publish
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
-from mailmoat_platform.runtime import Runtime, Transient, serve_stage, stage_publish
+from mailmoat_platform.runtime import Runtime, Transient, serve_stage
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.stagefault import error_event, error_token, fault
 from mailmoat_policy import Policy
@@ -34,9 +34,8 @@ class ScanTimeout(Exception):
 
 
 def section(policy: Policy) -> Dlp:
-    """The policy's ``dlp`` section (its defaults when the policy has none)."""
-    value = getattr(policy, "dlp", None)
-    return value if isinstance(value, Dlp) else Dlp()
+    """The policy's ``dlp`` section (the registry's ``policy_section``; its defaults when absent)."""
+    return policy.dlp  # type: ignore[attr-defined]  # a registry stage's section, not a field of Policy
 
 
 def report_header(result: str, detail: DlpVerdict) -> bytes:
@@ -87,11 +86,8 @@ def make_handler(runtime: Runtime):
             event = TraceEvent(event="AGENTINFO", message_id=envelope.id, service=SERVICE,
                                recipients=envelope.rcpt_to, detail=describe(result, detail),
                                data={"result": result, **detail.as_detail()})
-        out = report_header(result, detail) + data
-        envelope.add_verdict(Verdict(stage=SERVICE, result=result, detail=detail.as_detail()))
-        envelope.size = len(out)
-        await runtime.trace.record(event)
-        return [stage_publish(envelope, out, SERVICE)]
+        verdict = Verdict(stage=SERVICE, result=result, detail=detail.as_detail())
+        return [await runtime.finish(envelope, data, verdict, event, report_header(result, detail))]
 
     return handle
 

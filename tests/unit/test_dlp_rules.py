@@ -16,6 +16,8 @@ from mailmoat_dlp.policy import Dlp
 from mailmoat_dlp.rules import CONDITIONS, matches
 from mailmoat_dlp.scan import result_of, scan
 from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
 from mailmoat_policy import ArchiveLimits, parse_policy
 from mailmoat_routing.rules import evaluate
 
@@ -102,9 +104,12 @@ class _Trace:
         self.events.append(event)
 
 
-def runtime_with(policy_text: str = "pipeline: {filters: [dlp]}\n") -> SimpleNamespace:
-    policy = parse_policy(policy_text)
-    return SimpleNamespace(policy=SimpleNamespace(current=policy), trace=_Trace())
+def runtime_with(policy_text: str = "pipeline: {filters: [dlp]}\n") -> Runtime:
+    """A runtime that is never started: its policy and trace replaced, its ``finish`` the real one."""
+    runtime = Runtime("dlp", Settings())
+    runtime.policy = SimpleNamespace(current=parse_policy(policy_text))  # type: ignore[assignment]
+    runtime.trace = _Trace()  # type: ignore[assignment]
+    return runtime
 
 
 def test_the_handler_adds_verdict_header_and_a_redacted_trace_event() -> None:
