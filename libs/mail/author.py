@@ -435,7 +435,8 @@ def recover(value: str | bytes) -> list[str]:
         parts = token.split("@")
         for index in range(1, len(parts)):
             domain = _DOMAIN_START.match(parts[index])
-            local = parts[index - 1].strip(".'")
+            # quotes around an address are not part of it; a local part of quotes alone still shows its domain
+            local = parts[index - 1].strip(".'") or parts[index - 1].strip()
             if not local or domain is None:
                 continue
             address = f"{local}@{domain.group(0).strip('.-')}".lower()

@@ -10,7 +10,7 @@ import time
 from email.parser import HeaderParser
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailmoat_mail.author import AuthorError, Mailbox, parse_mailboxes, read_author, recover
@@ -169,6 +169,7 @@ def test_parse_raises_only_author_error(value: str) -> None:
 
 
 @given(st.lists(st.tuples(locals_, domains), min_size=1, max_size=3), st.sampled_from(["fields", "list", "name"]))
+@example([("0", "0.0"), ("'", "0.1")], "name")
 @settings(max_examples=200)
 def test_every_displayed_domain_is_judged(mailboxes: list[tuple[str, str]], shape: str) -> None:
     """However several addresses are packed into From, every domain a client shows is an author domain."""
