@@ -94,6 +94,15 @@ class VerdictDetail(BaseModel):
         """The wire form (``Verdict.detail``): the fields set, and the extra keys."""
         return self.model_dump(mode="json", exclude_unset=True)
 
+    @classmethod
+    def wire(cls, **fields: Any) -> dict[str, Any]:
+        """The detail a stage writes: declared fields only (an undeclared name is an error, so the model
+        and what the stage writes cannot drift apart), validated, in wire form."""
+        unknown = sorted(set(fields) - set(cls.model_fields))
+        if unknown:
+            raise TypeError(f"{cls.__name__} declares no field {', '.join(unknown)}")
+        return cls(**fields).as_detail()
+
 
 @cache
 def model_for(stage: str) -> type[VerdictDetail]:

@@ -16,9 +16,11 @@ from mailmoat_antispam.auth import AuthResolver, authenticate, dmarc
 from mailmoat_antispam.auth.resolver import Resolver
 from mailmoat_antispam.content import Content, parse
 from mailmoat_antispam.score import Allowance, Findings, allowance, decide
+from mailmoat_connection_filter.verdict import ConnectionVerdict
 from mailmoat_mail.author import Author, read_author
 from mailmoat_mail.dns import ResolverConfig
 from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_platform.verdicts import detail_in
 from mailmoat_policy import Policy
 
 log = logging.getLogger(__name__)
@@ -86,8 +88,8 @@ def content_findings(envelope: Envelope, data: bytes, content: Content, policy: 
         findings.hits.append(rules.Hit("GTUBE", 1000.0))
     findings.hits += rules.policy_rules(spam.rules, content)
     findings.hits += rules.header_heuristics(content)
-    cf = envelope.verdicts.get("connection_filter")
-    dnsbl_score = float(cf.detail.get("dnsbl_score") or 0) if cf is not None else 0.0
+    cf = detail_in(envelope, "connection_filter", ConnectionVerdict)
+    dnsbl_score = cf.dnsbl_score if cf is not None else 0.0
     if dnsbl_score:
         findings.hits.append(rules.Hit("DNSBL", round(dnsbl_score * spam.dnsbl_factor, 2)))
     findings.bcl, findings.bulk_signals = bulk.bulk_level(content, envelope.mail_from, spam.bulk_senders,

@@ -15,8 +15,11 @@ from mailmoat_antispam.asf import INCREASE, MARK, AsfHit
 from mailmoat_antispam.bulk import domain_in
 from mailmoat_antispam.content import Content
 from mailmoat_antispam.rules import Hit
+from mailmoat_antispam.verdict import AntispamVerdict
+from mailmoat_connection_filter.verdict import ConnectionVerdict
 from mailmoat_mail.author import Author, author_of
 from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_platform.verdicts import detail_in
 from mailmoat_policy import Antispam, Policy
 
 STAGE = "antispam"
@@ -47,8 +50,8 @@ def allowance(envelope: Envelope, content: Content, policy: Policy, author: Auth
     The From addresses are the author parser's (``author``, else read from ``content``): only a From
     that parses can allow a message (a display name such as ``"boss@partner.test"`` never does), while
     any address a client could show from it can block one."""
-    cf = envelope.verdicts.get("connection_filter")
-    if cf is not None and cf.detail.get("scl") == -1:
+    cf = detail_in(envelope, "connection_filter", ConnectionVerdict)
+    if cf is not None and cf.scl == -1:
         return Allowance("ip_allow", "connection filter IP allow list")
     if envelope.inbound_connector:
         for connector in policy.connectors.inbound:
@@ -122,7 +125,8 @@ def strongest(categories: list[str]) -> str | None:
 
 
 def decide(findings: Findings, spam: Antispam, allowed: Allowance | None = None) -> Verdict:
-    """The verdict from the findings (or the allow/block list entry that decides alone)."""
+    """The verdict from the findings (or the allow/block list entry that decides alone); its detail is an
+    ``AntispamVerdict``."""
     auth = findings.auth or {}
     dmarc = auth.get("dmarc") or {"result": "none", "policy": "none", "domain": ""}
     forged = bool(auth.get("forged"))
@@ -130,7 +134,7 @@ def decide(findings: Findings, spam: Antispam, allowed: Allowance | None = None)
     if allowed is not None and allowed.kind != "blocked":
         detail = {**base, "scl": -1, "category": None, "categories": [], "rules": [], "score": 0.0,
                   "allowed": allowed.reason, "sfv": "SKA" if allowed.kind == "sender" else "SKN"}
-        return Verdict(stage=STAGE, result="allowed", detail=detail)
+        return Verdict(stage=STAGE, result="allowed", detail=AntispamVerdict.wire(**detail))
     categories: list[str] = []
     score = findings.score
     scl = scl_for(score, spam)
@@ -169,7 +173,7 @@ def decide(findings: Findings, spam: Antispam, allowed: Allowance | None = None)
         detail["asf"] = {h.check: h.mode for h in findings.asf}
     if findings.notes:
         detail["notes"] = findings.notes
-    return Verdict(stage=STAGE, result=category or "clean", detail=detail)
+    return Verdict(stage=STAGE, result=category or "clean", detail=AntispamVerdict.wire(**detail))
 
 
 def _safe(value: str, limit: int = 100) -> str:
@@ -189,9 +193,9 @@ def cat_code(detail: dict[str, Any]) -> str:
 
 def report_tokens(verdict: Verdict, envelope: Envelope) -> list[str]:
     cf = envelope.verdicts.get("connection_filter")
-    cfd = cf.detail if cf is not None else {}
-    ptr = (cfd.get("ptr") or {}).get("names") or []
-    ipv = "CAL" if cfd.get("scl") == -1 else ("LIS" if cf is not None and cf.result == "listed" else "NLI")
+    cfd = detail_in(envelope, "connection_filter", ConnectionVerdict) or ConnectionVerdict()
+    ptr = cfd.ptr.names if cfd.ptr is not None else []
+    ipv = "CAL" if cfd.scl == -1 else ("LIS" if cf is not None and cf.result == "listed" else "NLI")
     d = verdict.detail
     tokens = [f"CIP:{_safe(envelope.client_ip) or 'none'}", f"H:{_safe(envelope.helo or '') or 'none'}",
               f"PTR:{_safe(ptr[0]) if ptr else 'none'}", f"IPV:{ipv}", f"SFV:{d.get('sfv', 'NSPM')}",

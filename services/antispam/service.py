@@ -16,6 +16,7 @@ from mailmoat_antispam.asf import custom_spam_headers, strip_custom_spam
 from mailmoat_antispam.auth import authentication_results, authserv_id, strip_spoofed_authres
 from mailmoat_antispam.check import Checker, Outcome
 from mailmoat_antispam.score import REPORT, STAGE, _safe, fold, headers
+from mailmoat_antispam.verdict import AntispamVerdict
 from mailmoat_platform.bus import Publish
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
 from mailmoat_platform.runtime import Runtime, Transient, serve_stage
@@ -89,7 +90,7 @@ def failed(detail: dict[str, str], envelope: Envelope, data: bytes, policy: Poli
     """The ``error`` verdict, the header and the message as passed on when the stage failed on it: the report header
     says ``SFV:ERR``, incoming copies of headers only this stage may write are still removed when that
     works, no SCL is claimed. Routing applies ``antispam.actions.error`` (deliver by default)."""
-    verdict = Verdict(stage=STAGE, result="error", detail=dict(detail))
+    verdict = Verdict(stage=STAGE, result="error", detail=AntispamVerdict.wire(**detail))
     body = data
     for strip in (lambda b: strip_spoofed_authres(b, authserv_id(policy)), strip_custom_spam):
         try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from mailmoat_antivirus import archives, filetypes, macros, mime
 from mailmoat_antivirus.clamd import ScanResult
+from mailmoat_antivirus.verdict import AntivirusVerdict
 from mailmoat_platform.models import Verdict
 from mailmoat_platform.stagefault import error_token
 from mailmoat_policy import Antimalware
@@ -156,8 +157,9 @@ def add_engine_results(findings: Findings, results: list[tuple[Item, ScanResult]
                 findings.message_unscannable = True
 
 
-def decide(findings: Findings, policy: Antimalware) -> Verdict:
-    """The verdict: malware > archive bomb > blocked type > macro > encrypted > unscannable > clean."""
+def decide(findings: Findings, policy: Antimalware, scans: int | None = None) -> Verdict:
+    """The verdict (its detail an ``AntivirusVerdict``): malware > archive bomb > blocked type > macro >
+    encrypted > unscannable > clean; ``scans``: how many items the engine scanned."""
     counted = {
         "malware": [f"{name} in {where}" for name, where in findings.malware],
         "archive-bomb": findings.bombs,
@@ -173,6 +175,8 @@ def decide(findings: Findings, policy: Antimalware) -> Verdict:
         "parts": findings.parts,
         "members": findings.members,
     }
+    if scans is not None:
+        detail["scans"] = scans
     if findings.encrypted and policy.encrypted == "allow":
         detail["encrypted_allowed"] = findings.encrypted
     if findings.unscannable and policy.unscannable == "allow":
@@ -185,7 +189,7 @@ def decide(findings: Findings, policy: Antimalware) -> Verdict:
         if policy.action == "strip" and detail["strip"] is None:
             detail["action"] = "quarantine"  # nothing that can be stripped alone: keep it whole
             detail["action_reason"] = "strip impossible: a finding is not tied to a MIME part"
-    return Verdict(stage=STAGE, result=result, detail=detail)
+    return Verdict(stage=STAGE, result=result, detail=AntivirusVerdict.wire(**detail))
 
 
 def _path_key(path: str) -> list[int]:
@@ -210,7 +214,7 @@ def strip_paths(findings: Findings, results: list[str]) -> list[str] | None:
 
 def unscanned(reason: str) -> Verdict:
     """The verdict when the engine is unavailable and the policy fails open."""
-    return Verdict(stage=STAGE, result="unscanned", detail={"reason": reason, "fail_open": True})
+    return Verdict(stage=STAGE, result="unscanned", detail=AntivirusVerdict.wire(reason=reason, fail_open=True))
 
 
 def failed(detail: dict[str, str], policy: Antimalware) -> Verdict:
@@ -220,10 +224,11 @@ def failed(detail: dict[str, str], policy: Antimalware) -> Verdict:
     when the policy allows unscannable content (``antimalware.unscannable: allow``)."""
     reason = f"the antivirus stage failed on this message: {detail['error']}"
     if policy.unscannable == "allow":
-        return Verdict(stage=STAGE, result="unscanned", detail={**detail, "unscannable_allowed": [reason]})
-    return Verdict(stage=STAGE, result="unscannable", detail={
-        **detail, "names": [], "findings": {"unscannable": [reason]}, "action": "quarantine", "strip": None,
-    })
+        return Verdict(stage=STAGE, result="unscanned",
+                       detail=AntivirusVerdict.wire(**detail, unscannable_allowed=[reason]))
+    return Verdict(stage=STAGE, result="unscannable", detail=AntivirusVerdict.wire(
+        **detail, names=[], findings={"unscannable": [reason]}, action="quarantine", strip=None,
+    ))
 
 
 def _safe(text: str) -> str:

@@ -98,8 +98,7 @@ async def _scan(envelope: Envelope, data: bytes, policy: Antimalware, client: Cl
             detail=f"passed on unscanned (antimalware.fail_open): {exc}", data={"result": verdict.result},
         )
     add_engine_results(findings, results)
-    verdict = decide(findings, policy)
-    verdict.detail["scans"] = len(items)
+    verdict = decide(findings, policy, scans=len(items))
     return verdict, TraceEvent(
         event="SCAN" if verdict.result == "clean" else "MALWARE", message_id=envelope.id,
         service=SERVICE, recipients=envelope.rcpt_to, detail=_summary(verdict.result, verdict.detail),

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mailmoat_connection_filter.verdict import ConnectionVerdict
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_policy import ConnectionFilter, DnsblZone, client_address
 
@@ -274,6 +275,7 @@ class Report:
         return "pass"
 
     def verdict(self) -> Verdict:
+        """The verdict; its detail is a ``ConnectionVerdict``."""
         detail: dict[str, Any] = {"client_ip": self.plan.client_ip, "ipv": self.ipv}
         if self.plan.allowed:
             detail["scl"] = -1
@@ -288,7 +290,7 @@ class Report:
         if self.helo is not None:
             detail["helo"] = self.helo.as_dict()
         detail["temperror"] = self.temperrors
-        return Verdict(stage=STAGE, result=self.result, detail=detail)
+        return Verdict(stage=STAGE, result=self.result, detail=ConnectionVerdict.wire(**detail))
 
     def tokens(self) -> list[str]:
         out = [f"CIP:{_safe(self.plan.client_ip) or 'none'}", f"IPV:{self.ipv}"]

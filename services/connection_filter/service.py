@@ -25,6 +25,7 @@ from mailmoat_connection_filter.decide import (
     ptr_names,
 )
 from mailmoat_connection_filter.lookup import Resolver
+from mailmoat_connection_filter.verdict import ConnectionVerdict
 from mailmoat_mail.dns import ResolverConfig
 from mailmoat_platform.bus import Publish
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
@@ -79,7 +80,8 @@ def make_handler(runtime: Runtime, resolver: Resolver | None = None):
         except Transient:
             raise
         except Exception as exc:  # a fault of this stage on this message: passed on, never a dead letter
-            verdict = Verdict(stage=STAGE, result="error", detail=fault(SERVICE, envelope, exc))
+            detail = ConnectionVerdict.wire(**fault(SERVICE, envelope, exc))
+            verdict = Verdict(stage=STAGE, result="error", detail=detail)
             header = fold_header(HEADER, ["ACT:error", f"ERR:{error_token(verdict.detail)}"])
             event = error_event(SERVICE, envelope, "error", verdict.detail, "no connection filter action")
         return [await runtime.finish(envelope, data, verdict, event, header)]
