@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import email
 import json
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -17,6 +19,7 @@ from tests.e2e.test_connectors import ca, certs, partner_sinks, tls_env  # noqa:
 from tests.e2e.test_mail_flow import queue_id, send, strip_received, wait_for_event
 from tests.e2e.test_rules import rule_events
 from tests.support.attachments import message
+from tests.support.gateway import Gateway
 from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
 from tests.unit.test_dlp_extract import docx_with_text, pdf_with_text
@@ -227,3 +230,20 @@ def test_an_iban_goes_over_a_connector_that_requires_tls(
     (route,) = [e for e in events if e["event"] == "ROUTE"]
     assert route["detail"] == "connector:finance-partner+tls"
     assert_no_numbers(trace_dump(qid))
+
+
+def test_run_all_starts_the_dlp_stage_the_policy_lists(tmp_path: Path, amqp_url: str, redis_url: str,
+                                                      sink: SmtpSink) -> None:
+    text = textwrap.dedent(DLP.format(rules=TEST_MODE, sink_port="{sink_port}", max_size="{max_size}"))
+    gateway = Gateway(tmp_path / "gw", amqp_url, redis_url,
+                      policy_text=text.format(sink_port=sink.port, max_size=1_000_000))
+    with gateway:
+        gateway.start_all()
+        assert ("dlp", 0) in gateway._supervised and gateway.ready("dlp")
+        data = b"From: s@sender.org\r\nTo: alice@example.com\r\nSubject: x\r\n\r\ncredit card 4111 1111 1111 1111\r\n"
+        code, reply = send(gateway.smtp_port, "s@sender.org", ["alice@example.com"], data)
+        assert code == 250, reply
+        (got,) = sink.wait_for(1, timeout=30)
+        assert got.data.startswith(b"X-Mailmoat-DLP: found; credit_card:1/high; parts=1\r\n")
+        (hit,) = rule_events(queue_id(reply))
+        assert hit["data"]["rule"] == "cards-trial" and hit["data"]["mode"] == "test"
