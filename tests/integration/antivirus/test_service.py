@@ -103,6 +103,7 @@ async def test_verdict_header_and_next_stage(stage_factory, clamd: ClamdServer) 
     header, _, rest = data.partition(b"\r\n")
     assert header.startswith(b"X-Mailmoat-Malware-Report: result=malware; names=Eicar-Test-Signature")
     assert rest == infected
+    assert env.size == len(data)  # the size of what is passed on, header included
 
     env, data = results[good_env.id]
     assert env.verdicts[SERVICE].result == "clean"
