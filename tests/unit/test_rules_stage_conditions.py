@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_platform.stages import RuleCondition
-from mailmoat_routing.rules import RegistryError
+from mailmoat_policy import parse_policy
+from mailmoat_routing.rules import RegistryError, evaluate
 from mailmoat_routing.rules.message import Facts
 from mailmoat_routing.rules.stage_conditions import check, stage_conditions, value_of
 from tests.support.fakestages import with_stage
@@ -60,3 +62,29 @@ def test_a_stage_may_not_redefine_a_built_in_condition(monkeypatch: pytest.Monke
     with_stage(monkeypatch, more=f'rule_conditions = "{HERE}:CLASHING"')
     with pytest.raises(RegistryError, match="defined twice"):
         stage_conditions()
+
+
+def test_rules_of_a_policy_use_a_stage_condition_and_exception(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_stage(monkeypatch, more=f'rule_conditions = "{HERE}:CONDITIONS"')
+    policy = parse_policy("""
+rules:
+  - name: many
+    conditions: {sample_count_at_least: 3}
+    exceptions: {sender_domain: [trusted.example]}
+    actions: {set_header: {X-Many: "yes"}}
+  - name: unless-lots
+    conditions: {subject_contains: [report]}
+    exceptions: {sample_count_at_least: 10}
+    actions: {prepend_subject: "[few] "}
+""")
+    now = datetime(2026, 12, 5, tzinfo=UTC)
+
+    def hits(count: int, sender: str = "a@sender.org") -> list[str]:
+        envelope = Envelope(id="Q9", mail_from=sender, rcpt_to=["alice@example.com"])
+        envelope.add_verdict(Verdict(stage="sample_filter", result="found", detail={"count": count}))
+        return [hit.rule for hit in evaluate(envelope, b"Subject: report\r\n\r\nx\r\n", policy, now).hits]
+
+    assert hits(3) == ["many", "unless-lots"]
+    assert hits(2) == ["unless-lots"]
+    assert hits(12) == ["many"]
+    assert hits(12, "b@trusted.example") == []
