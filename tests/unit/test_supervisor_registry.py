@@ -9,6 +9,7 @@ import pytest
 from mailmoat_cli.supervisor import changes, listeners, plan, stage_queues
 from mailmoat_platform import stages
 from mailmoat_platform.settings import Settings
+from mailmoat_policy import parse_policy
 from tests.support.fakestages import with_stage
 
 
@@ -18,7 +19,7 @@ def _policy(*filters: str) -> SimpleNamespace:
 
 def test_a_new_filter_stage_is_planned_watched_and_retired(monkeypatch: pytest.MonkeyPatch) -> None:
     with_stage(monkeypatch, "sample_filter")
-    keys = plan(_policy("sample_filter", "antispam"), 1, False)  # type: ignore[arg-type]
+    keys = plan(parse_policy("pipeline: {filters: [sample_filter, antispam]}\n"), 1, False)
     assert keys == [("ingress", 0), ("sample_filter", 0), ("antispam", 0), ("routing", 0), ("egress", 0)]
     assert "mailmoat.sample_filter" in stage_queues()
     running = [*keys]
