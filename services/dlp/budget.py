@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from mailmoat_dlp.policy import DlpLimits
 
-_DIGIT_RUN = re.compile(r"\d(?:[\d \-./]{3,}\d)")
+_DIGIT_RUN = re.compile(r"\d[\d \-]{3,}\d")
 NOTE_LIMIT = 20
 """Notes kept in a verdict (the count of the rest is added)."""
 
@@ -20,7 +20,7 @@ class OutOfTime(Exception):
 
 
 def redact(text: str, limit: int = 200) -> str:
-    """A file name or error message fit for the verdict: runs of five or more digits (with separators)
+    """A file name or error message fit for the verdict: runs of five or more digits (spaces, dashes between)
     replaced by ``#``, control characters dropped, at most ``limit`` characters."""
     masked = _DIGIT_RUN.sub(lambda m: "#" if sum(c.isdigit() for c in m.group()) >= 5 else m.group(), text)
     clean = "".join(c if c.isprintable() else " " for c in masked)

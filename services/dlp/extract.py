@@ -52,7 +52,7 @@ def _leaves(message: Message, budget: Budget) -> Iterator[tuple[str, Message]]:
         path, part, depth = stack.pop()
         if part.is_multipart() and not mimeparts.too_deep(part):
             if depth >= mimeparts.MAX_DEPTH:
-                budget.note(f"part {path}: nested deeper than {mimeparts.MAX_DEPTH}, not read")
+                budget.note(f"parts nested deeper than {mimeparts.MAX_DEPTH} not read")
                 continue
             children = part.get_payload()
             if isinstance(children, list):

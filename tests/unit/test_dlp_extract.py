@@ -7,14 +7,18 @@ from __future__ import annotations
 import gzip
 import io
 import itertools
+import time
 import zipfile
 
 import py7zr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openpyxl import Workbook
 
 from mailmoat_dlp.policy import Dlp, DlpLimits
 from mailmoat_dlp.scan import scan
 from mailmoat_policy import ArchiveLimits
+from tests.support import hostile
 from tests.support.attachments import message, tar_of, zip_of
 
 VISA = "4111 1111 1111 1111"
@@ -247,3 +251,22 @@ def test_zip_members_are_not_named_by_zip_module_only() -> None:
     data = zip_of([("a.docx", docx_with_text([[f"credit card {VISA}"]]))], compression=zipfile.ZIP_STORED)
     verdict = scanned(message([("a.zip", "application/zip", data, "base64")]))
     assert parts(verdict, "credit_card") == ["1.2 a.zip/a.docx"]
+
+
+def test_hostile_messages_are_read_without_an_error_and_quickly() -> None:
+    for case in hostile.cases():
+        started = time.perf_counter()
+        verdict = scanned(case.data)
+        assert time.perf_counter() - started < 5, case.name
+        assert verdict.error is None, case.name
+    nested = scanned(next(c.data for c in hostile.cases() if c.name == "nested-200"))
+    assert any("nested deeper than" in n for n in nested.notes), nested.notes
+
+
+@settings(max_examples=200, deadline=None)
+@given(blob=st.binary(max_size=3000), name=st.sampled_from(["a.pdf", "a.docx", "a.xlsx", "a.zip", "a.gz", "a.7z",
+                                                              "a.txt", "a.html"]),
+       prefix=st.sampled_from([b"", b"%PDF-1.4\n", b"PK\x03\x04", b"\x1f\x8b", b"7z\xbc\xaf\x27\x1c", b"Rar!\x1a\x07"]))
+def test_random_attachments_never_break_the_scan(blob: bytes, name: str, prefix: bytes) -> None:
+    verdict = scanned(message([(name, "application/octet-stream", prefix + blob, "base64")]))
+    assert verdict.scanned >= 1 and verdict.error is None
