@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection, errors, sql
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, Field
 
@@ -38,6 +39,11 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _QUEUE_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 # Events of a message are never earlier than its queue id's time by more than this (clocks of hosts).
 _CLOCK_SKEW = timedelta(hours=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+# A message's latest event (its status in a list) is looked for this long after its receipt: delivery
+# retries end within it; a quarantine release after it is the quarantine's record to show.
+_STATUS_WINDOW = timedelta(days=7)
 
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS _in_trace_events (LIKE trace_events) ON COMMIT DELETE ROWS;
@@ -47,6 +53,9 @@ CREATE TEMP TABLE IF NOT EXISTS _in_trace_keys (LIKE trace_keys) ON COMMIT DELET
 _EVENT_COLUMNS = "at, message_id, event, service, recipients, detail, data, event_key"
 _MESSAGE_COLUMNS = "received_at, message_id, message_id_header, sender, recipients, client_ip"
 _KEY_COLUMNS = "value, at, message_id, kind"
+# Binary COPY for the two big tables (the data column goes as the JSON text made for the key).
+_EVENT_TYPES = ["timestamptz", "text", "text", "text", "text[]", "text", "jsonb", "int8"]
+_KEY_TYPES = ["text", "timestamptz", "text", "text"]
 
 
 class TraceRecord(BaseModel):
@@ -123,6 +132,8 @@ def ip_text(value: str | None) -> str | None:
 
 def clean_text(text: str) -> str:
     """Text PostgreSQL accepts: no NUL, valid UTF-8 (undecodable bytes shown as ``\\xNN``)."""
+    if text.isascii() and "\x00" not in text:
+        return text
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     try:
@@ -145,18 +156,43 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _data_json(event: TraceEvent) -> str:
+    """The event's data as canonical JSON (sorted keys) that PostgreSQL's jsonb accepts."""
+    try:
+        data = json.dumps(event.data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):  # values JSON has no type for (datetimes): as pydantic writes them
+        data = json.dumps(event.model_dump(mode="json", include={"data"})["data"], sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=False)
+    if "\\u0000" in data or (not data.isascii() and not _encodes(data)):
+        data = json.dumps(_clean(json.loads(data)), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return data
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def event_key(message_id: str, at: datetime, name: str, service: str, recipients: list[str], detail: str,
+              data: str) -> int:
+    """A digest of an event's content (64 bits, signed for ``bigint``): the same event, the same key."""
+    micros = (at - _EPOCH) // _MICROSECOND
+    text = "\x1f".join((message_id, str(micros), name, service, "\x1e".join(recipients), detail, data))
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 def event_row(event: TraceEvent) -> tuple[Any, ...]:
     """The ``trace_events`` row of an event (columns ``_EVENT_COLUMNS``), its key a content digest."""
     at = event.at if event.at.tzinfo else event.at.replace(tzinfo=UTC)
     recipients = [clean_text(r) for r in event.recipients]
-    data = json.dumps(_clean(event.model_dump(mode="json", include={"data"})["data"]),
-                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    data = _data_json(event)
     message_id, name, service, detail = (clean_text(event.message_id), clean_text(event.event),
                                          clean_text(event.service), clean_text(event.detail))
-    canonical = json.dumps([message_id, at.astimezone(UTC).isoformat(), name, service, recipients, detail, data],
-                           separators=(",", ":"), ensure_ascii=False)
-    key = hashlib.sha256(canonical.encode()).digest()[:16]
-    return at, message_id, name, service, recipients, detail, data, key
+    return at, message_id, name, service, recipients, detail, data, event_key(
+        message_id, at, name, service, recipients, detail, data)
 
 
 def record_keys(record: TraceRecord) -> list[tuple[str, str]]:
@@ -187,6 +223,15 @@ def queue_id_time(message_id: str) -> datetime | None:
         return None
 
 
+def _jsonb(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An event row with its data (JSON text already) wrapped for binary COPY as jsonb."""
+    return (*row[:6], Jsonb(row[6], dumps=_as_is), row[7])
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
 def _as_record(item: TraceRecord | TraceEvent) -> TraceRecord:
     return item if isinstance(item, TraceRecord) else TraceRecord(events=[item])
 
@@ -210,16 +255,15 @@ class TraceWriter:
         expired = given = 0
         for record in map(_as_record, batch):
             given += len(record.events)
-            for event in record.events:
-                row = event_row(event)
+            rows = [event_row(event) for event in record.events]
+            for row in rows:
                 if day_of(row[0]) < first_kept:
                     expired += 1
                 else:
                     events.append(row)
-            if not record.events:
+            if not rows:
                 continue
-            head = event_row(record.events[0])
-            at, message_id = head[0], head[1]
+            at, message_id = rows[0][0], rows[0][1]
             if day_of(at) < first_kept:
                 continue
             if record.sender is not None or record.message_id_header or record.client_ip:
@@ -250,16 +294,20 @@ class TraceWriter:
     async def _insert(conn: AsyncConnection, events: list[tuple[Any, ...]], messages: list[tuple[Any, ...]],
                       keys: list[tuple[Any, ...]]) -> int:
         async with conn.transaction():
-            await conn.execute(_STAGING)
+            await conn.execute(_STAGING, prepare=False)
             cur = conn.cursor()
-            for table, columns, rows in (("_in_trace_events", _EVENT_COLUMNS, events),
-                                         ("_in_trace_messages", _MESSAGE_COLUMNS, messages),
-                                         ("_in_trace_keys", _KEY_COLUMNS, keys)):
+            for table, columns, types, rows in (
+                    ("_in_trace_events", _EVENT_COLUMNS, _EVENT_TYPES, events),
+                    ("_in_trace_messages", _MESSAGE_COLUMNS, None, messages),
+                    ("_in_trace_keys", _KEY_COLUMNS, _KEY_TYPES, keys)):
                 if not rows:
                     continue
-                async with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
-                        sql.Identifier(table), sql.SQL(columns))) as copy:
-                    for row in rows:
+                binary = sql.SQL(" (FORMAT BINARY)" if types else "")
+                async with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN{}").format(
+                        sql.Identifier(table), sql.SQL(columns), binary)) as copy:
+                    if types:
+                        copy.set_types(types)
+                    for row in rows if table != "_in_trace_events" else map(_jsonb, rows):
                         await copy.write_row(row)
             added = 0
             if events:
@@ -312,9 +360,7 @@ class TraceReader:
             if after is None and self._maybe_queue_id(needle):
                 found = await self._by_queue_id(conn, needle.strip(), since, until)
                 if found is not None:
-                    if last_event:
-                        await self._last_events(conn, [found])
-                    return Page([found], None)
+                    return Page(await self._summaries(conn, [found], last_event), None)
             ip = ip_text(needle)
             value = ip or normalize(needle) or "<>"
             conds, params = _range("at", since, until)
@@ -334,9 +380,7 @@ class TraceReader:
             unique: dict[str, datetime] = {}
             for at, mid in rows:
                 unique.setdefault(mid, at)
-            summaries = await self._summaries(conn, [(at, mid) for mid, at in unique.items()])
-            if last_event:
-                await self._last_events(conn, summaries)
+            summaries = await self._summaries(conn, [(at, mid) for mid, at in unique.items()], last_event)
         return Page(summaries, Cursor(*rows[-1]) if more and rows else None)
 
     @staticmethod
@@ -345,55 +389,50 @@ class TraceReader:
         return bool(text) and "@" not in text and ip_text(text) is None and not text.startswith("<")
 
     async def _by_queue_id(self, conn: AsyncConnection, message_id: str, since: datetime | None,
-                           until: datetime | None) -> MessageSummary | None:
+                           until: datetime | None) -> tuple[datetime, str] | None:
+        """(time, id) of the message with this queue id in the range: its receipt, else its first event."""
         lower = since
         made = queue_id_time(message_id)
         if made is not None and (lower is None or lower < made - _CLOCK_SKEW):
             lower = made - _CLOCK_SKEW
-        conds, params = _range("received_at", lower, until)
-        cur = await conn.execute(sql.SQL(
-            f"SELECT {_MESSAGE_COLUMNS} FROM trace_messages WHERE {{}} ORDER BY received_at LIMIT 1").format(
-                _where([sql.SQL("message_id = %s"), *conds])), [message_id, *params])
-        row = await cur.fetchone()
-        if row is not None:
-            return self._summary(row)
-        conds, params = _range("at", lower, until)
-        cur = await conn.execute(sql.SQL("SELECT min(at) FROM trace_events WHERE {}").format(
-            _where([sql.SQL("message_id = %s"), *conds])), [message_id, *params])
-        row = await cur.fetchone()
-        return MessageSummary(message_id, row[0]) if row and row[0] is not None else None
+        for table, column in (("trace_messages", "received_at"), ("trace_events", "at")):
+            conds, params = _range(column, lower, until)
+            cur = await conn.execute(sql.SQL("SELECT min({}) FROM {} WHERE {}").format(
+                sql.Identifier(column), sql.Identifier(table), _where([sql.SQL("message_id = %s"), *conds])),
+                [message_id, *params])
+            row = await cur.fetchone()
+            if row and row[0] is not None:
+                return row[0], message_id
+        return None
 
-    @staticmethod
-    def _summary(row: Sequence[Any]) -> MessageSummary:
-        received_at, message_id, header, sender, recipients, client_ip = row
-        return MessageSummary(message_id, received_at, sender, list(recipients or []), header,
-                              None if client_ip is None else str(client_ip))
+    async def _summaries(self, conn: AsyncConnection, rows: list[tuple[datetime, str]],
+                         last_event: bool) -> list[MessageSummary]:
+        """The ``trace_messages`` rows of a page and, with ``last_event``, each message's latest event.
 
-    async def _summaries(self, conn: AsyncConnection, rows: list[tuple[datetime, str]]) -> list[MessageSummary]:
-        """The ``trace_messages`` rows of a page (keys of a later record, such as ``from``, are a little
-        younger than the message: the window around the page covers them)."""
+        One index probe per message and table (LATERAL: run-time partition pruning): a look-up key's time
+        is its message's receipt, or a little after it (the ``from`` keys come with a later record); the
+        latest event is looked for up to ``_STATUS_WINDOW`` after it."""
         if not rows:
             return []
-        ats = [at for at, _ in rows]
-        cur = await conn.execute(
-            f"SELECT DISTINCT ON (message_id) {_MESSAGE_COLUMNS} FROM trace_messages "
-            "WHERE message_id = ANY(%s) AND received_at >= %s AND received_at <= %s "
-            "ORDER BY message_id, received_at",
-            ([mid for _, mid in rows], min(ats) - timedelta(days=1), max(ats)))
-        known = {row[1]: self._summary(row) for row in await cur.fetchall()}
-        return [known.get(mid) or MessageSummary(mid, at) for at, mid in rows]
-
-    @staticmethod
-    async def _last_events(conn: AsyncConnection, summaries: list[MessageSummary]) -> None:
-        if not summaries:
-            return
-        cur = await conn.execute(
-            "SELECT DISTINCT ON (message_id) message_id, event FROM trace_events "
-            "WHERE message_id = ANY(%s) AND at >= %s ORDER BY message_id, at DESC",
-            ([s.message_id for s in summaries], min(s.at for s in summaries) - _CLOCK_SKEW))
-        last = dict(await cur.fetchall())
-        for summary in summaries:
-            summary.last_event = last.get(summary.message_id)
+        event = ("e.event", """LEFT JOIN LATERAL (
+                SELECT event FROM trace_events e WHERE e.message_id = p.mid
+                  AND e.at >= p.at - %(skew)s AND e.at < p.at + %(window)s ORDER BY e.at DESC LIMIT 1) e ON true"""
+                 ) if last_event else ("NULL", "")
+        cur = await conn.execute(f"""
+            SELECT p.at, p.mid, m.received_at, m.message_id_header, m.sender, m.recipients, m.client_ip, {event[0]}
+            FROM unnest(%(ids)s::text[], %(ats)s::timestamptz[]) WITH ORDINALITY AS p(mid, at, ord)
+            LEFT JOIN LATERAL (
+                SELECT * FROM trace_messages m WHERE m.message_id = p.mid
+                  AND m.received_at >= p.at - %(skew)s - %(window)s AND m.received_at <= p.at
+                ORDER BY m.received_at DESC LIMIT 1) m ON true
+            {event[1]}
+            ORDER BY p.ord""", {"ids": [mid for _, mid in rows], "ats": [at for at, _ in rows],
+                                "skew": _CLOCK_SKEW, "window": _STATUS_WINDOW})
+        found = []
+        for at, mid, received_at, header, sender, recipients, client_ip, last in await cur.fetchall():
+            found.append(MessageSummary(mid, received_at or at, sender, list(recipients or []), header,
+                                        None if client_ip is None else str(client_ip), last))
+        return found
 
     async def events(self, message_id: str, *, since: datetime | None = None,
                      until: datetime | None = None) -> list[TraceEvent]:

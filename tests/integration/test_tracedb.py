@@ -158,6 +158,8 @@ async def test_write_then_find_by_every_kind_and_read_events(pool: AsyncConnecti
     assert [e.event for e in events] == ["RECEIVE", "ROUTE", "SCAN", "SPAM"]
     assert events[0] == records[0].events[0]
     assert (await reader.find(f"nobody.{tag}@example.com")).messages == []
+    async with pool.connection() as conn:  # the pool's sessions plan once per statement (db.open_pool)
+        assert (await (await conn.execute("SHOW plan_cache_mode")).fetchone())[0] == "force_generic_plan"
     assert (await reader.find(new_message_id())).messages == []
 
 

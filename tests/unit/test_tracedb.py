@@ -32,7 +32,7 @@ def test_event_key_is_the_same_for_the_same_event_after_a_round_trip() -> None:
     event = _event()
     again = TraceEvent.model_validate_json(event.model_dump_json())
     assert event_row(again)[-1] == event_row(event)[-1]
-    assert len(event_row(event)[-1]) == 16
+    assert isinstance(event_row(event)[-1], int)
     # The data's key order does not matter; the same instant in another zone is the same event.
     assert event_row(_event(data={"a": [2], "b": 1}))[-1] == event_row(event)[-1]
     assert event_row(_event(at=AT.astimezone(timezone(timedelta(hours=2)))))[-1] == event_row(event)[-1]

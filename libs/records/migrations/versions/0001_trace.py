@@ -33,7 +33,7 @@ def upgrade() -> None:
             recipients  text[]      NOT NULL DEFAULT '{}',
             detail      text        NOT NULL DEFAULT '',
             data        jsonb       NOT NULL DEFAULT '{}',
-            event_key   bytea       NOT NULL,
+            event_key   bigint      NOT NULL,
             PRIMARY KEY (message_id, at, event_key)
         ) PARTITION BY RANGE (at)
     """)
