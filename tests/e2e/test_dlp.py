@@ -98,6 +98,18 @@ connectors:
 """
 
 
+def policy_with(rules: str, **ports: str) -> str:
+    """``DLP`` with ``rules``, the conftest's placeholders (and ``ports``' names) left for the factory."""
+    return DLP.format(rules=rules, sink_port="{sink_port}", max_size="{max_size}", **{k: f"{{{k}}}" for k in ports})
+
+
+def accepted(gateway: Gateway, sender: str, data: bytes) -> str:
+    """Send ``data`` to alice@example.com; the queue id of the accepted message."""
+    code, reply = send(gateway.smtp_port, sender, ["alice@example.com"], data)
+    assert code == 250, reply
+    return queue_id(reply)
+
+
 def trace_dump(message_id: str) -> str:
     client = redis.Redis.from_url(REDIS_TEST_URL)
     try:
@@ -119,13 +131,10 @@ def assert_no_numbers(text: str | bytes) -> None:
 
 
 def test_a_card_number_in_the_body_is_rejected_with_an_ndr_that_explains(gateway_factory, sink: SmtpSink) -> None:
-    gateway = gateway_factory(DLP.format(rules=REJECT, sink_port="{sink_port}", max_size="{max_size}"),
-                              services=SERVICES)
+    gateway = gateway_factory(policy_with(REJECT), services=SERVICES)
     data = (b"From: Sender <sender@example.com>\r\nTo: alice@example.com\r\nSubject: my order\r\n"
             b"Message-ID: <dlp1@example.com>\r\n\r\nHere is my credit card: " + VISA.encode() + b", exp 10/29.\r\n")
-    code, reply = send(gateway.smtp_port, "sender@example.com", ["alice@example.com"], data)
-    assert code == 250, reply
-    qid = queue_id(reply)
+    qid = accepted(gateway, "sender@example.com", data)
     (ndr,) = sink.wait_for(1, timeout=30)
     assert ndr.mail_from == "" and ndr.rcpt_tos == ["sender@example.com"]
     report = email.message_from_bytes(ndr.data)
@@ -147,16 +156,13 @@ def test_a_card_number_in_the_body_is_rejected_with_an_ndr_that_explains(gateway
 
 
 def test_cards_in_pdf_and_docx_attachments_quarantine_the_message(gateway_factory, sink: SmtpSink) -> None:
-    gateway = gateway_factory(DLP.format(rules=QUARANTINE, sink_port="{sink_port}", max_size="{max_size}"),
-                              services=SERVICES)
+    gateway = gateway_factory(policy_with(QUARANTINE), services=SERVICES)
     data = message([
         ("statement.pdf", "application/pdf", pdf_with_text(["Statement", f"Card {VISA}"]), "base64"),
         ("form.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
          docx_with_text([["Mastercard number: "], [MASTERCARD[:9], MASTERCARD[9:]]]), "base64"),
     ], subject="documents")
-    code, reply = send(gateway.smtp_port, "sender@outside.test", ["alice@example.com"], data)
-    assert code == 250, reply
-    qid = queue_id(reply)
+    qid = accepted(gateway, "sender@outside.test", data)
     events = wait_for_event(qid, "QUARANTINE")
     assert "DELIVER" not in events
     (hit,) = rule_events(qid)
@@ -170,13 +176,10 @@ def test_cards_in_pdf_and_docx_attachments_quarantine_the_message(gateway_factor
 
 
 def test_a_rule_in_test_mode_delivers_and_traces_the_match(gateway_factory, sink: SmtpSink) -> None:
-    gateway = gateway_factory(DLP.format(rules=TEST_MODE, sink_port="{sink_port}", max_size="{max_size}"),
-                              services=SERVICES)
+    gateway = gateway_factory(policy_with(TEST_MODE), services=SERVICES)
     data = (b"From: s@sender.org\r\nTo: alice@example.com\r\nSubject: payment\r\nMessage-ID: <dlp3@sender.org>\r\n"
             b"\r\nPay with 4111-1111-1111-1111 please.\r\n")
-    code, reply = send(gateway.smtp_port, "s@sender.org", ["alice@example.com"], data)
-    assert code == 250, reply
-    qid = queue_id(reply)
+    qid = accepted(gateway, "s@sender.org", data)
     (got,) = sink.wait_for(1, timeout=30)
     header = b"X-Mailmoat-DLP: found; credit_card:1/medium; parts=1\r\n"
     assert got.data.startswith(header)
@@ -190,13 +193,10 @@ def test_a_rule_in_test_mode_delivers_and_traces_the_match(gateway_factory, sink
 
 
 def test_an_iban_notifies_the_sender_and_the_message_goes_on(gateway_factory, sink: SmtpSink) -> None:
-    gateway = gateway_factory(DLP.format(rules=NOTIFY, sink_port="{sink_port}", max_size="{max_size}"),
-                              services=SERVICES)
+    gateway = gateway_factory(policy_with(NOTIFY), services=SERVICES)
     data = (b"From: Sender <sender@example.com>\r\nTo: alice@example.com\r\nSubject: refund\r\n"
             b"Message-ID: <dlp4@example.com>\r\n\r\nPlease refund to IBAN " + IBAN_GB.encode() + b".\r\n")
-    code, reply = send(gateway.smtp_port, "sender@example.com", ["alice@example.com"], data)
-    assert code == 250, reply
-    qid = queue_id(reply)
+    qid = accepted(gateway, "sender@example.com", data)
     got = {tuple(m.rcpt_tos): m for m in sink.wait_for(2, timeout=30)}
     assert set(got) == {("alice@example.com",), ("sender@example.com",)}
     notice = got[("sender@example.com",)]
@@ -210,16 +210,14 @@ def test_an_iban_notifies_the_sender_and_the_message_goes_on(gateway_factory, si
 
 def test_an_iban_goes_over_a_connector_that_requires_tls(
         gateway_factory, sink: SmtpSink, partner_sinks, certs) -> None:  # noqa: F811
-    policy = DLP.format(rules=CONNECTOR, sink_port="{sink_port}", max_size="{max_size}", good="{good}",
-                        plain="{plain}")
     ports = {name: s.port for name, s in partner_sinks.items()}
-    gateway = gateway_factory(policy, env=tls_env(certs), services=SERVICES, **ports)
+    gateway = gateway_factory(policy_with(CONNECTOR, good="", plain=""), env=tls_env(certs), services=SERVICES,
+                              **ports)
     iban = (b"From: a@example.com\r\nTo: alice@example.com\r\nSubject: invoice\r\nMessage-ID: <dlp5@example.com>\r\n"
             b"\r\nOur account: " + IBAN_GB.encode() + b"\r\n")
     plain = iban.replace(b"dlp5", b"dlp6").replace(IBAN_GB.encode(), b"on file")
-    replies = [send(gateway.smtp_port, "a@example.com", ["alice@example.com"], data) for data in (iban, plain)]
-    assert [code for code, _ in replies] == [250, 250], replies
-    qid = queue_id(replies[0][1])
+    qid = accepted(gateway, "a@example.com", iban)
+    accepted(gateway, "a@example.com", plain)
     (got,) = partner_sinks["good"].wait_for(1, timeout=30)
     assert got.tls and b"<dlp5@example.com>" in got.data  # over TLS to the partner, not the usual route
     (usual,) = sink.wait_for(1, timeout=30)
@@ -234,16 +232,15 @@ def test_an_iban_goes_over_a_connector_that_requires_tls(
 
 def test_run_all_starts_the_dlp_stage_the_policy_lists(tmp_path: Path, amqp_url: str, redis_url: str,
                                                       sink: SmtpSink) -> None:
-    text = textwrap.dedent(DLP.format(rules=TEST_MODE, sink_port="{sink_port}", max_size="{max_size}"))
+    text = textwrap.dedent(policy_with(TEST_MODE))
     gateway = Gateway(tmp_path / "gw", amqp_url, redis_url,
                       policy_text=text.format(sink_port=sink.port, max_size=1_000_000))
     with gateway:
         gateway.start_all()
         assert ("dlp", 0) in gateway._supervised and gateway.ready("dlp")
         data = b"From: s@sender.org\r\nTo: alice@example.com\r\nSubject: x\r\n\r\ncredit card 4111 1111 1111 1111\r\n"
-        code, reply = send(gateway.smtp_port, "s@sender.org", ["alice@example.com"], data)
-        assert code == 250, reply
+        qid = accepted(gateway, "s@sender.org", data)
         (got,) = sink.wait_for(1, timeout=30)
         assert got.data.startswith(b"X-Mailmoat-DLP: found; credit_card:1/high; parts=1\r\n")
-        (hit,) = rule_events(queue_id(reply))
+        (hit,) = rule_events(qid)
         assert hit["data"]["rule"] == "cards-trial" and hit["data"]["mode"] == "test"
