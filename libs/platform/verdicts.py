@@ -121,11 +121,12 @@ def model_for(stage: str) -> type[VerdictDetail]:
 
 def read(model: type[D], detail: dict[str, Any], stage: str = "") -> D:
     """``detail`` as ``model``; a key whose value does not fit is left out (logged), never an error."""
-    data = dict(detail)
+    data = detail
     for _ in range(len(data) + 1):
         try:
             return model.model_validate(data)
         except ValidationError as exc:
+            data = dict(data)
             bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]} & set(data)
             if not bad:
                 raise
