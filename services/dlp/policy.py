@@ -90,7 +90,8 @@ class DlpLimits(_Strict):
     max_text: int = Field(2_000_000, ge=1000)
     """Characters of text scanned in one message."""
     max_seconds: float = Field(10.0, gt=0, le=300)
-    """Time for extraction and detection of one message; what is not reached by then is skipped."""
+    """CPU seconds for extraction and detection of one message (the scanning thread's own, so a busy
+    machine does not cut a scan short); what is not reached by then is skipped."""
     pdf_max_pages: int = Field(100, ge=1)
     """Pages of one PDF whose text is read."""
 

@@ -3,15 +3,17 @@ sensitive information types, prepend the report header ``X-Mailmoat-DLP`` (types
 confidence; never a value), add the verdict, trace it with redacted evidence, publish to the next stage.
 
 The stage only annotates: mail-flow rules act on its verdict (``sensitive_information``). Extraction and
-detection run in a worker thread within ``dlp.limits`` (time, parts, text, part size) and archives within
-``antimalware.archives``; an unexpected error of the stage on a message, or a scan that outlives its
-time by far, passes the message on with the verdict ``error`` (``mailmoat_platform.stagefault``), on
+detection run in worker threads (``Scanner``) within ``dlp.limits`` (time, parts, text, part size) and
+archives within ``antimalware.archives``; an unexpected error of the stage on a message, or a scan that
+outlives its time by far, passes the message on with the verdict ``error`` (``mailmoat_platform.stagefault``), on
 which no ``sensitive_information`` condition matches.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from mailmoat_dlp.policy import Dlp
 from mailmoat_dlp.scan import result_of, scan
@@ -25,8 +27,12 @@ from mailmoat_policy import Policy
 
 SERVICE = "dlp"
 HEADER = b"X-Mailmoat-DLP"
+SCAN_THREADS = 4
+"""Scans one process runs at a time (threads: the work holds the GIL, so more would only slow each one)."""
 GRACE = 5.0
-"""Seconds past ``dlp.limits.max_seconds`` after which a scan that has not stopped counts as failed."""
+"""Seconds a scan may run past its wall-clock bound before it counts as failed (see ``Scanner``)."""
+START_WAIT = 60.0
+"""Seconds a message waits for a free scan thread before it counts as failed (every thread stuck)."""
 
 
 class ScanTimeout(Exception):
@@ -60,21 +66,48 @@ def describe(result: str, detail: DlpVerdict) -> str:
     return text + (f"; {len(detail.notes)} notes" if detail.notes else "")
 
 
-async def inspect(data: bytes, policy: Policy) -> DlpVerdict:
-    """The DLP verdict detail of a message, computed off the event loop."""
-    settings = section(policy)
-    job = asyncio.to_thread(scan, data, settings, policy.antimalware.archives)
-    try:
-        return await asyncio.wait_for(job, timeout=settings.limits.max_seconds + GRACE)
-    except TimeoutError:
-        raise ScanTimeout(f"no result after {settings.limits.max_seconds + GRACE:g} s") from None
+class Scanner:
+    """Runs ``scan`` in a small pool of threads, each scan bounded twice: by its own budget
+    (``dlp.limits.max_seconds`` of the scanning thread's CPU time, checked between parts, pages, members
+    and rows, so a busy machine does not cut scans short) and, should a library get stuck where the
+    budget is not checked, by a wall-clock bound from the moment the scan starts (``max_seconds`` per
+    thread of the pool, plus ``GRACE``) after which the message goes on as ``error``. The stuck thread
+    cannot be stopped and keeps its place in the pool until the library returns; with every thread
+    stuck, a message waits ``START_WAIT`` at most for one."""
+
+    def __init__(self, threads: int = SCAN_THREADS):
+        self.threads = threads
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dlp-scan")
+
+    async def inspect(self, data: bytes, policy: Policy) -> DlpVerdict:
+        """The DLP verdict detail of a message, computed off the event loop."""
+        settings = section(policy)
+        loop = asyncio.get_running_loop()
+        begun: asyncio.Future[None] = loop.create_future()
+
+        def job() -> DlpVerdict:
+            loop.call_soon_threadsafe(lambda: begun.done() or begun.set_result(None))
+            return scan(data, settings, policy.antimalware.archives, clock=time.thread_time)
+
+        result = loop.run_in_executor(self.pool, job)
+        done, _ = await asyncio.wait({begun, result}, timeout=START_WAIT, return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            result.cancel()
+            raise ScanTimeout(f"no scan thread free after {START_WAIT:g} s")
+        bound = settings.limits.max_seconds * self.threads + GRACE
+        try:
+            return await asyncio.wait_for(result, timeout=bound)
+        except TimeoutError:
+            raise ScanTimeout(f"no result {bound:g} s after the scan began") from None
 
 
-def make_handler(runtime: Runtime):
+def make_handler(runtime: Runtime, scanner: Scanner | None = None):
+    scanner = scanner or Scanner()
+
     async def handle(envelope: Envelope, data: bytes) -> list[Publish]:
         policy = runtime.policy.current
         try:
-            detail = await inspect(data, policy)
+            detail = await scanner.inspect(data, policy)
             result = result_of(detail)
         except Transient:
             raise

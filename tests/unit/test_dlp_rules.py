@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -139,3 +141,36 @@ def test_a_fault_on_one_message_is_an_error_verdict_passed_on(monkeypatch: pytes
     assert published.data.startswith(b"X-Mailmoat-DLP: error; none; parts=0; err=RuntimeError\r\n")
     (event,) = runtime.trace.events
     assert event.event == "ERROR"
+
+
+def test_a_stuck_scan_is_an_error_verdict_and_a_full_pool_does_not_hold_mail(monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+
+    def stuck(*_: object, **__: object):
+        release.wait(10)  # a library that never checks the budget (bounded so the test ends)
+        raise RuntimeError("released")
+
+    monkeypatch.setattr(service, "scan", stuck)
+    monkeypatch.setattr(service, "GRACE", 0.2)
+    monkeypatch.setattr(service, "START_WAIT", 0.3)
+    runtime = runtime_with("pipeline: {filters: [dlp]}\ndlp: {limits: {max_seconds: 0.1}}\n")
+    scanner = service.Scanner(threads=1)
+    handle = service.make_handler(runtime, scanner)
+
+    async def two() -> list:
+        first = Envelope(mail_from="a@example.com", rcpt_to=["b@x.test"], itinerary=["dlp", "routing", "egress"])
+        second = first.model_copy(deep=True)
+        started = time.monotonic()
+        out = [await handle(first, CARDS), await handle(second, CARDS)]
+        assert time.monotonic() - started < 3
+        return out
+
+    try:
+        (one,), (other,) = asyncio.run(two())
+    finally:
+        release.set()
+        scanner.pool.shutdown(wait=True)
+    for published, why in ((one, "after the scan began"), (other, "no scan thread free")):
+        verdict = published.envelope.verdicts["dlp"]
+        assert verdict.result == "error" and verdict.detail["error_type"] == "ScanTimeout"
+        assert why in verdict.detail["error_message"]
