@@ -115,3 +115,11 @@ def test_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert db.database_url() == "postgresql://postgres@127.0.0.1:5432/mailmoat"
     monkeypatch.setenv("MAILMOAT_DATABASE_URL", "postgresql://db.internal/records")
     assert db.database_url() == "postgresql://db.internal/records"
+
+
+def test_event_data_json_any_value() -> None:
+    when = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    row = event_row(_event(data={"at": when, "n": 1}))
+    assert row[6] == '{"at":"2026-03-01T12:00:00Z","n":1}'  # as pydantic writes a datetime
+    assert event_row(_event(data={"k": "a\x00b"}))[6] == '{"k":"a\ufffdb"}'
+    assert event_row(_event(data={"k": "\udcff"}))[6] == '{"k":"\\\\xff"}'
