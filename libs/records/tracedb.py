@@ -310,16 +310,18 @@ class TraceWriter:
                     for row in rows if table != "_in_trace_events" else map(_jsonb, rows):
                         await copy.write_row(row)
             added = 0
+            # In key order: writers of overlapping batches (redeliveries) wait for each other, never deadlock.
             if events:
-                cur = await conn.execute(f"INSERT INTO trace_events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} "
-                                         "FROM _in_trace_events ON CONFLICT DO NOTHING")
+                cur = await conn.execute(
+                    f"INSERT INTO trace_events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} "
+                    "FROM _in_trace_events ORDER BY message_id, at, event_key ON CONFLICT DO NOTHING")
                 added = cur.rowcount
             if messages:
                 await conn.execute(f"INSERT INTO trace_messages ({_MESSAGE_COLUMNS}) SELECT {_MESSAGE_COLUMNS} "
-                                   "FROM _in_trace_messages ON CONFLICT DO NOTHING")
+                                   "FROM _in_trace_messages ORDER BY message_id, received_at ON CONFLICT DO NOTHING")
             if keys:
                 await conn.execute(f"INSERT INTO trace_keys ({_KEY_COLUMNS}) SELECT {_KEY_COLUMNS} "
-                                   "FROM _in_trace_keys ON CONFLICT DO NOTHING")
+                                   "FROM _in_trace_keys ORDER BY value, at, message_id, kind ON CONFLICT DO NOTHING")
             return added
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -294,3 +295,18 @@ async def test_awkward_text_is_stored_not_refused(pool: AsyncConnectionPool) -> 
     found = await TraceReader(pool).find(f"r\\xff.{tag}@example.com")
     assert [m.message_id for m in found.messages] == [mid]
     assert found.messages[0].client_ip is None
+
+
+async def test_two_writers_with_the_same_batch_on_a_new_day_store_it_once(migrated: str) -> None:
+    # A redelivery may reach a second recorder while the first still writes; the day has no partition yet.
+    tag = uuid.uuid4().hex[:10]
+    day = datetime(2031, 1, 1, 8, tzinfo=UTC) + timedelta(days=int(tag[:4], 16) % 300)
+    batch: list[TraceRecord] = []
+    for n in range(50):
+        batch += _message(day + timedelta(seconds=n), sender=f"s.{tag}@example.org",
+                          rcpts=[f"r.{tag}@example.com"], events=4)[1]
+    async with db.open_pool(migrated, max_size=2) as pool:
+        results = await asyncio.gather(TraceWriter(pool).write(batch), TraceWriter(pool).write(batch))
+        assert sorted(r.added for r in results) == [0, 200]
+        page = await TraceReader(pool).find(f"r.{tag}@example.com", since=day, limit=100)
+        assert len(page.messages) == 50
