@@ -2,7 +2,7 @@
 # Install mailmoat into .venv. Idempotent: an unchanged pyproject.toml does not reinstall.
 #
 #   scripts/setup.sh              the virtualenv only (Python 3.11+, pip install -e ".[dev]")
-#   scripts/setup.sh --services   also RabbitMQ and Redis (Debian packages) when they are not installed
+#   scripts/setup.sh --services   also RabbitMQ, Redis and PostgreSQL (Debian packages) when they are not installed
 #   scripts/setup.sh --test       also what the tests use: Postfix's smtp-sink/smtp-source, swaks, ClamAV's clamd
 #                                 and its test files, SpamAssassin's spamd and Rspamd, postsrsd, unbound and
 #                                 ldnsutils (implies --services)
@@ -100,6 +100,8 @@ new_clamav=0
 new_spam_engines=0
 new_postgres=0
 have_postgres() { compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; }
+# the records (the trace in PostgreSQL; the tests make a database of their own on 127.0.0.1:5432)
+if ! have_postgres; then need+=(postgresql); new_postgres=1; fi
 if [ "$want_test" = 1 ]; then
   if ! have smtp-sink || ! have smtp-source; then need+=(postfix); new_postfix=1; fi
   have swaks || need+=(swaks libnet-ssleay-perl)
@@ -115,8 +117,6 @@ if [ "$want_test" = 1 ]; then
   if ! have postsrsd; then need+=(postsrsd); new_spam_engines=1; fi
   # DANE tests sign a zone (ldnsutils) and validate it with their own unbound (packaged one kept stopped)
   if ! have unbound || ! have ldns-signzone; then need+=(unbound ldnsutils); new_spam_engines=1; fi
-  # the records' tests (the trace in PostgreSQL) make a database of their own on 127.0.0.1:5432
-  if ! have_postgres; then need+=(postgresql); new_postgres=1; fi
 fi
 [ ${#need[@]} -gt 0 ] || exit 0
 
@@ -194,7 +194,8 @@ if [ "$new_spam_engines" = 1 ]; then
   gpgconf --homedir /var/lib/spamassassin/sa-update-keys --kill gpg-agent >/dev/null 2>&1 || true
 fi
 if [ "$new_postgres" = 1 ]; then
-  # A test server: its new cluster trusts local TCP connections (user postgres, as the tests connect).
+  # A development server: its new cluster trusts local TCP connections (user postgres, as the
+  # default MAILMOAT_DATABASE_URL and the tests connect).
   for hba in /etc/postgresql/*/*/pg_hba.conf; do
     [ -f "$hba" ] || continue
     sed -E -i 's#^(host[[:space:]]+all[[:space:]]+all[[:space:]]+(127\.0\.0\.1/32|::1/128)[[:space:]]+)[a-z0-9-]+#\1trust#' "$hba"
@@ -206,10 +207,10 @@ fi
 for tool in rabbitmq-server redis-server; do
   have "$tool" || die "$tool is still missing after apt-get install"
 done
+have_postgres || die "postgresql is still missing after apt-get install"
 if [ "$want_test" = 1 ]; then
   for tool in smtp-sink smtp-source swaks promtool clamd spamd rspamd postsrsd unbound ldns-signzone; do
     have "$tool" || die "$tool is still missing after apt-get install"
   done
   [ -d /usr/share/clamav-testfiles ] || die "clamav-testfiles is still missing after apt-get install"
-  have_postgres || die "postgresql is still missing after apt-get install"
 fi
