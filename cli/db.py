@@ -3,7 +3,8 @@
 ``mailmoat db upgrade`` creates the database if it does not exist (a development server), migrates the
 schema to the newest revision and creates the day partitions of today and the days ahead; run again,
 it changes nothing. Deployments run it (a k8s Job) before the
-services start.
+services start. ``mailmoat db maintain`` is the daily partition job: partitions ahead, and whole day
+partitions past ``--retention-days`` dropped.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     up.add_argument("--url", help="database URL (default: MAILMOAT_DATABASE_URL, else the local default)")
     up.add_argument("--revision", default="head", help="target revision (default: head)")
     up.add_argument("--ahead-days", type=int, default=7, help="day partitions to create ahead (default 7)")
+    mt = db_sub.add_parser("maintain", help="create day partitions ahead, drop those past retention (daily)")
+    mt.add_argument("--url", help="database URL (default: MAILMOAT_DATABASE_URL, else the local default)")
+    mt.add_argument("--retention-days", type=int, default=90,
+                    help="keep this many days (the policy's trace.retention_days; default 90)")
+    mt.add_argument("--ahead-days", type=int, default=7, help="day partitions to create ahead (default 7)")
 
 
 async def _partitions(url: str, ahead_days: int) -> list[str]:
@@ -54,9 +60,39 @@ def upgrade(url: str | None = None, revision: str = "head", ahead_days: int = 7)
     return 0
 
 
+async def _maintain(url: str, retention_days: int, ahead_days: int) -> tuple[list[str], list[str]]:
+    from psycopg import AsyncConnection
+
+    from mailmoat_records import db
+
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        return await db.maintain(conn, retention_days, ahead_days=ahead_days)
+
+
+def maintain(url: str | None = None, retention_days: int = 90, ahead_days: int = 7) -> int:
+    """Partitions for today and ``ahead_days`` after; whole partitions older than retention dropped."""
+    import psycopg
+
+    from mailmoat_records import db
+
+    if retention_days < 1 or ahead_days < 0:
+        print("mailmoat db maintain: --retention-days must be at least 1, --ahead-days at least 0", file=sys.stderr)
+        return 2
+    try:
+        created, dropped = asyncio.run(_maintain(url or db.database_url(), retention_days, ahead_days))
+    except (psycopg.Error, OSError) as exc:
+        print(f"mailmoat db maintain: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{len(created)} partitions created, {len(dropped)} dropped"
+          + (f" (older than {db.first_kept_day(retention_days)})" if dropped else ""))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.db_command == "upgrade":
         return upgrade(args.url, args.revision, args.ahead_days)
+    if args.db_command == "maintain":
+        return maintain(args.url, args.retention_days, args.ahead_days)
     return 2
 
 
@@ -71,4 +107,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["add_parser", "main", "run", "upgrade"]
+__all__ = ["add_parser", "main", "maintain", "run", "upgrade"]

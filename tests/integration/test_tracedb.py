@@ -115,6 +115,28 @@ def test_db_upgrade_command_migrates_and_creates_partitions_ahead(scratch_url: s
     assert names == {db.partition_name(t, today + timedelta(days=n)) for t in TABLES for n in range(3)}
 
 
+def test_db_maintain_command_drops_partitions_past_retention(scratch_url: str,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert dbcli.main(["upgrade", "--url", scratch_url, "--ahead-days", "0"]) == 0
+    old = db.utc_today() - timedelta(days=40)
+
+    async def make_old() -> None:
+        async with await psycopg.AsyncConnection.connect(scratch_url, autocommit=True) as conn:
+            await db.ensure_partitions(conn, [old, old + timedelta(days=1)])
+
+    asyncio.run(make_old())
+    capsys.readouterr()
+    assert dbcli.main(["maintain", "--url", scratch_url, "--retention-days", "39", "--ahead-days", "1"]) == 0
+    assert capsys.readouterr().out.startswith("3 partitions created, 3 dropped (older than ")
+    with psycopg.connect(scratch_url) as conn:
+        rows = conn.execute("SELECT relname FROM pg_class WHERE relname LIKE 'trace_events_p%%' AND relkind = 'r'")
+        names = {r[0] for r in rows}
+    today = db.utc_today()
+    assert names == {db.partition_name("trace_events", d) for d in (old + timedelta(days=1), today,
+                                                                      today + timedelta(days=1))}
+    assert dbcli.main(["maintain", "--url", scratch_url, "--retention-days", "0"]) == 2
+
+
 def test_db_upgrade_command_creates_a_missing_database(scratch_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     with psycopg.connect(scratch_url, autocommit=True) as conn:  # the scratch database's name, free again
         name = conn.execute("SELECT current_database()").fetchone()[0]
