@@ -328,8 +328,8 @@ class TraceWriter:
 # --- reader ----------------------------------------------------------------------------------------
 
 def _range(column: str, since: datetime | None, until: datetime | None) -> tuple[list[sql.Composable], list[Any]]:
-    """Conditions (as literals' placeholders) for ``since <= column < until``; None bounds are left out, so
-    the planner prunes partitions from the bounds it is given."""
+    """Conditions and their parameters for ``since <= column < until``; a None bound is left out of the
+    query (rather than compared with NULL), so the partitions are pruned from the bounds given."""
     conds: list[sql.Composable] = []
     params: list[Any] = []
     if since is not None:
