@@ -23,6 +23,12 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
+def _records(value: str) -> str:
+    if value not in ("redis", "postgresql"):
+        raise ValueError(f"MAILMOAT_RECORDS={value!r}: must be redis or postgresql")
+    return value
+
+
 def metrics_ports_from_env() -> dict[str, int]:
     """The metrics port of every registry stage: ``MAILMOAT_<NAME>_METRICS_PORT`` or the registry's."""
     ports = {}
@@ -36,6 +42,10 @@ def metrics_ports_from_env() -> dict[str, int]:
 class Settings:
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/mailmoat"
+    """The records database (PostgreSQL): the message trace and the quarantine."""
+    records: str = "redis"
+    """Where the trace and the quarantine are kept: ``redis`` (as before) or ``postgresql``."""
     policy_path: str = str(REPO_ROOT / "config" / "policy.example.yaml")
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
@@ -58,6 +68,8 @@ class Settings:
         return cls(
             amqp_url=_env("MAILMOAT_AMQP_URL", cls.amqp_url),
             redis_url=_env("MAILMOAT_REDIS_URL", cls.redis_url),
+            database_url=_env("MAILMOAT_DATABASE_URL", cls.database_url),
+            records=_records(_env("MAILMOAT_RECORDS", cls.records)),
             policy_path=_env("MAILMOAT_POLICY", cls.policy_path),
             smtp_host=_env("MAILMOAT_SMTP_HOST", cls.smtp_host),
             smtp_port=int(_env("MAILMOAT_SMTP_PORT", str(cls.smtp_port))),
