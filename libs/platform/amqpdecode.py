@@ -16,6 +16,8 @@ from __future__ import annotations
 import datetime
 import struct
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from pamqp import common
 from pamqp import decode as _decode
@@ -25,6 +27,7 @@ MAX_DEPTH = 32
 
 _installed = False
 _nesting = threading.local()
+_T = TypeVar("_T")
 
 
 def _text(raw: bytes) -> str:
@@ -66,59 +69,60 @@ def _too_deep(value: bytes) -> tuple[int, bytes] | None:
     return 4 + length, bytes(value[4 : 4 + length])
 
 
-def field_table(value: bytes) -> tuple[int, common.FieldTable | bytes]:
-    """pamqp's ``field_table``; field names that are not UTF-8 come out escaped; nested deeper than
-    ``MAX_DEPTH``, the raw bytes."""
+def _nested(value: bytes, what: str, items: Callable[[bytes, int], tuple[int, _T]]) -> tuple[int, _T | bytes]:
+    """Decode a table or array (``what``): its length, then ``items(value, end)`` for what follows it,
+    one level deeper; nested deeper than ``MAX_DEPTH``, the raw bytes."""
     raw = _too_deep(value)
     if raw is not None:
         return raw
     _nesting.depth = getattr(_nesting, "depth", 0) + 1
     try:
         length = common.Struct.integer.unpack(value[0:4])[0]
-        offset = 4
-        data: dict[str, common.FieldValue] = {}
-        end = offset + length
+        end = 4 + length
         if end > len(value):
-            raise ValueError("Field table length exceeds available data")
-        while offset < end:
-            key_length = common.Struct.byte.unpack_from(value, offset)[0]
-            offset += 1
-            if offset + key_length > end:
-                raise ValueError("Field table key length exceeds data")
-            key = _text(value[offset : offset + key_length])
-            offset += key_length
-            consumed, result = _decode.embedded_value(value[offset:])
-            offset += consumed
-            data[key] = result
-        return end, data
+            raise ValueError(f"Field {what} length exceeds available data")
+        return items(value, end)
     except (struct.error, TypeError) as err:
         raise ValueError("Could not unpack data") from err
     finally:
         _nesting.depth -= 1
+
+
+def _table_items(value: bytes, end: int) -> tuple[int, common.FieldTable]:
+    offset = 4
+    data: dict[str, common.FieldValue] = {}
+    while offset < end:
+        key_length = common.Struct.byte.unpack_from(value, offset)[0]
+        offset += 1
+        if offset + key_length > end:
+            raise ValueError("Field table key length exceeds data")
+        key = _text(value[offset : offset + key_length])
+        offset += key_length
+        consumed, result = _decode.embedded_value(value[offset:])
+        offset += consumed
+        data[key] = result
+    return end, data
+
+
+def _array_items(value: bytes, end: int) -> tuple[int, common.FieldArray]:
+    offset = 4
+    data: list[common.FieldValue] = []
+    while offset < end:
+        consumed, result = _decode.embedded_value(value[offset:])
+        offset += consumed
+        data.append(result)
+    return offset, data
+
+
+def field_table(value: bytes) -> tuple[int, common.FieldTable | bytes]:
+    """pamqp's ``field_table``; field names that are not UTF-8 come out escaped; nested deeper than
+    ``MAX_DEPTH``, the raw bytes."""
+    return _nested(value, "table", _table_items)
 
 
 def field_array(value: bytes) -> tuple[int, common.FieldArray | bytes]:
     """pamqp's ``field_array``; nested deeper than ``MAX_DEPTH``, the raw bytes."""
-    raw = _too_deep(value)
-    if raw is not None:
-        return raw
-    _nesting.depth = getattr(_nesting, "depth", 0) + 1
-    try:
-        length = common.Struct.integer.unpack(value[0:4])[0]
-        offset = 4
-        data: list[common.FieldValue] = []
-        end = offset + length
-        if end > len(value):
-            raise ValueError("Field array length exceeds available data")
-        while offset < end:
-            consumed, result = _decode.embedded_value(value[offset:])
-            offset += consumed
-            data.append(result)
-        return offset, data
-    except (struct.error, TypeError) as err:
-        raise ValueError("Could not unpack data") from err
-    finally:
-        _nesting.depth -= 1
+    return _nested(value, "array", _array_items)
 
 
 def install() -> None:
