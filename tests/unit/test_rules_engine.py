@@ -3,14 +3,17 @@ the outcome changes what the verdict actions see."""
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from mailmoat_platform import verdicts
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_policy import PolicyError, RuleActions, parse_policy
 from mailmoat_routing.actions import disposition
-from mailmoat_routing.rules import ACTIONS, CONDITIONS, Registry, RegistryError, apply_outcome, evaluate
+from mailmoat_routing.rules import ACTIONS, CONDITIONS, Registry, RegistryError, apply_outcome, engine, evaluate
 from mailmoat_routing.rules.engine import spam_verdict
 from tests.support.attachments import message, mz_executable
 
@@ -200,6 +203,30 @@ def test_rule_scl_decides_the_verdict_action() -> None:
     assert disposition(after, policy).action == "junk"
     assert spam_verdict(spam, 2, "r").result == "clean"
     assert spam_verdict(spam, 7, "r").detail["categories"] == ["hcspam"]
+
+
+def test_a_rule_scl_is_written_through_the_antispam_verdict_model() -> None:
+    dmarc = {"result": "fail", "policy": "quarantine", "domain": "sender.org"}
+    current = Verdict(stage="antispam", result="phish",
+                      detail={"scl": 6, "category": "phish", "categories": ["phish", "spam", "unknown"], "bcl": 3,
+                              "dmarc": dmarc, "sfv": "SPM", "kept": "as is", "score": "not a number"})
+    after = spam_verdict(current, 2, "lower")
+    assert after.result == "phish"
+    assert after.detail == {"scl": 2, "category": "phish", "categories": ["phish"], "bcl": 3, "dmarc": {**dmarc},
+                            "sfv": "SPM", "kept": "as is", "scl_rule": "lower"}  # a value that does not fit is left out
+    typed = verdicts.detail_of(after)
+    assert isinstance(typed, verdicts.model_for("antispam")) and typed.hits(after) == ["phish", "dmarc_quarantine"]
+    fresh = spam_verdict(None, -1, "trust")
+    assert fresh.result == "allowed"
+    assert fresh.detail == {"scl": -1, "categories": [], "category": None, "scl_rule": "trust"}
+
+
+def test_the_engine_reads_the_antispam_model_through_the_registry() -> None:
+    tree = ast.parse(Path(engine.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    services = ("mailmoat_antispam", "mailmoat_routing.actions")
+    assert not {name for name in imported if name and name.startswith(services)}
 
 
 def test_a_rule_rejects_by_true_attachment_type() -> None:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mailmoat_platform import verdicts
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_policy import MailFlowRule, Policy, RuleConditions
-from mailmoat_routing.actions import SPAM_CATEGORIES
 from mailmoat_routing.rules.actions import ACTIONS, FINAL, State
 from mailmoat_routing.rules.conditions import CONDITIONS
 from mailmoat_routing.rules.message import Facts
@@ -152,16 +152,21 @@ def evaluate(envelope: Envelope, data: bytes, policy: Policy, now: datetime) -> 
 
 _SCL_CATEGORIES = ("spam", "hcspam")
 _STRENGTH = ("hcphish", "phish", "hcspam", "spoof", "spam", "bulk")
+"""The antispam categories, strongest first."""
 
 
 def spam_verdict(current: Verdict | None, scl: int, rule: str | None) -> Verdict:
     """The antispam verdict after a rule set the SCL: SCL -1 makes it ``allowed`` (only high-confidence
     phishing is still acted on); 5-6 makes it spam, 7-9 high-confidence spam, 0-4 neither. Categories
-    the SCL does not express (phishing, spoofing, bulk) are kept."""
-    detail = dict(current.detail) if current is not None else {}
-    old = [c for c in detail.get("categories") or [] if c in SPAM_CATEGORIES]
-    for name in (detail.get("category"), current.result if current is not None else None):
-        if name in SPAM_CATEGORIES and name not in old:
+    the SCL does not express (phishing, spoofing, bulk) are kept, and so is the rest of the detail.
+
+    The detail is read and written through the antispam stage's verdict model, which the registry names
+    (``verdict_model``), so routing needs no import of the antispam stage."""
+    model = verdicts.model_for("antispam")
+    detail = verdicts.read(model, current.detail, "antispam") if current is not None else model()
+    old = [c for c in getattr(detail, "categories", None) or [] if c in _STRENGTH]
+    for name in (getattr(detail, "category", None), current.result if current is not None else None):
+        if name in _STRENGTH and name not in old:
             old.append(name)
     categories = [c for c in old if c not in _SCL_CATEGORIES]
     if 5 <= scl <= 6:
@@ -169,9 +174,9 @@ def spam_verdict(current: Verdict | None, scl: int, rule: str | None) -> Verdict
     elif scl >= 7:
         categories.append("hcspam")
     strongest = next((c for c in _STRENGTH if c in categories), None)
-    detail.update({"scl": scl, "categories": categories, "category": strongest, "scl_rule": rule})
+    wire = {**detail.as_detail(), **model.wire(scl=scl, categories=categories, category=strongest, scl_rule=rule)}
     result = "allowed" if scl == -1 else (strongest or "clean")
-    return Verdict(stage="antispam", result=result, detail=detail)
+    return Verdict(stage="antispam", result=result, detail=wire)
 
 
 def apply_outcome(envelope: Envelope, outcome: RuleOutcome) -> Envelope:
