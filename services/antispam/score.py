@@ -62,18 +62,19 @@ def allowance(envelope: Envelope, content: Content, policy: Policy, author: Auth
     envelope_sender = [envelope.mail_from.lower()] if envelope.mail_from else []
     allowing = envelope_sender + ([m.address.lower() for m in author.mailboxes] if not author.errors else [])
     blocking = envelope_sender + author.addresses
-    for address in allowing:
-        if address in spam.allowed_senders:
-            return Allowance("sender", f"allowed sender {address}")
-    for domain in _domains(allowing):
-        if domain_in(domain, spam.allowed_domains):
-            return Allowance("sender", f"allowed domain {domain}")
-    for address in blocking:
-        if address in spam.blocked_senders:
-            return Allowance("blocked", f"blocked sender {address}")
-    for domain in _domains(blocking):
-        if domain_in(domain, spam.blocked_domains):
-            return Allowance("blocked", f"blocked domain {domain}")
+    return (_listed(allowing, spam.allowed_senders, spam.allowed_domains, "sender", "allowed")
+            or _listed(blocking, spam.blocked_senders, spam.blocked_domains, "blocked", "blocked"))
+
+
+def _listed(addresses: list[str], senders: list[str], domains: list[str], kind: str, word: str
+            ) -> Allowance | None:
+    """The first of ``addresses`` on the ``senders`` list, else the first whose domain is on ``domains``."""
+    for address in addresses:
+        if address in senders:
+            return Allowance(kind, f"{word} sender {address}")
+    for domain in _domains(addresses):
+        if domain_in(domain, domains):
+            return Allowance(kind, f"{word} domain {domain}")
     return None
 
 
