@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from mailmoat_egress.txtrecord import fields, the_record
+
 StsMode = Literal["enforce", "testing", "none"]
 Override = Literal["published", "enforce", "testing", "off"]
 
@@ -26,16 +28,11 @@ class PolicyError(ValueError):
 def txt_id(records: list[str]) -> str | None:
     """The ``id`` of the one TXT record starting ``v=STSv1``; None when there is none.
     Raises PolicyError when several such records exist or the one found is malformed (RFC 8461 3.1)."""
-    sts = [r for r in records if re.match(r"^v=STSv1\s*(;|$)", r)]
-    if not sts:
+    record = the_record(records, "STSv1", PolicyError)
+    if record is None:
         return None
-    if len(sts) > 1:
-        raise PolicyError("more than one v=STSv1 TXT record")
     found: str | None = None
-    for field in sts[0].split(";")[1:]:
-        key, sep, value = field.strip().partition("=")
-        if not key and not sep:
-            continue
+    for key, value in fields(record):
         if key == "id" and found is None:
             if not _TXT_ID.match(value):
                 raise PolicyError(f"id {value!r} is not 1 to 32 letters and digits")

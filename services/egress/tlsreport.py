@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from mailmoat_egress.tlsrpt import SUCCESS, AppliedPolicy, FailureDetail
+from mailmoat_egress.txtrecord import fields, the_record
 from mailmoat_platform.models import Envelope, Verdict, new_message_id
 
-_VERSION = re.compile(r"^v=TLSRPTv1\s*(;|$)")
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
@@ -43,14 +43,11 @@ class Rua:
 def parse_record(records: list[str]) -> Rua | None:
     """The rua of the one TXT record starting ``v=TLSRPTv1``; None when there is none. Raises
     RecordError for several such records, a record without rua, or a rua URI of another scheme."""
-    found = [r for r in records if _VERSION.match(r)]
-    if not found:
+    record = the_record(records, "TLSRPTv1", RecordError)
+    if record is None:
         return None
-    if len(found) > 1:
-        raise RecordError("more than one v=TLSRPTv1 TXT record")
     rua: str | None = None
-    for field in found[0].split(";")[1:]:
-        key, _, value = field.strip().partition("=")
+    for key, value in fields(record):
         if key.strip() == "rua" and rua is None:
             rua = value.strip()
     if not rua:
