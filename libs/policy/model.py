@@ -29,7 +29,9 @@ class Policy(StrictModel):
 
     A filter stage of the registry whose section is not a field below (its model lives in the stage's
     package) is a top-level key too: validated by that model when the policy is, and read as
-    ``policy.<section>`` (the model's defaults when the policy leaves it out).
+    ``policy.<section>`` (the model's defaults when the policy leaves it out). A filter stage's section
+    model may define ``check_policy(self, policy)`` for checks across the policy (``ValueError`` refuses
+    it); it is called once the whole policy has validated.
     """
 
     organization: Organization = Field(default_factory=Organization)
@@ -56,7 +58,8 @@ class Policy(StrictModel):
     @model_validator(mode="wrap")
     @classmethod
     def _with_stage_sections(cls, data: Any, handler: Any) -> Policy:
-        """Take out the sections of registry stages that are not fields, validate the rest, then those."""
+        """Take out the sections of registry stages that are not fields, validate the rest, then those;
+        then the stages' checks across the policy (``registry.check_sections``)."""
         if not isinstance(data, dict):
             return handler(data)
         stages = registry.section_stages(cls.model_fields)
@@ -75,6 +78,7 @@ class Policy(StrictModel):
             errors = [*registry.errors_under(failed), *errors]
         registry.raise_errors(cls.__name__, errors)
         policy._stage_sections = sections
+        registry.raise_errors(cls.__name__, registry.check_sections(policy, cls.model_fields, sections))
         return policy
 
     def __getattr__(self, name: str) -> Any:

@@ -1,13 +1,15 @@
 """What the policy takes from the stage registry (``mailmoat_platform.stages``), read when a policy is
 validated, never when this package is imported: the filter stages ``pipeline.filters`` may name, the
 quarantine reasons only administrators release, the sections of filter stages whose models live in
-their own packages, and the mail-flow rule conditions stages add.
+their own packages, the mail-flow rule conditions stages add, and the checks a stage's section makes
+across the whole policy (``check_policy``).
 
 The registry is always asked through its module (``registry.stages()``), so a test may replace it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -100,6 +102,49 @@ def validated(values: Mapping[str, Any], types: Mapping[str, Any]) -> tuple[dict
         except ValidationError as exc:
             errors += errors_under(exc, name)
     return out, errors
+
+
+def check_sections(policy: Any, fields: Iterable[str], given: Iterable[str]) -> list[InitErrorDetails]:
+    """The checks across the policy that filter stages' sections make: a section model may define
+    ``check_policy(self, policy) -> None``, which raises ``ValueError`` when the policy is not consistent
+    with the section (e.g. a mail-flow rule names something the section does not define); a message of
+    the form ``field.path: reason`` is reported at that path. Called for every filter stage of the
+    registry with a section (``fields``: the policy's own sections; ``given``: the stage sections the
+    policy has, the others are their defaults), once the rest of the policy has validated; an error for
+    each section that refuses. An absent section whose model cannot be loaded is not asked."""
+    fields, given = set(fields), set(given)
+    errors: list[InitErrorDetails] = []
+    for spec in registry.filters():
+        section = spec.policy_section
+        if not section or (section not in fields and not spec.policy_model):
+            continue
+        if section not in fields and section not in given:
+            try:
+                spec.policy_class()
+            except (ImportError, AttributeError, ValueError):
+                continue
+        check = getattr(policy.stage_section(section), "check_policy", None)
+        if check is None:
+            continue
+        try:
+            check(policy)
+        except ValueError as exc:
+            loc, reason = located(str(exc))
+            errors.append(InitErrorDetails(type=PydanticCustomError("stage_policy_check", reason), loc=loc,
+                                           input=None))
+    return errors
+
+
+_LOCATED = re.compile(r"([A-Za-z_][\w-]*(?:\.[\w-]+)*): (.+)", re.DOTALL)
+
+
+def located(message: str) -> tuple[tuple[str | int, ...], str]:
+    """A message of the form ``field.path: reason`` as its location and reason (the top level when it
+    names no path)."""
+    found = _LOCATED.fullmatch(message)
+    if found is None:
+        return (), message
+    return tuple(int(p) if p.isdigit() else p for p in found.group(1).split(".")), found.group(2)
 
 
 def errors_under(exc: ValidationError, *prefix: str | int) -> list[InitErrorDetails]:

@@ -1,21 +1,29 @@
 """The policy's ``dlp`` section (``mailmoat_dlp.policy:Dlp``, every field defaulted): which built-in
 sensitive information types are looked for, custom types, the keyword window, what the verdict keeps,
 and the bounds of text extraction. Archives inside attachments are opened within the anti-malware
-archive limits (``antimalware.archives``), not limits of this section's own."""
+archive limits (``antimalware.archives``), not limits of this section's own.
+
+``Dlp.check_policy`` (called when the whole policy is validated) refuses a mail-flow rule whose
+``sensitive_information`` names a type this section does not look for: it could never match."""
 
 from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mailmoat_dlp.confidence import Confidence
 
+if TYPE_CHECKING:
+    from mailmoat_policy import Policy
+
 BuiltinType = Literal["credit_card", "iban", "us_ssn"]
 BUILTIN_TYPES: tuple[str, ...] = ("credit_card", "iban", "us_ssn")
 TYPE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+RULE_CONDITION = "sensitive_information"
+"""The mail-flow rule condition on this stage's verdict (``mailmoat_dlp.rules``)."""
 
 
 class _Strict(BaseModel):
@@ -130,6 +138,28 @@ class Dlp(_Strict):
     def type_names(self) -> list[str]:
         """Every type looked for: the built-in ones on, then the custom ones."""
         return [*self.types, *(c.name for c in self.custom_types)]
+
+    def check_policy(self, policy: Policy) -> None:
+        """Every type a mail-flow rule's ``sensitive_information`` (condition or exception) names is one
+        this section looks for: a built-in type in ``dlp.types`` or a custom type of ``dlp.custom_types``."""
+        known = self.type_names()
+        for index, rule in enumerate(policy.rules):
+            for part in ("conditions", "exceptions"):
+                added = getattr(rule, part).stage_conditions().get(RULE_CONDITION)
+                for entry, condition in enumerate(added[1] if added is not None else []):
+                    if condition.type not in known:
+                        raise ValueError(f"rules.{index}.{part}.{RULE_CONDITION}.{entry}.type: "
+                                         f"{self._unknown(condition.type)}")
+
+    def _unknown(self, name: str) -> str:
+        """Why a rule may not name the type ``name``."""
+        if name in BUILTIN_TYPES:
+            why = f"the built-in type {name!r} is not in dlp.types ({', '.join(self.types) or 'empty'})"
+        else:
+            custom = ", ".join(c.name for c in self.custom_types) or "none"
+            why = (f"{name!r} is neither a built-in type ({', '.join(BUILTIN_TYPES)}) nor a custom type of "
+                   f"dlp.custom_types ({custom})")
+        return f"{why}, so this could never match"
 
 
 __all__ = ["BUILTIN_TYPES", "BuiltinType", "CustomType", "Dlp", "DlpLimits"]

@@ -20,7 +20,7 @@ from mailmoat_dlp.scan import result_of, scan
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_platform.runtime import Runtime
 from mailmoat_platform.settings import Settings
-from mailmoat_policy import ArchiveLimits, parse_policy
+from mailmoat_policy import ArchiveLimits, PolicyError, parse_policy
 from mailmoat_routing.rules import evaluate
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -85,6 +85,48 @@ rules:
     assert outcome.final == "reject" and outcome.text == "Payment card numbers may not be sent by mail"
     one = b"Subject: x\r\n\r\ncredit card 4111 1111 1111 1111\r\n"
     assert evaluate(envelope_for(one, policy.dlp), one, policy, NOW).final is None
+
+
+POLICY_TYPES = """
+dlp:
+  types: [credit_card, iban]
+  custom_types: [{name: employee_id, pattern: 'EMP-[0-9]{6}'}]
+rules:
+  - name: fine
+    conditions: {sensitive_information: [{type: credit_card}, {type: employee_id}]}
+    exceptions: {sensitive_information: {type: iban}}
+    actions: {quarantine: true}
+"""
+
+
+def _refused(text: str) -> str:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "p.yaml")
+    return str(info.value)
+
+
+def test_a_rule_may_name_only_types_the_dlp_section_looks_for() -> None:
+    assert len(parse_policy(POLICY_TYPES).rules) == 1
+    off = _refused(POLICY_TYPES + "  - {name: ssn, conditions: {sensitive_information: {type: us_ssn}}, "
+                   "actions: {delete: true}}\n")
+    assert off == ("p.yaml: rules.1.conditions.sensitive_information.0.type: the built-in type 'us_ssn' is not in "
+                   "dlp.types (credit_card, iban), so this could never match")
+    unknown = _refused(POLICY_TYPES + "  - name: badge\n    conditions: {subject_contains: [x]}\n"
+                       "    exceptions: {sensitive_information: [{type: iban}, {type: badge_no}]}\n"
+                       "    actions: {delete: true}\n")
+    assert unknown == ("p.yaml: rules.1.exceptions.sensitive_information.1.type: 'badge_no' is neither a built-in "
+                       "type (credit_card, iban, us_ssn) nor a custom type of dlp.custom_types (employee_id), so "
+                       "this could never match")
+
+
+def test_without_a_dlp_section_rules_may_name_the_built_in_types_only() -> None:
+    rule = "rules:\n  - {name: r, conditions: {sensitive_information: {type: %s}}, actions: {delete: true}}\n"
+    assert parse_policy(rule % "us_ssn").rules[0].conditions.names() == ["sensitive_information"]
+    assert "'employee_id' is neither a built-in type" in _refused(rule % "employee_id")
+    assert "dlp.types (empty)" in _refused("dlp: {types: []}\n" + rule % "iban")
+    Dlp().check_policy(parse_policy(rule % "iban"))  # the hook itself, on a loaded policy
+    with pytest.raises(ValueError, match=r"^rules\.0\.conditions\.sensitive_information\.0\.type: the built-in type"):
+        Dlp(types=["credit_card"]).check_policy(parse_policy(rule % "iban"))
 
 
 def test_the_report_header_names_types_and_counts_never_numbers() -> None:

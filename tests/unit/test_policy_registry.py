@@ -98,6 +98,42 @@ def test_a_section_is_not_imported_before_a_policy_is_validated(monkeypatch: pyt
     assert Policy().pipeline.filters == []  # the section is absent: nothing to import
 
 
+class CheckedSection(SampleSection):
+    """A section that checks the whole policy: ``level: high`` wants every rule named ``audit-*``."""
+
+    def check_policy(self, policy: Policy) -> None:
+        SEEN.append(self)
+        if self.level == "high":
+            for index, rule in enumerate(policy.rules):
+                if not rule.name.startswith("audit-"):
+                    raise ValueError(f"rules.{index}.name: {rule.name!r} is not an audit rule (sample_filter.level)")
+        if "nowhere" in self.words:
+            raise ValueError("the words name no place")
+
+
+SEEN: list[SampleSection] = []
+RULE = "rules:\n  - {name: %s, actions: {delete: true}}\n"
+
+
+def test_a_section_checks_the_whole_policy_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    with_stage(monkeypatch, more=f'policy_model = "{HERE}:CheckedSection"')
+    SEEN.clear()
+    Policy()
+    assert SEEN == [CheckedSection()]  # absent: its defaults are asked
+    assert parse_policy("sample_filter: {level: high}\n" + RULE % "audit-1").sample_filter.level == "high"
+    message = _error("sample_filter: {level: high}\n" + RULE % "other")
+    assert message == "p.yaml: rules.0.name: 'other' is not an audit rule (sample_filter.level)"
+    assert _error("sample_filter: {words: [nowhere]}\n") == "p.yaml: (top level): the words name no place"
+    SEEN.clear()
+    message = _error("sample_filter: {level: high, colour: red}\n" + RULE % "other")
+    assert SEEN == [] and "colour" in message  # a section that does not validate is not asked
+
+
+def test_sections_without_a_check_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    _sample_stage(monkeypatch)
+    assert parse_policy("sample_filter: {level: high}\n" + RULE % "other").rules[0].name == "other"
+
+
 # --- pipeline and quarantine ----------------------------------------------------------------------
 
 def test_pipeline_filters_are_the_registrys_filter_stages(monkeypatch: pytest.MonkeyPatch) -> None:
