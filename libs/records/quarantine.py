@@ -18,6 +18,9 @@ Keys (each expires with its message):
   before these counters existed is not counted.
 
 The id of a held message is its queue id: a message redelivered to routing is held once.
+
+The same store in PostgreSQL: ``mailmoat_records.quarantinedb.QuarantineDB`` (same methods);
+``open_quarantine`` picks one by ``Settings.records`` (docs/decisions/010, *Quarantine*).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import redis.asyncio as aioredis
 
@@ -37,6 +40,9 @@ from mailmoat_platform.models import Envelope, TraceEvent, Verdict
 from mailmoat_platform.verdicts import detail_of
 from mailmoat_policy import Quarantine
 from mailmoat_records.trace import TraceStore
+
+if TYPE_CHECKING:
+    from mailmoat_platform.settings import Settings
 
 KEY = "mailmoat:quarantine:"
 RELEASED = "mailmoat:quarantine:released:"
@@ -147,7 +153,31 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class QuarantineUnavailable(OSError):
+    """The quarantine's database did not answer (an OSError, as a Redis connection failure is)."""
+
+
+class HeldStore(Protocol):
+    """What the quarantine offers, in Redis (``QuarantineStore``) or PostgreSQL (``QuarantineDB``)."""
+
+    async def put(self, envelope: Envelope, data: bytes, *, reason: str, result: str | None, detail: str,
+                  settings: Quarantine, now: float | None = None) -> tuple[Held, bool]: ...
+    async def get(self, qid: str, *, data: bool = False) -> Held | None: ...
+    async def prune(self, now: float | None = None) -> int: ...
+    async def totals(self) -> dict[str, tuple[int, int]]: ...
+    async def ids(self) -> list[str]: ...
+    async def list(self, *, recipient: str | None = None, sender: str | None = None, reason: str | None = None,
+                   since: float | None = None, until: float | None = None) -> list[Held]: ...
+    async def claim(self, qid: str, recipients: list[str], who: str = "") -> list[str] | None: ...
+    async def unclaim(self, qid: str, recipients: list[str]) -> None: ...
+    async def delete(self, qid: str) -> bool: ...
+    async def send_release(self, bus: Bus, held: Held, recipients: list[str], who: str, role: Role) -> list[str]: ...
+    async def close(self) -> None: ...
+
+
 class QuarantineStore:
+    """The quarantine in Redis."""
+
     def __init__(self, client: aioredis.Redis):
         self.client = client
         self._put = client.register_script(_PUT)
@@ -272,6 +302,35 @@ class QuarantineStore:
         removed = await self._delete(keys=[SIZES, COUNT, BYTES, KEY + qid, RELEASED + qid, INDEX], args=[qid])
         return bool(removed)
 
+    async def send_release(self, bus: Bus, held: Held, recipients: list[str], who: str, role: Role) -> list[str]:
+        """Claim ``recipients``, then publish the release; a publish that fails undoes the claim.
+        The recipients this call released."""
+        claimed = await self.claim(held.id, recipients, who)
+        if claimed is None:
+            raise ReleaseError(f"no quarantined message {held.id} (expired, deleted or never held)")
+        if claimed:
+            try:
+                await publish_release(bus, held, claimed)
+            except BaseException:
+                await self.unclaim(held.id, claimed)
+                raise
+        return claimed
+
+    async def close(self) -> None:
+        """Nothing to close: the Redis client is the caller's."""
+
+
+def open_quarantine(settings: Settings, client: aioredis.Redis | None = None) -> HeldStore:
+    """The quarantine ``settings.records`` names: in Redis (``client``) or PostgreSQL (its own pool,
+    opened on first use; ``await store.close()`` when done)."""
+    if settings.records == "postgresql":
+        from mailmoat_records.quarantinedb import QuarantineDB
+
+        return QuarantineDB(settings.database_url)
+    if client is None:
+        raise ValueError("the Redis quarantine needs a Redis client")
+    return QuarantineStore(client)
+
 
 # --- release ------------------------------------------------------------------------------------
 
@@ -298,12 +357,22 @@ def released_envelope(held: Held, recipients: list[str]) -> Envelope:
     return envelope
 
 
-async def release(store: QuarantineStore, bus: Bus, trace: TraceStore, qid: str, *,
+async def publish_release(bus: Bus, held: Held, recipients: list[str]) -> None:
+    """Send the held message back to the routing queue for ``recipients`` (publisher confirm).
+
+    Published again (a release relayed after a crash), it is the same copy: the same queue id, route
+    and recipients, which egress delivers once (its dedupe record of delivered recipients)."""
+    assert held.data is not None
+    await bus.publish(Publish(stage_queue("routing"), released_envelope(held, recipients), held.data))
+
+
+async def release(store: HeldStore, bus: Bus, trace: TraceStore, qid: str, *,
                   recipients: list[str] | None = None, role: Role = "admin", who: str = "") -> Released:
     """Release a held message to all or some of its recipients, each at most once.
 
     The bytes and envelope go back to the routing queue (publisher confirms), which skips the verdict
-    actions for a released message. A publish that fails undoes the release marks.
+    actions for a released message. In Redis a publish that fails undoes the release marks; in
+    PostgreSQL the claim is also the release's outbox entry (``QuarantineDB.send_release``).
     """
     held = await store.get(qid, data=True)
     if held is None or held.data is None:
@@ -315,23 +384,20 @@ async def release(store: QuarantineStore, bus: Bus, trace: TraceStore, qid: str,
     unknown = [r for r in wanted if r.lower() not in original]
     if unknown:
         raise ReleaseError(f"not a recipient of {qid}: {', '.join(unknown)}")
-    claimed = await store.claim(qid, wanted, who)
-    if claimed is None:
-        raise ReleaseError(f"no quarantined message {qid} (expired, deleted or never held)")
+    claimed = await store.send_release(bus, held, wanted, who, role)
     already = [r for r in wanted if r not in claimed]
     if claimed:
-        envelope = released_envelope(held, claimed)
-        try:
-            await bus.publish(Publish(stage_queue("routing"), envelope, held.data))
-        except BaseException:
-            await store.unclaim(qid, claimed)
-            raise
-        await trace.record(TraceEvent(
-            event="RELEASE", message_id=held.envelope.id, service="quarantine", recipients=claimed,
-            detail=f"released from quarantine ({held.reason}) by {who or role}",
-            data={"quarantine_id": qid, "role": role, "reason": held.reason},
-        ))
+        await trace.record(release_event(held, claimed, role, who))
     return Released(claimed, already)
+
+
+def release_event(held: Held, recipients: list[str], role: str, who: str, note: str = "") -> TraceEvent:
+    """The ``RELEASE`` trace event of a release."""
+    return TraceEvent(
+        event="RELEASE", message_id=held.envelope.id, service="quarantine", recipients=recipients,
+        detail=f"released from quarantine ({held.reason}) by {who or role}{note}",
+        data={"quarantine_id": held.id, "role": role, "reason": held.reason},
+    )
 
 
 # --- the administrator's notice ------------------------------------------------------------------
@@ -395,5 +461,6 @@ def _printable(text: str, limit: int = 900) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)[:limit]
 
 
-__all__ = ["Held", "QuarantineStore", "ReleaseError", "Released", "admin_notice", "detections", "release",
-           "release_role", "released_envelope", "retention_days"]
+__all__ = ["Held", "HeldStore", "QuarantineStore", "QuarantineUnavailable", "ReleaseError", "Released", "admin_notice",
+           "detections", "open_quarantine", "publish_release", "release", "release_event", "release_role",
+           "released_envelope", "retention_days"]
