@@ -4,7 +4,9 @@
 schema to the newest revision and creates the day partitions of today and the days ahead; run again,
 it changes nothing. Deployments run it (a k8s Job) before the
 services start. ``mailmoat db maintain`` is the daily partition job: partitions ahead, and whole day
-partitions past ``--retention-days`` dropped.
+partitions past ``--retention-days`` dropped; it also deletes the quarantined messages whose retention
+ended. ``mailmoat db import-redis`` copies the quarantine and the trace a deployment holds in Redis into
+the database (run twice, it adds nothing the second time).
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     mt.add_argument("--retention-days", type=int, default=90,
                     help="keep this many days (the policy's trace.retention_days; default 90)")
     mt.add_argument("--ahead-days", type=int, default=7, help="day partitions to create ahead (default 7)")
+    im = db_sub.add_parser("import-redis", help="copy the quarantine and the trace from Redis (idempotent)")
+    im.add_argument("--url", help="database URL (default: MAILMOAT_DATABASE_URL, else the local default)")
+    im.add_argument("--redis-url", help="Redis URL (default: MAILMOAT_REDIS_URL, else the local default)")
+    im.add_argument("--no-trace", dest="trace", action="store_false", help="the quarantine only")
+    im.add_argument("--retention-days", type=int, default=90,
+                    help="trace events older than this many days are left out (default 90)")
 
 
 async def _partitions(url: str, ahead_days: int) -> list[str]:
@@ -60,13 +68,24 @@ def upgrade(url: str | None = None, revision: str = "head", ahead_days: int = 7)
     return 0
 
 
-async def _maintain(url: str, retention_days: int, ahead_days: int) -> tuple[list[str], list[str]]:
+async def _maintain(url: str, retention_days: int, ahead_days: int) -> tuple[list[str], list[str], int]:
     from psycopg import AsyncConnection
 
     from mailmoat_records import db
+    from mailmoat_records.quarantinedb import QuarantineDB
 
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
-        return await db.maintain(conn, retention_days, ahead_days=ahead_days)
+        created, dropped = await db.maintain(conn, retention_days, ahead_days=ahead_days)
+        cur = await conn.execute("SELECT to_regclass('quarantine') IS NOT NULL")
+        row = await cur.fetchone()
+    expired = 0
+    if row and row[0]:  # the quarantine's retention is its own (per message): expired rows deleted
+        store = QuarantineDB(url)
+        try:
+            expired = await store.prune()
+        finally:
+            await store.close()
+    return created, dropped, expired
 
 
 def maintain(url: str | None = None, retention_days: int = 90, ahead_days: int = 7) -> int:
@@ -79,12 +98,35 @@ def maintain(url: str | None = None, retention_days: int = 90, ahead_days: int =
         print("mailmoat db maintain: --retention-days must be at least 1, --ahead-days at least 0", file=sys.stderr)
         return 2
     try:
-        created, dropped = asyncio.run(_maintain(url or db.database_url(), retention_days, ahead_days))
+        created, dropped, expired = asyncio.run(_maintain(url or db.database_url(), retention_days, ahead_days))
     except (psycopg.Error, OSError) as exc:
         print(f"mailmoat db maintain: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(f"{len(created)} partitions created, {len(dropped)} dropped"
           + (f" (older than {db.first_kept_day(retention_days)})" if dropped else ""))
+    if expired:
+        print(f"{expired} expired quarantined messages deleted")
+    return 0
+
+
+def import_redis(url: str | None = None, redis_url: str | None = None, trace: bool = True,
+                 retention_days: int = 90) -> int:
+    """Copy the quarantine (and the trace) from Redis into the database; print the counts."""
+    import psycopg
+    from redis.exceptions import RedisError
+
+    from mailmoat_platform.settings import Settings
+    from mailmoat_records import db
+    from mailmoat_records.redisimport import import_redis as run_import
+
+    source = redis_url or Settings.from_env().redis_url
+    try:
+        done = asyncio.run(run_import(source, url or db.database_url(), trace=trace, retention_days=retention_days))
+    except (psycopg.Error, OSError, RedisError) as exc:
+        print(f"mailmoat db import-redis: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    for line in done.lines():
+        print(line)
     return 0
 
 
@@ -93,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         return upgrade(args.url, args.revision, args.ahead_days)
     if args.db_command == "maintain":
         return maintain(args.url, args.retention_days, args.ahead_days)
+    if args.db_command == "import-redis":
+        return import_redis(args.url, args.redis_url, args.trace, args.retention_days)
     return 2
 
 
@@ -107,4 +151,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["add_parser", "main", "maintain", "run", "upgrade"]
+__all__ = ["add_parser", "import_redis", "main", "maintain", "run", "upgrade"]

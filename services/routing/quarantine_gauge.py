@@ -1,8 +1,10 @@
 """The quarantine's size on /metrics: messages and bytes held, by reason.
 
 Read from the counts the quarantine store keeps in Redis (two hash reads, expired holds pruned
-first), by the routing service only: every ``INTERVAL`` seconds, and at once after this process held
-a message. Every routing replica reports the same totals: aggregate with ``max``, not ``sum``.
+first), or in PostgreSQL from one grouped count (expired holds deleted first: this loop is the
+quarantine's expiry job as well), by the routing service only: every ``INTERVAL`` seconds, and at
+once after this process held a message. Every routing replica reports the same totals: aggregate
+with ``max``, not ``sum``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 
 from prometheus_client import Gauge
 
-from mailmoat_records.quarantine import QuarantineStore
+from mailmoat_records.quarantine import HeldStore
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ BYTES = Gauge("mailmoat_quarantine_bytes",
 class QuarantineGauge:
     """Keeps the gauges at the store's totals."""
 
-    def __init__(self, store: QuarantineStore, interval: float = INTERVAL):
+    def __init__(self, store: HeldStore, interval: float = INTERVAL):
         self.store = store
         self.interval = interval
         self._changed = asyncio.Event()
@@ -50,7 +52,7 @@ class QuarantineGauge:
             self._changed.clear()
             try:
                 await self.refresh()
-            except Exception as exc:  # Redis down: the gauges keep their last values until it answers
+            except Exception as exc:  # Redis or PostgreSQL down: the gauges keep their last values until it answers
                 log.warning("could not read the quarantine's size: %s: %s", type(exc).__name__, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), self.interval)

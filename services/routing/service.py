@@ -34,7 +34,7 @@ from mailmoat_platform.runtime import Runtime, Transient, stage_publish
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.verdicts import Disposition
 from mailmoat_policy import Policy
-from mailmoat_records.quarantine import QuarantineStore, admin_notice
+from mailmoat_records.quarantine import HeldStore, admin_notice, open_quarantine
 from mailmoat_routing.actions import Outcome, carry_out, disposition, ndr_for
 from mailmoat_routing.decide import copies_for
 from mailmoat_routing.quarantine_gauge import QuarantineGauge
@@ -86,9 +86,11 @@ def rule_disposition(outcome: RuleOutcome) -> Disposition:
 class Router:
     """The routing handler with its quarantine store."""
 
-    def __init__(self, runtime: Runtime):
+    def __init__(self, runtime: Runtime, quarantine: HeldStore | None = None):
         self.runtime = runtime
-        self.quarantine = QuarantineStore(runtime.redis)
+        # In Redis or PostgreSQL, as ``Settings.records`` says (Redis when the runtime has no settings).
+        self.quarantine = quarantine or open_quarantine(getattr(runtime, "settings", None) or Settings(),
+                                                        runtime.redis)
         self.on_hold: Callable[[], None] | None = None
         """Called after each message this router held (the quarantine's size changed)."""
         self.signer = Signer()
@@ -239,11 +241,20 @@ async def main(settings: Settings, worker: int = 0) -> None:
     router = Router(runtime)
     gauge = QuarantineGauge(router.quarantine, settings.quarantine_gauge_interval)
     router.on_hold = gauge.changed
-    size = asyncio.create_task(gauge.run_forever())
+    loops = [asyncio.create_task(gauge.run_forever())]
+    if settings.records == "postgresql":
+        from mailmoat_records.quarantinedb import QuarantineDB, relay_forever
+
+        assert isinstance(router.quarantine, QuarantineDB)
+        # Releases whose process died before marking them are published again (decision 010).
+        loops.append(asyncio.create_task(relay_forever(router.quarantine, runtime.bus, runtime.trace)))
     try:
         await runtime.consume_stage(SERVICE, router.handle)
         await runtime.serve_forever()
     finally:
-        size.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await size
+        for loop in loops:
+            loop.cancel()
+        for loop in loops:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+        await router.quarantine.close()
