@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -127,6 +128,21 @@ def test_without_a_dlp_section_rules_may_name_the_built_in_types_only() -> None:
     Dlp().check_policy(parse_policy(rule % "iban"))  # the hook itself, on a loaded policy
     with pytest.raises(ValueError, match=r"^rules\.0\.conditions\.sensitive_information\.0\.type: the built-in type"):
         Dlp(types=["credit_card"]).check_policy(parse_policy(rule % "iban"))
+
+
+def test_the_example_policy_has_the_dlp_stage_commented_out_ready_to_turn_on() -> None:
+    text = (Path(__file__).resolve().parents[2] / "config" / "policy.example.yaml").read_text()
+    assert "dlp" not in parse_policy(text).pipeline.filters
+    lines = [line for line in text.splitlines() if not line.startswith("  filters: []")]
+    start = lines.index("# dlp:")
+    lines = [line.replace("# filters:", "filters:") for line in lines[:start]] + [
+        line.removeprefix("# ") for line in lines[start:]]
+    policy = parse_policy("\n".join(lines), "policy.example.yaml (dlp on)")
+    assert policy.pipeline.filters == ["dlp"] and "employee_id" in policy.dlp.type_names()
+    sender = {"mail_from": "alice@example.com", "client_ip": "192.0.2.10"}
+    envelope = envelope_for(CARDS, policy.dlp).model_copy(update=sender)
+    outcome = evaluate(envelope, CARDS, policy, NOW)
+    assert [(hit.rule, hit.mode) for hit in outcome.hits] == [("no-card-numbers-out", "test")]
 
 
 def test_the_report_header_names_types_and_counts_never_numbers() -> None:
