@@ -128,12 +128,12 @@ async def _quarantine(args: argparse.Namespace) -> int:
 
     from mailmoat_mail import mimeedit
     from mailmoat_platform.bus import Bus
-    from mailmoat_records.quarantine import QuarantineStore, ReleaseError, release
+    from mailmoat_records.quarantine import ReleaseError, open_quarantine, release
     from mailmoat_records.trace import TraceStore
 
     settings = Settings.from_env()
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
-    store = QuarantineStore(client)
+    store = open_quarantine(settings, client)
     try:
         if args.quarantine_command == "list":
             held = await store.list(recipient=args.recipient, sender=args.sender, reason=args.reason,
@@ -196,6 +196,7 @@ async def _quarantine(args: argparse.Namespace) -> int:
                 print(f"{args.id}: already released to {', '.join(done.already)}")
             return 0
     finally:
+        await store.close()
         await client.aclose()
     return 2
 

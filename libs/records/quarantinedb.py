@@ -70,9 +70,11 @@ RELAY_BATCH = 100
 
 _COLUMNS = ("q.qid, q.received_at, q.expires, q.reason, q.result, q.detail, q.release_by, q.envelope, q.verdicts, "
             "q.author, q.authors, "
-            "(SELECT coalesce(jsonb_object_agg(r.recipient, jsonb_build_object("
-            "'at', extract(epoch FROM r.released_at), 'by', coalesce(r.released_by, ''))), '{}') "
+            "(SELECT coalesce(json_object_agg(r.recipient, json_build_object("
+            "'at', extract(epoch FROM r.released_at), 'by', coalesce(r.released_by, '')) "
+            "ORDER BY r.released_at, array_position(q.recipients, r.address)), '{}') "
             "FROM quarantine_recipients r WHERE r.qid = q.qid AND r.state <> 'held')")
+"""The columns of a ``Held``; its release marks in the order they were made (as Redis lists them)."""
 
 
 def compress(data: bytes) -> bytes:
