@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     im.add_argument("--url", help="database URL (default: MAILMOAT_DATABASE_URL, else the local default)")
     im.add_argument("--redis-url", help="Redis URL (default: MAILMOAT_REDIS_URL, else the local default)")
     im.add_argument("--no-trace", dest="trace", action="store_false", help="the quarantine only")
+    im.add_argument("--remove", action="store_true",
+                    help="delete each held message from Redis once the database holds it")
     im.add_argument("--retention-days", type=int, default=90,
                     help="trace events older than this many days are left out (default 90)")
 
@@ -110,7 +112,7 @@ def maintain(url: str | None = None, retention_days: int = 90, ahead_days: int =
 
 
 def import_redis(url: str | None = None, redis_url: str | None = None, trace: bool = True,
-                 retention_days: int = 90) -> int:
+                 retention_days: int = 90, remove: bool = False) -> int:
     """Copy the quarantine (and the trace) from Redis into the database; print the counts."""
     import psycopg
     from redis.exceptions import RedisError
@@ -121,7 +123,8 @@ def import_redis(url: str | None = None, redis_url: str | None = None, trace: bo
 
     source = redis_url or Settings.from_env().redis_url
     try:
-        done = asyncio.run(run_import(source, url or db.database_url(), trace=trace, retention_days=retention_days))
+        done = asyncio.run(run_import(source, url or db.database_url(), trace=trace, retention_days=retention_days,
+                                      remove=remove))
     except (psycopg.Error, OSError, RedisError) as exc:
         print(f"mailmoat db import-redis: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.db_command == "maintain":
         return maintain(args.url, args.retention_days, args.ahead_days)
     if args.db_command == "import-redis":
-        return import_redis(args.url, args.redis_url, args.trace, args.retention_days)
+        return import_redis(args.url, args.redis_url, args.trace, args.retention_days, args.remove)
     return 2
 
 

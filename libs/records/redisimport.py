@@ -7,7 +7,9 @@
   read back from the ``mailmoat:trace:by:<kind>:<value>`` indexes, written by the trace writer in
   batches; its event keys make a second run add nothing.
 
-Redis is only read: its keys expire on their own once the services use PostgreSQL.
+Redis is only read, unless ``remove``: then each held message is deleted from Redis once PostgreSQL
+holds it (its memory freed at once rather than when its retention ends). The trace's keys expire on
+their own.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class Imported:
     """Held in PostgreSQL already (an earlier run)."""
     quarantine_gone: int = 0
     """Listed but expired or deleted meanwhile."""
+    quarantine_removed: int = 0
+    """Deleted from Redis once in PostgreSQL (``remove``)."""
     trace_messages: int = 0
     trace_events: int = 0
     trace_added: int = 0
@@ -42,7 +46,8 @@ class Imported:
 
     def lines(self) -> list[str]:
         out = [f"quarantine: {self.quarantine_imported} imported, {self.quarantine_present} already there, "
-               f"{self.quarantine_gone} gone"]
+               f"{self.quarantine_gone} gone" + (f", {self.quarantine_removed} removed from Redis"
+                                                 if self.quarantine_removed else "")]
         if self.trace_messages or self.trace_events:
             out.append(f"trace: {self.trace_messages} messages, {self.trace_events} events, "
                        f"{self.trace_added} new")
@@ -70,16 +75,20 @@ async def quarantine_ids(client: aioredis.Redis) -> list[str]:
     return ids
 
 
-async def import_quarantine(client: aioredis.Redis, target: QuarantineDB, result: Imported) -> None:
+async def import_quarantine(client: aioredis.Redis, target: QuarantineDB, result: Imported, *,
+                            remove: bool = False) -> None:
     source = redisq.QuarantineStore(client)
     for qid in await quarantine_ids(client):
         held = await source.get(qid, data=True)
         if held is None or held.data is None:
             result.quarantine_gone += 1
-        elif await target.insert_held(held, held.data):
+            continue
+        if await target.insert_held(held, held.data):
             result.quarantine_imported += 1
         else:
             result.quarantine_present += 1
+        if remove and await source.delete(qid):
+            result.quarantine_removed += 1
 
 
 async def trace_keys(client: aioredis.Redis) -> dict[str, dict[str, list[str]]]:
@@ -129,8 +138,8 @@ async def _write(writer: TraceWriter, batch: list[TraceRecord], result: Imported
     result.trace_added += written.added
 
 
-async def import_redis(redis_url: str, database_url: str, *, trace: bool = True,
-                       retention_days: int = 90) -> Imported:
+async def import_redis(redis_url: str, database_url: str, *, trace: bool = True, retention_days: int = 90,
+                       remove: bool = False) -> Imported:
     """Copy the quarantine (and the trace) from Redis into PostgreSQL; the counts."""
     from mailmoat_records.db import open_pool
 
@@ -138,7 +147,7 @@ async def import_redis(redis_url: str, database_url: str, *, trace: bool = True,
     client = aioredis.from_url(redis_url, socket_connect_timeout=5)
     target = QuarantineDB(database_url)
     try:
-        await import_quarantine(client, target, result)
+        await import_quarantine(client, target, result, remove=remove)
         if trace:
             async with open_pool(database_url, max_size=1, name="import") as pool:
                 await import_trace(client, TraceWriter(pool, retention_days), result)

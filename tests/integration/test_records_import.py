@@ -90,6 +90,19 @@ def test_import_redis_twice_adds_nothing_the_second_time(empty: str, redis_url: 
 
     asyncio.run(check())
 
+    # --remove: each message leaves Redis once PostgreSQL holds it
+    assert dbcli.main(["import-redis", "--url", empty, "--redis-url", redis_url, "--no-trace", "--remove"]) == 0
+    assert capsys.readouterr().out == "quarantine: 0 imported, 2 already there, 0 gone, 2 removed from Redis\n"
+
+    async def in_redis() -> list[str]:
+        client = aioredis.from_url(redis_url)
+        try:
+            return await QuarantineStore(client).ids()
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(in_redis()) == []
+
 
 def test_maintain_deletes_expired_quarantined_messages(empty: str, capsys) -> None:
     async def hold() -> tuple[str, str]:
