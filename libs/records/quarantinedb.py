@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from prometheus_client import Counter
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -67,6 +68,10 @@ RELAY_AFTER = float(os.environ.get("MAILMOAT_QUARANTINE_RELAY_AFTER", "60"))
 """Seconds a claimed release may stay unmarked before ``relay`` publishes it again (the releasing
 process marks it within its publish timeout, 10 s, unless it died)."""
 RELAY_BATCH = 100
+
+RELAYED = Counter("mailmoat_quarantine_releases_relayed_total",
+                  "Recipients of quarantine releases published again by routing because the releasing process "
+                  "stopped before marking them released.")
 
 _COLUMNS = ("q.qid, q.received_at, q.expires, q.reason, q.result, q.detail, q.release_by, q.envelope, q.verdicts, "
             "q.author, q.authors, "
@@ -340,6 +345,7 @@ class QuarantineDB:
                     "WHERE qid = %s AND recipient = ANY(%s) AND state = 'releasing'",
                     (qid, [a.lower() for a in addresses]))
                 relayed += len(addresses)
+                RELAYED.inc(len(addresses))
                 log.warning("relayed the unfinished release of %s to %s", qid, ", ".join(addresses),
                             extra={"message_id": qid})
                 if trace is not None:

@@ -131,6 +131,7 @@ def test_release_killed_midway_is_delivered_exactly_once(gateway_factory, sink: 
         wait_until(lambda: "all recipients already delivered" in egress_log.read_text(errors="replace"),
                    "egress to skip the relayed copy")
     assert "relayed the unfinished release" in gateway.log_path("routing").read_text(errors="replace")
+    assert "mailmoat_quarantine_releases_relayed_total 2.0" in gateway.metrics("routing")
     code, _ = send(gateway.smtp_port, "s@outside.test", ["carol@example.com"], b"Subject: plain\r\n\r\nhi\r\n")
     assert code == 250
     wait_until(lambda: deliveries(sink, "plain"), "the plain message delivered")
