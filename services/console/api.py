@@ -1,0 +1,286 @@
+"""The JSON API (``/api``), described by ``/api/openapi.json``. Reads need a session cookie; changes
+need it and the session's CSRF token in ``X-CSRF-Token``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from mailmoat_records.tracedb import MessageSummary
+
+from .accounts import Account, AccountError
+from .core import (
+    Console,
+    NotFound,
+    client_ip,
+    console_of,
+    csrf_checked,
+    need,
+    need_for_change,
+    principal,
+    sign_in,
+)
+from .passwords import generate_password, password_problem
+from .rights import Principal, Right, Role
+from .sessions import Session
+from .tracesearch import MAX_LIMIT, SearchError, TraceQuery
+
+router = APIRouter(prefix="/api", tags=["console"])
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class Me(BaseModel):
+    id: int
+    name: str
+    role: Role
+    addresses: list[str]
+    rights: list[str]
+
+
+class SignIn(BaseModel):
+    name: str = Field(max_length=200)
+    password: str = Field(max_length=1024)
+
+
+class SignedIn(BaseModel):
+    account: Me
+    csrf_token: str = Field(description="Send it as X-CSRF-Token with every change")
+
+
+class AccountOut(BaseModel):
+    id: int
+    name: str
+    role: Role
+    addresses: list[str]
+    disabled: bool
+    created_at: datetime
+    updated_at: datetime
+    password_changed_at: datetime
+
+
+class AccountNew(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    addresses: list[Annotated[str, Field(max_length=320)]] = Field(default_factory=list, max_length=1000)
+    password: str | None = Field(default=None, max_length=1024,
+                                 description="None: a password is generated and returned once")
+
+
+class AccountCreated(BaseModel):
+    account: AccountOut
+    password: str | None = Field(description="The generated password (shown once), when none was given")
+
+
+class AccountChange(BaseModel):
+    role: Role | None = None
+    addresses: list[Annotated[str, Field(max_length=320)]] | None = Field(default=None, max_length=1000)
+    disabled: bool | None = None
+    password: str | None = Field(default=None, max_length=1024)
+
+
+class MessageOut(BaseModel):
+    message_id: str
+    at: datetime
+    sender: str | None
+    recipients: list[str]
+    message_id_header: str | None
+    client_ip: str | None
+    last_event: str | None
+
+
+class TracePage(BaseModel):
+    messages: list[MessageOut]
+    next: str | None = Field(description="Pass as after= for the next page; null: no more")
+    looked_up: str
+
+
+class EventOut(BaseModel):
+    at: datetime
+    event: str
+    service: str
+    recipients: list[str]
+    detail: str
+    data: dict[str, Any]
+
+
+class TimelineOut(BaseModel):
+    message: MessageOut
+    events: list[EventOut]
+    verdicts: dict[str, Any]
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    client_ip: str | None
+    detail: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditOut]
+    next_before: int | None
+
+
+def me(who: Principal) -> Me:
+    return Me(id=who.account_id, name=who.name, role=who.role, addresses=sorted(who.addresses),
+              rights=sorted(r.value for r in Right if who.can(r)))
+
+
+def account_out(account: Account) -> AccountOut:
+    return AccountOut(id=account.id, name=account.name, role=account.role, addresses=list(account.addresses),
+                      disabled=account.disabled, created_at=account.created_at, updated_at=account.updated_at,
+                      password_changed_at=account.password_changed_at)
+
+
+def message_out(summary: MessageSummary) -> MessageOut:
+    return MessageOut(message_id=summary.message_id, at=summary.at, sender=summary.sender,
+                      recipients=summary.recipients, message_id_header=summary.message_id_header,
+                      client_ip=summary.client_ip, last_event=summary.last_event)
+
+
+async def create_account(console: Console, who: Principal, ip: str | None, name: str, role: Role,
+                         addresses: list[str], password: str | None) -> tuple[Account, str | None]:
+    """Create and audit an account; the generated password when none was given."""
+    generated = None if password else generate_password()
+    account = await console.accounts.create(name, role, password or generated or "", addresses)
+    await console.audit.write("account.create", actor=who, client_ip=ip, target=account.name,
+                              detail={"role": account.role.value, "addresses": list(account.addresses),
+                                      "password": "generated" if generated else "given"})
+    return account, generated
+
+
+async def change_account(console: Console, who: Principal, ip: str | None, account_id: int,
+                         change: AccountChange) -> Account:
+    """Change and audit an account (a new password revokes its sessions); NotFound when there is none."""
+    problem = password_problem(change.password) if change.password is not None else None
+    if problem:
+        raise AccountError(problem)
+    account = await console.accounts.update(account_id, role=change.role, addresses=change.addresses,
+                                            disabled=change.disabled)
+    if account is None:
+        raise NotFound()
+    if change.password is not None:
+        await console.accounts.set_password(account_id, change.password)
+    detail = {k: v for k, v in change.model_dump(mode="json", exclude_none=True).items() if k != "password"}
+    if change.password is not None:
+        detail["password"] = "changed"
+    await console.audit.write("account.change", actor=who, client_ip=ip, target=account.name, detail=detail)
+    return account
+
+
+_BAD_REQUEST = {400: {"model": Problem}}
+_AUTH = {401: {"model": Problem}, 403: {"model": Problem}}
+
+
+@router.post("/session", response_model=SignedIn, responses={401: {"model": Problem}, 429: {"model": Problem}})
+async def api_sign_in(body: SignIn, request: Request, response: Response) -> Any:
+    """Sign in: sets the session cookie (HttpOnly, SameSite=Strict) and returns the CSRF token."""
+    console = console_of(request)
+    outcome, account, token, csrf, retry = await sign_in(console, body.name, body.password, client_ip(request),
+                                                         request.headers.get("user-agent", ""))
+    if outcome == "rate-limited":
+        return JSONResponse({"detail": "too many failed sign-ins; try again later"}, status_code=429,
+                            headers={"Retry-After": str(retry)})
+    if account is None:
+        return JSONResponse({"detail": "wrong name or password"}, status_code=401)
+    response.set_cookie(console.session_cookie, token, **console.cookie_options(console.session_seconds))
+    return SignedIn(account=me(account.principal), csrf_token=csrf)
+
+
+@router.delete("/session", status_code=204, responses=_AUTH)
+async def api_sign_out(request: Request, session: Annotated[Session, Depends(csrf_checked)]) -> Response:
+    console = console_of(request)
+    await console.sessions.revoke(session.token_hash)
+    await console.audit.write("signout", actor=session.principal, client_ip=client_ip(request))
+    response = Response(status_code=204)
+    response.delete_cookie(console.session_cookie, path="/", secure=console.config.secure_cookies, httponly=True,
+                           samesite="strict")
+    return response
+
+
+@router.get("/me", response_model=Me, responses=_AUTH)
+async def api_me(who: Annotated[Principal, Depends(principal)]) -> Me:
+    return me(who)
+
+
+@router.get("/trace", response_model=TracePage, responses={**_AUTH, **_BAD_REQUEST})
+async def api_trace(request: Request, who: Annotated[Principal, Depends(need(Right.trace_read))],
+                    sender: Annotated[str, Query(max_length=320)] = "",
+                    recipient: Annotated[str, Query(max_length=320)] = "",
+                    message_id: Annotated[str, Query(max_length=998)] = "",
+                    client_ip: Annotated[str, Query(max_length=64)] = "",
+                    since: datetime | None = None, until: datetime | None = None,
+                    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+                    after: Annotated[str | None, Query(max_length=300)] = None) -> Any:
+    """Messages by sender, recipient, Message-ID (or queue id) and client IP in [since, until), newest first.
+    An end user sees only messages addressed to their own mailboxes."""
+    query = TraceQuery(sender, recipient, message_id, client_ip, since, until, limit, after)
+    try:
+        found = await console_of(request).search.search(query, who)
+    except SearchError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+    return TracePage(messages=[message_out(m) for m in found.messages], next=found.next, looked_up=found.looked_up)
+
+
+@router.get("/trace/{message_id}", response_model=TimelineOut, responses={**_AUTH, 404: {"model": Problem}})
+async def api_message(message_id: Annotated[str, Path(max_length=200)], request: Request,
+                      who: Annotated[Principal, Depends(need(Right.trace_read))]) -> TimelineOut:
+    """A message's summary, events (oldest first) and verdicts; 404 when it is not there or not yours."""
+    timeline = await console_of(request).search.timeline(message_id, who)
+    if timeline is None:
+        raise NotFound()
+    return TimelineOut(message=message_out(timeline.summary),
+                       events=[EventOut(at=e.at, event=e.event, service=e.service, recipients=e.recipients,
+                                        detail=e.detail, data=e.data) for e in timeline.events],
+                       verdicts=timeline.verdicts)
+
+
+@router.get("/audit", response_model=AuditPage, responses=_AUTH)
+async def api_audit(request: Request, _: Annotated[Principal, Depends(need(Right.audit_read))],
+                    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None) -> AuditPage:
+    """The audit log, newest first (admins)."""
+    entries, next_before = await console_of(request).audit.page(limit=limit, before=before)
+    return AuditPage(entries=[AuditOut(id=e.id, at=e.at, actor=e.actor, action=e.action, target=e.target,
+                                       outcome=e.outcome, client_ip=e.client_ip, detail=e.detail) for e in entries],
+                     next_before=next_before)
+
+
+@router.get("/accounts", response_model=list[AccountOut], responses=_AUTH)
+async def api_accounts(request: Request,
+                       _: Annotated[Principal, Depends(need(Right.accounts_manage))]) -> list[AccountOut]:
+    return [account_out(a) for a in await console_of(request).accounts.list()]
+
+
+@router.post("/accounts", response_model=AccountCreated, status_code=201, responses={**_AUTH, **_BAD_REQUEST})
+async def api_create_account(body: AccountNew, request: Request,
+                             who: Annotated[Principal, Depends(need_for_change(Right.accounts_manage))]) -> Any:
+    try:
+        account, generated = await create_account(console_of(request), who, client_ip(request), body.name,
+                                                  body.role, body.addresses, body.password)
+    except AccountError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+    return AccountCreated(account=account_out(account), password=generated)
+
+
+@router.patch("/accounts/{account_id}", response_model=AccountOut,
+              responses={**_AUTH, **_BAD_REQUEST, 404: {"model": Problem}})
+async def api_change_account(account_id: Annotated[int, Path(ge=1, le=2**63 - 1)], body: AccountChange,
+                             request: Request,
+                             who: Annotated[Principal, Depends(need_for_change(Right.accounts_manage))]) -> Any:
+    try:
+        account = await change_account(console_of(request), who, client_ip(request), account_id, body)
+    except AccountError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+    return account_out(account)

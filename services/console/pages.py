@@ -1,0 +1,211 @@
+"""Server-rendered pages (Jinja2, autoescaped; no script): sign-in, the trace, a message's timeline, the audit
+log, accounts. They call the same functions as the API; every form that changes something carries the
+session's CSRF token (the sign-in form: the pre-session cookie's)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from .accounts import AccountError
+from .api import AccountChange, change_account, create_account
+from .core import (
+    CSRF_FIELD,
+    NotFound,
+    client_ip,
+    console_of,
+    csrf_checked,
+    current_session,
+    need,
+    need_for_change,
+    sign_in,
+)
+from .passwords import generate_password
+from .rights import Principal, Right, Role
+from .sessions import Session, new_token, same_token
+from .tracesearch import SearchError, TraceQuery
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+router = APIRouter(include_in_schema=False)
+
+
+async def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    session = await current_session(request)
+    context.update(request=request, session=session, who=session.principal if session else None,
+                   csrf=session.csrf if session else "", csrf_field=CSRF_FIELD, Right=Right)
+    return TEMPLATES.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+def _day(text: str, field: str) -> date | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise SearchError(f"{field}: not a date (YYYY-MM-DD)") from None
+
+
+def day_range(since: str, until: str) -> tuple[datetime | None, datetime | None]:
+    """[first day's start, the day after the last day) in UTC, from the form's dates (either may be empty)."""
+    first, last = _day(since, "from"), _day(until, "to")
+    return (datetime.combine(first, time(), UTC) if first else None,
+            datetime.combine(last + timedelta(days=1), time(), UTC) if last else None)
+
+
+# --- sign-in -----------------------------------------------------------------------------------------
+
+async def _signin_form(request: Request, error: str = "", status_code: int = 200, name: str = "") -> Response:
+    console = console_of(request)
+    token = request.cookies.get(console.signin_cookie) or ""
+    fresh = len(token) < 32 or len(token) > 100
+    if fresh:
+        token = new_token()
+    response = await render(request, "signin.html", status_code, signin_token=token, error=error, name=name)
+    if fresh:
+        response.set_cookie(console.signin_cookie, token, **console.cookie_options(3600))
+    return response
+
+
+@router.get("/signin")
+async def signin_page(request: Request) -> Response:
+    if await current_session(request) is not None:
+        return redirect("/trace")
+    return await _signin_form(request)
+
+
+@router.post("/signin")
+async def signin_submit(request: Request, name: Annotated[str, Form(max_length=200)] = "",
+                        password: Annotated[str, Form(max_length=1024)] = "",
+                        csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+    console = console_of(request)
+    if not same_token(request.cookies.get(console.signin_cookie) or "", csrf_token):
+        return await _signin_form(request, "The form has expired; please sign in again.", 403, name)
+    outcome, account, token, _, _ = await sign_in(console, name, password, client_ip(request),
+                                                  request.headers.get("user-agent", ""))
+    if outcome == "rate-limited":
+        return await _signin_form(request, "Too many failed sign-ins. Try again later.", 429, name)
+    if account is None:
+        return await _signin_form(request, "Wrong name or password.", 401, name)
+    response = redirect("/trace")
+    response.set_cookie(console.session_cookie, token, **console.cookie_options(console.session_seconds))
+    response.delete_cookie(console.signin_cookie, path="/", secure=console.config.secure_cookies, httponly=True,
+                           samesite="strict")
+    return response
+
+
+@router.post("/signout")
+async def signout(request: Request, session: Annotated[Session, Depends(csrf_checked)]) -> Response:
+    console = console_of(request)
+    await console.sessions.revoke(session.token_hash)
+    await console.audit.write("signout", actor=session.principal, client_ip=client_ip(request))
+    response = redirect("/signin")
+    response.delete_cookie(console.session_cookie, path="/", secure=console.config.secure_cookies, httponly=True,
+                           samesite="strict")
+    return response
+
+
+@router.get("/")
+async def home() -> Response:
+    return redirect("/trace")
+
+
+# --- the trace ---------------------------------------------------------------------------------------
+
+@router.get("/trace")
+async def trace_page(request: Request, who: Annotated[Principal, Depends(need(Right.trace_read))],
+                     sender: str = "", recipient: str = "", message_id: str = "", client_ip: str = "",
+                     since: str = "", until: str = "", after: str = "") -> Response:
+    form = {"sender": sender[:320], "recipient": recipient[:320], "message_id": message_id[:998],
+            "client_ip": client_ip[:64], "since": since[:10], "until": until[:10]}
+    results, error = None, ""
+    asked = any(form.values()) or not who.sees_everything
+    if asked:
+        try:
+            start, end = day_range(form["since"], form["until"])
+            query = TraceQuery(form["sender"], form["recipient"], form["message_id"], form["client_ip"], start, end,
+                               50, after[:300] or None)
+            results = await console_of(request).search.search(query, who)
+        except SearchError as exc:
+            error = str(exc)
+    return await render(request, "trace.html", 400 if error else 200, form=form, results=results, error=error,
+                        mailboxes=sorted(who.addresses))
+
+
+@router.get("/trace/{message_id}")
+async def message_page(message_id: str, request: Request,
+                       who: Annotated[Principal, Depends(need(Right.trace_read))]) -> Response:
+    timeline = await console_of(request).search.timeline(message_id[:200], who)
+    if timeline is None:
+        raise NotFound()
+    return await render(request, "message.html", timeline=timeline)
+
+
+# --- the audit log -----------------------------------------------------------------------------------
+
+@router.get("/audit")
+async def audit_page(request: Request, _: Annotated[Principal, Depends(need(Right.audit_read))],
+                     before: int | None = None) -> Response:
+    if before is not None and not 1 <= before < 2**63:
+        before = None
+    entries, next_before = await console_of(request).audit.page(limit=100, before=before)
+    return await render(request, "audit.html", entries=entries, next_before=next_before)
+
+
+# --- accounts ----------------------------------------------------------------------------------------
+
+async def _accounts_page(request: Request, status_code: int = 200, **context: Any) -> Response:
+    accounts = await console_of(request).accounts.list()
+    context.setdefault("error", "")
+    context.setdefault("created", None)
+    return await render(request, "accounts.html", status_code, accounts=accounts, roles=list(Role), **context)
+
+
+def _addresses(text: str) -> list[str]:
+    return [a for a in text.replace(",", " ").split() if a][:1000]
+
+
+@router.get("/accounts")
+async def accounts_page(request: Request, _: Annotated[Principal, Depends(need(Right.accounts_manage))]) -> Response:
+    return await _accounts_page(request)
+
+
+@router.post("/accounts")
+async def accounts_create(request: Request, who: Annotated[Principal, Depends(need_for_change(Right.accounts_manage))],
+                          name: Annotated[str, Form(max_length=200)] = "", role: Annotated[str, Form()] = "user",
+                          addresses: Annotated[str, Form(max_length=100_000)] = "") -> Response:
+    try:
+        account, password = await create_account(console_of(request), who, client_ip(request), name, Role(role),
+                                                 _addresses(addresses), None)
+    except (AccountError, ValueError) as exc:
+        return await _accounts_page(request, 400, error=str(exc))
+    return await _accounts_page(request, 201, created=(account.name, password))
+
+
+@router.post("/accounts/{account_id}")
+async def accounts_change(account_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], request: Request,
+                          who: Annotated[Principal, Depends(need_for_change(Right.accounts_manage))],
+                          role: Annotated[str, Form()] = "user",
+                          addresses: Annotated[str, Form(max_length=100_000)] = "",
+                          disabled: Annotated[str, Form()] = "",
+                          reset_password: Annotated[str, Form()] = "") -> Response:
+    console = console_of(request)
+    password = generate_password() if reset_password else None
+    try:
+        change = AccountChange(role=Role(role), addresses=_addresses(addresses), disabled=bool(disabled),
+                               password=password)
+        account = await change_account(console, who, client_ip(request), account_id, change)
+    except (AccountError, ValueError) as exc:
+        return await _accounts_page(request, 400, error=str(exc))
+    return await _accounts_page(request, created=(account.name, password) if password else None,
+                                changed=account.name)

@@ -1,0 +1,81 @@
+"""Roles and rights, decided here and only here (pure; the routes ask ``allowed``).
+
+- ``admin``: everything.
+- ``helpdesk``: the whole message trace (and later the releases ``quarantine.release_by`` leaves to users).
+- ``user``: the messages addressed to the mailboxes that are theirs (``Principal.addresses``), nothing else.
+  An end user's view of a message shows only their own recipients; a message that is not theirs does
+  not exist for them (404, never 403).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    admin = "admin"
+    helpdesk = "helpdesk"
+    user = "user"
+
+
+class Right(StrEnum):
+    trace_read = "trace.read"
+    """Search the trace and read a message's timeline (an end user: their own messages)."""
+    trace_all = "trace.all"
+    """Every message of the trace, whoever it was for."""
+    audit_read = "audit.read"
+    accounts_manage = "accounts.manage"
+
+
+RIGHTS: dict[Role, frozenset[Right]] = {
+    Role.admin: frozenset(Right),
+    Role.helpdesk: frozenset({Right.trace_read, Right.trace_all}),
+    Role.user: frozenset({Right.trace_read}),
+}
+
+
+def normalize_address(address: str) -> str:
+    """An address as accounts and the trace compare it: trimmed, no angle brackets, lower case."""
+    return address.strip().strip("<>").strip().lower()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a signed-in account."""
+
+    account_id: int
+    name: str
+    role: Role
+    addresses: frozenset[str] = frozenset()
+
+    def can(self, right: Right) -> bool:
+        return allowed(self.role, right)
+
+    @property
+    def sees_everything(self) -> bool:
+        return self.can(Right.trace_all)
+
+    def owns(self, address: str) -> bool:
+        return normalize_address(address) in self.addresses
+
+    def own_recipients(self, recipients: Iterable[str]) -> list[str]:
+        """The recipients this principal may see: all of them, or an end user's own."""
+        recipients = list(recipients)
+        return recipients if self.sees_everything else [r for r in recipients if self.owns(r)]
+
+    def may_see_message(self, recipients: Iterable[str]) -> bool:
+        """Whether a message with these envelope recipients is visible (an end user: one of theirs)."""
+        return self.sees_everything or any(self.owns(r) for r in recipients)
+
+
+def allowed(role: Role | str, right: Right) -> bool:
+    try:
+        return right in RIGHTS[Role(role)]
+    except ValueError:
+        return False
+
+
+def addresses_of(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(a for a in map(normalize_address, values) if a)

@@ -1,0 +1,114 @@
+"""The console's process: the web application (uvicorn) beside the service runtime's /metrics, /healthz and
+/readyz, in one event loop.
+
+It listens on ``MAILMOAT_CONSOLE_HOST`` (127.0.0.1) port ``MAILMOAT_CONSOLE_PORT`` (8025) and reads the
+records database (``MAILMOAT_DATABASE_URL``, migrated by ``mailmoat db upgrade``) and Redis (sign-in rate
+limits). With no account at all it creates ``admin`` with a generated password and prints that password
+once. Ready while PostgreSQL and Redis answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
+
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
+from mailmoat_records import db
+
+from .app import create_app
+from .config import ConsoleConfig
+from .core import Console
+
+SERVICE = "console"
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling: the runtime's SIGTERM stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Running:
+    console: Console
+    app: FastAPI
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    pool: AsyncConnectionPool
+
+    @property
+    def port(self) -> int:
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(self.task, 10)
+        await self.pool.close()
+
+
+async def announce_admin(console: Console, url: str) -> None:
+    """Create the first admin when there is no account, and print its password (once: it is not kept)."""
+    made = await console.accounts.bootstrap_admin()
+    if made is None:
+        return
+    account, password = made
+    await console.audit.write("account.bootstrap", actor="console", client_ip=None, target=account.name,
+                              detail={"role": "admin"})
+    line = f"console: first admin account created at {url} : name {account.name!r}, password {password!r} (shown once)"
+    print(line, file=sys.stdout, flush=True)
+    log.warning("console: first admin account %r created; its password was printed on standard output once",
+                account.name)
+
+
+async def serve(settings: Settings, config: ConsoleConfig, redis, *, port: int | None = None) -> Running:
+    """Open the pool, create the first admin if needed, start the web server; ``port`` 0: any free port."""
+    pool = db.open_pool(settings.database_url, min_size=1, max_size=4, name=SERVICE, timeout=5.0)
+    await pool.open(wait=False)
+    console = Console.build(config, pool, redis)
+    app = create_app(console)
+    server = _Server(uvicorn.Config(app, host=config.host, port=config.port if port is None else port,
+                                    log_config=None, access_log=False, server_header=False, proxy_headers=False,
+                                    lifespan="off", timeout_graceful_shutdown=5))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await pool.close()
+            task.result()
+            raise RuntimeError("the console's web server did not start")
+        await asyncio.sleep(0.02)
+    running = Running(console, app, server, task, pool)
+    url = config.public_url or f"http://{config.host}:{running.port}/"
+    await announce_admin(console, url)
+    log.info("console on %s", url)
+    print(f"console: {url}", file=sys.stdout, flush=True)
+    return running
+
+
+async def main(settings: Settings, worker: int = 0) -> None:
+    config = ConsoleConfig.from_env()
+    runtime = Runtime(SERVICE, settings, worker=worker)
+    runtime.require_redis()
+    running = await serve(settings, config, runtime.redis)
+
+    async def probe() -> None:
+        async with running.pool.connection(timeout=2.0) as conn:
+            await conn.execute("SELECT 1")
+
+    runtime.add_dependency("postgresql", probe, interval=2.0, timeout=3.0)
+    runtime.add_ready_check(lambda: running.server.started and not running.task.done())
+    runtime.on_stop(running.stop)
+    await runtime.start(bus=False)
+    await runtime.serve_forever()

@@ -1,0 +1,179 @@
+"""Message trace search and a message's timeline, with the principal's rights applied (``TraceReader``).
+
+A search names at least one of sender, recipient, Message-ID (or queue id) and client IP. The most
+selective one given is looked up in the trace's index (Message-ID, then client IP, then recipient, then
+sender: envelope sender or From author) within the date range, newest first, paged by the reader's
+cursor; the other fields filter that page (a page may then hold fewer messages than the limit).
+
+An end user searches the messages addressed to their own mailboxes only: the look-up is by one of their
+addresses as recipient (the first when they name none), whatever else they give. An envelope sender is
+whatever the connecting client claims, so it does not make a message someone's. A message's timeline
+for an end user: 404 unless one of its recipients is theirs, and only their own recipients shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mailmoat_platform.models import TraceEvent
+from mailmoat_records.tracedb import Cursor, MessageSummary, TraceReader, ip_text, normalize
+
+from .rights import Principal, normalize_address
+
+MAX_LIMIT = 200
+_MAX_FETCHES = 5
+"""Pages of the index read at most for one page of results when filters leave a page empty."""
+
+
+class SearchError(ValueError):
+    """The search cannot be run as given (shown to the user)."""
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    sender: str = ""
+    recipient: str = ""
+    message_id: str = ""
+    client_ip: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    after: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.sender.strip() or self.recipient.strip() or self.message_id.strip()
+                    or self.client_ip.strip())
+
+
+@dataclass
+class TraceResults:
+    messages: list[MessageSummary]
+    next: str | None
+    looked_up: str = ""
+    """The field the index was searched by."""
+
+
+@dataclass
+class Timeline:
+    summary: MessageSummary
+    events: list[TraceEvent] = field(default_factory=list)
+
+    @property
+    def verdicts(self) -> dict[str, Any]:
+        """The verdicts the events carry (``data.verdicts`` or ``data.verdict``), by stage, latest last."""
+        found: dict[str, Any] = {}
+        for event in self.events:
+            data = event.data or {}
+            if isinstance(data.get("verdicts"), dict):
+                found.update(data["verdicts"])
+            if "verdict" in data:
+                found[event.service] = data["verdict"]
+        return found
+
+
+def _primary(query: TraceQuery, principal: Principal) -> tuple[str, str, tuple[str, ...]]:
+    """(field, value, index kinds) to look up."""
+    if not principal.sees_everything:
+        if not principal.addresses:
+            raise SearchError("no mailbox is assigned to your account")
+        wanted = normalize_address(query.recipient) if query.recipient.strip() else sorted(principal.addresses)[0]
+        if wanted not in principal.addresses:
+            raise SearchError("you can search only the mailboxes assigned to you")
+        return "recipient", wanted, ("rcpt",)
+    if query.message_id.strip():
+        return "message_id", query.message_id.strip(), ("msgid",)
+    if query.client_ip.strip():
+        ip = ip_text(query.client_ip)
+        if ip is None:
+            raise SearchError(f"not an IP address: {query.client_ip.strip()!r}")
+        return "client_ip", ip, ("ip",)
+    if query.recipient.strip():
+        return "recipient", query.recipient.strip(), ("rcpt",)
+    if query.sender.strip():
+        return "sender", query.sender.strip(), ("sender", "from")
+    raise SearchError("give a sender, a recipient, a Message-ID or a client IP")
+
+
+def matches(summary: MessageSummary, query: TraceQuery, skip: str) -> bool:
+    """Whether a found message fits the fields other than the one looked up (``skip``)."""
+    if skip != "sender" and query.sender.strip():
+        wanted = normalize(query.sender) or "<>"
+        if (normalize(summary.sender or "") or "<>") != wanted:
+            return False
+    if skip != "recipient" and query.recipient.strip():
+        if normalize(query.recipient) not in {normalize(r) for r in summary.recipients}:
+            return False
+    if skip != "message_id" and query.message_id.strip():
+        wanted = normalize(query.message_id)
+        if wanted not in (normalize(summary.message_id_header or ""), summary.message_id.lower()):
+            return False
+    if skip != "client_ip" and query.client_ip.strip():
+        if ip_text(query.client_ip) != summary.client_ip:
+            return False
+    return True
+
+
+def _visible(summary: MessageSummary, principal: Principal) -> MessageSummary:
+    if principal.sees_everything:
+        return summary
+    return MessageSummary(summary.message_id, summary.at, summary.sender, principal.own_recipients(summary.recipients),
+                          summary.message_id_header, summary.client_ip, summary.last_event)
+
+
+class TraceSearch:
+    def __init__(self, reader: TraceReader):
+        self.reader = reader
+
+    async def search(self, query: TraceQuery, principal: Principal) -> TraceResults:
+        field_, value, kinds = _primary(query, principal)
+        limit = max(1, min(query.limit, MAX_LIMIT))
+        try:
+            after = Cursor.parse(query.after) if query.after else None
+        except ValueError:
+            raise SearchError("not a page cursor") from None
+        if query.since and query.until and query.since >= query.until:
+            raise SearchError("the start of the range must be before its end")
+        found: list[MessageSummary] = []
+        for _ in range(_MAX_FETCHES):
+            page = await self.reader.find(value, since=query.since, until=query.until, limit=limit, after=after,
+                                          kinds=kinds)
+            for summary in page.messages:
+                if principal.may_see_message(summary.recipients) and matches(summary, query, field_):
+                    found.append(_visible(summary, principal))
+            after = page.next
+            if found or after is None:
+                break
+        return TraceResults(found, after.token if after else None, field_)
+
+    async def timeline(self, message_id: str, principal: Principal) -> Timeline | None:
+        """A message's summary and events as the principal may see them; None: not found, or not theirs."""
+        message_id = message_id.strip()
+        if not message_id or len(message_id) > 200:
+            return None
+        page = await self.reader.find(message_id, limit=1, kinds=("msgid",))
+        summary = next((s for s in page.messages if s.message_id == message_id), None)
+        if summary is None:
+            if not principal.sees_everything:
+                return None
+            events = await self.reader.events(message_id)
+            if not events:
+                return None
+            first = events[0]
+            return Timeline(MessageSummary(message_id, first.at, recipients=list(first.recipients),
+                                           last_event=events[-1].event), events)
+        if not principal.may_see_message(summary.recipients):
+            return None
+        events = await self.reader.events(message_id, since=None)
+        if not principal.sees_everything:
+            events = [_own_event(e, principal) for e in events if not e.recipients or principal.own_recipients(
+                e.recipients)]
+        return Timeline(_visible(summary, principal), events)
+
+
+def _own_event(event: TraceEvent, principal: Principal) -> TraceEvent:
+    if not event.recipients:
+        return event
+    return event.model_copy(update={"recipients": principal.own_recipients(event.recipients)})
