@@ -55,7 +55,7 @@ def plan_processes(settings: Settings, devmailbox: bool) -> list[tuple[str, int]
     """The (service, worker) processes ``run all`` starts for the policy file as it is now."""
     from mailmoat_cli.supervisor import plan
 
-    return plan(load_policy(settings.policy_path), settings.ingress_workers, devmailbox)
+    return plan(load_policy(settings.policy_path), settings.ingress_workers, devmailbox, settings.records)
 
 
 def run_all(devmailbox: bool) -> int:

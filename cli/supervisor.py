@@ -52,12 +52,15 @@ polls the policy each second, so by then nothing publishes to it any more."""
 
 # --- the plan (pure) -----------------------------------------------------------------------------
 
-def plan(policy: Policy, ingress_workers: int, devmailbox: bool) -> list[Key]:
+def plan(policy: Policy, ingress_workers: int, devmailbox: bool, records: str = "redis") -> list[Key]:
     """The processes a policy asks for, from the stage registry: the SMTP stage's workers, the policy's
-    filter stages, routing, egress, and the development stages when asked."""
+    filter stages, routing, egress, the recorder when the records are in PostgreSQL, and the development
+    stages when asked."""
     keys: list[Key] = [(s.name, i) for s in stages.of_kind("smtp") for i in range(max(1, ingress_workers))]
     keys += [(stage, 0) for stage in policy.pipeline.filters]
     keys += [(s.name, 0) for s in stages.of_kind("routing", "egress")]
+    if records == "postgresql":
+        keys += [(s.name, 0) for s in stages.of_kind("recorder")]
     if devmailbox:
         keys += [(s.name, 0) for s in stages.of_kind("dev")]
     return keys
@@ -237,7 +240,7 @@ class Supervisor:
         self.status = 0
 
     def planned(self) -> list[Key]:
-        return plan(self.policy.current, self.settings.ingress_workers, self.devmailbox)
+        return plan(self.policy.current, self.settings.ingress_workers, self.devmailbox, self.settings.records)
 
     # --- starting ------------------------------------------------------------------------------
 

@@ -261,10 +261,13 @@ class Bus:
             content_type=CONTENT_TYPE,
             headers={"x-mailmoat-id": item.envelope.id, **item.headers, PUBLISHED: int(time.time() * 1000)},
         )
-        body = encode(item.envelope, item.data)
+        await self._send_confirmed(encode(item.envelope, item.data), item.queue, properties, timeout, item.envelope.id)
+
+    async def _send_confirmed(self, body: bytes, queue: str, properties: aiormq.spec.Basic.Properties,
+                              timeout: float | None, what: str) -> None:
         for delay in (*NACK_RETRY_DELAYS, None):
             try:
-                await self._send(body, item.queue, properties, timeout)
+                await self._send(body, queue, properties, timeout)
                 return
             except DeliveryError as exc:
                 # The broker refused it for now (a quorum queue between leaders, a full queue): try
@@ -272,8 +275,27 @@ class Bus:
                 if delay is None:
                     raise
                 log.warning("broker refused %s on %s (%s); publishing again in %.2fs",
-                            item.envelope.id, item.queue, exc, delay, extra={"message_id": item.envelope.id})
+                            what, queue, exc, delay, extra={"message_id": what})
                 await asyncio.sleep(delay)
+
+    async def declare_queue(self, name: str, arguments: dict[str, Any]) -> str:
+        """Declare a durable queue that is not a stage's (the trace queue), once; consumable afterwards."""
+        if name not in self._declared:
+            self._queues[name] = await self._chan().declare_queue(name, durable=True, arguments=arguments)
+            self._declared.add(name)
+        return name
+
+    async def publish_body(self, queue: str, body: bytes, *, headers: dict[str, Any] | None = None,
+                           content_type: str | None = None, timeout: float | None = 30.0) -> None:
+        """Publish a body that is not a frame (trace records) to a queue declared already, persistently,
+        and wait for the broker's confirm (nacks retried as ``publish`` retries them)."""
+        if queue not in self._declared:
+            raise ValueError(f"publish to undeclared queue {queue!r}")
+        properties = aiormq.spec.Basic.Properties(
+            delivery_mode=PERSISTENT, content_type=content_type,
+            headers={**(headers or {}), PUBLISHED: int(time.time() * 1000)},
+        )
+        await self._send_confirmed(body, queue, properties, timeout, queue)
 
     async def _send(self, body: bytes, queue: str, properties: aiormq.spec.Basic.Properties,
                     timeout: float | None) -> None:

@@ -57,7 +57,8 @@ from mailmoat_platform.telemetry import (
     tracing_records,
 )
 from mailmoat_policy import PolicyHolder
-from mailmoat_records.trace import TraceStore
+from mailmoat_records.trace import TRACE_CONTENT_TYPE, TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS, TraceStore
+from mailmoat_records.tracebus import TracePublisher
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,13 @@ class Runtime:
         self.redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         self.scripts = ScriptBatcher(lambda: self.redis)
         """Redis script calls of this process, one pipeline per round trip (trace writes included)."""
-        self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days, batch=self.scripts)
+        self.trace: TraceStore | TracePublisher
+        """The trace: Redis (``records = redis``), or batches published to ``mailmoat.trace`` for the
+        recorder to write to PostgreSQL (``records = postgresql``); ``record`` is the same either way."""
+        if settings.records == "postgresql":
+            self.trace = TracePublisher(self._publish_trace)
+        else:
+            self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days, batch=self.scripts)
         self._ready_checks: list[ReadyCheck] = list(ready_checks)
         self._background: list[Background] = list(background)
         self._stop_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -141,6 +148,12 @@ class Runtime:
     def _policy_changed(self, policy: object) -> None:
         POLICY_RELOADS.labels(self.service, "ok").inc()
         self.trace.retention = self.policy.current.trace.retention_days * 86400
+
+    async def _publish_trace(self, body: bytes, headers: dict[str, object]) -> None:
+        """One message of trace records to ``mailmoat.trace``, confirmed (``TracePublisher``'s send)."""
+        await self.bus.declare_queue(TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS)
+        await self.bus.publish_body(TRACE_QUEUE, body, headers=headers, content_type=TRACE_CONTENT_TYPE,
+                                    timeout=self.settings.publish_timeout)
 
     def add_ready_check(self, check: ReadyCheck) -> None:
         self._ready_checks.append(check)
@@ -286,6 +299,9 @@ class Runtime:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.acks.drain(), 5)
+        if isinstance(self.trace, TracePublisher):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.trace.drain(), 5)
         with contextlib.suppress(Exception):
             await self.bus.close()
         with contextlib.suppress(Exception):

@@ -101,13 +101,15 @@ async def current_revision(conn: AsyncConnection) -> str | None:
     return row[0] if row else None
 
 
-def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "records") -> AsyncConnectionPool:
-    """An async connection pool (not opened: ``await pool.open()`` or ``async with``).
+def open_pool(url: str, *, min_size: int = 1, max_size: int = 4, name: str = "records",
+              timeout: float = 30.0) -> AsyncConnectionPool:
+    """An async connection pool (not opened: ``await pool.open()`` or ``async with``); ``timeout``: seconds
+    ``pool.connection()`` waits for a connection (while the server is down) before it raises.
 
     Its sessions prepare every statement at once and keep generic plans: a query over some ninety day
     partitions takes ten times longer to plan than to run, and a generic plan prunes the partitions when
     it starts (from the time bounds) or per row (LATERAL), so it is planned once per connection."""
-    return AsyncConnectionPool(url, min_size=min_size, max_size=max_size, name=name, open=False,
+    return AsyncConnectionPool(url, min_size=min_size, max_size=max_size, name=name, open=False, timeout=timeout,
                                configure=_generic_plans,
                                kwargs={"application_name": f"mailmoat-{name}", "prepare_threshold": 0})
 

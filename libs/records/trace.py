@@ -1,4 +1,8 @@
-"""Message trace in Redis: the events of every decision, kept for the retention period.
+"""Message trace: what a stage hands it (``TraceRecord``) and, with ``records = redis``, its Redis store.
+
+With ``records = postgresql`` the runtime hands records to ``tracebus.TracePublisher`` instead (batched
+onto the ``mailmoat.trace`` queue, written to PostgreSQL by the recorder); ``encode_batch`` and
+``decode_batch`` are the queue's message body. The Redis store:
 
 Keys (all expire after the retention period):
 - ``mailmoat:trace:<id>``: list of JSON events, oldest first;
@@ -22,6 +26,7 @@ import time
 from collections.abc import Iterable
 
 import redis.asyncio as aioredis
+from pydantic import BaseModel, Field, TypeAdapter
 from redis.exceptions import RedisError
 
 from mailmoat_platform.models import TraceEvent
@@ -43,6 +48,48 @@ for i = 2, #KEYS do
 end
 return #ARGV - 3
 """
+
+
+TRACE_QUEUE = "mailmoat.trace"
+"""The durable queue of trace records on their way to PostgreSQL (the recorder consumes it)."""
+TRACE_QUEUE_ARGUMENTS = {"x-queue-type": "quorum"}
+"""Its declaration (every declarer must agree): a quorum queue without a delivery limit, so a batch the
+recorder could not write yet is never dead-lettered for having been delivered often."""
+TRACE_CONTENT_TYPE = "application/x-mailmoat-trace+json"
+
+
+class TraceRecord(BaseModel):
+    """A message's events and, for its first record, the values it is looked up by
+    (``TraceStore.record``'s arguments as a model: what a stage publishes, what the recorder writes)."""
+
+    events: list[TraceEvent]
+    sender: str | None = None
+    recipients: list[str] = Field(default_factory=list)
+    message_id_header: str | None = None
+    client_ip: str | None = None
+    authors: list[str] = Field(default_factory=list)
+
+
+_BATCH = TypeAdapter(list[TraceRecord])
+
+
+def make_record(events: TraceEvent | Iterable[TraceEvent], *, sender: str | None = None,
+                recipients: Iterable[str] = (), message_id_header: str | None = None, client_ip: str | None = None,
+                authors: Iterable[str] = ()) -> TraceRecord:
+    """``TraceStore.record``'s arguments as a ``TraceRecord`` (empty author values left out)."""
+    return TraceRecord(events=[events] if isinstance(events, TraceEvent) else list(events), sender=sender,
+                       recipients=list(recipients), message_id_header=message_id_header, client_ip=client_ip,
+                       authors=[a for a in authors if a])
+
+
+def encode_batch(records: Iterable[TraceRecord]) -> bytes:
+    """A batch of records as one message body (a JSON array)."""
+    return _BATCH.dump_json(list(records), exclude_defaults=True)
+
+
+def decode_batch(body: bytes) -> list[TraceRecord]:
+    """The records of a message body; raises ``ValueError`` when it is not one."""
+    return _BATCH.validate_json(body)
 
 
 def _norm(value: str) -> str:

@@ -28,11 +28,11 @@ from typing import Any
 from psycopg import AsyncConnection, errors, sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, Field
 
 from mailmoat_platform.models import TraceEvent
 
 from .db import day_of, ensure_partitions, first_kept_day, utc_today
+from .trace import TraceRecord
 
 KINDS = ("msgid", "sender", "from", "rcpt", "ip")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -56,17 +56,6 @@ _KEY_COLUMNS = "value, at, message_id, kind"
 # Binary COPY for the two big tables (the data column goes as the JSON text made for the key).
 _EVENT_TYPES = ["timestamptz", "text", "text", "text", "text[]", "text", "jsonb", "int8"]
 _KEY_TYPES = ["text", "timestamptz", "text", "text"]
-
-
-class TraceRecord(BaseModel):
-    """A message's events and, for its first record, the values it is looked up by."""
-
-    events: list[TraceEvent]
-    sender: str | None = None
-    recipients: list[str] = Field(default_factory=list)
-    message_id_header: str | None = None
-    client_ip: str | None = None
-    authors: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -245,6 +234,10 @@ class TraceWriter:
         self.pool = pool
         self.retention_days = retention_days
         self._days: set[date] = set()  # days known to have their partitions
+
+    def forget_partitions(self) -> None:
+        """Check partitions again before the next write (after a job that may have dropped some)."""
+        self._days.clear()
 
     async def write(self, batch: Sequence[TraceRecord | TraceEvent], *, today: date | None = None) -> WriteResult:
         """Store a batch; raises on a database failure (the caller keeps the batch and retries)."""

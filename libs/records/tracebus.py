@@ -1,0 +1,128 @@
+"""Trace records onto the bus (``records = postgresql``): group-committed publishes to ``mailmoat.trace``.
+
+``TracePublisher.record`` takes ``TraceStore.record``'s arguments, queues one ``TraceRecord`` and waits
+until the message carrying it is confirmed by the broker: a stage that awaits it before acking its
+input keeps the order "trace published, then ack" (a crash loses no event of an acked message). The
+first record starts a flush on the next turn of the event loop; the flush publishes everything queued
+meanwhile, in messages of at most ``max_records`` records, and while those confirms are out new records
+queue for the next flush. A busy process therefore sends one message for many records (as many as came
+in during one broker round trip) and an idle one adds no delay: no timer holds a record back, since
+every stage's ack waits for it. PostgreSQL is not on this path at all: the recorder writes what the queue
+holds, at its own pace.
+
+Trace stays best effort, as with Redis: a publish that fails (the broker down or refusing) makes
+``record`` return False, counted in ``mailmoat_trace_publish_failures_total``; mail is never held for it.
+The publish itself is injected (``send``), so this module needs no bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from prometheus_client import Counter
+
+from mailmoat_platform.models import TraceEvent
+
+from .trace import TraceRecord, encode_batch, make_record
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS = 200
+"""Records per message at most (a message of 200 records is some 100 KB of JSON)."""
+OLDEST_HEADER = "x-mailmoat-trace-oldest-ms"
+"""Header of a trace message: when its oldest record was handed to ``record`` (epoch milliseconds)."""
+
+Send = Callable[[bytes, dict[str, object]], Awaitable[None]]
+"""Publishes one message body with headers and returns once the broker confirmed it (raises otherwise)."""
+
+PUBLISHES = Counter("mailmoat_trace_publishes_total", "Messages of trace records published to mailmoat.trace")
+RECORDS = Counter("mailmoat_trace_records_published_total", "Trace records published to mailmoat.trace")
+FAILURES = Counter("mailmoat_trace_publish_failures_total",
+                   "Trace records whose publish to mailmoat.trace failed (lost to the trace)")
+
+
+@dataclass
+class _Pending:
+    record: TraceRecord
+    queued: float
+    done: asyncio.Future[bool]
+
+
+def chunks(items: list[_Pending], size: int) -> list[list[_Pending]]:
+    """``items`` in runs of at most ``size``, in order."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class TracePublisher:
+    """The trace of a process with ``records = postgresql``: records published in batches, confirmed."""
+
+    def __init__(self, send: Send, *, max_records: int = MAX_RECORDS):
+        if max_records < 1:
+            raise ValueError("max_records must be at least 1")
+        self._send = send
+        self.max_records = max_records
+        self._pending: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.failures = 0
+        self.batches = 0
+        """Messages published (records per message = records / batches)."""
+        self.records = 0
+        self.retention = 0  # the Redis store's attribute; retention is the recorder's business here
+
+    async def record(
+        self,
+        events: TraceEvent | Iterable[TraceEvent],
+        *,
+        sender: str | None = None,
+        recipients: Iterable[str] = (),
+        message_id_header: str | None = None,
+        client_ip: str | None = None,
+        authors: Iterable[str] = (),
+    ) -> bool:
+        """Queue the record and wait until the broker confirmed it; False when its publish failed."""
+        item = make_record(events, sender=sender, recipients=recipients, message_id_header=message_id_header,
+                           client_ip=client_ip, authors=authors)
+        if not item.events:
+            return True
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._pending.append(_Pending(item, time.time(), done))
+        if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush())
+        return await asyncio.shield(done)
+
+    async def drain(self) -> None:
+        """Wait until every record queued so far is published (or failed)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            await asyncio.gather(*(self._publish(run) for run in chunks(batch, self.max_records)))
+
+    async def _publish(self, run: list[_Pending]) -> None:
+        headers: dict[str, object] = {OLDEST_HEADER: int(min(p.queued for p in run) * 1000)}
+        try:
+            await self._send(encode_batch(p.record for p in run), headers)
+        except Exception as exc:  # broker down, nack, timeout: the trace loses these records, mail goes on
+            self.failures += len(run)
+            FAILURES.inc(len(run))
+            log.warning("trace publish of %d records failed: %s: %s", len(run), type(exc).__name__, exc)
+            ok = False
+        else:
+            self.batches += 1
+            self.records += len(run)
+            PUBLISHES.inc()
+            RECORDS.inc(len(run))
+            ok = True
+        for pending in run:
+            if not pending.done.done():
+                pending.done.set_result(ok)
+
+
+__all__ = ["MAX_RECORDS", "OLDEST_HEADER", "Send", "TracePublisher", "chunks"]

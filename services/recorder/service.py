@@ -1,0 +1,238 @@
+"""The recorder: trace records from ``mailmoat.trace`` into PostgreSQL, in batches, acked after commit.
+
+Stages publish their trace records in batches (``mailmoat_records.tracebus``) when ``records =
+postgresql``. The recorder consumes them (prefetch ``PREFETCH`` messages, each up to 200 records),
+writes what it holds with ``TraceWriter`` (up to ``MAX_RECORDS`` records, one transaction; idempotent,
+so a redelivered batch adds nothing) and acks those deliveries once the transaction committed.
+
+PostgreSQL down or slow: the write fails or times out, the deliveries stay held and unacked, and the
+write is tried again with backoff (0.5 s doubling to 10 s) until it succeeds; the broker sends nothing
+beyond the prefetch meanwhile, so the rest waits in the queue, nothing is lost and mail flows on
+(stages never wait on the recorder). Readiness is false while PostgreSQL does not answer; the lag
+(``mailmoat_recorder_lag_seconds``: age of the oldest record held) grows, and the alert
+``MailmoatRecorderLagging`` fires. A body that is not a batch of records, or a batch PostgreSQL refuses
+(written alone, to tell it from its neighbours), goes to ``mailmoat.dead`` with its reason.
+
+It runs the partition job (``db.maintain``: partitions ahead, whole days past the policy's
+``trace.retention_days`` dropped) when it starts and every day after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import psycopg
+from prometheus_client import Counter, Gauge, Histogram
+from psycopg_pool import AsyncConnectionPool
+
+from mailmoat_platform.bus import Delivery
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
+from mailmoat_records import db
+from mailmoat_records.trace import TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS, decode_batch
+from mailmoat_records.tracebus import OLDEST_HEADER
+from mailmoat_records.tracedb import TraceWriter
+
+from .inbox import Held, Inbox, backoff, records_of
+
+log = logging.getLogger(__name__)
+
+SERVICE = "recorder"
+PREFETCH = 64
+"""Messages held unacked at most (each up to 200 records): enough for a full batch while one is written."""
+MAX_RECORDS = 2000
+"""Records written in one transaction at most."""
+WRITE_TIMEOUT = 30.0
+"""Seconds a batch's transaction may take before it counts as failed (PostgreSQL hanging)."""
+POOL_TIMEOUT = 5.0
+"""Seconds a write waits for a connection while PostgreSQL is down, before it counts as failed."""
+MAINTAIN_EVERY = 86400.0
+MAINTAIN_RETRY = 60.0
+
+EVENTS = Counter("mailmoat_recorder_events_written_total",
+                 "Trace events the recorder committed, by outcome: new, duplicate (written before: a "
+                 "redelivery), expired (past retention, skipped)", ["outcome"])
+BATCH_SECONDS = Histogram("mailmoat_recorder_batch_seconds", "Seconds to write one batch (one transaction)",
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+LAG = Gauge("mailmoat_recorder_lag_seconds",
+            "Age of the oldest trace record the recorder holds unwritten (0: nothing held)")
+HELD = Gauge("mailmoat_recorder_held_records", "Trace records received and not yet written")
+LAST_COMMIT = Gauge("mailmoat_recorder_last_commit_timestamp_seconds", "When the last batch was committed")
+FAILURES = Counter("mailmoat_recorder_write_failures_total",
+                   "Batch writes that failed: database (down, slow: retried) or refused (dead-lettered)",
+                   ["reason"])
+MAINTAINED = Counter("mailmoat_recorder_partitions_total", "Day partitions the recorder's daily job changed",
+                     ["change"])
+
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
+"""Failures of the database rather than of the batch: the batch is kept and written again."""
+
+
+class Recorder:
+    """Consumes ``mailmoat.trace`` and writes it to PostgreSQL."""
+
+    def __init__(self, runtime: Runtime, pool: AsyncConnectionPool, *, max_records: int = MAX_RECORDS,
+                 write_timeout: float = WRITE_TIMEOUT, clock=time.time):
+        self.runtime = runtime
+        self.pool = pool
+        self.writer = TraceWriter(pool, runtime.policy.current.trace.retention_days)
+        self.inbox = Inbox()
+        self.max_records = max_records
+        self.write_timeout = write_timeout
+        self.clock = clock
+        self.database_up = False
+        """The last write (or probe) reached PostgreSQL."""
+        self.failures = 0
+        self.committed = 0
+        """Batches written (transactions committed)."""
+        self._arrived = asyncio.Event()
+        LAG.set_function(lambda: self.inbox.lag(self.clock()))
+        HELD.set_function(self.inbox.held_records)
+
+    # --- receiving ------------------------------------------------------------------------------
+
+    async def on_delivery(self, message: Delivery) -> None:
+        """Hold a delivery's records for the writer (a body that is not records: dead-lettered)."""
+        try:
+            records = decode_batch(message.body)
+        except ValueError as exc:
+            await self._dead(message, f"{SERVICE}: not a batch of trace records: {str(exc)[:300]}")
+            return
+        self.inbox.add(Held(message, records, self._since(message)))
+        self._arrived.set()
+
+    def _since(self, message: Delivery) -> float:
+        """When the delivery's oldest record was handed to the trace (its publish time if not said)."""
+        for key in (OLDEST_HEADER, "x-mailmoat-published-ms"):
+            value = message.headers.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value / 1000
+        return self.clock()
+
+    async def _dead(self, message: Delivery, reason: str) -> None:
+        log.error("dead-lettering a trace batch: %s", reason)
+        await self.runtime.bus.publish_raw_dead(message.body, reason, dict(message.headers))
+        self.runtime.acks.ack(message)
+
+    # --- writing --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Write what is held, batch after batch, until cancelled."""
+        while True:
+            if not self.inbox.waiting:
+                self._arrived.clear()
+                await self._arrived.wait()
+            batch = self.inbox.take(self.max_records)
+            await self._write(batch)
+
+    async def _write(self, batch: list[Held]) -> None:
+        """Write ``batch`` in one transaction and ack it; on a database failure hold it and try again
+        (backoff); a batch PostgreSQL refuses is written delivery by delivery, the refused ones
+        dead-lettered."""
+        attempt = 0
+        while True:
+            try:
+                await self._commit(batch)
+                return
+            except TRANSIENT as exc:
+                attempt += 1
+                self.failures += 1
+                FAILURES.labels("database").inc()
+                if self.database_up or attempt == 1:
+                    log.warning("trace batch of %d records not written (%s: %s); holding it and trying again",
+                                len(records_of(batch)), type(exc).__name__, exc)
+                self.database_up = False
+                await asyncio.sleep(backoff(attempt))
+            except psycopg.Error as exc:
+                FAILURES.labels("refused").inc()
+                if len(batch) == 1:
+                    self.inbox.done(batch)
+                    await self._dead(batch[0].message, f"{SERVICE}: PostgreSQL refused the batch: "
+                                                       f"{type(exc).__name__}: {str(exc)[:300]}")
+                    return
+                log.warning("PostgreSQL refused a trace batch (%s); writing its %d messages one by one",
+                            type(exc).__name__, len(batch))
+                for held in batch:
+                    await self._write([held])
+                return
+
+    async def _commit(self, batch: list[Held]) -> None:
+        self.writer.retention_days = self.runtime.policy.current.trace.retention_days
+        started = time.perf_counter()
+        result = await asyncio.wait_for(self.writer.write(records_of(batch)), self.write_timeout)
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        LAST_COMMIT.set(self.clock())
+        if not self.database_up:
+            log.info("PostgreSQL answers: trace batches written again")
+        self.database_up = True
+        self.committed += 1
+        EVENTS.labels("new").inc(result.added)
+        EVENTS.labels("expired").inc(result.expired)
+        EVENTS.labels("duplicate").inc(max(0, result.given - result.added - result.expired))
+        for held in batch:
+            self.runtime.acks.ack(held.message)
+        self.inbox.done(batch)
+
+    # --- the daily partition job ----------------------------------------------------------------
+
+    async def maintain_forever(self) -> None:
+        """``db.maintain`` now and every day (every minute until it succeeds)."""
+        while True:
+            try:
+                created, dropped = await self.maintain()
+                log.info("partitions: %d created, %d dropped", len(created), len(dropped))
+                await asyncio.sleep(MAINTAIN_EVERY)
+            except (*TRANSIENT, psycopg.Error) as exc:
+                log.warning("partition job failed (%s: %s); again in %.0f s", type(exc).__name__, exc, MAINTAIN_RETRY)
+                await asyncio.sleep(MAINTAIN_RETRY)
+
+    async def maintain(self) -> tuple[list[str], list[str]]:
+        async with self.pool.connection() as conn:
+            created, dropped = await db.maintain(conn, self.runtime.policy.current.trace.retention_days)
+        MAINTAINED.labels("created").inc(len(created))
+        MAINTAINED.labels("dropped").inc(len(dropped))
+        self.writer.forget_partitions()  # some it knew of may be gone
+        return created, dropped
+
+    async def probe(self) -> None:
+        """Readiness: a connection of the pool answers."""
+        async with self.pool.connection(timeout=2.0) as conn:
+            await conn.execute("SELECT 1")
+
+
+async def start(settings: Settings, worker: int = 0, *, max_records: int = MAX_RECORDS,
+                prefetch: int = PREFETCH) -> tuple[Recorder, list[asyncio.Task[None]]]:
+    """A started recorder (HTTP, bus, pool, consumer, writer and partition job) and its tasks."""
+    runtime = Runtime(SERVICE, settings, worker=worker, prefetch=prefetch)
+    pool = db.open_pool(settings.database_url, min_size=1, max_size=2, name=SERVICE, timeout=POOL_TIMEOUT)
+    await pool.open(wait=False)
+    recorder = Recorder(runtime, pool, max_records=max_records)
+    runtime.add_dependency("postgresql", recorder.probe, interval=2.0, timeout=3.0)
+    runtime.add_ready_check(lambda: runtime.bus.consuming([TRACE_QUEUE]))
+    await runtime.start()
+    tasks = [asyncio.create_task(recorder.run()), asyncio.create_task(recorder.maintain_forever())]
+
+    async def stop() -> None:
+        # Deliveries not written yet stay unacked: the broker delivers them again to the next recorder.
+        with contextlib.suppress(Exception):
+            await runtime.bus.stop_consuming()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await runtime.acks.drain()
+        await pool.close()
+
+    runtime.on_stop(stop)
+    await runtime.bus.declare_queue(TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS)
+    await runtime.bus.consume(TRACE_QUEUE, recorder.on_delivery)
+    return recorder, tasks
+
+
+async def main(settings: Settings, worker: int = 0) -> None:
+    recorder, _ = await start(settings, worker)
+    await recorder.runtime.serve_forever()
