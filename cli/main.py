@@ -9,7 +9,9 @@ import json
 import os
 import sys
 
+from mailmoat_cli import db as dbcli
 from mailmoat_cli import dkim as dkimcli
+from mailmoat_cli import tracecli
 from mailmoat_platform import stages
 from mailmoat_platform.models import TraceEvent
 from mailmoat_platform.settings import Settings
@@ -81,30 +83,6 @@ def policy_check(path: str) -> int:
     return 0
 
 
-async def _trace(needle: str) -> int:
-    import redis.asyncio as aioredis
-
-    from mailmoat_records.trace import TraceStore
-
-    settings = Settings.from_env()
-    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
-    store = TraceStore(client)
-    try:
-        ids = await store.find(needle)
-        if not ids:
-            print(f"no message found for {needle!r}")
-            return 1
-        for message_id in ids:
-            print(f"message {message_id}")
-            for event in await store.events(message_id):
-                rcpts = f" [{', '.join(event.recipients)}]" if event.recipients else ""
-                print(f"  {event.at.isoformat(timespec='milliseconds')}  {event.event:<10} "
-                      f"{event.service:<12}{rcpts} {event.detail}".rstrip())
-    finally:
-        await client.aclose()
-    return 0
-
-
 def _when(text: str) -> float:
     """A --since/--until value: an ISO date or date-time (UTC unless it names a zone)."""
     from datetime import UTC, datetime
@@ -122,6 +100,59 @@ def _stamp(value: float) -> str:
     return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds")
 
 
+def _value(value: object) -> str:
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return ", ".join(str(v) for v in value) or "-"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def verdict_lines(stage: str, stored: dict[str, object]) -> list[str]:
+    """A held message's verdict as ``mailmoat quarantine show`` prints it: the stage and its result, then
+    each field of the detail as the stage's verdict model reads it (registry ``verdict_model``), one a line."""
+    from mailmoat_platform.models import Verdict
+    from mailmoat_platform.verdicts import detail_of
+
+    result = stored.get("result")
+    try:
+        verdict = Verdict.model_validate({**stored, "stage": stage})
+    except ValueError:  # stored by an older version in another shape: shown as it is
+        return [f"  {stage}: {result}", f"    {json.dumps(stored.get('detail', {}), sort_keys=True, default=str)}"]
+    fields = detail_of(verdict).as_detail()
+    width = max((len(name) for name in fields), default=0) + 1
+    return [f"  {stage}: {verdict.result}",
+            *(f"    {name + ':':<{width}} {_value(value)}" for name, value in fields.items())]
+
+
+def _trace_sink(settings: Settings, client: object, bus: object):  # -> TraceStore | TracePublisher
+    """Where the command's own trace events go: Redis, or ``mailmoat.trace`` on ``bus`` (``records =
+    postgresql``)."""
+    from mailmoat_records.trace import TraceStore
+    from mailmoat_records.tracebus import TracePublisher, bus_sender
+
+    if settings.records != "postgresql":
+        return TraceStore(client)  # type: ignore[arg-type]
+    return TracePublisher(bus_sender(bus))  # type: ignore[arg-type]
+
+
+async def _record(settings: Settings, client: object, event: TraceEvent) -> bool:
+    """Trace one event of the command (over its own bus connection when it goes to ``mailmoat.trace``)."""
+    from mailmoat_platform.bus import Bus
+
+    if settings.records != "postgresql":
+        return await _trace_sink(settings, client, None).record(event)
+    bus = Bus(settings.amqp_url)
+    try:
+        await bus.connect()
+        return await _trace_sink(settings, client, bus).record(event)
+    except Exception as exc:  # the broker is down: the trace loses the event, the command is done
+        print(f"mailmoat: the trace event was not recorded: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return False
+    finally:
+        await bus.close()
+
+
 async def _quarantine(args: argparse.Namespace) -> int:
     """``mailmoat quarantine list|show|release|delete``."""
     import redis.asyncio as aioredis
@@ -129,7 +160,6 @@ async def _quarantine(args: argparse.Namespace) -> int:
     from mailmoat_mail import mimeedit
     from mailmoat_platform.bus import Bus
     from mailmoat_records.quarantine import ReleaseError, open_quarantine, release
-    from mailmoat_records.trace import TraceStore
 
     settings = Settings.from_env()
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
@@ -161,7 +191,8 @@ async def _quarantine(args: argparse.Namespace) -> int:
             print(f"client:      {item.envelope.client_ip} ({item.envelope.helo or '-'})")
             print("verdicts:")
             for stage, verdict in item.verdicts.items():
-                print(f"  {stage}: {verdict.get('result')} {json.dumps(verdict.get('detail', {}), sort_keys=True)}")
+                for line in verdict_lines(stage, verdict):
+                    print(line)
             print("envelope:")
             print("  " + item.envelope.model_dump_json())
             print("headers:")
@@ -174,16 +205,16 @@ async def _quarantine(args: argparse.Namespace) -> int:
             if not await store.delete(args.id):
                 print(f"no quarantined message {args.id}", file=sys.stderr)
                 return 1
-            trace = TraceStore(client)
-            await trace.record(TraceEvent(event="DELETE", message_id=args.id, service="quarantine",
-                                          detail="deleted from quarantine"))
+            await _record(settings, client, TraceEvent(event="DELETE", message_id=args.id, service="quarantine",
+                                                       detail="deleted from quarantine"))
             print(f"{args.id}: deleted")
             return 0
         if args.quarantine_command == "release":
             bus = Bus(settings.amqp_url)
             await bus.connect()
             try:
-                done = await release(store, bus, TraceStore(client), args.id, recipients=args.recipient or None,
+                done = await release(store, bus, _trace_sink(settings, client, bus), args.id,
+                                     recipients=args.recipient or None,
                                      role=args.role, who=f"{args.role} {os.environ.get('USER', '')}".strip())
             except ReleaseError as exc:
                 print(f"mailmoat: {exc}", file=sys.stderr)
@@ -217,8 +248,7 @@ def _main(argv: list[str] | None) -> int:
     run.add_argument("service", choices=[*stages.names(), "all"])
     run.add_argument("--worker", type=int, default=0, help="worker index (ports are offset by it)")
     run.add_argument("--devmailbox", action="store_true", help="with 'all': also run the dev mailbox")
-    tr = sub.add_parser("trace", help="show a message's path by queue id, sender, recipient or Message-ID")
-    tr.add_argument("needle")
+    tracecli.add_parser(sub)
     pol = sub.add_parser("policy", help="policy tools")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
     chk = pol_sub.add_parser("check", help="validate a policy file")
@@ -245,6 +275,7 @@ def _main(argv: list[str] | None) -> int:
 
     train.add_parser(sub)
     dkimcli.add_parser(sub)
+    dbcli.add_parser(sub)
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -252,7 +283,7 @@ def _main(argv: list[str] | None) -> int:
             return run_all(args.devmailbox or os.environ.get("MAILMOAT_DEVMAILBOX") == "1")
         return run_one(args.service, args.worker)
     if args.command == "trace":
-        return asyncio.run(_trace(args.needle))
+        return tracecli.run(args)
     if args.command == "policy":
         return policy_check(args.file)
     if args.command == "quarantine":
@@ -261,6 +292,8 @@ def _main(argv: list[str] | None) -> int:
         return train.run(args)
     if args.command == "dkim":
         return dkimcli.run(args)
+    if args.command == "db":
+        return dbcli.run(args)
     return 2
 
 

@@ -8,7 +8,8 @@ the alert MailmoatProbeFailing fires when no run succeeded for 10 minutes).
 
 Environment: ``MAILMOAT_PROBE_SMTP`` (host:port of ingress), ``MAILMOAT_PROBE_FROM``,
 ``MAILMOAT_PROBE_TO`` (a mailbox of an accepted domain that accepts mail), ``MAILMOAT_PROBE_TIMEOUT``
-(seconds, 45), ``MAILMOAT_REDIS_URL`` (the trace).
+(seconds, 45); the trace it reads: ``MAILMOAT_REDIS_URL``, or with ``MAILMOAT_RECORDS=postgresql``
+``MAILMOAT_DATABASE_URL`` (what the recorder wrote: a recorder that falls behind fails the probe too).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import ssl
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -91,18 +94,39 @@ def send(address: str, sender: str, recipient: str, data: bytes, timeout: float 
     return match.group(1)
 
 
-async def follow(redis_url: str, queue_id: str, recipient: str, deadline: float, interval: float = 0.5
-                 ) -> Judgement:
+Events = Callable[[str], Awaitable[list[TraceEvent]]]
+
+
+@asynccontextmanager
+async def trace_events(records: str, redis_url: str, database_url: str) -> AsyncIterator[Events]:
+    """A message's events by queue id, from Redis or (``records = postgresql``) PostgreSQL."""
+    if records == "postgresql":
+        from mailmoat_records import db
+        from mailmoat_records.tracedb import TraceReader
+
+        async with db.open_pool(database_url, max_size=1, name="probe", timeout=10) as pool:
+            yield TraceReader(pool).events
+        return
     client = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
-    store = TraceStore(client)
     try:
-        while True:
-            judgement = judge(await store.events(queue_id), recipient)
-            if judgement.done or time.monotonic() >= deadline:
-                return judgement
-            await asyncio.sleep(interval)
+        yield TraceStore(client).events
     finally:
         await client.aclose()
+
+
+async def follow(events: Events, queue_id: str, recipient: str, deadline: float, interval: float = 0.5
+                 ) -> Judgement:
+    while True:
+        judgement = judge(await events(queue_id), recipient)
+        if judgement.done or time.monotonic() >= deadline:
+            return judgement
+        await asyncio.sleep(interval)
+
+
+async def follow_trace(records: str, redis_url: str, database_url: str, queue_id: str, recipient: str,
+                       deadline: float) -> Judgement:
+    async with trace_events(records, redis_url, database_url) as events:
+        return await follow(events, queue_id, recipient, deadline)
 
 
 def main() -> int:
@@ -111,6 +135,8 @@ def main() -> int:
     recipient = os.environ["MAILMOAT_PROBE_TO"]
     timeout = float(os.environ.get("MAILMOAT_PROBE_TIMEOUT", "45"))
     redis_url = os.environ.get("MAILMOAT_REDIS_URL", "redis://127.0.0.1:6379/0")
+    records = os.environ.get("MAILMOAT_RECORDS", "redis")
+    database_url = os.environ.get("MAILMOAT_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mailmoat")
     started = time.monotonic()
     token = uuid.uuid4().hex
     try:
@@ -118,7 +144,12 @@ def main() -> int:
     except (OSError, smtplib.SMTPException, ValueError) as exc:
         print(json.dumps({"ok": False, "step": "smtp", "reason": f"{type(exc).__name__}: {exc}"}))
         return 1
-    judgement = asyncio.run(follow(redis_url, queue_id, recipient, started + timeout))
+    try:
+        judgement = asyncio.run(follow_trace(records, redis_url, database_url, queue_id, recipient,
+                                             started + timeout))
+    except Exception as exc:  # the trace store does not answer
+        print(json.dumps({"ok": False, "step": "trace", "id": queue_id, "reason": f"{type(exc).__name__}: {exc}"}))
+        return 1
     print(json.dumps({"ok": judgement.delivered, "step": "trace", "id": queue_id, "reason": judgement.reason,
                       "seconds": round(time.monotonic() - started, 3)}))
     return 0 if judgement.delivered else 1

@@ -57,8 +57,8 @@ from mailmoat_platform.telemetry import (
     tracing_records,
 )
 from mailmoat_policy import PolicyHolder
-from mailmoat_records.trace import TRACE_CONTENT_TYPE, TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS, TraceStore
-from mailmoat_records.tracebus import TracePublisher
+from mailmoat_records.trace import TraceStore
+from mailmoat_records.tracebus import TracePublisher, bus_sender
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Runtime:
         """The trace: Redis (``records = redis``), or batches published to ``mailmoat.trace`` for the
         recorder to write to PostgreSQL (``records = postgresql``); ``record`` is the same either way."""
         if settings.records == "postgresql":
-            self.trace = TracePublisher(self._publish_trace)
+            self.trace = TracePublisher(bus_sender(self.bus, settings.publish_timeout))
         else:
             self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days, batch=self.scripts)
         self._ready_checks: list[ReadyCheck] = list(ready_checks)
@@ -148,12 +148,6 @@ class Runtime:
     def _policy_changed(self, policy: object) -> None:
         POLICY_RELOADS.labels(self.service, "ok").inc()
         self.trace.retention = self.policy.current.trace.retention_days * 86400
-
-    async def _publish_trace(self, body: bytes, headers: dict[str, object]) -> None:
-        """One message of trace records to ``mailmoat.trace``, confirmed (``TracePublisher``'s send)."""
-        await self.bus.declare_queue(TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS)
-        await self.bus.publish_body(TRACE_QUEUE, body, headers=headers, content_type=TRACE_CONTENT_TYPE,
-                                    timeout=self.settings.publish_timeout)
 
     def add_ready_check(self, check: ReadyCheck) -> None:
         self._ready_checks.append(check)

@@ -22,12 +22,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 
 from mailmoat_platform.models import TraceEvent
 
-from .trace import TraceRecord, encode_batch, make_record
+from .trace import TRACE_CONTENT_TYPE, TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS, TraceRecord, encode_batch, make_record
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,25 @@ class _Pending:
 def chunks(items: list[_Pending], size: int) -> list[list[_Pending]]:
     """``items`` in runs of at most ``size``, in order."""
     return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+class BusLike(Protocol):
+    """What the publisher needs of ``mailmoat_platform.bus.Bus``."""
+
+    async def declare_queue(self, name: str, arguments: dict[str, Any]) -> str: ...
+
+    async def publish_body(self, queue: str, body: bytes, *, headers: dict[str, Any] | None = None,
+                           content_type: str | None = None, timeout: float | None = 30.0) -> None: ...
+
+
+def bus_sender(bus: BusLike, timeout: float = 10.0) -> Send:
+    """A ``Send`` publishing to ``mailmoat.trace`` on ``bus`` (declared on first use), confirmed."""
+
+    async def send(body: bytes, headers: dict[str, object]) -> None:
+        await bus.declare_queue(TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS)
+        await bus.publish_body(TRACE_QUEUE, body, headers=headers, content_type=TRACE_CONTENT_TYPE, timeout=timeout)
+
+    return send
 
 
 class TracePublisher:
@@ -125,4 +145,4 @@ class TracePublisher:
                 pending.done.set_result(ok)
 
 
-__all__ = ["MAX_RECORDS", "OLDEST_HEADER", "Send", "TracePublisher", "chunks"]
+__all__ = ["MAX_RECORDS", "OLDEST_HEADER", "BusLike", "Send", "TracePublisher", "bus_sender", "chunks"]
