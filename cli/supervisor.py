@@ -54,13 +54,13 @@ polls the policy each second, so by then nothing publishes to it any more."""
 
 def plan(policy: Policy, ingress_workers: int, devmailbox: bool, records: str = "redis") -> list[Key]:
     """The processes a policy asks for, from the stage registry: the SMTP stage's workers, the policy's
-    filter stages, routing, egress, the recorder when the records are in PostgreSQL, and the development
-    stages when asked."""
+    filter stages, routing, egress, the recorder and the console when the records are in PostgreSQL, and
+    the development stages when asked."""
     keys: list[Key] = [(s.name, i) for s in stages.of_kind("smtp") for i in range(max(1, ingress_workers))]
     keys += [(stage, 0) for stage in policy.pipeline.filters]
     keys += [(s.name, 0) for s in stages.of_kind("routing", "egress")]
     if records == "postgresql":
-        keys += [(s.name, 0) for s in stages.of_kind("recorder")]
+        keys += [(s.name, 0) for s in stages.of_kind("recorder", "console")]
     if devmailbox:
         keys += [(s.name, 0) for s in stages.of_kind("dev")]
     return keys

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 REGISTRY = Path(__file__).with_name("stages.toml")
-Kind = Literal["smtp", "filter", "routing", "egress", "recorder", "dev"]
+Kind = Literal["smtp", "filter", "routing", "egress", "recorder", "console", "dev"]
 
 
 class RegistryError(ValueError):
@@ -78,7 +78,7 @@ def resolve(target: str) -> Any:
 
 
 _KNOWN = {f for f in StageSpec.__dataclass_fields__ if f != "extra"}
-_KINDS = ("smtp", "filter", "routing", "egress", "recorder", "dev")
+_KINDS = ("smtp", "filter", "routing", "egress", "recorder", "console", "dev")
 
 
 def parse(text: str) -> tuple[StageSpec, ...]:

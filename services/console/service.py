@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import psycopg
 import uvicorn
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
@@ -29,6 +30,7 @@ from .config import ConsoleConfig
 from .core import Console
 
 SERVICE = "console"
+BOOTSTRAP_RETRY = 5.0
 log = logging.getLogger(__name__)
 
 
@@ -47,6 +49,8 @@ class Running:
     server: uvicorn.Server
     task: asyncio.Task[None]
     pool: AsyncConnectionPool
+    announced: bool = False
+    """The database was ready and the first admin made (or there were accounts)."""
 
     @property
     def port(self) -> int:
@@ -74,7 +78,7 @@ async def announce_admin(console: Console, url: str) -> None:
 
 
 async def serve(settings: Settings, config: ConsoleConfig, redis, *, port: int | None = None) -> Running:
-    """Open the pool, create the first admin if needed, start the web server; ``port`` 0: any free port."""
+    """Open the pool and start the web server (``port`` 0: any free port)."""
     pool = db.open_pool(settings.database_url, min_size=1, max_size=4, name=SERVICE, timeout=5.0)
     await pool.open(wait=False)
     console = Console.build(config, pool, redis)
@@ -89,12 +93,33 @@ async def serve(settings: Settings, config: ConsoleConfig, redis, *, port: int |
             task.result()
             raise RuntimeError("the console's web server did not start")
         await asyncio.sleep(0.02)
-    running = Running(console, app, server, task, pool)
+    return Running(console, app, server, task, pool)
+
+
+async def announce(running: Running, config: ConsoleConfig) -> str:
+    """The first admin when there is none (once the database is ready), then the console's URL printed."""
     url = config.public_url or f"http://{config.host}:{running.port}/"
-    await announce_admin(console, url)
+    await bootstrap(running.console, url)
+    running.announced = True
     log.info("console on %s", url)
     print(f"console: {url}", file=sys.stdout, flush=True)
-    return running
+    return url
+
+
+async def bootstrap(console: Console, url: str, *, retry: float = BOOTSTRAP_RETRY) -> None:
+    """``announce_admin`` once the database answers and has the console's tables (``mailmoat db upgrade``);
+    until then one warning, and a try every ``retry`` seconds."""
+    warned = False
+    while True:
+        try:
+            await announce_admin(console, url)
+            return
+        except (psycopg.errors.UndefinedTable, psycopg.OperationalError) as exc:
+            if not warned:
+                log.warning("console: the records database is not ready (%s: %s); run `mailmoat db upgrade`. "
+                            "Trying again every %.0f s", type(exc).__name__, str(exc).strip()[:200], retry)
+                warned = True
+            await asyncio.sleep(retry)
 
 
 async def main(settings: Settings, worker: int = 0) -> None:
@@ -108,7 +133,11 @@ async def main(settings: Settings, worker: int = 0) -> None:
             await conn.execute("SELECT 1")
 
     runtime.add_dependency("postgresql", probe, interval=2.0, timeout=3.0)
-    runtime.add_ready_check(lambda: running.server.started and not running.task.done())
+    runtime.add_ready_check(lambda: running.announced and running.server.started and not running.task.done())
     runtime.on_stop(running.stop)
     await runtime.start(bus=False)
-    await runtime.serve_forever()
+    announcing = asyncio.create_task(announce(running, config))
+    try:
+        await runtime.serve_forever()
+    finally:
+        announcing.cancel()

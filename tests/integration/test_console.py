@@ -3,21 +3,24 @@ its ASGI app driven in process over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 import psycopg
 import pytest
 import redis.asyncio as aioredis
+from psycopg import sql
 
 from mailmoat_console.app import create_app
 from mailmoat_console.config import ConsoleConfig
 from mailmoat_console.core import Console
 from mailmoat_console.rights import Role
-from mailmoat_console.service import announce_admin
+from mailmoat_console.service import announce_admin, bootstrap
 from mailmoat_platform.models import TraceEvent, new_message_id
 from mailmoat_records import db
 from mailmoat_records.tracedb import TraceRecord, TraceWriter
@@ -292,3 +295,30 @@ async def test_pages_sign_in_search_and_csrf(console: Console):
         out = await client.post("/signout", data={"csrf_token": csrf})
         assert out.status_code == 303
         assert (await client.get("/trace")).status_code == 303
+
+
+async def test_the_console_waits_for_the_schema_then_makes_the_first_admin(database_url: str, redis_client,
+                                                                           capsys, caplog):
+    """Started before `mailmoat db upgrade` (as `run all` may), it warns once and retries instead of failing."""
+    parts = urlsplit(database_url)
+    name = parts.path.lstrip("/") + "_unmigrated"
+    server = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = parts._replace(path=f"/{name}").geturl()
+    try:
+        async with db.open_pool(url, max_size=2, name="console-test") as pool:
+            console = Console.build(ConsoleConfig(secure_cookies=False), pool, redis_client)
+            task = asyncio.create_task(bootstrap(console, "http://127.0.0.1:8025/", retry=0.05))
+            deadline = asyncio.get_running_loop().time() + 10
+            while "run `mailmoat db upgrade`" not in caplog.text:
+                assert asyncio.get_running_loop().time() < deadline and not task.done()
+                await asyncio.sleep(0.02)
+            assert caplog.text.count("run `mailmoat db upgrade`") == 1
+            await asyncio.to_thread(db.upgrade, url)
+            await asyncio.wait_for(task, 10)
+            assert "first admin account created" in capsys.readouterr().out
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

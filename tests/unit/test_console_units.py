@@ -207,3 +207,12 @@ async def test_a_page_of_messages_not_theirs_is_skipped_not_shown():
     reader = FakeReader([Page([other], cursor), Page([mine], None)])
     results = await TraceSearch(reader).search(TraceQuery(recipient="alice@example.com"), ALICE)
     assert [m.message_id for m in results.messages] == ["Q1"] and results.next is None
+
+
+def test_run_all_starts_the_console_with_the_records_in_postgresql():
+    from mailmoat_cli.supervisor import plan
+    from mailmoat_policy import Policy
+
+    policy = Policy.model_validate({"organization": {"hostname": "gw.example"}})
+    assert ("console", 0) in plan(policy, 1, False, "postgresql")
+    assert ("console", 0) not in plan(policy, 1, False, "redis")
