@@ -1,0 +1,17 @@
+"""run all starts the recorder when the records are in PostgreSQL, and only then."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from mailmoat_cli.supervisor import plan
+from mailmoat_platform import stages
+
+
+def test_the_recorder_runs_with_records_in_postgresql_only() -> None:
+    policy = SimpleNamespace(pipeline=SimpleNamespace(filters=[]))
+    assert stages.get("recorder").kind == "recorder"
+    assert ("recorder", 0) not in plan(policy, 1, False)  # type: ignore[arg-type]
+    assert ("recorder", 0) not in plan(policy, 1, False, "redis")  # type: ignore[arg-type]
+    assert plan(policy, 1, False, "postgresql") == [  # type: ignore[arg-type]
+        ("ingress", 0), ("routing", 0), ("egress", 0), ("recorder", 0)]
