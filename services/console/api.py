@@ -16,6 +16,7 @@ from .accounts import Account, AccountError
 from .core import (
     Console,
     NotFound,
+    change_own_password,
     client_ip,
     console_of,
     csrf_checked,
@@ -52,6 +53,11 @@ class SignIn(BaseModel):
 class SignedIn(BaseModel):
     account: Me
     csrf_token: str = Field(description="Send it as X-CSRF-Token with every change")
+
+
+class PasswordChange(BaseModel):
+    current: str = Field(max_length=1024)
+    new: str = Field(max_length=1024)
 
 
 class AccountOut(BaseModel):
@@ -214,6 +220,26 @@ async def api_me(who: Annotated[Principal, Depends(principal)]) -> Me:
     return me(who)
 
 
+@router.post("/me/password", response_model=SignedIn,
+             responses={**_AUTH, **_BAD_REQUEST, 429: {"model": Problem}})
+async def api_change_password(body: PasswordChange, request: Request,
+                              session: Annotated[Session, Depends(csrf_checked)]) -> Any:
+    """Change your own password: every session of the account ends; this one goes on with a new cookie and
+    CSRF token (returned)."""
+    console = console_of(request)
+    outcome, token, csrf = await change_own_password(console, session, body.current, body.new, client_ip(request),
+                                                     request.headers.get("user-agent", ""))
+    if outcome == "rate-limited":
+        return JSONResponse({"detail": "too many failed attempts; try again later"}, status_code=429)
+    if outcome == "wrong":
+        return JSONResponse({"detail": "the current password is wrong"}, status_code=400)
+    if outcome != "ok":
+        return JSONResponse({"detail": outcome}, status_code=400)
+    response = JSONResponse(SignedIn(account=me(session.principal), csrf_token=csrf).model_dump(mode="json"))
+    response.set_cookie(console.session_cookie, token, **console.cookie_options(console.session_seconds))
+    return response
+
+
 @router.get("/trace", response_model=TracePage, responses={**_AUTH, **_BAD_REQUEST})
 async def api_trace(request: Request, who: Annotated[Principal, Depends(need(Right.trace_read))],
                     sender: Annotated[str, Query(max_length=320)] = "",
@@ -222,10 +248,12 @@ async def api_trace(request: Request, who: Annotated[Principal, Depends(need(Rig
                     client_ip: Annotated[str, Query(max_length=64)] = "",
                     since: datetime | None = None, until: datetime | None = None,
                     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-                    after: Annotated[str | None, Query(max_length=300)] = None) -> Any:
+                    after: Annotated[str | None, Query(max_length=300)] = None,
+                    status: Annotated[str, Query(max_length=32, description="the latest event, e.g. DELIVER")] = ""
+                    ) -> Any:
     """Messages by sender, recipient, Message-ID (or queue id) and client IP in [since, until), newest first.
     An end user sees only messages addressed to their own mailboxes."""
-    query = TraceQuery(sender, recipient, message_id, client_ip, since, until, limit, after)
+    query = TraceQuery(sender, recipient, message_id, client_ip, since, until, limit, after, status)
     try:
         found = await console_of(request).search.search(query, who)
     except SearchError as exc:

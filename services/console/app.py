@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from . import api, pages
 from .core import Console, CsrfRefused, Forbidden, NotFound, SignInRequired
@@ -54,6 +55,8 @@ def create_app(console: Console) -> FastAPI:
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
+    if "*" not in console.config.allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(console.config.allowed_hosts))
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -45,6 +46,8 @@ class ConsoleConfig:
     signin_per_ip: int = 20
     public_url: str = ""
     """The URL users reach the console at (printed at start); by default http://host:port/."""
+    allowed_hosts: tuple[str, ...] = ("*",)
+    """``Host`` header values answered (others: 400), against DNS rebinding of a console on loopback."""
 
     @property
     def url(self) -> str:
@@ -69,7 +72,22 @@ class ConsoleConfig:
             signin_per_account=int(env.get("MAILMOAT_CONSOLE_SIGNIN_PER_ACCOUNT", str(cls.signin_per_account))),
             signin_per_ip=int(env.get("MAILMOAT_CONSOLE_SIGNIN_PER_IP", str(cls.signin_per_ip))),
             public_url=env.get("MAILMOAT_CONSOLE_URL", ""),
+            allowed_hosts=allowed_hosts(env.get("MAILMOAT_CONSOLE_ALLOWED_HOSTS", ""), host,
+                                        env.get("MAILMOAT_CONSOLE_URL", "")),
         )
+
+
+def allowed_hosts(listed: str, host: str, public_url: str) -> tuple[str, ...]:
+    """The hosts given, else the public URL's host and, on loopback, 127.0.0.1 and localhost; else any."""
+    given = tuple(h.strip().lower() for h in listed.split(",") if h.strip())
+    if given:
+        return given
+    found: list[str] = []
+    if public_url:
+        found.append((urlsplit(public_url).hostname or "").lower())
+    if is_loopback(host):
+        found += ["127.0.0.1", "localhost"]
+    return tuple(dict.fromkeys(h for h in found if h)) or ("*",)
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str | None:

@@ -14,6 +14,7 @@ from mailmoat_records.tracedb import TraceReader
 from .accounts import Account, Accounts
 from .audit import AuditLog
 from .config import ConsoleConfig, client_address
+from .passwords import password_problem
 from .ratelimit import Counter, RedisCounter, SigninLimiter
 from .rights import Principal, Right
 from .sessions import SECURE_SESSION_COOKIE, SESSION_COOKIE, Session, Sessions, same_token
@@ -166,3 +167,25 @@ async def sign_in(console: Console, name: str, password: str, ip: str | None,
     token, csrf = await console.sessions.create(account.id, ip, user_agent)
     await console.audit.write("signin", actor=account.principal, client_ip=ip)
     return "ok", account, token, csrf, 0
+
+
+async def change_own_password(console: Console, session: Session, current: str, new: str, ip: str | None,
+                              user_agent: str) -> tuple[str, str, str]:
+    """A signed-in account's new password: (outcome, new session token, its CSRF token). The outcome is ``ok``,
+    ``rate-limited``, ``wrong`` (the current password does not match; counted like a failed sign-in) or why
+    the new one is refused. Every session of the account ends; the caller's continues as a new one."""
+    who = session.principal
+    problem = password_problem(new)
+    if problem:
+        return problem, "", ""
+    if await console.limiter.check(who.name, ip) is not None:
+        await console.audit.write("password.change", actor=who, client_ip=ip, target=who.name, outcome="rate-limited")
+        return "rate-limited", "", ""
+    if await console.accounts.authenticate(who.name, current) is None:
+        await console.limiter.failed(who.name, ip)
+        await console.audit.write("password.change", actor=who, client_ip=ip, target=who.name, outcome="failed")
+        return "wrong", "", ""
+    await console.accounts.set_password(who.account_id, new)
+    token, csrf = await console.sessions.create(who.account_id, ip, user_agent)
+    await console.audit.write("password.change", actor=who, client_ip=ip, target=who.name)
+    return "ok", token, csrf

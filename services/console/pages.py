@@ -18,18 +18,20 @@ from .api import AccountChange, change_account, create_account
 from .core import (
     CSRF_FIELD,
     NotFound,
+    change_own_password,
     client_ip,
     console_of,
     csrf_checked,
     current_session,
     need,
     need_for_change,
+    principal,
     sign_in,
 )
 from .passwords import generate_password
 from .rights import Principal, Right, Role
-from .sessions import Session, new_token, same_token
-from .tracesearch import SearchError, TraceQuery
+from .sessions import Session, new_token, same_token, token_hash
+from .tracesearch import STATUSES, SearchError, TraceQuery
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 router = APIRouter(include_in_schema=False)
@@ -125,26 +127,52 @@ async def favicon() -> Response:
     return RedirectResponse("/static/favicon.svg", status_code=301)
 
 
+@router.get("/password")
+async def password_page(request: Request, _: Annotated[Principal, Depends(principal)]) -> Response:
+    return await render(request, "password.html", error="", done=False)
+
+
+@router.post("/password")
+async def password_submit(request: Request, session: Annotated[Session, Depends(csrf_checked)],
+                          current: Annotated[str, Form(max_length=1024)] = "",
+                          new: Annotated[str, Form(max_length=1024)] = "",
+                          repeat: Annotated[str, Form(max_length=1024)] = "") -> Response:
+    console = console_of(request)
+    if new != repeat:
+        return await render(request, "password.html", 400, error="The two new passwords differ.", done=False)
+    outcome, token, csrf = await change_own_password(console, session, current, new, client_ip(request),
+                                                     request.headers.get("user-agent", ""))
+    if outcome != "ok":
+        message = {"rate-limited": "Too many failed attempts. Try again later.",
+                   "wrong": "The current password is wrong."}.get(outcome, outcome.capitalize() + ".")
+        return await render(request, "password.html", 429 if outcome == "rate-limited" else 400, error=message,
+                            done=False)
+    request.scope["console_session"] = Session(session.principal, csrf, token_hash(token))
+    response = await render(request, "password.html", error="", done=True)
+    response.set_cookie(console.session_cookie, token, **console.cookie_options(console.session_seconds))
+    return response
+
+
 # --- the trace ---------------------------------------------------------------------------------------
 
 @router.get("/trace")
 async def trace_page(request: Request, who: Annotated[Principal, Depends(need(Right.trace_read))],
                      sender: str = "", recipient: str = "", message_id: str = "", client_ip: str = "",
-                     since: str = "", until: str = "", after: str = "") -> Response:
+                     since: str = "", until: str = "", status: str = "", after: str = "") -> Response:
     form = {"sender": sender[:320], "recipient": recipient[:320], "message_id": message_id[:998],
-            "client_ip": client_ip[:64], "since": since[:10], "until": until[:10]}
+            "client_ip": client_ip[:64], "since": since[:10], "until": until[:10], "status": status[:32]}
     results, error = None, ""
     asked = any(form.values()) or not who.sees_everything
     if asked:
         try:
             start, end = day_range(form["since"], form["until"])
             query = TraceQuery(form["sender"], form["recipient"], form["message_id"], form["client_ip"], start, end,
-                               50, after[:300] or None)
+                               50, after[:300] or None, form["status"])
             results = await console_of(request).search.search(query, who)
         except SearchError as exc:
             error = str(exc)
     return await render(request, "trace.html", 400 if error else 200, form=form, results=results, error=error,
-                        mailboxes=sorted(who.addresses))
+                        mailboxes=sorted(who.addresses), statuses=STATUSES)
 
 
 @router.get("/trace/{message_id}")

@@ -31,6 +31,8 @@ from .core import Console
 
 SERVICE = "console"
 BOOTSTRAP_RETRY = 5.0
+PRUNE_EVERY = 3600.0
+"""Seconds between deletions of sessions that ended (expired or revoked) more than a day before."""
 log = logging.getLogger(__name__)
 
 
@@ -135,6 +137,18 @@ async def main(settings: Settings, worker: int = 0) -> None:
     runtime.add_dependency("postgresql", probe, interval=2.0, timeout=3.0)
     runtime.add_ready_check(lambda: running.announced and running.server.started and not running.task.done())
     runtime.on_stop(running.stop)
+
+    async def prune_forever() -> None:
+        while True:
+            await asyncio.sleep(PRUNE_EVERY)
+            try:
+                pruned = await running.console.sessions.prune()
+                if pruned:
+                    log.info("console: %d ended sessions deleted", pruned)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("console: session pruning failed: %s", exc)
+
+    runtime.add_background(prune_forever)
     await runtime.start(bus=False)
     announcing = asyncio.create_task(announce(running, config))
     try:

@@ -3,7 +3,8 @@
 A search names at least one of sender, recipient, Message-ID (or queue id) and client IP. The most
 selective one given is looked up in the trace's index (Message-ID, then client IP, then recipient, then
 sender: envelope sender or From author) within the date range, newest first, paged by the reader's
-cursor; the other fields filter that page (a page may then hold fewer messages than the limit).
+cursor; the other fields and the status (the latest event) filter that page (a page may then hold fewer
+messages than the limit).
 
 An end user searches the messages addressed to their own mailboxes only: the look-up is by one of their
 addresses as recipient (the first when they name none), whatever else they give. An envelope sender is
@@ -23,6 +24,8 @@ from mailmoat_records.tracedb import Cursor, MessageSummary, TraceReader, ip_tex
 from .rights import Principal, normalize_address
 
 MAX_LIMIT = 200
+STATUSES = ("DELIVER", "DEFER", "FAIL", "REJECT", "QUARANTINE", "RELEASE", "DELETE", "DSN", "DEADLETTER", "ERROR")
+"""Latest events offered as a status filter (any event name is accepted)."""
 _MAX_FETCHES = 5
 """Pages of the index read at most for one page of results when filters leave a page empty."""
 
@@ -41,6 +44,8 @@ class TraceQuery:
     until: datetime | None = None
     limit: int = 50
     after: str | None = None
+    status: str = ""
+    """The latest event's name (DELIVER, DEFER, FAIL, QUARANTINE, ...): filters what the look-up found."""
 
     @property
     def empty(self) -> bool:
@@ -113,6 +118,8 @@ def matches(summary: MessageSummary, query: TraceQuery, skip: str) -> bool:
     if skip != "client_ip" and query.client_ip.strip():
         if ip_text(query.client_ip) != summary.client_ip:
             return False
+    if query.status.strip() and (summary.last_event or "").upper() != query.status.strip().upper():
+        return False
     return True
 
 

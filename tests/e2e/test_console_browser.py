@@ -242,6 +242,16 @@ def test_console_in_a_browser(console: tuple[str, str], console_database: str, b
     assert mine.goto(f"{url}/accounts").status == 403
     assert mine.goto(f"{url}/trace/{ids['alice']}").status == 200
 
+    # her own password, changed on its page: she stays signed in
+    mine.goto(f"{url}/password")
+    mine.fill("input[name=current]", alice_password)
+    mine.fill("input[name=new]", "alice's own long password")
+    mine.fill("input[name=repeat]", "alice's own long password")
+    mine.click("form[action='/password'] button[type=submit]")
+    mine.locator("p.notice").wait_for()
+    shot(mine, "password")
+    assert mine.goto(f"{url}/trace/{ids['alice']}").status == 200
+
     # signing out ends the session on the server: the old cookie opens nothing
     old = [c for c in user.cookies() if c["name"] == "mailmoat_session"]
     mine.goto(f"{url}/trace")

@@ -221,6 +221,46 @@ async def test_the_last_enabled_admin_stays(console: Console, migrated: str):
         conn.execute("UPDATE console_accounts SET disabled = false WHERE role = 'admin'")
 
 
+async def test_changing_ones_own_password(console: Console, migrated: str):
+    name = await account(console, Role.user, ["pw@example.com"])
+    async with http(console) as first, http(console) as second:
+        await api_sign_in(second, name)
+        csrf = await api_sign_in(first, name)
+        headers = {"X-CSRF-Token": csrf}
+        body = {"current": "not the password", "new": "a brand new password"}
+        assert (await first.post("/api/me/password", json=body)).status_code == 403  # no CSRF token
+        assert (await first.post("/api/me/password", json=body, headers=headers)).status_code == 400
+        short = {"current": PASSWORD, "new": "short"}
+        assert (await first.post("/api/me/password", json=short, headers=headers)).status_code == 400
+        changed = await first.post("/api/me/password", json={"current": PASSWORD, "new": "a brand new password"},
+                                   headers=headers)
+        assert changed.status_code == 200
+        new_csrf = changed.json()["csrf_token"]
+        assert new_csrf != csrf and (await first.get("/api/me")).status_code == 200  # this one goes on
+        assert (await second.get("/api/me")).status_code == 401  # the other session ended
+        assert (await first.delete("/api/session", headers=headers)).status_code == 403  # the old token is dead
+    assert await console.accounts.authenticate(name, "a brand new password") is not None
+    with psycopg.connect(migrated) as conn:
+        outcomes = conn.execute("SELECT outcome FROM console_audit WHERE actor = %s AND action = 'password.change' "
+                                "ORDER BY id", (name,)).fetchall()
+    assert [o for (o,) in outcomes] == ["failed", "ok"]
+
+
+async def test_password_rescue_from_the_shell(console: Console, migrated: str, monkeypatch, capsys):
+    from mailmoat_console import admin
+
+    monkeypatch.setenv("MAILMOAT_DATABASE_URL", migrated)
+    name = unique("root")
+    assert await asyncio.to_thread(admin.main, ["create-admin", name]) == 0
+    first = capsys.readouterr().out.rsplit(" ", 1)[1].strip()
+    assert (await console.accounts.authenticate(name, first)).role is Role.admin
+    assert await asyncio.to_thread(admin.main, ["reset-password", name.upper()]) == 0
+    second = capsys.readouterr().out.rsplit(" ", 1)[1].strip()
+    assert second != first and await console.accounts.authenticate(name, first) is None
+    assert await console.accounts.authenticate(name, second) is not None
+    assert await asyncio.to_thread(admin.main, ["reset-password", unique("nobody")]) == 1
+
+
 # --- the trace --------------------------------------------------------------------------------------------
 
 async def test_trace_search_and_timeline_with_rights(console: Console):
@@ -242,6 +282,10 @@ async def test_trace_search_and_timeline_with_rights(console: Console):
         assert [m["message_id"] for m in page["messages"]] == [to_alice] and page["next"] is None
         by_ip = (await client.get("/api/trace", params={"client_ip": "198.51.100.20", "recipient": bob})).json()
         assert [m["message_id"] for m in by_ip["messages"]] == [to_bob]
+        delivered = (await client.get("/api/trace", params={"sender": f"news@{domain}", "status": "DELIVER"})).json()
+        assert len(delivered["messages"]) == 2
+        failed = (await client.get("/api/trace", params={"sender": f"news@{domain}", "status": "FAIL"})).json()
+        assert failed["messages"] == []
         tomorrow = (datetime.now(UTC) + timedelta(days=1)).isoformat()
         later = (await client.get("/api/trace", params={"sender": f"news@{domain}", "since": tomorrow})).json()
         assert later["messages"] == []

@@ -72,7 +72,8 @@ async def test_every_change_without_the_csrf_token_is_refused():
     made, accounts, _, audit = console(Principal(1, "root", Role.admin))
     routes = changing_routes()
     assert {("POST", "/signout"), ("DELETE", "/api/session"), ("POST", "/api/accounts"),
-            ("PATCH", "/api/accounts/1"), ("POST", "/accounts"), ("POST", "/accounts/1")} <= set(routes)
+            ("PATCH", "/api/accounts/1"), ("POST", "/accounts"), ("POST", "/accounts/1"), ("POST", "/password"),
+            ("POST", "/api/me/password")} <= set(routes)
     async with client(made) as http:
         for method, path in routes:
             if path.startswith("/api/"):
@@ -161,8 +162,8 @@ async def test_the_openapi_document():
         doc = (await http.get("/api/openapi.json")).json()
         assert (await http.get("/docs")).status_code == 404
     assert doc["openapi"].startswith("3.")
-    assert {"/api/session", "/api/me", "/api/trace", "/api/trace/{message_id}", "/api/audit", "/api/accounts",
-            "/api/accounts/{account_id}"} == set(doc["paths"])
+    assert {"/api/session", "/api/me", "/api/me/password", "/api/trace", "/api/trace/{message_id}", "/api/audit",
+            "/api/accounts", "/api/accounts/{account_id}"} == set(doc["paths"])
     params = {p["name"] for p in doc["paths"]["/api/trace"]["get"]["parameters"]}
     assert {"sender", "recipient", "message_id", "client_ip", "since", "until", "limit", "after"} <= params
 
@@ -175,3 +176,14 @@ async def test_session_cookie_attributes(secure: bool):
         cookie = (await http.get("/signin")).headers["set-cookie"]
     assert ("Secure" in cookie) is secure
     assert cookie.startswith("__Host-") is secure
+
+
+async def test_a_host_not_allowed_is_refused():
+    made, *_ = console(None)
+    made.config = ConsoleConfig(secure_cookies=False, allowed_hosts=("127.0.0.1", "localhost"))
+    transport = httpx.ASGITransport(app=create_app(made))
+    async with httpx.AsyncClient(transport=transport, base_url="http://rebound.example:8025") as http:
+        answer = await http.get("/signin")
+        assert answer.status_code == 400 and "content-security-policy" in answer.headers
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8025") as http:
+        assert (await http.get("/signin")).status_code == 200

@@ -216,3 +216,19 @@ def test_run_all_starts_the_console_with_the_records_in_postgresql():
     policy = Policy.model_validate({"organization": {"hostname": "gw.example"}})
     assert ("console", 0) in plan(policy, 1, False, "postgresql")
     assert ("console", 0) not in plan(policy, 1, False, "redis")
+
+
+def test_allowed_hosts_guard_a_console_on_loopback():
+    assert ConsoleConfig.from_env({}).allowed_hosts == ("127.0.0.1", "localhost")
+    assert ConsoleConfig.from_env({"MAILMOAT_CONSOLE_HOST": "0.0.0.0"}).allowed_hosts == ("*",)
+    assert ConsoleConfig.from_env({"MAILMOAT_CONSOLE_HOST": "0.0.0.0",
+                                   "MAILMOAT_CONSOLE_URL": "https://Console.Example.com/"}).allowed_hosts == (
+        "console.example.com",)
+    assert ConsoleConfig.from_env({"MAILMOAT_CONSOLE_ALLOWED_HOSTS": "a.example, B.example"}).allowed_hosts == (
+        "a.example", "b.example")
+
+
+def test_status_filters_on_the_latest_event():
+    found = summary("Q1", "b@x", ["a@x"])  # last_event DELIVER
+    assert matches(found, TraceQuery(recipient="a@x", status="deliver"), "recipient")
+    assert not matches(found, TraceQuery(recipient="a@x", status="FAIL"), "recipient")
