@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -78,12 +79,13 @@ class Accounts:
                               (name.strip(),))
             row = await cur.fetchone()
         stored = row["password_hash"] if row else None
-        if not verify_password(stored, password) or row is None or row["disabled"]:
+        if not await asyncio.to_thread(verify_password, stored, password) or row is None or row["disabled"]:
             return None
         if needs_rehash(stored):
+            rehashed = await asyncio.to_thread(hash_password, password)
             async with self.pool.connection() as conn:
                 await conn.execute("UPDATE console_accounts SET password_hash = %s WHERE id = %s",
-                                   (hash_password(password), row["id"]))
+                                   (rehashed, row["id"]))
         return _account(row)
 
     async def create(self, name: str, role: Role, password: str, addresses: Iterable[str] = ()) -> Account:
@@ -91,12 +93,13 @@ class Accounts:
         problem = password_problem(password)
         if problem:
             raise AccountError(problem)
+        hashed = await asyncio.to_thread(hash_password, password)
         try:
             async with self.pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)
                 await cur.execute(
                     f"INSERT INTO console_accounts (name, role, password_hash, addresses) VALUES (%s, %s, %s, %s) "
-                    f"RETURNING {_COLUMNS}", (name, Role(role).value, hash_password(password),
+                    f"RETURNING {_COLUMNS}", (name, Role(role).value, hashed,
                                               sorted(addresses_of(addresses))))
                 row = await cur.fetchone()
         except errors.UniqueViolation:
@@ -139,9 +142,10 @@ class Accounts:
         problem = password_problem(password)
         if problem:
             raise AccountError(problem)
+        hashed = await asyncio.to_thread(hash_password, password)
         async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute("UPDATE console_accounts SET password_hash = %s, password_changed_at = now(), "
-                                     "updated_at = now() WHERE id = %s", (hash_password(password), account_id))
+                                     "updated_at = now() WHERE id = %s", (hashed, account_id))
             if cur.rowcount != 1:
                 return False
             await conn.execute("UPDATE console_sessions SET revoked_at = now() "
@@ -152,6 +156,7 @@ class Accounts:
         """With no account at all: an ``admin`` account with a generated password, and that password (to
         be shown once); else None. Consoles starting together make one."""
         password = generate_password()
+        hashed = await asyncio.to_thread(hash_password, password)
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_BOOTSTRAP_LOCK,))
             cur = conn.cursor(row_factory=dict_row)
@@ -160,7 +165,7 @@ class Accounts:
             if row and row["any"]:
                 return None
             await cur.execute(f"INSERT INTO console_accounts (name, role, password_hash) VALUES (%s, 'admin', %s) "
-                              f"RETURNING {_COLUMNS}", (name, hash_password(password)))
+                              f"RETURNING {_COLUMNS}", (name, hashed))
             created = await cur.fetchone()
         assert created is not None
         return _account(created), password
