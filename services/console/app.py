@@ -103,6 +103,12 @@ def create_app(console: Console) -> FastAPI:
             return JSONResponse({"detail": jsonable_errors(exc)}, status_code=422)
         return await pages.render(request, "error.html", 422, status=422, message="The request was not valid.")
 
+    @app.exception_handler(psycopg.DataError)
+    @app.exception_handler(UnicodeEncodeError)
+    async def unstorable(request: Request, exc: Exception) -> Response:
+        """Text PostgreSQL cannot take (a NUL, a lone surrogate): the request is wrong, not the server."""
+        return await _page_error(request, 400, "The request holds characters that cannot be looked up.")
+
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)

@@ -366,3 +366,18 @@ async def test_the_console_waits_for_the_schema_then_makes_the_first_admin(datab
     finally:
         with psycopg.connect(server, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+async def test_text_postgresql_cannot_take_is_a_bad_request_not_a_server_error(console: Console):
+    name = await account(console, Role.admin)
+    async with http(console) as client:
+        await api_sign_in(client, name)
+        for params in ({"sender": "a\x00b@example.com"}, {"message_id": "\x00"}, {"client_ip": "1.2.3.4\x00"}):
+            answer = await client.get("/api/trace", params=params)
+            assert answer.status_code == 400, (params, answer.text)
+        assert (await client.get("/api/trace/A%00B")).status_code in (400, 404)
+        assert (await client.get("/trace", params={"client_ip": "\x00"})).status_code == 400
+    async with http(console) as client:
+        for body in ('{"name": "a\\u0000b", "password": "x"}', '{"name": "\\ud800", "password": "x"}'):
+            answer = await client.post("/api/session", content=body, headers={"content-type": "application/json"})
+            assert answer.status_code in (400, 401, 422), answer.text
