@@ -9,33 +9,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
-import queue
-import re
-import subprocess
-import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from urllib.parse import urlsplit
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from mailmoat_platform.models import TraceEvent, new_message_id
 from mailmoat_records import db
 from mailmoat_records.tracedb import TraceRecord, TraceWriter
-from tests.support.infra import REDIS_TEST_URL, free_port
+from tests.support.console import REPO, fresh_database, running_console
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "var" / "screenshots"
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if os.path.exists(p)), None)
-START_TIMEOUT = 30.0
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 if CHROMIUM is None:
@@ -45,69 +33,15 @@ if CHROMIUM is None:
 
 @pytest.fixture(scope="module")
 def console_database(database_url: str) -> Iterator[str]:
-    """A records database of this module's own (no console account yet), migrated."""
-    parts = urlsplit(database_url)
-    name = parts.path.lstrip("/") + "_console"
-    server = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = parts._replace(path=f"/{name}").geturl()
-    db.upgrade(url)
-    yield url
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-class ConsoleProcess:
-    def __init__(self, database_url: str):
-        self.port = free_port()
-        env = {**os.environ, "MAILMOAT_DATABASE_URL": database_url, "MAILMOAT_REDIS_URL": REDIS_TEST_URL,
-               "MAILMOAT_RECORDS": "postgresql", "MAILMOAT_CONSOLE_PORT": str(self.port),
-               "MAILMOAT_CONSOLE_METRICS_PORT": str(free_port()), "MAILMOAT_LOG_FORMAT": "text"}
-        self.process = subprocess.Popen([sys.executable, "-m", "mailmoat_cli.main", "run", "console"], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = START_TIMEOUT) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            self.output.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-        raise AssertionError(f"the console did not print {pattern!r} within {timeout} s:\n{''.join(self.output)}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+    with fresh_database(database_url, "console") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def console(console_database: str) -> Iterator[tuple[str, str]]:
     """The running console: (its URL, the first admin's password as it printed it)."""
-    running = ConsoleProcess(console_database)
-    try:
-        password = running.wait_for(r"first admin account created .* password '([^']+)'")[1]
-        url = running.wait_for(r"console: (http://\S+)")[1]
-        yield url.rstrip("/"), password
-    finally:
-        running.stop()
+    with running_console(console_database) as started:
+        yield started
 
 
 def write_messages(database_url: str, domain: str) -> dict[str, str]:
