@@ -8,8 +8,8 @@ so a redelivered batch adds nothing) and acks those deliveries once the transact
 PostgreSQL down or slow: the write fails or times out, the deliveries stay held and unacked, and the
 write is tried again with backoff (0.5 s doubling to 10 s) until it succeeds; the broker sends nothing
 beyond the prefetch meanwhile, so the rest waits in the queue, nothing is lost and mail flows on
-(stages never wait on the recorder). Readiness is false while PostgreSQL does not answer; the lag
-(``mailmoat_recorder_lag_seconds``: age of the oldest record held) grows, and the alert
+(stages never wait on the recorder). Readiness is false while PostgreSQL does not answer or the last
+write failed; the lag (``mailmoat_recorder_lag_seconds``: age of the oldest record held) grows, and the alert
 ``MailmoatRecorderLagging`` fires. A body that is not a batch of records, or a batch PostgreSQL refuses
 (written alone, to tell it from its neighbours), goes to ``mailmoat.dead`` with its reason.
 
@@ -67,8 +67,10 @@ FAILURES = Counter("mailmoat_recorder_write_failures_total",
 MAINTAINED = Counter("mailmoat_recorder_partitions_total", "Day partitions the recorder's daily job changed",
                      ["change"])
 
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, OSError, TimeoutError)
-"""Failures of the database rather than of the batch: the batch is kept and written again."""
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.UndefinedTable, OSError,
+             TimeoutError)
+"""Failures of the database rather than of the batch: the batch is kept and written again (a missing table:
+the schema is not migrated yet, ``mailmoat db upgrade`` runs beside it)."""
 
 
 class Recorder:
@@ -86,6 +88,8 @@ class Recorder:
         self.database_up = False
         """The last write (or probe) reached PostgreSQL."""
         self.failures = 0
+        self.failing = False
+        """The last write failed for the database's sake (readiness is false until one succeeds)."""
         self.committed = 0
         """Batches written (transactions committed)."""
         self._arrived = asyncio.Event()
@@ -145,6 +149,7 @@ class Recorder:
                     log.warning("trace batch of %d records not written (%s: %s); holding it and trying again",
                                 len(records_of(batch)), type(exc).__name__, exc)
                 self.database_up = False
+                self.failing = True
                 await asyncio.sleep(backoff(attempt))
             except psycopg.Error as exc:
                 FAILURES.labels("refused").inc()
@@ -168,6 +173,7 @@ class Recorder:
         if not self.database_up:
             log.info("PostgreSQL answers: trace batches written again")
         self.database_up = True
+        self.failing = False
         self.committed += 1
         EVENTS.labels("new").inc(result.added)
         EVENTS.labels("expired").inc(result.expired)
@@ -211,7 +217,7 @@ async def start(settings: Settings, worker: int = 0, *, max_records: int = MAX_R
     await pool.open(wait=False)
     recorder = Recorder(runtime, pool, max_records=max_records)
     runtime.add_dependency("postgresql", recorder.probe, interval=2.0, timeout=3.0)
-    runtime.add_ready_check(lambda: runtime.bus.consuming([TRACE_QUEUE]))
+    runtime.add_ready_check(lambda: runtime.bus.consuming([TRACE_QUEUE]) and not recorder.failing)
     await runtime.start()
     tasks = [asyncio.create_task(recorder.run()), asyncio.create_task(recorder.maintain_forever())]
 

@@ -89,6 +89,7 @@ NOT_SCRAPED = {
     "mailmoat_dependency_up": "the filter stages' dependencies (clamd, DNS) are not run here",
     "mailmoat_clamd_signature_age_seconds": "the antivirus stage is not run here",
     "mailmoat_stage_errors_total": "only on a filter stage's unexpected error (filter stages are not run here)",
+    "mailmoat_recorder_lag_seconds": "the recorder is not run here (the trace stays in Redis)",
 }
 """Metrics of the services the live run does not scrape: their label names are checked against the
 registry instead."""

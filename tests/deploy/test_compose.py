@@ -58,7 +58,8 @@ def services() -> dict[str, dict[str, Any]]:
 
 
 def mailmoat_services() -> dict[str, dict[str, Any]]:
-    return {name: s for name, s in services().items() if s.get("image") == IMAGE}
+    """The long-running services of the image (not its one-shot commands, such as ``db upgrade``)."""
+    return {name: s for name, s in services().items() if s.get("image") == IMAGE and s["command"][0] == "run"}
 
 
 def module(service: dict[str, Any]) -> str:

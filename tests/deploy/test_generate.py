@@ -218,8 +218,8 @@ def test_new_stage_compose_service(with_new_stages: Path) -> None:
     assert service["environment"]["OTEL_SERVICE_NAME"] == "mailmoat-fake-scan"
     assert service["read_only"] is True and service["image"] == "mailmoat:local"  # the shared anchor
     assert f"http://127.0.0.1:{FAKE.metrics_port}/healthz" in " ".join(service["healthcheck"]["test"])
-    assert set(service["depends_on"]) == {"rabbitmq", "redis"}
-    assert set(compose["services"]["antivirus"]["depends_on"]) == {"rabbitmq", "redis", "clamd"}
+    assert set(service["depends_on"]) == {"rabbitmq", "redis", "db-upgrade"}
+    assert set(compose["services"]["antivirus"]["depends_on"]) == {"rabbitmq", "redis", "db-upgrade", "clamd"}
 
 
 def test_new_stage_scrape_job(with_new_stages: Path) -> None:

@@ -25,6 +25,7 @@ from mailmoat_platform.settings import DEFAULT_METRICS_PORTS, Settings
 from mailmoat_platform.stages import filter_names
 from mailmoat_platform.telemetry import otel_service_name
 from mailmoat_policy import parse_policy
+from mailmoat_records.trace import TRACE_QUEUE
 from tests.deploy.crds import SCHEMAS, validate_custom
 from tests.deploy.kustomize import containers, load_resources, render, split_image
 from tests.deploy.netpol import selector_matches
@@ -37,7 +38,7 @@ NAMESPACE = "mailmoat"
 K8S_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
 IMAGE = "mailmoat"
 # Secrets the cluster must provide (everything else the manifests or operators create).
-REQUIRED_SECRETS = {"mailmoat-redis-auth"}
+REQUIRED_SECRETS = {"mailmoat-redis-auth", "mailmoat-postgres-app"}
 SIZE_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
                  "Ti": 2**40}
 
@@ -299,7 +300,9 @@ def test_stages_scale_on_their_queue(resources: tuple[Resource, ...]) -> None:
         (trigger,) = [t for t in spec["triggers"] if t["type"] == "rabbitmq"]
         metadata = trigger["metadata"]
         assert trigger["type"] == "rabbitmq" and metadata["mode"] == "QueueLength"
-        assert metadata["queueName"] == stage_queue(module_of(deployment))
+        # the recorder consumes the trace queue, every other stage its own
+        expected = TRACE_QUEUE if module_of(deployment) == "recorder" else stage_queue(module_of(deployment))
+        assert metadata["queueName"] == expected
         assert int(metadata["value"]) > 0
         # Ready and unacknowledged messages: the management API (AMQP would count ready ones only).
         assert metadata["protocol"] == "http" and metadata["vhostName"] == "/"
@@ -497,8 +500,9 @@ def test_one_rabbitmq_user_per_service_with_least_permissions(resources: tuple[R
         assert user == deployment["metadata"]["name"] and user not in seen
         seen.add(user)
         granted = permissions[user]
-        queue = stage_queue(module_of(deployment))
-        queues = [*(stage_queue(s) for s in SERVICES), "mailmoat.dead"]
+        # the recorder reads the trace queue, a stage its own
+        queue = TRACE_QUEUE if module_of(deployment) == "recorder" else stage_queue(module_of(deployment))
+        queues = [*(stage_queue(s) for s in SERVICES), TRACE_QUEUE, "mailmoat.dead"]
         readable = [q for q in queues if re.fullmatch(granted["read"], q)]
         assert readable == ([] if module_of(deployment) == "ingress" else [queue]), user
         assert re.fullmatch(granted["write"], "amq.default") and not re.fullmatch(granted["write"], queue)
