@@ -1,0 +1,126 @@
+"""The recorder's write loop with a fake database: acks only after a commit, holds and retries while the
+database fails or hangs, tells a refused batch's messages apart and dead-letters the bad one."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg
+import pytest
+
+from mailmoat_platform.models import TraceEvent
+from mailmoat_recorder import service
+from mailmoat_recorder.inbox import Held
+from mailmoat_records.trace import TraceRecord, encode_batch
+from mailmoat_records.tracedb import WriteResult
+
+
+class FakeWriter:
+    def __init__(self, outcomes: list[Any]):
+        self.outcomes = outcomes  # per call: an exception to raise, "hang", or None (commit)
+        self.calls: list[list[str]] = []
+        self.retention_days = 90
+
+    async def write(self, records: list[TraceRecord]) -> WriteResult:
+        self.calls.append([r.events[0].message_id for r in records])
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome == "hang":
+            await asyncio.sleep(3600)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if callable(outcome):
+            outcome(records)
+        events = sum(len(r.events) for r in records)
+        return WriteResult(events, events, 0)
+
+
+class FakeRuntime:
+    def __init__(self) -> None:
+        self.acked: list[str] = []
+        self.dead: list[tuple[bytes, str]] = []
+        self.policy = SimpleNamespace(current=SimpleNamespace(trace=SimpleNamespace(retention_days=30)))
+        self.acks = SimpleNamespace(ack=lambda message: self.acked.append(message.name))
+        self.bus = SimpleNamespace(publish_raw_dead=self._dead)
+
+    async def _dead(self, body: bytes, reason: str, headers: dict[str, Any]) -> None:
+        self.dead.append((body, reason))
+
+
+def _delivery(name: str) -> SimpleNamespace:
+    record = TraceRecord(events=[TraceEvent(event="RECEIVE", message_id=name, service="ingress")])
+    return SimpleNamespace(name=name, body=encode_batch([record]), headers={})
+
+
+def _recorder(outcomes: list[Any], monkeypatch: pytest.MonkeyPatch, **kw: Any) -> tuple[service.Recorder, FakeRuntime]:
+    monkeypatch.setattr(service, "backoff", lambda attempt: 0.0)
+    runtime = FakeRuntime()
+    recorder = service.Recorder(runtime, pool=None, **kw)  # type: ignore[arg-type]
+    recorder.writer = FakeWriter(outcomes)  # type: ignore[assignment]
+    return recorder, runtime
+
+
+async def _deliver(recorder: service.Recorder, *names: str) -> list[Held]:
+    for name in names:
+        await recorder.on_delivery(_delivery(name))  # type: ignore[arg-type]
+    return recorder.inbox.take(recorder.max_records)
+
+
+async def test_a_batch_is_acked_after_its_commit_and_retried_while_the_database_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    down = psycopg.OperationalError("connection refused")
+    seen: list[list[str]] = []
+    recorder, runtime = _recorder([down, down, lambda records: seen.append(list(runtime.acked))], monkeypatch)
+    batch = await _deliver(recorder, "A", "B")
+    await recorder._write(batch)
+    assert recorder.writer.calls == [["A", "B"]] * 3  # type: ignore[attr-defined]
+    assert seen == [[]]  # nothing acked before the commit
+    assert runtime.acked == ["A", "B"] and len(recorder.inbox) == 0
+    assert recorder.failures == 2 and not recorder.failing and recorder.committed == 1
+    assert recorder.writer.retention_days == 30  # type: ignore[attr-defined]  # the policy's, per batch
+
+
+async def test_a_hanging_database_counts_as_failed_and_the_batch_stays_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, runtime = _recorder(["hang", "hang"], monkeypatch, write_timeout=0.05)
+    batch = await _deliver(recorder, "A")
+    task = asyncio.create_task(recorder._write(batch))
+    while len(recorder.writer.calls) < 2:  # type: ignore[attr-defined]
+        await asyncio.sleep(0.01)
+    assert recorder.failing and runtime.acked == [] and len(recorder.inbox) == 1
+    await asyncio.wait_for(task, 5)  # the third try commits
+    assert runtime.acked == ["A"] and not recorder.failing
+
+
+async def test_a_missing_table_waits_for_the_migration(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, runtime = _recorder([psycopg.errors.UndefinedTable("relation trace_events does not exist")],
+                                  monkeypatch)
+    await recorder._write(await _deliver(recorder, "A"))
+    assert runtime.acked == ["A"] and runtime.dead == []
+
+
+async def test_a_refused_batch_is_written_message_by_message_and_the_bad_one_dead_lettered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = psycopg.errors.NumericValueOutOfRange("out of range")
+    recorder, runtime = _recorder([refused, None, refused, None], monkeypatch)
+    await recorder._write(await _deliver(recorder, "A", "B", "C"))
+    assert recorder.writer.calls == [["A", "B", "C"], ["A"], ["B"], ["C"]]  # type: ignore[attr-defined]
+    assert sorted(runtime.acked) == ["A", "B", "C"]  # B acked once dead-lettered
+    assert [reason for _, reason in runtime.dead] == ["recorder: PostgreSQL refused the batch: "
+                                                      "NumericValueOutOfRange: out of range"]
+    assert len(recorder.inbox) == 0
+
+
+async def test_a_body_that_is_not_records_is_dead_lettered_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, runtime = _recorder([], monkeypatch)
+    await recorder.on_delivery(SimpleNamespace(name="X", body=b"[{]", headers={}))  # type: ignore[arg-type]
+    assert runtime.acked == ["X"] and runtime.dead[0][0] == b"[{]" and len(recorder.inbox) == 0
+
+
+async def test_lag_uses_the_oldest_record_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, _ = _recorder([], monkeypatch)
+    recorder.clock = lambda: 1000.0
+    delivery = _delivery("A")
+    delivery.headers = {"x-mailmoat-trace-oldest-ms": 940_000}
+    await recorder.on_delivery(delivery)  # type: ignore[arg-type]
+    assert recorder.inbox.lag(1000.0) == 60.0
