@@ -137,6 +137,9 @@ async def test_sign_in_form_needs_its_pre_session_token():
         # the API's sign-in takes JSON only (a cross-site form cannot send it without a CORS preflight)
         answer = await http.post("/api/session", data={"name": "root", "password": "x"})
         assert answer.status_code == 422
+        answer = await http.post("/api/session", content='{"name": "root", "password": "long enough pw"}',
+                                 headers={"content-type": "text/plain"})  # what a cross-site form can send
+        assert answer.status_code == 422
     assert "authenticate" not in accounts.calls
 
 
