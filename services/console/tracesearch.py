@@ -15,7 +15,7 @@ for an end user: 404 unless one of its recipients is theirs, and only their own 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from mailmoat_platform.models import TraceEvent
@@ -123,6 +123,11 @@ def matches(summary: MessageSummary, query: TraceQuery, skip: str) -> bool:
     return True
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """A bound without a time zone is UTC (as the pages show times)."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
 def _visible(summary: MessageSummary, principal: Principal) -> MessageSummary:
     if principal.sees_everything:
         return summary
@@ -141,12 +146,12 @@ class TraceSearch:
             after = Cursor.parse(query.after) if query.after else None
         except ValueError:
             raise SearchError("not a page cursor") from None
-        if query.since and query.until and query.since >= query.until:
+        since, until = _utc(query.since), _utc(query.until)
+        if since and until and since >= until:
             raise SearchError("the start of the range must be before its end")
         found: list[MessageSummary] = []
         for _ in range(_MAX_FETCHES):
-            page = await self.reader.find(value, since=query.since, until=query.until, limit=limit, after=after,
-                                          kinds=kinds)
+            page = await self.reader.find(value, since=since, until=until, limit=limit, after=after, kinds=kinds)
             for summary in page.messages:
                 if principal.may_see_message(summary.recipients) and matches(summary, query, field_):
                     found.append(_visible(summary, principal))

@@ -232,3 +232,19 @@ def test_status_filters_on_the_latest_event():
     found = summary("Q1", "b@x", ["a@x"])  # last_event DELIVER
     assert matches(found, TraceQuery(recipient="a@x", status="deliver"), "recipient")
     assert not matches(found, TraceQuery(recipient="a@x", status="FAIL"), "recipient")
+
+
+async def test_bounds_without_a_time_zone_are_utc():
+    calls = []
+
+    class Reader(FakeReader):
+        async def find(self, needle, *, since=None, until=None, limit=50, after=None, kinds=()):
+            calls.append((since, until))
+            return Page([], None)
+
+    await TraceSearch(Reader([])).search(TraceQuery(sender="a@b", since=datetime(2026, 12, 1),
+                                                    until=datetime(2026, 12, 2, tzinfo=UTC)), ADMIN)
+    assert calls == [(datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC))]
+    with pytest.raises(SearchError):
+        await TraceSearch(Reader([])).search(TraceQuery(sender="a@b", since=datetime(2026, 12, 2),
+                                                        until=datetime(2026, 12, 1, tzinfo=UTC)), ADMIN)
