@@ -202,3 +202,37 @@ async def test_a_body_that_is_not_records_is_dead_lettered(settings: Settings, s
         await message.ack()
     finally:
         await connection.close()
+
+
+async def test_a_stage_acks_its_input_only_after_its_trace_is_confirmed(settings: Settings, stage: Runtime) -> None:
+    from mailmoat_platform.bus import Bus, Publish, stage_queue
+    from mailmoat_platform.models import Envelope
+
+    assert isinstance(stage.trace, TracePublisher)
+    publisher = stage.trace
+    confirmed_at_ack: list[int] = []
+    ack = stage.acks.ack
+
+    def watched(message: object) -> None:
+        confirmed_at_ack.append(publisher.records)  # records whose publish the broker confirmed by now
+        ack(message)  # type: ignore[arg-type]
+
+    stage.acks.ack = watched  # type: ignore[method-assign]
+
+    async def handler(envelope: Envelope, data: bytes) -> list[Publish]:
+        await publisher.record(TraceEvent(event="AGENTINFO", message_id=envelope.id, service="routing",
+                                          detail="seen"))
+        return [Publish(stage_queue("egress"), envelope, data)]
+
+    before = (await _depth(settings.amqp_url))[0]
+    await stage.consume_stage("routing", handler)
+    source = Bus(settings.amqp_url)
+    await source.connect()
+    try:
+        envelope = Envelope(mail_from="s@example.org", rcpt_to=["a@example.com"], itinerary=["routing", "egress"])
+        await source.publish(Publish(stage_queue("routing"), envelope, b"Subject: x\r\n\r\n"))
+        await _until(lambda: confirmed_at_ack, "the input acked")
+    finally:
+        await source.close()
+    assert confirmed_at_ack == [1]
+    assert (await _depth(settings.amqp_url))[0] == before + 1  # the trace batch waits for a recorder
