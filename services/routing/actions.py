@@ -26,31 +26,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, get_args
 
-from mailmoat_antispam.verdict import SPAM_CATEGORIES, SPAM_ORDER, AntispamVerdict
-from mailmoat_antivirus.verdict import CLEAN as CLEAN_AV
-from mailmoat_antivirus.verdict import AntivirusVerdict
 from mailmoat_mail import mimeedit
 from mailmoat_mail.dsn import Failure, build_ndr
 from mailmoat_platform import verdicts
-from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_platform.models import Envelope
 from mailmoat_platform.verdicts import Disposition
 from mailmoat_policy import Antimalware, Policy, SpamAction
 from mailmoat_routing.rules.registry import Registry
-
-
-def allow_listed(envelope: Envelope) -> bool:
-    """SCL -1: the connection filter's IP allow list, or the antispam stage's own allow verdict."""
-    return verdicts.allow_listed(envelope)
-
-
-def spam_hits(verdict: Verdict) -> list[str]:
-    """Every ``SPAM_ORDER`` key the antispam verdict calls for, strongest first."""
-    return verdicts.read(AntispamVerdict, verdict.detail, verdict.stage).hits(verdict)
-
-
-def strip_paths(verdict: Verdict) -> tuple[str, ...]:
-    """The MIME parts an antivirus verdict wants stripped: ``detail.strip``, else the parts its findings name."""
-    return verdicts.read(AntivirusVerdict, verdict.detail, verdict.stage).strip_paths()
 
 
 def disposition(envelope: Envelope, policy: Policy) -> Disposition:
@@ -164,5 +146,4 @@ def ndr_for(disp: Disposition, envelope: Envelope, data: bytes, now: datetime,
     return build_ndr(envelope, data, failures, now, hostname, dsn_id=f"{envelope.id}N")
 
 
-__all__ = ["CLEAN_AV", "DELIVERING", "SPAM_CATEGORIES", "SPAM_ORDER", "VERDICT_ACTIONS", "Disposition", "Outcome",
-           "allow_listed", "carry_out", "disposition", "ndr_for", "policy_actions", "spam_hits", "strip_paths"]
+__all__ = ["DELIVERING", "VERDICT_ACTIONS", "Outcome", "carry_out", "disposition", "ndr_for", "policy_actions"]

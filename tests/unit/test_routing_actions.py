@@ -8,9 +8,20 @@ from datetime import UTC, datetime
 
 import pytest
 
+from mailmoat_antispam.verdict import AntispamVerdict
+from mailmoat_antivirus.verdict import AntivirusVerdict
 from mailmoat_platform.models import Envelope, Verdict
+from mailmoat_platform.verdicts import read
 from mailmoat_policy import parse_policy
-from mailmoat_routing.actions import carry_out, disposition, ndr_for, spam_hits, strip_paths
+from mailmoat_routing.actions import carry_out, disposition, ndr_for
+
+
+def spam_hits(verdict: Verdict) -> list[str]:
+    return read(AntispamVerdict, verdict.detail, verdict.stage).hits(verdict)
+
+
+def strip_paths(verdict: Verdict) -> tuple[str, ...]:
+    return read(AntivirusVerdict, verdict.detail, verdict.stage).strip_paths()
 
 NOW = datetime(2026, 11, 29, 4, 0, tzinfo=UTC)
 DATA = (b"From: s@sender.test\r\nTo: a@example.com\r\nSubject: offer\r\nMIME-Version: 1.0\r\n"
