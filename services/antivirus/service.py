@@ -11,7 +11,6 @@ unscanned, and the stage reports not ready until clamd answers again, unless the
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -145,19 +144,6 @@ def background(engine: Engine, ping_interval: float = 2.0) -> list[Callable[[Run
         lambda runtime: watch_signatures(lambda: engine.client(runtime.policy.current.antimalware),
                                          SignatureAge(SERVICE)),
     ]
-
-
-async def wire(runtime: Runtime, engine: Engine, ping_interval: float = 2.0) -> asyncio.Task[None] | None:
-    """The stage on a runtime already started: its ready check and background tasks, then consume.
-    Returns the pinger's task (cancelling it stops the signature watcher too)."""
-    runtime.add_ready_check(lambda: ready(runtime, engine))
-    export_health(SERVICE, lambda: engine.available)
-    tasks = [runtime.add_background(functools.partial(job, runtime)) for job in background(engine, ping_interval)]
-    watcher = tasks[0]
-    if watcher is not None:
-        watcher.add_done_callback(lambda _: [t.cancel() for t in tasks[1:] if t is not None])
-    await runtime.consume_stage(SERVICE, make_handler(runtime, engine))
-    return watcher
 
 
 async def main(settings: Settings, worker: int = 0) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from mailmoat_antivirus.service import PING_TIMEOUT, SERVICE, Engine, wire
+from mailmoat_antivirus.service import PING_TIMEOUT, SERVICE, Engine, background, make_handler, ready
+from mailmoat_antivirus.signatures import export_health
 from mailmoat_platform.bus import Bus, Publish, decode, stage_queue
 from mailmoat_platform.models import Envelope
 from mailmoat_platform.runtime import Runtime
@@ -55,6 +57,19 @@ class Stage:
             else:
                 out.append(decode(incoming.body))
         return out
+
+
+async def wire(runtime: Runtime, engine: Engine, ping_interval: float = 2.0) -> asyncio.Task[None] | None:
+    """The stage on a runtime already started, wired as ``serve_stage`` does: its ready check and
+    background tasks, then consume. Returns the pinger's task (cancelling it stops the signature watcher too)."""
+    runtime.add_ready_check(lambda: ready(runtime, engine))
+    export_health(SERVICE, lambda: engine.available)
+    tasks = [runtime.add_background(functools.partial(job, runtime)) for job in background(engine, ping_interval)]
+    watcher = tasks[0]
+    if watcher is not None:
+        watcher.add_done_callback(lambda _: [t.cancel() for t in tasks[1:] if t is not None])
+    await runtime.consume_stage(SERVICE, make_handler(runtime, engine))
+    return watcher
 
 
 @pytest.fixture
