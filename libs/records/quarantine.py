@@ -39,7 +39,7 @@ from mailmoat_platform.bus import Bus, Publish, stage_queue
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
 from mailmoat_platform.verdicts import detail_of
 from mailmoat_policy import Quarantine
-from mailmoat_records.trace import TraceStore
+from mailmoat_records.trace import TraceSink
 
 if TYPE_CHECKING:
     from mailmoat_platform.settings import Settings
@@ -366,7 +366,7 @@ async def publish_release(bus: Bus, held: Held, recipients: list[str]) -> None:
     await bus.publish(Publish(stage_queue("routing"), released_envelope(held, recipients), held.data))
 
 
-async def release(store: HeldStore, bus: Bus, trace: TraceStore, qid: str, *,
+async def release(store: HeldStore, bus: Bus, trace: TraceSink, qid: str, *,
                   recipients: list[str] | None = None, role: Role = "admin", who: str = "") -> Released:
     """Release a held message to all or some of its recipients, each at most once.
 

@@ -53,7 +53,7 @@ from mailmoat_records.quarantine import (
     release_role,
     retention_days,
 )
-from mailmoat_records.trace import TraceStore
+from mailmoat_records.trace import TraceSink
 from mailmoat_records.tracedb import clean_text
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,7 @@ class QuarantineDB:
             await self.mark(held.id, claimed)
         return claimed
 
-    async def relay(self, bus: Bus, trace: TraceStore | None = None, *, older_than: float = RELAY_AFTER,
+    async def relay(self, bus: Bus, trace: TraceSink | None = None, *, older_than: float = RELAY_AFTER,
                     now: float | None = None) -> int:
         """Publish again the releases claimed more than ``older_than`` seconds ago and never marked (their
         process died), then mark them; the recipients relayed. Rows are locked while they are relayed
@@ -394,7 +394,7 @@ class QuarantineDB:
         return True
 
 
-async def relay_forever(store: QuarantineDB, bus: Bus, trace: TraceStore | None = None, *,
+async def relay_forever(store: QuarantineDB, bus: Bus, trace: TraceSink | None = None, *,
                         interval: float = 5.0, older_than: float = RELAY_AFTER) -> None:
     """Routing's relay loop: unfinished releases published again every ``interval`` seconds."""
     interval = min(interval, max(0.2, older_than / 2))

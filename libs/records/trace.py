@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
 import redis.asyncio as aioredis
@@ -60,7 +61,7 @@ TRACE_CONTENT_TYPE = "application/x-mailmoat-trace+json"
 
 class TraceRecord(BaseModel):
     """A message's events and, for its first record, the values it is looked up by
-    (``TraceStore.record``'s arguments as a model: what a stage publishes, what the recorder writes)."""
+    (``TraceSink.record``'s arguments as a model: what a stage publishes, what the recorder writes)."""
 
     events: list[TraceEvent]
     sender: str | None = None
@@ -76,7 +77,7 @@ _BATCH = TypeAdapter(list[TraceRecord])
 def make_record(events: TraceEvent | Iterable[TraceEvent], *, sender: str | None = None,
                 recipients: Iterable[str] = (), message_id_header: str | None = None, client_ip: str | None = None,
                 authors: Iterable[str] = ()) -> TraceRecord:
-    """``TraceStore.record``'s arguments as a ``TraceRecord`` (empty author values left out)."""
+    """``TraceSink.record``'s arguments as a ``TraceRecord`` (empty author values left out)."""
     return TraceRecord(events=[events] if isinstance(events, TraceEvent) else list(events), sender=sender,
                        recipients=list(recipients), message_id_header=message_id_header, client_ip=client_ip,
                        authors=[a for a in authors if a])
@@ -96,7 +97,37 @@ def _norm(value: str) -> str:
     return value.strip().strip("<>").lower()
 
 
-class TraceStore:
+class TraceSink(ABC):
+    """Where a process hands its trace: Redis (``TraceStore``) or the bus on its way to PostgreSQL
+    (``tracebus.TracePublisher``). ``record`` is the one call stages make; each store implements ``add``."""
+
+    async def record(
+        self,
+        events: TraceEvent | Iterable[TraceEvent],
+        *,
+        sender: str | None = None,
+        recipients: Iterable[str] = (),
+        message_id_header: str | None = None,
+        client_ip: str | None = None,
+        authors: Iterable[str] = (),
+    ) -> bool:
+        """Hand over events (with, for the first record of a message, the values it is looked up by) and
+        wait until they are stored; False when that failed (trace is best effort: mail goes on).
+
+        ``authors``: the From addresses as a mail client shows them (``mailmoat_mail.author``), so a
+        message can be found by who it claims to be from as well as by its envelope sender."""
+        item = make_record(events, sender=sender, recipients=recipients, message_id_header=message_id_header,
+                           client_ip=client_ip, authors=authors)
+        if not item.events:
+            return True
+        return await self.add(item)
+
+    @abstractmethod
+    async def add(self, record: TraceRecord) -> bool:
+        """Store one record with at least one event; False when that failed."""
+
+
+class TraceStore(TraceSink):
     """Writes and reads trace events; a Redis outage is logged, never fatal to mail flow."""
 
     def __init__(self, client: aioredis.Redis, retention_days: int = 90, *, batch: ScriptBatcher | None = None):
@@ -112,33 +143,19 @@ class TraceStore:
         """Pipelines written (records per batch = records / batches)."""
         return self._batch.batches
 
-    async def record(
-        self,
-        events: TraceEvent | Iterable[TraceEvent],
-        *,
-        sender: str | None = None,
-        recipients: Iterable[str] = (),
-        message_id_header: str | None = None,
-        client_ip: str | None = None,
-        authors: Iterable[str] = (),
-    ) -> bool:
-        """Append events (and index keys for the first record of a message). False when Redis failed.
-
-        ``authors``: the From addresses as a mail client shows them (``mailmoat_mail.author``), so a
-        message can be found by who it claims to be from as well as by its envelope sender."""
-        batch = [events] if isinstance(events, TraceEvent) else list(events)
-        if not batch:
-            return True
+    async def add(self, record: TraceRecord) -> bool:
+        """Append the events (and index keys for the first record of a message). False when Redis failed."""
+        batch = record.events
         message_id = batch[0].message_id
         index: list[str] = []
-        if sender is not None:
-            index.append(f"{INDEX}sender:{_norm(sender) or '<>'}")
-        index.extend(f"{INDEX}rcpt:{_norm(r)}" for r in recipients)
-        if message_id_header:
-            index.append(f"{INDEX}msgid:{_norm(message_id_header)}")
-        if client_ip:
-            index.append(f"{INDEX}ip:{client_ip}")
-        index.extend(f"{INDEX}from:{_norm(a)}" for a in authors if a)
+        if record.sender is not None:
+            index.append(f"{INDEX}sender:{_norm(record.sender) or '<>'}")
+        index.extend(f"{INDEX}rcpt:{_norm(r)}" for r in record.recipients)
+        if record.message_id_header:
+            index.append(f"{INDEX}msgid:{_norm(record.message_id_header)}")
+        if record.client_ip:
+            index.append(f"{INDEX}ip:{record.client_ip}")
+        index.extend(f"{INDEX}from:{_norm(a)}" for a in record.authors)
         keys = [KEY + message_id, *index]
         args = [self.retention, message_id, time.time(), *(e.model_dump_json() for e in batch)]
         try:

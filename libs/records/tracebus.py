@@ -1,6 +1,6 @@
 """Trace records onto the bus (``records = postgresql``): group-committed publishes to ``mailmoat.trace``.
 
-``TracePublisher.record`` takes ``TraceStore.record``'s arguments, queues one ``TraceRecord`` and waits
+``TracePublisher.record`` (the ``trace.TraceSink`` call, as on ``TraceStore``) queues one ``TraceRecord`` and waits
 until the message carrying it is confirmed by the broker: a stage that awaits it before acking its
 input keeps the order "trace published, then ack" (a crash loses no event of an acked message). The
 first record starts a flush on the next turn of the event loop; the flush publishes everything queued
@@ -20,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client import Counter
 
-from mailmoat_platform.models import TraceEvent
-
-from .trace import TRACE_CONTENT_TYPE, TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS, TraceRecord, encode_batch, make_record
+from .trace import TRACE_CONTENT_TYPE, TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS, TraceRecord, TraceSink, encode_batch
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +75,7 @@ def bus_sender(bus: BusLike, timeout: float = 10.0) -> Send:
     return send
 
 
-class TracePublisher:
+class TracePublisher(TraceSink):
     """The trace of a process with ``records = postgresql``: records published in batches, confirmed."""
 
     def __init__(self, send: Send, *, max_records: int = MAX_RECORDS):
@@ -93,24 +91,11 @@ class TracePublisher:
         self.records = 0
         self.retention = 0  # the Redis store's attribute; retention is the recorder's business here
 
-    async def record(
-        self,
-        events: TraceEvent | Iterable[TraceEvent],
-        *,
-        sender: str | None = None,
-        recipients: Iterable[str] = (),
-        message_id_header: str | None = None,
-        client_ip: str | None = None,
-        authors: Iterable[str] = (),
-    ) -> bool:
+    async def add(self, record: TraceRecord) -> bool:
         """Queue the record and wait until the broker confirmed it; False when its publish failed."""
-        item = make_record(events, sender=sender, recipients=recipients, message_id_header=message_id_header,
-                           client_ip=client_ip, authors=authors)
-        if not item.events:
-            return True
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
-        self._pending.append(_Pending(item, time.time(), done))
+        self._pending.append(_Pending(record, time.time(), done))
         if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
             self._flusher = loop.create_task(self._flush())
         return await asyncio.shield(done)
