@@ -149,6 +149,20 @@ class Held:
         return [r for r in self.envelope.rcpt_to if r.lower() not in {k.lower() for k in self.released}]
 
 
+def new_held(envelope: Envelope, data: bytes, *, reason: str, result: str | None, detail: str,
+             settings: Quarantine, now: float | None = None) -> Held:
+    """The record of a message held at ``now``: its expiry, who may release it, its author (read from ``data``)."""
+    now = time.time() if now is None else now
+    author = read_author(data)
+    return Held(
+        id=envelope.id, envelope=envelope, reason=reason, result=result, detail=detail, created=now,
+        expires=now + retention_days(settings, reason) * 86400,
+        release_by=release_role(settings.release_by, reason, result),
+        verdicts={k: v.model_dump(mode="json") for k, v in envelope.verdicts.items()},
+        author=author.display()[:500] or (author.problem or ""), authors=author.addresses[:20],
+    )
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -188,15 +202,8 @@ class QuarantineStore:
     async def put(self, envelope: Envelope, data: bytes, *, reason: str, result: str | None, detail: str,
                   settings: Quarantine, now: float | None = None) -> tuple[Held, bool]:
         """Hold a message; (the record, False when it was held already)."""
-        now = time.time() if now is None else now
-        expires = now + retention_days(settings, reason) * 86400
-        author = read_author(data)
-        held = Held(
-            id=envelope.id, envelope=envelope, reason=reason, result=result, detail=detail, created=now,
-            expires=expires, release_by=release_role(settings.release_by, reason, result),
-            verdicts={k: v.model_dump(mode="json") for k, v in envelope.verdicts.items()},
-            author=author.display()[:500] or (author.problem or ""), authors=author.addresses[:20],
-        )
+        held = new_held(envelope, data, reason=reason, result=result, detail=detail, settings=settings, now=now)
+        now, expires = held.created, held.expires
         meta = {
             "reason": reason, "result": result, "detail": detail, "created": now, "expires": expires,
             "release_by": held.release_by, "verdicts": held.verdicts, "author": held.author,
@@ -305,16 +312,7 @@ class QuarantineStore:
     async def send_release(self, bus: Bus, held: Held, recipients: list[str], who: str, role: Role) -> list[str]:
         """Claim ``recipients``, then publish the release; a publish that fails undoes the claim.
         The recipients this call released."""
-        claimed = await self.claim(held.id, recipients, who)
-        if claimed is None:
-            raise ReleaseError(f"no quarantined message {held.id} (expired, deleted or never held)")
-        if claimed:
-            try:
-                await publish_release(bus, held, claimed)
-            except BaseException:
-                await self.unclaim(held.id, claimed)
-                raise
-        return claimed
+        return await publish_claimed(self, bus, held, await self.claim(held.id, recipients, who))
 
     async def close(self) -> None:
         """Nothing to close: the Redis client is the caller's."""
@@ -333,6 +331,20 @@ def open_quarantine(settings: Settings, client: aioredis.Redis | None = None) ->
 
 
 # --- release ------------------------------------------------------------------------------------
+
+
+async def publish_claimed(store: HeldStore, bus: Bus, held: Held, claimed: list[str] | None) -> list[str]:
+    """Publish the release of the recipients ``store.claim`` returned (``claimed``); a publish that fails
+    undoes the claim. ``claimed`` itself (None: the message is gone, ``ReleaseError``)."""
+    if claimed is None:
+        raise ReleaseError(f"no quarantined message {held.id} (expired, deleted or never held)")
+    if claimed:
+        try:
+            await publish_release(bus, held, claimed)
+        except BaseException:
+            await store.unclaim(held.id, claimed)
+            raise
+    return claimed
 
 
 class ReleaseError(Exception):

@@ -38,7 +38,6 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from mailmoat_mail.author import read_author
 from mailmoat_platform.bus import Bus
 from mailmoat_platform.models import Envelope
 from mailmoat_policy import Quarantine
@@ -46,12 +45,11 @@ from mailmoat_records.db import open_pool
 from mailmoat_records.quarantine import (
     Held,
     QuarantineUnavailable,
-    ReleaseError,
     Role,
+    new_held,
+    publish_claimed,
     publish_release,
     release_event,
-    release_role,
-    retention_days,
 )
 from mailmoat_records.trace import TraceSink
 from mailmoat_records.tracedb import clean_text
@@ -154,15 +152,8 @@ class QuarantineDB:
     async def put(self, envelope: Envelope, data: bytes, *, reason: str, result: str | None, detail: str,
                   settings: Quarantine, now: float | None = None) -> tuple[Held, bool]:
         """Hold a message (committed when this returns); (the record, False when it was held already)."""
-        now = time.time() if now is None else now
-        expires = now + retention_days(settings, reason) * 86400
-        author = read_author(data)
-        held = Held(
-            id=envelope.id, envelope=envelope, reason=reason, result=result, detail=detail, created=now,
-            expires=expires, release_by=release_role(settings.release_by, reason, result),
-            verdicts={k: v.model_dump(mode="json") for k, v in envelope.verdicts.items()},
-            author=author.display()[:500] or (author.problem or ""), authors=author.addresses[:20],
-        )
+        held = new_held(envelope, data, reason=reason, result=result, detail=detail, settings=settings, now=now)
+        now, expires = held.created, held.expires
         packed = compress(data) if len(data) <= INLINE_COMPRESS else await asyncio.to_thread(compress, data)
         senders = sorted({envelope.mail_from.lower(), *(a.lower() for a in held.authors)})
         recipients = list(dict.fromkeys(envelope.rcpt_to))
@@ -304,15 +295,8 @@ class QuarantineDB:
     async def send_release(self, bus: Bus, held: Held, recipients: list[str], who: str, role: Role) -> list[str]:
         """Claim, publish, mark. A publish that fails undoes the claim; a process that dies after the
         claim leaves it for ``relay``. The recipients this call released."""
-        claimed = await self.claim(held.id, recipients, who, role)
-        if claimed is None:
-            raise ReleaseError(f"no quarantined message {held.id} (expired, deleted or never held)")
+        claimed = await publish_claimed(self, bus, held, await self.claim(held.id, recipients, who, role))
         if claimed:
-            try:
-                await publish_release(bus, held, claimed)
-            except BaseException:
-                await self.unclaim(held.id, claimed)
-                raise
             await self.mark(held.id, claimed)
         return claimed
 
