@@ -3,13 +3,14 @@ need it and the session's CSRF token in ``X-CSRF-Token``."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from mailmoat_records.quarantine import ReleaseError
 from mailmoat_records.tracedb import MessageSummary
 
 from .accounts import Account, AccountError
@@ -26,6 +27,8 @@ from .core import (
     sign_in,
 )
 from .passwords import generate_password, password_problem
+from .quarantine import MAX_LIMIT as QUARANTINE_MAX_LIMIT
+from .quarantine import ConsoleQuarantine, HeldQuery, HeldRow, QueryError
 from .rights import Principal, Right, Role
 from .sessions import Session
 from .tracesearch import MAX_LIMIT, SearchError, TraceQuery
@@ -136,6 +139,11 @@ class AuditOut(BaseModel):
 class AuditPage(BaseModel):
     entries: list[AuditOut]
     next_before: int | None
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """A date-time without a zone is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def me(who: Principal) -> Me:
@@ -312,3 +320,175 @@ async def api_change_account(account_id: Annotated[int, Path(ge=1, le=2**63 - 1)
     except AccountError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=400)
     return account_out(account)
+
+
+# --- the quarantine ------------------------------------------------------------------------------------
+
+class HeldOut(BaseModel):
+    id: str
+    received_at: datetime
+    expires: datetime
+    reason: str
+    result: str | None
+    detail: str
+    release_by: str = Field(description="admin: only administrators release it; user: non-admins may too")
+    sender: str
+    author: str
+    recipients: list[str]
+    released: list[str]
+    state: str
+    size: int
+
+
+class HeldList(BaseModel):
+    messages: list[HeldOut]
+    next: str | None = Field(description="Pass as after= for the next page; null: no more")
+
+
+class AttachmentOut(BaseModel):
+    filename: str
+    content_type: str
+    size: int
+
+
+class HeldDetail(BaseModel):
+    id: str
+    received_at: datetime
+    expires: datetime
+    reason: str
+    result: str | None
+    detail: str
+    release_by: str
+    sender: str
+    author: str
+    recipients: list[str]
+    released: list[str]
+    may_release: list[str] = Field(description="Recipients still held that you may release")
+    client_ip: str | None
+    subject: str
+    headers: str = Field(description="The header section as text")
+    html: str = Field(description="The HTML body, sanitised (no script, style, image or remote load)")
+    text: str = Field(description="The plain-text body, when there is no HTML (not escaped: it is JSON)")
+    attachments: list[AttachmentOut]
+    notes: list[str]
+    verdicts: dict[str, Any]
+
+
+class ReleaseIn(BaseModel):
+    recipients: list[Annotated[str, Field(max_length=320)]] = Field(
+        default_factory=list, max_length=1000, description="Empty: every recipient you may release to")
+
+
+class ReleaseOut(BaseModel):
+    released: list[str] = Field(description="Released by this request")
+    already: list[str] = Field(description="Released before")
+    learned: str = Field(default="", description="not junk: learned, known (before), or unavailable")
+
+
+def held_out(row: HeldRow) -> HeldOut:
+    return HeldOut(id=row.qid, received_at=row.received_at, expires=row.expires, reason=row.reason,
+                   result=row.result, detail=row.detail, release_by=row.release_by, sender=row.sender,
+                   author=row.author, recipients=row.recipients, released=row.released, state=row.state,
+                   size=row.size)
+
+
+def quarantine_of(request: Request) -> ConsoleQuarantine:
+    found = console_of(request).quarantine
+    if found is None:
+        raise NotFound()
+    return found
+
+
+async def release_held(request: Request, who: Principal, qid: str, recipients: list[str], *,
+                       not_junk: bool = False) -> ReleaseOut:
+    """Release (and for "not junk" learn as ham), audited; ``NotFound`` for a message the principal may not
+    see, ``ReleaseError`` when the release is refused (audited too)."""
+    console, ip = console_of(request), client_ip(request)
+    action = "quarantine.not-junk" if not_junk else "quarantine.release"
+    try:
+        done = await quarantine_of(request).release(qid, who, recipients or None)
+    except ReleaseError as exc:
+        await console.audit.write(action, actor=who, client_ip=ip, target=qid, outcome="refused",
+                                  detail={"recipients": recipients, "reason": str(exc)})
+        raise
+    if done is None:
+        raise NotFound()
+    learned = await quarantine_of(request).learn(qid, who) if not_junk else ""
+    await console.audit.write(action, actor=who, client_ip=ip, target=qid,
+                              detail={"released": done.recipients, "already": done.already,
+                                      **({"learned": learned} if not_junk else {})})
+    return ReleaseOut(released=done.recipients, already=done.already, learned=learned)
+
+
+async def delete_held(request: Request, who: Principal, qid: str) -> None:
+    if not await quarantine_of(request).delete(qid, who):
+        raise NotFound()
+    await console_of(request).audit.write("quarantine.delete", actor=who, client_ip=client_ip(request), target=qid)
+
+
+@router.get("/quarantine", response_model=HeldList, responses={**_AUTH, **_BAD_REQUEST})
+async def api_quarantine(request: Request, who: Annotated[Principal, Depends(need(Right.quarantine_read))],
+                         reason: Annotated[str, Query(max_length=64)] = "",
+                         recipient: Annotated[str, Query(max_length=320)] = "",
+                         sender: Annotated[str, Query(max_length=320)] = "",
+                         since: datetime | None = None, until: datetime | None = None,
+                         limit: Annotated[int, Query(ge=1, le=QUARANTINE_MAX_LIMIT)] = 50,
+                         after: Annotated[str | None, Query(max_length=300)] = None) -> Any:
+    """Held messages, newest first, by reason (or antivirus result), recipient, sender (envelope or From) and
+    [since, until). An end user sees only messages addressed to their own mailboxes, and only those recipients."""
+    query = HeldQuery(reason, recipient, sender, utc(since), utc(until), limit, after)
+    try:
+        found = await quarantine_of(request).page(query, who)
+    except QueryError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+    return HeldList(messages=[held_out(r) for r in found.rows], next=found.next)
+
+
+@router.get("/quarantine/{qid}", response_model=HeldDetail, responses={**_AUTH, 404: {"model": Problem}})
+async def api_held(qid: Annotated[str, Path(max_length=200)], request: Request,
+                   who: Annotated[Principal, Depends(need(Right.quarantine_read))]) -> HeldDetail:
+    """A held message: headers, the body made safe, attachments listed (never opened); 404 when it is not there
+    or not yours."""
+    view = await quarantine_of(request).view(qid, who)
+    if view is None:
+        raise NotFound()
+    held = view.held
+    return HeldDetail(id=held.id, received_at=datetime.fromtimestamp(held.created, UTC),
+                      expires=datetime.fromtimestamp(held.expires, UTC), reason=held.reason, result=held.result,
+                      detail=held.detail, release_by=held.release_by, sender=held.envelope.mail_from,
+                      author=held.author, recipients=view.recipients, released=list(view.released),
+                      may_release=view.may_release, client_ip=held.envelope.client_ip, subject=view.safe.subject,
+                      headers=view.safe.headers, html=view.safe.html, text=view.safe.text,
+                      attachments=[AttachmentOut(filename=a.filename, content_type=a.content_type, size=a.size)
+                                   for a in view.safe.attachments],
+                      notes=view.safe.notes, verdicts=held.verdicts if who.sees_everything else {})
+
+
+@router.post("/quarantine/{qid}/release", response_model=ReleaseOut,
+             responses={**_AUTH, **_BAD_REQUEST, 404: {"model": Problem}})
+async def api_release(qid: Annotated[str, Path(max_length=200)], body: ReleaseIn, request: Request,
+                      who: Annotated[Principal, Depends(need_for_change(Right.quarantine_release))]) -> Any:
+    """Release to the recipients given (all you may release to when none), each at most once."""
+    try:
+        return await release_held(request, who, qid, body.recipients)
+    except ReleaseError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+@router.post("/quarantine/{qid}/not-junk", response_model=ReleaseOut,
+             responses={**_AUTH, **_BAD_REQUEST, 404: {"model": Problem}})
+async def api_not_junk(qid: Annotated[str, Path(max_length=200)], body: ReleaseIn, request: Request,
+                       who: Annotated[Principal, Depends(need_for_change(Right.quarantine_release))]) -> Any:
+    """Release as the release does, then learn the message as ham (the antispam classifier)."""
+    try:
+        return await release_held(request, who, qid, body.recipients, not_junk=True)
+    except ReleaseError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+@router.delete("/quarantine/{qid}", status_code=204, responses={**_AUTH, 404: {"model": Problem}})
+async def api_delete_held(qid: Annotated[str, Path(max_length=200)], request: Request,
+                          who: Annotated[Principal, Depends(need_for_change(Right.quarantine_delete))]) -> Response:
+    """Delete a held message for good (administrators and help desk)."""
+    await delete_held(request, who, qid)
+    return Response(status_code=204)

@@ -14,6 +14,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from mailmoat_records.quarantine import QuarantineUnavailable
+
 from . import api, pages
 from .core import Console, CsrfRefused, Forbidden, NotFound, SignInRequired
 
@@ -49,7 +51,8 @@ async def _page_error(request: Request, status: int, message: str) -> Response:
 
 def create_app(console: Console) -> FastAPI:
     app = FastAPI(title="mailmoat console", version="1", openapi_url="/api/openapi.json", docs_url=None,
-                  redoc_url=None, description="Message trace, accounts and the audit log of the mailmoat gateway. "
+                  redoc_url=None,
+                  description="Message trace, quarantine, accounts and the audit log of the mailmoat gateway. "
                   "Sign in with POST /api/session; send the returned csrf_token as X-CSRF-Token with every change.")
     app.state.console = console
     app.include_router(api.router)
@@ -110,6 +113,7 @@ def create_app(console: Console) -> FastAPI:
         return await _page_error(request, 400, "The request holds characters that cannot be looked up.")
 
     @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(QuarantineUnavailable)
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
     async def unavailable(request: Request, exc: Exception) -> Response:

@@ -15,6 +15,7 @@ from .accounts import Account, Accounts
 from .audit import AuditLog
 from .config import ConsoleConfig, client_address
 from .passwords import password_problem
+from .quarantine import ConsoleQuarantine
 from .ratelimit import Counter, RedisCounter, SigninLimiter
 from .rights import Principal, Right
 from .sessions import SECURE_SESSION_COOKIE, SESSION_COOKIE, Session, Sessions, same_token
@@ -34,16 +35,18 @@ class Console:
     audit: AuditLog
     search: TraceSearch
     limiter: SigninLimiter
+    quarantine: ConsoleQuarantine | None = None
+    """The quarantine pages' store (None: the console shows no quarantine)."""
 
     @classmethod
     def build(cls, config: ConsoleConfig, pool: AsyncConnectionPool, redis=None, *,
-              counter: Counter | None = None) -> Console:
+              counter: Counter | None = None, quarantine: ConsoleQuarantine | None = None) -> Console:
         counter = counter if counter is not None else RedisCounter(redis)
         return cls(config, Accounts(pool), Sessions(pool, lifetime=timedelta(hours=config.session_hours),
                                                     idle=timedelta(minutes=config.idle_minutes)),
                    AuditLog(pool), TraceSearch(TraceReader(pool)),
                    SigninLimiter(counter, window=config.signin_window, per_account=config.signin_per_account,
-                                 per_ip=config.signin_per_ip))
+                                 per_ip=config.signin_per_ip), quarantine)
 
     @property
     def session_cookie(self) -> str:

@@ -7,14 +7,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from mailmoat_records.quarantine import ReleaseError
+
 from .accounts import AccountError
-from .api import AccountChange, change_account, create_account
+from .api import AccountChange, change_account, create_account, delete_held, quarantine_of, release_held
 from .core import (
     CSRF_FIELD,
     NotFound,
@@ -29,10 +32,13 @@ from .core import (
     sign_in,
 )
 from .passwords import generate_password
+from .quarantine import HeldQuery, QueryError
 from .rights import Principal, Right, Role
 from .sessions import Session, new_token, same_token, token_hash
 from .tracesearch import STATUSES, SearchError, TraceQuery
 
+REASONS = ("malware", "hcphish", "phish", "hcspam", "spoof", "spam", "bulk", "dmarc_quarantine", "rule")
+"""The quarantine's reasons offered in the filter (an antivirus result such as blocked-type works too)."""
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 router = APIRouter(include_in_schema=False)
 
@@ -242,3 +248,66 @@ async def accounts_change(account_id: Annotated[int, PathParam(ge=1, le=2**63 - 
         return await _accounts_page(request, 400, error=str(exc))
     return await _accounts_page(request, created=(account.name, password) if password else None,
                                 changed=account.name)
+
+
+# --- the quarantine ------------------------------------------------------------------------------------
+
+@router.get("/quarantine")
+async def quarantine_page(request: Request, who: Annotated[Principal, Depends(need(Right.quarantine_read))],
+                          reason: str = "", recipient: str = "", sender: str = "", since: str = "", until: str = "",
+                          after: str = "", deleted: str = "") -> Response:
+    form = {"reason": reason[:64], "recipient": recipient[:320], "sender": sender[:320], "since": since[:10],
+            "until": until[:10]}
+    page, error = None, ""
+    try:
+        start, end = day_range(form["since"], form["until"])
+        query = HeldQuery(form["reason"], form["recipient"], form["sender"], start, end, 50, after[:300] or None)
+        page = await quarantine_of(request).page(query, who)
+    except (SearchError, QueryError) as exc:
+        error = str(exc)
+    return await render(request, "quarantine.html", 400 if error else 200, form=form, page=page, error=error,
+                        reasons=REASONS, mailboxes=sorted(who.addresses), deleted=deleted[:200])
+
+
+async def _held_page(request: Request, qid: str, who: Principal, status_code: int = 200, **context: Any) -> Response:
+    view = await quarantine_of(request).view(qid[:200], who)
+    if view is None:
+        raise NotFound()
+    context.setdefault("error", "")
+    context.setdefault("outcome", None)
+    return await render(request, "held.html", status_code, view=view, held=view.held, **context)
+
+
+@router.get("/quarantine/{qid}")
+async def held_page(qid: str, request: Request,
+                    who: Annotated[Principal, Depends(need(Right.quarantine_read))]) -> Response:
+    return await _held_page(request, qid, who)
+
+
+async def _release_form(request: Request, qid: str, who: Principal, not_junk: bool) -> Response:
+    form = await request.form()
+    recipients = [v for v in form.getlist("recipient") if isinstance(v, str)][:1000]
+    try:
+        outcome = await release_held(request, who, qid[:200], recipients, not_junk=not_junk)
+    except ReleaseError as exc:
+        return await _held_page(request, qid, who, 400, error=str(exc))
+    return await _held_page(request, qid, who, outcome=outcome)
+
+
+@router.post("/quarantine/{qid}/release")
+async def held_release(qid: str, request: Request,
+                       who: Annotated[Principal, Depends(need_for_change(Right.quarantine_release))]) -> Response:
+    return await _release_form(request, qid, who, not_junk=False)
+
+
+@router.post("/quarantine/{qid}/not-junk")
+async def held_not_junk(qid: str, request: Request,
+                        who: Annotated[Principal, Depends(need_for_change(Right.quarantine_release))]) -> Response:
+    return await _release_form(request, qid, who, not_junk=True)
+
+
+@router.post("/quarantine/{qid}/delete")
+async def held_delete(qid: str, request: Request,
+                      who: Annotated[Principal, Depends(need_for_change(Right.quarantine_delete))]) -> Response:
+    await delete_held(request, who, qid[:200])
+    return redirect("/quarantine?deleted=" + quote(qid[:200]))

@@ -1,8 +1,10 @@
 """Roles and rights, decided here and only here (pure; the routes ask ``allowed``).
 
 - ``admin``: everything.
-- ``helpdesk``: the whole message trace (and later the releases ``quarantine.release_by`` leaves to users).
-- ``user``: the messages addressed to the mailboxes that are theirs (``Principal.addresses``), nothing else.
+- ``helpdesk``: the whole message trace and quarantine; releases what ``quarantine.release_by`` leaves to
+  non-admins, deletes held messages.
+- ``user``: the messages addressed to the mailboxes that are theirs (``Principal.addresses``), in the trace and
+  the quarantine; releases those ``quarantine.release_by`` leaves to non-admins, to their own addresses only.
   An end user's view of a message shows only their own recipients; a message that is not theirs does
   not exist for them (404, never 403).
 """
@@ -27,12 +29,21 @@ class Right(StrEnum):
     """Every message of the trace, whoever it was for."""
     audit_read = "audit.read"
     accounts_manage = "accounts.manage"
+    quarantine_read = "quarantine.read"
+    """List and preview held messages (an end user: those addressed to their own mailboxes)."""
+    quarantine_release = "quarantine.release"
+    """Release held messages that ``quarantine.release_by`` leaves to non-admins (an end user: to their own
+    addresses), and mark them not junk."""
+    quarantine_release_any = "quarantine.release-any"
+    """Release whatever the reason (malware, high-confidence phish): administrators."""
+    quarantine_delete = "quarantine.delete"
 
 
 RIGHTS: dict[Role, frozenset[Right]] = {
     Role.admin: frozenset(Right),
-    Role.helpdesk: frozenset({Right.trace_read, Right.trace_all}),
-    Role.user: frozenset({Right.trace_read}),
+    Role.helpdesk: frozenset({Right.trace_read, Right.trace_all, Right.quarantine_read, Right.quarantine_release,
+                              Right.quarantine_delete}),
+    Role.user: frozenset({Right.trace_read, Right.quarantine_read, Right.quarantine_release}),
 }
 
 
@@ -68,6 +79,20 @@ class Principal:
     def may_see_message(self, recipients: Iterable[str]) -> bool:
         """Whether a message with these envelope recipients is visible (an end user: one of theirs)."""
         return self.sees_everything or any(self.owns(r) for r in recipients)
+
+
+def release_role_of(who: Principal) -> str:
+    """The role a release runs with in ``mailmoat_records.quarantine.release``: ``admin`` releases anything,
+    ``user`` only what ``quarantine.release_by`` leaves to non-admins."""
+    return "admin" if who.can(Right.quarantine_release_any) else "user"
+
+
+def releasable_recipients(who: Principal, recipients: Iterable[str], asked: Iterable[str] = ()) -> list[str]:
+    """The recipients ``who`` may release to: the ones asked for (all when none), an end user's own only.
+    Asked-for recipients the principal may not release to are left out (the caller reports them)."""
+    mine = who.own_recipients(recipients)
+    wanted = {normalize_address(a) for a in asked if normalize_address(a)}
+    return [r for r in mine if not wanted or normalize_address(r) in wanted]
 
 
 def allowed(role: Role | str, right: Right) -> bool:

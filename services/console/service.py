@@ -21,13 +21,17 @@ import uvicorn
 from fastapi import FastAPI
 from psycopg_pool import AsyncConnectionPool
 
+from mailmoat_platform.bus import Bus
 from mailmoat_platform.runtime import Runtime
 from mailmoat_platform.settings import Settings
 from mailmoat_records import db
+from mailmoat_records.quarantinedb import QuarantineDB
+from mailmoat_records.tracebus import TracePublisher, bus_sender
 
 from .app import create_app
 from .config import ConsoleConfig
 from .core import Console
+from .quarantine import ConsoleQuarantine, LearnHam
 
 SERVICE = "console"
 BOOTSTRAP_RETRY = 5.0
@@ -62,6 +66,9 @@ class Running:
         self.server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(self.task, 10)
+        if self.console.quarantine is not None:
+            with contextlib.suppress(Exception):
+                await self.console.quarantine.close()
         await self.pool.close()
 
 
@@ -79,11 +86,44 @@ async def announce_admin(console: Console, url: str) -> None:
                 account.name)
 
 
+def ham_learner(settings: Settings, redis) -> LearnHam | None:
+    """Learning as ham for "not junk": the antispam stage's Bayes store (its key prefix from the policy), or
+    None when the antispam package is not installed or there is no Redis."""
+    if redis is None:
+        return None
+    try:
+        from mailmoat_antispam.bayes import BayesStore, tokens
+        from mailmoat_antispam.content import parse
+        from mailmoat_policy import PolicyError, load_policy
+    except ImportError:
+        return None
+    try:
+        prefix = load_policy(settings.policy_path).antispam.bayes.key_prefix
+    except (PolicyError, OSError):
+        prefix = "mailmoat:bayes"
+    store = BayesStore(redis, prefix)
+
+    async def learn(data: bytes) -> bool:
+        toks = await asyncio.to_thread(lambda: tokens(parse(data)))
+        return await store.learn(data, toks, "ham")
+
+    return learn
+
+
+def console_quarantine(settings: Settings, pool: AsyncConnectionPool, redis) -> ConsoleQuarantine:
+    """The quarantine in the records database (the console's pool); releases published on a bus connection of
+    the console's own, opened at the first release, their RELEASE traced through ``mailmoat.trace``."""
+    return ConsoleQuarantine(pool, QuarantineDB(settings.database_url, pool=pool),
+                             bus_factory=lambda: Bus(settings.amqp_url),
+                             trace_factory=lambda bus: TracePublisher(bus_sender(bus)),
+                             learn_ham=ham_learner(settings, redis))
+
+
 async def serve(settings: Settings, config: ConsoleConfig, redis, *, port: int | None = None) -> Running:
     """Open the pool and start the web server (``port`` 0: any free port)."""
     pool = db.open_pool(settings.database_url, min_size=1, max_size=4, name=SERVICE, timeout=5.0)
     await pool.open(wait=False)
-    console = Console.build(config, pool, redis)
+    console = Console.build(config, pool, redis, quarantine=console_quarantine(settings, pool, redis))
     app = create_app(console)
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port if port is None else port,
                                     log_config=None, access_log=False, server_header=False, proxy_headers=False,

@@ -73,7 +73,9 @@ async def test_every_change_without_the_csrf_token_is_refused():
     routes = changing_routes()
     assert {("POST", "/signout"), ("DELETE", "/api/session"), ("POST", "/api/accounts"),
             ("PATCH", "/api/accounts/1"), ("POST", "/accounts"), ("POST", "/accounts/1"), ("POST", "/password"),
-            ("POST", "/api/me/password")} <= set(routes)
+            ("POST", "/api/me/password"), ("POST", "/api/quarantine/1/release"), ("POST", "/api/quarantine/1/not-junk"),
+            ("DELETE", "/api/quarantine/1"), ("POST", "/quarantine/1/release"), ("POST", "/quarantine/1/not-junk"),
+            ("POST", "/quarantine/1/delete")} <= set(routes)
     async with client(made) as http:
         for method, path in routes:
             if path.startswith("/api/"):
@@ -166,7 +168,8 @@ async def test_the_openapi_document():
         assert (await http.get("/docs")).status_code == 404
     assert doc["openapi"].startswith("3.")
     assert {"/api/session", "/api/me", "/api/me/password", "/api/trace", "/api/trace/{message_id}", "/api/audit",
-            "/api/accounts", "/api/accounts/{account_id}"} == set(doc["paths"])
+            "/api/accounts", "/api/accounts/{account_id}", "/api/quarantine", "/api/quarantine/{qid}",
+            "/api/quarantine/{qid}/release", "/api/quarantine/{qid}/not-junk"} == set(doc["paths"])
     params = {p["name"] for p in doc["paths"]["/api/trace"]["get"]["parameters"]}
     assert {"sender", "recipient", "message_id", "client_ip", "since", "until", "limit", "after"} <= params
 

@@ -1,0 +1,121 @@
+"""A held message made safe to show (pure): its headers as text, its body as sanitised HTML or escaped text,
+its attachments listed (never opened, never offered for download).
+
+Hostile HTML is cleaned with nh3 (the Rust ``ammonia`` sanitiser): no script, style, form or embedded
+content, no event handler or ``style`` attribute (CSS expressions), no image (``img``, ``area``, ``map``),
+only ``http``, ``https`` and ``mailto`` links, each ``rel="noopener noreferrer nofollow"``. The console's
+Content-Security-Policy (no script source at all, images from the console only) stands behind it.
+"""
+
+from __future__ import annotations
+
+import email.policy
+from dataclasses import dataclass, field
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+
+import nh3
+
+MAX_HEADERS_BYTES = 32 * 1024
+"""Header text shown at most (the rest is cut, saying so)."""
+MAX_BODY_CHARS = 200_000
+"""Body text (HTML or plain) rendered at most."""
+MAX_PARTS = 200
+"""MIME parts walked at most (a message nesting thousands is cut off)."""
+TAGS = frozenset(nh3.ALLOWED_TAGS) - {"img", "area", "map"}
+"""nh3's default tags without images: a held message loads nothing, not even from the console."""
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+LINK_REL = "noopener noreferrer nofollow"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass
+class SafeMessage:
+    headers: str
+    """The header section as text (folded lines kept), possibly cut."""
+    subject: str = ""
+    html: str = ""
+    """Sanitised HTML of the first HTML body (safe to insert into a page), or empty."""
+    text: str = ""
+    """The first plain-text body (to be escaped by the template), used when there is no HTML."""
+    attachments: list[Attachment] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What was cut or could not be read."""
+
+
+def sanitize_html(markup: str) -> str:
+    """HTML that runs nothing and fetches nothing (see the module's docstring)."""
+    return nh3.clean(markup, tags=set(TAGS), url_schemes=set(URL_SCHEMES), link_rel=LINK_REL,
+                     strip_comments=True)
+
+
+def header_text(data: bytes) -> str:
+    """The raw header section (up to the first empty line), decoded leniently."""
+    end = len(data)
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        at = data.find(separator)
+        if at != -1:
+            end = min(end, at)
+    return data[:end].decode("utf-8", "replace")
+
+
+def _content(part: Message) -> str:
+    try:
+        content = part.get_content() if isinstance(part, EmailMessage) else part.get_payload(decode=True)
+    except (LookupError, ValueError, AssertionError, TypeError):  # an unknown charset, a broken encoding
+        payload = part.get_payload(decode=True)
+        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", "replace")
+    return content if isinstance(content, str) else ""
+
+
+def _size(part: Message) -> int:
+    payload = part.get_payload(decode=True)
+    return len(payload) if isinstance(payload, bytes) else 0
+
+
+def render(data: bytes) -> SafeMessage:
+    """Headers, a safe body and the attachments of a message's bytes."""
+    headers = header_text(data)
+    notes: list[str] = []
+    if len(headers) > MAX_HEADERS_BYTES:
+        headers = headers[:MAX_HEADERS_BYTES]
+        notes.append(f"headers cut at {MAX_HEADERS_BYTES} characters")
+    message = BytesParser(policy=email.policy.default).parsebytes(data)
+    safe = SafeMessage(headers=headers, notes=notes)
+    try:
+        safe.subject = str(message.get("subject", ""))[:500]
+    except (ValueError, TypeError, IndexError):
+        safe.subject = ""
+    html = text = None
+    for count, part in enumerate(message.walk()):
+        if count >= MAX_PARTS:
+            notes.append(f"only the first {MAX_PARTS} MIME parts were read")
+            break
+        if part.is_multipart():
+            continue
+        kind = part.get_content_type()
+        filename = part.get_filename()
+        disposition = part.get_content_disposition()
+        if filename or disposition == "attachment" or not kind.startswith("text/"):
+            safe.attachments.append(Attachment(str(filename or "(no name)")[:200], kind[:100], _size(part)))
+            continue
+        if kind == "text/html" and html is None:
+            html = _content(part)
+        elif kind == "text/plain" and text is None:
+            text = _content(part)
+    for name, value in (("HTML", html), ("text", text)):
+        if value is not None and len(value) > MAX_BODY_CHARS:
+            notes.append(f"the {name} body was cut at {MAX_BODY_CHARS} characters")
+    if html is not None:
+        safe.html = sanitize_html(html[:MAX_BODY_CHARS])
+    elif text is not None:
+        safe.text = text[:MAX_BODY_CHARS]
+    return safe
