@@ -111,7 +111,9 @@ def where_clause(query: HeldQuery, who: Principal) -> tuple[str, dict]:
     if not who.sees_everything:
         where.append("q.qid IN (SELECT r.qid FROM quarantine_recipients r WHERE r.recipient = ANY(%(mine)s))")
         args["mine"] = sorted(who.addresses)
-    if query.recipient:
+    if query.recipient and not who.sees_everything and not who.owns(query.recipient):
+        where.append("FALSE")  # an end user asks only about their own mailboxes
+    elif query.recipient:
         where.append("q.qid IN (SELECT r.qid FROM quarantine_recipients r WHERE r.recipient = %(recipient)s)")
         args["recipient"] = normalize_address(query.recipient)
     if query.sender:
