@@ -52,7 +52,7 @@ from mailmoat_records.quarantine import (
     release_event,
 )
 from mailmoat_records.trace import TraceSink
-from mailmoat_records.tracedb import clean_text
+from mailmoat_records.tracedb import clean_json, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +92,6 @@ def decompress(data: bytes, codec: str) -> bytes:
 
 def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
-
-
-def _storable(value: Any) -> Any:
-    """A JSON value PostgreSQL stores (no NUL, valid UTF-8), as the trace writer cleans its text."""
-    if isinstance(value, str):
-        return clean_text(value)
-    if isinstance(value, dict):
-        return {clean_text(str(k)): _storable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_storable(v) for v in value]
-    return value
 
 
 def _held(row: Sequence[Any], data: bytes | None = None) -> Held:
@@ -168,8 +157,8 @@ class QuarantineDB:
                 (held.id, _at(now), _at(expires), clean_text(reason), result and clean_text(result),
                  clean_text(detail), held.release_by, clean_text(envelope.mail_from),
                  [clean_text(s) for s in senders], [clean_text(r) for r in recipients], clean_text(held.author),
-                 [clean_text(a) for a in held.authors], Jsonb(_storable(envelope.model_dump(mode="json"))),
-                 Jsonb(_storable(held.verdicts)), len(data), CODEC, packed))
+                 [clean_text(a) for a in held.authors], Jsonb(clean_json(envelope.model_dump(mode="json"))),
+                 Jsonb(clean_json(held.verdicts)), len(data), CODEC, packed))
             created = await cur.fetchone() is not None
             if created:
                 await conn.execute(
@@ -363,7 +352,7 @@ class QuarantineDB:
                  held.result and clean_text(held.result), clean_text(held.detail), held.release_by,
                  clean_text(envelope.mail_from), [clean_text(s) for s in senders],
                  [clean_text(r) for r in recipients], clean_text(held.author), [clean_text(a) for a in held.authors],
-                 Jsonb(_storable(envelope.model_dump(mode="json"))), Jsonb(_storable(held.verdicts)),
+                 Jsonb(clean_json(envelope.model_dump(mode="json"))), Jsonb(clean_json(held.verdicts)),
                  len(data) if size is None else size, CODEC, await asyncio.to_thread(compress, data)))
             if await cur.fetchone() is None:
                 return False

@@ -135,13 +135,14 @@ def clean_text(text: str) -> str:
     return text
 
 
-def _clean(value: Any) -> Any:
+def clean_json(value: Any) -> Any:
+    """A JSON value PostgreSQL's jsonb accepts: every string and key through ``clean_text``."""
     if isinstance(value, str):
         return clean_text(value)
     if isinstance(value, dict):
-        return {clean_text(str(k)): _clean(v) for k, v in value.items()}
+        return {clean_text(str(k)): clean_json(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [clean_json(v) for v in value]
     return value
 
 
@@ -153,7 +154,7 @@ def _data_json(event: TraceEvent) -> str:
         data = json.dumps(event.model_dump(mode="json", include={"data"})["data"], sort_keys=True,
                           separators=(",", ":"), ensure_ascii=False)
     if "\\u0000" in data or (not data.isascii() and not _encodes(data)):
-        data = json.dumps(_clean(json.loads(data)), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        data = json.dumps(clean_json(json.loads(data)), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return data
 
 
@@ -447,5 +448,5 @@ class TraceReader:
 
 __all__ = [
     "KINDS", "Cursor", "MessageSummary", "Page", "TraceReader", "TraceRecord", "TraceWriter", "WriteResult",
-    "clean_text", "event_row", "ip_text", "normalize", "queue_id_time", "record_keys",
+    "clean_json", "clean_text", "event_row", "ip_text", "normalize", "queue_id_time", "record_keys",
 ]

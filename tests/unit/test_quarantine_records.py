@@ -8,8 +8,9 @@ import pytest
 from mailmoat_platform.models import TraceEvent
 from mailmoat_platform.settings import Settings
 from mailmoat_records.quarantine import open_quarantine
-from mailmoat_records.quarantinedb import CODEC, QuarantineDB, _storable, compress, decompress
+from mailmoat_records.quarantinedb import CODEC, QuarantineDB, compress, decompress
 from mailmoat_records.redisimport import Imported, trace_record
+from mailmoat_records.tracedb import clean_json
 
 
 def test_compress_round_trip_and_unknown_codec() -> None:
@@ -20,8 +21,8 @@ def test_compress_round_trip_and_unknown_codec() -> None:
         decompress(packed, "zstd")
 
 
-def test_storable_json_has_no_nul() -> None:
-    assert _storable({"a\x00": ["x\x00y", 1, None, {"k": "\udcff"}]}) == \
+def test_stored_json_has_no_nul() -> None:
+    assert clean_json({"a\x00": ["x\x00y", 1, None, {"k": "\udcff"}]}) == \
         {"a\ufffd": ["x\ufffdy", 1, None, {"k": "\\xff"}]}
 
 
