@@ -31,7 +31,7 @@ def migrated(database_url: str) -> str:
 @pytest.fixture
 def empty(migrated: str) -> str:
     with psycopg.connect(migrated, autocommit=True) as conn:
-        conn.execute("TRUNCATE quarantine CASCADE")
+        conn.execute("TRUNCATE quarantine, trace_events, trace_messages, trace_keys CASCADE")
     return migrated
 
 
