@@ -80,6 +80,13 @@ _COLUMNS = ("q.qid, q.received_at, q.expires, q.reason, q.result, q.detail, q.re
 """The columns of a ``Held``; its release marks in the order they were made (as Redis lists them)."""
 
 
+_INSERT = ("INSERT INTO quarantine (qid, received_at, expires, reason, result, detail, release_by, sender, "
+           "senders, recipients, author, authors, envelope, verdicts, size, codec, data) "
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+           "ON CONFLICT (qid) DO NOTHING RETURNING qid")
+"""A held message's row (``_row``); returns its qid, nothing when the id is held already."""
+
+
 def compress(data: bytes) -> bytes:
     return zlib.compress(data, LEVEL)
 
@@ -92,6 +99,18 @@ def decompress(data: bytes, codec: str) -> bytes:
 
 def _at(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+def _row(held: Held, size: int, packed: bytes) -> tuple[Any, ...]:
+    """``_INSERT``'s values for ``held``: ``size`` its original length, ``packed`` the data compressed."""
+    envelope = held.envelope
+    senders = sorted({envelope.mail_from.lower(), *(a.lower() for a in held.authors)})
+    recipients = list(dict.fromkeys(envelope.rcpt_to))
+    return (held.id, _at(held.created), _at(held.expires), clean_text(held.reason),
+            held.result and clean_text(held.result), clean_text(held.detail), held.release_by,
+            clean_text(envelope.mail_from), [clean_text(s) for s in senders], [clean_text(r) for r in recipients],
+            clean_text(held.author), [clean_text(a) for a in held.authors],
+            Jsonb(clean_json(envelope.model_dump(mode="json"))), Jsonb(clean_json(held.verdicts)), size, CODEC, packed)
 
 
 def _held(row: Sequence[Any], data: bytes | None = None) -> Held:
@@ -142,23 +161,13 @@ class QuarantineDB:
                   settings: Quarantine, now: float | None = None) -> tuple[Held, bool]:
         """Hold a message (committed when this returns); (the record, False when it was held already)."""
         held = new_held(envelope, data, reason=reason, result=result, detail=detail, settings=settings, now=now)
-        now, expires = held.created, held.expires
+        now = held.created
         packed = compress(data) if len(data) <= INLINE_COMPRESS else await asyncio.to_thread(compress, data)
-        senders = sorted({envelope.mail_from.lower(), *(a.lower() for a in held.authors)})
         recipients = list(dict.fromkeys(envelope.rcpt_to))
         async with self._conn() as conn, conn.transaction():
             # An earlier hold of this id whose retention ended and was not pruned yet makes way.
             await conn.execute("DELETE FROM quarantine WHERE qid = %s AND expires <= %s", (held.id, _at(now)))
-            cur = await conn.execute(
-                "INSERT INTO quarantine (qid, received_at, expires, reason, result, detail, release_by, sender, "
-                "senders, recipients, author, authors, envelope, verdicts, size, codec, data) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (qid) DO NOTHING RETURNING qid",
-                (held.id, _at(now), _at(expires), clean_text(reason), result and clean_text(result),
-                 clean_text(detail), held.release_by, clean_text(envelope.mail_from),
-                 [clean_text(s) for s in senders], [clean_text(r) for r in recipients], clean_text(held.author),
-                 [clean_text(a) for a in held.authors], Jsonb(clean_json(envelope.model_dump(mode="json"))),
-                 Jsonb(clean_json(held.verdicts)), len(data), CODEC, packed))
+            cur = await conn.execute(_INSERT, _row(held, len(data), packed))
             created = await cur.fetchone() is not None
             if created:
                 await conn.execute(
@@ -338,22 +347,11 @@ class QuarantineDB:
     async def insert_held(self, held: Held, data: bytes, size: int | None = None) -> bool:
         """Store a message held elsewhere (``mailmoat db import-redis``) as it is, with its release
         marks; False when this id is held here already."""
-        envelope = held.envelope
-        senders = sorted({envelope.mail_from.lower(), *(a.lower() for a in held.authors)})
-        recipients = list(dict.fromkeys(envelope.rcpt_to))
+        recipients = list(dict.fromkeys(held.envelope.rcpt_to))
         released = {k.lower(): v for k, v in held.released.items()}
+        packed = await asyncio.to_thread(compress, data)
         async with self._conn() as conn, conn.transaction():
-            cur = await conn.execute(
-                "INSERT INTO quarantine (qid, received_at, expires, reason, result, detail, release_by, sender, "
-                "senders, recipients, author, authors, envelope, verdicts, size, codec, data) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (qid) DO NOTHING RETURNING qid",
-                (held.id, _at(held.created), _at(held.expires), clean_text(held.reason),
-                 held.result and clean_text(held.result), clean_text(held.detail), held.release_by,
-                 clean_text(envelope.mail_from), [clean_text(s) for s in senders],
-                 [clean_text(r) for r in recipients], clean_text(held.author), [clean_text(a) for a in held.authors],
-                 Jsonb(clean_json(envelope.model_dump(mode="json"))), Jsonb(clean_json(held.verdicts)),
-                 len(data) if size is None else size, CODEC, await asyncio.to_thread(compress, data)))
+            cur = await conn.execute(_INSERT, _row(held, len(data) if size is None else size, packed))
             if await cur.fetchone() is None:
                 return False
             for address in recipients:
