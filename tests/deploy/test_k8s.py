@@ -39,6 +39,8 @@ K8S_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
 IMAGE = "mailmoat"
 # Secrets the cluster must provide (everything else the manifests or operators create).
 REQUIRED_SECRETS = {"mailmoat-redis-auth", "mailmoat-postgres-app"}
+NOT_CONSUMERS = {"ingress", "console"}
+"""Services that consume no queue (SMTP in, HTTP in): they scale on CPU and read no queue of their own."""
 SIZE_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
                  "Ti": 2**40}
 
@@ -281,9 +283,11 @@ def test_each_service_has_one_autoscaler_and_no_fixed_replicas(resources: tuple[
         assert "replicas" not in deployment["spec"], f"{name}: the autoscaler owns the replica count"
 
 
-def test_ingress_scales_on_cpu(resources: tuple[Resource, ...]) -> None:
-    hpa = named(resources, "HorizontalPodAutoscaler", "mailmoat-ingress")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "mailmoat-ingress"}
+@pytest.mark.parametrize("service", sorted(NOT_CONSUMERS))
+def test_ingress_and_console_scale_on_cpu(resources: tuple[Resource, ...], service: str) -> None:
+    hpa = named(resources, "HorizontalPodAutoscaler", f"mailmoat-{service}")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": f"mailmoat-{service}"}
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
     assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
 
@@ -291,7 +295,7 @@ def test_ingress_scales_on_cpu(resources: tuple[Resource, ...]) -> None:
 def test_stages_scale_on_their_queue(resources: tuple[Resource, ...]) -> None:
     auths = {a["metadata"]["name"]: a for a in of_kind(resources, "TriggerAuthentication")}
     clusters = {r["metadata"]["name"] for r in of_kind(resources, "RabbitmqCluster")}
-    stages = [d for d in services(resources) if module_of(d) != "ingress"]
+    stages = [d for d in services(resources) if module_of(d) not in NOT_CONSUMERS]
     assert {"routing", "egress"} <= {module_of(d) for d in stages}
     for deployment in stages:
         scaled = named(resources, "ScaledObject", deployment["metadata"]["name"])
@@ -504,7 +508,7 @@ def test_one_rabbitmq_user_per_service_with_least_permissions(resources: tuple[R
         queue = TRACE_QUEUE if module_of(deployment) == "recorder" else stage_queue(module_of(deployment))
         queues = [*(stage_queue(s) for s in SERVICES), TRACE_QUEUE, "mailmoat.dead"]
         readable = [q for q in queues if re.fullmatch(granted["read"], q)]
-        assert readable == ([] if module_of(deployment) == "ingress" else [queue]), user
+        assert readable == ([] if module_of(deployment) in NOT_CONSUMERS else [queue]), user
         assert re.fullmatch(granted["write"], "amq.default") and not re.fullmatch(granted["write"], queue)
         assert not re.fullmatch(granted["configure"], "other.app") and re.fullmatch(granted["configure"], queue)
 

@@ -64,7 +64,7 @@ def test_migration_job_and_daily_partition_job() -> None:
     assert env(container)["MAILMOAT_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == DB_SECRET
 
 
-def test_only_the_recorder_and_the_database_jobs_reach_postgresql() -> None:
+def test_only_the_recorder_the_console_and_the_database_jobs_reach_postgresql() -> None:
     assert "recorder" in world()[1]
     recorder = pod("recorder")
     assert can(recorder, POSTGRES, 5432)
@@ -77,6 +77,10 @@ def test_only_the_recorder_and_the_database_jobs_reach_postgresql() -> None:
         assert not can(job, RABBITMQ, 5671) and not can(job, INTERNET, 443), component
     for name in ("ingress", "egress"):
         assert not can(pod(name), POSTGRES, 5432), name
+    # the console reads the trace and the quarantine and keeps its accounts there (console.yaml)
+    console = pod("console")
+    assert can(console, POSTGRES, 5432) and can(console, RABBITMQ, 5671)
+    assert not can(console, INTERNET, 5432) and not can(console, INTERNET, 443) and not can(console, INTERNET, 25)
 
 
 def test_compose_runs_postgresql_the_migration_and_the_recorder() -> None:
