@@ -33,6 +33,9 @@ run:
 	@export MAILMOAT_TLS_CERT="$${MAILMOAT_TLS_CERT:-$(CURDIR)/$(TLS_DIR)/cert.pem}" \
 	        MAILMOAT_TLS_KEY="$${MAILMOAT_TLS_KEY:-$(CURDIR)/$(TLS_DIR)/key.pem}" \
 	        MAILMOAT_LOG_FORMAT="$${MAILMOAT_LOG_FORMAT:-text}"; \
+	  if [ "$${MAILMOAT_RECORDS:-redis}" = postgresql ]; then \
+	    echo "make run: the console: http://$${MAILMOAT_CONSOLE_HOST:-127.0.0.1}:$${MAILMOAT_CONSOLE_PORT:-8025}/ (its first start prints the admin password once)"; \
+	  else echo "make run: no console (it runs with MAILMOAT_RECORDS=postgresql: mailmoat db upgrade, then make run)"; fi; \
 	  exec $(VENV)/bin/mailmoat run all --devmailbox
 
 test:

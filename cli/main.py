@@ -276,6 +276,11 @@ def _main(argv: list[str] | None) -> int:
     train.add_parser(sub)
     dkimcli.add_parser(sub)
     dbcli.add_parser(sub)
+    con = sub.add_parser("console", help="console accounts from a shell: a lost admin password, a new admin")
+    con_sub = con.add_subparsers(dest="console_command", required=True)
+    con_sub.add_parser("reset-password", help="a new generated password for an account (printed once)"
+                       ).add_argument("name")
+    con_sub.add_parser("create-admin", help="a new admin account, its password printed once").add_argument("name")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -294,6 +299,10 @@ def _main(argv: list[str] | None) -> int:
         return dkimcli.run(args)
     if args.command == "db":
         return dbcli.run(args)
+    if args.command == "console":
+        from mailmoat_console import admin
+
+        return admin.main([args.console_command, args.name])
     return 2
 
 
