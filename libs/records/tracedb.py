@@ -20,18 +20,19 @@ import hashlib
 import ipaddress
 import json
 import re
+import struct
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection, errors, sql
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from mailmoat_platform.models import TraceEvent
 
-from .db import day_of, ensure_partitions, first_kept_day, utc_today
+from .db import ensure_partitions, first_kept_day, utc_today
 from .trace import TraceRecord
 
 KINDS = ("msgid", "sender", "from", "rcpt", "ip")
@@ -41,6 +42,7 @@ _QUEUE_ID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 _CLOCK_SKEW = timedelta(hours=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_EPOCH_DAY = date(1970, 1, 1)
 # A message's latest event (its status in a list) is looked for this long after its receipt: delivery
 # retries end within it; a quarantine release after it is the quarantine's record to show.
 _STATUS_WINDOW = timedelta(days=7)
@@ -53,9 +55,17 @@ CREATE TEMP TABLE IF NOT EXISTS _in_trace_keys (LIKE trace_keys) ON COMMIT DELET
 _EVENT_COLUMNS = "at, message_id, event, service, recipients, detail, data, event_key"
 _MESSAGE_COLUMNS = "received_at, message_id, message_id_header, sender, recipients, client_ip"
 _KEY_COLUMNS = "value, at, message_id, kind"
-# Binary COPY for the two big tables (the data column goes as the JSON text made for the key).
-_EVENT_TYPES = ["timestamptz", "text", "text", "text", "text[]", "text", "jsonb", "int8"]
-_KEY_TYPES = ["text", "timestamptz", "text", "text"]
+# One round trip moves the staged rows into the tables, in key order (writers of overlapping batches, a
+# redelivery meeting the first delivery, wait for each other instead of deadlocking); the first result's
+# row count is the events added.
+_MOVE = (
+    f"INSERT INTO trace_events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} FROM _in_trace_events "
+    "ORDER BY message_id, at, event_key ON CONFLICT DO NOTHING;"
+    f"INSERT INTO trace_messages ({_MESSAGE_COLUMNS}) SELECT {_MESSAGE_COLUMNS} FROM _in_trace_messages "
+    "ORDER BY message_id, received_at ON CONFLICT DO NOTHING;"
+    f"INSERT INTO trace_keys ({_KEY_COLUMNS}) SELECT {_KEY_COLUMNS} FROM _in_trace_keys "
+    "ORDER BY value, at, message_id, kind ON CONFLICT DO NOTHING;"
+)
 
 
 @dataclass(frozen=True)
@@ -213,13 +223,78 @@ def queue_id_time(message_id: str) -> datetime | None:
         return None
 
 
-def _jsonb(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """An event row with its data (JSON text already) wrapped for binary COPY as jsonb."""
-    return (*row[:6], Jsonb(row[6], dumps=_as_is), row[7])
+# --- binary COPY ------------------------------------------------------------------------------------
+# The staging tables are filled by one binary COPY each, its rows encoded here (PostgreSQL's binary
+# format: per row a field count, per field a length and the value) rather than value by value by psycopg's
+# dumpers: the rows of a batch were most of the writer's CPU.
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+_PG_EPOCH_MICROS = 946_684_800_000_000  # 2000-01-01 UTC, PostgreSQL's timestamp zero, in Unix microseconds
+_NULL = struct.pack(">i", -1)
+_INT8 = struct.Struct(">iq")
+_LEN = struct.Struct(">i")
+_TEXT_OID = 25
+_FIELDS = {n: struct.pack(">h", n) for n in (4, 6, 8)}
 
 
-def _as_is(text: str) -> str:
-    return text
+def _micros(at: datetime) -> int:
+    """Microseconds since the Unix epoch (exact: no float)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def _b_text(value: str) -> bytes:
+    data = value.encode()
+    return _LEN.pack(len(data)) + data
+
+
+def _b_opt_text(value: str | None) -> bytes:
+    return _NULL if value is None else _b_text(value)
+
+
+def _b_time(micros: int) -> bytes:
+    return _INT8.pack(8, micros - _PG_EPOCH_MICROS)
+
+
+def _b_text_array(values: Sequence[str]) -> bytes:
+    if not values:
+        return _LEN.pack(12) + struct.pack(">iii", 0, 0, _TEXT_OID)
+    items = [v.encode() for v in values]
+    body = struct.pack(">iiiii", 1, 0, _TEXT_OID, len(items), 1) + b"".join(
+        _LEN.pack(len(item)) + item for item in items)
+    return _LEN.pack(len(body)) + body
+
+
+def _b_inet(value: str | None) -> bytes:
+    if value is None:
+        return _NULL
+    address = ipaddress.ip_address(value)
+    packed = address.packed
+    family = 2 if address.version == 4 else 3  # PGSQL_AF_INET, PGSQL_AF_INET6
+    body = struct.pack(">BBBB", family, 8 * len(packed), 0, len(packed)) + packed
+    return _LEN.pack(len(body)) + body
+
+
+_EVENT_HEAD = struct.Struct(">hiqi")  # 8 fields, the time (length 8, value), the message id's length
+
+
+def _event_copy(row: tuple[Any, ...], micros: int) -> bytes:
+    """One ``trace_events`` row (``event_row``'s columns) in binary COPY format."""
+    length = _LEN.pack
+    mid, name, service, detail, data = (row[1].encode(), row[2].encode(), row[3].encode(), row[5].encode(),
+                                        row[6].encode())
+    return b"".join((_EVENT_HEAD.pack(8, 8, micros - _PG_EPOCH_MICROS, len(mid)), mid, length(len(name)), name,
+                     length(len(service)), service, _b_text_array(row[4]), length(len(detail)), detail,
+                     length(len(data) + 1), b"\x01", data, _INT8.pack(8, row[7])))
+
+
+def _message_copy(row: tuple[Any, ...]) -> bytes:
+    return b"".join((_FIELDS[6], _b_time(_micros(row[0])), _b_text(row[1]), _b_opt_text(row[2]),
+                     _b_opt_text(row[3]), _b_text_array(row[4]), _b_inet(row[5])))
+
+
+def _key_copy(row: tuple[Any, ...]) -> bytes:
+    return b"".join((_FIELDS[4], _b_text(row[0]), _b_time(_micros(row[1])), _b_text(row[2]), _b_text(row[3])))
 
 
 def _as_record(item: TraceRecord | TraceEvent) -> TraceRecord:
@@ -235,6 +310,7 @@ class TraceWriter:
         self.pool = pool
         self.retention_days = retention_days
         self._days: set[date] = set()  # days known to have their partitions
+        self._staged: weakref.WeakSet[AsyncConnection] = weakref.WeakSet()  # sessions with staging tables
 
     def forget_partitions(self) -> None:
         """Check partitions again before the next write (after a job that may have dropped some)."""
@@ -243,34 +319,45 @@ class TraceWriter:
     async def write(self, batch: Sequence[TraceRecord | TraceEvent], *, today: date | None = None) -> WriteResult:
         """Store a batch; raises on a database failure (the caller keeps the batch and retries)."""
         first_kept = first_kept_day(self.retention_days, today or utc_today())
-        events: list[tuple[Any, ...]] = []
-        messages: list[tuple[Any, ...]] = []
-        keys: list[tuple[Any, ...]] = []
+        first_kept_micros = _micros(datetime(first_kept.year, first_kept.month, first_kept.day, tzinfo=UTC))
+        events: list[bytes] = []
+        messages: list[bytes] = []
+        keys: list[bytes] = []
+        days: set[int] = set()  # days since the epoch of the rows
         expired = given = 0
         for record in map(_as_record, batch):
             given += len(record.events)
-            rows = [event_row(event) for event in record.events]
-            for row in rows:
-                if day_of(row[0]) < first_kept:
+            first: tuple[Any, ...] | None = None
+            first_micros = 0
+            for event in record.events:
+                row = event_row(event)
+                micros = _micros(row[0])
+                if first is None:
+                    first, first_micros = row, micros
+                if micros < first_kept_micros:
                     expired += 1
                 else:
-                    events.append(row)
-            if not rows:
+                    events.append(_event_copy(row, micros))
+                    days.add(micros // 86_400_000_000)
+            if first is None or first_micros < first_kept_micros:
                 continue
-            at, message_id = rows[0][0], rows[0][1]
-            if day_of(at) < first_kept:
-                continue
+            at, message_id = first[0], first[1]
             if record.sender is not None or record.message_id_header or record.client_ip:
-                messages.append((at, message_id, clean_text(record.message_id_header or "") or None,
-                                 None if record.sender is None else clean_text(record.sender),
-                                 [clean_text(r) for r in record.recipients], ip_text(record.client_ip)))
-            keys.extend((value, at, message_id, kind) for kind, value in record_keys(record))
+                messages.append(_message_copy((at, message_id, clean_text(record.message_id_header or "") or None,
+                                               None if record.sender is None else clean_text(record.sender),
+                                               [clean_text(r) for r in record.recipients],
+                                               ip_text(record.client_ip))))
+            record_values = record_keys(record)
+            if record_values:
+                stamp, mid = _b_time(first_micros), _b_text(message_id)
+                keys.extend(b"".join((_FIELDS[4], _b_text(value), stamp, mid, _b_text(kind)))
+                            for kind, value in record_values)
         if not events and not messages and not keys:
             return WriteResult(given, 0, expired)
-        days = {day_of(r[0]) for r in events} | {day_of(r[0]) for r in messages} | {day_of(r[1]) for r in keys}
+        needed = {_EPOCH_DAY + timedelta(days=d) for d in days}
         async with self.pool.connection() as conn:
             for attempt in (1, 2):
-                missing = days - self._days
+                missing = needed - self._days
                 if missing:
                     await ensure_partitions(conn, missing)
                     self._days |= missing
@@ -284,39 +371,28 @@ class TraceWriter:
                 return WriteResult(given, added, expired)
         raise AssertionError("unreachable")
 
-    @staticmethod
-    async def _insert(conn: AsyncConnection, events: list[tuple[Any, ...]], messages: list[tuple[Any, ...]],
-                      keys: list[tuple[Any, ...]]) -> int:
-        async with conn.transaction():
-            await conn.execute(_STAGING, prepare=False)
-            cur = conn.cursor()
-            for table, columns, types, rows in (
-                    ("_in_trace_events", _EVENT_COLUMNS, _EVENT_TYPES, events),
-                    ("_in_trace_messages", _MESSAGE_COLUMNS, None, messages),
-                    ("_in_trace_keys", _KEY_COLUMNS, _KEY_TYPES, keys)):
-                if not rows:
-                    continue
-                binary = sql.SQL(" (FORMAT BINARY)" if types else "")
-                async with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN{}").format(
-                        sql.Identifier(table), sql.SQL(columns), binary)) as copy:
-                    if types:
-                        copy.set_types(types)
-                    for row in rows if table != "_in_trace_events" else map(_jsonb, rows):
-                        await copy.write_row(row)
-            added = 0
-            # In key order: writers of overlapping batches (redeliveries) wait for each other, never deadlock.
-            if events:
-                cur = await conn.execute(
-                    f"INSERT INTO trace_events ({_EVENT_COLUMNS}) SELECT {_EVENT_COLUMNS} "
-                    "FROM _in_trace_events ORDER BY message_id, at, event_key ON CONFLICT DO NOTHING")
-                added = cur.rowcount
-            if messages:
-                await conn.execute(f"INSERT INTO trace_messages ({_MESSAGE_COLUMNS}) SELECT {_MESSAGE_COLUMNS} "
-                                   "FROM _in_trace_messages ORDER BY message_id, received_at ON CONFLICT DO NOTHING")
-            if keys:
-                await conn.execute(f"INSERT INTO trace_keys ({_KEY_COLUMNS}) SELECT {_KEY_COLUMNS} "
-                                   "FROM _in_trace_keys ORDER BY value, at, message_id, kind ON CONFLICT DO NOTHING")
-            return added
+    async def _insert(self, conn: AsyncConnection, events: list[bytes], messages: list[bytes],
+                      keys: list[bytes]) -> int:
+        """One transaction: the rows COPYed (binary, one stream per table) into the session's staging tables,
+        then moved into the tables in one round trip."""
+        try:
+            if conn not in self._staged:
+                async with conn.transaction():
+                    await conn.execute(_STAGING, prepare=False)
+                self._staged.add(conn)
+            async with conn.transaction():
+                cur = conn.cursor()
+                for table, columns, rows in (("_in_trace_events", _EVENT_COLUMNS, events),
+                                             ("_in_trace_messages", _MESSAGE_COLUMNS, messages),
+                                             ("_in_trace_keys", _KEY_COLUMNS, keys)):
+                    if rows:
+                        async with cur.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                            await copy.write(b"".join((_COPY_HEADER, *rows, _COPY_TRAILER)))
+                await cur.execute(_MOVE, prepare=False)
+                return max(0, cur.rowcount)
+        except BaseException:
+            self._staged.discard(conn)  # made again next time (a failed session may have lost them)
+            raise
 
 
 # --- reader ----------------------------------------------------------------------------------------

@@ -35,14 +35,16 @@ class Inbox:
     def __init__(self) -> None:
         self.waiting: list[Held] = []
         self.writing: list[Held] = []
+        self._records = 0
 
     def add(self, held: Held) -> None:
         self.waiting.append(held)
+        self._records += len(held.records)
 
     @property
     def records(self) -> int:
         """Records waiting (not being written)."""
-        return sum(len(h.records) for h in self.waiting)
+        return self._records
 
     def take(self, max_records: int) -> list[Held]:
         """Whole deliveries from the oldest, at least one, until ``max_records`` would be exceeded; they
@@ -53,6 +55,7 @@ class Inbox:
             held = self.waiting.pop(0)
             taken.append(held)
             count += len(held.records)
+        self._records -= count
         self.writing.extend(taken)
         return taken
 

@@ -41,10 +41,13 @@ from .inbox import Held, Inbox, backoff, records_of
 log = logging.getLogger(__name__)
 
 SERVICE = "recorder"
-PREFETCH = 64
-"""Messages held unacked at most (each up to 200 records): enough for a full batch while one is written."""
+PREFETCH = 256
+"""Messages held unacked at most (each up to 200 records, some 100 KB): under load a stage's message carries a
+few records, so this many keep full batches waiting while others are written."""
 MAX_RECORDS = 2000
 """Records written in one transaction at most."""
+CONCURRENCY = 2
+"""Transactions in flight at once (the pool has one connection more, for the readiness probe)."""
 WRITE_TIMEOUT = 30.0
 """Seconds a batch's transaction may take before it counts as failed (PostgreSQL hanging)."""
 POOL_TIMEOUT = 5.0
@@ -77,12 +80,13 @@ class Recorder:
     """Consumes ``mailmoat.trace`` and writes it to PostgreSQL."""
 
     def __init__(self, runtime: Runtime, pool: AsyncConnectionPool, *, max_records: int = MAX_RECORDS,
-                 write_timeout: float = WRITE_TIMEOUT, clock=time.time):
+                 write_timeout: float = WRITE_TIMEOUT, concurrency: int = CONCURRENCY, clock=time.time):
         self.runtime = runtime
         self.pool = pool
         self.writer = TraceWriter(pool, runtime.policy.current.trace.retention_days)
         self.inbox = Inbox()
         self.max_records = max_records
+        self.concurrency = max(1, concurrency)
         self.write_timeout = write_timeout
         self.clock = clock
         self.database_up = False
@@ -124,13 +128,39 @@ class Recorder:
     # --- writing --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Write what is held, batch after batch, until cancelled."""
-        while True:
-            if not self.inbox.waiting:
-                self._arrived.clear()
-                await self._arrived.wait()
-            batch = self.inbox.take(self.max_records)
-            await self._write(batch)
+        """Write what is held, batch after batch, until cancelled.
+
+        Up to ``concurrency`` transactions at once: while one is in PostgreSQL (its rows sent, waiting for
+        the commit) the next batch's rows are made here, so the recorder's Python and PostgreSQL work at
+        the same time. A write starts at once when none is running (no delay when idle); beside a running
+        one only when half a batch waits, so that under load transactions are large (few commits)."""
+        running: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task.exception())  # type: ignore[arg-type]
+            self._arrived.set()
+
+        try:
+            while True:
+                if failed:
+                    raise failed[0]
+                waiting = self.inbox.records
+                if not self.inbox.waiting or (running and (len(running) >= self.concurrency
+                                                           or waiting < self.max_records // 2)):
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                    continue
+                task = asyncio.create_task(self._write(self.inbox.take(self.max_records)))
+                running.add(task)
+                task.add_done_callback(finished)
+                await asyncio.sleep(0)  # let it make its rows before the next batch is looked at
+        finally:
+            for task in list(running):
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _write(self, batch: list[Held]) -> None:
         """Write ``batch`` in one transaction and ack it; on a database failure hold it and try again
@@ -210,12 +240,13 @@ class Recorder:
 
 
 async def start(settings: Settings, worker: int = 0, *, max_records: int = MAX_RECORDS,
-                prefetch: int = PREFETCH) -> tuple[Recorder, list[asyncio.Task[None]]]:
+                prefetch: int = PREFETCH, concurrency: int = CONCURRENCY) -> tuple[Recorder, list[asyncio.Task[None]]]:
     """A started recorder (HTTP, bus, pool, consumer, writer and partition job) and its tasks."""
     runtime = Runtime(SERVICE, settings, worker=worker, prefetch=prefetch)
-    pool = db.open_pool(settings.database_url, min_size=1, max_size=2, name=SERVICE, timeout=POOL_TIMEOUT)
+    pool = db.open_pool(settings.database_url, min_size=1, max_size=concurrency + 1, name=SERVICE,
+                        timeout=POOL_TIMEOUT)
     await pool.open(wait=False)
-    recorder = Recorder(runtime, pool, max_records=max_records)
+    recorder = Recorder(runtime, pool, max_records=max_records, concurrency=concurrency)
     runtime.add_dependency("postgresql", recorder.probe, interval=2.0, timeout=3.0)
     runtime.add_ready_check(lambda: runtime.bus.consuming([TRACE_QUEUE]) and not recorder.failing)
     await runtime.start()

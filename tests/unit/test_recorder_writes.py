@@ -124,3 +124,31 @@ async def test_lag_uses_the_oldest_record_header(monkeypatch: pytest.MonkeyPatch
     delivery.headers = {"x-mailmoat-trace-oldest-ms": 940_000}
     await recorder.on_delivery(delivery)  # type: ignore[arg-type]
     assert recorder.inbox.lag(1000.0) == 60.0
+
+
+async def test_the_loop_writes_at_once_when_idle_and_a_second_batch_beside_a_slow_one_only_when_half_full(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Idle: the first delivery is written at once. While that write hangs, a second transaction starts
+    only once half a batch waits (larger transactions under load), and never more than ``concurrency``."""
+    recorder, runtime = _recorder(["hang", None, None], monkeypatch, max_records=4, concurrency=2)
+    loop = asyncio.create_task(recorder.run())
+    try:
+        await recorder.on_delivery(_delivery("A"))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert recorder.writer.calls == [["A"]]  # type: ignore[attr-defined]
+        await recorder.on_delivery(_delivery("B"))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert recorder.writer.calls == [["A"]]  # type: ignore[attr-defined]  # one record < half of 4
+        await recorder.on_delivery(_delivery("C"))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert recorder.writer.calls == [["A"], ["B", "C"]]  # type: ignore[attr-defined]
+        assert runtime.acked == ["B", "C"]  # acked after their own commit; A is still being written
+        for name in "DEFGH":
+            await recorder.on_delivery(_delivery(name))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert recorder.writer.calls[2] == ["D", "E", "F", "G"]  # type: ignore[attr-defined]
+        assert "A" not in runtime.acked and len(recorder.inbox) == 2  # A being written, H waiting
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
