@@ -4,6 +4,7 @@ newest first, an end user's view limited to their own mailboxes, a release publi
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -84,3 +85,28 @@ async def test_a_release_from_the_console_is_published_once(store: QuarantineDB,
         assert [(e.id, e.rcpt_to) for e, _ in published] == [("CR1", ["a@example.com"])]
     finally:
         await q.close()
+
+
+async def test_not_junk_learns_ham_in_the_antispam_classifier(tmp_path, redis_url: str) -> None:
+    """The console's learner writes where the antispam stage reads (its Bayes store, the policy's prefix)."""
+    import redis.asyncio as aioredis
+
+    from mailmoat_antispam.bayes import BayesStore
+    from mailmoat_console.service import ham_learner
+    from mailmoat_platform.settings import Settings
+
+    policy = tmp_path / "policy.yaml"
+    prefix = f"test:console:bayes:{uuid.uuid4().hex[:8]}"
+    policy.write_text("accepted_domains: [{domain: example.com, route: r}]\nroutes: {r: {hosts: [127.0.0.1:25]}}\n"
+                      f"antispam: {{bayes: {{key_prefix: '{prefix}'}}}}\n")
+    client = aioredis.from_url(redis_url)
+    try:
+        learn = ham_learner(Settings(policy_path=str(policy)), client)
+        assert learn is not None
+        assert await learn(DATA) is True and await learn(DATA) is False
+        assert await BayesStore(client, prefix).counts() == (0, 1)
+    finally:
+        keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
