@@ -112,8 +112,18 @@ def create_app(console: Console) -> FastAPI:
         """Text PostgreSQL cannot take (a NUL, a lone surrogate): the request is wrong, not the server."""
         return await _page_error(request, 400, "The request holds characters that cannot be looked up.")
 
-    @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(QuarantineUnavailable)
+    async def quarantine_unavailable(request: Request, exc: QuarantineUnavailable) -> Response:
+        """The quarantine's database or the message bus a release goes through does not answer: nothing
+        was released (a claim whose publish failed is undone)."""
+        log.warning("console: the quarantine is unavailable: %s", exc)
+        if _wants_json(request):
+            return JSONResponse({"detail": "the quarantine is temporarily unavailable; nothing was changed"},
+                                status_code=503, headers={"Retry-After": "5"})
+        return Response("The quarantine is unavailable (database or message bus); nothing was changed. Try again "
+                        "shortly.\n", status_code=503, media_type="text/plain", headers={"Retry-After": "5"})
+
+    @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
     async def unavailable(request: Request, exc: Exception) -> Response:

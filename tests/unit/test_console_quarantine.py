@@ -198,3 +198,19 @@ async def test_pages_and_api_over_the_store():
         assert page.status_code == 200 and "Already released to alice@example.com" in page.text
     assert audit.calls.count("write") == 2
     assert store.published == [("Q1", ["alice@example.com"], "user")]
+
+
+class DownStore(FakeStore):
+    async def get(self, qid, *, data=False):
+        from mailmoat_records.quarantine import QuarantineUnavailable
+
+        raise QuarantineUnavailable("quarantine database: connection refused")
+
+
+async def test_an_unavailable_quarantine_is_503_and_changes_nothing():
+    http, audit = app_client(quarantine(DownStore()), ROOT)
+    async with http:
+        answer = await http.post("/api/quarantine/Q1/release", json={}, headers={"X-CSRF-Token": "the-csrf-token"})
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "5"
+        assert (await http.get("/quarantine/Q1")).status_code == 503
+    assert audit.calls == []
