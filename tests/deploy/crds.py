@@ -2,10 +2,17 @@
 with kubernetes-validate, and no PyPI or Debian package carries them; written down here from the
 operators' API references: KEDA, Prometheus Operator, RabbitMQ Cluster and Messaging Topology
 Operators, cert-manager): required fields, types, and no unknown keys where a typo would silently
-disable something (a misspelt ``minReplicaCount`` is ignored by the API server)."""
+disable something (a misspelt ``minReplicaCount`` is ignored by the API server).
+
+CloudNativePG's (Cluster, ScheduledBackup, and the Barman Cloud plugin's ObjectStore) come from the
+operators' released CRD manifests instead, vendored in tests/data/crds/cloudnative-pg.json by
+``tests.deploy.vendor_crds`` (its ``source`` names the releases): their structural schemas, made strict
+(an unknown field, which the API server would prune silently, is an error here)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -222,6 +229,52 @@ SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
     ("rabbitmq.com/v1beta1", "RabbitmqCluster"): RABBITMQ_CLUSTER,
 }
+
+VENDORED = Path(__file__).resolve().parents[1] / "data" / "crds"
+_DROPPED = {"nullable", "format"}
+
+
+def strict(node: Any) -> Any:
+    """A Kubernetes structural schema as a JSON Schema that refuses unknown fields (which the API server
+    prunes) and reads ``x-kubernetes-int-or-string`` and ``nullable``."""
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties":
+            out[key] = {name: strict(sub) for name, sub in value.items()}
+        elif key in ("items", "additionalProperties", "not") and isinstance(value, dict):
+            out[key] = strict(value)
+        elif key in ("allOf", "anyOf", "oneOf"):
+            out[key] = [strict(sub) for sub in value]
+        elif not key.startswith("x-kubernetes-") and key not in _DROPPED:
+            out[key] = value
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["type"] = ["integer", "string"]
+    if node.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    if ("properties" in node and "additionalProperties" not in node
+            and not node.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def vendored() -> dict[tuple[str, str], dict[str, Any]]:
+    """The schemas of tests/data/crds/*.json by (apiVersion, kind), strict, with the metadata checked as above."""
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(VENDORED.glob("*.json")):
+        for name, schema in json.loads(path.read_text())["schemas"].items():
+            api_version, kind = name.split(" ")
+            converted = strict(schema)
+            converted["properties"]["metadata"] = METADATA
+            converted.setdefault("required", [])
+            converted["required"] = sorted({*converted["required"], "apiVersion", "kind", "metadata", "spec"})
+            found[(api_version, kind)] = converted
+    return found
+
+
+SCHEMAS.update(vendored())
 
 
 def validate_custom(resource: dict[str, Any]) -> None:
