@@ -160,7 +160,11 @@ def test_filter_stages_reach_what_the_registry_declares() -> None:
 def test_probe_reaches_ingress_and_the_trace_only() -> None:
     probe = Pod(NS, {"app.kubernetes.io/name": "mailmoat-probe", "app.kubernetes.io/part-of": "mailmoat"})
     assert can(probe, pod("ingress"), 2525)
-    assert can(probe, pod("redis-proxy"), 6379) and not can(probe, pod("redis"), 6379)
+    # the trace in PostgreSQL (MAILMOAT_RECORDS=postgresql), no longer in Redis
+    postgres = Pod(NS, {"cnpg.io/cluster": "mailmoat-postgres", "cnpg.io/instanceRole": "primary"},
+                   {"postgresql": 5432})
+    assert can(probe, postgres, 5432)
+    assert not can(probe, pod("redis-proxy"), 6379) and not can(probe, pod("redis"), 6379)
     assert can(probe, KUBE_DNS, 53, "UDP")
     assert not can(probe, RABBITMQ, 5671)
     assert not can(probe, pod("egress"), DEFAULT_METRICS_PORTS["egress"])
