@@ -303,6 +303,14 @@ class Mailmoat:
             "MAILMOAT_LOG_LEVEL": self.log_level,
             **{f"MAILMOAT_{s.upper()}_METRICS_PORT": str(p) for s, p in self.ports.items()},
         })
+        # BENCH_RECORDS=postgresql: the trace through mailmoat.trace to the recorder (run all starts it) and
+        # PostgreSQL (BENCH_DATABASE_URL, migrated first) instead of Redis.
+        if os.environ.get("BENCH_RECORDS"):
+            env["MAILMOAT_RECORDS"] = os.environ["BENCH_RECORDS"]
+            env["MAILMOAT_DATABASE_URL"] = os.environ.get(
+                "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mailmoat_bench_e2e")
+            subprocess.run([sys.executable, "-m", "mailmoat_cli.main", "db", "upgrade"], env=env, check=True,
+                           capture_output=True, timeout=120)
         self._flush_redis()
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(

@@ -86,12 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps([{**asdict(r.tally), "name": r.name, "recovery_s": r.recovery,
                                           "max_delay_s": r.max_delay, "lock_busy": r.lock_waits,
-                                          "dead_total": r.dead_total, "unacked": r.unacked, "notes": r.notes}
+                                          "dead_total": r.dead_total, "unacked": r.unacked, "notes": r.notes,
+                                          "trace_lost": r.trace_lost}
                                          for r in results], indent=1))
     lost = sum(r.tally.lost for r in results)
     if lost:
         print(f"drills: {lost} messages answered 250 were neither delivered, bounced nor dead-lettered",
               file=sys.stderr)
+    trace_lost = sum(r.trace_lost for r in results)
+    if trace_lost:
+        print(f"drills: {trace_lost} trace events missing in PostgreSQL", file=sys.stderr)
+        lost += trace_lost
     if failed:
         print(f"drills: could not run {', '.join(failed)}", file=sys.stderr)
     return 1 if lost or failed else 0

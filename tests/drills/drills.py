@@ -14,6 +14,7 @@ the first delivery, and how often egress found a delivery lock held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
 import time
@@ -25,6 +26,7 @@ import aiormq
 
 from mailmoat_platform.bus import Bus, FrameError, decode, encode, stage_queue
 from mailmoat_platform.models import Envelope, Route
+from tests.drills import postgresql
 from tests.drills.load import Load, Tally, tally
 from tests.drills.servers import PrivateRabbit, PrivateRedis
 from tests.support.amqpraw import RawText
@@ -62,10 +64,12 @@ class Phases:
     """Longest wait, after the load, for every accepted message to end somewhere."""
     kills: int
     """Kills in the drills that repeat one."""
+    outage: float = 60.0
+    """Seconds PostgreSQL is away in the records drill."""
 
 
 FULL = Phases(warm=5, after=6, settle=90, kills=3)
-QUICK = Phases(warm=3, after=3, settle=45, kills=1)
+QUICK = Phases(warm=3, after=3, settle=45, kills=1, outage=20.0)
 
 
 @dataclass
@@ -77,6 +81,8 @@ class Context:
     vhost: str
     phases: Phases
     notes: list[str] = field(default_factory=list)
+    records: postgresql.Records | None = None
+    """With ``records = postgresql``: the database and the proxy in front of it."""
 
     @property
     def amqp_url(self) -> str:
@@ -98,6 +104,9 @@ class Drill:
     fault: Callable[[Context], None]
     sink_delay: float = 0.0
     rcpt_replies: dict[str, str] = field(default_factory=dict)
+    records: str = "redis"
+    """``postgresql``: the trace and the quarantine in a database of the drill's own, reached through a
+    proxy (``Context.records``), the recorder running, and every accepted message's trace counted."""
 
 
 # --- faults -----------------------------------------------------------------------------------------
@@ -162,6 +171,11 @@ def next_hop(reply: str | None = None, delay: float | None = None, seconds: floa
     return fault
 
 
+def postgresql_away(ctx: Context) -> None:
+    assert ctx.records is not None
+    postgresql.cut(ctx.records, ctx.gateway, ctx.phases.outage)
+
+
 POISON_COUNT = 5
 
 
@@ -215,6 +229,7 @@ DRILLS = [
     Drill("next-hop-550", no_fault, rcpt_replies={"c@example.com": "550 5.1.1 No such user here"}),
     Drill("next-hop-stall", next_hop(delay=30)),
     Drill("poison", poison),
+    Drill("postgresql-away", postgresql_away, records="postgresql"),
 ]
 
 
@@ -231,6 +246,8 @@ class Result:
     dead_total: int
     unacked: int
     notes: list[str]
+    trace_lost: int = 0
+    """Trace events missing in PostgreSQL (drills with ``records = postgresql``)."""
 
 
 async def _waiting(amqp_url: str, queues: list[str]) -> int:
@@ -300,15 +317,25 @@ def run_drill(drill: Drill, rabbit: PrivateRabbit, redis: PrivateRedis, workdir:
               index: int) -> Result:
     vhost = rabbit.add_vhost(f"drill-{index}-{drill.name}")
     redis.flush()
+    with contextlib.ExitStack() as stack:
+        records = stack.enter_context(postgresql.records_database(drill.name)) if drill.records == "postgresql" \
+            else None
+        return _run(drill, rabbit, redis, workdir, phases, vhost, records)
+
+
+def _run(drill: Drill, rabbit: PrivateRabbit, redis: PrivateRedis, workdir: Path, phases: Phases, vhost: str,
+         records: postgresql.Records | None) -> Result:
+    env = {} if records is None else {"MAILMOAT_RECORDS": "postgresql", "MAILMOAT_DATABASE_URL": records.proxied_url}
+    services = SERVICES if records is None else (*SERVICES, "recorder")
     with SmtpSink() as sink:
         sink.delay = drill.sink_delay
         for rcpt, reply in drill.rcpt_replies.items():
             sink.reply_to(rcpt, reply)
         gateway = Gateway(workdir / drill.name, rabbit.url(vhost), redis.url, ingress_workers=1,
-                          policy_text=POLICY.format(port=sink.port), ready_timeout=60)
+                          policy_text=POLICY.format(port=sink.port), ready_timeout=60, extra_env=env)
         with gateway:
-            gateway.start(SERVICES)
-            ctx = Context(rabbit, redis, gateway, sink, vhost, phases)
+            gateway.start(services)
+            ctx = Context(rabbit, redis, gateway, sink, vhost, phases, records=records)
             load = Load(gateway.smtp_port, drill.name).start()
             try:
                 time.sleep(phases.warm)
@@ -352,7 +379,25 @@ def run_drill(drill: Drill, rabbit: PrivateRabbit, redis: PrivateRedis, workdir:
                 ctx.notes.append("unacked at the end: " + ", ".join(f"{q} {u}" for q, u in sorted(left.items())))
             lock_waits = _lock_waits(gateway)
             recovery, max_delay = _times(load, sink, fault_end)
-    return Result(drill.name, result, recovery, max_delay, lock_waits, dead_total, unacked, ctx.notes)
+            trace_lost = 0
+            if records is not None:
+                trace_lost = _trace_notes(ctx, records, load)
+    return Result(drill.name, result, recovery, max_delay, lock_waits, dead_total, unacked, ctx.notes, trace_lost)
+
+
+def _trace_notes(ctx: Context, records: postgresql.Records, load: Load) -> int:
+    """The records drill's own figures (SMTP replies before and during the outage, the recorder's catch-up,
+    the trace counted in PostgreSQL) as notes; the trace events lost."""
+    ctx.notes.extend(records.notes)
+    if records.cut_at:
+        ctx.notes.append("SMTP before the outage: " + postgresql.latencies(load.sent, 0.0, records.cut_at))
+        ctx.notes.append("SMTP during the outage: " + postgresql.latencies(load.sent, records.cut_at,
+                                                                            records.restored_at))
+    count = postgresql.count_trace(records, load, ctx.gateway)
+    ctx.notes.append(f"trace: {count.found} events in PostgreSQL for {count.messages} messages answered 250 "
+                     f"(expected {count.messages} x {count.per_message} = {count.messages * count.per_message})"
+                     + (f"; {len(count.short)} short, first {count.short[:3]}" if count.short else ""))
+    return count.lost + (len(count.short) if count.short and not count.lost else 0)
 
 
 def _times(load: Load, sink: SmtpSink, fault_end: float) -> tuple[float, float]:

@@ -29,6 +29,8 @@ class Sent:
     reply: int
     """The reply to the end of DATA (or to the command that failed); 0: the connection failed."""
     at: float
+    took: float = 0.0
+    """Seconds from MAIL FROM to that reply (the connection's set-up not included)."""
 
 
 @dataclass
@@ -85,11 +87,13 @@ class Load:
             n = self._take()
             ident = f"drill-{self.scenario}-{n}@drill.test"
             rcpt = self.recipients[n % len(self.recipients)]
+            began = time.monotonic()
             try:
                 if smtp is None:
                     smtp = smtplib.SMTP("127.0.0.1", self.port, local_hostname="client.drill.test", timeout=30)
                     smtp.ehlo()
                     in_session = 0
+                began = time.monotonic()
                 reply = self._send(smtp, ident, rcpt)
                 in_session += 1
                 if in_session >= self.per_session or reply >= 400:
@@ -99,7 +103,7 @@ class Load:
                 reply = 0
                 _close(smtp)
                 smtp = None
-            self._record(Sent(ident, rcpt, reply, time.time()))
+            self._record(Sent(ident, rcpt, reply, time.time(), time.monotonic() - began))
         _quit(smtp)
 
     def _send(self, smtp: smtplib.SMTP, ident: str, rcpt: str) -> int:
