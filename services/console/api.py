@@ -14,6 +14,7 @@ from mailmoat_records.quarantine import ReleaseError
 from mailmoat_records.tracedb import MessageSummary
 
 from .accounts import Account, AccountError
+from .audit import AuditEntry
 from .core import (
     Console,
     NotFound,
@@ -125,19 +126,8 @@ class TimelineOut(BaseModel):
     verdicts: dict[str, Any]
 
 
-class AuditOut(BaseModel):
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    target: str
-    outcome: str
-    client_ip: str | None
-    detail: dict[str, Any]
-
-
 class AuditPage(BaseModel):
-    entries: list[AuditOut]
+    entries: list[AuditEntry]
     next_before: int | None
 
 
@@ -288,9 +278,7 @@ async def api_audit(request: Request, _: Annotated[Principal, Depends(need(Right
                     before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None) -> AuditPage:
     """The audit log, newest first (admins)."""
     entries, next_before = await console_of(request).audit.page(limit=limit, before=before)
-    return AuditPage(entries=[AuditOut(id=e.id, at=e.at, actor=e.actor, action=e.action, target=e.target,
-                                       outcome=e.outcome, client_ip=e.client_ip, detail=e.detail) for e in entries],
-                     next_before=next_before)
+    return AuditPage(entries=entries, next_before=next_before)
 
 
 @router.get("/accounts", response_model=list[AccountOut], responses=_AUTH)
@@ -324,24 +312,8 @@ async def api_change_account(account_id: Annotated[int, Path(ge=1, le=2**63 - 1)
 
 # --- the quarantine ------------------------------------------------------------------------------------
 
-class HeldOut(BaseModel):
-    id: str
-    received_at: datetime
-    expires: datetime
-    reason: str
-    result: str | None
-    detail: str
-    release_by: str = Field(description="admin: only administrators release it; user: non-admins may too")
-    sender: str
-    author: str
-    recipients: list[str]
-    released: list[str]
-    state: str
-    size: int
-
-
 class HeldList(BaseModel):
-    messages: list[HeldOut]
+    messages: list[HeldRow]
     next: str | None = Field(description="Pass as after= for the next page; null: no more")
 
 
@@ -351,18 +323,9 @@ class AttachmentOut(BaseModel):
     size: int
 
 
-class HeldDetail(BaseModel):
-    id: str
-    received_at: datetime
-    expires: datetime
-    reason: str
-    result: str | None
-    detail: str
-    release_by: str
-    sender: str
-    author: str
-    recipients: list[str]
-    released: list[str]
+class HeldDetail(HeldRow):
+    """A held message opened: what its list item says, and its content made safe."""
+
     may_release: list[str] = Field(description="Recipients still held that you may release")
     client_ip: str | None
     subject: str
@@ -383,13 +346,6 @@ class ReleaseOut(BaseModel):
     released: list[str] = Field(description="Released by this request")
     already: list[str] = Field(description="Released before")
     learned: str = Field(default="", description="not junk: learned, known (before), or unavailable")
-
-
-def held_out(row: HeldRow) -> HeldOut:
-    return HeldOut(id=row.qid, received_at=row.received_at, expires=row.expires, reason=row.reason,
-                   result=row.result, detail=row.detail, release_by=row.release_by, sender=row.sender,
-                   author=row.author, recipients=row.recipients, released=row.released, state=row.state,
-                   size=row.size)
 
 
 def quarantine_of(request: Request) -> ConsoleQuarantine:
@@ -441,7 +397,7 @@ async def api_quarantine(request: Request, who: Annotated[Principal, Depends(nee
         found = await quarantine_of(request).page(query, who)
     except QueryError as exc:
         return JSONResponse({"detail": str(exc)}, status_code=400)
-    return HeldList(messages=[held_out(r) for r in found.rows], next=found.next)
+    return HeldList(messages=found.rows, next=found.next)
 
 
 @router.get("/quarantine/{qid}", response_model=HeldDetail, responses={**_AUTH, 404: {"model": Problem}})
@@ -453,7 +409,7 @@ async def api_held(qid: Annotated[str, Path(max_length=200)], request: Request,
     if view is None:
         raise NotFound()
     held = view.held
-    return HeldDetail(id=held.id, received_at=datetime.fromtimestamp(held.created, UTC),
+    return HeldDetail(id=held.id, size=held.envelope.size, received_at=datetime.fromtimestamp(held.created, UTC),
                       expires=datetime.fromtimestamp(held.expires, UTC), reason=held.reason, result=held.result,
                       detail=held.detail, release_by=held.release_by, sender=held.envelope.mail_from,
                       author=held.author, recipients=view.recipients, released=list(view.released),

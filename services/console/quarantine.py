@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, Field, computed_field
 
 from mailmoat_platform.models import TraceEvent
 from mailmoat_records.quarantine import Held, HeldStore, QuarantineUnavailable, ReleaseError, release
@@ -40,22 +41,23 @@ class HeldQuery:
     """The cursor of the next page: ``<received_at ISO>|<qid>`` of the last row shown."""
 
 
-@dataclass(frozen=True)
-class HeldRow:
-    qid: str
+class HeldRow(BaseModel):
+    """A held message as a list shows it (and the API's list item)."""
+
+    id: str
     received_at: datetime
     expires: datetime
     reason: str
     result: str | None
     detail: str
-    release_by: str
+    release_by: str = Field(description="admin: only administrators release it; user: non-admins may too")
     sender: str
     author: str
-    recipients: list[str]
-    """The recipients the principal may see."""
+    recipients: list[str] = Field(description="The recipients you may see")
     released: list[str]
     size: int
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def state(self) -> str:
         if not self.released:
@@ -189,11 +191,12 @@ class ConsoleQuarantine:
         for r in found[:limit]:
             recipients = who.own_recipients(r["recipients"])
             released = [a for a in r["released"] if who.sees_everything or who.owns(a)]
-            rows.append(HeldRow(r["qid"], r["received_at"], r["expires"], r["reason"], r["result"], r["detail"],
-                                r["release_by"], r["sender"], r["author"], recipients, released, r["size"]))
+            rows.append(HeldRow(id=r["qid"], received_at=r["received_at"], expires=r["expires"], reason=r["reason"],
+                                result=r["result"], detail=r["detail"], release_by=r["release_by"], sender=r["sender"],
+                                author=r["author"], recipients=recipients, released=released, size=r["size"]))
         following = None
         if len(found) > limit and rows:
-            following = f"{rows[-1].received_at.isoformat()}|{rows[-1].qid}"
+            following = f"{rows[-1].received_at.isoformat()}|{rows[-1].id}"
         return HeldPage(rows, following)
 
     async def get(self, qid: str, who: Principal, *, data: bool = False) -> Held | None:

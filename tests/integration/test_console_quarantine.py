@@ -51,18 +51,18 @@ async def test_listing_filters_pages_and_an_end_users_view(store: QuarantineDB) 
                         now=now - 100 + n)
     q = ConsoleQuarantine(store.pool, store)
     first = await q.page(HeldQuery(limit=2), ADMIN)
-    assert [r.qid for r in first.rows] == ["CQ4", "CQ3"] and first.next
+    assert [r.id for r in first.rows] == ["CQ4", "CQ3"] and first.next
     second = await q.page(HeldQuery(limit=2, after=first.next), ADMIN)
     third = await q.page(HeldQuery(limit=2, after=second.next), ADMIN)
-    assert [r.qid for r in second.rows + third.rows] == ["CQ2", "CQ1", "CQ0"] and third.next is None
-    assert [r.qid for r in (await q.page(HeldQuery(reason="malware"), ADMIN)).rows] == ["CQ4", "CQ3"]
-    assert [r.qid for r in (await q.page(HeldQuery(sender="S1@sender.test"), ADMIN)).rows] == ["CQ3", "CQ1"]
-    assert [r.qid for r in (await q.page(HeldQuery(recipient="a@example.com"), ADMIN)).rows] == ["CQ4", "CQ2", "CQ0"]
+    assert [r.id for r in second.rows + third.rows] == ["CQ2", "CQ1", "CQ0"] and third.next is None
+    assert [r.id for r in (await q.page(HeldQuery(reason="malware"), ADMIN)).rows] == ["CQ4", "CQ3"]
+    assert [r.id for r in (await q.page(HeldQuery(sender="S1@sender.test"), ADMIN)).rows] == ["CQ3", "CQ1"]
+    assert [r.id for r in (await q.page(HeldQuery(recipient="a@example.com"), ADMIN)).rows] == ["CQ4", "CQ2", "CQ0"]
     since = datetime.fromtimestamp(now - 98, UTC)
     dated = await q.page(HeldQuery(since=since, until=since + timedelta(seconds=2)), ADMIN)
-    assert [r.qid for r in dated.rows] == ["CQ3", "CQ2"]
+    assert [r.id for r in dated.rows] == ["CQ3", "CQ2"]
     mine = await q.page(HeldQuery(), ALICE)
-    assert [r.qid for r in mine.rows] == ["CQ4", "CQ2", "CQ0"]
+    assert [r.id for r in mine.rows] == ["CQ4", "CQ2", "CQ0"]
     assert all(r.recipients == ["a@example.com"] for r in mine.rows)
     assert (await q.page(HeldQuery(recipient="b@example.com"), ALICE)).rows == []
 
