@@ -29,6 +29,7 @@ import time
 from prometheus_client import Counter, Histogram
 
 from mailmoat_egress.claims import LOCK_TTL, Busy, Claim, Claims, StoreUnavailable, copy_keys
+from mailmoat_egress.control import ControlConsumer, Deferrals
 from mailmoat_egress.danedelivery import Dane, DanePlan
 from mailmoat_egress.decide import Outcome, decide, lock_wait
 from mailmoat_egress.delivery import Deliverer, Message, NotStarted, RcptResult, SessionPool, Timeouts, make_result
@@ -112,6 +113,7 @@ class Egress:
         self.claims = Claims(runtime.scripts, lambda: runtime.redis, ttl=lock_ttl)
         self.mta_sts = MtaSts(lambda: runtime.redis, ca_file())
         self.dane = Dane(lambda: runtime.redis)
+        self.deferrals = Deferrals(runtime, self._events, SERVICE)
         # Readiness: no delivery without the dedupe store; a delivery held longer than a transaction is stuck.
         runtime.require_redis()
         runtime.stall_after = lambda: transaction_bound(runtime.policy.current.delivery.connect_timeout,
@@ -146,6 +148,10 @@ class Egress:
     async def handle(self, envelope: Envelope, data: bytes) -> list[Publish]:
         if envelope.route is None:
             return await self._dead(envelope, data, "egress: envelope without a route")
+        if envelope.attempts:  # back from a delay queue: an action asked for in the console?
+            applied = await self.deferrals.on_arrival(envelope, data)
+            if applied is not None:
+                return applied
         try:
             claim = await self.claims.take(envelope)
         except Busy as busy:
@@ -196,6 +202,7 @@ class Egress:
             if isinstance(result, BaseException):
                 raise result
         outputs: list[Publish] = []
+        queue = None
         if outcome.retry is not None:
             queue = await self.runtime.bus.declare_retry(SERVICE, outcome.retry.delay)
             outputs.append(Publish(queue, outcome.retry.envelope, data))
@@ -205,6 +212,7 @@ class Egress:
             dsn_envelope, dsn_data = outcome.dsn
             outputs.append(Publish(await self.runtime.bus.declare_stage("routing"), dsn_envelope, dsn_data))
         self._count(envelope, outcome)
+        await self.deferrals.after_attempt(envelope, outcome.retry, queue)
         if outcome.dsn is not None:
             dsn_envelope, _ = outcome.dsn
             await self.runtime.trace.record(
@@ -283,6 +291,7 @@ async def main(settings: Settings, worker: int = 0) -> None:
     reports = asyncio.create_task(reporter.run_forever())
     try:
         await runtime.consume_stage(SERVICE, egress.handle)
+        await ControlConsumer(runtime.bus, lambda: egress.deferrals.store, SERVICE).start()
         await runtime.serve_forever()
     finally:
         for task in (reaper, reports):
