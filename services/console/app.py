@@ -16,7 +16,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mailmoat_records.quarantine import QuarantineUnavailable
 
-from . import api, pages
+from . import api, notifypages, pages
 from .core import Console, CsrfRefused, Forbidden, NotFound, SignInRequired
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def create_app(console: Console) -> FastAPI:
     app.state.console = console
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(notifypages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
     if "*" not in console.config.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(console.config.allowed_hosts))

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from mailmoat_console import api, pages
+from mailmoat_console import api, notifypages, operations, pages
 from mailmoat_console.app import create_app
 from mailmoat_console.config import ConsoleConfig
 from mailmoat_console.core import Console
@@ -60,7 +60,8 @@ def changing_routes() -> list[tuple[str, str]]:
     """Every state-changing route of the API and the pages (the app holds those two routers, its OpenAPI
     document and the stylesheet only: see ``test_the_app_holds_the_two_routers``)."""
     found = []
-    for route in [*api.router.routes, *pages.router.routes]:
+    for route in [*api.router.routes, *pages.router.routes, *notifypages.router.routes, *operations.api_router.routes,
+                  *operations.page_router.routes]:
         if isinstance(route, APIRoute):
             for method in route.methods & CHANGES:
                 if (method, route.path) not in SIGN_IN:
@@ -75,7 +76,8 @@ async def test_every_change_without_the_csrf_token_is_refused():
             ("PATCH", "/api/accounts/1"), ("POST", "/accounts"), ("POST", "/accounts/1"), ("POST", "/password"),
             ("POST", "/api/me/password"), ("POST", "/api/quarantine/1/release"), ("POST", "/api/quarantine/1/not-junk"),
             ("DELETE", "/api/quarantine/1"), ("POST", "/quarantine/1/release"), ("POST", "/quarantine/1/not-junk"),
-            ("POST", "/quarantine/1/delete")} <= set(routes)
+            ("POST", "/quarantine/1/delete"), ("POST", "/notify/1"), ("POST", "/api/queues/1"), ("POST", "/queues/1"),
+            ("POST", "/api/policy/check"), ("POST", "/policy/check")} <= set(routes)
     async with client(made) as http:
         for method, path in routes:
             if path.startswith("/api/"):
@@ -94,10 +96,16 @@ def test_the_app_holds_the_two_routers():
     app = create_app(console(None)[0])
     own = [r for r in app.routes if getattr(r, "path", None) not in ("/api/openapi.json", "/static")]
     if all(isinstance(r, APIRoute) for r in own):  # a FastAPI that copies included routes into the app
-        assert {id(r.endpoint) for r in own} == {id(r.endpoint) for r in [*api.router.routes, *pages.router.routes]}
+        assert {id(r.endpoint) for r in own} == {id(r.endpoint) for r in [*api.router.routes, *pages.router.routes,
+                                                                           *notifypages.router.routes,
+                                                                           *operations.api_router.routes,
+                                                                           *operations.page_router.routes]}
     else:  # one that keeps each included router whole
         assert sorted(id(getattr(r, "original_router", None)) for r in own) == sorted([id(api.router),
-                                                                                        id(pages.router)])
+                                                                                        id(pages.router),
+                                                                                        id(notifypages.router),
+                                                                                        id(operations.api_router),
+                                                                                        id(operations.page_router)])
 
 
 async def test_with_the_token_the_change_goes_through():
@@ -169,7 +177,8 @@ async def test_the_openapi_document():
     assert doc["openapi"].startswith("3.")
     assert {"/api/session", "/api/me", "/api/me/password", "/api/trace", "/api/trace/{message_id}", "/api/audit",
             "/api/accounts", "/api/accounts/{account_id}", "/api/quarantine", "/api/quarantine/{qid}",
-            "/api/quarantine/{qid}/release", "/api/quarantine/{qid}/not-junk"} == set(doc["paths"])
+            "/api/quarantine/{qid}/release", "/api/quarantine/{qid}/not-junk",
+            "/api/release-requests"} == set(doc["paths"])
     params = {p["name"] for p in doc["paths"]["/api/trace"]["get"]["parameters"]}
     assert {"sender", "recipient", "message_id", "client_ip", "since", "until", "limit", "after"} <= params
 
