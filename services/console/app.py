@@ -16,7 +16,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mailmoat_records.quarantine import QuarantineUnavailable
 
-from . import api, notifypages, pages
+from . import api, notifypages, operations, pages
 from .core import Console, CsrfRefused, Forbidden, NotFound, SignInRequired
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ def create_app(console: Console) -> FastAPI:
     app.state.console = console
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(operations.api_router)
+    app.include_router(operations.page_router)
     app.include_router(notifypages.router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
     if "*" not in console.config.allowed_hosts:

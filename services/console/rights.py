@@ -37,12 +37,18 @@ class Right(StrEnum):
     quarantine_release_any = "quarantine.release-any"
     """Release whatever the reason (malware, high-confidence phish): administrators."""
     quarantine_delete = "quarantine.delete"
+    queues_read = "queues.read"
+    """See deferred mail (egress's delay queues) per destination."""
+    queues_manage = "queues.manage"
+    """Retry now, bounce or delete deferred mail: administrators."""
+    policy_read = "policy.read"
+    """Read the policy in force, check a draft, see mail-flow rule hits."""
 
 
 RIGHTS: dict[Role, frozenset[Right]] = {
     Role.admin: frozenset(Right),
     Role.helpdesk: frozenset({Right.trace_read, Right.trace_all, Right.quarantine_read, Right.quarantine_release,
-                              Right.quarantine_delete}),
+                              Right.quarantine_delete, Right.queues_read, Right.policy_read}),
     Role.user: frozenset({Right.trace_read, Right.quarantine_read, Right.quarantine_release}),
 }
 

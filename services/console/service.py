@@ -31,7 +31,10 @@ from mailmoat_records.tracebus import TracePublisher, bus_sender
 from .app import create_app
 from .config import ConsoleConfig
 from .core import Console
+from .operations import install
+from .policypages import PolicyPages
 from .quarantine import ConsoleQuarantine, LearnHam
+from .queues import ConsoleQueues
 
 SERVICE = "console"
 BOOTSTRAP_RETRY = 5.0
@@ -69,6 +72,9 @@ class Running:
         if self.console.quarantine is not None:
             with contextlib.suppress(Exception):
                 await self.console.quarantine.close()
+        if getattr(self.app.state, "queues", None) is not None:
+            with contextlib.suppress(Exception):
+                await self.app.state.queues.close()
         await self.pool.close()
 
 
@@ -125,6 +131,8 @@ async def serve(settings: Settings, config: ConsoleConfig, redis, *, port: int |
     await pool.open(wait=False)
     console = Console.build(config, pool, redis, quarantine=console_quarantine(settings, pool, redis))
     app = create_app(console)
+    install(app, ConsoleQueues(lambda: redis, lambda: Bus(settings.amqp_url)) if redis is not None else None,
+            PolicyPages(settings.policy_path, pool))
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port if port is None else port,
                                     log_config=None, access_log=False, server_header=False, proxy_headers=False,
                                     lifespan="off", timeout_graceful_shutdown=5))

@@ -178,7 +178,8 @@ async def test_the_openapi_document():
     assert {"/api/session", "/api/me", "/api/me/password", "/api/trace", "/api/trace/{message_id}", "/api/audit",
             "/api/accounts", "/api/accounts/{account_id}", "/api/quarantine", "/api/quarantine/{qid}",
             "/api/quarantine/{qid}/release", "/api/quarantine/{qid}/not-junk",
-            "/api/release-requests"} == set(doc["paths"])
+            "/api/release-requests", "/api/queues", "/api/queues/{action}", "/api/policy", "/api/policy/check",
+            "/api/policy/rule-hits"} == set(doc["paths"])
     params = {p["name"] for p in doc["paths"]["/api/trace"]["get"]["parameters"]}
     assert {"sender", "recipient", "message_id", "client_ip", "since", "until", "limit", "after"} <= params
 
