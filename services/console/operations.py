@@ -12,6 +12,8 @@ from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, Res
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from mailmoat_records.deferred import ACTIONS
+
 from .api import Problem, utc
 from .core import NotFound, client_ip, console_of, need, need_for_change
 from .pages import day_range, redirect, render
@@ -56,7 +58,9 @@ def policy_of(request: Request) -> PolicyPages:
 
 async def ask(request: Request, who: Principal, action: str, message_id: str, route: str) -> bool:
     """Send an action on a deferred copy to egress, audited (``queue.retry``, ``queue.bounce``, ``queue.delete``);
-    False when the copy is no longer deferred."""
+    False when the copy is no longer deferred; ``ActionError`` for an action that is none of them."""
+    if action not in ACTIONS:
+        raise ActionError(f"not an action: {action!r}")
     found = await queues_of(request).ask(action, message_id, route, f"{who.role.value} {who.name}")
     await console_of(request).audit.write(
         f"queue.{action}", actor=who, client_ip=client_ip(request), target=message_id,
