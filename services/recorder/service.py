@@ -6,7 +6,8 @@ writes what it holds with ``TraceWriter`` (up to ``MAX_RECORDS`` records, one tr
 so a redelivered batch adds nothing) and acks those deliveries once the transaction committed.
 
 PostgreSQL down or slow: the write fails or times out, the deliveries stay held and unacked, and the
-write is tried again with backoff (0.5 s doubling to 10 s) until it succeeds; the broker sends nothing
+write is tried again with backoff (0.5 s doubling to 10 s, cut short when the readiness probe, every 2 s,
+finds PostgreSQL answering again) until it succeeds; the broker sends nothing
 beyond the prefetch meanwhile, so the rest waits in the queue, nothing is lost and mail flows on
 (stages never wait on the recorder). Readiness is false while PostgreSQL does not answer or the last
 write failed; the lag (``mailmoat_recorder_lag_seconds``: age of the oldest record held) grows, and the alert
@@ -97,6 +98,8 @@ class Recorder:
         self.committed = 0
         """Batches written (transactions committed)."""
         self._arrived = asyncio.Event()
+        self._answers = asyncio.Event()
+        """Set by the readiness probe when PostgreSQL answers again: a write waiting out its backoff goes now."""
         LAG.set_function(lambda: self.inbox.lag(self.clock()))
         HELD.set_function(self.inbox.held_records)
 
@@ -180,7 +183,9 @@ class Recorder:
                                 len(records_of(batch)), type(exc).__name__, exc)
                 self.database_up = False
                 self.failing = True
-                await asyncio.sleep(backoff(attempt))
+                self._answers.clear()
+                with contextlib.suppress(TimeoutError):  # the backoff, cut short once the probe is answered
+                    await asyncio.wait_for(self._answers.wait(), backoff(attempt))
             except psycopg.Error as exc:
                 FAILURES.labels("refused").inc()
                 if len(batch) == 1:
@@ -237,6 +242,8 @@ class Recorder:
         """Readiness: a connection of the pool answers."""
         async with self.pool.connection(timeout=2.0) as conn:
             await conn.execute("SELECT 1")
+        if self.failing:
+            self._answers.set()
 
 
 async def start(settings: Settings, worker: int = 0, *, max_records: int = MAX_RECORDS,

@@ -152,3 +152,30 @@ async def test_the_loop_writes_at_once_when_idle_and_a_second_batch_beside_a_slo
         loop.cancel()
         with pytest.raises(asyncio.CancelledError):
             await loop
+
+
+async def test_a_write_waiting_out_its_backoff_goes_at_once_when_the_probe_finds_the_database_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, runtime = _recorder([psycopg.OperationalError("down")], monkeypatch)
+    monkeypatch.setattr(service, "backoff", lambda attempt: 3600.0)
+
+    class Answering:
+        def connection(self, timeout: float = 0.0) -> Any:
+            conn = SimpleNamespace(execute=lambda sql: asyncio.sleep(0))
+
+            class Context:
+                async def __aenter__(self) -> Any:
+                    return conn
+
+                async def __aexit__(self, *exc: object) -> None:
+                    return None
+
+            return Context()
+
+    recorder.pool = Answering()  # type: ignore[assignment]
+    task = asyncio.create_task(recorder._write(await _deliver(recorder, "A")))
+    await asyncio.sleep(0.01)
+    assert recorder.failing and runtime.acked == []
+    await recorder.probe()
+    await asyncio.wait_for(task, 2)  # not the hour of its backoff
+    assert runtime.acked == ["A"] and not recorder.failing
