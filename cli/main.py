@@ -276,11 +276,12 @@ def _main(argv: list[str] | None) -> int:
     train.add_parser(sub)
     dkimcli.add_parser(sub)
     dbcli.add_parser(sub)
-    con = sub.add_parser("console", help="console accounts from a shell: a lost admin password, a new admin")
+    con = sub.add_parser("console", help="console accounts from a shell, quarantine digests")
     con_sub = con.add_subparsers(dest="console_command", required=True)
     con_sub.add_parser("reset-password", help="a new generated password for an account (printed once)"
                        ).add_argument("name")
     con_sub.add_parser("create-admin", help="a new admin account, its password printed once").add_argument("name")
+    con_sub.add_parser("digest", help="send the quarantine digests that are due now (one round)")
     args = parser.parse_args(argv)
 
     if args.command == "run":
@@ -302,7 +303,7 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "console":
         from mailmoat_console import admin
 
-        return admin.main([args.console_command, args.name])
+        return admin.main([args.console_command, *([args.name] if args.console_command != "digest" else [])])
     return 2
 
 

@@ -3,6 +3,7 @@ password is printed once; when it is lost, or every admin is locked out):
 
     python -m mailmoat_console.admin reset-password NAME   a new generated password, printed once
     python -m mailmoat_console.admin create-admin NAME     a new admin account, its password printed once
+    python -m mailmoat_console.admin digest                one round of quarantine digests now
 
 ``MAILMOAT_DATABASE_URL`` names the database. Audited as actor ``cli``; a reset ends the account's sessions
 and enables it again.
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("reset-password", help="a new generated password for an account").add_argument("name")
     sub.add_parser("create-admin", help="a new admin account with a generated password").add_argument("name")
+    sub.add_parser("digest", help="send the quarantine digests that are due (one round)")
     args = parser.parse_args(argv)
+    if args.command == "digest":
+        return digest_round()
     url = db.database_url()
     try:
         if args.command == "reset-password":
@@ -66,6 +70,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"password of {args.name!r} (shown once): {password}")
     return 0
+
+
+def digest_round() -> int:
+    """One round of quarantine digests with the environment's settings (``MAILMOAT_POLICY``, ``..._DATABASE_URL``,
+    ``..._AMQP_URL``, ``MAILMOAT_CONSOLE_URL`` for the links)."""
+    from mailmoat_platform.settings import Settings
+
+    from .config import ConsoleConfig
+    from .digest import one_round
+
+    done = asyncio.run(one_round(Settings.from_env(), ConsoleConfig.from_env().url))
+    if done.skipped:
+        print("another digest round is running; nothing sent")
+    else:
+        print(f"quarantine digests: {done.sent} sent, {done.failed} failed")
+    return 1 if done.failed else 0
 
 
 if __name__ == "__main__":

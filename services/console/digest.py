@@ -45,11 +45,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from mailmoat_platform.bus import Bus, Publish, stage_queue
 from mailmoat_platform.models import Envelope, TraceEvent, new_message_id
+from mailmoat_platform.runtime import Runtime
+from mailmoat_platform.settings import Settings
 from mailmoat_policy import Policy
 from mailmoat_policy.quarantine import QuarantineNotifications
+from mailmoat_records.db import open_pool
 from mailmoat_records.trace import TraceSink
+from mailmoat_records.tracebus import TracePublisher, bus_sender
 
-from .notifylinks import LinkSigner
+from .notifylinks import LinkSigner, link_signer
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +244,8 @@ LEFT JOIN console_digests d ON d.recipient = r.recipient
 WHERE r.state = 'held' AND q.expires > %(now)s AND r.received_at <= %(now)s
   AND substring(r.recipient from '[^@]*$') = ANY(%(domains)s)
   AND (d.recipient IS NULL OR d.pending_id IS NOT NULL
-       OR (r.received_at > d.covered_until AND d.sent_at <= %(due)s))
+       OR ((d.covered_until IS NULL OR r.received_at > d.covered_until)
+           AND (d.sent_at IS NULL OR d.sent_at <= %(due)s)))
 GROUP BY r.recipient
 ORDER BY min(r.received_at)
 LIMIT %(n)s
@@ -253,7 +258,7 @@ SELECT q.qid, q.received_at, q.expires, q.reason, q.result, q.release_by, q.send
        substring(q.data from 1 for %(head)s) AS head
 FROM quarantine_recipients r JOIN quarantine q ON q.qid = r.qid
 WHERE r.recipient = %(recipient)s AND r.state = 'held' AND q.expires > %(now)s
-  AND r.received_at > %(since)s AND r.received_at <= %(until)s
+  AND (%(since)s::timestamptz IS NULL OR r.received_at > %(since)s) AND r.received_at <= %(until)s
 ORDER BY r.received_at, q.qid
 """
 
@@ -339,8 +344,9 @@ class DigestSender:
                 await lock.commit()
         return done
 
-    async def _claim(self, recipient: str, now: datetime, every: timedelta) -> tuple[str, datetime, datetime] | None:
-        """The digest to send to ``recipient``: (queue id, start and end of its span), recorded as pending;
+    async def _claim(self, recipient: str, now: datetime,
+                     every: timedelta) -> tuple[str, datetime | None, datetime] | None:
+        """The digest to send to ``recipient``: (queue id, start (None: none) and end of its span), recorded as pending;
         None when none is due (sent within the period, or by another round just now)."""
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute("INSERT INTO console_digests (recipient) VALUES (%s) ON CONFLICT DO NOTHING",
@@ -352,14 +358,15 @@ class DigestSender:
             covered, sent_at, pending_id, pending_until = row
             if pending_id is not None:
                 return pending_id, covered, pending_until
-            if sent_at > now - every:
+            if sent_at is not None and sent_at > now - every:
                 return None
             digest_id = new_message_id()
             await conn.execute("UPDATE console_digests SET pending_id = %s, pending_until = %s WHERE recipient = %s",
                                (digest_id, now, recipient))
             return digest_id, covered, now
 
-    async def _items(self, recipient: str, since: datetime, until: datetime, now: datetime) -> list[DigestItem]:
+    async def _items(self, recipient: str, since: datetime | None, until: datetime,
+                     now: datetime) -> list[DigestItem]:
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(_ITEMS, {"recipient": recipient, "now": now, "since": since, "until": until,
@@ -383,8 +390,9 @@ class DigestSender:
                                   await self.signer(), self.console_url, digest_id, now)
             bus, trace = await self._connected()
             await bus.publish(Publish(stage_queue("routing"), digest.envelope, digest.data))
-            await trace.record(digest.events, sender="", recipients=[recipient],
+            await trace.record(digest.events[0], sender="", recipients=[recipient],
                                message_id_header=digest.envelope.message_id_header)
+            await trace.record(digest.events[1:])  # on each message listed (no look-up values of the digest)
             DIGESTS.inc()
             log.info("quarantine digest %s of %d message(s) to %s", digest_id, len(items), recipient,
                      extra={"message_id": digest_id})
@@ -421,3 +429,31 @@ async def digest_forever(sender: DigestSender, policy: Callable[[], Policy], int
             await asyncio.sleep(interval)
     finally:
         await sender.close()
+
+
+def digest_sender(settings: Settings, pool: AsyncConnectionPool, console_url: str) -> DigestSender:
+    """The sender of a console process or of ``mailmoat console digest``: the records database's pool, a bus
+    connection of its own (opened at the first digest), the trace through ``mailmoat.trace``."""
+    return DigestSender(pool, lambda: link_signer(pool), bus_factory=lambda: Bus(settings.amqp_url),
+                        trace_factory=lambda bus: TracePublisher(bus_sender(bus)), console_url=console_url)
+
+
+def start_digests(runtime: Runtime, settings: Settings, pool: AsyncConnectionPool, console_url: str) -> None:
+    """The console's background rounds (none with ``MAILMOAT_CONSOLE_DIGEST_CHECK=0``), with the policy in force."""
+    interval = check_interval()
+    if interval > 0:
+        sender = digest_sender(settings, pool, console_url)
+        runtime.add_background(lambda: digest_forever(sender, lambda: runtime.policy.current, interval))
+
+
+async def one_round(settings: Settings, console_url: str) -> Round:
+    """``mailmoat console digest``: one round now, with the policy file's notifications settings."""
+    from mailmoat_policy import load_policy
+
+    policy = load_policy(settings.policy_path)
+    async with open_pool(settings.database_url, max_size=2, name="console-digest") as pool:
+        sender = digest_sender(settings, pool, console_url)
+        try:
+            return await sender.run(policy)
+        finally:
+            await sender.close()

@@ -31,6 +31,7 @@ from mailmoat_records.tracebus import TracePublisher, bus_sender
 from .app import create_app
 from .config import ConsoleConfig
 from .core import Console
+from .digest import start_digests
 from .operations import install
 from .policypages import PolicyPages
 from .quarantine import ConsoleQuarantine, LearnHam
@@ -197,6 +198,7 @@ async def main(settings: Settings, worker: int = 0) -> None:
                 log.warning("console: session pruning failed: %s", exc)
 
     runtime.add_background(prune_forever)
+    start_digests(runtime, settings, running.pool, config.url)  # quarantine digests (docs/console.md)
     await runtime.start(bus=False)
     announcing = asyncio.create_task(announce(running, config))
     try:

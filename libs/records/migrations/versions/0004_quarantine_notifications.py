@@ -5,7 +5,8 @@ Revises: 0003_console
 
 - ``console_digests``: one row per recipient (lower case) who was sent a quarantine digest:
   ``covered_until`` is the end of the span the last digest covered (the next lists what was held after
-  it), ``sent_at`` when it went (the next is due ``quarantine.notifications.every_hours`` later).
+  it; none: from the start), ``sent_at`` when it went (the next is due
+  ``quarantine.notifications.every_hours`` later).
   ``pending_id`` / ``pending_until``: a digest claimed and not yet marked sent (its queue id and the end of
   its span), the outbox entry a round that died leaves for the next one, which sends it again under the
   same queue id (egress delivers a queue id to a recipient once).
@@ -27,8 +28,8 @@ def upgrade() -> None:
     op.execute("""
         CREATE TABLE console_digests (
             recipient      text        PRIMARY KEY,
-            covered_until  timestamptz NOT NULL DEFAULT '-infinity',
-            sent_at        timestamptz NOT NULL DEFAULT '-infinity',
+            covered_until  timestamptz,
+            sent_at        timestamptz,
             digest_id      text,
             messages       integer     NOT NULL DEFAULT 0,
             pending_id     text,
