@@ -10,6 +10,7 @@ it next arrives; one delivered meanwhile has no record left and nothing happens.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -26,6 +27,8 @@ from mailmoat_records.deferred import CONTROL_ARGUMENTS, CONTROL_QUEUE, Control,
 
 log = logging.getLogger(__name__)
 
+RETRY_PAUSE = 1.0
+"""Seconds before a control message that failed (Redis or the broker down) goes back to its queue."""
 SCAN_LIMIT = 20_000
 """Messages looked at in a delay queue for one copy, at most."""
 BOUNCE_STATUS = "5.0.0"
@@ -81,6 +84,8 @@ class ControlConsumer:
         self.store_of = store_of
         self.service = service
         self._scan: AbstractChannel | None = None
+        self._scanning = asyncio.Lock()
+        """One search of the delay queues at a time (two would take each other's copies out of sight)."""
 
     @property
     def store(self) -> DeferredStore:
@@ -108,6 +113,7 @@ class ControlConsumer:
             outcome = await self.apply(control)
         except Exception as exc:  # Redis or the broker failed: the control message comes again
             log.warning("control %s of %s failed: %s: %s", control.action, control.id, type(exc).__name__, exc)
+            await asyncio.sleep(RETRY_PAUSE)
             await message.nack(requeue=True)
             return
         CONTROLS.labels(control.action, outcome).inc()
@@ -122,7 +128,14 @@ class ControlConsumer:
         deferral = await self.store.get(control.id, control.route)
         if deferral is None:
             return "gone"
-        found = await take_from_delay_queue(await self._channel(), deferral.queue, control.id, control.route)
+        async with self._scanning:
+            try:
+                found = await take_from_delay_queue(await self._channel(), deferral.queue, control.id, control.route)
+            except Exception as exc:  # the delay queue cannot be read (gone, no permission): applied on arrival
+                log.warning("control %s: %s cannot be searched: %s: %s", control.action, deferral.queue,
+                            type(exc).__name__, exc, extra={"message_id": control.id})
+                self._scan = None
+                found = None
         if found is None:
             log.info("control %s: %s not in %s (in flight); applied when it arrives", control.action, control.id,
                      deferral.queue, extra={"message_id": control.id})

@@ -19,7 +19,15 @@ from mailmoat_platform.bus import DEAD_QUEUE, Bus, Publish, decode, stage_queue
 from mailmoat_platform.models import Envelope, Route
 from mailmoat_platform.runtime import Runtime
 from mailmoat_platform.settings import Settings
-from mailmoat_records.deferred import CONTROL_ARGUMENTS, CONTROL_QUEUE, INDEX, Control, Deferral, DeferredStore
+from mailmoat_records.deferred import (
+    CONTROL_ARGUMENTS,
+    CONTROL_QUEUE,
+    INDEX,
+    Control,
+    Deferral,
+    DeferredStore,
+    deferral_of,
+)
 from tests.support.sink import SmtpSink
 
 pytestmark = pytest.mark.integration
@@ -176,3 +184,18 @@ async def test_control_for_a_copy_no_longer_deferred_does_nothing(harness: Harne
     await asyncio.to_thread(sink.wait_for, 1, 15)
     consumer = ControlConsumer(harness.runtime.bus, lambda: harness.store, SERVICE)
     assert await consumer.apply(Control("delete", envelope.id, "route:onprem", "admin alice")) == "gone"
+
+
+async def test_a_copy_not_in_its_delay_queue_gets_the_action_when_it_arrives(harness: Harness, sink: SmtpSink) -> None:
+    envelope = _envelope(sink)
+    envelope.attempts, envelope.last_error = 1, "451 4.3.0 busy"
+    assert envelope.route is not None
+    await harness.store.record(deferral_of(envelope, f"mailmoat.egress.retry.{DELAY}s", DELAY), DELAY)
+    consumer = ControlConsumer(harness.runtime.bus, lambda: harness.store, SERVICE)
+    assert await consumer.apply(Control("delete", envelope.id, "route:onprem", "admin alice")) == "marked"
+    await harness.send(envelope)  # the copy comes back (it was in flight)
+    assert await harness.events(envelope.id, "DELETE") == ["DELETE"]
+    assert await harness.store.get(envelope.id, "route:onprem") is None
+    await harness.send(_envelope(sink, ["later@example.com"]))  # egress went on: the next copy is delivered
+    [got] = await asyncio.to_thread(sink.wait_for, 1, 15)
+    assert got.rcpt_tos == ["later@example.com"]
