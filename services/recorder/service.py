@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import psycopg
 from prometheus_client import Counter, Gauge, Histogram
@@ -81,9 +82,13 @@ class Recorder:
     """Consumes ``mailmoat.trace`` and writes it to PostgreSQL."""
 
     def __init__(self, runtime: Runtime, pool: AsyncConnectionPool, *, max_records: int = MAX_RECORDS,
-                 write_timeout: float = WRITE_TIMEOUT, concurrency: int = CONCURRENCY, clock=time.time):
+                 write_timeout: float = WRITE_TIMEOUT, concurrency: int = CONCURRENCY, clock=time.time,
+                 new_pool: Callable[[], Awaitable[AsyncConnectionPool]] | None = None):
+        """``new_pool``: makes an opened pool like ``pool``, to replace it once PostgreSQL answers again after a
+        failure (the pool's own reconnection waits ever longer between attempts: 1, 2, 4 ... 64 s)."""
         self.runtime = runtime
         self.pool = pool
+        self.new_pool = new_pool
         self.writer = TraceWriter(pool, runtime.policy.current.trace.retention_days)
         self.inbox = Inbox()
         self.max_records = max_records
@@ -98,6 +103,9 @@ class Recorder:
         self.committed = 0
         """Batches written (transactions committed)."""
         self._arrived = asyncio.Event()
+        self._closing: asyncio.Task[None] | None = None
+        self._unreachable = False
+        """The last write failed for want of a connection (not a missing table): renew the pool when it answers."""
         self._answers = asyncio.Event()
         """Set by the readiness probe when PostgreSQL answers again: a write waiting out its backoff goes now."""
         LAG.set_function(lambda: self.inbox.lag(self.clock()))
@@ -183,6 +191,7 @@ class Recorder:
                                 len(records_of(batch)), type(exc).__name__, exc)
                 self.database_up = False
                 self.failing = True
+                self._unreachable = not isinstance(exc, psycopg.errors.UndefinedTable)
                 self._answers.clear()
                 with contextlib.suppress(TimeoutError):  # the backoff, cut short once the probe is answered
                     await asyncio.wait_for(self._answers.wait(), backoff(attempt))
@@ -239,21 +248,49 @@ class Recorder:
         return created, dropped
 
     async def probe(self) -> None:
-        """Readiness: a connection of the pool answers."""
+        """Readiness: a connection of the pool answers. While writes fail, PostgreSQL is asked on a connection of
+        the probe's own, and once it answers the pool is replaced by a fresh one and the waiting write goes."""
+        if self.failing and self._unreachable and self.new_pool is not None:
+            conn = await psycopg.AsyncConnection.connect(self.pool.conninfo, connect_timeout=2, autocommit=True)
+            try:
+                await conn.execute("SELECT 1")
+            finally:
+                await conn.close()
+            if self.failing and self._unreachable:
+                self._unreachable = False  # one new pool per outage
+                await self._renew_pool(self.new_pool)
+                self._answers.set()
+            return
         async with self.pool.connection(timeout=2.0) as conn:
             await conn.execute("SELECT 1")
         if self.failing:
             self._answers.set()
+
+    async def _renew_pool(self, new_pool: Callable[[], Awaitable[AsyncConnectionPool]]) -> None:
+        old, self.pool = self.pool, await new_pool()
+        self.writer.pool = self.pool
+        self.writer.forget_partitions()
+
+        async def close() -> None:  # a write still on one of its connections finishes first
+            with contextlib.suppress(Exception):
+                await old.close(timeout=self.write_timeout)
+
+        self._closing = asyncio.create_task(close())
 
 
 async def start(settings: Settings, worker: int = 0, *, max_records: int = MAX_RECORDS,
                 prefetch: int = PREFETCH, concurrency: int = CONCURRENCY) -> tuple[Recorder, list[asyncio.Task[None]]]:
     """A started recorder (HTTP, bus, pool, consumer, writer and partition job) and its tasks."""
     runtime = Runtime(SERVICE, settings, worker=worker, prefetch=prefetch)
-    pool = db.open_pool(settings.database_url, min_size=1, max_size=concurrency + 1, name=SERVICE,
-                        timeout=POOL_TIMEOUT)
-    await pool.open(wait=False)
-    recorder = Recorder(runtime, pool, max_records=max_records, concurrency=concurrency)
+
+    async def new_pool() -> AsyncConnectionPool:
+        pool = db.open_pool(settings.database_url, min_size=1, max_size=concurrency + 1, name=SERVICE,
+                            timeout=POOL_TIMEOUT)
+        await pool.open(wait=False)
+        return pool
+
+    recorder = Recorder(runtime, await new_pool(), max_records=max_records, concurrency=concurrency,
+                        new_pool=new_pool)
     runtime.add_dependency("postgresql", recorder.probe, interval=2.0, timeout=3.0)
     runtime.add_ready_check(lambda: runtime.bus.consuming([TRACE_QUEUE]) and not recorder.failing)
     await runtime.start()
@@ -269,7 +306,7 @@ async def start(settings: Settings, worker: int = 0, *, max_records: int = MAX_R
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await runtime.acks.drain()
-        await pool.close()
+        await recorder.pool.close()
 
     runtime.on_stop(stop)
     await runtime.bus.declare_queue(TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS)
