@@ -22,6 +22,10 @@ class FakeWriter:
         self.outcomes = outcomes  # per call: an exception to raise, "hang", or None (commit)
         self.calls: list[list[str]] = []
         self.retention_days = 90
+        self.pool: Any = None
+
+    def forget_partitions(self) -> None:
+        pass
 
     async def write(self, records: list[TraceRecord]) -> WriteResult:
         self.calls.append([r.events[0].message_id for r in records])
@@ -179,3 +183,42 @@ async def test_a_write_waiting_out_its_backoff_goes_at_once_when_the_probe_finds
     await recorder.probe()
     await asyncio.wait_for(task, 2)  # not the hour of its backoff
     assert runtime.acked == ["A"] and not recorder.failing
+
+
+async def test_once_postgresql_answers_after_an_outage_a_fresh_pool_replaces_the_one_in_reconnection_backoff(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder, runtime = _recorder([psycopg.OperationalError("down")], monkeypatch)
+    monkeypatch.setattr(service, "backoff", lambda attempt: 3600.0)
+    closed: list[str] = []
+
+    class Pool:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.conninfo = "postgresql://x"
+
+        async def close(self, timeout: float = 0.0) -> None:
+            closed.append(self.name)
+
+    class Conn:
+        async def execute(self, query: str) -> None:
+            return None
+
+        async def close(self) -> None:
+            return None
+
+    async def connect(*args: Any, **kw: Any) -> Conn:
+        return Conn()
+
+    async def new_pool() -> Any:
+        return Pool("fresh")
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", connect)
+    recorder.pool, recorder.new_pool = Pool("stale"), new_pool  # type: ignore[assignment]
+    task = asyncio.create_task(recorder._write(await _deliver(recorder, "A")))
+    await asyncio.sleep(0.01)
+    assert recorder.failing
+    await recorder.probe()  # PostgreSQL answers on the probe's own connection
+    await asyncio.wait_for(task, 2)
+    assert recorder.pool.name == "fresh" and runtime.acked == ["A"]  # type: ignore[attr-defined]
+    await asyncio.sleep(0.01)
+    assert closed == ["stale"]
