@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from mailmoat_mail.dns import ResolverConfig
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_platform.verdicts import detail_in
 from mailmoat_policy import Policy
+from mailmoat_records.senderblocks import CachedBlockList
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +104,10 @@ class Checker:
     """The clients the checks need, built once per process."""
 
     def __init__(self, redis=None, auth_resolver: Resolver | None = None, uribl_resolver: Resolver | None = None,
-                 http=None):
+                 http=None, blocks: CachedBlockList | None = None):
         self.redis = redis
+        self.blocks = blocks
+        """The senders blocked from the console (None: no records database)."""
         self._auth_resolver = auth_resolver
         self._uribl_resolver = uribl_resolver
         self._keys: dict[str, tuple] = {}
@@ -135,14 +140,17 @@ class Checker:
             except Exception:  # authentication never loses a message
                 log.exception("authentication failed for %s", envelope.id)
         author = auth_result.author if auth_result is not None else read_author(data)
-        allowed = allowance(envelope, content, policy, author)
+        blocks, note = await self._console_blocks()
+        allowed = allowance(envelope, content, policy, author, blocks)
         if allowed is not None and allowed.kind != "blocked":
-            findings = Findings(auth=auth_detail)
+            findings = Findings(auth=auth_detail, notes=[note] if note else [])
             findings.bcl, findings.bulk_signals = bulk.bulk_level(content, envelope.mail_from, spam.bulk_senders,
                                                                   spam.bulk_sender_bcl)
             return Outcome(decide(findings, spam, allowed), content, findings, allowed, auth_result)
         findings = content_findings(envelope, data, content, policy)
         findings.auth = auth_detail
+        if note:
+            findings.notes.append(note)
         findings.hits += auth_hits(auth_detail)
         findings.hits += await self._impersonation(envelope, author, policy, findings, authenticate_sender)
         facts = {"spf": (auth_detail.get("spf") or {}).get("result", ""), "mail_from": envelope.mail_from}
@@ -152,6 +160,17 @@ class Checker:
         for hits in extra:
             findings.hits += hits
         return Outcome(decide(findings, spam, allowed), content, findings, allowed, auth_result)
+
+    async def _console_blocks(self) -> tuple[tuple[Collection[str], list[str]] | None, str | None]:
+        """The addresses and domains blocked from the console now, and a note when the copy is stale."""
+        if self.blocks is None:
+            return None, None
+        try:
+            listed = await self.blocks.current()
+        except Exception as exc:  # never lose a message over the block list
+            log.exception("antispam: blocked senders")
+            return None, f"blocked senders: {type(exc).__name__}"
+        return listed.at(time.time()), self.blocks.problem
 
     async def _impersonation(self, envelope: Envelope, author: Author, policy: Policy, findings: Findings,
                              use_dns: bool) -> list[rules.Hit]:

@@ -8,6 +8,7 @@ Categories, strongest first: hcphish, phish, hcspam, spoof, spam, bulk.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,10 +43,11 @@ class Allowance:
     reason: str
 
 
-def allowance(envelope: Envelope, content: Content, policy: Policy, author: Author | None = None
-              ) -> Allowance | None:
+def allowance(envelope: Envelope, content: Content, policy: Policy, author: Author | None = None,
+              blocks: tuple[Collection[str], list[str]] | None = None) -> Allowance | None:
     """Allow lists first (IP allow list via the connection verdict, trusted partner connector, allowed
-    senders and domains), then the blocked senders and domains.
+    senders and domains), then the blocked senders and domains: the policy's, then ``blocks`` (the addresses
+    and domains blocked from the console, ``mailmoat_records.senderblocks``), which block alike.
 
     The From addresses are the author parser's (``author``, else read from ``content``): only a From
     that parses can allow a message (a display name such as ``"boss@partner.test"`` never does), while
@@ -63,10 +65,11 @@ def allowance(envelope: Envelope, content: Content, policy: Policy, author: Auth
     allowing = envelope_sender + ([m.address.lower() for m in author.mailboxes] if not author.errors else [])
     blocking = envelope_sender + author.addresses
     return (_listed(allowing, spam.allowed_senders, spam.allowed_domains, "sender", "allowed")
-            or _listed(blocking, spam.blocked_senders, spam.blocked_domains, "blocked", "blocked"))
+            or _listed(blocking, spam.blocked_senders, spam.blocked_domains, "blocked", "blocked")
+            or (_listed(blocking, blocks[0], blocks[1], "blocked", "blocked") if blocks else None))
 
 
-def _listed(addresses: list[str], senders: list[str], domains: list[str], kind: str, word: str
+def _listed(addresses: list[str], senders: Collection[str], domains: list[str], kind: str, word: str
             ) -> Allowance | None:
     """The first of ``addresses`` on the ``senders`` list, else the first whose domain is on ``domains``."""
     for address in addresses:

@@ -23,6 +23,7 @@ from mailmoat_platform.runtime import Runtime, Transient, serve_stage
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.stagefault import error_event, error_token, fault
 from mailmoat_policy import Policy
+from mailmoat_records.senderblocks import CachedBlockList
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,18 @@ def summary(outcome: Outcome) -> str:
     return text
 
 
+def console_blocks(runtime: Runtime) -> CachedBlockList | None:
+    """The senders blocked from the console, read from the records database (``MAILMOAT_RECORDS=postgresql``)."""
+    settings = getattr(runtime, "settings", None)
+    if settings is None or settings.records != "postgresql":
+        return None
+    blocks = CachedBlockList(settings.database_url)
+    runtime.on_stop(blocks.close)
+    return blocks
+
+
 def make_handler(runtime: Runtime, checker: Checker | None = None):
-    checker = checker or Checker(redis=runtime.redis)
+    checker = checker or Checker(redis=runtime.redis, blocks=console_blocks(runtime))
 
     async def handle(envelope: Envelope, data: bytes) -> list[Publish]:
         policy = runtime.policy.current
