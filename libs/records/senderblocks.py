@@ -88,7 +88,8 @@ _COLUMNS = "id, kind, value, created_at, expires_at, created_by, qid, note"
 
 
 class SenderBlocks:
-    """The console's side: add, list and remove entries (the caller audits)."""
+    """The console's side: add, list and remove entries (the caller audits); expired entries are deleted at the
+    next add."""
 
     def __init__(self, pool: AsyncConnectionPool):
         self.pool = pool
@@ -101,7 +102,8 @@ class SenderBlocks:
             raise BlockError(f"days: 1 to {MAX_DAYS}")
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
-            await cur.execute("SELECT count(*) AS n FROM sender_blocks WHERE expires_at > now()")
+            await cur.execute("DELETE FROM sender_blocks WHERE expires_at <= now()")  # expired: gone
+            await cur.execute("SELECT count(*) AS n FROM sender_blocks")
             row = await cur.fetchone()
             if row is not None and row["n"] >= MAX_ENTRIES:
                 raise BlockError(f"{MAX_ENTRIES} entries in force already: remove some first")

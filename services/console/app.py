@@ -16,7 +16,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mailmoat_records.quarantine import QuarantineUnavailable
 
-from . import api, notifypages, operations, pages
+from . import api, blockpages, notifypages, operations, pages
 from .core import Console, CsrfRefused, Forbidden, NotFound, SignInRequired
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ def create_app(console: Console) -> FastAPI:
     app.include_router(operations.api_router)
     app.include_router(operations.page_router)
     app.include_router(notifypages.router)
+    app.include_router(blockpages.api_router)
+    app.include_router(blockpages.page_router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
     if "*" not in console.config.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(console.config.allowed_hosts))

@@ -43,12 +43,16 @@ class Right(StrEnum):
     """Retry now, bounce or delete deferred mail: administrators."""
     policy_read = "policy.read"
     """Read the policy in force, check a draft, see mail-flow rule hits."""
+    senders_read = "senders.read"
+    """See the senders blocked from the console."""
+    senders_block = "senders.block"
+    """Block a sender or domain (from a held message or the list) and remove entries: administrators."""
 
 
 RIGHTS: dict[Role, frozenset[Right]] = {
     Role.admin: frozenset(Right),
     Role.helpdesk: frozenset({Right.trace_read, Right.trace_all, Right.quarantine_read, Right.quarantine_release,
-                              Right.quarantine_delete, Right.queues_read, Right.policy_read}),
+                              Right.quarantine_delete, Right.queues_read, Right.policy_read, Right.senders_read}),
     Role.user: frozenset({Right.trace_read, Right.quarantine_read, Right.quarantine_release}),
 }
 

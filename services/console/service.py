@@ -26,8 +26,10 @@ from mailmoat_platform.runtime import Runtime
 from mailmoat_platform.settings import Settings
 from mailmoat_records import db
 from mailmoat_records.quarantinedb import QuarantineDB
+from mailmoat_records.senderblocks import SenderBlocks
 from mailmoat_records.tracebus import TracePublisher, bus_sender
 
+from . import blockpages
 from .app import create_app
 from .config import ConsoleConfig
 from .core import Console
@@ -134,6 +136,7 @@ async def serve(settings: Settings, config: ConsoleConfig, redis, *, port: int |
     app = create_app(console)
     install(app, ConsoleQueues(lambda: redis, lambda: Bus(settings.amqp_url)) if redis is not None else None,
             PolicyPages(settings.policy_path, pool))
+    blockpages.install(app, SenderBlocks(pool))
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port if port is None else port,
                                     log_config=None, access_log=False, server_header=False, proxy_headers=False,
                                     lifespan="off", timeout_graceful_shutdown=5))

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from mailmoat_console import api, notifypages, operations, pages
+from mailmoat_console import api, blockpages, notifypages, operations, pages
 from mailmoat_console.app import create_app
 from mailmoat_console.config import ConsoleConfig
 from mailmoat_console.core import Console
@@ -99,13 +99,17 @@ def test_the_app_holds_the_two_routers():
         assert {id(r.endpoint) for r in own} == {id(r.endpoint) for r in [*api.router.routes, *pages.router.routes,
                                                                            *notifypages.router.routes,
                                                                            *operations.api_router.routes,
-                                                                           *operations.page_router.routes]}
+                                                                           *operations.page_router.routes,
+                                                                           *blockpages.api_router.routes,
+                                                                           *blockpages.page_router.routes]}
     else:  # one that keeps each included router whole
         assert sorted(id(getattr(r, "original_router", None)) for r in own) == sorted([id(api.router),
                                                                                         id(pages.router),
                                                                                         id(notifypages.router),
                                                                                         id(operations.api_router),
-                                                                                        id(operations.page_router)])
+                                                                                        id(operations.page_router),
+                                                                                        id(blockpages.api_router),
+                                                                                        id(blockpages.page_router)])
 
 
 async def test_with_the_token_the_change_goes_through():
@@ -179,7 +183,8 @@ async def test_the_openapi_document():
             "/api/accounts", "/api/accounts/{account_id}", "/api/quarantine", "/api/quarantine/{qid}",
             "/api/quarantine/{qid}/release", "/api/quarantine/{qid}/not-junk",
             "/api/release-requests", "/api/queues", "/api/queues/{action}", "/api/policy", "/api/policy/check",
-            "/api/policy/rule-hits"} == set(doc["paths"])
+            "/api/policy/rule-hits", "/api/sender-blocks", "/api/sender-blocks/{entry_id}",
+            "/api/quarantine/{qid}/block-sender"} == set(doc["paths"])
     params = {p["name"] for p in doc["paths"]["/api/trace"]["get"]["parameters"]}
     assert {"sender", "recipient", "message_id", "client_ip", "since", "until", "limit", "after"} <= params
 
