@@ -16,7 +16,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from mailmoat_records.quarantine import QuarantineUnavailable
 
-from . import api, blockpages, notifypages, operations, pages
+from . import api, blockpages, notifypages, oidcpages, operations, pages
 from .core import Console, CsrfRefused, Forbidden, NotFound, SignInRequired
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def create_app(console: Console) -> FastAPI:
     app.include_router(notifypages.router)
     app.include_router(blockpages.api_router)
     app.include_router(blockpages.page_router)
+    app.include_router(oidcpages.router)
+    app.state.oidc = oidcpages.client_from_env()  # None: no OpenID Connect sign-in
     app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
     if "*" not in console.config.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(console.config.allowed_hosts))

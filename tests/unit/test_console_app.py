@@ -9,7 +9,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from mailmoat_console import api, blockpages, notifypages, operations, pages
+from mailmoat_console import api, blockpages, notifypages, oidcpages, operations, pages
 from mailmoat_console.app import create_app
 from mailmoat_console.config import ConsoleConfig
 from mailmoat_console.core import Console
@@ -101,7 +101,8 @@ def test_the_app_holds_the_two_routers():
                                                                            *operations.api_router.routes,
                                                                            *operations.page_router.routes,
                                                                            *blockpages.api_router.routes,
-                                                                           *blockpages.page_router.routes]}
+                                                                           *blockpages.page_router.routes,
+                                                                           *oidcpages.router.routes]}
     else:  # one that keeps each included router whole
         assert sorted(id(getattr(r, "original_router", None)) for r in own) == sorted([id(api.router),
                                                                                         id(pages.router),
@@ -109,7 +110,8 @@ def test_the_app_holds_the_two_routers():
                                                                                         id(operations.api_router),
                                                                                         id(operations.page_router),
                                                                                         id(blockpages.api_router),
-                                                                                        id(blockpages.page_router)])
+                                                                                        id(blockpages.page_router),
+                                                                                        id(oidcpages.router)])
 
 
 async def test_with_the_token_the_change_goes_through():
