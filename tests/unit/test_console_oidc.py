@@ -117,3 +117,23 @@ async def test_the_authorization_url_carries_pkce_state_and_nonce(signed):
     url = await client.authorization_url(pending, "https://console.example/signin/oidc/callback")
     assert f"state={pending.state}" in url and f"nonce={pending.nonce}" in url
     assert "code_challenge_method=S256" in url and pending.verifier not in url
+
+
+async def test_the_sign_in_page_offers_the_provider_only_when_configured(monkeypatch):
+    from tests.unit.test_console_app import client, console
+
+    for name in ("ISSUER", "CLIENT_ID", "CLIENT_SECRET", "CLIENT_SECRET_FILE"):
+        monkeypatch.delenv(f"MAILMOAT_CONSOLE_OIDC_{name}", raising=False)
+    async with client(console(None)[0]) as http:
+        page = await http.get("/signin")
+        assert page.status_code == 200 and "Sign in with" not in page.text
+        assert (await http.get("/signin/oidc")).status_code == 404
+        assert (await http.get("/signin/oidc/callback?code=x&state=y")).status_code == 404
+    monkeypatch.setenv("MAILMOAT_CONSOLE_OIDC_ISSUER", "https://login.example.com")
+    monkeypatch.setenv("MAILMOAT_CONSOLE_OIDC_CLIENT_ID", "console")
+    monkeypatch.setenv("MAILMOAT_CONSOLE_OIDC_CLIENT_SECRET", "s")
+    monkeypatch.setenv("MAILMOAT_CONSOLE_OIDC_NAME", "Example <SSO>")
+    async with client(console(None)[0]) as http:
+        page = await http.get("/signin")
+        assert 'action="/signin/oidc"' in page.text and "Sign in with Example &lt;SSO&gt;" in page.text
+        assert "<script" not in page.text
