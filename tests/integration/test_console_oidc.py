@@ -172,3 +172,24 @@ async def test_local_sign_in_keeps_working(console_url):
     async with browser(base) as web:  # an account made by the provider has no password
         answer = await web.post("/api/session", json={"name": "oidc:x", "password": PASSWORD})
         assert answer.status_code == 401
+
+
+async def test_a_disabled_account_or_one_given_a_password_is_refused(console_url, provider: OidcProvider,
+                                                                     migrated: str):
+    base, console = console_url
+    await console.accounts.create(f"admin-{uuid.uuid4().hex[:8]}", Role.admin, PASSWORD)  # not the last admin
+    sub = subject()
+    provider.behaviour = Behaviour(claims={"sub": sub, "groups": ["helpdesk"]})
+    async with browser(base) as web:
+        assert (await web.get("/signin/oidc")).status_code == 200
+        me = (await web.get("/api/me")).json()
+    await console.accounts.update(me["id"], disabled=True)
+    async with browser(base) as web:
+        assert (await web.get("/signin/oidc")).status_code == 403
+        assert (await web.get("/api/me")).status_code == 401
+    await console.accounts.update(me["id"], disabled=False)
+    await console.accounts.set_password(me["id"], PASSWORD)  # now a local account
+    async with browser(base) as web:
+        assert (await web.get("/signin/oidc")).status_code == 403
+    reasons = [r[2]["reason"] for r in await audit_rows(migrated, f"oidc:{sub}") if r[1] == "refused"]
+    assert reasons == ["the account is disabled", f"the account name 'oidc:{sub}' belongs to a local account"]

@@ -5,11 +5,15 @@ change the nonce, sign with a key it does not publish)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import secrets
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -105,3 +109,20 @@ class OidcProvider:
             body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
             token = f"{head}.{body}.{sig}"
         return token
+
+
+@contextmanager
+def provider_in_thread(provider: OidcProvider | None = None) -> Iterator[OidcProvider]:
+    """The provider served from a thread of its own (for synchronous tests such as Playwright's)."""
+    provider = provider or OidcProvider()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(provider.start(), loop).result(timeout=10)
+    try:
+        yield provider
+    finally:
+        asyncio.run_coroutine_threadsafe(provider.stop(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

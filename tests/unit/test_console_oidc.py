@@ -135,5 +135,5 @@ async def test_the_sign_in_page_offers_the_provider_only_when_configured(monkeyp
     monkeypatch.setenv("MAILMOAT_CONSOLE_OIDC_NAME", "Example <SSO>")
     async with client(console(None)[0]) as http:
         page = await http.get("/signin")
-        assert 'action="/signin/oidc"' in page.text and "Sign in with Example &lt;SSO&gt;" in page.text
+        assert 'href="/signin/oidc"' in page.text and "Sign in with Example &lt;SSO&gt;" in page.text
         assert "<script" not in page.text
