@@ -50,12 +50,21 @@ class GenerateError(ValueError):
 
 @dataclass(frozen=True)
 class EnvVar:
-    """An environment variable of the stage: ``compose`` is its value under compose (default: ``value``)."""
+    """An environment variable of the stage: ``compose`` is its value under compose (default: ``value``);
+    ``secret`` (``name/key``): read from that Secret's key on Kubernetes instead of ``value`` (under compose only
+    when ``compose`` is given: the common environment has the database URL)."""
 
     name: str
-    value: str
+    value: str = ""
     compose: str | None = None
     note: str = ""
+    secret: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.value and not self.secret:
+            raise ValueError(f"env {self.name}: a value or a secret (name/key)")
+        if self.secret and self.secret.count("/") != 1:
+            raise ValueError(f"env {self.name}: secret is name/key")
 
 
 @dataclass(frozen=True)
@@ -223,8 +232,12 @@ def _yaml_scalar(value: str) -> str:
 
 
 def _k8s_env(var: EnvVar) -> str:
-    return "\n".join(filter(None, [comment(var.note, 92), f"- name: {var.name}", f"  value: {json.dumps(var.value)}"
-                                   if _needs_quotes(var.value) else f"  value: {var.value}"]))
+    if var.secret:
+        secret, _, key = var.secret.partition("/")
+        source = f"  valueFrom:\n    secretKeyRef:\n      name: {secret}\n      key: {key}"
+    else:
+        source = f"  value: {json.dumps(var.value)}" if _needs_quotes(var.value) else f"  value: {var.value}"
+    return "\n".join(filter(None, [comment(var.note, 92), f"- name: {var.name}", source]))
 
 
 def _needs_quotes(value: str) -> bool:
@@ -272,7 +285,7 @@ def compose_services(filters: Sequence[StageSpec]) -> str:
     blocks = []
     for spec in filters:
         settings = deploy_settings(spec)
-        env = "\n".join(filter(None, [line for var in settings.env for line in (
+        env = "\n".join(filter(None, [line for var in settings.env if var.compose or not var.secret for line in (
             comment(var.note, 98), f"{var.name}: {_compose_value(var.compose or var.value)}")]))
         depends = ""
         if settings.compose_depends_on:

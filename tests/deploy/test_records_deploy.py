@@ -78,7 +78,8 @@ def selects(selector: dict, labels: dict[str, str]) -> bool:
 
 def test_every_service_keeps_its_records_in_postgresql_and_only_its_users_open_it() -> None:
     """The trace through the bus from every stage; the database URL only where the database is used:
-    routing (the quarantine), the recorder, the console, the jobs and the probe."""
+    routing (the quarantine), the recorder, the console, antispam (the senders blocked from the console), the
+    jobs and the probe."""
     for resources in (production(), dev()):
         deployments = [r for r in resources if r["kind"] == "Deployment"
                        and r["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "mailmoat"]
@@ -88,7 +89,7 @@ def test_every_service_keeps_its_records_in_postgresql_and_only_its_users_open_i
             (container,) = [c for c in containers(deployment) if c.get("args", [])[:1] == ["run"]]
             variables = env(container)
             assert variables["MAILMOAT_RECORDS"]["value"] == "postgresql", name
-            if name in ("mailmoat-routing", "mailmoat-recorder", "mailmoat-console"):
+            if name in ("mailmoat-routing", "mailmoat-recorder", "mailmoat-console", "mailmoat-antispam"):
                 assert variables["MAILMOAT_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == DB_SECRET, name
             else:
                 assert "MAILMOAT_DATABASE_URL" not in variables, name
@@ -102,7 +103,7 @@ def test_every_service_keeps_its_records_in_postgresql_and_only_its_users_open_i
 
 def test_the_users_of_the_database_and_only_they_reach_postgresql() -> None:
     assert "recorder" in world()[1]
-    for name in ("recorder", "routing", "console"):
+    for name in ("recorder", "routing", "console", "antispam"):  # antispam: the senders blocked from the console
         assert can(pod(name), POSTGRES, 5432), name
     recorder = pod("recorder")
     assert can(recorder, RABBITMQ, 5671) and can(recorder, KUBE_DNS, 53, "UDP")
@@ -119,11 +120,13 @@ def test_the_users_of_the_database_and_only_they_reach_postgresql() -> None:
     assert can(console, RABBITMQ, 5671)
     assert not can(console, INTERNET, 5432) and not can(console, INTERNET, 443) and not can(console, INTERNET, 25)
     others = [n for n, p in world()[1].items() if p.labels.get("app.kubernetes.io/name") == "mailmoat"
-              and n not in ("recorder", "routing", "console")]
-    assert {"ingress", "egress", "antispam", "antivirus"} <= set(others)
+              and n not in ("recorder", "routing", "console", "antispam")]
+    assert {"ingress", "egress", "antivirus"} <= set(others)
     for name in others:
         assert not can(pod(name), POSTGRES, 5432), name
     assert not can(Pod(NS, {"app": "debug"}), POSTGRES, 5432)
+    antispam = pod("antispam")
+    assert not can(antispam, INTERNET, 5432)
     assert can(POSTGRES, POSTGRES, 5432)  # replication between the instances
     assert can(Pod("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"}), POSTGRES, 8000)
     assert can(Pod("monitoring", {"app.kubernetes.io/name": "prometheus"}), POSTGRES, 9187)
