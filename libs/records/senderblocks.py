@@ -35,6 +35,7 @@ REFRESH = 30.0
 """Seconds the antispam stage uses its copy before reading the table again."""
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _LOCAL = re.compile(r"^[!-~]{1,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class BlockError(ValueError):
@@ -112,10 +113,12 @@ class SenderBlocks:
                 "VALUES (%s, %s, now() + %s, %s, %s, %s) "
                 "ON CONFLICT (kind, value) DO UPDATE SET expires_at = excluded.expires_at, created_at = now(), "
                 f"created_by = excluded.created_by, qid = excluded.qid, note = excluded.note RETURNING {_COLUMNS}",
-                (kind, value, timedelta(days=days), by[:200], qid, note[:500]))
+                (kind, value, timedelta(days=days), by[:200], qid, _CONTROL.sub(" ", note)[:500]))
             return SenderBlock(**await cur.fetchone())
 
     async def remove(self, entry_id: int) -> SenderBlock | None:
+        if not 0 < entry_id < 2**63:
+            return None
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(f"DELETE FROM sender_blocks WHERE id = %s RETURNING {_COLUMNS}", (entry_id,))

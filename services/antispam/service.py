@@ -11,6 +11,7 @@ unexpected error of the stage on a message passes it on with the verdict ``error
 from __future__ import annotations
 
 import logging
+import os
 
 from mailmoat_antispam.asf import custom_spam_headers, strip_custom_spam
 from mailmoat_antispam.auth import authentication_results, authserv_id, strip_spoofed_authres
@@ -23,7 +24,7 @@ from mailmoat_platform.runtime import Runtime, Transient, serve_stage
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.stagefault import error_event, error_token, fault
 from mailmoat_policy import Policy
-from mailmoat_records.senderblocks import CachedBlockList
+from mailmoat_records.senderblocks import REFRESH, CachedBlockList
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,23 @@ def summary(outcome: Outcome) -> str:
     return text
 
 
+def blocks_refresh() -> float:
+    """``MAILMOAT_ANTISPAM_BLOCKS_REFRESH``: seconds the copy of the blocked senders is used before it is read
+    again (30; 0: read for every message)."""
+    value = os.environ.get("MAILMOAT_ANTISPAM_BLOCKS_REFRESH", "")
+    try:
+        return max(0.0, float(value)) if value.strip() else REFRESH
+    except ValueError:
+        log.warning("MAILMOAT_ANTISPAM_BLOCKS_REFRESH=%r is not a number: %s s", value[:40], REFRESH)
+        return REFRESH
+
+
 def console_blocks(runtime: Runtime) -> CachedBlockList | None:
     """The senders blocked from the console, read from the records database (``MAILMOAT_RECORDS=postgresql``)."""
     settings = getattr(runtime, "settings", None)
     if settings is None or settings.records != "postgresql":
         return None
-    blocks = CachedBlockList(settings.database_url)
+    blocks = CachedBlockList(settings.database_url, ttl=blocks_refresh())
     runtime.on_stop(blocks.close)
     return blocks
 
