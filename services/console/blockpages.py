@@ -61,7 +61,7 @@ async def add_block(request: Request, who: Principal, kind: str, value: str, day
     """Add (or renew) an entry, audited; ``BlockError`` (audited as refused) for a value that cannot be blocked."""
     audit = console_of(request).audit
     try:
-        entry = await blocks_of(request).add(kind, value, by=f"{who.role.value} {who.name}", days=days, qid=qid,
+        entry = await blocks_of(request).add(kind, value, by=who.name, days=days, qid=qid,
                                              note=note)
     except BlockError as exc:
         await audit.write("sender-block.add", actor=who, client_ip=client_ip(request), target=value[:200],

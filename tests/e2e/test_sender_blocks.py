@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.e2e.test_antispam import dns, policy, split  # noqa: F401 (the dns fixture)
+from tests.e2e.test_console_browser import CHROMIUM, SCREENSHOTS, sign_in
 from tests.e2e.test_mail_flow import queue_id, send
 from tests.support.console import fresh_database, running_console
 from tests.support.sink import SmtpSink
@@ -60,6 +61,27 @@ def report(got, subject: str) -> bytes:
     return split(item.data)[0].replace(b"\r\n\t", b"")
 
 
+def screenshots(url: str, password: str, qid: str) -> None:
+    """The held message's page offers Block sender; the Blocked senders page lists the entry (screenshots)."""
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = browser.new_page()
+            sign_in(page, url, "admin", password)
+            page.goto(f"{url}/quarantine/{qid}")
+            assert page.locator("form.block-sender option").count() == 2  # the address and its domain
+            page.screenshot(path=str(SCREENSHOTS / "console-held-block-sender.png"), full_page=True)
+            page.goto(f"{url}/sender-blocks")
+            assert page.locator("table.sender-blocks tbody tr").count() == 1
+            assert "offers@sender.test" in page.locator("table.sender-blocks").inner_text()
+            page.screenshot(path=str(SCREENSHOTS / "console-sender-blocks.png"), full_page=True)
+        finally:
+            browser.close()
+
+
 def test_a_sender_blocked_from_the_console_is_a_blocked_sender_at_its_next_message(
         gateway_factory, sink: SmtpSink, dns, records: str, tmp_path) -> None:  # noqa: F811
     env = {"MAILMOAT_RECORDS": "postgresql", "MAILMOAT_DATABASE_URL": records,
@@ -86,6 +108,8 @@ def test_a_sender_blocked_from_the_console_is_a_blocked_sender_at_its_next_messa
         assert answer.json()["value"] == "offers@sender.test" and answer.json()["kind"] == "sender"
         audit = web.get(f"{url}/api/audit", timeout=10).json()
         assert "sender-block.add" in str(audit)
+        if CHROMIUM is not None:
+            screenshots(url, password, held)
 
     deliver(gateway, "offers@sender.test", "after")
     deliver(gateway, "ann@sender.test", "other address")
