@@ -125,3 +125,12 @@ def gateway_factory(tmp_path: Path, amqp_url: str, redis_url: str, sink: SmtpSin
     yield make
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's chromium through Playwright, for a module's browser tests (tests/support/browser.py)."""
+    from tests.support.browser import launched_chromium
+
+    with launched_chromium() as launched:
+        yield launched

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,12 +17,11 @@ import pytest
 from mailmoat_platform.models import TraceEvent, new_message_id
 from mailmoat_records import db
 from mailmoat_records.tracedb import TraceRecord, TraceWriter
-from tests.support.console import REPO, fresh_database, running_console
+from tests.support.browser import CHROMIUM, shot
+from tests.support.console import fresh_database, running_console
 
 pytestmark = pytest.mark.e2e
 
-SCREENSHOTS = REPO / "var" / "screenshots"
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if os.path.exists(p)), None)
 
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 if CHROMIUM is None:
@@ -70,19 +68,6 @@ def write_messages(database_url: str, domain: str) -> dict[str, str]:
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:  # playwright's loop runs in this thread
         return pool.submit(asyncio.run, write()).result(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield launched
-        launched.close()
-
-
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"console-{name}.png"), full_page=True)
 
 
 def sign_in(page, url: str, name: str, password: str) -> None:

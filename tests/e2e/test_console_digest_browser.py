@@ -23,9 +23,10 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import POLICY
-from tests.e2e.test_console_browser import CHROMIUM, SCREENSHOTS, sign_in
+from tests.e2e.test_console_browser import sign_in
 from tests.e2e.test_console_quarantine_browser import hold, wait_until
 from tests.e2e.test_mail_flow import send
+from tests.support.browser import CHROMIUM, shot
 from tests.support.console import fresh_database, running_console
 from tests.support.sink import SmtpSink
 
@@ -53,19 +54,6 @@ quarantine:
 def records(database_url: str) -> Iterator[str]:
     with fresh_database(database_url, "digest") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield launched
-        launched.close()
-
-
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"console-{name}.png"), full_page=True)
 
 
 def digest_to(sink: SmtpSink, recipient: str) -> str:

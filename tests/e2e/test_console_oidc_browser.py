@@ -4,22 +4,20 @@ the provider's redirect back, the console's own session; an ID token with the wr
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.console import REPO, fresh_database, running_console
+from tests.support.browser import CHROMIUM, SCREENSHOTS
+from tests.support.console import fresh_database, running_console
 from tests.support.oidcprovider import Behaviour, OidcProvider, provider_in_thread
 
 pytestmark = pytest.mark.e2e
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if os.path.exists(p)), None)
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 if CHROMIUM is None:
     pytest.skip("Debian's chromium is not installed (/usr/bin/chromium): apt-get install chromium "
                 "(scripts/setup.sh --test)", allow_module_level=True)
-SCREENSHOTS = REPO / "var" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +33,6 @@ def console(database_url: str, provider: OidcProvider) -> Iterator[str]:
            "MAILMOAT_CONSOLE_OIDC_ROLES": "mail-admins=admin,helpdesk=helpdesk", "MAILMOAT_CONSOLE_DIGEST_CHECK": "0"}
     with fresh_database(database_url, "console_oidc") as url, running_console(url, env) as (console_url, _):
         yield console_url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield launched
-        launched.close()
 
 
 def test_sign_in_with_the_provider(console: str, provider: OidcProvider, browser) -> None:

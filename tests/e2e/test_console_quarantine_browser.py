@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from tests.e2e.test_console_browser import CHROMIUM, SCREENSHOTS, create_account, sign_in
+from tests.e2e.test_console_browser import create_account, sign_in
 from tests.e2e.test_mail_flow import queue_id, send
 from tests.e2e.test_quarantine_postgresql import RULES
+from tests.support.browser import CHROMIUM, shot
 from tests.support.console import fresh_database, running_console
 from tests.support.sink import SmtpSink
 
@@ -87,23 +88,10 @@ def hold(gateway, database_url: str, rcpts: list[str], data: bytes) -> str:
     return qid
 
 
-def shot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"console-{name}.png"), full_page=True)
-
-
 @pytest.fixture
 def records(database_url: str) -> Iterator[str]:
     with fresh_database(database_url, "consoleq") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield launched
-        launched.close()
 
 
 def test_quarantine_in_a_browser(gateway_factory, sink: SmtpSink, records: str, browser, tmp_path) -> None:

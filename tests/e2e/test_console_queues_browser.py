@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.conftest import POLICY
-from tests.e2e.test_console_browser import CHROMIUM, sign_in
-from tests.e2e.test_console_quarantine_browser import shot, wait_until
+from tests.e2e.test_console_browser import sign_in
+from tests.e2e.test_console_quarantine_browser import wait_until
 from tests.e2e.test_mail_flow import queue_id, send
+from tests.support.browser import CHROMIUM, shot
 from tests.support.console import fresh_database, running_console
 from tests.support.sink import SmtpSink
 
@@ -42,14 +43,6 @@ rules:
 def records(database_url: str) -> Iterator[str]:
     with fresh_database(database_url, "consolequeues") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield launched
-        launched.close()
 
 
 def test_queues_and_policy_in_a_browser(gateway_factory, sink: SmtpSink, records: str, browser, tmp_path) -> None:

@@ -13,8 +13,9 @@ import pytest
 import requests
 
 from tests.e2e.test_antispam import dns, policy, split  # noqa: F401 (the dns fixture)
-from tests.e2e.test_console_browser import CHROMIUM, SCREENSHOTS, sign_in
+from tests.e2e.test_console_browser import sign_in
 from tests.e2e.test_mail_flow import queue_id, send
+from tests.support.browser import CHROMIUM, SCREENSHOTS
 from tests.support.console import fresh_database, running_console
 from tests.support.sink import SmtpSink
 
