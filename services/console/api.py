@@ -34,6 +34,8 @@ from .rights import Principal, Right, Role
 from .sessions import Session
 from .tracesearch import MAX_LIMIT, SearchError, TraceQuery
 
+STATUS_HELP = "a status (DELIVER, DEFER, QUARANTINE, ...): one recipient's latest outcome"
+
 router = APIRouter(prefix="/api", tags=["console"])
 
 
@@ -102,7 +104,10 @@ class MessageOut(BaseModel):
     recipients: list[str]
     message_id_header: str | None
     client_ip: str | None
-    last_event: str | None
+    last_event: str | None = Field(description="The message's most pressing status (see statuses)")
+    statuses: list[str] = Field(default_factory=list, description=(
+        "The distinct statuses of the recipients shown (each one's latest outcome: DELIVER, DEFER, FAIL, "
+        "QUARANTINE, ...), most pressing first"))
 
 
 class TracePage(BaseModel):
@@ -120,10 +125,35 @@ class EventOut(BaseModel):
     data: dict[str, Any]
 
 
+class DeliveryOut(BaseModel):
+    recipient: str
+    status: str
+    at: datetime
+    service: str
+    detail: str
+
+
+class SpamOut(BaseModel):
+    """The antispam verdict, as its report header says it."""
+
+    result: str
+    scl: Any
+    bcl: Any
+    sfv: str
+    cat: str
+    score: Any
+    rules: list[str]
+    dmarc: str
+    author: str
+
+
 class TimelineOut(BaseModel):
     message: MessageOut
     events: list[EventOut]
     verdicts: dict[str, Any]
+    deliveries: list[DeliveryOut] = Field(description="Each recipient shown and its latest outcome")
+    spam: SpamOut | None = Field(description="The antispam verdict decoded, when the stage saw the message")
+    quarantine_id: str | None = Field(description="The held message's id when it was quarantined")
 
 
 class AuditPage(BaseModel):
@@ -150,7 +180,9 @@ def account_out(account: Account) -> AccountOut:
 def message_out(summary: MessageSummary) -> MessageOut:
     return MessageOut(message_id=summary.message_id, at=summary.at, sender=summary.sender,
                       recipients=summary.recipients, message_id_header=summary.message_id_header,
-                      client_ip=summary.client_ip, last_event=summary.last_event)
+                      client_ip=summary.client_ip, last_event=summary.last_event,
+                      statuses=list(getattr(summary, "statuses", None) or ([summary.last_event] if summary.last_event
+                                                                           else [])))
 
 
 async def create_account(console: Console, who: Principal, ip: str | None, name: str, role: Role,
@@ -247,7 +279,7 @@ async def api_trace(request: Request, who: Annotated[Principal, Depends(need(Rig
                     since: datetime | None = None, until: datetime | None = None,
                     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
                     after: Annotated[str | None, Query(max_length=300)] = None,
-                    status: Annotated[str, Query(max_length=32, description="the latest event, e.g. DELIVER")] = ""
+                    status: Annotated[str, Query(max_length=32, description=STATUS_HELP)] = ""
                     ) -> Any:
     """Messages by sender, recipient, Message-ID (or queue id) and client IP in [since, until), newest first.
     An end user sees only messages addressed to their own mailboxes."""
@@ -266,10 +298,16 @@ async def api_message(message_id: Annotated[str, Path(max_length=200)], request:
     timeline = await console_of(request).search.timeline(message_id, who)
     if timeline is None:
         raise NotFound()
-    return TimelineOut(message=message_out(timeline.summary),
+    found = timeline.statuses
+    summary = timeline.summary
+    message = message_out(summary).model_copy(update={"statuses": found, "last_event": found[0] if found else None})
+    spam = timeline.spam
+    return TimelineOut(message=message,
                        events=[EventOut(at=e.at, event=e.event, service=e.service, recipients=e.recipients,
                                         detail=e.detail, data=e.data) for e in timeline.events],
-                       verdicts=timeline.verdicts)
+                       verdicts=timeline.verdicts,
+                       deliveries=[DeliveryOut(**vars(d)) for d in timeline.deliveries],
+                       spam=SpamOut(**vars(spam)) if spam else None, quarantine_id=timeline.held_id)
 
 
 @router.get("/audit", response_model=AuditPage, responses=_AUTH)

@@ -15,17 +15,22 @@ for an end user: 404 unless one of its recipients is theirs, and only their own 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mailmoat_platform.models import TraceEvent
 from mailmoat_records.tracedb import Cursor, MessageSummary, TraceReader, ip_text, normalize
 
 from .rights import Principal, normalize_address
+from .tracestatus import OUTCOMES, Delivery, SpamVerdict, deliveries, held_id, spam_verdict, statuses
 
 MAX_LIMIT = 200
 STATUSES = ("DELIVER", "DEFER", "FAIL", "REJECT", "QUARANTINE", "RELEASE", "DELETE", "DSN", "DEADLETTER", "ERROR")
-"""Latest events offered as a status filter (any event name is accepted)."""
+"""Statuses offered as a filter (any outcome event name is accepted): a message matches when one of the
+recipients shown is in it (``tracestatus``)."""
+_EARLIER = timedelta(hours=1)
+_LATER = timedelta(days=7)
+"""A listed message's outcome events are looked for from an hour before its receipt (clocks) to a week after."""
 _MAX_FETCHES = 5
 """Pages of the index read at most for one page of results when filters leave a page empty."""
 
@@ -54,8 +59,15 @@ class TraceQuery:
 
 
 @dataclass
+class Found(MessageSummary):
+    """A message as a search lists it: ``last_event`` is its most pressing status, ``statuses`` all of them."""
+
+    statuses: list[str] = field(default_factory=list)
+
+
+@dataclass
 class TraceResults:
-    messages: list[MessageSummary]
+    messages: list[Found]
     next: str | None
     looked_up: str = ""
     """The field the index was searched by."""
@@ -65,6 +77,23 @@ class TraceResults:
 class Timeline:
     summary: MessageSummary
     events: list[TraceEvent] = field(default_factory=list)
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        """Each recipient shown and where its copy is (the latest outcome naming it)."""
+        return deliveries(self.events, self.summary.recipients)
+
+    @property
+    def statuses(self) -> list[str]:
+        return statuses(self.deliveries, self.summary.last_event)
+
+    @property
+    def spam(self) -> SpamVerdict | None:
+        return spam_verdict(self.events)
+
+    @property
+    def held_id(self) -> str | None:
+        return held_id(self.events)
 
     @property
     def verdicts(self) -> dict[str, Any]:
@@ -118,8 +147,10 @@ def matches(summary: MessageSummary, query: TraceQuery, skip: str) -> bool:
     if skip != "client_ip" and query.client_ip.strip():
         if ip_text(query.client_ip) != summary.client_ip:
             return False
-    if query.status.strip() and (summary.last_event or "").upper() != query.status.strip().upper():
-        return False
+    if query.status.strip():
+        wanted = query.status.strip().upper()
+        if wanted not in (summary.statuses if isinstance(summary, Found) else [summary.last_event or ""]):
+            return False
     return True
 
 
@@ -133,6 +164,22 @@ def _visible(summary: MessageSummary, principal: Principal) -> MessageSummary:
         return summary
     return MessageSummary(summary.message_id, summary.at, summary.sender, principal.own_recipients(summary.recipients),
                           summary.message_id_header, summary.client_ip, summary.last_event)
+
+
+def with_status(summary: MessageSummary, events: list[Any]) -> Found:
+    """The summary (as the principal may see it) with the statuses of its recipients from its outcome events."""
+    found = statuses(deliveries(events, summary.recipients), summary.last_event)
+    return Found(summary.message_id, summary.at, summary.sender, summary.recipients, summary.message_id_header,
+                 summary.client_ip, found[0] if found else None, found)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    at: datetime
+    event: str
+    service: str
+    recipients: list[str]
+    detail: str
 
 
 class TraceSearch:
@@ -149,16 +196,37 @@ class TraceSearch:
         since, until = _utc(query.since), _utc(query.until)
         if since and until and since >= until:
             raise SearchError("the start of the range must be before its end")
-        found: list[MessageSummary] = []
+        found: list[Found] = []
         for _ in range(_MAX_FETCHES):
             page = await self.reader.find(value, since=since, until=until, limit=limit, after=after, kinds=kinds)
-            for summary in page.messages:
-                if principal.may_see_message(summary.recipients) and matches(summary, query, field_):
-                    found.append(_visible(summary, principal))
+            mine = [_visible(s, principal) for s in page.messages if principal.may_see_message(s.recipients)]
+            outcomes = await self.outcomes(mine)
+            for summary in mine:
+                listed = with_status(summary, outcomes.get(summary.message_id, []))
+                if matches(listed, query, field_):
+                    found.append(listed)
             after = page.next
             if found or after is None:
                 break
         return TraceResults(found, after.token if after else None, field_)
+
+    async def outcomes(self, summaries: list[MessageSummary]) -> dict[str, list[_Outcome]]:
+        """The outcome events of a page of messages (oldest first), by message, in one query."""
+        if not summaries:
+            return {}
+        since = min(s.at for s in summaries) - _EARLIER
+        until = max(s.at for s in summaries) + _LATER
+        async with self.reader.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT message_id, at, event, service, recipients, detail FROM trace_events "
+                "WHERE message_id = ANY(%s) AND event = ANY(%s) AND at >= %s AND at < %s "
+                "ORDER BY message_id, at, event_key",
+                ([s.message_id for s in summaries], sorted(OUTCOMES), since, until))
+            rows = await cur.fetchall()
+        found: dict[str, list[_Outcome]] = {}
+        for mid, at, event, service, recipients, detail in rows:
+            found.setdefault(mid, []).append(_Outcome(at, event, service, list(recipients or []), detail))
+        return found
 
     async def timeline(self, message_id: str, principal: Principal) -> Timeline | None:
         """A message's summary and events as the principal may see them; None: not found, or not theirs."""

@@ -1,0 +1,130 @@
+"""A traced message's status per recipient, and the antispam verdict decoded (pure).
+
+A message's latest event is often not its status: a quarantine digest's ``AGENTINFO`` follows a ``QUARANTINE``,
+a ``DSN`` a ``FAIL``, and of a message to two recipients one may be delivered while the other is deferred.
+The status of a recipient is the latest *outcome* event naming it (an event naming no recipient names them all);
+a message's status is the distinct statuses of the recipients shown, so an end user sees their own only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+OUTCOMES = frozenset({"RECEIVE", "REJECT", "QUARANTINE", "RELEASE", "REDIRECT", "DELIVER", "DEFER", "FAIL",
+                      "DEADLETTER", "DELETE"})
+"""Events that say where a recipient's copy is; the others (AGENTINFO, ROUTE, EXPAND, RULE, SCAN, SPAM, MALWARE,
+DSN, ERROR) say what happened on the way."""
+
+CAT_CODES = {"hcphish": "HPHSH", "phish": "PHSH", "hcspam": "HSPM", "spoof": "SPOOF", "spam": "SPM", "bulk": "BULK"}
+"""The antispam report's CAT codes (``mailmoat_antispam.score.CAT_CODES``)."""
+IMPERSONATION_CATS = {"user": "UIMP", "domain": "DIMP", "address": "DIMP"}
+SFV_MEANING = {"NSPM": "not spam", "SPM": "spam", "SKB": "blocked sender or domain",
+               "SKA": "allowed sender or domain, not filtered", "SKN": "allowed IP or trusted connector, not filtered"}
+"""What the report's SFV values say (as EOP's)."""
+
+
+class EventLike(Protocol):
+    at: datetime
+    event: str
+    service: str
+    recipients: list[str]
+    detail: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where one recipient's copy is: the latest outcome event naming it."""
+
+    recipient: str
+    status: str
+    at: datetime
+    service: str
+    detail: str
+
+
+def _key(address: str) -> str:
+    return address.strip().lower()
+
+
+def deliveries(events: Iterable[EventLike], recipients: Sequence[str]) -> list[Delivery]:
+    """Each of ``recipients``' latest outcome (events oldest first), in the recipients' order; a recipient no
+    outcome names is left out. Recipients an event names that are not in ``recipients`` are ignored."""
+    wanted = {_key(r): r for r in recipients}
+    latest: dict[str, EventLike] = {}
+    for event in events:
+        if event.event not in OUTCOMES:
+            continue
+        for recipient in (event.recipients or recipients):
+            if _key(recipient) in wanted:
+                latest[_key(recipient)] = event
+    found = []
+    for key, recipient in wanted.items():
+        event = latest.get(key)
+        if event is not None:
+            found.append(Delivery(recipient, event.event, event.at, event.service, event.detail))
+    return found
+
+
+def statuses(found: Sequence[Delivery], fallback: str | None = None) -> list[str]:
+    """The distinct statuses of a message's recipients, most pressing first (failed, deferred, held... delivered);
+    ``[fallback]`` when no recipient has one."""
+    order = ("FAIL", "DEADLETTER", "REJECT", "DEFER", "QUARANTINE", "RECEIVE", "RELEASE", "REDIRECT", "DELETE",
+             "DELIVER")
+    seen = {d.status for d in found}
+    ranked = [s for s in order if s in seen]
+    return ranked or ([fallback] if fallback else [])
+
+
+@dataclass(frozen=True)
+class SpamVerdict:
+    """The antispam stage's verdict as its report header says it (``X-Mailmoat-Antispam-Report``)."""
+
+    result: str
+    scl: Any
+    bcl: Any
+    sfv: str
+    cat: str
+    score: Any
+    rules: list[str]
+    dmarc: str
+    author: str
+
+    @property
+    def sfv_meaning(self) -> str:
+        return SFV_MEANING.get(self.sfv, "")
+
+
+def spam_verdict(events: Iterable[EventLike]) -> SpamVerdict | None:
+    """The latest antispam verdict among the events (the stage's SPAM or AGENTINFO event data), decoded."""
+    found = None
+    for event in events:
+        data = getattr(event, "data", None) or {}
+        if event.service == "antispam" and isinstance(data, dict) and "scl" in data:
+            found = data
+    if found is None:
+        return None
+    category = found.get("category") or ""
+    impersonation = found.get("impersonation") or {}
+    cat = CAT_CODES.get(category, "NONE")
+    if category == "phish" and isinstance(impersonation, dict) and impersonation.get("kind") in IMPERSONATION_CATS:
+        cat = IMPERSONATION_CATS[impersonation["kind"]]
+    dmarc = found.get("dmarc") or {}
+    author = found.get("author") or {}
+    rules = found.get("rules") or []
+    return SpamVerdict(result=str(found.get("result") or ""), scl=found.get("scl"), bcl=found.get("bcl"),
+                       sfv=str(found.get("sfv") or ""), cat=cat, score=found.get("score"),
+                       rules=[str(r) for r in rules] if isinstance(rules, list) else [],
+                       dmarc=str(dmarc.get("result") or "") if isinstance(dmarc, dict) else "",
+                       author=str(author.get("from") or "") if isinstance(author, dict) else "")
+
+
+def held_id(events: Iterable[EventLike]) -> str | None:
+    """The quarantine id a QUARANTINE event names (the message's id), if it was held."""
+    for event in events:
+        data = getattr(event, "data", None) or {}
+        if event.event == "QUARANTINE" and isinstance(data, dict) and data.get("quarantine_id"):
+            return str(data["quarantine_id"])
+    return None
