@@ -50,9 +50,13 @@ REPO = BENCH.parent
 RESULTS = BENCH / "results"
 sys.path.insert(0, str(BENCH))
 
+import hygiene  # noqa: E402
 import procstat  # noqa: E402
 import profiles  # noqa: E402
 from postfix_relay import PostfixRelay  # noqa: E402
+
+BENCH_DATABASE = "postgresql://postgres@127.0.0.1:5432/mailmoat_bench"
+"""The bench's own records database (dropped, created and migrated at each start): ``BENCH_DATABASE_URL``."""
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 SMTP_SINK = "/usr/sbin/smtp-sink"
@@ -190,6 +194,10 @@ class TimestampSink:
     def arrivals(self) -> dict[str, list[int]]:
         """Stop the sink and read what it recorded: id -> arrival times (ns)."""
         stop_process(self.proc, timeout=30)
+        return self.arrivals_now()
+
+    def arrivals_now(self) -> dict[str, list[int]]:
+        """What the sink recorded so far (it writes each arrival before it reports the new count)."""
         found: dict[str, list[int]] = {}
         if self.out.exists():
             for line in self.out.read_text().splitlines():
@@ -257,8 +265,11 @@ class Mailmoat:
 
     name = "mailmoat"
 
-    def __init__(self, workdir: Path, rate_sink: int, latency_sink: int, workers: int, log_level: str):
+    def __init__(self, workdir: Path, rate_sink: int, latency_sink: int, workers: int, log_level: str,
+                 shared: hygiene.SharedParts | None = None, dlp: bool = False):
+        """``shared``: the hygiene comparison's DNS server and clamd (every filter stage on, ``--hygiene``)."""
         self.workdir = workdir
+        self.shared = shared
         self.workers = workers
         self.smtp_port = free_port()
         self.vhost = RabbitVhost()
@@ -271,6 +282,9 @@ class Mailmoat:
         # by default a pipeline without filter stages is routed at ingress, as the policy's default.
         if routing_hop():
             policy["pipeline"]["route_at_ingress"] = False
+        if shared is not None:
+            policy = hygiene.hygiene_policy(policy, shared.dns.port, dlp)
+            filters = policy["pipeline"]["filters"]
         if os.environ.get("BENCH_POLICY_EXTRA"):  # sections added to the bench policy (bench/connection_filter.py)
             policy.update(yaml.safe_load(Path(os.environ["BENCH_POLICY_EXTRA"]).read_text()) or {})
         self.policy_path = workdir / "policy.yaml"
@@ -279,10 +293,15 @@ class Mailmoat:
         routed_at_ingress = routes_at_ingress(load_policy(self.policy_path))
         self.topology = " -> ".join(["ingress (routing at ingress)", "egress"] if routed_at_ingress
                                     else ["ingress", *filters, "routing", "egress"])
+        # The records as shipped: in PostgreSQL (the recorder and the console run); BENCH_RECORDS=redis for
+        # the Redis records. Set explicitly, whatever the default of the code measured.
+        self.records = os.environ.get("BENCH_RECORDS") or "postgresql"
+        self.database_url = os.environ.get("BENCH_DATABASE_URL", BENCH_DATABASE)
         self.stages = [("ingress", i) for i in range(workers)] + [(f, 0) for f in filters] + [
-            ("routing", 0), ("egress", 0)]
+            ("routing", 0), ("egress", 0)] + ([("recorder", 0)] if self.records == "postgresql" else [])
         self.ports = {"ingress": free_block(workers)}
-        for stage in ("routing", "egress", "connection_filter", "antivirus", "antispam", "devmailbox"):
+        for stage in ("routing", "egress", "connection_filter", "antivirus", "antispam", "dlp", "devmailbox",
+                      "recorder", "console"):
             self.ports[stage] = free_block(1)
         self.log_level = log_level
         self.redis_url = os.environ.get("BENCH_REDIS_URL") or (
@@ -303,14 +322,19 @@ class Mailmoat:
             "MAILMOAT_LOG_LEVEL": self.log_level,
             **{f"MAILMOAT_{s.upper()}_METRICS_PORT": str(p) for s, p in self.ports.items()},
         })
-        # BENCH_RECORDS=postgresql: the trace through mailmoat.trace to the recorder (run all starts it) and
-        # PostgreSQL (BENCH_DATABASE_URL, migrated first) instead of Redis.
-        if os.environ.get("BENCH_RECORDS"):
-            env["MAILMOAT_RECORDS"] = os.environ["BENCH_RECORDS"]
-            env["MAILMOAT_DATABASE_URL"] = os.environ.get(
-                "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mailmoat_bench_e2e")
-            subprocess.run([sys.executable, "-m", "mailmoat_cli.main", "db", "upgrade"], env=env, check=True,
-                           capture_output=True, timeout=120)
+        # The trace through mailmoat.trace to the recorder and PostgreSQL (the bench's own database, made
+        # afresh and migrated here), or in Redis with BENCH_RECORDS=redis.
+        env["MAILMOAT_RECORDS"] = self.records
+        env["MAILMOAT_DATABASE_URL"] = self.database_url
+        env["MAILMOAT_CONSOLE_PORT"] = str(free_port())
+        if self.records == "postgresql":
+            fresh_database(self.database_url)
+            done = subprocess.run([sys.executable, "-m", "mailmoat_cli.main", "db", "upgrade"], env=env,
+                                  capture_output=True, text=True, timeout=180)
+            if done.returncode != 0:
+                raise BenchError(f"mailmoat db upgrade failed: {done.stderr[-2000:]}")
+        if self.shared is not None:
+            env["MAILMOAT_CLAMD_ADDRESS"] = self.shared.clamd.address
         self._flush_redis()
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
@@ -368,9 +392,17 @@ class Mailmoat:
 class Postfix:
     name = "postfix"
 
-    def __init__(self, workdir: Path, rate_sink: int, latency_sink: int):
+    def __init__(self, workdir: Path, rate_sink: int, latency_sink: int, shared: hygiene.SharedParts | None = None):
+        """``shared``: with Rspamd as its milter (its antivirus module on the shared clamd, DNS on the shared
+        server), for the hygiene comparison."""
         self.smtp_port = free_port()
         extra = dict(kv.split("=", 1) for kv in os.environ.get("BENCH_POSTFIX_PARAMS", "").split(",") if "=" in kv)
+        self.rspamd: hygiene.RspamdMilter | None = None
+        if shared is not None:
+            self.rspamd = hygiene.RspamdMilter(workdir / "rspamd", dns_port=shared.dns.port,
+                                               clamd_port=shared.clamd.port)
+            extra = {**hygiene.milter_params(self.rspamd.proxy_port), **extra}
+            self.name = "postfix+rspamd"
         self.relay = PostfixRelay(
             self.smtp_port, f"127.0.0.1:{rate_sink}",
             transports={"latency.bench.test": f"127.0.0.1:{latency_sink}"},
@@ -378,11 +410,17 @@ class Postfix:
         )
 
     def start(self) -> None:
+        if self.rspamd is not None:
+            hygiene.flush_rspamd_redis()
+            self.rspamd.start()
         self.relay.start()
+
+    def pids(self) -> dict[str, int]:
+        return self.all_pids()
 
     def all_pids(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for pid in self.relay.pids():
+        for pid in self.relay.pids() + (self.rspamd.pids() if self.rspamd is not None else []):
             name = procstat.service_name(pid)
             key, n = name, 1
             while key in out:
@@ -392,10 +430,29 @@ class Postfix:
         return out
 
     def log_tail(self, lines: int = 40) -> str:
-        return self.relay.log_tail(lines)
+        return self.relay.log_tail(lines) + ("\n" + self.rspamd.tail(lines) if self.rspamd is not None else "")
 
     def stop(self) -> None:
-        self.relay.stop()
+        try:
+            self.relay.stop()
+        finally:
+            if self.rspamd is not None:
+                self.rspamd.stop()
+                hygiene.flush_rspamd_redis()
+
+
+def fresh_database(url: str) -> None:
+    """Drop the bench's records database (its own, named by ``url``) so that each run starts empty;
+    ``mailmoat db upgrade`` creates and migrates it again."""
+    import psycopg
+    from psycopg import sql
+
+    name = psycopg.conninfo.conninfo_to_dict(url).get("dbname")
+    if not name or not str(name).startswith("mailmoat_bench"):
+        raise BenchError(f"refusing to drop {name!r}: the bench drops only databases named mailmoat_bench*")
+    server = psycopg.conninfo.make_conninfo(url, dbname="postgres")
+    with psycopg.connect(server, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
 
 
 # --- measurements ------------------------------------------------------------------------------
@@ -435,12 +492,20 @@ class Cpu:
         return {name: round(value, 3) for name, value in used.items()}
 
 
-def infra_pids() -> dict[str, int]:
+def infra_pids(shared: hygiene.SharedParts | None = None) -> dict[str, int]:
+    """RabbitMQ, Redis and PostgreSQL (every process of it: its backends serve the recorder and the
+    console), and with ``shared`` the clamd and the DNS server both systems use."""
     out = {}
     for comm, label in (("beam.smp", "rabbitmq"), ("redis-server", "redis")):
         pids = procstat.find_by_comm(comm)
         if pids:
             out[label] = pids[0]
+    for index, pid in enumerate(procstat.find_by_comm("postgres")):
+        out[f"postgresql#{index}"] = pid
+    if shared is not None:
+        for label, part in (("clamd", shared.clamd), ("unbound", shared.dns)):
+            if part.proc is not None:
+                out[label] = part.proc.pid
     return out
 
 
@@ -470,9 +535,11 @@ def wait_quiet(threshold: float, limit: float) -> float:
     return load
 
 
-def rate_phase(system, n: int, sessions: int, size: int, sink: CountingSink, profile_dir: Path | None) -> dict:
+def rate_phase(system, n: int, sessions: int, size: int, sink: CountingSink, profile_dir: Path | None,
+               shared: hygiene.SharedParts | None = None) -> dict:
     pids = system.all_pids()
-    infra = infra_pids()
+    infra = infra_pids(shared)
+    dns0 = shared.dns_queries() if shared is not None else 0
     cpu, cpu_infra = Cpu(), Cpu()
     spies = profiles.start(system.pids(), profile_dir) if profile_dir is not None else []
     cpu.start(pids)
@@ -501,6 +568,7 @@ def rate_phase(system, n: int, sessions: int, size: int, sink: CountingSink, pro
                 + (sink1.cpu_s - sink0.cpu_s if sink0 and sink1 else 0.0))
     other = procstat.machine_busy_s() - busy0 - sum(cpu_used.values()) - sum(infra_used.values()) - load_gen
     top = profiles.stop(spies) if spies else {}
+    dns_asked = shared.dns_queries() - dns0 if shared is not None else 0
     result = {
         "messages": n,
         "smtp_source_exit": done.returncode,
@@ -520,6 +588,8 @@ def rate_phase(system, n: int, sessions: int, size: int, sink: CountingSink, pro
         "load_before": load_before,
         "load_after": loadavg(),
     }
+    if shared is not None:
+        result["dns_queries_per_msg"] = round(dns_asked / max(1, delivered), 2)
     if top:
         result["profile"] = top
     log(f"{system.name}: accepted {result['accepted_per_s']}/s, delivered {delivered}/{n} "
@@ -528,16 +598,27 @@ def rate_phase(system, n: int, sessions: int, size: int, sink: CountingSink, pro
 
 
 def latency_phase(system, count: int, sessions: int, size: int, sink: TimestampSink, rate: float,
-                  workdir: Path, label: str) -> dict:
+                  workdir: Path, label: str, mix: bool = False, shared: hygiene.SharedParts | None = None) -> dict:
+    """``bench/client.py`` through the system to the timestamping sink: closed loop (``rate`` 0) or paced;
+    ``mix``: the realistic mix instead of ``size``-byte texts. Latency figures from the sink's arrivals;
+    delivered msgs/s = messages / (first send -> last arrival); CPU of every process meanwhile."""
     out = workdir / f"{system.name}-{label}-sent.txt"
     base, _ = sink.snapshot()
-    log(f"{system.name}: latency client {label}: {count} messages, {sessions} sessions"
+    log(f"{system.name}: client {label}: {count} messages{' (mix)' if mix else ''}, {sessions} sessions"
         + (f", paced at {rate:g}/s" if rate else ", closed loop"))
+    infra = infra_pids(shared)
+    cpu, cpu_infra = Cpu(), Cpu()
+    cpu.start(system.all_pids())
+    cpu_infra.start(infra)
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sink0 = procstat.sample(sink.proc.pid)
+    dns0 = shared.dns_queries() if shared is not None else 0
+    load_before = loadavg()
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, str(BENCH / "client.py"), "--port", str(system.smtp_port), "--count", str(count),
          "--sessions", str(sessions), "--size", str(size), "--rate", str(rate), "--rcpt", LATENCY_RCPT,
-         "--sender", SENDER, "--out", str(out)],
+         "--sender", SENDER, "--out", str(out), *(["--mix"] if mix else [])],
         capture_output=True, text=True, timeout=max(600, count / 2),
     )
     wall = time.monotonic() - started
@@ -547,31 +628,51 @@ def latency_phase(system, count: int, sessions: int, size: int, sink: TimestampS
         raise BenchError(f"latency client failed: {done.stdout[-1000:]} {done.stderr[-2000:]}") from None
     accepted = summary["accepted"]
     delivered, last = wait_delivered(sink, base + accepted, stall=60, limit=max(300, count / 5))
-    return {"label": label, "out": str(out), "count": count, "rate": rate, "client": summary,
-            "client_wall_s": round(wall, 3), "delivered_at_sink": delivered - base,
-            "e2e_wall_s": round(last - started, 3)}
+    cpu_used = cpu.delta(system.all_pids())
+    infra_used = cpu_infra.delta(infra)
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sink1 = procstat.sample(sink.proc.pid)
+    time.sleep(0.3)  # the sink writes an arrival before it reports the count; let its last lines land
+    phase = {"label": label, "count": count, "rate": rate, "mix": mix, "client": summary,
+             "client_wall_s": round(wall, 3), "delivered_at_sink": delivered - base,
+             "e2e_wall_s": round(last - started, 3), "load_before": load_before, "load_after": loadavg(),
+             "cpu_s": cpu_used, "cpu_total_s": round(sum(cpu_used.values()), 2),
+             "cpu_ms_per_msg": round(1000 * sum(cpu_used.values()) / max(1, delivered - base), 3),
+             "infra_cpu_s": infra_used,
+             "load_generators_cpu_s": round(kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
+                                            + (sink1.cpu_s - sink0.cpu_s if sink0 and sink1 else 0.0), 2)}
+    if shared is not None:
+        phase["dns_queries_per_msg"] = round((shared.dns_queries() - dns0) / max(1, delivered - base), 2)
+    latency_figures(phase, out, sink.arrivals_now())
+    return phase
 
 
-def latency_figures(phases: list[dict], arrivals: dict[str, list[int]]) -> None:
-    """Fill each latency phase with p50/p99/max accept -> delivered (ms) from the sink's arrivals."""
-    for phase in phases:
-        lat_ms: list[float] = []
-        missing = 0
-        duplicates = 0
-        for line in Path(phase.pop("out")).read_text().splitlines():
-            ident, _sent, accepted = line.split()
-            times = arrivals.get(ident)
-            if not times:
-                missing += 1
-                continue
-            duplicates += len(times) - 1
-            lat_ms.append((min(times) - int(accepted)) / 1e6)
-        phase.update({
-            "delivered": len(lat_ms), "missing": missing, "duplicates": duplicates,
-            "p50_ms": round(percentile(lat_ms, 50), 1), "p99_ms": round(percentile(lat_ms, 99), 1),
-            "max_ms": round(max(lat_ms), 1) if lat_ms else None,
-            "client_accepted_per_s": round(phase["client"]["accepted"] / phase["client"]["wall_s"], 1),
-        })
+def latency_figures(phase: dict, sent_file: Path, arrivals: dict[str, list[int]]) -> None:
+    """p50/p99/max accept -> delivered (ms), losses, duplicates, and delivered msgs/s (first send -> last
+    arrival) of one client run, from the client's records and the sink's arrivals."""
+    lat_ms: list[float] = []
+    missing = 0
+    duplicates = 0
+    first_sent: int | None = None
+    last_arrival = 0
+    for line in sent_file.read_text().splitlines():
+        ident, sent, accepted = line.split()
+        first_sent = int(sent) if first_sent is None else min(first_sent, int(sent))
+        times = arrivals.get(ident)
+        if not times:
+            missing += 1
+            continue
+        duplicates += len(times) - 1
+        last_arrival = max(last_arrival, min(times))
+        lat_ms.append((min(times) - int(accepted)) / 1e6)
+    span = (last_arrival - first_sent) / 1e9 if first_sent is not None and last_arrival else 0.0
+    phase.update({
+        "delivered": len(lat_ms), "missing": missing, "duplicates": duplicates,
+        "p50_ms": round(percentile(lat_ms, 50), 1), "p99_ms": round(percentile(lat_ms, 99), 1),
+        "max_ms": round(max(lat_ms), 1) if lat_ms else None,
+        "client_accepted_per_s": round(phase["client"]["accepted"] / phase["client"]["wall_s"], 1),
+        "delivered_per_s": round(len(lat_ms) / span, 1) if span > 0 else None,
+    })
 
 
 def memory(system) -> dict:
@@ -597,22 +698,35 @@ class Unit:
     system: Mailmoat | Postfix | None = None
 
 
-def summarise_rounds(rounds: list[dict]) -> dict:
+def summarise_rounds(rounds: list[dict], accepted: bool = True) -> dict:
     """The round with the median end-to-end rate, plus every round's two rates."""
     ordered = sorted(rounds, key=lambda r: r["delivered_per_s"] or 0)
     middle = dict(ordered[(len(ordered) - 1) // 2])
-    middle["rounds_accepted_per_s"] = [r["accepted_per_s"] for r in rounds]
+    if accepted:
+        middle["rounds_accepted_per_s"] = [r["accepted_per_s"] for r in rounds]
     middle["rounds_delivered_per_s"] = [r["delivered_per_s"] for r in rounds]
     return middle
 
 
+def paired(first: list[dict], second: list[dict], key: str) -> list[float]:
+    """first/second of each pair of rounds (the same index), where both have ``key``."""
+    return [round(m[key] / p[key], 3) for m, p in zip(first, second, strict=False) if m.get(key) and p.get(key)]
+
+
 def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> dict[str, dict]:
     """Start every system, run the rate phase ``--rounds`` times alternating between them (so
-    background load on a shared machine hits both alike), then the latency runs, then stop all."""
+    background load on a shared machine hits both alike), with ``--hygiene`` also the mix's rounds, then
+    the latency runs, then stop all."""
     units: list[Unit] = []
     results: dict[str, dict] = {kind: {"system": kind} for kind in kinds}
     rounds: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    mix_rounds: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    shared: hygiene.SharedParts | None = None
     try:
+        if args.hygiene:
+            log("starting the shared DNS server (unbound, NXDOMAIN) and clamd (one signature)")
+            shared = hygiene.SharedParts(workdir / "shared")
+            shared.start()
         for kind in kinds:
             sub = workdir / kind
             sub.mkdir()
@@ -626,9 +740,9 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
             units.append(unit)
             if kind == "mailmoat":
                 unit.system = Mailmoat(sub, unit.rate_sink.port, unit.lat_sink.port, args.ingress_workers,
-                                       args.log_level)
+                                       args.log_level, shared, args.dlp)
             else:
-                unit.system = Postfix(sub, unit.rate_sink.port, unit.lat_sink.port)
+                unit.system = Postfix(sub, unit.rate_sink.port, unit.lat_sink.port, shared)
         wait_quiet(args.quiet_load, args.quiet_wait)
         for unit in units:
             log(f"starting {unit.kind}")
@@ -641,30 +755,57 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
                 assert unit.system is not None
                 log(f"round {index + 1}/{args.rounds}: {unit.kind}")
                 rounds[unit.kind].append(rate_phase(unit.system, args.messages, args.sessions, args.size,
-                                                    unit.rate_sink, profile_dir))
+                                                    unit.rate_sink, profile_dir, shared))
                 time.sleep(2)
+        if args.hygiene and args.mix_messages and not args.profile:
+            for index in range(args.rounds):
+                for unit in units if index % 2 == 0 else units[::-1]:
+                    assert unit.system is not None
+                    log(f"mix round {index + 1}/{args.rounds}: {unit.kind}")
+                    mix_rounds[unit.kind].append(latency_phase(
+                        unit.system, args.mix_messages, args.sessions, args.size, unit.lat_sink, 0, unit.sub,
+                        f"mix-{index + 1}", mix=True, shared=shared))
+                    time.sleep(2)
+        for kind in kinds:
+            results[kind]["rate"] = summarise_rounds(rounds[kind])
+            if mix_rounds[kind]:
+                results[kind]["mix"] = summarise_rounds(mix_rounds[kind], accepted=False)
+        # Paced: a fixed rate (--paced-rate), or with --hygiene half of the slower system's delivered rate.
+        slowest = min(results[k]["rate"]["delivered_per_s"] or 0 for k in kinds)
+        slowest_mix = min((results[k].get("mix") or {}).get("delivered_per_s") or 0 for k in kinds)
+        paced_rate = round(slowest / 2, 1) if args.hygiene and slowest else args.paced_rate
         for unit in units:
             assert unit.system is not None
             result = results[unit.kind]
-            result["rate"] = summarise_rounds(rounds[unit.kind])
+            result["label"] = unit.system.name
             if not args.profile:
-                phases = [latency_phase(unit.system, args.latency_messages, args.sessions, args.size,
-                                        unit.lat_sink, 0, unit.sub, "closed")]
+                phases = []
+                if args.latency_messages:
+                    phases.append(latency_phase(unit.system, args.latency_messages, args.sessions, args.size,
+                                                unit.lat_sink, 0, unit.sub, "closed", shared=shared))
                 if args.paced_messages:
                     phases.append(latency_phase(unit.system, args.paced_messages, args.sessions, args.size,
-                                                unit.lat_sink, args.paced_rate, unit.sub, "paced"))
-                latency_figures(phases, unit.lat_sink.arrivals())
+                                                unit.lat_sink, paced_rate, unit.sub, "paced", shared=shared))
+                    if args.hygiene and slowest_mix:
+                        phases.append(latency_phase(unit.system, args.paced_messages, args.sessions, args.size,
+                                                    unit.lat_sink, round(slowest_mix / 2, 1), unit.sub,
+                                                    "paced-mix", mix=True, shared=shared))
                 result["latency"] = phases
             result["memory"] = memory(unit.system)
             if unit.kind == "mailmoat":
                 result["processes"] = sorted(unit.system.pids())
                 result["topology"] = unit.system.topology
+        if shared is not None:
+            results["shared"] = {"memory": {
+                name: (procstat.sample(part.proc.pid).hwm_kb if part.proc and procstat.sample(part.proc.pid)
+                       else 0) for name, part in (("clamd", shared.clamd), ("unbound", shared.dns))}}
         if "mailmoat" in rounds and "postfix" in rounds:
-            pairs = list(zip(rounds["mailmoat"], rounds["postfix"], strict=False))
             results["mailmoat"]["paired_ratios"] = {
-                key: [round(m[key] / p[key], 3) for m, p in pairs if m.get(key) and p.get(key)]
-                for key in ("accepted_per_s", "delivered_per_s")
-            }
+                key: paired(rounds["mailmoat"], rounds["postfix"], key)
+                for key in ("accepted_per_s", "delivered_per_s")}
+            if mix_rounds["mailmoat"]:
+                results["mailmoat"]["paired_ratios"]["mix_delivered_per_s"] = paired(
+                    mix_rounds["mailmoat"], mix_rounds["postfix"], "delivered_per_s")
     except Exception:
         for unit in units:
             if unit.system is not None:
@@ -678,6 +819,8 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
                     unit.system.stop()
             unit.rate_sink.stop()
             unit.lat_sink.stop()
+        if shared is not None:
+            shared.stop()
     return results
 
 
@@ -695,8 +838,12 @@ def report(results: dict) -> str:
     lines = [f"mailmoat bench  {results['date']}  {results['cpus']} CPUs  N={results['messages']} "
              f"x {results['size']} B, {results['sessions']} sessions, ingress workers {results['ingress_workers']}"
              + topology]
-    for name, res in systems.items():
+    if results.get("hygiene"):
+        lines.append("hygiene: mailmoat with every filter stage against Postfix + Rspamd (milter) + the same clamd; "
+                     "DNS NXDOMAIN on loopback for both; load average before each phase is shown")
+    for kind, res in systems.items():
         rate = res["rate"]
+        name = res.get("label", kind)
         lines += ["", f"== {name}" + (" (under py-spy; figures perturbed)" if results.get("profile") else "")]
         lines.append(f"  rate (smtp-source -> {name} -> smtp-sink):")
         lines.append(f"    accepted            {rate['accepted_per_s']} msgs/s  (smtp-source wall "
@@ -718,11 +865,28 @@ def report(results: dict) -> str:
             lines.append(f"    relative CPU         {own / rate['load_generators_cpu_s']:.2f} x the load generators' "
                          "(its CPU with broker/store / smtp-source + smtp-sink: the same work on a faster or "
                          "slower machine gives about the same figure)")
+        if "dns_queries_per_msg" in rate:
+            lines.append(f"    DNS queries          {rate['dns_queries_per_msg']} per message; load average "
+                         f"{rate['load_before']} before, {rate['load_after']} after")
         if rate["smtp_source_stderr"]:
             lines.append(f"    smtp-source said: {rate['smtp_source_stderr'][:300]}")
+        mix = res.get("mix")
+        if mix:
+            lines.append(f"  mix (bench/client.py --mix, {mix['count']} msgs, closed loop -> {name} -> bench/sink.py):")
+            lines.append(f"    delivered end-to-end {mix['delivered_per_s']} msgs/s (rounds "
+                         f"{mix['rounds_delivered_per_s']}, median shown); delivered {mix['delivered']}, missing "
+                         f"{mix['missing']}, duplicates {mix['duplicates']}; p50 {mix['p50_ms']} ms, "
+                         f"p99 {mix['p99_ms']} ms")
+            lines.append(f"    CPU                  {mix['cpu_total_s']} s total, {mix['cpu_ms_per_msg']} ms/msg; "
+                         + ", ".join(f"{k} {v}" for k, v in sorted(mix["cpu_s"].items(), key=lambda kv: -kv[1])
+                                     if v >= 0.05))
+            lines.append("    shared CPU           " + ", ".join(f"{k} {v} s" for k, v in mix["infra_cpu_s"].items())
+                         + f"; DNS queries {mix.get('dns_queries_per_msg')} per message")
         for phase in res.get("latency", []):
             how = f"paced {phase['rate']:g}/s" if phase["rate"] else "closed loop"
-            lines.append(f"  latency (bench/client.py -> {name} -> bench/sink.py, {how}, {phase['count']} msgs):")
+            what = "mix" if phase.get("mix") else f"{results['size']} B"
+            lines.append(f"  latency (bench/client.py {what} -> {name} -> bench/sink.py, {how}, "
+                         f"{phase['count']} msgs):")
             lines.append(f"    accept -> delivered  p50 {phase['p50_ms']} ms, p99 {phase['p99_ms']} ms, "
                          f"max {phase['max_ms']} ms; delivered {phase['delivered']}, missing {phase['missing']}, "
                          f"duplicates {phase['duplicates']}")
@@ -731,7 +895,7 @@ def report(results: dict) -> str:
         mem = res.get("memory")
         if mem:
             per = mem["peak_rss_kb"]
-            if name == "postfix":
+            if kind == "postfix":
                 groups: dict[str, list[int]] = {}
                 for proc, kb in per.items():
                     groups.setdefault(proc.split("#")[0], []).append(kb)
@@ -753,12 +917,22 @@ def report(results: dict) -> str:
         m, p = systems["mailmoat"]["rate"], systems["postfix"]["rate"]
         lines.append("")
         paired = systems["mailmoat"].get("paired_ratios", {})
+        mix_ratios = paired.get("mix_delivered_per_s")
+        if mix_ratios:
+            mm, pm = systems["mailmoat"]["mix"], systems["postfix"]["mix"]
+            lines.append(f"ratio mailmoat/{systems['postfix'].get('label', 'postfix')}, mix delivered: "
+                         f"{mm['delivered_per_s'] / pm['delivered_per_s']:.2f}  ({mm['delivered_per_s']} / "
+                         f"{pm['delivered_per_s']} msgs/s; per round {mix_ratios}, "
+                         f"median {statistics.median(mix_ratios):.2f})")
         for key, label in (("accepted_per_s", "accepted"), ("delivered_per_s", "delivered end-to-end")):
             if m.get(key) and p.get(key):
                 ratios = paired.get(key, [])
                 extra = (f"; per round {ratios}, median {statistics.median(ratios):.2f}" if len(ratios) > 1 else "")
                 lines.append(f"ratio mailmoat/postfix, {label}: {m[key] / p[key]:.2f}  "
                              f"({m[key]} / {p[key]} msgs/s{extra})")
+        if results.get("shared"):
+            lines.append("shared parts, peak RSS: " + ", ".join(f"{k} {v / 1024:.1f} MB"
+                                                               for k, v in results["shared"]["memory"].items()))
         if m.get("cpu_ms_per_msg") and p.get("cpu_ms_per_msg"):
             lines.append(f"CPU per message: mailmoat {m['cpu_ms_per_msg']} ms (+ broker/store "
                          f"{1000 * sum(m['infra_cpu_s'].values()) / max(1, m['delivered']):.3f} ms), "
@@ -788,8 +962,21 @@ def main() -> int:
     parser.add_argument("--quiet-wait", type=float, default=float(env.get("BENCH_QUIET_WAIT", 0)),
                         help="longest wait for a quiet machine, s (0: do not wait, just report the load)")
     parser.add_argument("--json", type=Path, help="also write the results here (default bench/results/)")
+    parser.add_argument("--hygiene", action="store_true", default=env.get("BENCH_HYGIENE", "") not in ("", "0"),
+                        help="every filter stage in mailmoat, against Postfix with Rspamd as its milter and the same "
+                             "clamd, DNS answered NXDOMAIN on loopback for both (bench/hygiene.py); adds the mix's "
+                             "rounds, and paces the latency runs at half the slower system's rate")
+    parser.add_argument("--mix-messages", type=int, default=int(env.get("BENCH_MIX_MESSAGES", 0)),
+                        help="messages of the realistic mix per round with --hygiene (default: --messages / 2)")
+    parser.add_argument("--dlp", action="store_true", default=env.get("BENCH_HYGIENE_DLP", "") not in ("", "0"),
+                        help="with --hygiene, the dlp stage too (Rspamd has no counterpart)")
     args = parser.parse_args()
-    args.latency_messages = args.latency_messages or args.messages
+    if args.hygiene:
+        # the mix's rounds are closed-loop runs with latency figures; a separate closed-loop run only when asked
+        args.latency_messages = args.latency_messages if "BENCH_LATENCY_MESSAGES" in env else 0
+        args.mix_messages = args.mix_messages or max(100, args.messages // 2)
+    else:
+        args.latency_messages = args.latency_messages or args.messages
     if args.profile:
         args.only = "mailmoat"
         args.rounds = 1
@@ -807,11 +994,14 @@ def main() -> int:
     results: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpus": os.cpu_count(), "messages": args.messages,
         "size": args.size, "sessions": args.sessions, "ingress_workers": args.ingress_workers,
-        "profile": args.profile, "systems": {},
+        "profile": args.profile, "hygiene": args.hygiene, "systems": {},
     }
     try:
         kinds = [args.only] if args.only else ["postfix", "mailmoat"]
         results["systems"] = run_systems(kinds, args, workdir)
+        shared = results["systems"].pop("shared", None)
+        if shared:
+            results["shared"] = shared
     except KeyboardInterrupt:
         log("interrupted; cleaned up")
         return 130

@@ -1,8 +1,8 @@
 """A timestamping SMTP sink (aiosmtpd): records when each message arrives, by its X-Bench-Id header.
 
-Prints ``received <count>`` on stdout whenever the count changed (at most every 0.2 s); on SIGTERM or
-SIGINT writes ``<id> <arrival ns>`` lines (CLOCK_REALTIME, comparable across processes) to --out and
-exits.
+Prints ``received <count>`` on stdout whenever the count changed (at most every 0.2 s), after adding the
+new ``<id> <arrival ns>`` lines (CLOCK_REALTIME, comparable across processes) to --out; on SIGTERM or
+SIGINT writes the rest and exits.
 
     python bench/sink.py --port 2701 --out arrivals.txt
 """
@@ -46,7 +46,7 @@ class Recorder:
         return "250 2.0.0 Ok: queued"
 
 
-async def serve(host: str, port: int, recorder: Recorder) -> None:
+async def serve(host: str, port: int, recorder: Recorder, out: str) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: SMTP(recorder, hostname="bench-sink", data_size_limit=64 * 1024 * 1024,
@@ -58,15 +58,22 @@ async def serve(host: str, port: int, recorder: Recorder) -> None:
         loop.add_signal_handler(sig, stop.set)
     print(f"listening {host}:{port}", flush=True)
     shown = -1
+    written = 0
+    fh = open(out, "w")  # noqa: ASYNC230  (once, before serving)
     while not stop.is_set():
         if recorder.count != shown:
             shown = recorder.count
+            new, written = recorder.arrivals[written:], len(recorder.arrivals)
+            fh.writelines(f"{ident} {ns}\n" for ident, ns in new)
+            fh.flush()
             print(f"received {shown}", flush=True)
         try:
             await asyncio.wait_for(stop.wait(), 0.2)
         except TimeoutError:
             pass
     server.close()
+    fh.writelines(f"{ident} {ns}\n" for ident, ns in recorder.arrivals[written:])
+    fh.close()
 
 
 def main() -> int:
@@ -79,11 +86,9 @@ def main() -> int:
     try:
         import uvloop
 
-        uvloop.run(serve(args.host, args.port, recorder))
+        uvloop.run(serve(args.host, args.port, recorder, args.out))
     except ImportError:
-        asyncio.run(serve(args.host, args.port, recorder))
-    with open(args.out, "w") as fh:
-        fh.writelines(f"{ident} {ns}\n" for ident, ns in recorder.arrivals)
+        asyncio.run(serve(args.host, args.port, recorder, args.out))
     print(f"received {recorder.count}", flush=True)
     print("done", flush=True)
     return 0
