@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, computed_field
 from mailmoat_platform.models import TraceEvent
 from mailmoat_records.quarantine import Held, HeldStore, QuarantineUnavailable, ReleaseError, release
 
+from .digest import HEAD_BYTES, head_of, subject_of
 from .rights import Principal, Right, normalize_address, releasable_recipients, release_role_of
 from .safemail import SafeMessage, render
 
@@ -53,6 +54,7 @@ class HeldRow(BaseModel):
     release_by: str = Field(description="admin: only administrators release it; user: non-admins may too")
     sender: str
     author: str
+    subject: str = Field(default="", description="The Subject (decoded, on one line; empty when there is none)")
     recipients: list[str] = Field(description="The recipients you may see")
     released: list[str]
     size: int
@@ -178,11 +180,13 @@ class ConsoleQuarantine:
     async def page(self, query: HeldQuery, who: Principal) -> HeldPage:
         where, args = where_clause(query, who)
         args["n"] = min(max(query.limit, 1), MAX_LIMIT) + 1
+        args["head"] = HEAD_BYTES
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 "SELECT q.qid, q.received_at, q.expires, q.reason, q.result, q.detail, q.release_by, q.sender, "
-                "q.author, q.recipients, q.size, coalesce((SELECT array_agg(r.recipient) FROM quarantine_recipients r "
+                "q.author, q.recipients, q.size, q.codec, substring(q.data from 1 for %(head)s) AS head, "
+                "coalesce((SELECT array_agg(r.recipient) FROM quarantine_recipients r "
                 "WHERE r.qid = q.qid AND r.state <> 'held'), '{}') AS released "
                 f"FROM quarantine q WHERE {where} ORDER BY q.received_at DESC, q.qid DESC LIMIT %(n)s", args)
             found = await cur.fetchall()
@@ -193,7 +197,8 @@ class ConsoleQuarantine:
             released = [a for a in r["released"] if who.sees_everything or who.owns(a)]
             rows.append(HeldRow(id=r["qid"], received_at=r["received_at"], expires=r["expires"], reason=r["reason"],
                                 result=r["result"], detail=r["detail"], release_by=r["release_by"], sender=r["sender"],
-                                author=r["author"], recipients=recipients, released=released, size=r["size"]))
+                                author=r["author"], subject=subject_of(head_of(bytes(r["head"]), r["codec"])),
+                                recipients=recipients, released=released, size=r["size"]))
         following = None
         if len(found) > limit and rows:
             following = f"{rows[-1].received_at.isoformat()}|{rows[-1].id}"

@@ -183,8 +183,10 @@ class _Outcome:
 
 
 class TraceSearch:
-    def __init__(self, reader: TraceReader):
+    def __init__(self, reader: TraceReader, *, statuses: bool = True):
         self.reader = reader
+        self.statuses = statuses and hasattr(reader, "pool")
+        """Look up each listed message's outcome events for its statuses (else: its latest event)."""
 
     async def search(self, query: TraceQuery, principal: Principal) -> TraceResults:
         field_, value, kinds = _primary(query, principal)
@@ -212,7 +214,7 @@ class TraceSearch:
 
     async def outcomes(self, summaries: list[MessageSummary]) -> dict[str, list[_Outcome]]:
         """The outcome events of a page of messages (oldest first), by message, in one query."""
-        if not summaries:
+        if not summaries or not self.statuses:
             return {}
         since = min(s.at for s in summaries) - _EARLIER
         until = max(s.at for s in summaries) + _LATER

@@ -110,3 +110,16 @@ async def test_not_junk_learns_ham_in_the_antispam_classifier(tmp_path, redis_ur
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+async def test_the_listing_shows_each_messages_subject(store: QuarantineDB) -> None:
+    """Held messages are told apart by their Subject, as in EOP's quarantine: decoded, on one line; none: empty."""
+    now = time.time()
+    subjects = {"CS1": b"Subject: =?utf-8?q?Rechnung_f=C3=BCr_Q4?=\r\n\tfolded\r\n",
+                "CS2": b"X-No-Subject: 1\r\n", "CS3": b"Subject: plain one\r\n"}
+    for n, (qid, head) in enumerate(subjects.items()):
+        await store.put(envelope(id=qid), b"From: s@sender.test\r\n" + head + b"\r\nbody\r\n", reason="spam",
+                        result=None, detail="", settings=SETTINGS, now=now - 10 + n)
+    q = ConsoleQuarantine(store.pool, store)
+    rows = (await q.page(HeldQuery(), ADMIN)).rows
+    assert [(r.id, r.subject) for r in rows] == [("CS3", "plain one"), ("CS2", ""), ("CS1", "Rechnung für Q4 folded")]
