@@ -101,6 +101,8 @@ def test_quarantine_in_a_browser(gateway_factory, sink: SmtpSink, records: str, 
                     b"Please find it attached.\r\n")
     released_qid = hold(gateway, records, ["alice@example.com", "bob@example.com"], release_data)
     hostile_qid = hold(gateway, records, ["alice@example.com"], hostile_message("alice@example.com"))
+    ticked_qid = hold(gateway, records, ["alice@example.com", "bob@example.com"],
+                      b"From: s@outside.test\r\nTo: bob@example.com\r\nSubject: invoice for bob only\r\n\r\nHi.\r\n")
     assert not [m for m in list(sink.messages) if b"invoice" in m.data]  # both held
 
     console_env = {"MAILMOAT_AMQP_URL": gateway.env["MAILMOAT_AMQP_URL"],
@@ -123,7 +125,7 @@ def test_quarantine_in_a_browser(gateway_factory, sink: SmtpSink, records: str, 
         page.click("form.search button[type=submit]")
         rows = page.locator("table.held tbody tr")
         rows.first.wait_for()
-        assert rows.count() == 2
+        assert rows.count() == 3
         listing = page.locator("table.held").inner_text()
         assert "alice@example.com, bob@example.com" in listing and "rule" in listing
         shot(page, "quarantine")
@@ -170,6 +172,18 @@ def test_quarantine_in_a_browser(gateway_factory, sink: SmtpSink, records: str, 
         wait_until(lambda: [m for m in list(sink.messages) if b"Subject: plain" in m.data], "the plain message")
         assert len([m for m in list(sink.messages) if b"invoice to release" in m.data]) == 1
         assert not [m for m in list(sink.messages) if b"invoice overdue" in m.data]
+        assert not [m for m in list(sink.messages) if b"invoice for bob only" in m.data]
+
+        # Not junk with one recipient ticked: released to that recipient only (the ticks belong to both buttons)
+        page.goto(f"{url}/quarantine/{ticked_qid}")
+        page.check("form.release input[value='bob@example.com']")
+        page.click("form.release button.notjunk")
+        notice = page.locator("p.notice")
+        notice.wait_for()
+        assert "Released to bob@example.com." in notice.inner_text() and "alice" not in notice.inner_text()
+        shot(page, "quarantine-not-junk")
+        copy = wait_until(lambda: [m for m in list(sink.messages) if b"invoice for bob only" in m.data], "bob's copy")
+        assert [m.rcpt_tos for m in copy] == [["bob@example.com"]]
 
         page.goto(f"{url}/audit")
         assert "quarantine.release" in page.locator("table.results").inner_text()
@@ -187,6 +201,7 @@ def test_quarantine_in_a_browser(gateway_factory, sink: SmtpSink, records: str, 
         shot(mine, "quarantine-end-user")
         for context in (admin, user):
             context.close()
+    assert len([m for m in list(sink.messages) if b"invoice for bob only" in m.data]) == 1
     assert problems == []
 
 
