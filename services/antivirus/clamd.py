@@ -163,6 +163,15 @@ class ClamdClient:
 
 async def _send(writer: asyncio.StreamWriter, command: bytes, data: bytes | None,
                 replying: asyncio.Future[bytes]) -> None:
+    if data is None or len(data) <= CHUNK:
+        # One chunk or none: the command, the chunk and the end in one write (one send, not four).
+        if data is None:
+            writer.write(command)
+        else:
+            chunk = len(data).to_bytes(4, "big") + data if data else b""
+            writer.write(command + chunk + b"\0\0\0\0")
+        await writer.drain()
+        return
     writer.write(command)
     if data is not None:
         view = memoryview(data)

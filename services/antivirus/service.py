@@ -16,7 +16,16 @@ import os
 from collections.abc import Awaitable, Callable
 
 from mailmoat_antivirus.clamd import ClamdClient, ClamdUnavailable, ScanResult, parse_address
-from mailmoat_antivirus.decide import Item, add_engine_results, analyse, decide, failed, report_header, unscanned
+from mailmoat_antivirus.decide import (
+    Findings,
+    Item,
+    add_engine_results,
+    analyse,
+    decide,
+    failed,
+    report_header,
+    unscanned,
+)
 from mailmoat_antivirus.signatures import SignatureAge, export_health, watch_signatures
 from mailmoat_platform.bus import Publish
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
@@ -82,10 +91,23 @@ def make_handler(runtime: Runtime, engine: Engine):
     return handle
 
 
+INLINE_BYTES = 20 * 1024
+"""Messages up to this size get the built-in checks on the event loop: for them a worker thread costs more
+(the hand-over, the GIL passed back and forth) than the checks, whose worst case at this size (a small
+archive expanding within the archive limits) is some milliseconds. Larger ones go to a thread."""
+
+
+async def built_in_checks(data: bytes, policy: Antimalware) -> tuple[Findings, list[Item]]:
+    """``analyse`` on the loop for a small message, in a worker thread otherwise."""
+    if len(data) <= INLINE_BYTES:
+        return analyse(data, policy)
+    return await asyncio.to_thread(analyse, data, policy)
+
+
 async def _scan(envelope: Envelope, data: bytes, policy: Antimalware, client: ClamdClient
                 ) -> tuple[Verdict, TraceEvent]:
     """The verdict and its trace event; ``Transient`` when clamd is away and the policy does not fail open."""
-    findings, items = await asyncio.to_thread(analyse, data, policy)
+    findings, items = await built_in_checks(data, policy)
     try:
         results = await scan_items(client, items)
     except ClamdUnavailable as exc:
