@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import signal
@@ -66,6 +67,12 @@ Handler = Callable[[Envelope, bytes], Awaitable[list[Publish]]]
 ReadyCheck = Callable[[], bool]
 Background = Callable[[], Awaitable[None]]
 """Makes the coroutine of a background task (called when the runtime starts)."""
+
+_TRACE_WAITS: contextvars.ContextVar[list[asyncio.Future[bool]] | None] = contextvars.ContextVar(
+    "mailmoat_trace_waits", default=None)
+"""The trace records a delivery's handler handed over with ``finish``, awaited before the ack (set by
+``_handle``): the trace publish and the publish to the next stage are confirmed in the same round trip
+instead of one after the other."""
 
 STALL_AFTER = 120.0
 """Seconds a delivery may be held without an outcome before the stage reports not ready (stalled)."""
@@ -313,12 +320,18 @@ class Runtime:
         """The end of a filter stage's work on a message: add the verdict, prepend ``header`` (the
         stage's report header fields, may be empty) to ``data``, set ``envelope.size``, record the
         trace event (``authors``: the From addresses to index it by), and return the publish to the next
-        stage of the itinerary."""
+        stage of the itinerary. Within a delivery the trace record is not awaited here: it goes out with
+        the publish to the next stage, and the delivery is acked only once both are settled."""
         envelope.add_verdict(verdict)
         out = header + data if header else data
         envelope.size = len(out)
         publish = stage_publish(envelope, out, self.service)
-        await self.trace.record(event, authors=authors)
+        record = self.trace.record(event, authors=authors)
+        waits = _TRACE_WAITS.get()
+        if waits is None:
+            await record
+        else:
+            waits.append(asyncio.ensure_future(record))
         return publish
 
     # --- consuming ------------------------------------------------------------------------------
@@ -412,11 +425,22 @@ class Runtime:
         problem = envelope_problem(envelope)
         if problem is not None:
             return await self._dead(message, envelope, data, f"{stage}: {problem}")
+        traces: list[asyncio.Future[bool]] = []
         try:
-            outputs = await handler(envelope, data)
+            token = _TRACE_WAITS.set(traces)
+            try:
+                outputs = await handler(envelope, data)
+            except Exception:
+                await _settle(traces)
+                raise
+            finally:
+                _TRACE_WAITS.reset(token)
             for output in outputs:
                 inject(output.headers)
-            await self.bus.publish_many(outputs)
+            try:
+                await self.bus.publish_many(outputs)
+            finally:
+                await _settle(traces)
             self.acks.ack(message)
             count_verdict(stage, envelope, outputs)
             return "ok"
@@ -480,6 +504,15 @@ async def serve_stage(
     await runtime.start()
     await runtime.consume_stage(service, make_handler(runtime))
     await runtime.serve_forever()
+
+
+async def _settle(traces: list[asyncio.Future[bool]]) -> None:
+    """Wait for the trace records handed over during a delivery (best effort: a failure is logged)."""
+    if not traces:
+        return
+    for outcome in await asyncio.gather(*traces, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            log.warning("trace record failed: %s: %s", type(outcome).__name__, outcome)
 
 
 def stage_publish(envelope: Envelope, data: bytes, stage: str) -> Publish:
