@@ -1,15 +1,17 @@
 """The console on Kubernetes (deploy/k8s/base/console.yaml): its Deployment with the database Secret and its
 RabbitMQ user (it publishes releases), the Service, the Ingress with TLS from a cert-manager Certificate for
 the same host, and who reaches it (the ingress controller on its HTTP port, Prometheus on metrics, nobody
-else)."""
+else); OpenID Connect sign-in from an optional Secret, and HTTPS out to the provider's addresses only."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from mailmoat_console.oidc import OidcConfig
+from mailmoat_console.rights import Role
 from mailmoat_platform.settings import DEFAULT_METRICS_PORTS
 from tests.deploy.kustomize import containers
-from tests.deploy.netpol import Pod
+from tests.deploy.netpol import External, Pod
 from tests.deploy.test_netpol import INTERNET, MONITORING, NS, STRANGER, STRANGER_IN_NS, can, pod
 from tests.deploy.test_records_deploy import DB_SECRET, POSTGRES, env, named, production
 
@@ -59,3 +61,60 @@ def test_who_reaches_the_console_and_what_it_reaches() -> None:
     assert can(console, POSTGRES, 5432)
     assert not can(console, INTERNET, 443) and not can(console, INTERNET, 25)
     assert NS == named(production(), "Deployment", "mailmoat-console")["metadata"]["namespace"]
+
+
+OIDC_SECRET = "mailmoat-console-oidc"
+PROVIDER = External("192.0.2.10")
+"""An address of the placeholder range the console's OpenID Connect NetworkPolicy opens to HTTPS."""
+
+
+def _oidc_env(container: dict, secret: dict[str, str] | None) -> dict[str, str]:
+    """The console's MAILMOAT_CONSOLE_OIDC_* as the kubelet sets them, the Secret present (``secret``) or not."""
+    found = {}
+    for name, entry in env(container).items():
+        if not name.startswith("MAILMOAT_CONSOLE_OIDC_"):
+            continue
+        if "value" in entry:
+            found[name] = entry["value"]
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        assert ref["name"] == OIDC_SECRET and ref["optional"] is True, name  # the pod starts without it
+        if secret is not None and ref["key"] in secret:
+            found[name] = secret[ref["key"]]
+    return found
+
+
+def test_openid_connect_from_an_optional_secret(tmp_path) -> None:
+    """Without the Secret mailmoat-console-oidc the console starts with local sign-in only; with it, the Secret's
+    keys are the settings and its client-secret the mounted file the console reads."""
+    deployment = named(production(), "Deployment", "mailmoat-console")
+    (container,) = containers(deployment)
+    pod_spec = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod_spec["volumes"] if v.get("secret", {}).get("secretName") == OIDC_SECRET]
+    assert volume["secret"]["optional"] is True
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    (item,) = volume["secret"]["items"]
+    assert item["key"] == "client-secret" and mount["readOnly"] is True
+    assert OidcConfig.from_env(_oidc_env(container, None)) is None
+
+    secret = {"issuer": "https://login.example.com/realms/mail", "client-id": "mailmoat-console",
+              "client-secret": "s3cret\n", "roles": "mail-admins=admin,helpdesk=helpdesk"}
+    variables = _oidc_env(container, secret)
+    assert variables["MAILMOAT_CONSOLE_OIDC_CLIENT_SECRET_FILE"] == f"{mount['mountPath']}/{item['path']}"
+    (tmp_path / item["path"]).write_text(secret["client-secret"])
+    variables["MAILMOAT_CONSOLE_OIDC_CLIENT_SECRET_FILE"] = str(tmp_path / item["path"])  # the mounted file
+    config = OidcConfig.from_env(variables)
+    assert config is not None and config.issuer == secret["issuer"] and config.client_id == "mailmoat-console"
+    assert config.client_secret == "s3cret" and config.roles == {"mail-admins": Role.admin, "helpdesk": Role.helpdesk}
+
+
+def test_the_console_reaches_the_openid_provider_on_https_only() -> None:
+    """The placeholder range an operator replaces with the provider's addresses: HTTPS from the console only."""
+    console = pod("console")
+    assert can(console, PROVIDER, 443)
+    assert not can(console, PROVIDER, 80) and not can(console, PROVIDER, 25)
+    assert not can(console, INTERNET, 443)
+    for other in ("ingress", "routing", "egress", "recorder"):
+        assert not can(pod(other), PROVIDER, 443), other
+    policy = named(production(), "NetworkPolicy", "mailmoat-console-oidc")["spec"]
+    assert policy["policyTypes"] == ["Egress"] and "ingress" not in policy

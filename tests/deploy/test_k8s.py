@@ -39,6 +39,8 @@ K8S_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())
 IMAGE = "mailmoat"
 # Secrets the cluster must provide (everything else the manifests or operators create).
 REQUIRED_SECRETS = {"mailmoat-redis-auth", "mailmoat-postgres-app"}
+OPTIONAL_SECRETS = {"mailmoat-console-oidc"}
+"""Secrets an operator may create to turn a feature on (the console's OpenID Connect sign-in): optional references."""
 NOT_CONSUMERS = {"ingress", "console"}
 """Services that consume no queue (SMTP in, HTTP in): they scale on CPU and read no queue of their own."""
 SIZE_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30,
@@ -205,7 +207,8 @@ def test_env_references_and_backends(resources: tuple[Resource, ...]) -> None:
                 assert ref in defined, f"{deployment['metadata']['name']}: {entry['name']} uses $({ref}) before it"
             secret = entry.get("valueFrom", {}).get("secretKeyRef")
             if secret:
-                assert secret["name"] in users | REQUIRED_SECRETS
+                assert secret["name"] in users | REQUIRED_SECRETS | OPTIONAL_SECRETS
+                assert secret["name"] not in OPTIONAL_SECRETS or secret.get("optional") is True
             defined.add(entry["name"])
         env = env_of(container)
         amqp = re.fullmatch(r"amqps://\$\(\w+\):\$\(\w+\)@([^.:/]+)\.([^.]+)\.svc:5671/\?cafile=(\S+)",
