@@ -147,6 +147,13 @@ class SpamOut(BaseModel):
     author: str
 
 
+class AuthResultOut(BaseModel):
+    method: str
+    result: str
+    comment: str
+    properties: str
+
+
 class TimelineOut(BaseModel):
     message: MessageOut
     events: list[EventOut]
@@ -154,6 +161,8 @@ class TimelineOut(BaseModel):
     deliveries: list[DeliveryOut] = Field(description="Each recipient shown and its latest outcome")
     spam: SpamOut | None = Field(description="The antispam verdict decoded, when the stage saw the message")
     quarantine_id: str | None = Field(description="The held message's id when it was quarantined")
+    authentication_results: list[AuthResultOut] = Field(
+        default_factory=list, description="The gateway's Authentication-Results of the held copy (held messages)")
 
 
 class AuditPage(BaseModel):
@@ -295,9 +304,13 @@ async def api_trace(request: Request, who: Annotated[Principal, Depends(need(Rig
 async def api_message(message_id: Annotated[str, Path(max_length=200)], request: Request,
                       who: Annotated[Principal, Depends(need(Right.trace_read))]) -> TimelineOut:
     """A message's summary, events (oldest first) and verdicts; 404 when it is not there or not yours."""
-    timeline = await console_of(request).search.timeline(message_id, who)
+    console = console_of(request)
+    timeline = await console.search.timeline(message_id, who)
     if timeline is None:
         raise NotFound()
+    auth = None
+    if timeline.held_id and console.quarantine is not None:
+        auth = await console.quarantine.auth_results(timeline.held_id, who)
     found = timeline.statuses
     summary = timeline.summary
     message = message_out(summary).model_copy(update={"statuses": found, "last_event": found[0] if found else None})
@@ -307,7 +320,8 @@ async def api_message(message_id: Annotated[str, Path(max_length=200)], request:
                                         detail=e.detail, data=e.data) for e in timeline.events],
                        verdicts=timeline.verdicts,
                        deliveries=[DeliveryOut(**vars(d)) for d in timeline.deliveries],
-                       spam=SpamOut(**vars(spam)) if spam else None, quarantine_id=timeline.held_id)
+                       spam=SpamOut(**vars(spam)) if spam else None, quarantine_id=timeline.held_id,
+                       authentication_results=[AuthResultOut(**vars(a)) for a in auth[1]] if auth else [])
 
 
 @router.get("/audit", response_model=AuditPage, responses=_AUTH)

@@ -184,10 +184,14 @@ async def trace_page(request: Request, who: Annotated[Principal, Depends(need(Ri
 @router.get("/trace/{message_id}")
 async def message_page(message_id: str, request: Request,
                        who: Annotated[Principal, Depends(need(Right.trace_read))]) -> Response:
-    timeline = await console_of(request).search.timeline(message_id[:200], who)
+    console = console_of(request)
+    timeline = await console.search.timeline(message_id[:200], who)
     if timeline is None:
         raise NotFound()
-    return await render(request, "message.html", timeline=timeline)
+    auth = None
+    if timeline.held_id and console.quarantine is not None:
+        auth = await console.quarantine.auth_results(timeline.held_id, who)
+    return await render(request, "message.html", timeline=timeline, auth=auth)
 
 
 # --- the audit log -----------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ recipients; non-admins release only what ``quarantine.release_by`` leaves to the
 from __future__ import annotations
 
 import asyncio
+import email.policy
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -24,6 +26,7 @@ from mailmoat_records.quarantine import Held, HeldStore, QuarantineUnavailable, 
 from .digest import HEAD_BYTES, head_of, subject_of
 from .rights import Principal, Right, normalize_address, releasable_recipients, release_role_of
 from .safemail import SafeMessage, render
+from .tracestatus import AuthResult, parse_auth_results
 
 MAX_LIMIT = 200
 LearnHam = Callable[[bytes], Awaitable[bool]]
@@ -139,6 +142,13 @@ def where_clause(query: HeldQuery, who: Principal) -> tuple[str, dict]:
     return " AND ".join(where), args
 
 
+def _header_fields(data: bytes, name: str) -> list[str]:
+    """The values of a header field of a message (unfolded), from its header section only."""
+    cut = min((i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0), default=len(data))
+    head = BytesHeaderParser(policy=email.policy.compat32).parsebytes(data[:cut + 4])
+    return [str(v) for v in head.get_all(name) or []]
+
+
 class ConsoleQuarantine:
     """The quarantine for the console: the listing reads the tables, the rest goes through the store."""
 
@@ -210,6 +220,15 @@ class ConsoleQuarantine:
         if held is None or not who.may_see_message(held.envelope.rcpt_to):
             return None
         return held
+
+    async def auth_results(self, qid: str, who: Principal) -> tuple[str, list[AuthResult]] | None:
+        """The first ``Authentication-Results`` of a held message (the gateway's own, prepended by the antispam
+        stage) parsed; None when it is not the principal's or has none."""
+        held = await self.get(qid, who, data=True)
+        if held is None or not held.data:
+            return None
+        fields = await asyncio.to_thread(_header_fields, held.data, "Authentication-Results")
+        return parse_auth_results(fields[0]) if fields else None
 
     def may_release(self, held: Held, who: Principal) -> list[str]:
         if not who.can(Right.quarantine_release):

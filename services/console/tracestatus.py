@@ -128,3 +128,49 @@ def held_id(events: Iterable[EventLike]) -> str | None:
         if event.event == "QUARANTINE" and isinstance(data, dict) and data.get("quarantine_id"):
             return str(data["quarantine_id"])
     return None
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """One result of an ``Authentication-Results`` field: ``spf=pass (comment) smtp.mailfrom=example.net``."""
+
+    method: str
+    result: str
+    comment: str
+    properties: str
+
+
+def _split_outside_comments(text: str, separator: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        if char == separator and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def parse_auth_results(value: str) -> tuple[str, list[AuthResult]]:
+    """An ``Authentication-Results`` field's value (RFC 8601): its authserv-id and results, for reading (a part
+    that is not ``method=result`` is left out)."""
+    parts = [" ".join(p.split()) for p in _split_outside_comments(value, ";")]
+    serv = parts[0].split(" ")[0] if parts and parts[0] else ""
+    found = []
+    for part in parts[1:]:
+        head, _, rest = part.partition(" ")
+        method, equals, result = head.partition("=")
+        if not equals or not method or not result:
+            continue
+        comment, properties = "", rest
+        if rest.startswith("("):
+            closing = _split_outside_comments(rest, ")")
+            comment = closing[0].lstrip("(").strip()
+            properties = ")".join(closing[1:]).strip()
+        found.append(AuthResult(method.lower(), result.lower(), comment, properties))
+    return serv, found
