@@ -773,7 +773,7 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
         # Paced: a fixed rate (--paced-rate), or with --hygiene half of the slower system's delivered rate.
         slowest = min(results[k]["rate"]["delivered_per_s"] or 0 for k in kinds)
         slowest_mix = min((results[k].get("mix") or {}).get("delivered_per_s") or 0 for k in kinds)
-        paced_rate = round(slowest / 2, 1) if args.hygiene and slowest else args.paced_rate
+        paced_rate = args.paced_rate or (round(slowest / 2, 1) if args.hygiene and slowest else 50.0)
         for unit in units:
             assert unit.system is not None
             result = results[unit.kind]
@@ -788,7 +788,8 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
                                                 unit.lat_sink, paced_rate, unit.sub, "paced", shared=shared))
                     if args.hygiene and slowest_mix:
                         phases.append(latency_phase(unit.system, args.paced_messages, args.sessions, args.size,
-                                                    unit.lat_sink, round(slowest_mix / 2, 1), unit.sub,
+                                                    unit.lat_sink, args.paced_rate or round(slowest_mix / 2, 1),
+                                                    unit.sub,
                                                     "paced-mix", mix=True, shared=shared))
                 result["latency"] = phases
             result["memory"] = memory(unit.system)
@@ -952,7 +953,10 @@ def main() -> int:
     parser.add_argument("--latency-messages", type=int, default=int(env.get("BENCH_LATENCY_MESSAGES", 0)),
                         help="closed-loop latency run size (default: --messages)")
     parser.add_argument("--paced-messages", type=int, default=int(env.get("BENCH_PACED_MESSAGES", 1000)))
-    parser.add_argument("--paced-rate", type=float, default=float(env.get("BENCH_PACED_RATE", 50)))
+    parser.add_argument("--paced-rate", type=float,
+                        default=float(env["BENCH_PACED_RATE"]) if env.get("BENCH_PACED_RATE") else None,
+                        help="msgs/s of the paced latency runs (default 50; with --hygiene half the slower "
+                             "system's delivered rate)")
     parser.add_argument("--log-level", default=env.get("BENCH_LOG_LEVEL", "INFO"))
     parser.add_argument("--only", choices=["mailmoat", "postfix"], default=env.get("BENCH_ONLY") or None)
     parser.add_argument("--profile", action="store_true",
