@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlencode
 
 import psycopg
 import redis.exceptions
@@ -17,7 +18,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from mailmoat_records.quarantine import QuarantineUnavailable
 
 from . import api, blockpages, notifypages, oidcpages, operations, pages
-from .core import Console, CsrfRefused, Forbidden, NotFound, SignInRequired
+from .core import Console, CsrfRefused, Forbidden, NotFound, SignInRequired, local_path
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,10 @@ def create_app(console: Console) -> FastAPI:
     async def sign_in_required(request: Request, exc: SignInRequired) -> Response:
         if _wants_json(request):
             return JSONResponse({"detail": "sign in first"}, status_code=401)
-        return RedirectResponse("/signin", status_code=303)
+        back = local_path(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        if request.method != "GET" or back in (None, "/", "/trace"):  # the sign-in's own landing page
+            return RedirectResponse("/signin", status_code=303)
+        return RedirectResponse("/signin?" + urlencode({"next": back}), status_code=303)
 
     @app.exception_handler(Forbidden)
     async def forbidden(request: Request, exc: Forbidden) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
@@ -63,6 +64,19 @@ class Console:
     @property
     def session_seconds(self) -> int:
         return int(self.config.session_hours * 3600)
+
+
+def local_path(value: str | None) -> str | None:
+    """``value`` when it is a path of this console to go back to after signing in (``/quarantine/ID?x=y``), else
+    None: never another site (``//host``, ``/\\host``, a scheme), the sign-in page itself or the API."""
+    if not value or len(value) > 2000 or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return None
+    if "\\" in value or any(not c.isprintable() or c.isspace() for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or parts.path.startswith(("/signin", "/signout", "/api/", "/notify/")):
+        return None
+    return value
 
 
 class SignInRequired(Exception):

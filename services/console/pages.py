@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -26,6 +26,7 @@ from .core import (
     console_of,
     csrf_checked,
     current_session,
+    local_path,
     need,
     need_for_change,
     principal,
@@ -73,39 +74,44 @@ def day_range(since: str, until: str) -> tuple[datetime | None, datetime | None]
 
 # --- sign-in -----------------------------------------------------------------------------------------
 
-async def _signin_form(request: Request, error: str = "", status_code: int = 200, name: str = "") -> Response:
+async def _signin_form(request: Request, error: str = "", status_code: int = 200, name: str = "",
+                       back: str | None = None) -> Response:
     console = console_of(request)
     token = request.cookies.get(console.signin_cookie) or ""
     fresh = len(token) < 32 or len(token) > 100
     if fresh:
         token = new_token()
-    response = await render(request, "signin.html", status_code, signin_token=token, error=error, name=name)
+    response = await render(request, "signin.html", status_code, signin_token=token, error=error, name=name,
+                            next=back or "")
     if fresh:
         response.set_cookie(console.signin_cookie, token, **console.cookie_options(3600))
     return response
 
 
 @router.get("/signin")
-async def signin_page(request: Request) -> Response:
+async def signin_page(request: Request, next: Annotated[str, Query(max_length=2000)] = "") -> Response:
+    back = local_path(next)
     if await current_session(request) is not None:
-        return redirect("/trace")
-    return await _signin_form(request)
+        return redirect(back or "/trace")
+    return await _signin_form(request, back=back)
 
 
 @router.post("/signin")
 async def signin_submit(request: Request, name: Annotated[str, Form(max_length=200)] = "",
                         password: Annotated[str, Form(max_length=1024)] = "",
-                        csrf_token: Annotated[str, Form(max_length=200)] = "") -> Response:
+                        csrf_token: Annotated[str, Form(max_length=200)] = "",
+                        next: Annotated[str, Form(max_length=2000)] = "") -> Response:
     console = console_of(request)
+    back = local_path(next)
     if not same_token(request.cookies.get(console.signin_cookie) or "", csrf_token):
-        return await _signin_form(request, "The form has expired; please sign in again.", 403, name)
+        return await _signin_form(request, "The form has expired; please sign in again.", 403, name, back)
     outcome, account, token, _, _ = await sign_in(console, name, password, client_ip(request),
                                                   request.headers.get("user-agent", ""))
     if outcome == "rate-limited":
-        return await _signin_form(request, "Too many failed sign-ins. Try again later.", 429, name)
+        return await _signin_form(request, "Too many failed sign-ins. Try again later.", 429, name, back)
     if account is None:
-        return await _signin_form(request, "Wrong name or password.", 401, name)
-    response = redirect("/trace")
+        return await _signin_form(request, "Wrong name or password.", 401, name, back)
+    response = redirect(back or "/trace")
     response.set_cookie(console.session_cookie, token, **console.cookie_options(console.session_seconds))
     response.delete_cookie(console.signin_cookie, path="/", secure=console.config.secure_cookies, httponly=True,
                            samesite="strict")
