@@ -327,9 +327,15 @@ async def api_message(message_id: Annotated[str, Path(max_length=200)], request:
 @router.get("/audit", response_model=AuditPage, responses=_AUTH)
 async def api_audit(request: Request, _: Annotated[Principal, Depends(need(Right.audit_read))],
                     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None) -> AuditPage:
-    """The audit log, newest first (admins)."""
-    entries, next_before = await console_of(request).audit.page(limit=limit, before=before)
+                    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+                    actor: Annotated[str, Query(max_length=200, description="an account name")] = "",
+                    action: Annotated[str, Query(max_length=100, description=(
+                        "an action (quarantine.release), or a prefix ending in a dot (quarantine.)"))] = "",
+                    target: Annotated[str, Query(max_length=500, description="a held message, queue id, account")] = ""
+                    ) -> AuditPage:
+    """The audit log, newest first (admins), filtered by actor, action and target when given."""
+    entries, next_before = await console_of(request).audit.page(limit=limit, before=before, actor=actor,
+                                                                action=action, target=target)
     return AuditPage(entries=entries, next_before=next_before)
 
 

@@ -44,14 +44,28 @@ class AuditLog:
                 "VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 (name[:200], actor_id, action, target[:500], outcome, Jsonb(detail or {}), client_ip))
 
-    async def page(self, *, limit: int = 50, before: int | None = None) -> tuple[list[AuditEntry], int | None]:
-        """The newest entries (before entry id ``before``), and the id to pass for the next page (None: no more)."""
+    async def page(self, *, limit: int = 50, before: int | None = None, actor: str = "", action: str = "",
+                   target: str = "") -> tuple[list[AuditEntry], int | None]:
+        """The newest entries (before entry id ``before``), and the id to pass for the next page (None: no more);
+        only those of ``actor`` (a name, any case), of ``action`` (``quarantine.release``, or a prefix ending
+        in a dot: ``quarantine.``) and about ``target`` (a held message's or a queue's id, an account) when given."""
+        conds = ["(%(before)s::bigint IS NULL OR id < %(before)s)"]
+        args: dict[str, Any] = {"before": before, "n": limit + 1}
+        if actor.strip():
+            conds.append("lower(actor) = lower(%(actor)s)")
+            args["actor"] = actor.strip()
+        if action.strip():
+            wanted = action.strip()
+            conds.append("starts_with(action, %(action)s)" if wanted.endswith(".") else "action = %(action)s")
+            args["action"] = wanted
+        if target.strip():
+            conds.append("target = %(target)s")
+            args["target"] = target.strip()
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             await cur.execute(
                 "SELECT id, at, actor, action, target, outcome, host(client_ip) AS client_ip, detail "
-                "FROM console_audit WHERE (%(before)s::bigint IS NULL OR id < %(before)s) "
-                "ORDER BY id DESC LIMIT %(n)s", {"before": before, "n": limit + 1})
+                f"FROM console_audit WHERE {' AND '.join(conds)} ORDER BY id DESC LIMIT %(n)s", args)
             rows = await cur.fetchall()
         entries = [AuditEntry(r["id"], r["at"], r["actor"], r["action"], r["target"], r["outcome"], r["client_ip"],
                               r["detail"]) for r in rows[:limit]]

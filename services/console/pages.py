@@ -204,11 +204,12 @@ async def message_page(message_id: str, request: Request,
 
 @router.get("/audit")
 async def audit_page(request: Request, _: Annotated[Principal, Depends(need(Right.audit_read))],
-                     before: int | None = None) -> Response:
+                     before: int | None = None, actor: str = "", action: str = "", target: str = "") -> Response:
     if before is not None and not 1 <= before < 2**63:
         before = None
-    entries, next_before = await console_of(request).audit.page(limit=100, before=before)
-    return await render(request, "audit.html", entries=entries, next_before=next_before)
+    form = {"actor": actor[:200], "action": action[:100], "target": target[:500]}
+    entries, next_before = await console_of(request).audit.page(limit=100, before=before, **form)
+    return await render(request, "audit.html", entries=entries, next_before=next_before, form=form)
 
 
 # --- accounts ----------------------------------------------------------------------------------------
