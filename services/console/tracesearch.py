@@ -77,11 +77,19 @@ class TraceResults:
 class Timeline:
     summary: MessageSummary
     events: list[TraceEvent] = field(default_factory=list)
+    """The events shown (an end user's without their data: hosts, addresses and policy details are the
+    administrators')."""
+    source: list[TraceEvent] | None = None
+    """The events with their data, when ``events`` lack it: what the statuses and verdicts are read from."""
+
+    @property
+    def _read(self) -> list[TraceEvent]:
+        return self.events if self.source is None else self.source
 
     @property
     def deliveries(self) -> list[Delivery]:
         """Each recipient shown and where its copy is (the latest outcome naming it)."""
-        return deliveries(self.events, self.summary.recipients)
+        return deliveries(self._read, self.summary.recipients)
 
     @property
     def statuses(self) -> list[str]:
@@ -89,11 +97,11 @@ class Timeline:
 
     @property
     def spam(self) -> SpamVerdict | None:
-        return spam_verdict(self.events)
+        return spam_verdict(self._read)
 
     @property
     def held_id(self) -> str | None:
-        return held_id(self.events)
+        return held_id(self._read)
 
     @property
     def verdicts(self) -> dict[str, Any]:
@@ -250,8 +258,9 @@ class TraceSearch:
             return None
         events = await self.reader.events(message_id, since=None)
         if not principal.sees_everything:
-            events = [_own_event(e, principal) for e in events if not e.recipients or principal.own_recipients(
+            own = [_own_event(e, principal) for e in events if not e.recipients or principal.own_recipients(
                 e.recipients)]
+            return Timeline(_visible(summary, principal), [e.model_copy(update={"data": {}}) for e in own], own)
         return Timeline(_visible(summary, principal), events)
 
 

@@ -78,7 +78,7 @@ async def test_status_per_recipient_in_search_and_timeline(console: Console):
         assert timeline["quarantine_id"] == "placeholder" and timeline["message"]["last_event"] == "QUARANTINE"
         page = (await client.get(f"/trace/{held}")).text
         assert "HSPM" in page and "GTUBE" in page and 'href="/quarantine/placeholder"' in page
-        assert "Spam filter verdict" in page and "Recipients" in page
+        assert "Spam filter verdict" in page and "Recipients" in page and "<summary>data</summary>" in page
         listing = (await client.get("/trace", params={"recipient": alice})).text
         assert "status-agentinfo" not in listing and "status-quarantine" in listing
 
@@ -91,6 +91,13 @@ async def test_status_per_recipient_in_search_and_timeline(console: Console):
         assert [(d["recipient"], d["status"]) for d in timeline["deliveries"]] == [(alice, "DELIVER")]
         assert timeline["message"]["statuses"] == ["DELIVER"]
         assert "DEFER" not in (await client.get(f"/trace/{mixed}")).text
+        # the events' data (hosts, addresses, policy details) are the administrators'; the verdict is decoded
+        timeline = (await client.get(f"/api/trace/{held}")).json()
+        assert [e["event"] for e in timeline["events"]] == ["RECEIVE", "SPAM", "QUARANTINE", "AGENTINFO"]
+        assert all(e["data"] == {} for e in timeline["events"])
+        assert timeline["spam"]["cat"] == "HSPM" and timeline["quarantine_id"] == "placeholder"
+        page = (await client.get(f"/trace/{held}")).text
+        assert "HSPM" in page and "<summary>data</summary>" not in page and "GTUBE" in page
 
 
 HELD = (b"Authentication-Results: gw.example.net;\r\n spf=fail (sender.test: 192.0.2.9 not allowed)"
