@@ -858,13 +858,13 @@ def report(results: dict) -> str:
                      + ", ".join(f"{k} {v}" for k, v in sorted(rate["cpu_s"].items(), key=lambda kv: -kv[1])
                                  if v >= 0.05))
         if rate.get("infra_cpu_s"):
-            lines.append("    rabbitmq/redis CPU   " + ", ".join(f"{k} {v} s" for k, v in rate["infra_cpu_s"].items()))
+            lines.append("    shared CPU           " + ", ".join(f"{k} {v} s" for k, v in rate["infra_cpu_s"].items()))
         lines.append(f"    other CPU            smtp-source + smtp-sink {rate['load_generators_cpu_s']} s; everything "
                      f"else on the machine {rate['other_cpu_s']} s (of {rate['cpu_capacity_s']} CPU-s available)")
         if rate.get("load_generators_cpu_s"):
             own = rate["cpu_total_s"] + sum((rate.get("infra_cpu_s") or {}).values())
             lines.append(f"    relative CPU         {own / rate['load_generators_cpu_s']:.2f} x the load generators' "
-                         "(its CPU with broker/store / smtp-source + smtp-sink: the same work on a faster or "
+                         "(its CPU with the shared CPU / smtp-source + smtp-sink: the same work on a faster or "
                          "slower machine gives about the same figure)")
         if "dns_queries_per_msg" in rate:
             lines.append(f"    DNS queries          {rate['dns_queries_per_msg']} per message; load average "
@@ -935,9 +935,11 @@ def report(results: dict) -> str:
             lines.append("shared parts, peak RSS: " + ", ".join(f"{k} {v / 1024:.1f} MB"
                                                                for k, v in results["shared"]["memory"].items()))
         if m.get("cpu_ms_per_msg") and p.get("cpu_ms_per_msg"):
-            lines.append(f"CPU per message: mailmoat {m['cpu_ms_per_msg']} ms (+ broker/store "
+            lines.append(f"CPU per message: mailmoat {m['cpu_ms_per_msg']} ms (+ shared: RabbitMQ, Redis, PostgreSQL"
+                         f"{', clamd, DNS' if results.get('hygiene') else ''} "
                          f"{1000 * sum(m['infra_cpu_s'].values()) / max(1, m['delivered']):.3f} ms), "
-                         f"postfix {p['cpu_ms_per_msg']} ms")
+                         f"{systems['postfix'].get('label', 'postfix')} {p['cpu_ms_per_msg']} ms (+ shared "
+                         f"{1000 * sum(p['infra_cpu_s'].values()) / max(1, p['delivered']):.3f} ms)")
     return "\n".join(lines)
 
 
