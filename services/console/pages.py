@@ -319,6 +319,9 @@ async def held_not_junk(qid: str, request: Request,
 
 @router.post("/quarantine/{qid}/delete")
 async def held_delete(qid: str, request: Request,
-                      who: Annotated[Principal, Depends(need_for_change(Right.quarantine_delete))]) -> Response:
+                      who: Annotated[Principal, Depends(need_for_change(Right.quarantine_delete))],
+                      confirm: Annotated[str, Form(max_length=10)] = "") -> Response:
+    if confirm != "yes":  # one click does not delete a message for good (no script asks "are you sure?")
+        return await _held_page(request, qid, who, 400, error="Tick \"for good\" to delete the message.")
     await delete_held(request, who, qid[:200])
     return redirect("/quarantine?deleted=" + quote(qid[:200]))
