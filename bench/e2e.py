@@ -13,6 +13,10 @@ For each system, on loopback:
    Once closed loop (as fast as the sessions go) and once paced at --paced-rate msgs/s.
 3. peak RSS (VmHWM) of every process of the system, read at the end.
 
+With --hygiene (BENCH_HYGIENE=1): mailmoat with every filter stage against Postfix with Rspamd as its
+milter, one clamd and one NXDOMAIN resolver shared (bench/hygiene.py), rounds of the realistic mix
+(client.py --mix) after the rate rounds, and the paced runs at half the slower system's rate.
+
 Everything started here (gateway, Postfix instance, sinks, RabbitMQ vhost, temp dir) is stopped
 and removed when the run ends, also on errors and on SIGTERM/SIGINT.
 """
