@@ -141,17 +141,21 @@ async def api_rule_hits(request: Request, _: Annotated[Principal, Depends(need(R
 
 @page_router.get("/queues")
 async def queues_page(request: Request, who: Annotated[Principal, Depends(need(Right.queues_read))],
-                      done: str = "", gone: str = "") -> Response:
+                      done: str = "", gone: str = "", confirm: str = "") -> Response:
     groups = await queues_of(request).destinations()
     return await render(request, "queues.html", groups=groups, copies=sum(g.count for g in groups),
-                        may_act=who.can(Right.queues_manage), done=done[:20], gone=gone[:200], words=ACTION_WORDS)
+                        may_act=who.can(Right.queues_manage), done=done[:20], gone=gone[:200], words=ACTION_WORDS,
+                        confirm=confirm[:200])
 
 
 @page_router.post("/queues/{action}")
 async def queues_action(action: str, request: Request,
                         who: Annotated[Principal, Depends(need_for_change(Right.queues_manage))],
                         id: Annotated[str, Form(max_length=200)] = "",
-                        route: Annotated[str, Form(max_length=200)] = "") -> Response:
+                        route: Annotated[str, Form(max_length=200)] = "",
+                        confirm: Annotated[str, Form(max_length=10)] = "") -> Response:
+    if action == "delete" and confirm != "yes":  # mail dropped without a DSN: not on one stray click
+        return redirect("/queues?confirm=" + quote(id[:200]))
     try:
         found = await ask(request, who, action, id, route)
     except ActionError:
