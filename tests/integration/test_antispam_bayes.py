@@ -1,8 +1,10 @@
 """The classifier against real Redis: silent until enough mail was learned, then learning changes a
-verdict; ``mailmoat train`` reads message files and mbox files and counts each message once."""
+verdict; ``mailmoat train`` reads message files and mbox files and counts each message once; a cutoff
+calibrated by ``mailmoat train calibrate`` is stored beside the counts and changes the verdict."""
 
 from __future__ import annotations
 
+import asyncio
 import mailbox
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from mailmoat_antispam.bayes import BayesStore, tokens
+from mailmoat_antispam.calibrate import Calibration, CalibrationStore
 from mailmoat_antispam.check import Checker
 from mailmoat_antispam.content import parse
 from mailmoat_antispam.train import learn_paths
@@ -119,3 +122,65 @@ async def test_bulk_loaded_counts_classify_as_the_in_memory_counts_of_make_accur
             assert abs(result.probability - counts.probability(toks)) < 1e-12
     finally:
         await client.aclose()
+
+
+async def test_a_stored_calibration_sets_the_cutoff_the_stage_uses(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    prefix = POLICY.antispam.bayes.key_prefix
+    try:
+        store = BayesStore(client, prefix)
+        for i, body in enumerate(SPAMMY):
+            await store.learn(message(i, "offer", body), tokens(parse(message(i, "offer", body))), "spam")
+        for i, body in enumerate(HAMMY):
+            data = message(10 + i, "meeting", body, "corp")
+            await store.learn(data, tokens(parse(data)), "ham")
+        # half spam words, half ham words: a probability between the classes, under the default 0.90
+        probe = message(97, "meeting offer", "cheap pills discount pharmacy agenda thursday planning meeting")
+        checker = Checker(redis=client)
+        before = await verdict(checker, probe)
+        assert before.result == "clean" and 0.05 < before.detail["bayes"] < 0.9
+        assert (await store.classify(tokens(parse(probe)), 3, 3)).cutoff is None
+        calibrations = CalibrationStore(client, prefix)
+        await calibrations.save(Calibration(round(before.detail["bayes"] - 0.01, 4), 0.3, 97.0, 0.3, 60, 900, 3))
+        assert (await calibrations.load()).nham == 900
+        after = await verdict(checker, probe)
+        assert after.result == "spam" and "BAYES_SPAM" in after.detail["rules"]
+        explicit = parse_policy("antispam: {bayes: {min_spam: 3, min_ham: 3, spam_cutoff: 0.9}}")
+        envelope = Envelope(client_ip="192.0.2.1", mail_from="x@s.test", rcpt_to=["bob@example.com"])
+        kept = (await checker.check(envelope, probe, explicit, authenticate_sender=False)).verdict
+        assert kept.result == "clean"  # a cutoff the policy sets itself wins over the calibration
+        assert await calibrations.clear() and await calibrations.load() is None
+        assert (await verdict(checker, probe)).result == "clean"
+    finally:
+        await client.aclose()
+
+
+def test_train_calibrate_command(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    spam, ham = tmp_path / "spam", tmp_path / "ham"
+    spam.mkdir()
+    ham.mkdir()
+    for i in range(60):
+        (spam / f"{i}.eml").write_bytes(message(i, "offer", f"{SPAMMY[i % 3]} code{i}"))
+        (ham / f"{i}.eml").write_bytes(message(100 + i, "meeting", f"{HAMMY[i % 3]} item{i}", "corp"))
+    (tmp_path / "policy.yaml").write_text("antispam: {bayes: {key_prefix: 't:calibrate'}}\n")
+    monkeypatch.setenv("MAILMOAT_REDIS_URL", redis_url)
+    monkeypatch.setenv("MAILMOAT_POLICY", str(tmp_path / "policy.yaml"))
+    assert cli_main(["train", "calibrate", "--spam", str(spam), "--ham", str(ham)]) == 0
+    out = capsys.readouterr().out
+    assert "spam cutoff" in out and "60 spam and 60 ham" in out and "catches 100.00 %" in out
+
+    async def stored() -> Calibration | None:
+        client = aioredis.from_url(redis_url)
+        try:
+            return await CalibrationStore(client, "t:calibrate").load()
+        finally:
+            await client.aclose()
+
+    calibration = asyncio.run(stored())
+    assert calibration is not None and calibration.nspam == 60 and calibration.ham_flagged == 0.0
+    assert cli_main(["train", "calibrate", "--spam", str(spam / "0.eml"), "--ham", str(ham)]) == 2  # too little
+    assert "needs 50 spam" in capsys.readouterr().out
+    assert cli_main(["train", "calibrate", "--clear"]) == 0
+    assert asyncio.run(stored()) is None
+    assert cli_main(["train", "calibrate", "--spam", str(spam)]) == 2

@@ -1,14 +1,14 @@
 """The classifier's pure parts: tokens (the author's words and header fields, not the list's footer or the
-delivery path), Robinson/Fisher combining, and the accuracy harness's splits and nested cutoff choice."""
+delivery path), Robinson/Fisher combining, the accuracy harness's splits and the calibrated cutoff."""
 
 from __future__ import annotations
 
-from mailmoat_antispam import accuracy
-from mailmoat_antispam.accuracy import Sample, body_key, choose_cutoff, collection_split, cv_splits
+import pytest
+
+from mailmoat_antispam.accuracy import Sample, collection_split, cv_splits
 from mailmoat_antispam.bayes import spam_probability, strip_list_footer, tokens
+from mailmoat_antispam.calibrate import LOWEST, Labelled, body_key, calibrate, choose, out_of_fold
 from mailmoat_antispam.content import parse
-from mailmoat_antispam.score import Findings
-from mailmoat_policy import parse_policy
 
 LIST_MAIL = (
     b"From: Ann <ann@corp.test>\r\nTo: fork@xent.com\r\nSubject: cheap pills\r\nPrecedence: bulk\r\n"
@@ -70,21 +70,30 @@ def test_equal_bodies_never_straddle_folds_and_the_collection_split_drops_seen_b
     assert dropped == 40 and not {s.body for s in train} & {s.body for s in test}
 
 
-def test_nested_cutoff_is_the_lowest_whose_training_ham_rate_holds(monkeypatch) -> None:
-    policy = parse_policy("{}")
-    train = [sample(i, "spam-1", f"s{i}") for i in range(100)] + [sample(500 + i, "easy-ham-1", f"h{i}")
-                                                                 for i in range(400)]
-    # out-of-fold probabilities as the inner folds would give them: one ham at 0.85, the spam spread out
-    probability = {s.checksum: (0.5 + (i % 50) / 100 if s.spam else 0.0) for i, s in enumerate(train)}
-    probability[train[100].checksum] = 0.85
-    monkeypatch.setattr(accuracy.Counts, "probability", lambda self, toks: probability[toks[0]])
-    toks = {s.checksum: [s.checksum] for s in train}
-    base = {s.checksum: Findings() for s in train}
-    cutoff, caught, ham = choose_cutoff(train, toks, base, policy, ham_rate=0.2)
-    assert cutoff == 0.9 and ham == 0.0 and 0 < caught < 100  # 0.8 would flag the ham at 0.85: 0.25 %
-    cutoff, _, ham = choose_cutoff(train, toks, base, policy, ham_rate=0.3)
-    assert cutoff == 0.5 and ham == 0.25  # the lowest of the grid: the one ham flagged is 0.25 %
-    # ham that another check flags whatever the classifier says is not the classifier's to answer for
-    base[train[101].checksum] = Findings(gtube=True)
-    cutoff, _, ham = choose_cutoff(train, toks, base, policy, ham_rate=0.2)
-    assert cutoff == 0.9 and ham == 0.25
+def labelled(n: int, spam: bool, words: str) -> Labelled:
+    return Labelled(words.split(), spam, body_key(f"S: {n}\r\n\r\n{words}\r\n".encode()))
+
+
+def test_the_calibrated_cutoff_is_the_lowest_that_keeps_the_ham_rate() -> None:
+    spam = [True] * 100 + [False] * 1000
+    probabilities = [0.3 + i / 200 for i in range(100)] + [0.0] * 996 + [0.95, 0.6, 0.6, 0.4]
+    cutoff, caught, flagged = choose(probabilities, spam, ham_rate=0.3)  # 3 of 1000 ham may be flagged
+    assert 0.4 < cutoff < 0.401 and flagged == 0.3 and caught == 79.0  # 0.3 + i / 200 > 0.4: i >= 21
+    cutoff, _, flagged = choose(probabilities, spam, ham_rate=0.2)  # 2: the tie at 0.6 cannot be split
+    assert 0.6 < cutoff < 0.601 and flagged == 0.1
+    cutoff, _, flagged = choose(probabilities, spam, ham_rate=0.0)
+    assert 0.95 < cutoff < 0.951 and flagged == 0.0
+    assert choose([0.0] * 10, [False] * 10, 0.3)[0] == LOWEST  # never below the floor
+
+
+def test_calibration_is_out_of_fold_and_keeps_equal_bodies_together() -> None:
+    messages = [labelled(i, True, f"cheap pills offer{i % 7} now") for i in range(60)]
+    messages += [labelled(100 + i, False, f"meeting agenda item{i} thursday") for i in range(60)]
+    messages.append(labelled(999, False, "cheap pills offer1 now"))  # ham with a spam's very text
+    probabilities = out_of_fold(messages, 3)
+    assert all(p > 0.9 for p in probabilities[:60]) and all(p < 0.1 for p in probabilities[60:120])
+    assert probabilities[-1] > 0.9  # the copies of its body were in its own fold: it was not learned as ham
+    result = calibrate(messages, ham_rate=0.0)
+    assert result.cutoff > probabilities[-1] and result.ham_flagged == 0.0 and result.nham == 61
+    with pytest.raises(ValueError):
+        calibrate(messages[:40] + messages[60:], 0.3)

@@ -199,6 +199,15 @@ def test_bayes_hits_only_when_trained() -> None:
     assert bayes_hits(0.995, parse_policy("antispam: {bayes: {spam_cutoff: 0.999}}").antispam.bayes) == []
 
 
+def test_a_calibrated_cutoff_counts_unless_the_policy_sets_one() -> None:
+    default = parse_policy("{}").antispam.bayes
+    assert [h.name for h in bayes_hits(0.45, default, calibrated=0.4)] == ["BAYES_SPAM"]
+    assert bayes_hits(0.95, default, calibrated=0.97) == []
+    assert [h.name for h in bayes_hits(0.995, default, calibrated=0.4)] == ["BAYES_99"]
+    explicit = parse_policy("antispam: {bayes: {spam_cutoff: 0.9}}").antispam.bayes
+    assert bayes_hits(0.45, explicit, calibrated=0.4) == []  # the policy's own cutoff wins
+
+
 def test_uribl_names_and_answers() -> None:
     urls = ["http://www.shop.example.co.uk/a", "http://x.evil.test/", "http://192.0.2.9/p", "http://x.evil.test/b"]
     assert uribl.lookup_names(urls, 10) == ["example.co.uk", "evil.test", "9.2.0.192"]
