@@ -33,10 +33,10 @@ run:
 	@export MAILMOAT_TLS_CERT="$${MAILMOAT_TLS_CERT:-$(CURDIR)/$(TLS_DIR)/cert.pem}" \
 	        MAILMOAT_TLS_KEY="$${MAILMOAT_TLS_KEY:-$(CURDIR)/$(TLS_DIR)/key.pem}" \
 	        MAILMOAT_LOG_FORMAT="$${MAILMOAT_LOG_FORMAT:-text}"; \
-	  if [ "$${MAILMOAT_RECORDS:-redis}" = postgresql ]; then \
+	  if [ "$${MAILMOAT_RECORDS:-postgresql}" = postgresql ]; then \
 	    $(VENV)/bin/mailmoat db upgrade || exit 1; \
 	    echo "make run: the console: http://$${MAILMOAT_CONSOLE_HOST:-127.0.0.1}:$${MAILMOAT_CONSOLE_PORT:-8025}/ (its first start prints the admin password once)"; \
-	  else echo "make run: no console (it runs with the records in PostgreSQL: MAILMOAT_RECORDS=postgresql make run)"; fi; \
+	  else echo "make run: no console (it runs with the records in PostgreSQL, the default: unset MAILMOAT_RECORDS)"; fi; \
 	  exec $(VENV)/bin/mailmoat run all --devmailbox
 
 test:

@@ -31,6 +31,7 @@ from email.utils import formatdate
 import redis.asyncio as aioredis
 
 from mailmoat_platform.models import TraceEvent
+from mailmoat_platform.settings import Settings
 from mailmoat_records.trace import TraceStore
 
 FINAL_FAILURES = frozenset({"REJECT", "QUARANTINE", "FAIL", "DSN", "DEADLETTER"})
@@ -135,7 +136,7 @@ def main() -> int:
     recipient = os.environ["MAILMOAT_PROBE_TO"]
     timeout = float(os.environ.get("MAILMOAT_PROBE_TIMEOUT", "45"))
     redis_url = os.environ.get("MAILMOAT_REDIS_URL", "redis://127.0.0.1:6379/0")
-    records = os.environ.get("MAILMOAT_RECORDS", "redis")
+    records = os.environ.get("MAILMOAT_RECORDS", Settings.records)
     database_url = os.environ.get("MAILMOAT_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/mailmoat")
     started = time.monotonic()
     token = uuid.uuid4().hex

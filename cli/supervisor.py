@@ -52,7 +52,7 @@ polls the policy each second, so by then nothing publishes to it any more."""
 
 # --- the plan (pure) -----------------------------------------------------------------------------
 
-def plan(policy: Policy, ingress_workers: int, devmailbox: bool, records: str = "redis") -> list[Key]:
+def plan(policy: Policy, ingress_workers: int, devmailbox: bool, records: str = "postgresql") -> list[Key]:
     """The processes a policy asks for, from the stage registry: the SMTP stage's workers, the policy's
     filter stages, routing, egress, the recorder and the console when the records are in PostgreSQL, and
     the development stages when asked."""

@@ -44,8 +44,10 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/mailmoat"
     """The records database (PostgreSQL): the message trace and the quarantine."""
-    records: str = "redis"
-    """Where the trace and the quarantine are kept: ``redis`` (as before) or ``postgresql``."""
+    records: str = "postgresql"
+    """Where the trace and the quarantine are kept: ``postgresql`` (the recorder writes the trace, the
+    quarantine is a table; docs/decisions/010) or ``redis`` (everything in Redis memory: a small
+    installation without PostgreSQL, or one that has not moved its records yet)."""
     policy_path: str = str(REPO_ROOT / "config" / "policy.example.yaml")
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525

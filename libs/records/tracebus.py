@@ -10,8 +10,11 @@ in during one broker round trip) and an idle one adds no delay: no timer holds a
 every stage's ack waits for it. PostgreSQL is not on this path at all: the recorder writes what the queue
 holds, at its own pace.
 
-Trace stays best effort, as with Redis: a publish that fails (the broker down or refusing) makes
-``record`` return False, counted in ``mailmoat_trace_publish_failures_total``; mail is never held for it.
+Mail is never held for the trace: a publish that fails (the broker down or refusing) makes ``record``
+return False at once. Its records are kept in memory, up to ``max_waiting``, and published again in the
+background after 1, 2, 4 … 30 s until the broker takes them (the recorder writes a record given twice
+once: its events are keyed by content); a record that finds the buffer full, or is still waiting when
+the process ends, is lost to the trace and counted in ``mailmoat_trace_publish_failures_total``.
 The publish itself is injected (``send``), so this module needs no bus.
 """
 
@@ -24,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from .trace import TRACE_CONTENT_TYPE, TRACE_QUEUE, TRACE_QUEUE_ARGUMENTS, TraceRecord, TraceSink, encode_batch
 
@@ -41,7 +44,13 @@ Send = Callable[[bytes, dict[str, object]], Awaitable[None]]
 PUBLISHES = Counter("mailmoat_trace_publishes_total", "Messages of trace records published to mailmoat.trace")
 RECORDS = Counter("mailmoat_trace_records_published_total", "Trace records published to mailmoat.trace")
 FAILURES = Counter("mailmoat_trace_publish_failures_total",
-                   "Trace records whose publish to mailmoat.trace failed (lost to the trace)")
+                   "Trace records whose publish to mailmoat.trace failed for good (lost to the trace)")
+WAITING = Gauge("mailmoat_trace_records_waiting",
+                "Trace records held in memory after a failed publish, to be published again")
+MAX_WAITING = 20_000
+"""Records held for a later publish at most (some 10 MB of JSON); beyond it they are lost."""
+RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+"""Seconds before each new attempt to publish the waiting records (the last repeats)."""
 
 
 @dataclass
@@ -78,14 +87,21 @@ def bus_sender(bus: BusLike, timeout: float = 10.0) -> Send:
 class TracePublisher(TraceSink):
     """The trace of a process with ``records = postgresql``: records published in batches, confirmed."""
 
-    def __init__(self, send: Send, *, max_records: int = MAX_RECORDS):
+    def __init__(self, send: Send, *, max_records: int = MAX_RECORDS, max_waiting: int = MAX_WAITING,
+                 retry_delays: tuple[float, ...] = RETRY_DELAYS):
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
         self._send = send
         self.max_records = max_records
+        self.max_waiting = max_waiting
+        self.retry_delays = retry_delays
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._waiting: list[tuple[TraceRecord, float]] = []
+        """Records whose publish failed, with when each was queued: published again by ``_retry``."""
+        self._retrier: asyncio.Task[None] | None = None
         self.failures = 0
+        """Records lost to the trace (the waiting buffer full, or given up at the end)."""
         self.batches = 0
         """Messages published (records per message = records / batches)."""
         self.records = 0
@@ -101,9 +117,63 @@ class TracePublisher(TraceSink):
         return await asyncio.shield(done)
 
     async def drain(self) -> None:
-        """Wait until every record queued so far is published (or failed)."""
+        """Wait until every record queued so far is published (or failed), and try once more to publish
+        the records waiting after a failure; those the broker still refuses are counted lost."""
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
+        if self._retrier is not None:
+            self._retrier.cancel()
+            self._retrier = None
+        if self._waiting and not await self._publish_waiting():
+            self._lose(len(self._waiting), "at the end")
+            self._waiting = []
+            WAITING.set(0)
+
+    @property
+    def waiting(self) -> int:
+        """Records held for a later publish."""
+        return len(self._waiting)
+
+    def _lose(self, count: int, why: str) -> None:
+        self.failures += count
+        FAILURES.inc(count)
+        log.warning("trace: %d records lost (%s)", count, why)
+
+    def _hold(self, run: list[_Pending]) -> None:
+        """Keep the records of a failed publish for ``_retry`` (as many as the buffer has room for)."""
+        room = max(0, self.max_waiting - len(self._waiting))
+        self._waiting.extend((p.record, p.queued) for p in run[:room])
+        if len(run) > room:
+            self._lose(len(run) - room, f"{self.max_waiting} already waiting after failed publishes")
+        WAITING.set(len(self._waiting))
+        if self._waiting and (self._retrier is None or self._retrier.done()):
+            self._retrier = asyncio.get_running_loop().create_task(self._retry())
+
+    async def _retry(self) -> None:
+        attempt = 0
+        while self._waiting:
+            await asyncio.sleep(self.retry_delays[min(attempt, len(self.retry_delays) - 1)])
+            attempt += 1
+            if await self._publish_waiting():
+                log.info("trace: records waiting after failed publishes are published")
+
+    async def _publish_waiting(self) -> bool:
+        """Publish the waiting records, run by run; False at the first refusal (the rest keep waiting)."""
+        while self._waiting:
+            run = self._waiting[: self.max_records]
+            headers: dict[str, object] = {OLDEST_HEADER: int(min(q for _, q in run) * 1000)}
+            try:
+                await self._send(encode_batch(r for r, _ in run), headers)
+            except Exception as exc:  # still down: keep them
+                log.debug("trace: republish of %d records failed: %s", len(run), exc)
+                return False
+            del self._waiting[: len(run)]
+            WAITING.set(len(self._waiting))
+            self.batches += 1
+            self.records += len(run)
+            PUBLISHES.inc()
+            RECORDS.inc(len(run))
+        return True
 
     async def _flush(self) -> None:
         while self._pending:
@@ -114,10 +184,9 @@ class TracePublisher(TraceSink):
         headers: dict[str, object] = {OLDEST_HEADER: int(min(p.queued for p in run) * 1000)}
         try:
             await self._send(encode_batch(p.record for p in run), headers)
-        except Exception as exc:  # broker down, nack, timeout: the trace loses these records, mail goes on
-            self.failures += len(run)
-            FAILURES.inc(len(run))
+        except Exception as exc:  # broker down, nack, timeout: mail goes on, the records wait for a retry
             log.warning("trace publish of %d records failed: %s: %s", len(run), type(exc).__name__, exc)
+            self._hold(run)
             ok = False
         else:
             self.batches += 1

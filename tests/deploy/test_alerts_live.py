@@ -36,7 +36,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy" / "prometheus"
-SERVICES = ("ingress", "routing", "egress")
+SERVICES = ("ingress", "routing", "egress", "recorder")
 REDIS_URL = REDIS_TEST_URL.rsplit("/", 1)[0] + "/13"
 """A database of its own: other tests flush theirs while this run's greylisting waits on its triples."""
 
@@ -89,7 +89,6 @@ NOT_SCRAPED = {
     "mailmoat_dependency_up": "the filter stages' dependencies (clamd, DNS) are not run here",
     "mailmoat_clamd_signature_age_seconds": "the antivirus stage is not run here",
     "mailmoat_stage_errors_total": "only on a filter stage's unexpected error (filter stages are not run here)",
-    "mailmoat_recorder_lag_seconds": "the recorder is not run here (the trace stays in Redis)",
 }
 """Metrics of the services the live run does not scrape: their label names are checked against the
 registry instead."""
@@ -120,10 +119,10 @@ def live() -> Iterator[dict[str, dict[Series, float]]]:
                           policy_text=POLICY.format(sink_port=sink.port),
                           extra_env={"MAILMOAT_PUBLISH_TIMEOUT": "1"})
         stages = Gateway(tmp / "stages", amqp_url_for(vhost), REDIS_URL, gateway.policy)
-        owner = {"ingress": gateway, "routing": stages, "egress": stages}
+        owner = {"ingress": gateway, "routing": stages, "egress": stages, "recorder": stages}
         try:
-            gateway.start(("ingress",))
-            stages.start(("routing", "egress"))
+            gateway.start(("ingress",), recorder=False)
+            stages.start(("routing", "egress"))  # and the recorder, which writes the trace to PostgreSQL
             sink.reply_to("gone@example.com", "550 5.1.1 No such user")
             sink.reply_to("later@example.com", "451 4.2.0 Try again later")
             sends = [("s@example.org", ["alice@example.com"]), ("bounce@example.com", ["gone@example.com"]),

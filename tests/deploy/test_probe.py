@@ -25,7 +25,7 @@ def probe(gateway: Gateway, recipient: str, timeout: float) -> tuple[int, dict[s
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAILMOAT_")},
            "MAILMOAT_PROBE_SMTP": f"127.0.0.1:{gateway.smtp_port}", "MAILMOAT_PROBE_TO": recipient,
            "MAILMOAT_PROBE_FROM": "probe@probe.example.org", "MAILMOAT_PROBE_TIMEOUT": str(timeout),
-           "MAILMOAT_REDIS_URL": gateway.env["MAILMOAT_REDIS_URL"]}
+           **{k: gateway.env[k] for k in ("MAILMOAT_REDIS_URL", "MAILMOAT_RECORDS", "MAILMOAT_DATABASE_URL")}}
     done = subprocess.run([sys.executable, "-m", "mailmoat_cli.probe"], env=env, capture_output=True,
                           text=True, timeout=timeout + 30)
     return done.returncode, json.loads(done.stdout.strip().splitlines()[-1])

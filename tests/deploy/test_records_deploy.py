@@ -235,7 +235,7 @@ def test_compose_runs_postgresql_the_migration_and_the_recorder() -> None:
         assert url.hostname == "postgres" and url.username == postgres["environment"]["POSTGRES_USER"], name
         assert url.password == postgres["environment"]["POSTGRES_PASSWORD"], name
         assert url.path == "/" + postgres["environment"]["POSTGRES_DB"], name
-        assert service["environment"]["MAILMOAT_RECORDS"] == "redis", name  # the default until it is flipped
+        assert service["environment"]["MAILMOAT_RECORDS"] == "postgresql", name  # the default
     recorder = everything["recorder"]
     assert recorder["command"] == ["run", "recorder"]
     assert recorder["depends_on"]["postgres"] == {"condition": "service_healthy"}

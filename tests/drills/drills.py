@@ -104,9 +104,10 @@ class Drill:
     fault: Callable[[Context], None]
     sink_delay: float = 0.0
     rcpt_replies: dict[str, str] = field(default_factory=dict)
-    records: str = "redis"
-    """``postgresql``: the trace and the quarantine in a database of the drill's own, reached through a
-    proxy (``Context.records``), the recorder running, and every accepted message's trace counted."""
+    records: str = "postgresql"
+    """``postgresql`` (the default, as shipped): the trace and the quarantine in a database of the drill's
+    own, reached through a proxy (``Context.records``), the recorder running, and every accepted message's
+    trace counted; ``redis``: both in the drill's Redis."""
 
 
 # --- faults -----------------------------------------------------------------------------------------
@@ -325,7 +326,8 @@ def run_drill(drill: Drill, rabbit: PrivateRabbit, redis: PrivateRedis, workdir:
 
 def _run(drill: Drill, rabbit: PrivateRabbit, redis: PrivateRedis, workdir: Path, phases: Phases, vhost: str,
          records: postgresql.Records | None) -> Result:
-    env = {} if records is None else {"MAILMOAT_RECORDS": "postgresql", "MAILMOAT_DATABASE_URL": records.proxied_url}
+    env = {"MAILMOAT_RECORDS": "redis"} if records is None else {"MAILMOAT_RECORDS": "postgresql",
+                                                                  "MAILMOAT_DATABASE_URL": records.proxied_url}
     services = SERVICES if records is None else (*SERVICES, "recorder")
     with SmtpSink() as sink:
         sink.delay = drill.sink_delay

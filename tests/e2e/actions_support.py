@@ -3,48 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
-import time
-
-import redis
 
 from mailmoat_platform.bus import Bus, Publish, stage_queue
 from mailmoat_platform.models import Envelope
+from tests.support import records
 from tests.support.infra import REDIS_TEST_URL
 
 
 def wait_event(message_id: str, event: str, timeout: float = 30, service: str | None = None) -> dict:
     """The first trace event ``event`` (of ``service``) of a message, waiting for it (AssertionError on timeout)."""
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            events = [json.loads(raw) for raw in client.lrange(f"mailmoat:trace:{message_id}", 0, -1)]
-            found = [e for e in events if e["event"] == event and service in (None, e["service"])]
-            if found:
-                return found[0]
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"no {event} traced for {message_id}: {[e['event'] for e in events]}")
-            time.sleep(0.1)
-    finally:
-        client.close()
+    return records.wait_event(message_id, event, timeout, service)
 
 
 def events_of(message_id: str) -> list[str]:
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        return [json.loads(raw)["event"] for raw in client.lrange(f"mailmoat:trace:{message_id}", 0, -1)]
-    finally:
-        client.close()
+    return records.event_names(message_id)
 
 
 def quarantine_cli(amqp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``mailmoat quarantine ...`` as the operator would, against the test broker and Redis."""
+    """Run ``mailmoat quarantine ...`` as the operator would, against the test broker and records."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILMOAT_")}
-    env.update(MAILMOAT_AMQP_URL=amqp_url, MAILMOAT_REDIS_URL=REDIS_TEST_URL)
+    env.update(MAILMOAT_AMQP_URL=amqp_url, MAILMOAT_REDIS_URL=REDIS_TEST_URL, MAILMOAT_DATABASE_URL=records.URL)
     return subprocess.run([sys.executable, "-m", "mailmoat_cli.main", "quarantine", *args], env=env,
                           capture_output=True, text=True, timeout=60)
 
@@ -64,15 +45,4 @@ def publish_to_routing(amqp_url: str, items: list[tuple[Envelope, bytes]]) -> No
 
 def id_by_msgid(msgid: str, timeout: float = 30) -> str:
     """The queue id of the message with this Message-ID header, waiting for its first trace record."""
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            ids = [i.decode() for i in client.zrange(f"mailmoat:trace:by:msgid:{msgid}", 0, -1)]
-            if ids:
-                return ids[0]
-            if time.monotonic() >= deadline:
-                raise AssertionError(f"no message with Message-ID <{msgid}> traced")
-            time.sleep(0.1)
-    finally:
-        client.close()
+    return records.wait_id("msgid", msgid, timeout)

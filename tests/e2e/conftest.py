@@ -12,6 +12,7 @@ import aio_pika
 import aio_pika.exceptions
 import pytest
 
+from tests.support import records
 from tests.support.gateway import Gateway
 from tests.support.infra import amqp_url_for, create_vhost, delete_vhost
 from tests.support.sink import SmtpSink
@@ -96,6 +97,15 @@ def amqp_url(request: pytest.FixtureRequest) -> Iterator[str]:
         delete_vhost(name)
 
 
+@pytest.fixture(autouse=True)
+def records_database() -> Iterator[str]:
+    """The gateways' records database (PostgreSQL, ``tests.support.records``), emptied before each test
+    as the Redis database is: a look-up by client IP or sender finds the test's own messages only."""
+    url = records.ensure()
+    records.clean()
+    yield url
+
+
 @pytest.fixture
 def sink() -> Iterator[SmtpSink]:
     """The organisation's mail server: it offers PIPELINING, as Postfix and Exchange do (the
@@ -111,7 +121,7 @@ def gateway_factory(tmp_path: Path, amqp_url: str, redis_url: str, sink: SmtpSin
 
     def make(policy: str = POLICY, *, amqp: str | None = None, ingress_workers: int = 1,
              services: tuple[str, ...] = ("ingress", "routing", "egress"), max_size: int = 1_000_000,
-             env: dict[str, str] | None = None, **fmt: object) -> Gateway:
+             env: dict[str, str] | None = None, recorder: bool = True, **fmt: object) -> Gateway:
         path = tmp_path / "policy.yaml"
         path.write_text(textwrap.dedent(policy).format(sink_port=sink.port, max_size=max_size, **fmt))
         workdir = tmp_path / f"gw{len(started)}"
@@ -119,7 +129,7 @@ def gateway_factory(tmp_path: Path, amqp_url: str, redis_url: str, sink: SmtpSin
         gateway = Gateway(workdir, amqp or amqp_url, redis_url, path, ingress_workers=ingress_workers,
                           extra_env=env)
         started.append(gateway)
-        gateway.start(services)
+        gateway.start(services, recorder=recorder)
         return gateway
 
     yield make

@@ -4,7 +4,6 @@ sink), a newsletter's BCL, and an allow-listed client skipping scoring."""
 
 from __future__ import annotations
 
-import json
 import smtplib
 import textwrap
 import time
@@ -12,13 +11,12 @@ from collections.abc import Iterator
 
 import dkim
 import pytest
-import redis
 
 from mailmoat_antispam.rules import GTUBE
 from tests.e2e.conftest import POLICY
+from tests.support import records
 from tests.support.dkimkeys import make_key, txt_zone
 from tests.support.dnsserver import DnsServer
-from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
@@ -76,18 +74,13 @@ def by_subject(got, subject: bytes):
 
 def trace_events(message_id: str, timeout: float = 15) -> list[dict]:
     """The trace events of the message with this Message-ID, once the antispam stage recorded one."""
-    client = redis.Redis.from_url(REDIS_TEST_URL)
     deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            for index in client.scan_iter(f"mailmoat:trace:by:msgid:*{message_id}*"):
-                for queue_id in client.zrange(index, 0, -1):
-                    events = [json.loads(raw) for raw in client.lrange(b"mailmoat:trace:" + queue_id, 0, -1)]
-                    if any(e["service"] == "antispam" for e in events):
-                        return events
-            time.sleep(0.2)
-    finally:
-        client.close()
+    while time.monotonic() < deadline:
+        for queue_id in records.ids_containing("msgid", message_id):
+            events = records.events(queue_id)
+            if any(e["service"] == "antispam" for e in events):
+                return events
+        time.sleep(0.2)
     raise AssertionError(f"no antispam trace for {message_id}")
 
 

@@ -15,12 +15,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from tests.e2e.actions_support import wait_event
 from tests.e2e.conftest import POLICY
+from tests.support import records
 from tests.support.dnsserver import DnsServer
-from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
@@ -77,17 +76,8 @@ def _send(port: int, tag: str, froms: list[bytes]) -> tuple[int, bytes]:
 
 
 def _queue_id(index: str, timeout: float = 20) -> str:
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ids = client.zrange(f"mailmoat:trace:by:{index}", 0, -1)
-            if ids:
-                return ids[0].decode()
-            time.sleep(0.1)
-    finally:
-        client.close()
-    raise AssertionError(f"nothing traced under {index}")
+    kind, value = index.split(":", 1)
+    return records.wait_id(kind, value, timeout)
 
 
 def _spam_event(tag: str) -> dict:
@@ -131,11 +121,7 @@ def test_every_author_domain_judged_when_the_policy_says_so(gateway_factory, sin
     assert phish["data"]["category"] == "phish"
     assert phish["data"]["impersonation"] == {"kind": "address", "claimed": "ceo@bank.test", "sender": "x@evil.test"}
     assert wait_event(phish["message_id"], "QUARANTINE", service="routing")
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        kept = client.hget(f"mailmoat:quarantine:{phish['message_id']}", "data") or b""
-    finally:
-        client.close()
+    kept = records.held_bytes(phish["message_id"]) or b""
     assert b"CAT:DIMP" in kept.replace(b"\r\n\t", b"")
     (delivered,) = sink.wait_for(1, timeout=30)
     assert b"Subject: wire honest\r\n" in delivered.data

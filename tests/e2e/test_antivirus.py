@@ -4,7 +4,6 @@ after the prepended report header; EICAR quarantined (the default) or its part s
 from __future__ import annotations
 
 import base64
-import json
 import smtplib
 import textwrap
 import time
@@ -12,12 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.e2e.conftest import POLICY
+from tests.support import records
 from tests.support.attachments import message, zip_of
 from tests.support.clamd import EICAR, ClamdServer
-from tests.support.infra import REDIS_TEST_URL
 from tests.support.office import ooxml
 from tests.support.sink import SmtpSink
 
@@ -48,20 +46,8 @@ def send(port: int, data: bytes, rcpt: str = "alice@example.com") -> str:
 
 def events_for(needle: str, until: tuple[str, ...], timeout: float = 60) -> list[dict]:
     """Trace events of the one message indexed under ``needle`` (a Message-ID), once one in ``until`` is there."""
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    deadline = time.monotonic() + timeout
-    events: list[dict] = []
-    try:
-        while time.monotonic() < deadline:
-            ids = [i.decode() for i in client.zrange(f"mailmoat:trace:by:msgid:{needle}", 0, -1)]
-            events = [json.loads(raw) for i in ids for raw in client.lrange(f"mailmoat:trace:{i}", 0, -1)]
-            events.sort(key=lambda e: e["at"])
-            if any(e["event"] in until for e in events):
-                return events
-            time.sleep(0.2)
-    finally:
-        client.close()
-    raise AssertionError(f"no {until} for {needle}: {[e['event'] for e in events]}")
+    return records.wait_until(lambda: sorted(records.events_by("msgid", needle), key=lambda e: e["at"]),
+                              lambda events: any(e["event"] in until for e in events), f"{until} of {needle}", timeout)
 
 
 def split_headers(data: bytes) -> tuple[list[bytes], bytes]:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import smtplib
 import textwrap
 import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from tests.e2e.conftest import POLICY
+from tests.support import records
 from tests.support.dnsserver import DnsServer
-from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
@@ -65,18 +63,8 @@ def greeting(source: str, port: int) -> tuple[int, str]:
 
 
 def reject_events(ip: str, timeout: float = 15) -> list[dict]:
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ids = [i.decode() for i in client.zrange(f"mailmoat:trace:by:ip:{ip}", 0, -1)]
-            events = [json.loads(raw) for i in ids for raw in client.lrange(f"mailmoat:trace:{i}", 0, -1)]
-            if any(e["event"] == "REJECT" for e in events):
-                return events
-            time.sleep(0.1)
-    finally:
-        client.close()
-    raise AssertionError(f"no REJECT traced for {ip}")
+    return records.wait_until(lambda: records.events_by("ip", ip), lambda evs: any(e["event"] == "REJECT" for e in evs),
+                              f"REJECT of {ip}", timeout)
 
 
 def test_block_list_at_greeting_report_to_sink_and_hot_reload(gateway_factory, sink: SmtpSink, dns) -> None:

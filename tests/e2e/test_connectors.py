@@ -10,18 +10,15 @@ for a wrong name, an expired certificate, and a server that does not offer START
 from __future__ import annotations
 
 import email
-import json
 import smtplib
 import ssl
-import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 import trustme
 
+from tests.support import records
 from tests.support.certs import client_context, expired_cert, server_context, write_ca, write_leaf
-from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
@@ -108,19 +105,9 @@ def send(port: int, sender: str, rcpts: list[str], data: bytes, *, tls: ssl.SSLC
 
 def trace_for_sender(sender: str, event: str, timeout: float = 30) -> list[dict]:
     """Every trace event of the messages of ``sender``, once one of them is ``event``."""
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            ids = [i.decode() for i in client.zrange(f"mailmoat:trace:by:sender:{sender.lower()}", 0, -1)]
-            events = [json.loads(raw) for i in ids for raw in client.lrange(f"mailmoat:trace:{i}", 0, -1)]
-            if any(e["event"] == event for e in events):
-                return sorted(events, key=lambda e: e["at"])
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {event} for {sender}: {events}")
-            time.sleep(0.1)
-    finally:
-        client.close()
+    events = records.wait_until(lambda: records.events_by("sender", sender),
+                                lambda evs: any(e["event"] == event for e in evs), f"{event} of {sender}", timeout)
+    return sorted(events, key=lambda e: e["at"])
 
 
 @pytest.fixture(scope="module")

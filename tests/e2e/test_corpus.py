@@ -10,7 +10,6 @@ required: a fresh clone has no ``../shared``).
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import textwrap
@@ -21,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
 from mailmoat_mail.author import read_author
 from tests.e2e.conftest import POLICY
+from tests.support import records
 from tests.support.clamd import ClamdServer
 from tests.support.dnsserver import DnsServer
 from tests.support.hostile import cases
-from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
@@ -116,10 +114,7 @@ def raw_smtp(port: int, sender: str, rcpt: str, content: bytes) -> tuple[int, st
         return result
 
 
-def endings(client: redis.Redis, queue_id: str) -> list[dict]:
-    events = [json.loads(raw) for raw in client.lrange(f"mailmoat:trace:{queue_id}", 0, -1)]
-    return [e for e in events if e["event"] in ("DELIVER", "QUARANTINE", "DEADLETTER", "REJECT", "DSN",
-                                                "DELETE", "FAIL")]
+ENDING_EVENTS = ("DELIVER", "QUARANTINE", "DEADLETTER", "REJECT", "DSN", "DELETE", "FAIL")
 
 
 def run_corpus(port: int, sink: SmtpSink, messages: list[Sent], timeout: float = 240) -> Counter[str]:
@@ -134,20 +129,17 @@ def run_corpus(port: int, sink: SmtpSink, messages: list[Sent], timeout: float =
         else:
             assert 500 <= code < 600 and re.match(r"5\.\d+\.\d+ \S", text), (item.name, code, text)
             item.outcome, item.detail = "refuse", f"{code} {text}"
-    client = redis.Redis.from_url(REDIS_TEST_URL)
     deadline = time.monotonic() + timeout
-    try:
-        pending = dict(by_rcpt)
-        while pending and time.monotonic() < deadline:
-            for rcpt, item in list(pending.items()):
-                ended = endings(client, item.queue_id)
-                if ended:
-                    item.outcome = ENDINGS.get(ended[0]["event"], ended[0]["event"])
-                    item.detail = ended[0].get("detail", "")
-                    del pending[rcpt]
-            time.sleep(0.2)
-    finally:
-        client.close()
+    pending = dict(by_rcpt)
+    while pending and time.monotonic() < deadline:
+        ended = records.first_of([item.queue_id for item in pending.values()], ENDING_EVENTS)
+        for rcpt, item in list(pending.items()):
+            if item.queue_id in ended:
+                first = ended[item.queue_id]
+                item.outcome = ENDINGS.get(first["event"], first["event"])
+                item.detail = first["detail"]
+                del pending[rcpt]
+        time.sleep(0.2)
     assert not pending, f"no end within {timeout}s (lost?): {[i.name for i in pending.values()]}"
     delivered = {rcpt for rcpt, item in by_rcpt.items() if item.outcome == "deliver"}
     time.sleep(0.5)  # nothing more may arrive

@@ -12,15 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.e2e.conftest import POLICY
 from tests.e2e.test_connectors import ca, certs, partner_sinks, tls_env  # noqa: F401  (fixtures)
 from tests.e2e.test_mail_flow import queue_id, send, strip_received, wait_for_event
 from tests.e2e.test_rules import rule_events
+from tests.support import records
 from tests.support.attachments import message
 from tests.support.gateway import Gateway
-from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
 from tests.unit.test_dlp_extract import docx_with_text, pdf_with_text
 
@@ -111,11 +110,7 @@ def accepted(gateway: Gateway, sender: str, data: bytes) -> str:
 
 
 def trace_dump(message_id: str) -> str:
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        return "\n".join(raw.decode() for raw in client.lrange(f"mailmoat:trace:{message_id}", 0, -1))
-    finally:
-        client.close()
+    return "\n".join(json.dumps(e) for e in records.events(message_id))
 
 
 def dlp_event(message_id: str) -> dict:

@@ -5,17 +5,15 @@ per mailbox. Each test ends with ``mailmoat.dead`` empty (conftest)."""
 
 from __future__ import annotations
 
-import json
 import re
 import socket
 import textwrap
 import time
 
 import pytest
-import redis
 
 from tests.e2e.conftest import POLICY
-from tests.support.infra import REDIS_TEST_URL
+from tests.support import records
 from tests.support.sink import SmtpSink
 from tests.support.smtpwire import command, reply
 
@@ -42,18 +40,13 @@ def session(port: int, lines: list[bytes]) -> list[str]:
 def rejects(detail: str, timeout: float = 15, count: int = 1) -> list[dict]:
     """REJECT trace events of 127.0.0.1 whose detail starts with ``detail`` (waits for ``count``: the
     trace of a refusal is written beside the reply, not before it)."""
-    client = redis.Redis.from_url(REDIS_TEST_URL)
     deadline = time.monotonic() + timeout
-    try:
-        while True:
-            ids = [i.decode() for i in client.zrange("mailmoat:trace:by:ip:127.0.0.1", 0, -1)]
-            events = [json.loads(raw) for i in ids for raw in client.lrange(f"mailmoat:trace:{i}", 0, -1)]
-            found = [e for e in events if e["event"] == "REJECT" and e["detail"].startswith(detail)]
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            time.sleep(0.1)
-    finally:
-        client.close()
+    while True:
+        events = records.events_by("ip", "127.0.0.1")
+        found = [e for e in events if e["event"] == "REJECT" and e["detail"].startswith(detail)]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def test_envelope_bytes_that_are_not_utf8_are_refused_at_the_command(gateway_factory, sink: SmtpSink) -> None:

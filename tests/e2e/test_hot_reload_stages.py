@@ -5,7 +5,6 @@ queue is empty."""
 
 from __future__ import annotations
 
-import json
 import re
 import smtplib
 import textwrap
@@ -13,12 +12,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from tests.e2e.conftest import POLICY
+from tests.support import records
 from tests.support.dnsserver import DnsServer
 from tests.support.gateway import ALL, Gateway
-from tests.support.infra import REDIS_TEST_URL
 from tests.support.queues import dead_letters, queue_stats
 from tests.support.sink import SmtpSink
 
@@ -72,11 +70,7 @@ def send(port: int, n: int) -> str:
 
 
 def trace(message_id: str) -> list[dict]:
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        return [json.loads(raw) for raw in client.lrange(f"mailmoat:trace:{message_id}", 0, -1)]
-    finally:
-        client.close()
+    return records.events(message_id)
 
 
 def test_a_stage_added_by_reload_is_started_and_mail_is_delivered(tmp_path, amqp_url: str, redis_url: str,

@@ -3,7 +3,6 @@ from trusted and untrusted peers (raw bytes over sockets), greylisting deferring
 
 from __future__ import annotations
 
-import json
 import re
 import smtplib
 import socket
@@ -15,6 +14,7 @@ import pytest
 import redis
 
 from tests.e2e.conftest import POLICY
+from tests.support import records
 from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
 from tests.support.smtpwire import command, reply
@@ -52,18 +52,8 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 
 def trace_events(ip: str, event: str, timeout: float = 15) -> list[dict]:
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ids = [i.decode() for i in client.zrange(f"mailmoat:trace:by:ip:{ip}", 0, -1)]
-            events = [json.loads(raw) for i in ids for raw in client.lrange(f"mailmoat:trace:{i}", 0, -1)]
-            if any(e["event"] == event for e in events):
-                return events
-            time.sleep(0.1)
-    finally:
-        client.close()
-    raise AssertionError(f"no {event} traced for {ip}")
+    return records.wait_until(lambda: records.events_by("ip", ip), lambda evs: any(e["event"] == event for e in evs),
+                              f"{event} of {ip}", timeout)
 
 
 def v2_tcp(src: str, sport: int) -> bytes:

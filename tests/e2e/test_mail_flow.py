@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import json
 import re
 import smtplib
 import subprocess
@@ -13,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.e2e.conftest import POLICY, ROUTING_HOP
+from tests.support import records
 from tests.support.gateway import Gateway
-from tests.support.infra import RABBITMQ_PORT, REDIS_TEST_URL
+from tests.support.infra import RABBITMQ_PORT
 from tests.support.sink import SmtpSink
 from tests.support.tcpproxy import TcpProxy
 
@@ -64,12 +63,7 @@ def queue_id(reply: str) -> str:
 
 
 def trace_events(message_id: str) -> list[str]:
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        events = [json.loads(raw) for raw in client.lrange(f"mailmoat:trace:{message_id}", 0, -1)]
-        return [e["event"] for e in sorted(events, key=lambda e: e["at"])]  # stages write concurrently
-    finally:
-        client.close()
+    return records.event_names(message_id)
 
 
 def wait_for_event(message_id: str, event: str, timeout: float = 30) -> list[str]:

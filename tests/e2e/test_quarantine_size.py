@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
 from tests.deploy.exposition import scraped
 from tests.e2e.actions_support import quarantine_cli
 from tests.e2e.conftest import POLICY, ROUTING_HOP
 from tests.e2e.test_mail_flow import message, send
+from tests.support import records
 from tests.support.sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
@@ -52,11 +52,7 @@ def test_quarantine_size_follows_holds_and_deletes(gateway_factory, sink: SmtpSi
     held_bytes = _value(text, "mailmoat_quarantine_bytes", reason="rule")
     assert held_bytes >= len(message(1)) + len(message(2))
     assert {ls for (n, ls) in scraped(text) if n == "mailmoat_quarantine_messages"} == {frozenset({("reason", "rule")})}
-    client = redis.Redis.from_url(redis_url)
-    try:
-        first = client.zrange("mailmoat:quarantine:index", 0, 0)[0].decode()
-    finally:
-        client.close()
+    first = records.held_ids()[0]
     result = quarantine_cli(amqp_url, "delete", first)
     assert result.returncode == 0, result.stderr
     text = _wait_for(gateway, "mailmoat_quarantine_messages", 1)

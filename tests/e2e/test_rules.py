@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import base64
 import email
-import json
 import time
 
 import pytest
-import redis
 
 from tests.e2e.conftest import POLICY
 from tests.e2e.test_mail_flow import queue_id, send, strip_received, wait_for_event
+from tests.support import records
 from tests.support.attachments import message, mz_executable
-from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
@@ -56,12 +54,9 @@ rules:
 
 
 def rule_events(message_id: str) -> list[dict]:
-    client = redis.Redis.from_url(REDIS_TEST_URL)
-    try:
-        events = [json.loads(raw) for raw in client.lrange(f"mailmoat:trace:{message_id}", 0, -1)]
-    finally:
-        client.close()
-    return [e for e in events if e["event"] == "RULE"]
+    """The RULE events of a message, once one is traced (the recorder writes a moment after delivery)."""
+    records.wait_event(message_id, "RULE")
+    return [e for e in records.events(message_id) if e["event"] == "RULE"]
 
 
 def test_a_rule_rejects_an_executable_by_type_with_an_ndr_to_the_sender(gateway_factory, sink: SmtpSink) -> None:

@@ -86,7 +86,7 @@ def test_postgresql_away_from_the_recorder_mail_flows_and_the_trace_catches_up(
         gateway_factory: Callable[..., Gateway], database_url: str, sink: SmtpSink) -> None:
     db.upgrade(database_url)
     gateway = gateway_factory(POLICY + ROUTING_HOP, env={"MAILMOAT_RECORDS": "postgresql",
-                                                         "MAILMOAT_DATABASE_URL": database_url})
+                                                         "MAILMOAT_DATABASE_URL": database_url}, recorder=False)
     parts = urlsplit(database_url)
     with TcpProxy(parts.port or 5432, parts.hostname or "127.0.0.1") as proxy:
         gateway.env["MAILMOAT_DATABASE_URL"] = parts._replace(

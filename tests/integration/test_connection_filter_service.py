@@ -68,7 +68,7 @@ class Stage:
 
 
 async def start_stage(amqp_url: str, redis_url: str, policy_path: str) -> Stage:
-    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=policy_path)
+    settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=policy_path)
     settings.metrics_ports = {}
     runtime = Runtime(SERVICE, settings)
     await runtime.start()

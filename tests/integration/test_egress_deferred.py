@@ -81,7 +81,7 @@ async def harness(amqp_url, redis_url, write_policy: Callable[[str], Path], sink
     organization: {{hostname: gw.test}}
     delivery: {{retry_delays: [{DELAY}], expire_after: 86400, connect_timeout: 5, command_timeout: 10}}
     """)
-    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy))
+    settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy))
     settings.metrics_ports = {}
     runtime = Runtime(SERVICE, settings)
     await runtime.start()

@@ -92,7 +92,7 @@ async def _purge(probe: Bus) -> None:
 
 async def _harness(amqp_url: str, redis_url: str, policy: Path, cafile: str | None = None
                    ) -> AsyncIterator[Harness]:
-    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy))
+    settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy))
     settings.metrics_ports = {}
     runtime = Runtime(SERVICE, settings)
     await runtime.start()

@@ -63,7 +63,8 @@ async def take_all(bus: Bus, stage: str, expected: int, timeout: float = 5.0) ->
 @pytest.fixture
 def settings_for(amqp_url: str, redis_url: str, write_policy) -> Callable[[str], Settings]:
     def make(policy: str) -> Settings:
-        settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(write_policy(policy)),
+        settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url,
+                            policy_path=str(write_policy(policy)),
                             smtp_port=0, log_format="text", publish_timeout=3.0)
         settings.metrics_ports = {}
         return settings

@@ -103,7 +103,8 @@ async def depth(bus: Bus) -> int:
 def make_settings(amqp_url: str, redis_url: str, write_policy) -> Callable[..., Settings]:
     def make(policy: str = POLICY, **overrides: object) -> Settings:
         settings = Settings(
-            amqp_url=amqp_url, redis_url=redis_url, policy_path=str(write_policy(policy)), smtp_port=0,
+            records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=str(write_policy(policy)),
+            smtp_port=0,
             log_format="text", publish_timeout=3.0,
         )
         settings.metrics_ports = {}

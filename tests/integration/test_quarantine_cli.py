@@ -47,6 +47,7 @@ def lines(capsys) -> list[str]:
 
 def test_list_show_delete(redis_url: str, monkeypatch, capsys) -> None:
     monkeypatch.setenv("MAILMOAT_REDIS_URL", redis_url)
+    monkeypatch.setenv("MAILMOAT_RECORDS", "redis")  # the quarantine in Redis (test_quarantine_cli_backends: both)
     jan, feb = seed(redis_url)
     assert main(["quarantine", "list"]) == 0
     assert [line.split()[0] for line in lines(capsys)] == [jan, feb]

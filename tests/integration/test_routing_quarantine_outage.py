@@ -36,7 +36,7 @@ async def depth(bus: Bus, queue: str) -> int:
 async def test_quarantine_waits_for_redis(amqp_url: str, redis_url: str, write_policy) -> None:
     target = urlparse(redis_url)
     with TcpProxy(target.port or 6379) as proxy:
-        settings = Settings(amqp_url=amqp_url, redis_url=f"redis://127.0.0.1:{proxy.port}{target.path}",
+        settings = Settings(records="redis", amqp_url=amqp_url, redis_url=f"redis://127.0.0.1:{proxy.port}{target.path}",
                             policy_path=str(write_policy(POLICY)))
         settings.metrics_ports = {}
         runtime = Runtime(SERVICE, settings)

@@ -66,7 +66,7 @@ async def router(redis_url: str) -> AsyncIterator[Router]:
     client = aioredis.from_url(redis_url)
     runtime = SimpleNamespace(policy=SimpleNamespace(current=parse_policy(POLICY)), redis=client,
                               trace=TraceStore(client))
-    yield Router(runtime)  # type: ignore[arg-type]
+    yield Router(runtime, QuarantineStore(client))  # type: ignore[arg-type]
     await client.aclose()
 
 

@@ -22,7 +22,7 @@ routes:
 
 
 async def test_split_by_route_and_traced(amqp_url, redis_url, write_policy) -> None:
-    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(write_policy(POLICY)))
+    settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=str(write_policy(POLICY)))
     settings.metrics_ports = {}
     runtime = Runtime(SERVICE, settings)
     await runtime.start()

@@ -21,7 +21,8 @@ POLICY = "accepted_domains:\n  - domain: example.com\n"
 
 
 def _settings(amqp_url: str, redis_url: str, policy: Path) -> Settings:
-    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy), log_format="text")
+    settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy),
+                        log_format="text")
     settings.metrics_ports = {}
     return settings
 

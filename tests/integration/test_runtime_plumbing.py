@@ -16,7 +16,8 @@ pytestmark = pytest.mark.integration
 
 
 def _runtime(amqp_url: str, redis_url: str, policy: Path, service: str = "antivirus", **kw) -> Runtime:
-    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy), log_format="text")
+    settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy),
+                        log_format="text")
     settings.metrics_ports = {}
     return Runtime(service, settings, **kw)
 

@@ -47,7 +47,8 @@ async def egress(amqp_url: str, redis_url: str, write_policy: Callable[[str], Pa
                  sink: SmtpSink) -> AsyncIterator[tuple[Runtime, Bus]]:
     policy = write_policy("organization: {hostname: gw.test}\n"
                           "delivery: {connect_timeout: 5, command_timeout: 10}\n")
-    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy), log_format="text")
+    settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=str(policy),
+                        log_format="text")
     settings.metrics_ports = {}
     probe = Bus(amqp_url)
     await probe.connect()
@@ -165,7 +166,7 @@ async def test_routing_dead_letters_an_envelope_without_recipients(amqp_url: str
                                                                    write_policy: Callable[[str], Path]) -> None:
     from mailmoat_routing.service import make_handler
 
-    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, log_format="text",
+    settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, log_format="text",
                         policy_path=str(write_policy("accepted_domains: [{domain: example.com}]\n")))
     settings.metrics_ports = {}
     probe = Bus(amqp_url)

@@ -47,7 +47,7 @@ class FailingResolver:
 
 async def run_stage(stage: str, make: Callable[[Runtime], object], amqp_url: str, redis_url: str, policy: str
                     ) -> tuple[Envelope, bytes, Bus]:
-    settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=policy)
+    settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=policy)
     settings.metrics_ports = {}
     runtime = Runtime(stage, settings)
     await runtime.start()

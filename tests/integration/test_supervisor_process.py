@@ -50,7 +50,7 @@ def gateway(tmp_path: Path, amqp_url: str, redis_url: str):
 def test_children_die_with_a_killed_supervisor(gateway: Gateway) -> None:
     supervisor = gateway.procs[ALL]
     children = children_of(supervisor.pid)
-    assert len(children) == 3  # ingress, routing, egress
+    assert len(children) == len(gateway._supervised) == 5  # ingress, routing, egress, recorder, console
     supervisor.send_signal(signal.SIGKILL)  # not gateway.kill: that also kills the process group
     supervisor.wait(timeout=10)
     started = time.monotonic()

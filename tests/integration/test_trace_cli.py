@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def _trace(redis_url: str, needle: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MAILMOAT_REDIS_URL": redis_url}
+    env = {**os.environ, "MAILMOAT_REDIS_URL": redis_url, "MAILMOAT_RECORDS": "redis"}  # the trace in Redis
     return subprocess.run(
         [sys.executable, "-m", "mailmoat_cli.main", "trace", needle],
         env=env, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60,

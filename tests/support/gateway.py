@@ -23,10 +23,13 @@ from pathlib import Path
 
 from mailmoat_cli.main import plan_processes
 from mailmoat_platform.settings import DEFAULT_METRICS_PORTS, Settings
+from tests.support import records
 from tests.support.infra import free_port_block
 
 SERVICES = ("ingress", "routing", "egress")
-"""What ``start()`` runs by default: the pipeline without filter stages."""
+"""What ``start()`` runs by default: the pipeline without filter stages (and the recorder, with the
+records in PostgreSQL)."""
+PIPELINE = frozenset(("ingress", "routing", "egress"))
 ALL = ("all", 0)
 """The key of the ``mailmoat run all`` supervisor among the processes."""
 
@@ -58,8 +61,13 @@ class Gateway:
         names = list(DEFAULT_METRICS_PORTS)
         blocks = free_ports(len(names), block=max(1, ingress_workers))
         self.ports = dict(zip(names, blocks, strict=True))
-        self.smtp_port, self.devmailbox_port = free_ports(2)
+        self.smtp_port, self.devmailbox_port, self.console_port = free_ports(3)
         self.maildir = self.workdir / "maildir"
+        self.records = (extra_env or {}).get("MAILMOAT_RECORDS", Settings.records)
+        """Where the gateway keeps its trace and quarantine (``postgresql``, the default, or ``redis``)."""
+        self.database_url = (extra_env or {}).get("MAILMOAT_DATABASE_URL") or (
+            records.ensure() if self.records == "postgresql" else Settings.database_url)
+        """The records database: the test process's own (``tests.support.records``) unless given."""
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAILMOAT_")}
         self.env = {
             **inherited,
@@ -73,6 +81,9 @@ class Gateway:
             "MAILMOAT_LOG_FORMAT": log_format,
             "MAILMOAT_DEVMAILBOX_PORT": str(self.devmailbox_port),
             "MAILMOAT_DEVMAILBOX_DIR": str(self.maildir),
+            "MAILMOAT_RECORDS": self.records,
+            "MAILMOAT_DATABASE_URL": self.database_url,
+            "MAILMOAT_CONSOLE_PORT": str(self.console_port),
             **{f"MAILMOAT_{s.upper()}_METRICS_PORT": str(p) for s, p in self.ports.items()},
             **(extra_env or {}),
         }
@@ -116,8 +127,16 @@ class Gateway:
         if wait:
             self.wait_ready(service, worker)
 
-    def start(self, services: tuple[str, ...] = SERVICES) -> Gateway:
-        """Start each service as its own process (ingress with ``ingress_workers`` workers), wait for all."""
+    def start(self, services: tuple[str, ...] = SERVICES, *, recorder: bool = True) -> Gateway:
+        """Start each service as its own process (ingress with ``ingress_workers`` workers), wait for all.
+
+        With the records in PostgreSQL the recorder comes along with the pipeline's services (it writes
+        their trace) when it is not running yet, unless ``recorder`` is false (a test that starts it on
+        its own, or runs each service with its own broker user)."""
+        running = ("recorder", 0) in self.procs and self.procs[("recorder", 0)].poll() is None
+        if recorder and self.records == "postgresql" and PIPELINE & set(services) and "recorder" not in services \
+                and not running:
+            services = (*services, "recorder")
         keys = [(s, w) for s in services for w in range(self.ingress_workers if s == "ingress" else 1)]
         for service, worker in keys:
             self.start_service(service, worker, wait=False)
@@ -127,7 +146,7 @@ class Gateway:
 
     def start_all(self, devmailbox: bool = False) -> Gateway:
         """Start the ``mailmoat run all`` supervisor and wait until every process it runs is ready."""
-        settings = Settings(policy_path=str(self.policy), ingress_workers=self.ingress_workers)
+        settings = Settings(policy_path=str(self.policy), ingress_workers=self.ingress_workers, records=self.records)
         self._supervised = plan_processes(settings, devmailbox)
         self._spawn(ALL, ["all", *(["--devmailbox"] if devmailbox else [])])
         for service, worker in self._supervised:

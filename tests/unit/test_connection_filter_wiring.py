@@ -15,7 +15,8 @@ from mailmoat_policy import parse_policy
 def test_run_all_starts_the_stage_when_the_policy_lists_it(write_policy) -> None:
     path = write_policy("pipeline:\n  filters: [connection_filter]\n")
     plan = plan_processes(Settings(policy_path=str(path), ingress_workers=2), devmailbox=False)
-    assert plan == [("ingress", 0), ("ingress", 1), ("connection_filter", 0), ("routing", 0), ("egress", 0)]
+    assert plan == [("ingress", 0), ("ingress", 1), ("connection_filter", 0), ("routing", 0), ("egress", 0),
+                    ("recorder", 0), ("console", 0)]
     assert parse_policy(path.read_text()).pipeline.itinerary() == ["connection_filter", "routing", "egress"]
     assert inspect.iscoroutinefunction(service.main)
     assert list(inspect.signature(service.main).parameters) == ["settings", "worker"]

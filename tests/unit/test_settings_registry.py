@@ -25,3 +25,13 @@ def test_a_new_stage_has_its_port_and_its_override(monkeypatch: pytest.MonkeyPat
     assert ports["sample_filter"] == 19171
     assert ports["routing"] == 0 and Settings.from_env().metrics_port("routing") == 0
     assert set(ports) == set(stages.names())
+
+
+def test_the_records_are_in_postgresql_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MAILMOAT_RECORDS", raising=False)
+    assert Settings().records == "postgresql" and Settings.from_env().records == "postgresql"
+    monkeypatch.setenv("MAILMOAT_RECORDS", "redis")
+    assert Settings.from_env().records == "redis"
+    monkeypatch.setenv("MAILMOAT_RECORDS", "mysql")
+    with pytest.raises(ValueError, match="must be redis or postgresql"):
+        Settings.from_env()

@@ -32,13 +32,13 @@ FILTERS = parse_policy("pipeline:\n  filters: [connection_filter, antispam]\n", 
 
 def test_plan_follows_the_policy() -> None:
     assert plan(parse_policy("{}\n", "p.yaml"), 2, False) == [("ingress", 0), ("ingress", 1), ("routing", 0),
-                                                             ("egress", 0)]
-    assert plan(FILTERS, 0, True) == [("ingress", 0), ("connection_filter", 0), ("antispam", 0), ("routing", 0),
-                                      ("egress", 0), ("devmailbox", 0)]
+                                                             ("egress", 0), ("recorder", 0), ("console", 0)]
+    assert plan(FILTERS, 0, True, "redis") == [("ingress", 0), ("connection_filter", 0), ("antispam", 0),
+                                               ("routing", 0), ("egress", 0), ("devmailbox", 0)]
 
 
 def test_a_new_stage_starts_a_dropped_one_retires_and_core_services_stay() -> None:
-    running = [("ingress", 0), ("antivirus", 0), ("routing", 0), ("egress", 0)]
+    running = [("ingress", 0), ("antivirus", 0), ("routing", 0), ("egress", 0), ("recorder", 0), ("console", 0)]
     todo = changes(plan(FILTERS, 1, False), running, retiring=[])
     assert todo.start == [("connection_filter", 0), ("antispam", 0)]
     assert todo.retire == [("antivirus", 0)]

@@ -20,7 +20,8 @@ def _policy(*filters: str) -> SimpleNamespace:
 def test_a_new_filter_stage_is_planned_watched_and_retired(monkeypatch: pytest.MonkeyPatch) -> None:
     with_stage(monkeypatch, "sample_filter")
     keys = plan(parse_policy("pipeline: {filters: [sample_filter, antispam]}\n"), 1, False)
-    assert keys == [("ingress", 0), ("sample_filter", 0), ("antispam", 0), ("routing", 0), ("egress", 0)]
+    assert keys == [("ingress", 0), ("sample_filter", 0), ("antispam", 0), ("routing", 0), ("egress", 0),
+                    ("recorder", 0), ("console", 0)]
     assert "mailmoat.sample_filter" in stage_queues()
     running = [*keys]
     assert changes(plan(_policy("antispam"), 1, False), running, []).retire == [("sample_filter", 0)]  # type: ignore[arg-type]
@@ -29,9 +30,9 @@ def test_a_new_filter_stage_is_planned_watched_and_retired(monkeypatch: pytest.M
 def test_kinds_decide_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     with_stage(monkeypatch, "sample_dev", 9191, kind="dev")
     keys = plan(_policy(), 2, True)  # type: ignore[arg-type]
-    assert keys == [("ingress", 0), ("ingress", 1), ("routing", 0), ("egress", 0), ("devmailbox", 0),
-                    ("sample_dev", 0)]
-    assert plan(_policy(), 1, False) == [("ingress", 0), ("routing", 0), ("egress", 0)]  # type: ignore[arg-type]
+    assert keys == [("ingress", 0), ("ingress", 1), ("routing", 0), ("egress", 0), ("recorder", 0), ("console", 0),
+                    ("devmailbox", 0), ("sample_dev", 0)]
+    assert plan(_policy(), 1, False, "redis") == [("ingress", 0), ("routing", 0), ("egress", 0)]  # type: ignore[arg-type]
     # a dev stage is never retired by a policy change, nor is routing: only filter stages are
     assert changes([("ingress", 0)], [("ingress", 0), ("sample_dev", 0), ("routing", 0)], []).retire == []
     watched = set(stage_queues())

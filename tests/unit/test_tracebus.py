@@ -96,13 +96,42 @@ async def test_a_burst_is_split_into_messages_of_at_most_max_records() -> None:
     assert sorted(sent) == sorted(f"M{i}" for i in range(450))
 
 
-async def test_a_failed_publish_returns_false_for_its_records_and_counts_them() -> None:
+async def test_a_failed_publish_returns_false_at_once_and_its_records_are_published_later() -> None:
     broker = FakeBroker(fail=True)
-    publisher = TracePublisher(broker.send)
+    publisher = TracePublisher(broker.send, retry_delays=(0.01,))
     assert await asyncio.gather(publisher.record(_event("A")), publisher.record(_event("B"))) == [False, False]
-    assert publisher.failures == 2
+    assert publisher.waiting == 2 and publisher.failures == 0
+    await asyncio.sleep(0.05)  # retries while the broker still refuses: nothing lost, nothing sent twice
+    assert publisher.waiting == 2
     broker.fail = False
+    for _ in range(200):  # bounded: the retrier publishes them within its next delay
+        if not publisher.waiting:
+            break
+        await asyncio.sleep(0.01)
+    assert publisher.waiting == 0 and publisher.failures == 0
     assert await publisher.record(_event("C")) is True
+    confirmed = [[r.events[0].message_id for r in records] for records, _ in broker.sent]
+    assert confirmed[-2:] == [["A", "B"], ["C"]]
+
+
+async def test_records_beyond_the_waiting_bound_and_those_waiting_at_the_end_are_counted_lost() -> None:
+    broker = FakeBroker(fail=True)
+    publisher = TracePublisher(broker.send, max_waiting=3, retry_delays=(60.0,))
+    results = await asyncio.gather(*(publisher.record(_event(f"M{i}")) for i in range(5)))
+    assert results == [False] * 5
+    assert publisher.waiting == 3 and publisher.failures == 2
+    await publisher.drain()  # one last try, refused: the waiting ones are lost too
+    assert publisher.waiting == 0 and publisher.failures == 5
+
+
+async def test_drain_publishes_what_waits_when_the_broker_is_back() -> None:
+    broker = FakeBroker(fail=True)
+    publisher = TracePublisher(broker.send, retry_delays=(60.0,))
+    assert await publisher.record(_event("A")) is False
+    broker.fail = False
+    await publisher.drain()
+    assert publisher.waiting == 0 and publisher.failures == 0
+    assert [r.events[0].message_id for r in broker.sent[-1][0]] == ["A"]
 
 
 async def test_nothing_to_record_publishes_nothing() -> None:

@@ -78,7 +78,7 @@ async def stage_factory(amqp_url, redis_url, write_policy) -> AsyncIterator[Call
 
     async def make(address: str, fail_open: bool = False, scan_timeout: float = 5) -> Stage:
         path = write_policy(POLICY.format(fail_open=str(fail_open).lower(), scan_timeout=scan_timeout))
-        settings = Settings(amqp_url=amqp_url, redis_url=redis_url, policy_path=str(path))
+        settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=str(path))
         settings.metrics_ports = {}
         runtime = Runtime(SERVICE, settings)
         await runtime.start()
