@@ -68,8 +68,11 @@ def _day(text: str, field: str) -> date | None:
 def day_range(since: str, until: str) -> tuple[datetime | None, datetime | None]:
     """[first day's start, the day after the last day) in UTC, from the form's dates (either may be empty)."""
     first, last = _day(since, "from"), _day(until, "to")
-    return (datetime.combine(first, time(), UTC) if first else None,
-            datetime.combine(last + timedelta(days=1), time(), UTC) if last else None)
+    end = None
+    if last is not None:
+        end = datetime.max.replace(tzinfo=UTC) if last == date.max else datetime.combine(
+            last + timedelta(days=1), time(), UTC)
+    return datetime.combine(first, time(), UTC) if first else None, end
 
 
 # --- sign-in -----------------------------------------------------------------------------------------

@@ -116,7 +116,10 @@ def hits_range(since: datetime | None, until: datetime | None, now: datetime | N
     """[since, until): by default the last 7 days; at most ``MAX_RANGE``."""
     now = now or datetime.now(UTC)
     until = until or now
-    since = since or until - timedelta(days=7)
+    try:
+        since = since or until - timedelta(days=7)
+    except OverflowError:  # 'to' in the first week of year 1
+        raise RangeError("'to' is out of range") from None
     if since >= until:
         raise RangeError("the range is empty: 'from' must be before 'to'")
     if until - since > MAX_RANGE:
