@@ -1,7 +1,8 @@
 """The trace's status per recipient on PostgreSQL: a held message stays QUARANTINE after the digest's AGENTINFO,
 a message delivered to one recipient and deferred for another is both (and only DELIVER to the end user who is the
 first), the status filter finds them so, and a timeline lists each recipient's outcome and decodes the antispam
-verdict (SCL, BCL, SFV, CAT, rules) with a link to the held message."""
+verdict (SCL, BCL, SFV, CAT, rules) with a link to the held message; an end user's timeline has no event data and
+no rule hit in test mode."""
 
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ async def test_status_per_recipient_in_search_and_timeline(console: Console):
     alice, bob, dave = (f"{n}@{domain}" for n in ("alice", "bob", "dave"))
     held = await write(console, "p@spam.test", [alice, bob], [
         ("SPAM", "antispam", [alice, bob], SPAM),
+        ("RULE", "routing", [alice, bob], {"rule": "trial-rule", "mode": "test", "actions": ["quarantine"]}),
         ("QUARANTINE", "routing", [alice, bob], {"quarantine_id": "placeholder"}),
         ("AGENTINFO", "console", [alice], {"digest_id": "D1"})])
     mixed = await write(console, "ann@news.test", [alice, dave], [
@@ -76,6 +78,7 @@ async def test_status_per_recipient_in_search_and_timeline(console: Console):
                                     "score": 1000.0, "rules": ["GTUBE"], "dmarc": "fail",
                                     "author": "Pills <p@spam.test>"}
         assert timeline["quarantine_id"] == "placeholder" and timeline["message"]["last_event"] == "QUARANTINE"
+        assert [e["event"] for e in timeline["events"]] == ["RECEIVE", "SPAM", "RULE", "QUARANTINE", "AGENTINFO"]
         page = (await client.get(f"/trace/{held}")).text
         assert "HSPM" in page and "GTUBE" in page and 'href="/quarantine/placeholder"' in page
         assert "Spam filter verdict" in page and "Recipients" in page and "<summary>data</summary>" in page
@@ -93,7 +96,7 @@ async def test_status_per_recipient_in_search_and_timeline(console: Console):
         assert "DEFER" not in (await client.get(f"/trace/{mixed}")).text
         # the events' data (hosts, addresses, policy details) are the administrators'; the verdict is decoded
         timeline = (await client.get(f"/api/trace/{held}")).json()
-        assert [e["event"] for e in timeline["events"]] == ["RECEIVE", "SPAM", "QUARANTINE", "AGENTINFO"]
+        assert [e["event"] for e in timeline["events"]] == ["RECEIVE", "SPAM", "QUARANTINE", "AGENTINFO"]  # no trial
         assert all(e["data"] == {} for e in timeline["events"])
         assert timeline["spam"]["cat"] == "HSPM" and timeline["quarantine_id"] == "placeholder"
         page = (await client.get(f"/trace/{held}")).text
