@@ -1,18 +1,29 @@
 """An asyncio client for clamd's INSTREAM protocol, over TCP or a unix socket.
 
-Each scan opens its own connection (clamd serves one command per connection unless a session is
-used); a semaphore bounds the connections a process holds open. The data goes in chunks, each
-prefixed by its length as 4 bytes big-endian, ended by a zero length; the reply is one line,
-``stream: OK``, ``stream: <signature> FOUND`` or ``<reason> ERROR``.
+A stream of one chunk (at most ``CHUNK`` bytes, most scans) goes over a clamd session
+(``zIDSESSION``): connections kept open and used for one command after another, each reply prefixed
+with its command's number, which is dropped. A session clamd has closed meanwhile (its
+``IdleTimeout``) is noticed by the reply that does not come, and the scan is done once more on a new
+connection; sessions unused for ``SESSION_IDLE`` seconds are closed here first. A reply that is not a
+verdict (an ``ERROR``) ends its session. Larger streams, pings and the version open a connection of
+their own (clamd serves one command per connection outside a session). A semaphore bounds the
+exchanges a process has going at once. The data goes in chunks, each prefixed by its length as 4
+bytes big-endian, ended by a zero length; the reply is one line, ``stream: OK``,
+``stream: <signature> FOUND`` or ``<reason> ERROR``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+import re
+import time
+from dataclasses import dataclass, field
 
 CHUNK = 65_536
+SESSION_IDLE = 10.0
+"""Seconds a clamd session is kept unused before it is closed (clamd's own ``IdleTimeout`` is 30 by default)."""
+REPLY_NUMBER = re.compile(rb"^\d+: ")
 
 
 class ClamdUnavailable(Exception):
@@ -81,6 +92,22 @@ def parse_reply(reply: bytes) -> ScanResult:
     return ScanResult(error=f"unexpected reply {text[:200]!r}")
 
 
+@dataclass
+class _Session:
+    """An open clamd session and when it was last used."""
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    used: float = field(default_factory=time.monotonic)
+
+    def usable(self, now: float) -> bool:
+        return now - self.used < SESSION_IDLE and not self.writer.is_closing() and not self.reader.at_eof()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
 class ClamdClient:
     """Scans byte strings with one clamd; raises ClamdUnavailable when it cannot."""
 
@@ -91,6 +118,8 @@ class ClamdClient:
         self.scan_timeout = scan_timeout
         self.stream_max_length = stream_max_length
         self._slots = asyncio.Semaphore(max_connections)
+        self._max_sessions = max_connections
+        self._sessions: list[_Session] = []
         self.available: bool | None = None
         """The outcome of the last exchange: True (answered), False (unreachable), None (not tried)."""
 
@@ -106,29 +135,85 @@ class ClamdClient:
             raise ClamdUnreachable(f"cannot connect to clamd at {self.address}: {exc or 'timeout'}") from exc
 
     async def _exchange(self, command: bytes, data: bytes | None) -> bytes:
+        """One command on a connection of its own."""
         async with self._slots:
             reader, writer = await self._connect()
-            # The reply is awaited while sending: clamd answers a stream above its StreamMaxLength
-            # and closes while the rest is still being sent, and its reply must not be lost.
-            replying = asyncio.ensure_future(reader.readuntil(b"\0"))
             try:
-                async with asyncio.timeout(self.scan_timeout):
-                    try:
-                        await _send(writer, command, data, replying)
-                    except OSError:
-                        pass
-                    reply = await replying
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                self.available = False
-                reason = "timeout" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-                raise ClamdUnavailable(f"clamd at {self.address}: {reason}") from exc
+                reply = await self._talk(reader, writer, command, data)
             finally:
-                replying.cancel()
                 writer.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 1)
         self.available = True
         return reply
+
+    async def _talk(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, command: bytes,
+                    data: bytes | None) -> bytes:
+        """Send one command (and its stream) and read its reply; ClamdUnavailable when that fails."""
+        # The reply is awaited while sending: clamd answers a stream above its StreamMaxLength
+        # and closes while the rest is still being sent, and its reply must not be lost.
+        replying = asyncio.ensure_future(reader.readuntil(b"\0"))
+        try:
+            async with asyncio.timeout(self.scan_timeout):
+                try:
+                    await _send(writer, command, data, replying)
+                except OSError:
+                    pass
+                return await replying
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            self.available = False
+            reason = "timeout" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            raise ClamdUnavailable(f"clamd at {self.address}: {reason}") from exc
+        finally:
+            replying.cancel()
+
+    async def _session_exchange(self, command: bytes, data: bytes) -> bytes:
+        """One command in a clamd session: an open one if there is, else a new one; a session found
+        closed by clamd (no reply, the connection ended) is given up and the command sent once more on
+        a new one."""
+        async with self._slots:
+            session = self._idle_session()
+            if session is not None:
+                try:
+                    return self._done(session, await self._talk(session.reader, session.writer, command, data))
+                except ClamdUnavailable as exc:
+                    session.close()
+                    if isinstance(exc.__cause__, TimeoutError):
+                        raise
+            reader, writer = await self._connect()
+            session = _Session(reader, writer)
+            try:  # the session opened and its first command in one write
+                return self._done(session, await self._talk(reader, writer, b"zIDSESSION\0" + command, data))
+            except BaseException:
+                session.close()
+                raise
+
+    def _idle_session(self) -> _Session | None:
+        now = time.monotonic()
+        while self._sessions:
+            session = self._sessions.pop()
+            if session.usable(now):
+                return session
+            session.close()
+        return None
+
+    def _done(self, session: _Session, reply: bytes) -> bytes:
+        """The reply without its command number; the session kept for the next command when the reply
+        was a verdict (after an ERROR clamd ends the session)."""
+        self.available = True
+        reply = REPLY_NUMBER.sub(b"", reply, count=1)
+        if reply.rstrip(b"\0").endswith((b" OK", b" FOUND")) and len(self._sessions) < self._max_sessions:
+            session.used = time.monotonic()
+            self._sessions.append(session)
+        else:
+            session.close()
+        return reply
+
+    def close(self) -> None:
+        """Close the open sessions (the client is being replaced)."""
+        sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
 
     async def ping(self) -> bool:
         """True when clamd answers PONG (and records availability)."""
@@ -149,6 +234,8 @@ class ClamdClient:
         if len(data) > self.stream_max_length:
             return ScanResult(error=f"{len(data)} bytes, above the stream limit of {self.stream_max_length}")
         try:
+            if len(data) <= CHUNK:
+                return parse_reply(await self._session_exchange(b"zINSTREAM\0", data))
             return parse_reply(await self._exchange(b"zINSTREAM\0", data))
         except ClamdUnavailable as exc:
             # The connection broke while sending. When clamd still answers, it refused this stream

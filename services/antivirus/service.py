@@ -60,6 +60,7 @@ class Engine:
             )
             if previous is not None:
                 self._client.available = previous.available
+                previous.close()
             self._key = key
         return self._client
 
