@@ -44,11 +44,11 @@ from mailmoat_antispam.bayes import BayesStore, tokens
 from mailmoat_antispam.calibrate import (
     HAM_RATE,
     CalibrationStore,
-    Counts,
     Labelled,
     body_key,
     calibrate,
     fold_of,
+    learned,
 )
 from mailmoat_antispam.check import Checker, bayes_hits
 from mailmoat_antispam.content import parse
@@ -156,6 +156,8 @@ class Result:
     flagged_fixed: int = 0
     cutoffs: list[float] = field(default_factory=list)
     """The calibrated cutoff of each split."""
+    reinforced: list[bool] = field(default_factory=list)
+    """Whether the calibration chose the reinforced classifier, per split."""
     missed_groups: Counter = field(default_factory=Counter)
     fp_groups: Counter = field(default_factory=Counter)
 
@@ -163,6 +165,7 @@ class Result:
         for name in ("test_spam", "test_ham", "caught", "flagged", "caught_fixed", "flagged_fixed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.cutoffs += other.cutoffs
+        self.reinforced += other.reinforced
         self.missed_groups.update(other.missed_groups)
         self.fp_groups.update(other.fp_groups)
 
@@ -173,18 +176,19 @@ class Result:
 
 
 async def run_split(client, prefix: str, train: Sequence[Sample], test: Sequence[Sample], toks: dict[str, list[str]],
-                    base: dict[str, Findings], ham_rate: float, dump: list | None, label: str) -> Result:
-    """Learn the training part's counts into Redis, calibrate the cutoff on the training part alone (as
-    ``mailmoat train calibrate``) and store it, then check each test message through ``Checker.check``."""
+                    base: dict[str, Findings], ham_rate: float, dump: list | None, label: str,
+                    reinforce: bool | None = None) -> Result:
+    """Calibrate on the training part alone (as ``mailmoat train calibrate``: reinforced or not, as its inner
+    cross-validation says unless ``reinforce`` is given; the cutoff), load the counts so learned and the
+    cutoff into Redis, then check each test message through ``Checker.check``."""
     policy = parse_policy(f"antispam: {{bayes: {{key_prefix: '{prefix}'}}}}")
-    counts = Counts()
-    for s in train:
-        counts.add(toks[s.checksum], s.spam)
-    calibration = calibrate([Labelled(toks[s.checksum], s.spam, s.body) for s in train], ham_rate)
+    messages = [Labelled(toks[s.checksum], s.spam, s.body) for s in train]
+    calibration = calibrate(messages, ham_rate, reinforce=reinforce)
+    counts = learned(messages, calibration.reinforced)
     await BayesStore(client, prefix).load_counts(counts.spam, counts.ham, counts.nspam, counts.nham)
     await CalibrationStore(client, prefix).save(calibration)
     checker = Checker(redis=client)
-    result = Result(cutoffs=[calibration.cutoff])
+    result = Result(cutoffs=[calibration.cutoff], reinforced=[calibration.reinforced])
     try:
         for sample in test:
             envelope = Envelope(mail_from=sender(sample.data), rcpt_to=["user@example.com"])
@@ -234,7 +238,7 @@ def base_findings(samples: Sequence[Sample]) -> dict[str, Findings]:
 
 
 async def measure(samples: list[Sample], folds: int, redis_url: str, ham_rate: float, dump: list | None,
-                  log) -> tuple[Result, Result, int]:
+                  log, reinforce: bool | None = None) -> tuple[Result, Result, int]:
     import redis.asyncio as aioredis
 
     toks = {s.checksum: tokens(parse(s.data)) for s in samples}
@@ -245,12 +249,15 @@ async def measure(samples: list[Sample], folds: int, redis_url: str, ham_rate: f
         cv = Result()
         for k, (train, test) in enumerate(cv_splits(samples, folds)):
             started = time.perf_counter()
-            part = await run_split(client, f"{prefix}:cv{k}", train, test, toks, base, ham_rate, dump, f"cv{k}")
+            part = await run_split(client, f"{prefix}:cv{k}", train, test, toks, base, ham_rate, dump, f"cv{k}",
+                                   reinforce)
             cv.add(part)
             log(f"  fold {k + 1}/{folds}: {part.test_spam} spam + {part.test_ham} ham tested, calibrated cutoff "
-                f"{part.cutoffs[0]:.4f}, {time.perf_counter() - started:.0f}s")
+                f"{part.cutoffs[0]:.4f}{' (reinforced)' if part.reinforced[0] else ''}, "
+                f"{time.perf_counter() - started:.0f}s")
         train, test, dropped = collection_split(samples)
-        collection = await run_split(client, f"{prefix}:coll", train, test, toks, base, ham_rate, dump, "collection")
+        collection = await run_split(client, f"{prefix}:coll", train, test, toks, base, ham_rate, dump, "collection",
+                                     reinforce)
     finally:
         await client.aclose()
     return cv, collection, dropped
@@ -264,13 +271,17 @@ def table(cv: Result, collection: Result, dropped: int, folds: int) -> str:
         ok = "meets" if spam >= GOAL_SPAM and ham <= GOAL_HAM else "misses"
         return f"{caught}/{r.test_spam} = {spam:6.2f}% | {fp}/{r.test_ham} = {ham:5.2f}% | {ok}"
 
-    cv_cut = ", ".join(f"{c:.3f}" for c in cv.cutoffs)
+    def cut(r: Result) -> str:
+        cutoffs = ", ".join(f"{c:.3f}" for c in r.cutoffs)
+        word = "cutoffs" if len(r.cutoffs) > 1 else "cutoff"
+        return f"{word} {cutoffs}; reinforced {sum(r.reinforced)}/{len(r.reinforced)}"
+
     lines = [
         f"| method | spam caught | ham flagged | goal (>= {GOAL_SPAM:g}% / <= {GOAL_HAM:g}%) |",
         "|---|---|---|---|",
-        f"| {folds}-fold CV by body, calibrated (cutoffs {cv_cut}) | {cell(cv, False)} |",
+        f"| {folds}-fold CV by body, calibrated ({cut(cv)}) | {cell(cv, False)} |",
         f"| {folds}-fold CV by body, fixed cutoff {FIXED_CUTOFF:g} | {cell(cv, True)} |",
-        f"| split by collection, calibrated (cutoff {collection.cutoffs[0]:.3f}) | {cell(collection, False)} |",
+        f"| split by collection, calibrated ({cut(collection)}) | {cell(collection, False)} |",
         f"| split by collection, fixed cutoff {FIXED_CUTOFF:g} | {cell(collection, True)} |",
     ]
     notes = [
@@ -286,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--ham-rate", type=float, default=HAM_RATE,
                         help="training ham (percent) the classifier may flag out of fold, for the calibrated cutoff")
+    parser.add_argument("--reinforce", choices=["auto", "yes", "no"], default="auto",
+                        help="learn the training messages misjudged out of fold once more: as the calibration's "
+                             "inner cross-validation chooses (auto), always or never")
     parser.add_argument("--tarball", type=Path, default=None)
     parser.add_argument("--dump", type=Path, default=None, help="write each test message's figures (JSON)")
     args = parser.parse_args(argv)
@@ -300,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{len({s.body for s in samples})} distinct bodies")
     redis_url = os.environ.get("MAILMOAT_REDIS_URL", "redis://127.0.0.1:6379/0")
     dump: list | None = [] if args.dump else None
+    reinforce = {"auto": None, "yes": True, "no": False}[args.reinforce]
     cv, collection, dropped = asyncio.run(measure(samples, args.folds, redis_url, args.ham_rate, dump,
-                                                  lambda line: print(line, flush=True)))
+                                                  lambda line: print(line, flush=True), reinforce))
     if args.dump:
         args.dump.write_text(json.dumps(dump))
     print(table(cv, collection, dropped, args.folds))

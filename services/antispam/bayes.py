@@ -4,7 +4,8 @@
 ``tokens`` and ``spam_probability`` are pure; ``BayesStore`` holds the counts: ``<prefix>:spam`` and
 ``<prefix>:ham`` hashes (token → messages that held it), ``<prefix>:count`` (messages learned of
 each class), ``<prefix>:seen`` (digests of learned messages, so a message is learned once) and
-``<prefix>:calibration`` (the spam cutoff ``mailmoat train calibrate`` chose, ``calibrate.py``).
+``<prefix>:calibration`` and ``<prefix>:reinforced`` (the spam cutoff ``mailmoat train calibrate`` chose,
+and the digests of the messages it counted a second time, ``calibrate.py``).
 """
 
 from __future__ import annotations
@@ -227,25 +228,30 @@ class BayesStore:
             pipe.hincrby(f"{self.prefix}:count", "ham", nham)
             await pipe.execute()
 
-    async def learn(self, data: bytes, toks: list[str], label: str) -> bool:
+    async def learn(self, data: bytes, toks: list[str], label: str | None, record: str = "seen") -> bool:
         """Count a message's tokens as ``spam`` or ``ham``; False when it was learned before (as
-        that class; learned as the other class it is moved)."""
-        if label not in ("spam", "ham"):
+        that class; learned as the other class it is moved). ``label`` None takes a learned message back.
+        ``record``: the hash of digests that says what was learned (``seen``; ``reinforced`` for the second
+        count ``mailmoat train calibrate`` gives a misjudged message)."""
+        if label not in ("spam", "ham", None):
             raise ValueError(label)
         digest = hashlib.sha256(data).hexdigest()[:32]
-        previous = await self.redis.hget(f"{self.prefix}:seen", digest)
+        previous = await self.redis.hget(f"{self.prefix}:{record}", digest)
         if isinstance(previous, bytes):
             previous = previous.decode()
-        if previous == label:
+        if previous == label or (label is None and not previous):
             return False
         async with self.redis.pipeline(transaction=True) as pipe:
             if previous:
                 for token in toks:
                     pipe.hincrby(f"{self.prefix}:{previous}", token, -1)
                 pipe.hincrby(f"{self.prefix}:count", previous, -1)
-            for token in toks:
-                pipe.hincrby(f"{self.prefix}:{label}", token, 1)
-            pipe.hincrby(f"{self.prefix}:count", label, 1)
-            pipe.hset(f"{self.prefix}:seen", digest, label)
+            if label is None:
+                pipe.hdel(f"{self.prefix}:{record}", digest)
+            else:
+                for token in toks:
+                    pipe.hincrby(f"{self.prefix}:{label}", token, 1)
+                pipe.hincrby(f"{self.prefix}:count", label, 1)
+                pipe.hset(f"{self.prefix}:{record}", digest, label)
             await pipe.execute()
         return True

@@ -1,10 +1,12 @@
 """``mailmoat train spam|ham <files or mbox>``: teach the classifier from saved mail;
-``mailmoat train calibrate --spam PATH... --ham PATH...``: choose its spam cutoff on labelled mail.
+``mailmoat train calibrate --spam PATH... --ham PATH...``: tune it on labelled mail.
 
 Each path is a message file (``.eml``), an mbox (several messages separated by ``From `` lines), or
 a directory of message files (a Maildir's ``cur``/``new`` included). A message learned before as the
-same class is not counted twice; learned as the other class, it is moved. Calibrating learns nothing:
-it cross-validates on the mail given (``calibrate.py``) and stores the cutoff beside the counts.
+same class is not counted twice; learned as the other class, it is moved. Calibrating cross-validates
+on the mail given (``calibrate.py``): when that says so, it counts the messages the classifier misjudges
+a second time (recorded apart, in ``<prefix>:reinforced``, so a later run replaces them), and it stores
+the spam cutoff beside the counts. It does not learn the mail given: train it first.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mailmoat_antispam.bayes import BayesStore, tokens
-from mailmoat_antispam.calibrate import FOLDS, HAM_RATE, Calibration, CalibrationStore, Labelled, body_key, calibrate
+from mailmoat_antispam.calibrate import (
+    FOLDS,
+    HAM_RATE,
+    Calibration,
+    CalibrationStore,
+    Labelled,
+    body_key,
+    calibrate,
+    misjudged,
+)
 from mailmoat_antispam.content import parse
 
 
@@ -54,22 +65,32 @@ async def learn_paths(redis, prefix: str, label: str, paths: list[Path]) -> tupl
     return learned, known
 
 
-def labelled(spam: list[Path], ham: list[Path]) -> list[Labelled]:
+def labelled(spam: list[Path], ham: list[Path]) -> list[tuple[bytes, Labelled]]:
     """The messages under ``spam`` and ``ham`` with their tokens and body digests (each message once)."""
     out: dict[bytes, Labelled] = {}
     for is_spam, paths in ((True, spam), (False, ham)):
         for path in paths:
             for data in read_messages(path):
                 out[data] = Labelled(tokens(parse(data)), is_spam, body_key(data))
-    return list(out.values())
+    return list(out.items())
 
 
 async def calibrate_paths(redis, prefix: str, spam: list[Path], ham: list[Path], ham_rate: float = HAM_RATE,
-                          folds: int = FOLDS) -> Calibration:
-    """Calibrate on the mail under ``spam`` and ``ham`` and store the cutoff (``ValueError``: too little mail)."""
-    calibration = calibrate(labelled(spam, ham), ham_rate, folds)
+                          folds: int = FOLDS, reinforce: bool | None = None) -> tuple[Calibration, int]:
+    """Calibrate on the mail under ``spam`` and ``ham``: when the reinforced classifier does better out of
+    fold (or ``reinforce`` says so), count the messages it misjudges a second time (and take back an
+    earlier second count of the others), then store the cutoff. (calibration, messages counted twice now);
+    ``ValueError``: too little mail."""
+    items = labelled(spam, ham)
+    messages = [m for _, m in items]
+    calibration = calibrate(messages, ham_rate, folds, reinforce)
+    again = set(misjudged(messages, folds)) if calibration.reinforced else set()
+    store = BayesStore(redis, prefix)
+    for i, (data, message) in enumerate(items):
+        label = ("spam" if message.spam else "ham") if i in again else None
+        await store.learn(data, list(message.tokens), label, record="reinforced")
     await CalibrationStore(redis, prefix).save(calibration)
-    return calibration
+    return calibration, len(again)
 
 
 def add_parser(sub) -> None:
@@ -130,7 +151,7 @@ def _run_calibrate(args: argparse.Namespace, redis_url: str, prefix: str) -> int
         print("mailmoat train calibrate: give --spam PATH and --ham PATH (or --clear)")
         return 2
 
-    async def go() -> Calibration | bool:
+    async def go() -> tuple[Calibration, int] | bool:
         client = aioredis.from_url(redis_url, socket_connect_timeout=5)
         try:
             if args.clear:
@@ -147,7 +168,10 @@ def _run_calibrate(args: argparse.Namespace, redis_url: str, prefix: str) -> int
     if isinstance(result, bool):
         print("calibration removed: the classifier's cutoff is the policy's" if result else "no calibration stored")
         return 0
-    print(f"spam cutoff {result.cutoff:.4f} stored: out of fold on {result.nspam} spam and {result.nham} ham "
-          f"({result.folds} folds by body) it catches {result.spam_caught:.2f} % of the spam and flags "
-          f"{result.ham_flagged:.2f} % of the ham (asked: at most {result.ham_rate:g} %)")
+    calibration, again = result
+    print(f"spam cutoff {calibration.cutoff:.4f} stored: out of fold on {calibration.nspam} spam and "
+          f"{calibration.nham} ham ({calibration.folds} folds by body) it catches {calibration.spam_caught:.2f} % "
+          f"of the spam and flags {calibration.ham_flagged:.2f} % of the ham (asked: at most "
+          f"{calibration.ham_rate:g} %); " + (f"{again} misjudged messages counted a second time"
+                                              if calibration.reinforced else "no message counted twice"))
     return 0

@@ -15,7 +15,7 @@ from mailmoat_antispam.bayes import BayesStore, tokens
 from mailmoat_antispam.calibrate import Calibration, CalibrationStore
 from mailmoat_antispam.check import Checker
 from mailmoat_antispam.content import parse
-from mailmoat_antispam.train import learn_paths
+from mailmoat_antispam.train import calibrate_paths, learn_paths
 from mailmoat_cli.main import main as cli_main
 from mailmoat_platform.models import Envelope
 from mailmoat_policy import parse_policy
@@ -103,7 +103,7 @@ def test_train_command(redis_url: str, tmp_path: Path, monkeypatch: pytest.Monke
 async def test_bulk_loaded_counts_classify_as_the_in_memory_counts_of_make_accuracy(redis_url: str) -> None:
     """``make accuracy`` loads each fold's counts in bulk and chooses its nested cutoff with the same
     counts in memory: both must give the same probability for a message."""
-    from mailmoat_antispam.accuracy import Counts
+    from mailmoat_antispam.calibrate import Counts
 
     counts = Counts()
     for i, body in enumerate(SPAMMY * 70):
@@ -184,3 +184,40 @@ def test_train_calibrate_command(redis_url: str, tmp_path: Path, monkeypatch: py
     assert cli_main(["train", "calibrate", "--clear"]) == 0
     assert asyncio.run(stored()) is None
     assert cli_main(["train", "calibrate", "--spam", str(spam)]) == 2
+
+
+async def test_calibration_counts_the_misjudged_a_second_time_and_a_later_run_takes_it_back(
+        redis_url: str, tmp_path: Path) -> None:
+    spam, ham = tmp_path / "spam", tmp_path / "ham"
+    spam.mkdir()
+    ham.mkdir()
+    for i in range(60):
+        (spam / f"{i}.eml").write_bytes(message(i, "offer", f"{SPAMMY[i % 3]} code{i}"))
+        (ham / f"{i}.eml").write_bytes(message(100 + i, "meeting", f"{HAMMY[i % 3]} item{i}", "corp"))
+    (ham / "odd.eml").write_bytes(message(999, "offer", f"{SPAMMY[0]} thursday"))  # ham that reads as spam
+    client = aioredis.from_url(redis_url)
+    prefix = "t:reinforce"
+    try:
+        assert await learn_paths(client, prefix, "spam", [spam]) == (60, 0)
+        assert await learn_paths(client, prefix, "ham", [ham]) == (61, 0)
+        store = BayesStore(client, prefix)
+        before = await client.hgetall(f"{prefix}:ham")
+        calibration, again = await calibrate_paths(client, prefix, [spam], [ham], reinforce=True)
+        assert calibration.reinforced and again == 1
+        assert await store.counts() == (60, 62)
+        assert len(await client.hgetall(f"{prefix}:reinforced")) == 1
+        after = await client.hgetall(f"{prefix}:ham")
+        assert int(after[b"thursday"]) == int(before[b"thursday"]) + 1
+        assert (await CalibrationStore(client, prefix).load()).reinforced
+        # a second run counts it once more only once; a run without reinforcement takes the second count back
+        assert (await calibrate_paths(client, prefix, [spam], [ham], reinforce=True))[1] == 1
+        assert await store.counts() == (60, 62)
+        calibration, again = await calibrate_paths(client, prefix, [spam], [ham], reinforce=False)
+        assert not calibration.reinforced and again == 0
+        assert await store.counts() == (60, 61) and not await client.hgetall(f"{prefix}:reinforced")
+        assert await client.hgetall(f"{prefix}:ham") == before
+    finally:
+        keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

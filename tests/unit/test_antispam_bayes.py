@@ -7,7 +7,16 @@ import pytest
 
 from mailmoat_antispam.accuracy import Sample, collection_split, cv_splits
 from mailmoat_antispam.bayes import spam_probability, strip_list_footer, tokens
-from mailmoat_antispam.calibrate import LOWEST, Labelled, body_key, calibrate, choose, out_of_fold
+from mailmoat_antispam.calibrate import (
+    LOWEST,
+    Labelled,
+    body_key,
+    calibrate,
+    choose,
+    learned,
+    misjudged,
+    out_of_fold,
+)
 from mailmoat_antispam.content import parse
 
 LIST_MAIL = (
@@ -97,3 +106,19 @@ def test_calibration_is_out_of_fold_and_keeps_equal_bodies_together() -> None:
     assert result.cutoff > probabilities[-1] and result.ham_flagged == 0.0 and result.nham == 61
     with pytest.raises(ValueError):
         calibrate(messages[:40] + messages[60:], 0.3)
+
+
+def test_reinforcement_counts_the_misjudged_twice_and_calibration_keeps_the_better_classifier() -> None:
+    messages = [labelled(i, True, f"cheap pills offer{i % 7} now") for i in range(60)]
+    messages += [labelled(100 + i, False, f"meeting agenda item{i} thursday") for i in range(60)]
+    messages.append(labelled(999, False, "cheap pills offer1 now thursday"))  # ham that reads as spam
+    assert misjudged(messages) == [120]
+    plain, reinforced = learned(messages, reinforce=False), learned(messages)
+    assert (plain.nspam, plain.nham) == (60, 61) and (reinforced.nspam, reinforced.nham) == (60, 62)
+    assert reinforced.ham["thursday"] == plain.ham["thursday"] + 1 and reinforced.spam == plain.spam
+    forced = calibrate(messages, reinforce=True)
+    assert forced.reinforced and not calibrate(messages, reinforce=False).reinforced
+    chosen = calibrate(messages)
+    best = max(calibrate(messages, reinforce=False).spam_caught, forced.spam_caught)
+    assert chosen.spam_caught == best
+    assert chosen.reinforced == (forced.spam_caught > calibrate(messages, reinforce=False).spam_caught)
