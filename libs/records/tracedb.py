@@ -455,6 +455,31 @@ class TraceReader:
             summaries = await self._summaries(conn, [(at, mid) for mid, at in unique.items()], last_event)
         return Page(summaries, Cursor(*rows[-1]) if more and rows else None)
 
+    async def received(self, *, since: datetime, until: datetime | None = None, limit: int = 50,
+                       after: Cursor | None = None, last_event: bool = True) -> Page:
+        """Every message received in ``[since, until)``, newest first, at most ``limit``; ``after``: the previous
+        page's ``next`` (the same keyset as ``find``'s). One backward range scan of ``trace_messages_received``
+        per day partition in the range, merged, stopping when the page is full."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        conds, params = _range("received_at", since, until)
+        if after is not None:
+            conds.append(sql.SQL("(received_at, message_id) < (%s, %s)"))
+            params += [after.at, after.message_id]
+        query = sql.SQL("SELECT received_at, message_id FROM trace_messages WHERE {} "
+                        "ORDER BY received_at DESC, message_id DESC LIMIT %s").format(_where(conds))
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, [*params, limit + 1])
+            rows = await cur.fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            # A message with two rows (two records naming its sender) is shown once, where it is newest.
+            unique: dict[str, datetime] = {}
+            for at, mid in rows:
+                unique.setdefault(mid, at)
+            summaries = await self._summaries(conn, [(at, mid) for mid, at in unique.items()], last_event)
+        return Page(summaries, Cursor(*rows[-1]) if more and rows else None)
+
     @staticmethod
     def _maybe_queue_id(needle: str) -> bool:
         text = needle.strip()

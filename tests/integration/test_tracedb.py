@@ -332,3 +332,83 @@ async def test_two_writers_with_the_same_batch_on_a_new_day_store_it_once(migrat
         assert sorted(r.added for r in results) == [0, 200]
         page = await TraceReader(pool).find(f"r.{tag}@example.com", since=day, limit=100)
         assert len(page.messages) == 50
+
+
+def _indexed_partitions(url: str) -> set[str]:
+    """The day partitions of ``trace_messages`` whose index is a part of ``trace_messages_received``."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT t.relname FROM pg_inherits i JOIN pg_class x ON x.oid = i.inhrelid "
+            "JOIN pg_index ix ON ix.indexrelid = x.oid JOIN pg_class t ON t.oid = ix.indrelid "
+            "WHERE i.inhparent = to_regclass('trace_messages_received')").fetchall()
+    return {r[0] for r in rows}
+
+
+def test_the_received_index_is_made_on_every_partition_and_undone(scratch_url: str) -> None:
+    assert dbcli.main(["upgrade", "--url", scratch_url, "--ahead-days", "1"]) == 0
+    today = db.utc_today()
+    expected = {db.partition_name("trace_messages", today + timedelta(days=n)) for n in range(2)}
+    assert _indexed_partitions(scratch_url) == expected
+    db.downgrade(scratch_url, "0005_sender_blocks")
+    assert _indexed_partitions(scratch_url) == set()
+    with psycopg.connect(scratch_url) as conn:
+        assert conn.execute("SELECT to_regclass('trace_messages_received')").fetchone()[0] is None
+    db.upgrade(scratch_url)  # partitions made before the index get it; one made after it too
+    later = today + timedelta(days=9)
+
+    async def make_later() -> None:
+        async with await psycopg.AsyncConnection.connect(scratch_url, autocommit=True) as conn:
+            await db.ensure_partitions(conn, [later])
+
+    asyncio.run(make_later())
+    assert _indexed_partitions(scratch_url) == expected | {db.partition_name("trace_messages", later)}
+    with psycopg.connect(scratch_url) as conn:
+        definition = conn.execute("SELECT pg_get_indexdef(to_regclass('trace_messages_received'))").fetchone()[0]
+    assert definition.endswith("(received_at DESC, message_id DESC)")
+
+
+def _far_day(tag: str) -> datetime:
+    """A day of this test's own, years ahead (no other test's messages in it)."""
+    return datetime(2034, 1, 1, tzinfo=UTC) + timedelta(days=int(tag[:6], 16) % 3000)
+
+
+async def test_received_lists_a_range_newest_first_in_pages(pool: AsyncConnectionPool) -> None:
+    tag = uuid.uuid4().hex[:10]
+    day = _far_day(tag)
+    batch: list[TraceRecord] = []
+    ids: dict[str, datetime] = {}
+    for n in range(23):  # over three days; pairs received at the same instant (the cursor's id breaks the tie)
+        at = day + timedelta(hours=3 * (n // 2))
+        mid, records = _message(at, sender=f"s{n}.{tag}@example.org", rcpts=[f"r{n}.{tag}@example.com"])
+        batch += records
+        ids[mid] = at
+    # Events of a message without its first record (no trace_messages row) are not a message received.
+    orphan = TraceEvent(event="DELIVER", message_id=queue_id(day), service="egress", at=day + timedelta(hours=1))
+    before = _message(day - timedelta(microseconds=1), sender=f"x.{tag}@example.org", rcpts=["x@example.com"])
+    after = _message(day + timedelta(days=3), sender=f"y.{tag}@example.org", rcpts=["y@example.com"])
+    await TraceWriter(pool).write([*batch, TraceRecord(events=[orphan]), *before[1], *after[1]])
+    reader = TraceReader(pool)
+    seen: list[str] = []
+    cursor: Cursor | None = None
+    pages = 0
+    while True:
+        page = await reader.received(since=day, until=day + timedelta(days=3), limit=10, after=cursor)
+        pages += 1
+        seen += [m.message_id for m in page.messages]
+        if page.next is None:
+            break
+        cursor = Cursor.parse(page.next.token)  # as the console passes it back
+        assert pages < 10
+    assert pages == 3
+    assert seen == [mid for mid, _ in sorted(ids.items(), key=lambda item: (item[1], item[0]), reverse=True)]
+    first = (await reader.received(since=day, until=day + timedelta(days=3), limit=1)).messages[0]
+    newest = seen[0]
+    assert (first.message_id, first.at, first.last_event) == (newest, ids[newest], "SCAN")
+    assert first.sender.endswith(f".{tag}@example.org") and first.client_ip == "192.0.2.7"
+    # [since, until): the bounds, and an open end
+    assert [m.message_id for m in (await reader.received(since=day - timedelta(microseconds=1), until=day,
+                                                         limit=5)).messages] == [before[0]]
+    open_end = await reader.received(since=day + timedelta(days=1), limit=50)
+    assert [m.message_id for m in open_end.messages] == [after[0], *seen[:7]]
+    with pytest.raises(ValueError):
+        await reader.received(since=day, limit=0)
