@@ -290,8 +290,9 @@ async def api_trace(request: Request, who: Annotated[Principal, Depends(need(Rig
                     after: Annotated[str | None, Query(max_length=300)] = None,
                     status: Annotated[str, Query(max_length=32, description=STATUS_HELP)] = ""
                     ) -> Any:
-    """Messages by sender, recipient, Message-ID (or queue id) and client IP in [since, until), newest first.
-    An end user sees only messages addressed to their own mailboxes."""
+    """Messages by sender, recipient, Message-ID (or queue id) and client IP in [since, until), newest first; with
+    none of those four, every message received in [since, until) (by default the 2 days up to until or now;
+    ``looked_up`` is ``range``). An end user sees only messages addressed to their own mailboxes."""
     query = TraceQuery(sender, recipient, message_id, client_ip, since, until, limit, after, status)
     try:
         found = await console_of(request).search.search(query, who)

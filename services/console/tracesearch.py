@@ -1,10 +1,12 @@
 """Message trace search and a message's timeline, with the principal's rights applied (``TraceReader``).
 
-A search names at least one of sender, recipient, Message-ID (or queue id) and client IP. The most
-selective one given is looked up in the trace's index (Message-ID, then client IP, then recipient, then
-sender: envelope sender or From author) within the date range, newest first, paged by the reader's
-cursor; the other fields and the status (the latest event) filter that page (a page may then hold fewer
-messages than the limit).
+When a search names one of sender, recipient, Message-ID (or queue id) and client IP, the most selective one
+given is looked up in the trace's index (Message-ID, then client IP, then recipient, then sender: envelope
+sender or From author) within the date range, newest first, paged by the reader's cursor. When it names none
+(administrators and the help desk), every message received in the date range is listed instead (EOP's trace
+of a range by status), newest first, paged by the same cursor; without dates the range is the last
+``DEFAULT_RANGE`` (two days), ending now (or at the end given). Either way the other fields and the status
+filter the page read (a page may then hold fewer messages than the limit).
 
 An end user searches the messages addressed to their own mailboxes only: the look-up is by one of their
 addresses as recipient (the first when they name none), whatever else they give. An envelope sender is
@@ -32,6 +34,11 @@ _EARLIER = timedelta(hours=1)
 _LATER = timedelta(days=7)
 """A listed message's outcome events are looked for from an hour before its receipt (clocks) to a week after."""
 _MAX_FETCHES = 5
+DEFAULT_RANGE = timedelta(days=2)
+"""The range listed when a search names no look-up field and no start (as EOP's trace: the last 48 hours)."""
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+RANGE = "range"
+"""``TraceResults.looked_up`` of a listing by date range alone."""
 """Pages of the index read at most for one page of results when filters leave a page empty."""
 
 
@@ -70,7 +77,10 @@ class TraceResults:
     messages: list[Found]
     next: str | None
     looked_up: str = ""
-    """The field the index was searched by."""
+    """The field the index was searched by; ``RANGE``: every message received in ``since``..``until``."""
+    since: datetime | None = None
+    until: datetime | None = None
+    """The range searched (with ``RANGE``: the default range when none was given)."""
 
 
 @dataclass
@@ -136,7 +146,7 @@ def _primary(query: TraceQuery, principal: Principal) -> tuple[str, str, tuple[s
         return "recipient", query.recipient.strip(), ("rcpt",)
     if query.sender.strip():
         return "sender", query.sender.strip(), ("sender", "from")
-    raise SearchError("give a sender, a recipient, a Message-ID or a client IP")
+    return RANGE, "", ()
 
 
 def matches(summary: MessageSummary, query: TraceQuery, skip: str) -> bool:
@@ -204,11 +214,17 @@ class TraceSearch:
         except ValueError:
             raise SearchError("not a page cursor") from None
         since, until = _utc(query.since), _utc(query.until)
+        if field_ == RANGE and since is None:
+            since = max(until or datetime.now(UTC), _EARLIEST + DEFAULT_RANGE) - DEFAULT_RANGE
         if since and until and since >= until:
             raise SearchError("the start of the range must be before its end")
         found: list[Found] = []
         for _ in range(_MAX_FETCHES):
-            page = await self.reader.find(value, since=since, until=until, limit=limit, after=after, kinds=kinds)
+            if field_ == RANGE:
+                assert since is not None
+                page = await self.reader.received(since=since, until=until, limit=limit, after=after)
+            else:
+                page = await self.reader.find(value, since=since, until=until, limit=limit, after=after, kinds=kinds)
             mine = [_visible(s, principal) for s in page.messages if principal.may_see_message(s.recipients)]
             outcomes = await self.outcomes(mine)
             for summary in mine:
@@ -218,7 +234,7 @@ class TraceSearch:
             after = page.next
             if found or after is None:
                 break
-        return TraceResults(found, after.token if after else None, field_)
+        return TraceResults(found, after.token if after else None, field_, since, until)
 
     async def outcomes(self, summaries: list[MessageSummary]) -> dict[str, list[_Outcome]]:
         """The outcome events of a page of messages (oldest first), by message, in one query."""

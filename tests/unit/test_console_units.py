@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -160,6 +160,10 @@ class FakeReader:
         self.calls.append((needle, tuple(kinds)))
         return self.pages.pop(0) if self.pages else Page([], None)
 
+    async def received(self, *, since, until=None, limit=50, after=None):
+        self.calls.append(("", ("received", since, until)))
+        return self.pages.pop(0) if self.pages else Page([], None)
+
     async def events(self, message_id, *, since=None, until=None):
         return []
 
@@ -182,9 +186,31 @@ async def test_the_most_selective_field_is_looked_up():
     await search.search(TraceQuery(sender="b@x"), ADMIN)
     assert [c[1] for c in reader.calls] == [("msgid",), ("ip",), ("rcpt",), ("sender", "from")]
     with pytest.raises(SearchError):
-        await search.search(TraceQuery(), ADMIN)
-    with pytest.raises(SearchError):
         await search.search(TraceQuery(client_ip="not-an-ip"), ADMIN)
+
+
+async def test_without_a_look_up_field_a_date_range_is_listed():
+    reader = FakeReader([Page([summary("Q1", "b@x", ["a@x"]), summary("Q2", "c@x", ["d@x"])], None)])
+    search = TraceSearch(reader)
+    before = datetime.now(UTC)
+    results = await search.search(TraceQuery(status="deliver"), DESK)
+    assert results.looked_up == "range" and [m.message_id for m in results.messages] == ["Q1", "Q2"]
+    _, (kind, since, until) = reader.calls[0]
+    assert kind == "received" and until is None and results.until is None
+    assert before - timedelta(days=2) <= since <= datetime.now(UTC) - timedelta(days=2) and results.since == since
+    end = datetime(2026, 12, 3, tzinfo=UTC)  # an end alone: the two days before it
+    await search.search(TraceQuery(until=end), ADMIN)
+    assert reader.calls[1][1] == ("received", end - timedelta(days=2), end)
+    start = datetime(2026, 11, 1, tzinfo=UTC)  # a start given: as given, up to the end (open)
+    await search.search(TraceQuery(since=start, status="FAIL"), ADMIN)
+    assert reader.calls[2][1] == ("received", start, None)
+    earliest = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+    await search.search(TraceQuery(until=earliest), ADMIN)  # no date before year 1
+    assert reader.calls[3][1] == ("received", datetime.min.replace(tzinfo=UTC), earliest)
+    found = await search.search(TraceQuery(client_ip=" ", sender="  "), ADMIN)  # blank fields are no field
+    assert found.looked_up == "range"
+    reader.pages.append(Page([summary("Q3", "b@x", ["a@x"])], None))  # delivered: not a FAIL
+    assert (await search.search(TraceQuery(status="FAIL"), ADMIN)).messages == [] and reader.pages == []
 
 
 async def test_an_end_user_searches_only_their_mailboxes():
