@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from mailmoat_antispam.asf import custom_spam_headers, strip_custom_spam
 from mailmoat_antispam.auth import authentication_results, authserv_id, strip_spoofed_authres
@@ -59,6 +60,26 @@ def summary(outcome: Outcome) -> str:
     return text
 
 
+def auth_summary(auth: dict[str, Any]) -> dict[str, Any]:
+    """The sender authentication for the trace, compact (the verdict's ``auth``, ``AuthResult.detail``): SPF's result
+    and domain (and the HELO identity's when checked too), each DKIM signature's result and signing domain, DMARC's
+    result, domain and action, ARC's result, composite authentication's result and reason; {} when none ran."""
+    if not auth:
+        return {}
+    spf, dmarc = auth.get("spf") or {}, auth.get("dmarc") or {}
+    out: dict[str, Any] = {
+        "spf": {"result": spf.get("result"), "domain": spf.get("domain"), "identity": spf.get("identity")},
+        "dkim": list({(d.get("result"), d.get("domain")): {"result": d.get("result"), "domain": d.get("domain")}
+                      for d in auth.get("dkim") or []}.values())[:10],
+        "dmarc": {"result": dmarc.get("result"), "domain": dmarc.get("domain"), "policy": dmarc.get("policy")},
+        "arc": (auth.get("arc") or {}).get("result"),
+        "compauth": {k: (auth.get("compauth") or {}).get(k) for k in ("result", "reason")},
+    }
+    if auth.get("spf_helo"):
+        out["spf_helo"] = {k: auth["spf_helo"].get(k) for k in ("result", "domain")}
+    return out
+
+
 def blocks_refresh() -> float:
     """``MAILMOAT_ANTISPAM_BLOCKS_REFRESH``: seconds the copy of the blocked senders is used before it is read
     again (30; 0: read for every message)."""
@@ -98,11 +119,12 @@ def make_handler(runtime: Runtime, checker: Checker | None = None):
         verdict = outcome.verdict
         clean = verdict.result in ("clean", "allowed")
         author = (verdict.detail.get("auth") or {}).get("author") or {}
+        authentication = auth_summary(verdict.detail.get("auth") or {})
         event = TraceEvent(
             event="AGENTINFO" if clean else "SPAM", message_id=envelope.id, service=SERVICE,
             recipients=envelope.rcpt_to, detail=summary(outcome),
             data={"result": verdict.result, **{k: v for k, v in verdict.detail.items() if k != "auth"},
-                  "author": author},
+                  "author": author, **({"authentication": authentication} if authentication else {})},
         )
         return [await runtime.finish(envelope, body, verdict, event, header, authors=author.get("addresses") or ())]
 

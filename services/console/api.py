@@ -162,7 +162,8 @@ class TimelineOut(BaseModel):
     spam: SpamOut | None = Field(description="The antispam verdict decoded, when the stage saw the message")
     quarantine_id: str | None = Field(description="The held message's id when it was quarantined")
     authentication_results: list[AuthResultOut] = Field(
-        default_factory=list, description="The gateway's Authentication-Results of the held copy (held messages)")
+        default_factory=list, description="The gateway's Authentication-Results of the held copy (held messages), "
+                                          "else SPF, DKIM, DMARC, ARC and compauth as the antispam stage traced them")
 
 
 class AuditPage(BaseModel):
@@ -322,7 +323,8 @@ async def api_message(message_id: Annotated[str, Path(max_length=200)], request:
                        verdicts=timeline.verdicts,
                        deliveries=[DeliveryOut(**vars(d)) for d in timeline.deliveries],
                        spam=SpamOut(**vars(spam)) if spam else None, quarantine_id=timeline.held_id,
-                       authentication_results=[AuthResultOut(**vars(a)) for a in auth[1]] if auth else [])
+                       authentication_results=[AuthResultOut(**vars(a)) for a in (auth[1] if auth
+                                                                                   else timeline.authentication)])
 
 
 @router.get("/audit", response_model=AuditPage, responses=_AUTH)

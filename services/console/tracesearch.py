@@ -24,7 +24,17 @@ from mailmoat_platform.models import TraceEvent
 from mailmoat_records.tracedb import Cursor, MessageSummary, TraceReader, ip_text, normalize
 
 from .rights import Principal, normalize_address
-from .tracestatus import OUTCOMES, Delivery, SpamVerdict, deliveries, held_id, spam_verdict, statuses
+from .tracestatus import (
+    OUTCOMES,
+    AuthResult,
+    Delivery,
+    SpamVerdict,
+    deliveries,
+    held_id,
+    spam_verdict,
+    statuses,
+    traced_authentication,
+)
 
 MAX_LIMIT = 200
 STATUSES = ("DELIVER", "DEFER", "FAIL", "REJECT", "QUARANTINE", "RELEASE", "DELETE", "DSN", "DEADLETTER", "ERROR")
@@ -112,6 +122,12 @@ class Timeline:
     @property
     def held_id(self) -> str | None:
         return held_id(self._read)
+
+    @property
+    def authentication(self) -> list[AuthResult]:
+        """SPF, DKIM, DMARC, ARC and compauth as the antispam stage traced them (delivered mail has no held copy
+        whose ``Authentication-Results`` could be read)."""
+        return traced_authentication(self._read)
 
     @property
     def verdicts(self) -> dict[str, Any]:

@@ -174,3 +174,50 @@ def parse_auth_results(value: str) -> tuple[str, list[AuthResult]]:
             properties = ")".join(closing[1:]).strip()
         found.append(AuthResult(method.lower(), result.lower(), comment, properties))
     return serv, found
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else " ".join(str(value).split())[:300]
+
+
+def traced_authentication(events: Iterable[EventLike]) -> list[AuthResult]:
+    """The sender authentication the antispam stage traced (its event's ``authentication``: SPF, DKIM per signing
+    domain, DMARC, ARC, compauth), latest event's, as ``AuthResult``s like the held copy's field; [] when none."""
+    found = None
+    for event in events:
+        data = getattr(event, "data", None) or {}
+        if event.service == "antispam" and isinstance(data, dict) and isinstance(data.get("authentication"), dict):
+            found = data["authentication"]
+    if not found:
+        return []
+    out: list[AuthResult] = []
+
+    def part(name: str) -> dict[str, Any]:
+        value = found.get(name)
+        return value if isinstance(value, dict) else {}
+
+    spf = part("spf")
+    if spf.get("result"):
+        prop = "smtp.helo" if spf.get("identity") == "helo" else "smtp.mailfrom"
+        out.append(AuthResult("spf", _text(spf["result"]), "", f"{prop}={_text(spf.get('domain'))}"))
+    helo = part("spf_helo")
+    if helo.get("result"):
+        out.append(AuthResult("spf", _text(helo["result"]), "", f"smtp.helo={_text(helo.get('domain'))}"))
+    dkim = found.get("dkim")
+    signatures = [d for d in dkim if isinstance(d, dict)] if isinstance(dkim, list) else []
+    for sig in signatures:
+        out.append(AuthResult("dkim", _text(sig.get("result")), "", f"header.d={_text(sig.get('domain'))}"))
+    if dkim == []:
+        out.append(AuthResult("dkim", "none", "message not signed", ""))
+    dmarc = part("dmarc")
+    if dmarc.get("result"):
+        action = f"action={_text(dmarc['policy'])}" if dmarc.get("policy") else ""
+        domain = f"header.from={_text(dmarc['domain'])}" if dmarc.get("domain") else ""
+        out.append(AuthResult("dmarc", _text(dmarc["result"]), action, domain))
+    if found.get("arc"):
+        out.append(AuthResult("arc", _text(found["arc"]), "", ""))
+    compauth = part("compauth")
+    if compauth.get("result"):
+        out.append(AuthResult("compauth", _text(compauth["result"]), "",
+                              f"reason={_text(compauth.get('reason'))}" if compauth.get("reason") else ""))
+    return out
