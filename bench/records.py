@@ -14,7 +14,8 @@ Phases (each on a database of its own, created here and dropped at the end unles
 3. **look-ups**: ``TraceReader.find`` by recipient and by envelope sender over the whole range, first
    page of 50 (and the next page by cursor), with each message's summary and latest event; p50/p99.
    Values drawn by how often they occur (what is looked up most) and uniformly (rare values: every
-   day partition is searched and few rows come back).
+   day partition is searched and few rows come back). ``TraceReader.received``: every message of an
+   hour and of two days (the console's listing by date range), the window anywhere in the range.
 4. **disk**: ``pg_total_relation_size`` of every partition (tables and indexes), per message and event.
 
 Synthetic mail: an organisation of ``--mailboxes`` mailboxes receiving from ``--senders`` outside
@@ -300,6 +301,25 @@ async def bench_lookups(url: str, mail: Mail, start: datetime, end: datetime, sa
                     t0 = time.perf_counter()
                     await reader.find(value, since=since, until=until, limit=50,
                                       after=Cursor.parse(page.next.token))
+                    second.append((time.perf_counter() - t0) * 1000)
+            out[label] = {"p50_ms": pct(first, 0.5), "p99_ms": pct(first, 0.99), "max_ms": max(first),
+                          "mean_found": statistics.mean(found),
+                          "next_page_p50_ms": pct(second, 0.5) if second else None,
+                          "next_page_p99_ms": pct(second, 0.99) if second else None}
+        for label, width in (("every message of an hour", timedelta(hours=1)),
+                             ("every message of 2 days", timedelta(days=2))):
+            first, second, found = [], [], []
+            span = max((end - start) - width, timedelta(0))
+            for _ in range(samples):  # a window anywhere in the table's range (the console's range listing)
+                until = end - span * rng.random()
+                t0 = time.perf_counter()
+                page = await reader.received(since=until - width, until=until, limit=50)
+                first.append((time.perf_counter() - t0) * 1000)
+                found.append(len(page.messages))
+                if page.next is not None:
+                    t0 = time.perf_counter()
+                    await reader.received(since=until - width, until=until, limit=50,
+                                          after=Cursor.parse(page.next.token))
                     second.append((time.perf_counter() - t0) * 1000)
             out[label] = {"p50_ms": pct(first, 0.5), "p99_ms": pct(first, 0.99), "max_ms": max(first),
                           "mean_found": statistics.mean(found),
