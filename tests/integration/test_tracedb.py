@@ -369,7 +369,7 @@ def test_the_received_index_is_made_on_every_partition_and_undone(scratch_url: s
 
 def _far_day(tag: str) -> datetime:
     """A day of this test's own, years ahead (no other test's messages in it)."""
-    return datetime(2034, 1, 1, tzinfo=UTC) + timedelta(days=int(tag[:6], 16) % 3000)
+    return datetime(2060, 1, 1, tzinfo=UTC) + timedelta(days=int(tag[:6], 16) % 3000)
 
 
 async def test_received_lists_a_range_newest_first_in_pages(pool: AsyncConnectionPool) -> None:
@@ -409,6 +409,7 @@ async def test_received_lists_a_range_newest_first_in_pages(pool: AsyncConnectio
     assert [m.message_id for m in (await reader.received(since=day - timedelta(microseconds=1), until=day,
                                                          limit=5)).messages] == [before[0]]
     open_end = await reader.received(since=day + timedelta(days=1), limit=50)
-    assert [m.message_id for m in open_end.messages] == [after[0], *seen[:7]]
+    ours = {after[0], *seen}  # (another test's messages may be later still)
+    assert [m.message_id for m in open_end.messages if m.message_id in ours] == [after[0], *seen[:7]]
     with pytest.raises(ValueError):
         await reader.received(since=day, limit=0)
