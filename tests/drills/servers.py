@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import redis
@@ -32,6 +33,12 @@ class PrivateRabbit:
         self.dist_port = free_port()
         self.node = f"mmdrill{os.getpid()}@localhost"
         (self.dir / "enabled_plugins").write_text("[].\n")
+        # The node's Erlang cookie, written before anything starts: rabbitmqctl polling a starting node
+        # would otherwise race the server to create it (and find it with the wrong mode).
+        cookie = self.dir / ".erlang.cookie"
+        if not cookie.exists():
+            cookie.write_text(uuid.uuid4().hex.upper())
+            cookie.chmod(0o400)
         (self.dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.1 = 127.0.0.1:{self.port}\nloopback_users = none\n"
             "disk_free_limit.absolute = 50MB\n"
@@ -39,6 +46,7 @@ class PrivateRabbit:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RABBITMQ_")},
             "HOME": str(self.dir),
+            "ERL_CRASH_DUMP": str(self.dir / "erl_crash.dump"),
             "RABBITMQ_NODENAME": self.node,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "RABBITMQ_NODE_PORT": str(self.port),
