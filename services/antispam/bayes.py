@@ -114,11 +114,40 @@ def tokens(content: Content) -> list[str]:
             out.setdefault(token, None)
     if content.html:
         out.setdefault("html:yes", None)
-    for token in _words(kept, ""):
-        out.setdefault(token, None)
-        if len(out) >= MAX_TOKENS:
-            break
+    _add_body_words(out, kept)
     return list(out)
+
+
+def _add_body_words(out: dict[str, None], text: str) -> None:
+    """``_words(text, "")`` added to ``out`` until it holds ``MAX_TOKENS``, the same tokens in the same order,
+    found faster: a word never spans white space, so the text is read a white-space-separated piece at a time
+    and a piece seen before is skipped (its words gave their tokens the first time), and so is a word seen
+    before."""
+    pieces: set[str] = set()
+    seen: set[str] = set()
+    full = len(out) >= MAX_TOKENS  # the header tokens filled it: one body word is still looked at, as before
+    for piece in text.split():
+        if piece in pieces:
+            continue
+        pieces.add(piece)
+        for raw in _WORD.findall(piece):
+            if raw in seen:
+                continue
+            seen.add(raw)
+            word = raw.lower()
+            size = len(word)
+            if 3 <= size <= 20:
+                token = word
+            elif size > 20:
+                token = f"skip:{word[0]}{size // 10 * 10}"
+            else:
+                continue
+            if token not in out:
+                out[token] = None
+                if len(out) >= MAX_TOKENS:
+                    return
+            elif full:
+                return
 
 
 def chi2q(x2: float, dof: int) -> float:

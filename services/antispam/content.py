@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.header
 import html
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import Message
 from urllib.parse import urlsplit
@@ -24,6 +25,10 @@ _URL = re.compile(r"""(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+""")
 _HREF = re.compile(r"""(?is)\b(?:href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
 _TAG = re.compile(r"(?s)<[^>]*>")
 _SCRIPT_STYLE = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>")
+_ATTRIBUTES = ("href", "src", "action", "background")
+_ATTRIBUTE = re.compile(r"(?i)href|src|action|background")
+_WWW = re.compile(r"(?i)www\.")
+_SCHEME = re.compile(r"(?i)\s*(https?|ftp)://")
 _TRAILING = ".,;:!?)]}'\""
 
 
@@ -103,16 +108,65 @@ def _clean_url(url: str) -> str:
     return url
 
 
+def _found(source: str, words: tuple[str, ...], pattern: re.Pattern[str]) -> list[int]:
+    """Where any of ``words`` (lower case) occurs in ``source``, case-insensitively: by ``str.find`` in an ASCII
+    text (lower-casing keeps its offsets), else where ``pattern`` (those words, ``(?i)``) matches."""
+    if not source.isascii():
+        return [m.start() for m in pattern.finditer(source)]
+    low = source.lower()
+    out = []
+    for word in words:
+        at = low.find(word)
+        while at >= 0:
+            out.append(at)
+            at = low.find(word, at + 1)
+    return out
+
+
+def _matches_at(source: str, starts: Iterable[int], pattern: re.Pattern[str]) -> list[re.Match[str]]:
+    """``pattern.finditer(source)`` when every match of ``pattern`` starts at one of ``starts``: tried there in
+    order, a start inside a match already found skipped."""
+    found: list[re.Match[str]] = []
+    end = 0
+    for start in sorted(set(starts)):
+        if start < end:
+            continue
+        match = pattern.match(source, start)
+        if match is not None:
+            found.append(match)
+            end = match.end()
+    return found
+
+
+def href_matches(markup: str) -> list[re.Match[str]]:
+    """``_HREF.finditer(markup)``, tried only where one of its attribute names starts."""
+    return _matches_at(markup, _found(markup, _ATTRIBUTES, _ATTRIBUTE), _HREF)
+
+
+def url_matches(source: str) -> list[str]:
+    """``_URL.findall(source)``, found faster: a match starts with ``www.`` or 3 to 5 characters before ``://``
+    (the scheme), so ``_URL`` is tried only at those places, in order, as ``finditer`` would find them (``match``
+    at a position sees the characters before it for ``\\b``, as a search does)."""
+    starts: set[int] = set()
+    at = source.find("://")
+    while at >= 0:
+        starts.update(range(max(0, at - 5), at - 2))
+        at = source.find("://", at + 3)
+    starts.update(_found(source, ("www.",), _WWW))
+    return [match.group(0) for match in _matches_at(source, starts, _URL)]
+
+
 def extract_urls(text: str, markup: str = "") -> list[str]:
     """Distinct http(s)/ftp URLs from plain text and from HTML attributes and text, in order."""
     seen: dict[str, None] = {}
-    for match in _HREF.finditer(markup):
-        value = next(g for g in match.groups() if g is not None)
-        if re.match(r"(?i)\s*(https?|ftp)://", value):
-            seen.setdefault(_clean_url(value), None)
+    if markup:
+        for match in href_matches(markup):
+            value = next(g for g in match.groups() if g is not None)
+            if _SCHEME.match(value):
+                seen.setdefault(_clean_url(value), None)
     for source in (text, html.unescape(markup)):
-        for match in _URL.finditer(source):
-            seen.setdefault(_clean_url(match.group(0)), None)
+        for url in url_matches(source):
+            seen.setdefault(_clean_url(url), None)
     return [u for u in seen if u and url_host(u)]
 
 

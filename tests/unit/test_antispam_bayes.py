@@ -122,3 +122,32 @@ def test_reinforcement_counts_the_misjudged_twice_and_calibration_keeps_the_bett
     best = max(calibrate(messages, reinforce=False).spam_caught, forced.spam_caught)
     assert chosen.spam_caught == best
     assert chosen.reinforced == (forced.spam_caught > calibrate(messages, reinforce=False).spam_caught)
+
+
+def _reference_tokens(content, limit: int) -> list[str]:
+    """``tokens`` as first written: every body word through ``_words``, the limit checked after each."""
+    import mailmoat_antispam.bayes as bayes
+
+    head = dict.fromkeys(tokens(type(content)(headers=content.headers, subject=content.subject)))
+    head.pop("html:yes", None)
+    out = dict(head)
+    kept = bayes.strip_list_footer(content.text)
+    for token in bayes._words(kept, ""):
+        out.setdefault(token, None)
+        if len(out) >= limit:
+            break
+    return list(out)
+
+
+@pytest.mark.parametrize("limit", [3000, 40, 5, 1])
+def test_body_words_give_the_tokens_of_a_word_by_word_reading(monkeypatch, limit: int) -> None:
+    """Repeated words and pieces are skipped, never a token or its place; the limit stops at the same word,
+    also when the header tokens alone reach it."""
+    import mailmoat_antispam.bayes as bayes
+
+    monkeypatch.setattr(bayes, "MAX_TOKENS", limit)
+    body = ("Der Zug f\u00e4hrt um 10.30 Uhr -- again,again again. O'Brien's $5.00 offer_now!! "
+            "\u0130stanbul \u0130STANBUL x y z " + "w" * 25 + " " + "supercalifragilisticexpialidocious "
+            + "the quick brown fox jumps over the lazy dog " * 20 + "tab\tseparated\u00a0nbsp\u2003em words")
+    content = parse(b"Subject: Hello there friend\r\nFrom: Ann <ann@example.org>\r\n\r\n" + body.encode() + b"\r\n")
+    assert tokens(content) == _reference_tokens(content, limit)

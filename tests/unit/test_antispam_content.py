@@ -24,3 +24,30 @@ def test_deep_nesting_and_nuls_are_read() -> None:
     assert parse(nested(150)).parts in (0, 1)
     content = parse(b"Subject: a\x00b\r\nContent-Type: text/plain; charset=\"\x00\"\r\n\r\nnul \x00 body\r\n")
     assert "nul" in content.text
+
+
+URL_PIECES = ["http://", "https://", "ftp://", "HTTP://", "hTtP\u017f://", "www.", "WWW.", "://", "wwww.", "a", " ",
+              "\n", "<", ">", '"', "'", "=", "x.com", "/p", "&amp;", "\u00e9", "_", "\u017f", "K", "href", "HREF",
+              "hReF", "src", "\u017frc", "action", "background", "bac\u212aground", '="', " = ", "<a ", "srcsrc"]
+
+
+def test_urls_and_html_attributes_are_found_where_the_patterns_alone_find_them() -> None:
+    """``url_matches`` and ``href_matches`` try their pattern only where a match can start; they find what a
+    scan of every position finds, in ASCII and in other text (case folding of K and long s included)."""
+    import random
+
+    from mailmoat_antispam.content import _HREF, _URL, href_matches, url_matches
+
+    rng = random.Random(5)
+    for _ in range(20000):
+        text = "".join(rng.choice(URL_PIECES) for _ in range(rng.randint(0, 25)))
+        assert url_matches(text) == _URL.findall(text), text
+        assert [m.span() + m.groups() for m in href_matches(text)] == \
+            [m.span() + m.groups() for m in _HREF.finditer(text)], text
+
+
+def test_urls_of_a_newsletter() -> None:
+    raw = (b"Content-Type: text/html\r\n\r\n<p>See www.Example.org/a, <a HREF='https://news.example.org/x?a=1&amp;b=2'>"
+           b"this</a> and <img src=http://img.example.org/p.gif> or ftp://files.example.org/f.</p>\r\n")
+    assert parse(raw).urls == ["https://news.example.org/x?a=1&b=2", "http://img.example.org/p.gif",
+                               "http://www.Example.org/a", "ftp://files.example.org/f"]
