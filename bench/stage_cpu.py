@@ -224,7 +224,7 @@ def main() -> None:
 
             if "routing" in stages:
                 # Each pass gets its own envelopes (routing may change them); copied before the timing.
-                batches = [[(e.model_copy(deep=True), d) for e, d in envelopes_after] for _ in range(args.rounds + 1)]
+                batches = [[(e.model_copy(deep=True), d) for e, d in envelopes_after] for _ in range(args.rounds + 2)]
 
                 async def routing_pass():
                     for envelope, data in batches.pop():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mailmoat_mail.dsn import SPAM_RESULTS
 from mailmoat_platform.models import Envelope, Verdict
@@ -53,19 +53,19 @@ class AntispamVerdict(VerdictDetail):
     bcl: int | None = None
     category: str | None = None
     """The strongest category, or None."""
-    categories: list[str] = []
+    categories: list[str] = Field(default_factory=list)
     dmarc: DmarcDetail | None = None
     forged: bool = False
-    auth: dict[str, Any] = {}
+    auth: dict[str, Any] = Field(default_factory=dict)
     """SPF, DKIM, DMARC, ARC, composite authentication and the author (``auth.AuthResult.detail``)."""
-    rules: list[str] = []
+    rules: list[str] = Field(default_factory=list)
     score: float | None = None
     sfv: str | None = None
-    bulk: list[str] = []
+    bulk: list[str] = Field(default_factory=list)
     impersonation: ImpersonationDetail | None = None
     bayes: float | None = None
-    asf: dict[str, str] = {}
-    notes: list[str] = []
+    asf: dict[str, str] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
     allowed: str | None = None
     """Why the message skips filtering (SCL -1)."""
     scl_rule: str | None = None
@@ -93,14 +93,14 @@ class AntispamVerdict(VerdictDetail):
         return self.forged
 
     def disposition(self, verdict: Verdict, envelope: Envelope, policy: Policy) -> Disposition | None:
+        # Whether the message is allow-listed (every verdict read again) is asked only when it matters.
         hits = self.hits(verdict)
-        listed = allow_listed(envelope)
-        if listed:
+        if hits and allow_listed(envelope):
             hits = [h for h in hits if h == "hcphish"]
         if hits:
             return self._spam(hits[0], verdict, policy)
         action = policy.antispam.actions.error
-        if verdict.result == "error" and action != "deliver" and not listed:
+        if verdict.result == "error" and action != "deliver" and not allow_listed(envelope):
             return Disposition(action, "error", verdict.stage, "error",
                                f"the antispam stage failed on this message: {self.error or 'error'}")
         return None
