@@ -28,15 +28,15 @@ class Field:
 
 def header_end(data: bytes) -> int:
     """Offset just past the header block (past its empty line), or len(data) when there is no body."""
-    position = 0
-    while position < len(data):
-        newline = data.find(b"\n", position)
-        line_end = len(data) if newline < 0 else newline + 1
-        line = data[position:line_end]
-        if line in (b"\r\n", b"\n"):
-            return line_end
-        position = line_end
-    return len(data)
+    if data[:2] == b"\r\n" or data[:1] == b"\n":
+        return 2 if data[:1] == b"\r" else 1
+    # The first empty line ("\r\n" or "\n" alone) starts just after a line feed.
+    crlf, lf = data.find(b"\n\r\n"), data.find(b"\n\n")
+    if crlf < 0 and lf < 0:
+        return len(data)
+    if lf < 0 or 0 <= crlf < lf:
+        return crlf + 3
+    return lf + 2
 
 
 def fields(data: bytes) -> list[Field]:

@@ -9,12 +9,20 @@ if TYPE_CHECKING:
     from mailmoat_antispam.auth import AuthResult
 
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~]+$")
+_BREAKS = re.compile(r"[\r\n\t]+")
 _MAX_COMMENT = 200
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character outside printable ASCII (0x20-0x7E) as ``?``."""
+    if text.isascii() and text.isprintable():  # the usual case, without a look at each character
+        return text
+    return "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in text)
 
 
 def _value(text: str) -> str:
     """A token as is, anything else as a quoted-string (characters a header cannot carry become ``?``)."""
-    text = "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in text)
+    text = _printable(text)
     if _TOKEN.match(text):
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
@@ -22,8 +30,7 @@ def _value(text: str) -> str:
 
 
 def _comment(text: str) -> str:
-    text = re.sub(r"[\r\n\t]+", " ", text).strip()
-    text = "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in text)[:_MAX_COMMENT]
+    text = _printable(_BREAKS.sub(" ", text).strip())[:_MAX_COMMENT]
     text = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
     return f" ({text})" if text else ""
 
