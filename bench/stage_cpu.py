@@ -1,7 +1,8 @@
 """CPU per message of the pure per-message work of four stages, in one process, without the bus:
 
-- **ingress**: ``IngressHandler.handle_DATA`` (content and author checks, the envelope, ``Received``,
-  gateway headers stripped, the trace event) with the publish and the trace write as no-ops;
+- **ingress**: an SMTP session per message through the real ``IngressSMTP`` over an in-memory transport
+  (the commands, the DATA reader, ``handle_DATA``'s checks, envelope, ``Received`` and trace event, the
+  envelope and message encoded as the bus does), without a socket or a broker;
 - **antispam**: the stage's handler (``make_handler``: ``Checker.check`` with sender authentication, the
   classifier in Redis and a URI block list, then the report headers and ``Runtime.finish``), DNS answered by
   a local server and then from the resolver's cache, as in a warm process;
@@ -125,27 +126,19 @@ def ingress_envelope(policy) -> Envelope:
 
 
 def ingress_runner(loop, policy, msgs: list[bytes]):
-    """``handle_DATA`` of one transaction per message (the session objects as aiosmtpd leaves them)."""
-    from mailmoat_ingress import smtp
+    """One SMTP session per message (EHLO, MAIL, RCPT, DATA, QUIT) through the real ``IngressSMTP`` and
+    ``IngressHandler`` over an in-memory transport (``tests/support/smtpmemory.py``: the publish encodes the
+    envelope and message as the bus does)."""
+    from tests.support.smtpmemory import run_session_async
 
-    ctx = smtp.SessionContext(policy=lambda: policy, publish=_noop, trace=_noop)
-    handler = smtp.IngressHandler(ctx)
-    peer = ("127.0.0.1", 40000)
-
-    def session():
-        return SimpleNamespace(peer=peer, host_name="mx.sender.bench.test", extended_smtp=True, ssl=None,
-                               proxy_data=None)
-
-    def transaction(data: bytes):
-        tx = smtp.Transaction()
-        tx.mail_from = SENDER
-        tx.rcpt_tos = [RCPT]
-        tx.original_content = data
-        return tx
+    head = (f"EHLO mx.sender.bench.test\r\nMAIL FROM:<{SENDER}> SIZE=200000\r\nRCPT TO:<{RCPT}>\r\n"
+            "DATA\r\n").encode()
+    sessions = [head + data.replace(b"\r\n.", b"\r\n..") + b".\r\nQUIT\r\n" for data in msgs]
 
     async def one_pass():
-        for data in msgs:
-            await handler.handle_DATA(None, session(), transaction(data))
+        for data in sessions:
+            outcome = await run_session_async(data, policy_=policy)
+            assert len(outcome.published) == 1, outcome.lines
 
     return lambda: loop.run_until_complete(one_pass())
 

@@ -739,6 +739,19 @@ class IngressSMTP(SMTP):
         error: str | None = None
         partial = False
         while self.transport is not None:
+            taken = None if partial else take_lines(reader)
+            if taken is not None:  # every complete line the reader holds, at once (as read line by line below)
+                block, ended = taken
+                size += len(block)
+                if error is None:
+                    if size > limit:
+                        error = replies.SIZE_EXCEEDED
+                        lines.clear()
+                    else:
+                        lines.append(unstuff(block))
+                if ended:
+                    break
+                continue
             try:
                 line = await reader.readuntil(b"\r\n")
             except asyncio.LimitOverrunError as exc:
@@ -777,6 +790,38 @@ class IngressSMTP(SMTP):
         finally:
             self._set_post_data_state()
         await self.push(status)
+
+
+def take_lines(reader: asyncio.StreamReader) -> tuple[bytes, bool] | None:
+    """The complete DATA lines ``reader`` holds (at most its limit's worth, each within its line limit), taken
+    from its buffer in one piece up to the end-of-data line, and whether that line was among them (it is
+    taken too, not returned); None when there is no such line to take now (the caller reads line by line:
+    the line limit, the end of input and a reader's error are handled there). ``readuntil(b"\\r\\n")`` line
+    after line would return the same bytes."""
+    buffer = getattr(reader, "_buffer", None)
+    if not buffer or reader.exception() is not None or getattr(reader, "guard", False):
+        return None
+    if buffer[:3] == b".\r\n":
+        block, taken, ended = b"", 3, True
+    else:
+        last = buffer.rfind(b"\r\n", 0, reader._limit + 2)  # type: ignore[attr-defined]
+        if last < 0:
+            return None
+        end = buffer.find(b"\r\n.\r\n", 0, last + 2)
+        if end >= 0:
+            block, taken, ended = bytes(buffer[:end + 2]), end + 5, True
+        else:
+            block, taken, ended = bytes(buffer[:last + 2]), last + 2, False
+    del buffer[:taken]
+    reader._maybe_resume_transport()  # type: ignore[attr-defined]
+    return block, ended
+
+
+def unstuff(block: bytes) -> bytes:
+    """Complete DATA lines without the dot that starts a line beginning with a dot (RFC 5321 4.5.2)."""
+    if block[:1] == b".":
+        block = block[1:]
+    return block.replace(b"\r\n.", b"\r\n")
 
 
 class _Budgeted:
