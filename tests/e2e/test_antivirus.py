@@ -45,9 +45,14 @@ def send(port: int, data: bytes, rcpt: str = "alice@example.com") -> str:
 
 
 def events_for(needle: str, until: tuple[str, ...], timeout: float = 60) -> list[dict]:
-    """Trace events of the one message indexed under ``needle`` (a Message-ID), once one in ``until`` is there."""
+    """Trace events of the one message indexed under ``needle`` (a Message-ID), once one in ``until`` and the
+    antivirus stage's are there (each stage publishes its trace on its own: the recorder may write routing's
+    events before the scan's)."""
+    def complete(events: list[dict]) -> bool:
+        return any(e["event"] in until for e in events) and any(e["service"] == "antivirus" for e in events)
+
     return records.wait_until(lambda: sorted(records.events_by("msgid", needle), key=lambda e: e["at"]),
-                              lambda events: any(e["event"] in until for e in events), f"{until} of {needle}", timeout)
+                              complete, f"{until} of {needle}", timeout)
 
 
 def split_headers(data: bytes) -> tuple[list[bytes], bytes]:

@@ -109,12 +109,21 @@ def accepted(gateway: Gateway, sender: str, data: bytes) -> str:
     return queue_id(reply)
 
 
+ENDINGS = ("DELIVER", "QUARANTINE", "REJECT", "DSN", "FAIL", "DELETE", "DEADLETTER")
+
+
 def trace_dump(message_id: str) -> str:
-    return "\n".join(json.dumps(e) for e in records.events(message_id))
+    """The message's whole trace as JSON lines, once it has ended (the recorder writes a moment later)."""
+    events = records.wait_until(lambda: records.events(message_id),
+                                lambda evs: any(e["event"] in ENDINGS for e in evs), f"the end of {message_id}")
+    return "\n".join(json.dumps(e) for e in events)
 
 
 def dlp_event(message_id: str) -> dict:
-    events = [json.loads(line) for line in trace_dump(message_id).splitlines()]
+    """The DLP stage's event of a message (the recorder may write routing's later events first: the
+    stages publish their trace on their own)."""
+    events = records.wait_until(lambda: records.events(message_id),
+                                lambda evs: any(e["service"] == "dlp" for e in evs), f"the DLP event of {message_id}")
     (event,) = [e for e in events if e["service"] == "dlp"]
     return event
 

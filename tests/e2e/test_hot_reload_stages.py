@@ -69,8 +69,13 @@ def send(port: int, n: int) -> str:
     return reply.decode().split()[1]
 
 
-def trace(message_id: str) -> list[dict]:
-    return records.events(message_id)
+def trace(message_id: str, *services: str) -> list[dict]:
+    """The message's trace once its delivery and an event of each of ``services`` are in it (the recorder
+    writes a moment after the sink got the message, each stage's events as that stage published them)."""
+    def complete(events: list[dict]) -> bool:
+        return any(e["event"] == "DELIVER" for e in events) and {*services} <= {e["service"] for e in events}
+
+    return records.wait_until(lambda: records.events(message_id), complete, f"the trace of {message_id}")
 
 
 def test_a_stage_added_by_reload_is_started_and_mail_is_delivered(tmp_path, amqp_url: str, redis_url: str,
@@ -85,7 +90,7 @@ def test_a_stage_added_by_reload_is_started_and_mail_is_delivered(tmp_path, amqp
         qid = send(gateway.smtp_port, 1)  # itinerary with connection_filter, whether or not it is up yet
         (got,) = sink.wait_for(1, timeout=30)
         assert got.data.startswith(b"X-Mailmoat-Connection-Report: CIP:127.0.0.1;")
-        events = trace(qid)
+        events = trace(qid, "connection_filter")
         verdicts = [e for e in events if e["service"] == "connection_filter"]
         assert verdicts and verdicts[0]["event"] == "AGENTINFO"
         assert verdicts[0]["detail"].startswith("connection filter: pass")
