@@ -168,3 +168,27 @@ def test_dmarc_judges_the_domain_a_client_displays(local: str, domain: str, name
 def test_alignment_compares_internationalised_names_as_a_labels() -> None:
     assert aligned("bänk.test", "xn--bnk-qla.test", "s") and aligned("mail.BÄNK.test", "xn--bnk-qla.test", "r")
     assert not aligned("bank.test", "xn--bnk-qla.test", "r")
+
+
+def _header_end_line_by_line(data: bytes) -> int:
+    position = 0
+    while position < len(data):
+        newline = data.find(b"\n", position)
+        line_end = len(data) if newline < 0 else newline + 1
+        if data[position:line_end] in (b"\r\n", b"\n"):
+            return line_end
+        position = line_end
+    return len(data)
+
+
+def test_the_header_block_ends_at_its_first_empty_line_whatever_the_line_ends() -> None:
+    import random
+
+    from mailmoat_antispam.auth.headers import header_end
+
+    rng = random.Random(4)
+    pieces = [b"\r\n", b"\n", b"\r", b"a", b": ", b" ", b"\t", b"X-H: v"]
+    cases = [b"", b"\r\n", b"\n", b"A: b\r\n\r\nbody\n\nmore", b"A: b\n\nbody\r\n\r\n", b"A: b\r\n \r\n\r\nx"]
+    cases += [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 14))) for _ in range(20000)]
+    for data in cases:
+        assert header_end(data) == _header_end_line_by_line(data), data

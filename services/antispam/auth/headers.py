@@ -31,7 +31,8 @@ def header_end(data: bytes) -> int:
     if data[:2] == b"\r\n" or data[:1] == b"\n":
         return 2 if data[:1] == b"\r" else 1
     # The first empty line ("\r\n" or "\n" alone) starts just after a line feed.
-    crlf, lf = data.find(b"\n\r\n"), data.find(b"\n\n")
+    crlf = data.find(b"\n\r\n")
+    lf = data.find(b"\n\n", 0, crlf + 1 if crlf >= 0 else len(data))  # only one before it counts
     if crlf < 0 and lf < 0:
         return len(data)
     if lf < 0 or 0 <= crlf < lf:
