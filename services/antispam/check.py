@@ -159,11 +159,26 @@ class Checker:
         findings.hits += await self._impersonation(envelope, author, policy, findings, authenticate_sender)
         facts = {"spf": (auth_detail.get("spf") or {}).get("result", ""), "mail_from": envelope.mail_from}
         findings.asf = asf.advanced_checks(spam.advanced, content, facts)
-        extra = await asyncio.gather(self._uribl(content, policy, findings), self._bayes(content, policy, findings),
-                                     self._engines(envelope, data, policy, findings))
-        for hits in extra:
+        for hits in await self._extra(envelope, data, content, policy, findings):
             findings.hits += hits
         return Outcome(decide(findings, spam, allowed), content, findings, allowed, auth_result)
+
+    async def _extra(self, envelope: Envelope, data: bytes, content: Content, policy: Policy, findings: Findings
+                     ) -> list[list[rules.Hit]]:
+        """The hits of the URI block lists, the classifier and the external engines, in that order, run
+        together; a check with nothing to do (not configured, no URL) is left out rather than scheduled, and
+        one check alone is awaited as it is."""
+        spam = policy.antispam
+        checks = []
+        if spam.uribl and content.urls:
+            checks.append(self._uribl(content, policy, findings))
+        if spam.bayes.enabled and self.redis is not None:
+            checks.append(self._bayes(content, policy, findings))
+        if spam.engines.rspamd_url or spam.engines.spamd:
+            checks.append(self._engines(envelope, data, policy, findings))
+        if len(checks) == 1:
+            return [await checks[0]]
+        return list(await asyncio.gather(*checks))
 
     async def _console_blocks(self) -> tuple[tuple[Collection[str], list[str]] | None, str | None]:
         """The addresses and domains blocked from the console now, and a note when the copy is stale."""
