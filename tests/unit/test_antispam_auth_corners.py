@@ -192,3 +192,21 @@ def test_the_header_block_ends_at_its_first_empty_line_whatever_the_line_ends() 
     cases += [b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 14))) for _ in range(20000)]
     for data in cases:
         assert header_end(data) == _header_end_line_by_line(data), data
+
+
+def test_a_field_name_missing_from_the_header_bytes_means_no_such_field() -> None:
+    """``may_hold`` False is only ever said of a message without such a field (any case, folded, 8-bit)."""
+    import random
+
+    from mailmoat_antispam.auth.headers import fields, may_hold
+
+    rng = random.Random(6)
+    pieces = [b"DKIM-Signature", b"dkim-signaturE", b"ARC-Seal", b"arc-", b"Authentication-Results",
+              b"AUTHENTICATION-RESULTS ", b"X", b": v", b":", b"\r\n", b"\r\n ", b"\n", b"\xc3\xa9", b" "]
+    names = {b"dkim-signature": "dkim-signature", b"arc-": "arc-", b"authentication-results": "authentication-results"}
+    for _ in range(20000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) + b"\r\n\r\nDKIM-Signature: body"
+        found = [f.name.lower() for f in fields(data)]
+        for raw, name in names.items():
+            if not may_hold(data, raw):
+                assert not any(n.startswith(name) for n in found), data

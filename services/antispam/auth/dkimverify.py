@@ -22,7 +22,7 @@ import dkim
 import dkim.crypto
 import dkim.util
 
-from mailmoat_antispam.auth.headers import Field, fields
+from mailmoat_antispam.auth.headers import Field, fields, may_hold
 from mailmoat_antispam.auth.resolver import DnsAnswer, Resolver
 
 MAX_SIGNATURES = 10
@@ -127,7 +127,7 @@ def _signatures(headers: list[Field]) -> list[dict[str, str]]:
 
 async def verify_dkim(data: bytes, resolver: Resolver, *, minkey: int = 1024) -> list[DkimResult]:
     """One result per DKIM-Signature, top to bottom; [] when the message is not signed."""
-    signatures = _signatures(fields(data))
+    signatures = _signatures(fields(data)) if may_hold(data, b"dkim-signature") else []
     if not signatures:
         return []
     keys = await _fetch(resolver, filter(None, (_key_name(t) for t in signatures[:MAX_SIGNATURES])))
@@ -185,6 +185,8 @@ def _instance(tags: dict[str, str]) -> int:
 
 async def verify_arc(data: bytes, resolver: Resolver, *, minkey: int = 1024) -> ArcResult:
     """The ARC chain's validation status (RFC 8617 5.2), its sealers and the newest AAR."""
+    if not may_hold(data, b"arc-"):
+        return ArcResult("none", "no ARC sets")
     headers = fields(data)
     seals = [_tags(f.value) for f in headers if f.name.lower() == "arc-seal"]
     signatures = [_tags(f.value) for f in headers if f.name.lower() == "arc-message-signature"]

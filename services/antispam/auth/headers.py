@@ -40,6 +40,13 @@ def header_end(data: bytes) -> int:
     return lf + 2
 
 
+def may_hold(data: bytes, *names: bytes) -> bool:
+    """Whether one of ``names`` (lower-case ASCII) occurs in the header block, case aside. When none does, no
+    field's name is or begins with one of them, and ``fields`` need not be read to know it."""
+    block = data[:header_end(data)].lower()
+    return any(name in block for name in names)
+
+
 def fields(data: bytes) -> list[Field]:
     """The header fields in order, each with its continuation lines."""
     out: list[Field] = []
@@ -93,6 +100,8 @@ def authserv_id_of(field: Field) -> str | None:
 def strip_spoofed_authres(data: bytes, authserv_id: str) -> bytes:
     """``data`` without the ``Authentication-Results`` fields claiming ``authserv_id`` (RFC 8601 5);
     every other octet is kept as it was."""
+    if not may_hold(data, b"authentication-results"):
+        return data
     wanted = authserv_id.lower().rstrip(".")
     drop = [f for f in fields(data) if f.name.lower() == "authentication-results" and authserv_id_of(f) == wanted]
     if not drop:
@@ -106,4 +115,4 @@ def strip_spoofed_authres(data: bytes, authserv_id: str) -> bytes:
     return b"".join(parts)
 
 
-__all__ = ["Field", "authserv_id_of", "fields", "from_domains", "header_end", "strip_spoofed_authres"]
+__all__ = ["Field", "authserv_id_of", "fields", "from_domains", "header_end", "may_hold", "strip_spoofed_authres"]
