@@ -8,6 +8,7 @@ read-only view. Parsing goes through ``mimeparts`` (raw 8-bit header values, RFC
 from __future__ import annotations
 
 import email.header
+import functools
 import html
 import re
 from collections.abc import Iterable
@@ -170,6 +171,7 @@ def extract_urls(text: str, markup: str = "") -> list[str]:
     return [u for u in seen if u and url_host(u)]
 
 
+@functools.lru_cache(maxsize=4096)
 def url_host(url: str) -> str:
     """The host name of a URL, lower case, without port or trailing dot ('' when none)."""
     try:

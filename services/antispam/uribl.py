@@ -18,6 +18,17 @@ def registered_domain(host: str) -> str:
     return ".".join(labels[-2:])
 
 
+_ADDRESS_CHARACTERS = frozenset("0123456789abcdef.:")
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``ipaddress.ip_address(host)`` for a lower-case host name; a name with a character no address has
+    (outside an IPv6 scope) is refused at once, without the two parse attempts and their exceptions."""
+    if "%" not in host and not _ADDRESS_CHARACTERS.issuperset(host):
+        raise ValueError(host)
+    return ipaddress.ip_address(host)
+
+
 def lookup_names(urls: list[str], limit: int) -> list[str]:
     """Distinct names to ask of a URI block list: each URL's registered domain (IPv4 hosts reversed,
     as URI block lists list them), at most ``limit``."""
@@ -27,7 +38,7 @@ def lookup_names(urls: list[str], limit: int) -> list[str]:
         if not host:
             continue
         try:
-            address = ipaddress.ip_address(host.strip("[]"))
+            address = _address(host.strip("[]"))
         except ValueError:
             if "." in host:
                 out.setdefault(registered_domain(host), None)

@@ -51,3 +51,26 @@ def test_urls_of_a_newsletter() -> None:
            b"this</a> and <img src=http://img.example.org/p.gif> or ftp://files.example.org/f.</p>\r\n")
     assert parse(raw).urls == ["https://news.example.org/x?a=1&b=2", "http://img.example.org/p.gif",
                                "http://www.Example.org/a", "ftp://files.example.org/f"]
+
+
+def test_uri_block_list_names_take_addresses_as_ipaddress_does() -> None:
+    import ipaddress
+    import random
+
+    from mailmoat_antispam.uribl import _address, lookup_names
+
+    rng = random.Random(8)
+    hosts = ["1.2.3.4", "::1", "fe80::1%eth0", "example.com", "1.2.3", "::ffff:1.2.3.4", "face::b00c", "%", ""]
+    hosts += ["".join(rng.choice("0123456789abcdefxyz.:%-") for _ in range(rng.randint(0, 12))) for _ in range(20000)]
+    for host in hosts:
+        try:
+            expected: object = ipaddress.ip_address(host)
+        except ValueError:
+            expected = ValueError
+        try:
+            found: object = _address(host)
+        except ValueError:
+            found = ValueError
+        assert found == expected, host
+    urls = ["http://192.0.2.7/x", "http://[2001:db8::1]/", "https://news.example.co.uk/a", "http://cafe.bad/"]
+    assert lookup_names(urls, 10) == ["7.2.0.192", "example.co.uk", "cafe.bad"]
