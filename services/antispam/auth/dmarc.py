@@ -27,8 +27,10 @@ def _psl() -> PublicSuffixList:
     return PublicSuffixList()
 
 
+@functools.lru_cache(maxsize=4096)
 def organizational_domain(domain: str) -> str:
-    """The registrable domain (one label below the public suffix); the name itself when it is a suffix."""
+    """The registrable domain (one label below the public suffix); the name itself when it is a suffix
+    (the last 4096 answers kept: a message asks for the same few names several times)."""
     domain = domain.lower().rstrip(".")
     return _psl().privatesuffix(domain) or domain
 
