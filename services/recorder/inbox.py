@@ -8,6 +8,7 @@ age of the oldest record held, whether it waits here or is being written.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ class Held:
     records: list[TraceRecord]
     since: float
     events: int = field(init=False)
+    arrived: float = field(default_factory=time.monotonic)
+    """When the recorder received it (this host's monotonic clock)."""
 
     def __post_init__(self) -> None:
         self.events = sum(len(r.events) for r in self.records)
@@ -45,6 +48,10 @@ class Inbox:
     def records(self) -> int:
         """Records waiting (not being written)."""
         return self._records
+
+    def waited(self, now: float) -> float:
+        """Seconds the oldest waiting delivery has been here (monotonic ``now``); 0 when none waits."""
+        return max(0.0, now - self.waiting[0].arrived) if self.waiting else 0.0
 
     def take(self, max_records: int) -> list[Held]:
         """Whole deliveries from the oldest, at least one, until ``max_records`` would be exceeded; they

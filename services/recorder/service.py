@@ -50,6 +50,10 @@ MAX_RECORDS = 2000
 """Records written in one transaction at most."""
 CONCURRENCY = 2
 """Transactions in flight at once (the pool has one connection more, for the readiness probe)."""
+LINGER = 0.05
+"""Seconds a delivery may wait for others before a write starts with fewer than half a batch: under load
+a stage's message carries a few records, and a transaction per delivery or two cost PostgreSQL and the
+recorder more than the records themselves; the trace appears that much later, mail never waits on it."""
 WRITE_TIMEOUT = 30.0
 """Seconds a batch's transaction may take before it counts as failed (PostgreSQL hanging)."""
 POOL_TIMEOUT = 5.0
@@ -83,6 +87,7 @@ class Recorder:
 
     def __init__(self, runtime: Runtime, pool: AsyncConnectionPool, *, max_records: int = MAX_RECORDS,
                  write_timeout: float = WRITE_TIMEOUT, concurrency: int = CONCURRENCY, clock=time.time,
+                 linger: float = LINGER,
                  new_pool: Callable[[], Awaitable[AsyncConnectionPool]] | None = None):
         """``new_pool``: makes an opened pool like ``pool``, to replace it once PostgreSQL answers again after a
         failure (the pool's own reconnection waits ever longer between attempts: 1, 2, 4 ... 64 s)."""
@@ -94,6 +99,7 @@ class Recorder:
         self.max_records = max_records
         self.concurrency = max(1, concurrency)
         self.write_timeout = write_timeout
+        self.linger = linger
         self.clock = clock
         self.database_up = False
         """The last write (or probe) reached PostgreSQL."""
@@ -143,8 +149,9 @@ class Recorder:
 
         Up to ``concurrency`` transactions at once: while one is in PostgreSQL (its rows sent, waiting for
         the commit) the next batch's rows are made here, so the recorder's Python and PostgreSQL work at
-        the same time. A write starts at once when none is running (no delay when idle); beside a running
-        one only when half a batch waits, so that under load transactions are large (few commits)."""
+        the same time. With none running, a write starts once half a batch waits or the oldest waiting
+        delivery has waited ``linger`` seconds; beside a running one only when half a batch waits, so that
+        under load transactions are large (few commits)."""
         running: set[asyncio.Task[None]] = set()
         failed: list[BaseException] = []
 
@@ -163,6 +170,12 @@ class Recorder:
                                                            or waiting < self.max_records // 2)):
                     self._arrived.clear()
                     await self._arrived.wait()
+                    continue
+                waited = self.inbox.waited(time.monotonic())
+                if not running and waiting < self.max_records // 2 and waited < self.linger:
+                    self._arrived.clear()
+                    with contextlib.suppress(TimeoutError):  # more may come meanwhile: one transaction for all
+                        await asyncio.wait_for(self._arrived.wait(), self.linger - waited)
                     continue
                 task = asyncio.create_task(self._write(self.inbox.take(self.max_records)))
                 running.add(task)

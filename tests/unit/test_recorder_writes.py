@@ -130,11 +130,37 @@ async def test_lag_uses_the_oldest_record_header(monkeypatch: pytest.MonkeyPatch
     assert recorder.inbox.lag(1000.0) == 60.0
 
 
-async def test_the_loop_writes_at_once_when_idle_and_a_second_batch_beside_a_slow_one_only_when_half_full(
+async def test_an_idle_recorder_waits_the_linger_for_more_deliveries_then_writes_them_in_one_transaction(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Idle: the first delivery is written at once. While that write hangs, a second transaction starts
-    only once half a batch waits (larger transactions under load), and never more than ``concurrency``."""
-    recorder, runtime = _recorder(["hang", None, None], monkeypatch, max_records=4, concurrency=2)
+    recorder, runtime = _recorder([None, None], monkeypatch, max_records=100, linger=0.3)
+    loop = asyncio.create_task(recorder.run())
+    try:
+        await recorder.on_delivery(_delivery("A"))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        await recorder.on_delivery(_delivery("B"))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert recorder.writer.calls == []  # type: ignore[attr-defined]  # A has waited 0.1 s of 0.3
+        for _ in range(100):  # bounded: A's linger ends 0.3 s after it arrived
+            if recorder.writer.calls:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.02)
+        assert recorder.writer.calls == [["A", "B"]]  # type: ignore[attr-defined]
+        assert runtime.acked == ["A", "B"]
+        for name in [f"M{i}" for i in range(50)]:  # half a batch: written without waiting out the linger
+            await recorder.on_delivery(_delivery(name))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert len(recorder.writer.calls) == 2 and len(recorder.writer.calls[1]) == 50  # type: ignore[attr-defined]
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+
+
+async def test_the_loop_writes_at_once_without_a_linger_and_a_second_batch_beside_a_slow_one_only_when_half_full(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No linger: the first delivery is written at once. While that write hangs, a second transaction
+    starts only once half a batch waits (larger transactions under load), never more than ``concurrency``."""
+    recorder, runtime = _recorder(["hang", None, None], monkeypatch, max_records=4, concurrency=2, linger=0.0)
     loop = asyncio.create_task(recorder.run())
     try:
         await recorder.on_delivery(_delivery("A"))  # type: ignore[arg-type]
