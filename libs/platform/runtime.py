@@ -74,6 +74,9 @@ _TRACE_WAITS: contextvars.ContextVar[list[asyncio.Future[bool]] | None] = contex
 ``_handle``): the trace publish and the publish to the next stage are confirmed in the same round trip
 instead of one after the other."""
 
+TRACE_LINGER = 0.005
+"""Seconds a process's trace publisher waits for more records before a publish (records = postgresql):
+several records a message under load instead of one or two (libs/records/tracebus.py)."""
 STALL_AFTER = 120.0
 """Seconds a delivery may be held without an outcome before the stage reports not ready (stalled)."""
 RETRY_PAUSE = 1.0
@@ -125,7 +128,7 @@ class Runtime:
         """The trace: Redis (``records = redis``), or batches published to ``mailmoat.trace`` for the
         recorder to write to PostgreSQL (``records = postgresql``); ``record`` is the same either way."""
         if settings.records == "postgresql":
-            self.trace = TracePublisher(bus_sender(self.bus, settings.publish_timeout))
+            self.trace = TracePublisher(bus_sender(self.bus, settings.publish_timeout), linger=TRACE_LINGER)
         else:
             self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days, batch=self.scripts)
         self._ready_checks: list[ReadyCheck] = list(ready_checks)

@@ -6,9 +6,12 @@ input keeps the order "trace published, then ack" (a crash loses no event of an 
 first record starts a flush on the next turn of the event loop; the flush publishes everything queued
 meanwhile, in messages of at most ``max_records`` records, and while those confirms are out new records
 queue for the next flush. A busy process therefore sends one message for many records (as many as came
-in during one broker round trip) and an idle one adds no delay: no timer holds a record back, since
-every stage's ack waits for it. PostgreSQL is not on this path at all: the recorder writes what the queue
-holds, at its own pace.
+in during one broker round trip) and, with no ``linger``, an idle one adds no delay. The stages'
+runtime lingers 5 ms (``mailmoat_platform.runtime.TRACE_LINGER``): a busy process then sends several
+records a message instead of one or two (each message costs the broker a publish and the recorder a
+delivery), at the price of up to 5 ms more before a stage acks its input; mail is not held for it (a
+stage forwards a message beside its trace publish, ingress traces in the background). PostgreSQL is
+not on this path at all: the recorder writes what the queue holds, at its own pace.
 
 Mail is never held for the trace: a publish that fails (the broker down or refusing) makes ``record``
 return False at once. Its records are kept in memory, up to ``max_waiting``, and published again in the
@@ -88,13 +91,16 @@ class TracePublisher(TraceSink):
     """The trace of a process with ``records = postgresql``: records published in batches, confirmed."""
 
     def __init__(self, send: Send, *, max_records: int = MAX_RECORDS, max_waiting: int = MAX_WAITING,
-                 retry_delays: tuple[float, ...] = RETRY_DELAYS):
+                 retry_delays: tuple[float, ...] = RETRY_DELAYS, linger: float = 0.0):
+        """``linger``: seconds a flush waits for more records before it publishes fewer than ``max_records``
+        (0: on the next turn of the event loop)."""
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
         self._send = send
         self.max_records = max_records
         self.max_waiting = max_waiting
         self.retry_delays = retry_delays
+        self.linger = linger
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._waiting: list[tuple[TraceRecord, float]] = []
@@ -176,6 +182,8 @@ class TracePublisher(TraceSink):
         return True
 
     async def _flush(self) -> None:
+        if self.linger > 0 and len(self._pending) < self.max_records:
+            await asyncio.sleep(self.linger)  # one message for what comes meanwhile
         while self._pending:
             batch, self._pending = self._pending, []
             await asyncio.gather(*(self._publish(run) for run in chunks(batch, self.max_records)))

@@ -140,3 +140,19 @@ async def test_nothing_to_record_publishes_nothing() -> None:
     assert await publisher.record([]) is True
     await publisher.drain()
     assert broker.sent == []
+
+
+async def test_a_linger_gathers_the_records_of_a_few_milliseconds_into_one_publish() -> None:
+    broker = FakeBroker()
+    publisher = TracePublisher(broker.send, linger=0.05)
+    first = asyncio.ensure_future(publisher.record(_event("A")))
+    await asyncio.sleep(0.01)  # within the linger: goes with A
+    second = asyncio.ensure_future(publisher.record(_event("B")))
+    assert await asyncio.gather(first, second) == [True, True]
+    assert [[r.events[0].message_id for r in records] for records, _ in broker.sent] == [["A", "B"]]
+    eager = TracePublisher(broker.send)  # no linger: C goes on the next turn of the loop, alone
+    first = asyncio.ensure_future(eager.record(_event("C")))
+    await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(eager.record(_event("D")))
+    await asyncio.gather(first, second)
+    assert [[r.events[0].message_id for r in records] for records, _ in broker.sent[1:]] == [["C"], ["D"]]
