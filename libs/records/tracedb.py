@@ -443,17 +443,9 @@ class TraceReader:
                 params += [after.at, after.message_id]
             query = sql.SQL("SELECT DISTINCT at, message_id FROM trace_keys WHERE {} "
                             "ORDER BY at DESC, message_id DESC LIMIT %s").format(_where(conds))
-            cur = await conn.execute(query, [*params, limit + 1])
-            rows = await cur.fetchall()
-            more = len(rows) > limit
-            rows = rows[:limit]
             # A message found by two kinds at different times (its From author is traced after its
             # sender) is shown once, where it is newest.
-            unique: dict[str, datetime] = {}
-            for at, mid in rows:
-                unique.setdefault(mid, at)
-            summaries = await self._summaries(conn, [(at, mid) for mid, at in unique.items()], last_event)
-        return Page(summaries, Cursor(*rows[-1]) if more and rows else None)
+            return await self._page(conn, query, [*params, limit + 1], limit, last_event)
 
     async def received(self, *, since: datetime, until: datetime | None = None, limit: int = 50,
                        after: Cursor | None = None, last_event: bool = True) -> Page:
@@ -469,15 +461,21 @@ class TraceReader:
         query = sql.SQL("SELECT received_at, message_id FROM trace_messages WHERE {} "
                         "ORDER BY received_at DESC, message_id DESC LIMIT %s").format(_where(conds))
         async with self.pool.connection() as conn:
-            cur = await conn.execute(query, [*params, limit + 1])
-            rows = await cur.fetchall()
-            more = len(rows) > limit
-            rows = rows[:limit]
             # A message with two rows (two records naming its sender) is shown once, where it is newest.
-            unique: dict[str, datetime] = {}
-            for at, mid in rows:
-                unique.setdefault(mid, at)
-            summaries = await self._summaries(conn, [(at, mid) for mid, at in unique.items()], last_event)
+            return await self._page(conn, query, [*params, limit + 1], limit, last_event)
+
+    async def _page(self, conn: AsyncConnection, query: sql.Composable, params: list[Any], limit: int,
+                    last_event: bool) -> Page:
+        """Run a keyset query of (time, message_id) rows, newest first, ``limit`` + 1 asked: the page's
+        summaries (each message once, where it is newest) and the next page's cursor when there is more."""
+        cur = await conn.execute(query, params)
+        rows = await cur.fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        unique: dict[str, datetime] = {}
+        for at, mid in rows:
+            unique.setdefault(mid, at)
+        summaries = await self._summaries(conn, [(at, mid) for mid, at in unique.items()], last_event)
         return Page(summaries, Cursor(*rows[-1]) if more and rows else None)
 
     @staticmethod
