@@ -20,7 +20,6 @@ the bench policy with every filter stage.
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import socket
@@ -34,6 +33,7 @@ if str(REPO) not in sys.path:
 
 from tests.support.clamd import ClamdServer  # noqa: E402
 from tests.support.daemon import Daemon, find_binary  # noqa: E402
+from tests.support.rspamd import rspamd_command  # noqa: E402
 
 CONFDIR = Path("/etc/rspamd")
 ONE_SIGNATURE = "44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n"
@@ -146,13 +146,7 @@ class RspamdMilter(Daemon):
                                                   proxy=self.proxy_port))
 
     def command(self) -> list[str]:
-        cmd = [self.binary, "-f", "-c", str(self.config), f"--var=CONFDIR={CONFDIR}",
-               f"--var=LOCAL_CONFDIR={self.dirs['local']}", f"--var=DBDIR={self.dirs['db']}",
-               f"--var=RUNDIR={self.dirs['run']}", f"--var=LOGDIR={self.workdir}"]
-        if self.user:
-            group = grp.getgrgid(pwd.getpwnam(self.user).pw_gid).gr_name
-            cmd += ["-u", self.user, "-g", group]
-        return cmd
+        return rspamd_command(self.binary, self.config, self.dirs, self.workdir, self.user)
 
     def ready(self) -> bool:
         return ping(self.normal_port) and port_open(self.proxy_port)

@@ -72,6 +72,17 @@ def ping(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
         return False
 
 
+def rspamd_command(binary: str, config: Path, dirs: dict[str, Path], workdir: Path, user: str | None) -> list[str]:
+    """rspamd in the foreground with ``config`` and its own local, db, run and log directories (as ``user``)."""
+    cmd = [binary, "-f", "-c", str(config), f"--var=CONFDIR={CONFDIR}",
+           f"--var=LOCAL_CONFDIR={dirs['local']}", f"--var=DBDIR={dirs['db']}",
+           f"--var=RUNDIR={dirs['run']}", f"--var=LOGDIR={workdir}"]
+    if user:
+        group = grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+        cmd += ["-u", user, "-g", group]
+    return cmd
+
+
 class RspamdServer(Daemon):
     """One rspamd main process with one normal worker on a free loopback port."""
 
@@ -100,13 +111,7 @@ class RspamdServer(Daemon):
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        cmd = [self.binary, "-f", "-c", str(self.config), f"--var=CONFDIR={CONFDIR}",
-               f"--var=LOCAL_CONFDIR={self.dirs['local']}", f"--var=DBDIR={self.dirs['db']}",
-               f"--var=RUNDIR={self.dirs['run']}", f"--var=LOGDIR={self.workdir}"]
-        if self.user:
-            group = grp.getgrgid(pwd.getpwnam(self.user).pw_gid).gr_name
-            cmd += ["-u", self.user, "-g", group]
-        return cmd
+        return rspamd_command(self.binary, self.config, self.dirs, self.workdir, self.user)
 
     def ready(self) -> bool:
         return ping(self.port, self.host)
