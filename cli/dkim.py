@@ -14,8 +14,6 @@ import re
 import sys
 from pathlib import Path
 
-from mailmoat_mail.dkimsign import generate_key, txt_record
-
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
 
@@ -40,6 +38,8 @@ def _names_ok(domain: str, selector: str) -> str | None:
 
 
 def keygen(domain: str, selector: str, algorithm: str, bits: int, directory: str) -> int:
+    from mailmoat_mail.dkimsign import generate_key, txt_record  # cryptography and dkimpy: only here
+
     domain, selector = domain.lower().rstrip("."), selector.lower()
     problem = _names_ok(domain, selector)
     if problem is None and algorithm == "rsa" and bits < 1024:
