@@ -393,19 +393,17 @@ class _Parser:
 
 
 def _phrase(words: list[_Word], parser: _Parser) -> str:
-    """A display name (phrase / obs-phrase: it may not begin with a dot) as a client shows it."""
+    """A display name (phrase / obs-phrase: it may not begin with a dot) as a client shows it: the words
+    joined as written, then encoded words decoded, so that one holding a dot (``=?utf-8?q?ceo=40bank.test?=``,
+    three words to the grammar) decodes as clients decode it."""
     if words[0].kind == "dot":
         raise parser.error("display name begins with a dot")
     pieces: list[str] = []
-    previous_encoded = False
     for index, word in enumerate(words):
-        text = decode_words(word.text)
-        encoded = word.kind == "atom" and bool(_ENCODED_WORD.fullmatch(word.text))
-        if index and word.space_before and not (encoded and previous_encoded):
+        if index and word.space_before:
             pieces.append(" ")
-        pieces.append(text)
-        previous_encoded = encoded
-    return re.sub(r"\s+", " ", "".join(pieces)).strip()
+        pieces.append(word.text)
+    return re.sub(r"\s+", " ", decode_words("".join(pieces))).strip()
 
 
 def unfold(value: str) -> str:

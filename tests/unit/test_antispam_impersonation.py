@@ -42,6 +42,7 @@ def _find(from_value: str, *, outside: bool = True, policy: Policy = POLICY) -> 
     ('"ceo@other.test" <x@evil.test>', ("address", "ceo@other.test")),
     ("x@evil.test (Jane Doe)", ("user", "Jane Doe")),  # the comment a client shows as the name
     ('"=?utf-8?b?Y2VvQG90aGVyLnRlc3Q=?=" <x@evil.test>', ("address", "ceo@other.test")),
+    ("=?utf-8?q?ceo=40other.test?= <x@evil.test>", ("address", "ceo@other.test")),  # a dot in the Q word
     ('"Jane Doe" <jane@example.com>', None),  # her own address (authentication is compauth's business)
     ('"Bank.test Support" <help@mail.bank.test>', None),  # from the protected domain itself
     ('"x@evil.test" <x@mail.evil.test>', None),  # the same organisational domain
@@ -126,6 +127,7 @@ def test_forwarding_service_names_are_scored_not_phish(value: str) -> None:
 def test_an_address_as_the_whole_name_is_phish_when_dmarc_protects_it() -> None:
     found = _finding('"CEO@Other.test" <x@evil.test>')
     assert (found.protected, found.whole) == (False, True)
+    assert _finding("=?utf-8?q?CEO=40Other.test?= <x@evil.test>") == found  # the same name in a Q word with a dot
     assert impersonation.dmarc_domain(found) == "other.test"
     assert impersonation.is_phish(found, "reject") and impersonation.is_phish(found, "quarantine")
     assert not impersonation.is_phish(found, "none") and not impersonation.is_phish(found, None)
