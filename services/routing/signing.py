@@ -22,14 +22,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
 from mailmoat_mail import addresses, srs
-from mailmoat_mail.dkimsign import KeyFileError, KeyStore, arc_seal, sign, signing_plan
 from mailmoat_mail.keyfiles import FileCache
 from mailmoat_platform.models import Envelope, TraceEvent
 from mailmoat_policy import Policy
+
+if TYPE_CHECKING:
+    from mailmoat_mail.dkimsign import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,17 @@ class Signer:
 
     def __init__(self) -> None:
         self.files = FileCache()
-        self.keys = KeyStore(self.files)
+        self._keys: KeyStore | None = None
+
+    @property
+    def keys(self) -> KeyStore:
+        """The private keys, read from their files; dkimpy and cryptography are imported with the first
+        (a policy without ``dkim.domains`` and ``arc`` never loads them)."""
+        if self._keys is None:
+            from mailmoat_mail.dkimsign import KeyStore
+
+            self._keys = KeyStore(self.files)
+        return self._keys
 
     @staticmethod
     def active(policy: Policy) -> bool:
@@ -158,6 +171,10 @@ class Signer:
         return result
 
     def _dkim(self, envelope: Envelope, data: bytes, policy: Policy, events: list[TraceEvent]) -> bytes:
+        if not policy.dkim.domains:
+            return data  # what signing_plan says too, without loading dkimpy
+        from mailmoat_mail.dkimsign import KeyFileError, sign, signing_plan
+
         plan = signing_plan(envelope, data, policy)
         if not plan.keys:
             return data
@@ -179,6 +196,8 @@ class Signer:
     def _seal(self, envelope: Envelope, data: bytes, policy: Policy, events: list[TraceEvent]) -> bytes:
         arc = policy.arc
         assert arc.domain is not None and arc.selector is not None and arc.key_file is not None
+        from mailmoat_mail.dkimsign import KeyFileError, arc_seal
+
         try:
             key = self.keys.load(arc.key_file, "rsa")
             fields = arc_seal(data, arc.domain, arc.selector, key, authserv_id(policy))
