@@ -10,17 +10,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
-import httpx
-from authlib.common.security import generate_token
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
-
 from .rights import Role, addresses_of
+
+if TYPE_CHECKING:  # httpx, authlib and joserfc (with cryptography) load with the first OpenID Connect sign-in
+    import httpx
+    from joserfc.jwk import KeySet
 
 ROLE_RANK = {Role.user: 0, Role.helpdesk: 1, Role.admin: 2}
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
@@ -131,7 +128,16 @@ class Pending:
 
     @classmethod
     def new(cls) -> Pending:
+        from authlib.common.security import generate_token
+
         return cls(generate_token(32), generate_token(32), generate_token(64))
+
+
+def _client() -> httpx.AsyncClient:
+    """The HTTP client of one exchange with the provider."""
+    import httpx
+
+    return httpx.AsyncClient(timeout=10, follow_redirects=False)
 
 
 class OidcClient:
@@ -141,7 +147,7 @@ class OidcClient:
     def __init__(self, config: OidcConfig, *, http: Callable[[], httpx.AsyncClient] | None = None,
                  clock: Callable[[], float] = time.time, cache_seconds: float = 3600):
         self.config = config
-        self._http = http or (lambda: httpx.AsyncClient(timeout=10, follow_redirects=False))
+        self._http = http or _client
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._discovery: dict[str, Any] | None = None
@@ -166,6 +172,8 @@ class OidcClient:
             return self._discovery
 
     async def keys(self, refresh: bool = False) -> KeySet:
+        from joserfc.jwk import KeySet
+
         document = await self.discovery()
         if self._keys is None or refresh:
             async with self._http() as client:
@@ -175,6 +183,8 @@ class OidcClient:
         return self._keys
 
     async def authorization_url(self, pending: Pending, redirect_uri: str) -> str:
+        from authlib.oauth2.rfc7636 import create_s256_code_challenge
+
         document = await self.discovery()
         query = {"response_type": "code", "client_id": self.config.client_id, "redirect_uri": redirect_uri,
                  "scope": self.config.scopes, "state": pending.state, "nonce": pending.nonce,
@@ -184,6 +194,8 @@ class OidcClient:
 
     async def exchange(self, code: str, pending: Pending, redirect_uri: str) -> dict[str, Any]:
         """The authorization code and the PKCE verifier for tokens; the ID token's verified claims."""
+        import httpx
+
         document = await self.discovery()
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
                 "code_verifier": pending.verifier}
@@ -206,6 +218,9 @@ class OidcClient:
     async def verify(self, id_token: str, nonce: str) -> dict[str, Any]:
         """The claims of an ID token signed by one of the provider's keys (fetched again once for an unknown
         key id), issued by it for this client, unexpired, with this sign-in's nonce."""
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
         try:
             try:
                 token = jwt.decode(id_token, await self.keys(), algorithms=list(ALGORITHMS))

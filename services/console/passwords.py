@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from functools import cache
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -13,7 +14,14 @@ MAX_LENGTH = 1024
 
 HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4, hash_len=32, salt_len=16,
                         type=Type.ID)
-_DUMMY = HASHER.hash(secrets.token_urlsafe(16))
+
+
+@cache
+def _dummy() -> str:
+    """The hash checked when there is no account: made at the first check of any password (so the first
+    answer takes as long whether the account exists or not), not at start-up (each hash takes
+    ``memory_cost``, 64 MiB, for as long as it runs)."""
+    return HASHER.hash(secrets.token_urlsafe(16))
 
 
 def hash_password(password: str) -> str:
@@ -26,8 +34,9 @@ def verify_password(stored: str | None, password: str) -> bool:
     checked anyway, so the answer takes as long as for an account that exists."""
     if len(password) > MAX_LENGTH:
         return False
+    dummy = _dummy()
     try:
-        return HASHER.verify(stored or _DUMMY, password) and stored is not None
+        return HASHER.verify(stored or dummy, password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
