@@ -20,7 +20,8 @@ caller's). Any other address of another domain in a display name is a scored spa
 (``ADDRESS_SCORE``, ``FROM_NAME_ADDRESS``), not phish: forwarding services and feed gateways write
 ``"AuthorTracker@harpercollins.com [mothlight/harpercollins]" <ticket_...@sneakemail.com>``.
 
-Names are compared after Unicode NFKC folding, case folding and collapsing white space and quotes.
+Names are read as they look (NFKC folding, format characters such as zero-width spaces dropped: a
+fullwidth at sign (U+FF20) makes an address) and compared after case folding and collapsing white space and quotes.
 """
 
 from __future__ import annotations
@@ -61,10 +62,16 @@ class Finding:
         return {"kind": self.kind, "claimed": self.claimed, "sender": self.sender}
 
 
+def visible(name: str) -> str:
+    """A display name as it looks: NFKC (a fullwidth at sign, U+FF20, is ``@``), format characters that show as
+    nothing (zero-width spaces and joiners, soft hyphens, direction marks) dropped."""
+    return "".join(c for c in unicodedata.normalize("NFKC", name) if unicodedata.category(c) != "Cf")
+
+
 def fold(name: str) -> str:
-    """A display name for comparison: NFKC, case-folded, quotes and surrounding punctuation dropped,
-    white space collapsed."""
-    text = unicodedata.normalize("NFKC", name).casefold()
+    """A display name for comparison: as it looks (``visible``), case-folded, quotes and surrounding
+    punctuation dropped, white space collapsed."""
+    text = visible(name).casefold()
     text = re.sub(r"[\"'`\u00ab\u00bb\u2018-\u201f]", "", text)
     return " ".join(text.split()).strip(" .,;:-_()[]<>")
 
@@ -111,7 +118,7 @@ def _check(mailbox: Mailbox, policy: Policy, domains: list[str]) -> Finding | No
         return None
     sender = mailbox.address.lower()
     sender_org = _org(mailbox.domain)
-    shown = [a for a in recover(mailbox.name) if real_domain(a.rpartition("@")[2])]
+    shown = [a for a in recover(visible(mailbox.name)) if real_domain(a.rpartition("@")[2])]
     for user in settings.protected_users:
         if (name == fold(user.name) or user.address in shown) and sender != user.address:
             return Finding("user", user.name, sender)
@@ -119,7 +126,7 @@ def _check(mailbox: Mailbox, policy: Policy, domains: list[str]) -> Finding | No
         if _names_domain(name, fold(domain)) and _org(domain) != sender_org:
             return Finding("domain", domain, sender)
     if settings.address_in_name:
-        whole = [a for a in shown if fold(mailbox.name).strip("<>[]()") == a]
+        whole = [a for a in shown if name.strip("<>[]()") == a]
         for address in shown:
             org = _org(address.rpartition("@")[2])
             if org != sender_org:
@@ -156,4 +163,4 @@ def is_phish(found: Finding, published: str | None = None) -> bool:
 
 
 __all__ = ["ADDRESS_SCORE", "RULE_NAMES", "SCORED_RULE", "Finding", "dmarc_domain", "find", "fold", "is_phish",
-           "protected_domains", "real_domain"]
+           "protected_domains", "real_domain", "visible"]

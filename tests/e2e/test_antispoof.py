@@ -105,7 +105,10 @@ def test_every_author_domain_judged_when_the_policy_says_so(gateway_factory, sin
     gateway = gateway_factory(_policy("evaluate"), services=("ingress", "antispam", "routing", "egress"),
                               dns_port=dns.port)
     extra = {"nopolicy": [b"<ceo@nodmarc.test>, <x@evil.test>"], "display": [b'"ceo@bank.test" <x@evil.test>'],
-             "qword": [b"=?utf-8?q?ceo=40bank.test?= <x@evil.test>"], "honest": [b"Ann <ann@evil.test>"]}
+             "qword": [b"=?utf-8?q?ceo=40bank.test?= <x@evil.test>"],
+             # ceo\uff20bank.test\u200b: a fullwidth at sign, a zero-width space
+             "lookalike": [b"=?utf-8?b?Y2Vv77ygYmFuay50ZXN04oCL?= <x@evil.test>"],
+             "honest": [b"Ann <ann@evil.test>"]}
     for tag, froms in {**SHAPES, **extra}.items():
         assert _send(gateway.smtp_port, tag, froms) == (250, b""), tag
     for tag in SHAPES:
@@ -121,8 +124,9 @@ def test_every_author_domain_judged_when_the_policy_says_so(gateway_factory, sin
     assert phish["data"]["category"] == "phish"
     assert phish["data"]["impersonation"] == {"kind": "address", "claimed": "ceo@bank.test", "sender": "x@evil.test"}
     assert wait_event(phish["message_id"], "QUARANTINE", service="routing")
-    qword = _spam_event("qword")  # the same name as an encoded word with a dot, as clients decode it
-    assert qword["data"]["category"] == "phish" and qword["data"]["impersonation"] == phish["data"]["impersonation"]
+    for tag in ("qword", "lookalike"):  # the same name as a Q word with a dot, as a look-alike: as clients show it
+        event = _spam_event(tag)
+        assert event["data"]["category"] == "phish" and event["data"]["impersonation"] == phish["data"]["impersonation"]
     kept = records.held_bytes(phish["message_id"]) or b""
     assert b"CAT:DIMP" in kept.replace(b"\r\n\t", b"")
     (delivered,) = sink.wait_for(1, timeout=30)

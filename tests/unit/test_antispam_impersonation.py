@@ -43,6 +43,8 @@ def _find(from_value: str, *, outside: bool = True, policy: Policy = POLICY) -> 
     ("x@evil.test (Jane Doe)", ("user", "Jane Doe")),  # the comment a client shows as the name
     ('"=?utf-8?b?Y2VvQG90aGVyLnRlc3Q=?=" <x@evil.test>', ("address", "ceo@other.test")),
     ("=?utf-8?q?ceo=40other.test?= <x@evil.test>", ("address", "ceo@other.test")),  # a dot in the Q word
+    ('"ceo\uff20other.test" <x@evil.test>', ("address", "ceo@other.test")),  # a fullwidth at sign, NFKC
+    ('"ceo@other\u200b.te\u00adst" <x@evil.test>', ("address", "ceo@other.test")),  # zero-width space, soft hyphen
     ('"Jane Doe" <jane@example.com>', None),  # her own address (authentication is compauth's business)
     ('"Bank.test Support" <help@mail.bank.test>', None),  # from the protected domain itself
     ('"x@evil.test" <x@mail.evil.test>', None),  # the same organisational domain
@@ -128,6 +130,8 @@ def test_an_address_as_the_whole_name_is_phish_when_dmarc_protects_it() -> None:
     found = _finding('"CEO@Other.test" <x@evil.test>')
     assert (found.protected, found.whole) == (False, True)
     assert _finding("=?utf-8?q?CEO=40Other.test?= <x@evil.test>") == found  # the same name in a Q word with a dot
+    for looks_alike in ('"CEO\uff20Other.test" <x@evil.test>', '"\u200bCEO@Other.test\u2060" <x@evil.test>'):
+        assert _finding(looks_alike) == found, looks_alike  # as a client shows it: the address and nothing else
     assert impersonation.dmarc_domain(found) == "other.test"
     assert impersonation.is_phish(found, "reject") and impersonation.is_phish(found, "quarantine")
     assert not impersonation.is_phish(found, "none") and not impersonation.is_phish(found, None)
