@@ -35,7 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailmoat_mail.headers import delivery_count, queue_wait, republishable
 from mailmoat_mail.headers import text as header_text
-from mailmoat_platform import heap
+from mailmoat_platform import colocated, heap
 from mailmoat_platform.acks import AckBatcher
 from mailmoat_platform.bus import DEAD_QUEUE, Bus, Delivery, FrameError, Publish, decode, stage_queue
 from mailmoat_platform.health import Dependency, Held
@@ -116,7 +116,7 @@ class Runtime:
         self.service = service
         self.settings = settings
         self.worker = worker
-        setup_logging(service, settings.log_format, settings.log_level)
+        setup_logging(colocated.process_name(service), settings.log_format, settings.log_level)
         self.tracer = setup_tracing(service)
         self.policy = PolicyHolder(settings.policy_path, on_change=self._policy_changed)
         self.bus = Bus(settings.amqp_url, prefetch=prefetch)
@@ -279,15 +279,20 @@ class Runtime:
     async def serve_forever(self) -> None:
         """Run until SIGTERM/SIGINT, then stop consuming and let in-flight messages finish."""
         loop = asyncio.get_running_loop()
+        _SERVING.add(self)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, stop_all)
         heap.settle()
-        await self._stopping.wait()
-        await self.shutdown()
+        try:
+            await self._stopping.wait()
+            await self.shutdown()
+        finally:
+            _SERVING.discard(self)
 
     async def shutdown(self, grace: float = 30.0) -> None:
         self._stopping.set()
+        colocated.forget(self)
         hooks, self._stop_hooks = self._stop_hooks, []
         for hook in hooks:
             try:
@@ -347,6 +352,7 @@ class Runtime:
             await self._process(stage, name, handler, message)
 
         await self.bus.consume(name, on_message)
+        colocated.register(name, self, stage, handler)
         if name not in self._queues:
             self._queues.append(name)
 
@@ -436,6 +442,9 @@ class Runtime:
             except Exception:
                 await _settle(traces)
                 raise
+            else:
+                if colocated.active():
+                    outputs = await self._hand_over(outputs)
             finally:
                 _TRACE_WAITS.reset(token)
             for output in outputs:
@@ -468,6 +477,56 @@ class Runtime:
             await asyncio.sleep(self.retry_pause)
             await self.acks.nack(message)
             return "error"
+
+    async def _hand_over(self, outputs: list[Publish], depth: int = 0) -> list[Publish]:
+        """``outputs`` with each publish to a stage of this process replaced by what that stage makes of the
+        message, handled at once (``colocated``); the rest is left to publish."""
+        out: list[Publish] = []
+        for output in outputs:
+            target = colocated.local(output.queue) if depth < colocated.MAX_CHAIN else None
+            if target is None:
+                out.append(output)
+            else:
+                out += await target.runtime._handle_handed(target.stage, target.handler, output, depth + 1)
+        return out
+
+    async def _handle_handed(self, stage: str, handler: Handler, given: Publish, depth: int) -> list[Publish]:
+        """This stage's work on a message another stage of the process handed over: its outputs (handed on
+        in turn), or, when it fails, ``given`` itself, to be published to this stage's queue so that its
+        consumer handles it as any message (retries, delivery limit, dead-letter queue)."""
+        held = self.held.begin()
+        self._in_flight += 1
+        self._in_flight_gauge.inc()
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            # What the broker would have handed over: a copy of the envelope, so a failure part-way
+            # leaves ``given`` as it was.
+            envelope = Envelope.model_validate_json(given.envelope.model_dump_json())
+            if envelope_problem(envelope) is not None:
+                outcome = "handed-back"
+                return [given]
+            outputs = await handler(envelope, given.data)
+            count_verdict(stage, envelope, outputs)
+            return await self._hand_over(outputs, depth)
+        except Exception as exc:
+            outcome = "handed-back"
+            if isinstance(exc, Transient):
+                log.warning("%s: temporary failure, passed to its queue: %s", stage, exc,
+                            extra={"message_id": given.envelope.id})
+            else:
+                log.exception("%s: failed on %s handed over in memory; passed to its queue", stage,
+                              given.envelope.id, extra={"message_id": given.envelope.id})
+            return [given]
+        finally:
+            self.held.end(held)
+            self._in_flight_gauge.dec()
+            self._in_flight -= 1
+            self._processing.observe(time.perf_counter() - started)
+            counter = self._outcomes.get(outcome)
+            if counter is None:
+                counter = self._outcomes[outcome] = MESSAGES.labels(self.service, outcome)
+            counter.inc()
 
     async def _dead(self, message: Delivery, envelope: Envelope, data: bytes, reason: str) -> str:
         """Dead-letter a delivery whose envelope was read: the frame with the reason, a DEADLETTER event."""
@@ -507,6 +566,16 @@ async def serve_stage(
     await runtime.start()
     await runtime.consume_stage(service, make_handler(runtime))
     await runtime.serve_forever()
+
+
+_SERVING: set[Runtime] = set()
+"""The runtimes of this process serving until SIGTERM (several with ``colocated``)."""
+
+
+def stop_all() -> None:
+    """SIGTERM/SIGINT: every runtime of the process stops taking work and finishes what it holds."""
+    for runtime in list(_SERVING):
+        runtime.request_stop()
 
 
 async def _settle(traces: list[asyncio.Future[bool]]) -> None:
