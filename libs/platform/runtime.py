@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiohttp import web
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,6 +39,7 @@ from mailmoat_platform.acks import AckBatcher
 from mailmoat_platform.bus import DEAD_QUEUE, Bus, Delivery, FrameError, Publish, decode, stage_queue
 from mailmoat_platform.health import Dependency, Held
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
+from mailmoat_platform.probehttp import TEXT, Answer, ProbeServer
 from mailmoat_platform.redisbatch import ScriptBatcher
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.telemetry import (
@@ -146,7 +146,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = 0
         self._stopping = asyncio.Event()
-        self._http: web.AppRunner | None = None
+        self._http: ProbeServer | None = None
         self.http_port: int | None = None
         # Labelled children looked up once, not per message.
         self._in_flight_gauge = IN_FLIGHT.labels(service)
@@ -244,29 +244,19 @@ class Runtime:
                 refused = self.policy.refused
 
     async def _start_http(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        self._http = web.AppRunner(app, access_log=None)
-        await self._http.setup()
+        self._http = ProbeServer({"/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz})
         port = self.settings.metrics_port(self.service, self.worker)
-        site = web.TCPSite(self._http, self.settings.metrics_host, port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else port
+        await self._http.start(self.settings.metrics_host, port)
+        self.http_port = self._http.port or port
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    def _metrics(self) -> Answer:
+        return 200, CONTENT_TYPE_LATEST, generate_latest()
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+    def _healthz(self) -> Answer:
+        return 200, TEXT, b"ok\n"
 
-    async def _readyz(self, request: web.Request) -> web.Response:
-        if self.ready():
-            return web.Response(text="ready\n")
-        return web.Response(status=503, text="not ready\n")
+    def _readyz(self) -> Answer:
+        return (200, TEXT, b"ready\n") if self.ready() else (503, TEXT, b"not ready\n")
 
     def request_stop(self) -> None:
         self._stopping.set()
