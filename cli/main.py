@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Awaitable
 
 from mailmoat_cli import db as dbcli
 from mailmoat_cli import dkim as dkimcli
@@ -33,13 +34,22 @@ def run_one(name: str, worker: int) -> int:
         print(f"mailmoat: {name}[{worker}]: the supervisor that started it is gone; not starting", file=sys.stderr)
         return 0
     settings = Settings.from_env()
+    if name == "pipeline":
+        from mailmoat_platform import colocated
+
+        def main() -> Awaitable[None]:
+            return colocated.run(settings, worker)
+    else:
+        try:
+            module = _service_module(name)
+        except ModuleNotFoundError:
+            print(f"mailmoat: no service named {name!r} is installed", file=sys.stderr)
+            return 2
+
+        def main() -> Awaitable[None]:
+            return module.main(settings, worker)
     try:
-        module = _service_module(name)
-    except ModuleNotFoundError:
-        print(f"mailmoat: no service named {name!r} is installed", file=sys.stderr)
-        return 2
-    try:
-        run_service(lambda: module.main(settings, worker))
+        run_service(main)
     except PolicyError as exc:
         print(f"mailmoat: policy refused:\n{exc}", file=sys.stderr)
         return 2
@@ -57,7 +67,8 @@ def plan_processes(settings: Settings, devmailbox: bool) -> list[tuple[str, int]
     """The (service, worker) processes ``run all`` starts for the policy file as it is now."""
     from mailmoat_cli.supervisor import plan
 
-    return plan(load_policy(settings.policy_path), settings.ingress_workers, devmailbox, settings.records)
+    return plan(load_policy(settings.policy_path), settings.ingress_workers, devmailbox, settings.records,
+                settings.topology)
 
 
 def run_all(devmailbox: bool) -> int:
@@ -245,7 +256,8 @@ def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="mailmoat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one service, or all of them as processes")
-    run.add_argument("service", choices=[*stages.names(), "all"])
+    run.add_argument("service", choices=[*stages.names(), "pipeline", "all"],
+                     help="a stage; 'pipeline': every filter stage and routing in one process (decision 012)")
     run.add_argument("--worker", type=int, default=0, help="worker index (ports are offset by it)")
     run.add_argument("--devmailbox", action="store_true", help="with 'all': also run the dev mailbox")
     tracecli.add_parser(sub)

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from mailmoat_platform import stages
 from mailmoat_platform.bus import stage_queue
+from mailmoat_platform.colocated import PIPELINE, pipeline_stages
 from mailmoat_platform.settings import Settings
 from mailmoat_policy import Policy, PolicyError, PolicyHolder, load_policy
 
@@ -52,13 +53,19 @@ polls the policy each second, so by then nothing publishes to it any more."""
 
 # --- the plan (pure) -----------------------------------------------------------------------------
 
-def plan(policy: Policy, ingress_workers: int, devmailbox: bool, records: str = "postgresql") -> list[Key]:
+def plan(policy: Policy, ingress_workers: int, devmailbox: bool, records: str = "postgresql",
+         topology: str = "stages") -> list[Key]:
     """The processes a policy asks for, from the stage registry: the SMTP stage's workers, the policy's
     filter stages, routing, egress, the recorder and the console when the records are in PostgreSQL, and
-    the development stages when asked."""
+    the development stages when asked. With the ``colocated`` topology one ``pipeline`` process runs every
+    filter stage and routing instead (``colocated.pipeline_stages``)."""
     keys: list[Key] = [(s.name, i) for s in stages.of_kind("smtp") for i in range(max(1, ingress_workers))]
-    keys += [(stage, 0) for stage in policy.pipeline.filters]
-    keys += [(s.name, 0) for s in stages.of_kind("routing", "egress")]
+    if topology == "colocated":
+        keys += [(PIPELINE, 0)]
+        keys += [(s.name, 0) for s in stages.of_kind("egress")]
+    else:
+        keys += [(stage, 0) for stage in policy.pipeline.filters]
+        keys += [(s.name, 0) for s in stages.of_kind("routing", "egress")]
     if records == "postgresql":
         keys += [(s.name, 0) for s in stages.of_kind("recorder", "console")]
     if devmailbox:
@@ -120,9 +127,10 @@ def listeners(settings: Settings, keys: Iterable[Key], mailbox: tuple[str, int] 
     the ingress workers), the development mailbox. Ports of 0 (chosen by the OS) are left out."""
     out: dict[tuple[str, int], str] = {}
     for service, worker in keys:
-        port = settings.metrics_port(service, worker)
-        if port:
-            out[("0.0.0.0", port)] = f"the metrics port of {service}[{worker}]"
+        for name in pipeline_stages() if service == PIPELINE else [service]:
+            port = settings.metrics_port(name, worker)
+            if port:
+                out[("0.0.0.0", port)] = f"the metrics port of {name}[{worker}]"
         kind = kind_of(service)
         if kind == "smtp" and worker == 0 and settings.smtp_port:
             out[(settings.smtp_host, settings.smtp_port)] = f"the SMTP port of {service}"
@@ -240,7 +248,8 @@ class Supervisor:
         self.status = 0
 
     def planned(self) -> list[Key]:
-        return plan(self.policy.current, self.settings.ingress_workers, self.devmailbox, self.settings.records)
+        return plan(self.policy.current, self.settings.ingress_workers, self.devmailbox, self.settings.records,
+                    self.settings.topology)
 
     # --- starting ------------------------------------------------------------------------------
 
@@ -254,7 +263,7 @@ class Supervisor:
 
     def spawn(self, key: Key) -> None:
         service, worker = key
-        if importlib.util.find_spec(stages.get(service).package) is None:
+        if service != PIPELINE and importlib.util.find_spec(stages.get(service).package) is None:
             say(f"the policy lists {service}, which is not installed: nothing consumes "
                 f"{stage_queue(service)}; install it or remove it from pipeline.filters")
             self.due.pop(key, None)

@@ -93,7 +93,7 @@ def process_name(service: str) -> str:
 def pipeline_stages() -> list[str]:
     """The stages of the ``pipeline`` process: every filter stage of the registry (the policy's
     ``pipeline.filters`` decides which a message visits, so a reload needs no new process) and routing."""
-    return [s.name for s in stages.of_kind("filter", "routing")]
+    return [s.name for s in stages.filters()] + [s.name for s in stages.of_kind("routing")]
 
 
 async def run(settings: Any, worker: int = 0, names: list[str] | None = None) -> None:

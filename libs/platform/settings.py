@@ -29,6 +29,15 @@ def _records(value: str) -> str:
     return value
 
 
+TOPOLOGIES = ("stages", "colocated")
+
+
+def _topology(value: str) -> str:
+    if value not in TOPOLOGIES:
+        raise ValueError(f"MAILMOAT_TOPOLOGY={value!r}: must be stages or colocated")
+    return value
+
+
 def metrics_ports_from_env() -> dict[str, int]:
     """The metrics port of every registry stage: ``MAILMOAT_<NAME>_METRICS_PORT`` or the registry's."""
     ports = {}
@@ -52,6 +61,10 @@ class Settings:
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
     ingress_workers: int = 2
+    topology: str = "stages"
+    """What ``run all`` starts between ingress and egress: ``stages`` (a process per stage, each on its own
+    queue: the shape Kubernetes scales) or ``colocated`` (one ``pipeline`` process running every filter stage
+    and routing, handing messages over in memory: a small single-machine installation; decision 012)."""
     tls_cert: str | None = None
     tls_key: str | None = None
     publish_timeout: float = 10.0
@@ -76,6 +89,7 @@ class Settings:
             smtp_host=_env("MAILMOAT_SMTP_HOST", cls.smtp_host),
             smtp_port=int(_env("MAILMOAT_SMTP_PORT", str(cls.smtp_port))),
             ingress_workers=int(_env("MAILMOAT_INGRESS_WORKERS", str(cls.ingress_workers))),
+            topology=_topology(_env("MAILMOAT_TOPOLOGY", cls.topology)),
             tls_cert=os.environ.get("MAILMOAT_TLS_CERT") or None,
             tls_key=os.environ.get("MAILMOAT_TLS_KEY") or None,
             publish_timeout=float(_env("MAILMOAT_PUBLISH_TIMEOUT", str(cls.publish_timeout))),

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailmoat_cli.main import plan_processes
+from mailmoat_platform.colocated import PIPELINE as PIPELINE_PROCESS
+from mailmoat_platform.colocated import pipeline_stages
 from mailmoat_platform.settings import DEFAULT_METRICS_PORTS, Settings
 from tests.support import records
 from tests.support.infra import free_port_block
@@ -146,8 +148,11 @@ class Gateway:
 
     def start_all(self, devmailbox: bool = False) -> Gateway:
         """Start the ``mailmoat run all`` supervisor and wait until every process it runs is ready."""
-        settings = Settings(policy_path=str(self.policy), ingress_workers=self.ingress_workers, records=self.records)
-        self._supervised = plan_processes(settings, devmailbox)
+        settings = Settings(policy_path=str(self.policy), ingress_workers=self.ingress_workers, records=self.records,
+                            topology=self.env.get("MAILMOAT_TOPOLOGY", Settings.topology))
+        self._supervised = [(name, worker) for service, worker in plan_processes(settings, devmailbox)
+                            for name in (pipeline_stages() if service == PIPELINE_PROCESS else [service])]
+        """What ``run all`` runs, the ``pipeline`` process as the stages it runs (each answers on its port)."""
         self._spawn(ALL, ["all", *(["--devmailbox"] if devmailbox else [])])
         for service, worker in self._supervised:
             self.wait_ready(service, worker)

@@ -24,6 +24,8 @@ from mailmoat_cli.supervisor import (
     restart_delay,
     stranded,
 )
+from mailmoat_platform import stages
+from mailmoat_platform.colocated import pipeline_stages
 from mailmoat_platform.settings import Settings
 from mailmoat_policy import parse_policy
 
@@ -156,3 +158,28 @@ def test_a_child_whose_supervisor_is_gone_does_not_start(monkeypatch: pytest.Mon
     finally:  # the check tied this test process to its parent: untie it
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0)
     assert "MAILMOAT_SUPERVISOR_PID" not in os.environ
+
+
+def test_the_colocated_topology_runs_every_filter_stage_and_routing_in_one_pipeline_process() -> None:
+    assert plan(FILTERS, 2, False, "postgresql", "colocated") == [
+        ("ingress", 0), ("ingress", 1), ("pipeline", 0), ("egress", 0), ("recorder", 0), ("console", 0)]
+    # the policy's filters do not change the plan: the pipeline runs every filter stage of the registry
+    assert plan(parse_policy("{}\n", "p.yaml"), 1, False, "redis", "colocated") == [
+        ("ingress", 0), ("pipeline", 0), ("egress", 0)]
+    assert pipeline_stages() == [*(s.name for s in stages.filters()), "routing"]
+    # its ports are those of the stages it runs
+    settings = Settings(metrics_ports={"connection_filter": 9140, "antivirus": 9150, "routing": 9120})
+    assert set(listeners(settings, [("pipeline", 0)], None)) >= {
+        ("0.0.0.0", 9140), ("0.0.0.0", 9150), ("0.0.0.0", 9120)}
+    # a change of the policy's filters retires nothing in this topology
+    assert changes(plan(FILTERS, 1, False, "redis", "colocated"),
+                   [("ingress", 0), ("pipeline", 0), ("egress", 0)], []).retire == []
+
+
+def test_the_topology_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().topology == "stages"
+    monkeypatch.setenv("MAILMOAT_TOPOLOGY", "colocated")
+    assert Settings.from_env().topology == "colocated"
+    monkeypatch.setenv("MAILMOAT_TOPOLOGY", "one-process")
+    with pytest.raises(ValueError, match="MAILMOAT_TOPOLOGY='one-process'"):
+        Settings.from_env()
