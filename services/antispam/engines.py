@@ -10,11 +10,14 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import aiohttp
 from multidict import CIMultiDict
 
 from mailmoat_platform.models import Envelope
+
+if TYPE_CHECKING:  # aiohttp's client is imported with the first Rspamd check (policy antispam.engines)
+    import aiohttp
 
 log = logging.getLogger(__name__)
 MAX_ANSWER = 1_048_576
@@ -43,6 +46,8 @@ def rspamd_headers(envelope: Envelope) -> CIMultiDict[str]:
 async def rspamd_check(url: str, envelope: Envelope, data: bytes, timeout: float,
                        session: aiohttp.ClientSession | None = None) -> EngineScore | None:
     """POST the message to ``<url>/checkv2`` with the envelope facts as Rspamd's request headers."""
+    import aiohttp
+
     headers = rspamd_headers(envelope)
     own = session is None
     session = session or aiohttp.ClientSession()

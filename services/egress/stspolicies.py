@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from mailmoat_egress.mtasts import PolicyError, ResultType, StsPolicy, parse_policy, txt_id
 from mailmoat_mail.dns import DnsError, NoSuchDomain, ResolverConfig, resolve_addresses, resolve_txt
 
@@ -46,6 +44,8 @@ async def fetch_policy(domain: str, config: ResolverConfig, port: int = 443, caf
                        timeout: float = FETCH_TIMEOUT) -> StsPolicy:
     """GET ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` (the host's addresses through
     ``config``; the certificate must chain to the system's CAs, or ``cafile``'s, and name the host)."""
+    import aiohttp  # the client with the first policy fetched, not in every egress process
+
     host = f"mta-sts.{domain}"
     try:
         addresses = await resolve_addresses(host, config)
