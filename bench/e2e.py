@@ -297,6 +297,10 @@ class Mailmoat:
         routed_at_ingress = routes_at_ingress(load_policy(self.policy_path))
         self.topology = " -> ".join(["ingress (routing at ingress)", "egress"] if routed_at_ingress
                                     else ["ingress", *filters, "routing", "egress"])
+        # BENCH_TOPOLOGY=colocated: every filter stage and routing in one process (decision 012).
+        self.process_topology = os.environ.get("BENCH_TOPOLOGY") or "stages"
+        if self.process_topology == "colocated":
+            self.topology += " (filters and routing in one pipeline process, handed over in memory)"
         # The records as shipped: in PostgreSQL (the recorder and the console run); BENCH_RECORDS=redis for
         # the Redis records. Set explicitly, whatever the default of the code measured.
         self.records = os.environ.get("BENCH_RECORDS") or "postgresql"
@@ -329,6 +333,7 @@ class Mailmoat:
         # The trace through mailmoat.trace to the recorder and PostgreSQL (the bench's own database, made
         # afresh and migrated here), or in Redis with BENCH_RECORDS=redis.
         env["MAILMOAT_RECORDS"] = self.records
+        env["MAILMOAT_TOPOLOGY"] = self.process_topology
         env["MAILMOAT_DATABASE_URL"] = self.database_url
         env["MAILMOAT_CONSOLE_PORT"] = str(free_port())
         if self.records == "postgresql":

@@ -35,10 +35,10 @@ def run_one(name: str, worker: int) -> int:
         return 0
     settings = Settings.from_env()
     if name == "pipeline":
-        from mailmoat_platform import colocated
+        from mailmoat_cli import pipeline
 
         def main() -> Awaitable[None]:
-            return colocated.run(settings, worker)
+            return pipeline.run(settings, worker)
     else:
         try:
             module = _service_module(name)

@@ -12,14 +12,12 @@ the chain fails (a temporary failure, an error, a stage stopping), the message a
 stage is published to its queue instead, and that stage's consumer takes it from there as it would any
 message (its retries, its delivery limit, its dead-letter queue).
 
-This module is only the registry of the process's stages; ``run`` starts them.
+This module is the registry of the process's stages; ``mailmoat run pipeline`` (``mailmoat_cli.pipeline``)
+starts them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,8 +29,6 @@ if TYPE_CHECKING:
 
 PIPELINE = "pipeline"
 """Name of the process that runs the stages between ingress and egress together."""
-STOP_GRACE = 40.0
-"""Seconds the other stages have to finish what they hold when one of them fails."""
 MAX_CHAIN = 16
 """Stages handed over in memory within one delivery at most (a guard against an itinerary that loops)."""
 
@@ -94,30 +90,6 @@ def pipeline_stages() -> list[str]:
     """The stages of the ``pipeline`` process: every filter stage of the registry (the policy's
     ``pipeline.filters`` decides which a message visits, so a reload needs no new process) and routing."""
     return [s.name for s in stages.filters()] + [s.name for s in stages.of_kind("routing")]
-
-
-async def run(settings: Any, worker: int = 0, names: list[str] | None = None) -> None:
-    """Run ``names`` (default ``pipeline_stages()``), each with its own runtime, in this event loop, handing
-    messages over in memory between them, until SIGTERM (every runtime stops) or one of them fails."""
-    enable()
-    mains = []
-    for name in names or pipeline_stages():
-        module = importlib.import_module(f"{stages.get(name).package}.service")
-        mains.append(asyncio.ensure_future(module.main(settings, worker)))
-    try:
-        done, _ = await asyncio.wait(mains, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            task.result()  # one stage failed to start or run: raise its error
-    finally:
-        from mailmoat_platform.runtime import stop_all
-
-        stop_all()  # the others finish what they hold, as on SIGTERM
-        _, late = await asyncio.wait(mains, timeout=STOP_GRACE)
-        for task in late:
-            task.cancel()
-        for task in mains:
-            with contextlib.suppress(BaseException):
-                await task
 
 
 def active() -> bool:
