@@ -15,11 +15,10 @@ import datetime
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
+if TYPE_CHECKING:  # cryptography's X.509 is imported with the first chain checked against TLSA records
+    from cryptography import x509
 
 DANE_TA = 2
 DANE_EE = 3
@@ -79,6 +78,8 @@ def usable(records: Iterable[Tlsa]) -> tuple[Tlsa, ...]:
 
 
 def selected(cert: x509.Certificate, selector: int) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     if selector == 0:
         return cert.public_bytes(Encoding.DER)
     return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
@@ -103,6 +104,9 @@ def matches(record: Tlsa, cert: x509.Certificate) -> bool:
 
 def _names_leaf(leaf: x509.Certificate, ta: x509.Certificate, intermediates: list[x509.Certificate],
                 names: Sequence[str], now: datetime.datetime) -> bool:
+    from cryptography import x509
+    from cryptography.x509.verification import Criticality, ExtensionPolicy, PolicyBuilder, Store, VerificationError
+
     store = Store([ta])
     # Names come from subjectAltName, as for the web, but its criticality is not held against the
     # server (RFC 7672 asks for no Web PKI profile beyond the chain and the name).
@@ -128,6 +132,8 @@ def check_chain(records: Sequence[Tlsa], chain_der: Sequence[bytes], names: Sequ
         return "no usable TLSA record"
     if not chain_der:
         return "the server sent no certificate"
+    from cryptography import x509
+
     try:
         chain = [x509.load_der_x509_certificate(der) for der in chain_der]
     except ValueError as exc:
