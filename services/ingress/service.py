@@ -22,7 +22,6 @@ from mailmoat_platform.bus import Publish, stage_queue
 from mailmoat_platform.runtime import Handler, Runtime, count_verdict
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.telemetry import trace_context
-from mailmoat_routing.service import make_handler as routing_handler
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +130,8 @@ class IngressServer:
         if time.monotonic() < self._route_paused_until:
             return None
         if self._route is None:
+            from mailmoat_routing.service import make_handler as routing_handler  # only where ingress routes
+
             self._route = routing_handler(self.runtime)
         try:
             outputs = await asyncio.wait_for(self._route(item.envelope, item.data), ROUTE_STEP_TIMEOUT)
