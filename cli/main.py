@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Awaitable
 
+from mailmoat_cli import check as checkcli
 from mailmoat_cli import db as dbcli
 from mailmoat_cli import dkim as dkimcli
 from mailmoat_cli import tracecli
@@ -261,6 +262,7 @@ def _main(argv: list[str] | None) -> int:
     run.add_argument("--worker", type=int, default=0, help="worker index (ports are offset by it)")
     run.add_argument("--devmailbox", action="store_true", help="with 'all': also run the dev mailbox")
     tracecli.add_parser(sub)
+    checkcli.add_parser(sub)
     pol = sub.add_parser("policy", help="policy tools")
     pol_sub = pol.add_subparsers(dest="policy_command", required=True)
     chk = pol_sub.add_parser("check", help="validate a policy file")
@@ -302,6 +304,8 @@ def _main(argv: list[str] | None) -> int:
         return run_one(args.service, args.worker)
     if args.command == "trace":
         return tracecli.run(args)
+    if args.command == "check":
+        return checkcli.run(args)
     if args.command == "policy":
         return policy_check(args.file)
     if args.command == "quarantine":
