@@ -13,8 +13,7 @@ import email.policy
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
-
-import nh3
+from functools import cache
 
 MAX_HEADERS_BYTES = 32 * 1024
 """Header text shown at most (the rest is cut, saying so)."""
@@ -22,8 +21,6 @@ MAX_BODY_CHARS = 200_000
 """Body text (HTML or plain) rendered at most."""
 MAX_PARTS = 200
 """MIME parts walked at most (a message nesting thousands is cut off)."""
-TAGS = frozenset(nh3.ALLOWED_TAGS) - {"img", "area", "map"}
-"""nh3's default tags without images: a held message loads nothing, not even from the console."""
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
 LINK_REL = "noopener noreferrer nofollow"
 
@@ -49,9 +46,19 @@ class SafeMessage:
     """What was cut or could not be read."""
 
 
+@cache
+def tags() -> frozenset[str]:
+    """nh3's default tags without images: a held message loads nothing, not even from the console."""
+    import nh3  # with the first message shown, not at the console's start
+
+    return frozenset(nh3.ALLOWED_TAGS) - {"img", "area", "map"}
+
+
 def sanitize_html(markup: str) -> str:
     """HTML that runs nothing and fetches nothing (see the module's docstring)."""
-    return nh3.clean(markup, tags=set(TAGS), url_schemes=set(URL_SCHEMES), link_rel=LINK_REL,
+    import nh3
+
+    return nh3.clean(markup, tags=set(tags()), url_schemes=set(URL_SCHEMES), link_rel=LINK_REL,
                      strip_comments=True)
 
 
