@@ -17,11 +17,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import psycopg
-from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+if TYPE_CHECKING:  # psycopg is imported where a database is read: not by an antispam stage with records in Redis
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,13 @@ class BlockList:
 _COLUMNS = "id, kind, value, created_at, expires_at, created_by, qid, note"
 
 
+def _dict_cursor(conn: psycopg.AsyncConnection) -> psycopg.AsyncCursor:
+    """A cursor whose rows are dicts."""
+    from psycopg.rows import dict_row
+
+    return conn.cursor(row_factory=dict_row)
+
+
 class SenderBlocks:
     """The console's side: add, list and remove entries (the caller audits); expired entries are deleted at the
     next add."""
@@ -102,7 +109,7 @@ class SenderBlocks:
         if not 1 <= days <= MAX_DAYS:
             raise BlockError(f"days: 1 to {MAX_DAYS}")
         async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
+            cur = _dict_cursor(conn)
             await cur.execute("DELETE FROM sender_blocks WHERE expires_at <= now()")  # expired: gone
             await cur.execute("SELECT count(*) AS n FROM sender_blocks")
             row = await cur.fetchone()
@@ -120,7 +127,7 @@ class SenderBlocks:
         if not 0 < entry_id < 2**63:
             return None
         async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
+            cur = _dict_cursor(conn)
             await cur.execute(f"DELETE FROM sender_blocks WHERE id = %s RETURNING {_COLUMNS}", (entry_id,))
             row = await cur.fetchone()
             return SenderBlock(**row) if row else None
@@ -128,7 +135,7 @@ class SenderBlocks:
     async def entries(self) -> list[SenderBlock]:
         """The entries in force, newest first."""
         async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=dict_row)
+            cur = _dict_cursor(conn)
             await cur.execute(f"SELECT {_COLUMNS} FROM sender_blocks WHERE expires_at > now() "
                               "ORDER BY created_at DESC, id DESC LIMIT %s", (MAX_ENTRIES,))
             return [SenderBlock(**r) for r in await cur.fetchall()]
@@ -160,6 +167,8 @@ class CachedBlockList:
     def __init__(self, url: str, *, ttl: float = REFRESH, timeout: float = 2.0,
                  loader: Callable[[], Awaitable[BlockList]] | None = None,
                  clock: Callable[[], float] = time.monotonic):
+        import psycopg  # noqa: F401  (at start-up, where the list is read: not with the first message)
+
         self.url = url
         self.ttl = ttl
         self.timeout = timeout
@@ -178,6 +187,8 @@ class CachedBlockList:
         async with self._lock:
             if self._clock() < self._next:
                 return self._list
+            import psycopg
+
             try:
                 async with asyncio.timeout(self.timeout):
                     self._list = await self._loader()
@@ -191,6 +202,8 @@ class CachedBlockList:
             return self._list
 
     async def _read(self) -> BlockList:
+        import psycopg
+
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, connect_timeout=max(1, int(self.timeout)),
