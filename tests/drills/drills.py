@@ -50,8 +50,11 @@ delivery:
   connect_timeout: 5
   command_timeout: 5
 pipeline:
-  route_at_ingress: false
+  route_at_ingress: false{filters}
 """
+COLOCATED_FILTERS = "\n  filters: [dlp]"
+"""The colocated drills' itinerary: ingress → dlp → routing → egress, dlp and routing in the ``pipeline`` process
+(dlp hands every message over to routing in memory; it needs no DNS or daemon)."""
 
 
 @dataclass
@@ -83,6 +86,8 @@ class Context:
     notes: list[str] = field(default_factory=list)
     records: postgresql.Records | None = None
     """With ``records = postgresql``: the database and the proxy in front of it."""
+    services: tuple[str, ...] = SERVICES
+    """The processes the drill runs (``pipeline`` instead of routing with ``topology = colocated``)."""
 
     @property
     def amqp_url(self) -> str:
@@ -94,7 +99,7 @@ class Context:
         self.gateway.start_service(service)
 
     def wait_ready(self, timeout: float = 90) -> None:
-        for service in SERVICES:
+        for service in self.services:
             self.gateway.wait_ready(service, timeout=timeout)
 
 
@@ -108,6 +113,8 @@ class Drill:
     """``postgresql`` (the default, as shipped): the trace and the quarantine in a database of the drill's
     own, reached through a proxy (``Context.records``), the recorder running, and every accepted message's
     trace counted; ``redis``: both in the drill's Redis."""
+    topology: str = "stages"
+    """``colocated``: dlp and routing in one ``pipeline`` process handing messages over in memory (decision 012)."""
 
 
 # --- faults -----------------------------------------------------------------------------------------
@@ -123,8 +130,9 @@ def kill_each(service: str, sig: int = signal.SIGKILL) -> Callable[[Context], No
         for n in range(ctx.phases.kills):
             if n:
                 time.sleep(3)
-            if service in ("routing", "egress"):
-                value = _gauge(ctx.gateway, service, "mailmoat_in_flight_messages")
+            if service in ("routing", "egress", "pipeline"):
+                # the pipeline's deliveries are its first stage's (dlp), held through routing's work
+                value = _gauge(ctx.gateway, "dlp" if service == "pipeline" else service, "mailmoat_in_flight_messages")
                 held.append(int(value) if value == value else -1)
             ctx.restart(service, sig)
         if held:
@@ -222,6 +230,8 @@ DRILLS = [
     Drill("egress-sigterm-slow", kill_each("egress", signal.SIGTERM), sink_delay=0.5),
     Drill("ingress-kill9", kill_each("ingress")),
     Drill("routing-kill9", kill_each("routing")),
+    Drill("pipeline-kill9", kill_each("pipeline"), topology="colocated"),
+    Drill("pipeline-sigterm", kill_each("pipeline", signal.SIGTERM), topology="colocated"),
     Drill("broker-kill", broker("kill")),
     Drill("broker-stop", broker("stop")),
     Drill("redis-stop", redis_stop),
@@ -328,16 +338,21 @@ def _run(drill: Drill, rabbit: PrivateRabbit, redis: PrivateRedis, workdir: Path
          records: postgresql.Records | None) -> Result:
     env = {"MAILMOAT_RECORDS": "redis"} if records is None else {"MAILMOAT_RECORDS": "postgresql",
                                                                   "MAILMOAT_DATABASE_URL": records.proxied_url}
-    services = SERVICES if records is None else (*SERVICES, "recorder")
+    colocated = drill.topology == "colocated"
+    if colocated:
+        env["MAILMOAT_TOPOLOGY"] = "colocated"
+    base = tuple("pipeline" if s == "routing" else s for s in SERVICES) if colocated else SERVICES
+    services = base if records is None else (*base, "recorder")
     with SmtpSink() as sink:
         sink.delay = drill.sink_delay
         for rcpt, reply in drill.rcpt_replies.items():
             sink.reply_to(rcpt, reply)
         gateway = Gateway(workdir / drill.name, rabbit.url(vhost), redis.url, ingress_workers=1,
-                          policy_text=POLICY.format(port=sink.port), ready_timeout=60, extra_env=env)
+                          policy_text=POLICY.format(port=sink.port, filters=COLOCATED_FILTERS if colocated else ""),
+                          ready_timeout=60, extra_env=env)
         with gateway:
             gateway.start(services)
-            ctx = Context(rabbit, redis, gateway, sink, vhost, phases, records=records)
+            ctx = Context(rabbit, redis, gateway, sink, vhost, phases, records=records, services=base)
             load = Load(gateway.smtp_port, drill.name).start()
             try:
                 time.sleep(phases.warm)

@@ -25,6 +25,7 @@ from mailmoat_cli.main import plan_processes
 from mailmoat_platform.colocated import PIPELINE as PIPELINE_PROCESS
 from mailmoat_platform.colocated import pipeline_stages
 from mailmoat_platform.settings import DEFAULT_METRICS_PORTS, Settings
+from mailmoat_policy import load_policy
 from tests.support import records
 from tests.support.infra import free_port_block
 
@@ -151,8 +152,9 @@ class Gateway:
         settings = Settings(policy_path=str(self.policy), ingress_workers=self.ingress_workers, records=self.records,
                             topology=self.env.get("MAILMOAT_TOPOLOGY", Settings.topology))
         self._supervised = [(name, worker) for service, worker in plan_processes(settings, devmailbox)
-                            for name in (pipeline_stages() if service == PIPELINE_PROCESS else [service])]
-        """What ``run all`` runs, the ``pipeline`` process as the stages it runs (each answers on its port)."""
+                            for name in (self._listed() if service == PIPELINE_PROCESS else [service])]
+        """What ``run all`` runs, the ``pipeline`` process as the stages it runs that the policy uses (each
+        answers on its own port; see ``ready``)."""
         self._spawn(ALL, ["all", *(["--devmailbox"] if devmailbox else [])])
         for service, worker in self._supervised:
             self.wait_ready(service, worker)
@@ -168,7 +170,14 @@ class Gateway:
         except urllib.error.HTTPError as exc:
             return exc.code, ""
 
+    def _listed(self) -> list[str]:
+        """The stages of the ``pipeline`` process that the policy uses: its filter stages and routing. The process
+        runs every filter stage; one the policy does not use may wait for its daemon (clamd) and say not ready."""
+        return [s for s in pipeline_stages() if s in {*load_policy(self.policy).pipeline.filters, "routing"}]
+
     def ready(self, service: str, worker: int = 0) -> bool:
+        if service == PIPELINE_PROCESS:
+            return all(self.ready(stage, worker) for stage in self._listed())
         try:
             return self._http(service, worker, "/readyz")[0] == 200
         except OSError:
