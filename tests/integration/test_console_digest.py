@@ -86,6 +86,7 @@ def sender_for(store: QuarantineDB, bus: Bus, trace: Trace) -> DigestSender:
     sender = DigestSender(store.pool, signer, bus_factory=lambda: bus, trace_factory=lambda _: trace,
                           console_url="https://console.example.com/")
     sender.close = _keep_open  # the test's bus outlives the sender  # type: ignore[method-assign]
+    sender._bus, sender._trace = bus, trace  # connected already: no second connection on the same Bus object
     return sender
 
 
