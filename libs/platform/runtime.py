@@ -365,10 +365,20 @@ class Runtime:
             log.exception("unexpected failure handling a message on %s", queue)
             outcome = await self._last_resort(stage, message, exc)
         finally:
-            self.held.end(held)
-            self._in_flight_gauge.dec()
-            self._in_flight -= 1
+            self._finished(held, started, None)
+        self._count(outcome)
+
+    def _finished(self, held: int, started: float, outcome: str | None) -> None:
+        """A message's work in this stage is over: no longer held or in flight, its processing time observed,
+        and its outcome counted (``None``: counted by the caller once known)."""
+        self.held.end(held)
+        self._in_flight_gauge.dec()
+        self._in_flight -= 1
         self._processing.observe(time.perf_counter() - started)
+        if outcome is not None:
+            self._count(outcome)
+
+    def _count(self, outcome: str) -> None:
         counter = self._outcomes.get(outcome)
         if counter is None:
             counter = self._outcomes[outcome] = MESSAGES.labels(self.service, outcome)
@@ -509,14 +519,7 @@ class Runtime:
                               given.envelope.id, extra={"message_id": given.envelope.id})
             return [given]
         finally:
-            self.held.end(held)
-            self._in_flight_gauge.dec()
-            self._in_flight -= 1
-            self._processing.observe(time.perf_counter() - started)
-            counter = self._outcomes.get(outcome)
-            if counter is None:
-                counter = self._outcomes[outcome] = MESSAGES.labels(self.service, outcome)
-            counter.inc()
+            self._finished(held, started, outcome)
 
     async def _dead(self, message: Delivery, envelope: Envelope, data: bytes, reason: str) -> str:
         """Dead-letter a delivery whose envelope was read: the frame with the reason, a DEADLETTER event."""
