@@ -239,31 +239,26 @@ async def connection_filter(ctx: Context, envelope: Envelope, data: bytes) -> Ra
 
 
 async def antivirus(ctx: Context, envelope: Envelope, data: bytes) -> Ran:
-    from mailmoat_antivirus.clamd import ClamdUnavailable
-    from mailmoat_antivirus.decide import add_engine_results, decide, report_header, unscanned
-    from mailmoat_antivirus.service import Engine, built_in_checks, scan_items
+    from mailmoat_antivirus.decide import decide, report_header
+    from mailmoat_antivirus.service import Engine, built_in_checks, scan_message
+    from mailmoat_platform.runtime import Transient
 
     policy = ctx.opts.policy.antimalware
-    findings, items = await built_in_checks(data, policy)
     address = ctx.opts.clamd
     if not address:
+        findings, items = await built_in_checks(data, policy)
         verdict = decide(findings, policy)
         return verdict, report_header(verdict), data, [
             f"clamd: not asked ({len(items)} item(s) to scan); --clamd HOST:PORT or {CLAMD_ENV} scans with it"]
-    engine = Engine(address)
-    client = engine.client(policy)
+    client = Engine(address).client(policy)
     ctx.closers.append(client.close)
-    try:
-        results = await scan_items(client, items)
-    except ClamdUnavailable as exc:
-        if not policy.fail_open:
-            raise CheckError(f"clamd at {address} did not answer ({exc}); the gateway would keep the message "
-                             "and retry it") from None
-        verdict = unscanned(str(exc))
-        return verdict, report_header(verdict), data, [f"clamd at {address}: {exc}"]
-    add_engine_results(findings, results)
-    verdict = decide(findings, policy, scans=len(items))
-    return verdict, report_header(verdict), data, []
+    try:  # the stage's own scan: built-in checks, clamd, the verdict
+        verdict, _ = await scan_message(envelope, data, policy, client)
+    except Transient as exc:  # clamd away and the policy does not fail open
+        raise CheckError(f"clamd at {address} did not answer ({exc}); the gateway would keep the message "
+                         "and retry it") from None
+    not_run = [f"clamd at {address}: {verdict.detail.get('reason')}"] if verdict.result == "unscanned" else []
+    return verdict, report_header(verdict), data, not_run
 
 
 def _offline_antispam(policy: Policy, opts: Options) -> tuple[Policy, list[str]]:
@@ -328,19 +323,11 @@ RUNNERS: dict[str, Runner] = {
 def routing(envelope: Envelope, data: bytes, policy: Policy) -> Decision:
     """Routing's decision (as ``Router.handle``, without holding, sending or tracing): the mail-flow rules,
     then the verdict action, then the route of each recipient."""
-    from mailmoat_routing.actions import Outcome, carry_out, disposition, ndr_for
-    from mailmoat_routing.rules import apply_outcome, evaluate
+    from mailmoat_routing.actions import ndr_for
     from mailmoat_routing.rules.routing import plan_with_rules
-    from mailmoat_routing.service import rule_disposition
+    from mailmoat_routing.service import decide_message
 
-    rules = None
-    if policy.rules and envelope.kind == "message":
-        rules = evaluate(envelope, data, policy, utcnow())
-        envelope, data = apply_outcome(envelope, rules), rules.data
-    if rules is not None and rules.final is not None:
-        outcome = Outcome(rule_disposition(rules), envelope, data)
-    else:
-        outcome = carry_out(disposition(envelope, policy), envelope, data, policy)
+    rules, outcome = decide_message(envelope, data, policy)
     disp = outcome.disposition
     decision = Decision(action=disp.action, cause=disp.cause, stage=disp.stage, result=disp.result,
                         reason=disp.reason, rules=[hit.describe() for hit in rules.hits] if rules else [])

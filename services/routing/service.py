@@ -83,6 +83,18 @@ def rule_disposition(outcome: RuleOutcome) -> Disposition:
     )
 
 
+def decide_message(envelope: Envelope, data: bytes, policy: Policy) -> tuple[RuleOutcome | None, Outcome]:
+    """Steps 1 and 2 (pure): the mail-flow rules (none for the gateway's own reports and released
+    messages), then, unless a rule ended the message, the verdict action."""
+    rules: RuleOutcome | None = None
+    if policy.rules and envelope.kind == "message" and not envelope.released_from:
+        rules = evaluate(envelope, data, policy, utcnow())
+        envelope, data = apply_outcome(envelope, rules), rules.data
+    if rules is not None and rules.final is not None:
+        return rules, Outcome(rule_disposition(rules), envelope, data)
+    return rules, carry_out(disposition(envelope, policy), envelope, data, policy)
+
+
 class Router:
     """The routing handler with its quarantine store."""
 
@@ -102,17 +114,11 @@ class Router:
             envelope, reversed_events = self.signer.reverse_recipients(envelope, policy)
             events += reversed_events
         received = data
-        # 1. Mail-flow rules.
-        rules: RuleOutcome | None = None
-        if policy.rules and envelope.kind == "message" and not envelope.released_from:
-            rules = evaluate(envelope, data, policy, utcnow())
+        # 1. Mail-flow rules, 2. the verdict action.
+        rules, outcome = decide_message(envelope, data, policy)
+        if rules is not None:
             events += [_rule_event(envelope, hit) for hit in rules.hits]
-            envelope, data = apply_outcome(envelope, rules), rules.data
-        if rules is not None and rules.final is not None:
-            outcome = Outcome(rule_disposition(rules), envelope, data)
-        else:
-            # 2. The verdict action.
-            outcome = carry_out(disposition(envelope, policy), envelope, data, policy)
+        if rules is None or rules.final is None:
             events += self._action_events(outcome)
         if outcome.delivers:
             # 3. Routes.
