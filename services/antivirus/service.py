@@ -80,7 +80,7 @@ def make_handler(runtime: Runtime, engine: Engine):
         policy = runtime.policy.current.antimalware
         client = engine.client(policy)
         try:
-            verdict, event = await _scan(envelope, data, policy, client)
+            verdict, event = await scan_message(envelope, data, policy, client)
         except Transient:
             raise
         except Exception as exc:  # a fault of this stage on this message: passed on, never a dead letter
@@ -105,7 +105,7 @@ async def built_in_checks(data: bytes, policy: Antimalware) -> tuple[Findings, l
     return await asyncio.to_thread(analyse, data, policy)
 
 
-async def _scan(envelope: Envelope, data: bytes, policy: Antimalware, client: ClamdClient
+async def scan_message(envelope: Envelope, data: bytes, policy: Antimalware, client: ClamdClient
                 ) -> tuple[Verdict, TraceEvent]:
     """The verdict and its trace event; ``Transient`` when clamd is away and the policy does not fail open."""
     findings, items = await built_in_checks(data, policy)
