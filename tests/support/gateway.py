@@ -173,7 +173,8 @@ class Gateway:
     def _listed(self) -> list[str]:
         """The stages of the ``pipeline`` process that the policy uses: its filter stages and routing. The process
         runs every filter stage; one the policy does not use may wait for its daemon (clamd) and say not ready."""
-        return [s for s in pipeline_stages() if s in {*load_policy(self.policy).pipeline.filters, "routing"}]
+        used = {*load_policy(self.policy).pipeline.filters, "routing"}
+        return [s for s in pipeline_stages() if s in used]
 
     def ready(self, service: str, worker: int = 0) -> bool:
         if service == PIPELINE_PROCESS:
