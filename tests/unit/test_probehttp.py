@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailmoat_platform.probehttp import BadRequest, ProbeServer, Request, answer, parse_head, response
 
@@ -94,3 +96,21 @@ async def test_cleanup_closes_idle_connections() -> None:
     await server.cleanup()
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=300),
+    st.builds(lambda method, target, version, rest: f"{method} {target} {version}\r\n".encode("latin-1", "replace")
+              + rest, st.text(max_size=8), st.text(max_size=30),
+              st.sampled_from(["HTTP/1.1", "HTTP/1.0", "HTTP/2", ""]), st.binary(max_size=200)),
+))
+def test_any_head_is_answered_or_refused_with_a_status(head: bytes) -> None:
+    """Whatever reaches the port: a request that gets an answer, or BadRequest (400), never another error."""
+    try:
+        request = parse_head(head)
+    except BadRequest as exc:
+        assert exc.status == 400
+        return
+    status, content_type, body = answer(request, ROUTES)
+    assert response(status, content_type, body, head_only=request.method == "HEAD").startswith(b"HTTP/1.1 ")
