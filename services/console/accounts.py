@@ -154,7 +154,13 @@ class Accounts:
 
     async def bootstrap_admin(self, name: str = "admin") -> tuple[Account, str] | None:
         """With no account at all: an ``admin`` account with a generated password, and that password (to
-        be shown once); else None. Consoles starting together make one."""
+        be shown once); else None. Consoles starting together make one. The password is hashed only when
+        there is no account (an argon2 hash takes ``memory_cost``, 64 MiB, while it runs): not at every start."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute("SELECT EXISTS (SELECT 1 FROM console_accounts)")
+            row = await cur.fetchone()
+            if row and row[0]:
+                return None
         password = generate_password()
         hashed = await asyncio.to_thread(hash_password, password)
         async with self.pool.connection() as conn, conn.transaction():

@@ -110,6 +110,19 @@ async def test_first_admin_is_made_once(migrated: str, console: Console, capsys)
         assert conn.execute("SELECT count(*) FROM console_audit WHERE action = 'account.bootstrap'").fetchone()[0] == 1
 
 
+async def test_a_console_with_accounts_hashes_no_password_at_start(console: Console, monkeypatch):
+    """Each argon2 hash takes 64 MiB while it runs: a console started on a database with accounts makes none."""
+    from mailmoat_console import accounts
+
+    await account(console, Role.helpdesk)
+
+    def no_hash(password: str) -> str:
+        raise AssertionError("a password was hashed at start with accounts in the database")
+
+    monkeypatch.setattr(accounts, "hash_password", no_hash)
+    assert await console.accounts.bootstrap_admin() is None
+
+
 async def test_sign_in_session_and_sign_out(console: Console, migrated: str):
     name = await account(console, Role.helpdesk)
     async with http(console) as client:
