@@ -10,10 +10,6 @@ import os
 import sys
 from collections.abc import Awaitable
 
-from mailmoat_cli import check as checkcli
-from mailmoat_cli import db as dbcli
-from mailmoat_cli import dkim as dkimcli
-from mailmoat_cli import tracecli
 from mailmoat_platform import stages
 from mailmoat_platform.models import TraceEvent
 from mailmoat_platform.settings import Settings
@@ -253,14 +249,33 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _main(argv: list[str] | None) -> int:
-    parser = argparse.ArgumentParser(prog="mailmoat", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_run(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run = sub.add_parser("run", help="run one service, or all of them as processes")
     run.add_argument("service", choices=[*stages.names(), "pipeline", "all"],
                      help="a stage; 'pipeline': every filter stage and routing in one process (decision 012)")
     run.add_argument("--worker", type=int, default=0, help="worker index (ports are offset by it)")
     run.add_argument("--devmailbox", action="store_true", help="with 'all': also run the dev mailbox")
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    """The parser of ``mailmoat run`` alone: a service process (and the supervisor) does not import the
+    modules of the other commands (check, trace, train, dkim, db), which it never runs."""
+    parser = argparse.ArgumentParser(prog="mailmoat", description=__doc__)
+    _add_run(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The parser of every command."""
+    from mailmoat_antispam import train
+    from mailmoat_cli import check as checkcli
+    from mailmoat_cli import db as dbcli
+    from mailmoat_cli import dkim as dkimcli
+    from mailmoat_cli import tracecli
+
+    parser = argparse.ArgumentParser(prog="mailmoat", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
     tracecli.add_parser(sub)
     checkcli.add_parser(sub)
     pol = sub.add_parser("policy", help="policy tools")
@@ -285,8 +300,6 @@ def _main(argv: list[str] | None) -> int:
                      help="release as an administrator (default) or as a recipient")
     qdl = qua_sub.add_parser("delete", help="remove a held message for good")
     qdl.add_argument("id")
-    from mailmoat_antispam import train
-
     train.add_parser(sub)
     dkimcli.add_parser(sub)
     dbcli.add_parser(sub)
@@ -296,25 +309,40 @@ def _main(argv: list[str] | None) -> int:
                        ).add_argument("name")
     con_sub.add_parser("create-admin", help="a new admin account, its password printed once").add_argument("name")
     con_sub.add_parser("digest", help="send the quarantine digests that are due now (one round)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _main(argv: list[str] | None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    args = (_run_parser() if given[:1] == ["run"] else _parser()).parse_args(argv)
 
     if args.command == "run":
         if args.service == "all":
             return run_all(args.devmailbox or os.environ.get("MAILMOAT_DEVMAILBOX") == "1")
         return run_one(args.service, args.worker)
     if args.command == "trace":
+        from mailmoat_cli import tracecli
+
         return tracecli.run(args)
     if args.command == "check":
+        from mailmoat_cli import check as checkcli
+
         return checkcli.run(args)
     if args.command == "policy":
         return policy_check(args.file)
     if args.command == "quarantine":
         return asyncio.run(_quarantine(args))
     if args.command == "train":
+        from mailmoat_antispam import train
+
         return train.run(args)
     if args.command == "dkim":
+        from mailmoat_cli import dkim as dkimcli
+
         return dkimcli.run(args)
     if args.command == "db":
+        from mailmoat_cli import db as dbcli
+
         return dbcli.run(args)
     if args.command == "console":
         from mailmoat_console import admin
