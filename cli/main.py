@@ -9,11 +9,13 @@ import json
 import os
 import sys
 from collections.abc import Awaitable
+from typing import TYPE_CHECKING
 
 from mailmoat_platform import stages
-from mailmoat_platform.models import TraceEvent
 from mailmoat_platform.settings import Settings
-from mailmoat_policy import PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from mailmoat_platform.models import TraceEvent
 
 SERVICES = stages.names()
 """The services ``mailmoat run`` starts: every stage of the registry."""
@@ -26,6 +28,7 @@ def _service_module(name: str):
 def run_one(name: str, worker: int) -> int:
     from mailmoat_cli.supervisor import ADDRESS_IN_USE, address_in_use, child_of_supervisor
     from mailmoat_platform.runtime import run_service
+    from mailmoat_policy import PolicyError
 
     if not child_of_supervisor():
         print(f"mailmoat: {name}[{worker}]: the supervisor that started it is gone; not starting", file=sys.stderr)
@@ -63,6 +66,7 @@ def run_one(name: str, worker: int) -> int:
 def plan_processes(settings: Settings, devmailbox: bool) -> list[tuple[str, int]]:
     """The (service, worker) processes ``run all`` starts for the policy file as it is now."""
     from mailmoat_cli.supervisor import plan
+    from mailmoat_policy import load_policy
 
     return plan(load_policy(settings.policy_path), settings.ingress_workers, devmailbox, settings.records,
                 settings.topology)
@@ -76,6 +80,8 @@ def run_all(devmailbox: bool) -> int:
 
 
 def policy_check(path: str) -> int:
+    from mailmoat_policy import PolicyError, load_policy
+
     try:
         policy = load_policy(path)
     except PolicyError as exc:
@@ -167,6 +173,7 @@ async def _quarantine(args: argparse.Namespace) -> int:
 
     from mailmoat_mail import mimeedit
     from mailmoat_platform.bus import Bus
+    from mailmoat_platform.models import TraceEvent
     from mailmoat_records.quarantine import ReleaseError, open_quarantine, release
 
     settings = Settings.from_env()

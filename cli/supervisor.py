@@ -29,12 +29,16 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from mailmoat_cli.policyfacts import PolicyFacts, PolicyRefused, PolicyWatch
 from mailmoat_platform import stages
-from mailmoat_platform.bus import stage_queue
 from mailmoat_platform.colocated import PIPELINE, pipeline_stages
 from mailmoat_platform.settings import Settings
-from mailmoat_policy import Policy, PolicyError, PolicyHolder, load_policy
+from mailmoat_platform.stages import stage_queue
+
+if TYPE_CHECKING:
+    from mailmoat_policy import Policy
 
 Key = tuple[str, int]
 """A supervised process: (service, worker)."""
@@ -53,7 +57,7 @@ polls the policy each second, so by then nothing publishes to it any more."""
 
 # --- the plan (pure) -----------------------------------------------------------------------------
 
-def plan(policy: Policy, ingress_workers: int, devmailbox: bool, records: str = "postgresql",
+def plan(policy: Policy | PolicyFacts, ingress_workers: int, devmailbox: bool, records: str = "postgresql",
          topology: str = "stages") -> list[Key]:
     """The processes a policy asks for, from the stage registry: the SMTP stage's workers, the policy's
     filter stages, routing, egress, the recorder and the console when the records are in PostgreSQL, and
@@ -232,7 +236,9 @@ class Supervisor:
         self.devmailbox = devmailbox
         self.mailbox = mailbox
         self.ask_queues = ask_queues or (lambda queues: queue_facts(settings.amqp_url, queues))
-        self.policy = PolicyHolder(settings.policy_path)
+        self.policy = PolicyWatch(settings.policy_path)
+        """The policy in force, read in a child process (``mailmoat_cli.policyfacts``): the supervisor does
+        not load the policy's models itself. ``PolicyRefused`` when it does not load."""
         self.children: dict[Key, subprocess.Popen[bytes]] = {}
         self.started: dict[Key, float] = {}
         self.failures: dict[Key, int] = {}
@@ -419,14 +425,14 @@ class Supervisor:
 def run_all(devmailbox: bool) -> int:
     """``mailmoat run all``: supervise until SIGTERM/SIGINT; the exit status says why it ended."""
     settings = Settings.from_env()
-    try:
-        load_policy(settings.policy_path)
-    except PolicyError as exc:
-        say(f"policy refused:\n{exc}")
-        return 2
     mailbox = None
     for spec in stages.of_kind("dev") if devmailbox else ():
         # the development mailbox's SMTP listener, checked with the metrics ports before anything starts
         config = stages.resolve(f"{spec.package}.service:MailboxConfig").from_env()
         mailbox = (config.host, config.port)
-    return Supervisor(settings, devmailbox, mailbox=mailbox).run()
+    try:
+        supervisor = Supervisor(settings, devmailbox, mailbox=mailbox)
+    except PolicyRefused as exc:
+        say(f"policy refused:\n{exc}")
+        return 2
+    return supervisor.run()

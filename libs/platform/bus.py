@@ -33,13 +33,14 @@ from mailmoat_mail.headers import PUBLISHED
 from mailmoat_platform import amqpdecode
 from mailmoat_platform.amqpio import CoalescingTransportFactory
 from mailmoat_platform.models import Envelope
+from mailmoat_platform.stages import QUEUE_PREFIX as PREFIX
+from mailmoat_platform.stages import stage_queue
 
 log = logging.getLogger(__name__)
 
 amqpdecode.install()  # no delivery's properties can break the connection that reads them
 
 MAGIC = b"MM1\n"
-PREFIX = "mailmoat."
 DEAD_QUEUE = "mailmoat.dead"
 DEAD_EXCHANGE = "mailmoat.dlx"
 DEFAULT_DELIVERY_LIMIT = 5
@@ -75,10 +76,6 @@ def decode(body: bytes) -> tuple[Envelope, bytes]:
     if "id" not in envelope.model_fields_set or not envelope.itinerary:
         raise FrameError("envelope without id or itinerary")
     return envelope, body[8 + size :]
-
-
-def stage_queue(stage: str) -> str:
-    return PREFIX + stage
 
 
 def retry_queue(target_stage: str, delay: int) -> str:

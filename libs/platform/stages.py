@@ -105,6 +105,14 @@ def parse(text: str) -> tuple[StageSpec, ...]:
     return tuple(specs)
 
 
+QUEUE_PREFIX = "mailmoat."
+
+
+def stage_queue(stage: str) -> str:
+    """The queue a stage consumes: ``mailmoat.<name>`` (``mailmoat_platform.bus`` publishes to it)."""
+    return QUEUE_PREFIX + stage
+
+
 @cache
 def stages() -> tuple[StageSpec, ...]:
     """Every declared stage, in registry order."""

@@ -71,4 +71,6 @@ def test_a_service_imports_at_start_only_what_it_uses_at_start(service: str) -> 
 def test_the_supervisor_imports_no_service_and_no_other_command() -> None:
     modules = _modules(_SUPERVISOR)
     assert _loaded(modules, [*ANY_SERVICE, "dkim", "psycopg", "redis", "prometheus_client"]) == []
+    # the policy is loaded and checked in a child process (mailmoat_cli.policyfacts)
+    assert _loaded(modules, ["mailmoat_policy", "mailmoat_platform.models", "pydantic", "yaml"]) == []
     assert [m for m in modules if m.startswith("mailmoat_") and m.endswith(".service")] == []
