@@ -43,8 +43,9 @@ def read(path: str | os.PathLike[str]) -> PolicyFacts:
     """The facts of the policy at ``path``, loaded and checked in a child process; ``PolicyRefused`` when it
     does not load."""
     try:
+        # its own session: a Ctrl-C meant for the supervisor is not read as a policy the child refused
         done = subprocess.run([sys.executable, "-m", "mailmoat_cli.policyfacts", str(path)],
-                              capture_output=True, text=True, timeout=READ_TIMEOUT)
+                              capture_output=True, text=True, timeout=READ_TIMEOUT, start_new_session=True)
     except subprocess.TimeoutExpired:
         raise PolicyRefused(f"{path}: reading the policy took longer than {READ_TIMEOUT:g} s") from None
     if done.returncode != 0:
