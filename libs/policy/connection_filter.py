@@ -113,6 +113,10 @@ class ConnectionFilter(StrictModel):
     """Seconds per DNS look-up of this stage (default: ``dns.timeout``)."""
     cache_ttl: int = Field(300, ge=0)
     """Seconds a look-up result is kept in each process's cache (0: no cache)."""
+    at_smtp: bool = False
+    """Ingress runs the connection filter itself during the SMTP session (its look-ups start at MAIL FROM)
+    and the message skips the stage's broker hop; a ``reject`` verdict is refused at the end of DATA. A
+    message whose look-ups are not done within a few seconds goes through the stage as usual."""
     rate_limits: RateLimits = Field(default_factory=RateLimits)
     greylisting: Greylisting = Field(default_factory=Greylisting)
     proxy_protocol: ProxyProtocol = Field(default_factory=ProxyProtocol)

@@ -65,18 +65,25 @@ async def inspect(envelope: Envelope, policy: Policy, resolver: Resolver) -> Rep
     return conclude(plan, dnsbl, ptr, helo)
 
 
+async def judge(envelope: Envelope, policy: Policy, resolver: Resolver, service: str = SERVICE
+                ) -> tuple[Verdict, bytes, TraceEvent]:
+    """The stage's work on one message: its verdict, its report header and its trace event (written by
+    ``service``: the stage, or ingress when it runs the connection filter at SMTP time)."""
+    report = await inspect(envelope, policy, resolver)
+    verdict = report.verdict()
+    event = TraceEvent(
+        event="AGENTINFO", message_id=envelope.id, service=service, recipients=envelope.rcpt_to,
+        detail=f"connection filter: {verdict.result} ({' '.join(report.tokens()[1:4])})", data=verdict.detail,
+    )
+    return verdict, report.header(), event
+
+
 def make_handler(runtime: Runtime, resolver: Resolver | None = None):
     resolver = resolver or Resolver()
 
     async def handle(envelope: Envelope, data: bytes) -> list[Publish]:
         try:
-            report = await inspect(envelope, runtime.policy.current, resolver)
-            verdict = report.verdict()
-            header = report.header()
-            event = TraceEvent(
-                event="AGENTINFO", message_id=envelope.id, service=SERVICE, recipients=envelope.rcpt_to,
-                detail=f"connection filter: {verdict.result} ({' '.join(report.tokens()[1:4])})", data=verdict.detail,
-            )
+            verdict, header, event = await judge(envelope, runtime.policy.current, resolver)
         except Transient:
             raise
         except Exception as exc:  # a fault of this stage on this message: passed on, never a dead letter

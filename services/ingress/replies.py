@@ -102,6 +102,11 @@ def blocked_ip(ip: str) -> str:
     return f"550 5.7.513 Service unavailable, client host [{ip}] blocked using the IP block list"
 
 
+def listed_ip(ip: str, zones: list[str]) -> str:
+    """The end-of-DATA refusal for a client listed in DNS block lists whose action is ``reject``."""
+    return f"554 5.7.1 Service unavailable, client host [{ip}] blocked using {', '.join(zones) or 'a DNS block list'}"
+
+
 PROXY_REFUSED = "421 4.7.0 PROXY header not accepted from this address"
 GREYLISTED = "451 4.7.1 Greylisted, please try again later"
 

@@ -17,6 +17,7 @@ from mailmoat_ingress.direct import routes_at_ingress
 from mailmoat_ingress.greylist import Greylist
 from mailmoat_ingress.proxy import deployment_trusted
 from mailmoat_ingress.ratelimit import RateLimiter
+from mailmoat_ingress.screen import ConnectionScreen
 from mailmoat_ingress.smtp import SERVICE, SessionContext, protocol_factory
 from mailmoat_platform.bus import Publish, stage_queue
 from mailmoat_platform.runtime import Handler, Runtime, count_verdict
@@ -82,6 +83,7 @@ class IngressServer:
             limiter=RateLimiter(self.runtime.redis),
             greylist=Greylist(self.runtime.redis),
             proxy_trusted=deployment_trusted(os.environ),
+            screen=ConnectionScreen(),
         )
         self.server: asyncio.AbstractServer | None = None
         self.port: int | None = None
@@ -176,6 +178,8 @@ class IngressServer:
                 session.close()
         if self.ctx.background:
             await asyncio.wait(list(self.ctx.background), timeout=5)
+        if self.ctx.screen is not None:
+            await self.ctx.screen.close()
 
 
 async def main(settings: Settings, worker: int = 0) -> None:

@@ -40,10 +40,12 @@ from mailmoat_ingress.connectors import check_mail, peer_tls
 from mailmoat_ingress.headers import message_id, strip_gateway_headers
 from mailmoat_ingress.metrics import ACCEPT_SECONDS, INGRESS_MESSAGES, PROXY_HEADERS, SMTP_REPLIES, SMTP_SESSIONS
 from mailmoat_ingress.received import build_received
+from mailmoat_ingress.screen import ConnectionScreen
 from mailmoat_ingress.srsrcpt import srs_recipient
 from mailmoat_mail import addresses
 from mailmoat_platform.bus import Publish, stage_queue
 from mailmoat_platform.models import Envelope, TlsInfo, TraceEvent, new_message_id
+from mailmoat_platform.telemetry import VERDICTS
 from mailmoat_policy import Policy, ProxyProtocol
 
 if TYPE_CHECKING:
@@ -78,6 +80,8 @@ class SessionContext:
     proxy_trusted: ProxyProtocol | None = None
     """Load balancers the deployment trusts to send PROXY headers besides the policy's
     (``MAILMOAT_PROXY_TRUSTED_NETWORKS``)."""
+    screen: ConnectionScreen | None = None
+    """The connection filter at SMTP time (``connection_filter.at_smtp``)."""
     sessions: set[IngressSMTP] = field(default_factory=set)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     stopping: bool = False
@@ -213,6 +217,8 @@ class IngressHandler:
         if partner.reply is not None:
             self.reject(session, envelope, partner.reply, sender=address, connector=partner.connector)
             return partner.reply
+        if self.ctx.screen is not None:
+            self.ctx.screen.warm(self.ctx.policy(), peer_address(session)[0], session.host_name)
         envelope.connector = partner.connector
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -297,6 +303,16 @@ class IngressHandler:
         )
         data = received + strip_gateway_headers(content)
         message.size = len(data)
+        screened = await self.ctx.screen.screen(policy, message, data) if self.ctx.screen is not None else None
+        if screened is not None:
+            VERDICTS.labels("connection_filter", message.verdicts["connection_filter"].result).inc()
+            if screened.reply is not None:
+                INGRESS_MESSAGES.labels("rejected").inc()
+                self.ctx.spawn(self.ctx.trace(screened.event))
+                self.reject(session, envelope, screened.reply, recipients=list(envelope.rcpt_tos))
+                return screened.reply
+        publish = screened.publish if screened is not None and screened.publish is not None \
+            else Publish(stage_queue(message.itinerary[0]), message, data)
         headers: dict[str, Any] = {}
         span = None
         if self.ctx.tracer is not None:
@@ -317,8 +333,11 @@ class IngressHandler:
                 message_id_header=message.message_id_header, client_ip=client_ip,
             )
         )
+        if screened is not None:
+            traced = self.ctx.spawn(_after(traced, self.ctx.trace(screened.event)))
+        publish.headers = headers
         try:
-            await self.ctx.publish(Publish(stage_queue(message.itinerary[0]), message, data, headers))
+            await self.ctx.publish(publish)
         except Exception as exc:  # broker down, nack, timeout: the client keeps the message and retries
             log.warning("publish of %s failed: %s: %s", message.id, type(exc).__name__, exc,
                         extra={"message_id": message.id})
