@@ -187,17 +187,18 @@ def child_of_supervisor() -> bool:
 # --- queue facts ---------------------------------------------------------------------------------
 
 async def _queue_facts(amqp_url: str, queues: list[str]) -> dict[str, tuple[int, int]]:
-    import aio_pika
+    # aiormq, not aio-pika: a passive declare per queue is all it asks (1.5 MB less in the supervisor)
+    import aiormq
 
     out: dict[str, tuple[int, int]] = {}
-    connection = await aio_pika.connect(amqp_url, timeout=5)
+    connection = await asyncio.wait_for(aiormq.connect(amqp_url), 5)
     try:
         for name in queues:
             channel = await connection.channel()
             try:
-                result = (await channel.declare_queue(name, passive=True)).declaration_result
+                result = await channel.queue_declare(name, passive=True)
                 out[name] = (int(result.message_count or 0), int(result.consumer_count or 0))
-            except aio_pika.exceptions.ChannelClosed:
+            except aiormq.exceptions.ChannelClosed:
                 out[name] = (0, 0)  # never declared: nothing waits in it
             finally:
                 if not channel.is_closed:
