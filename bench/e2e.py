@@ -289,6 +289,9 @@ class Mailmoat:
         if shared is not None:
             policy = hygiene.hygiene_policy(policy, shared.dns.port, dlp)
             filters = policy["pipeline"]["filters"]
+            # BENCH_CF_AT_SMTP=1: ingress runs the connection filter during SMTP (decision 013), no hop for it.
+            if os.environ.get("BENCH_CF_AT_SMTP", "0") not in ("", "0"):
+                policy["connection_filter"]["at_smtp"] = True
         if os.environ.get("BENCH_POLICY_EXTRA"):  # sections added to the bench policy (bench/connection_filter.py)
             policy.update(yaml.safe_load(Path(os.environ["BENCH_POLICY_EXTRA"]).read_text()) or {})
         self.policy_path = workdir / "policy.yaml"
@@ -297,6 +300,8 @@ class Mailmoat:
         routed_at_ingress = routes_at_ingress(load_policy(self.policy_path))
         self.topology = " -> ".join(["ingress (routing at ingress)", "egress"] if routed_at_ingress
                                     else ["ingress", *filters, "routing", "egress"])
+        if load_policy(self.policy_path).connection_filter.at_smtp:
+            self.topology += " (the connection filter run by ingress at SMTP time, its stage idle)"
         # BENCH_TOPOLOGY=colocated: every filter stage and routing in one process (decision 012).
         self.process_topology = os.environ.get("BENCH_TOPOLOGY") or "stages"
         if self.process_topology == "colocated":

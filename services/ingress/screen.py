@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 STAGE = "connection_filter"
 SCREEN_TIMEOUT = 2.0
 """Longest wait at the end of DATA for the connection filter's work before the message goes to its stage."""
+WARM_KEYS = 10_000
+"""Clients remembered as warmed at most (the memory is emptied when it is full)."""
 
 
 @dataclass
@@ -65,6 +68,7 @@ class ConnectionScreen:
         self.timeout = timeout
         self._resolver: Resolver | None = None
         self._warming: set[asyncio.Task[Any]] = set()
+        self._warmed_at: dict[tuple[str, str | None], float] = {}
 
     def resolver(self) -> Resolver:
         if self._resolver is None:
@@ -74,9 +78,18 @@ class ConnectionScreen:
         return self._resolver
 
     def warm(self, policy: Policy, client_ip: str, helo: str | None) -> None:
-        """Start the look-ups for a client at MAIL FROM (their answers land in the cache; none is awaited)."""
-        if not applies(policy, policy.pipeline.itinerary()):
+        """Start the look-ups for a client at MAIL FROM (their answers land in the cache; none is awaited).
+        A client warmed less than half the cache time ago is not warmed again: its answers are cached."""
+        ttl = policy.connection_filter.cache_ttl
+        if not ttl or not applies(policy, policy.pipeline.itinerary()):
             return
+        now = time.monotonic()
+        key = (client_ip, helo)
+        if now - self._warmed_at.get(key, -ttl) < ttl / 2:
+            return
+        if len(self._warmed_at) >= WARM_KEYS:
+            self._warmed_at.clear()
+        self._warmed_at[key] = now
         from mailmoat_connection_filter.service import inspect
 
         direction = "outbound" if policy.is_internal(client_ip) else "inbound"
