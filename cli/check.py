@@ -378,6 +378,12 @@ async def check(raw: bytes, opts: Options, source: str = "-") -> Report:
             envelope.size = len(data)
             results.append(StageResult(name, verdict.result, _typed_detail(verdict),
                                        header.decode("ascii", "replace"), not_run))
+            if name == "connection_filter" and policy.connection_filter.at_smtp and verdict.result == "reject":
+                from mailmoat_ingress.screen import refusal  # ingress refuses it at the end of DATA
+
+                decision = Decision("reject", cause="smtp", stage="ingress", result="reject",
+                                    reason="connection filter at SMTP time", reply=refusal(verdict.detail))
+                return Report(source, opts.policy_path, envelope, envelope.size, notes, results, decision)
     finally:
         await ctx.close()
     return Report(source, opts.policy_path, envelope, envelope.size, notes, results, routing(envelope, data, policy))

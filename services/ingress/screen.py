@@ -6,9 +6,9 @@ process: the look-ups start in the background at MAIL FROM, so that by the end o
 usually in the cache, and the message is then published straight to the stage after the connection
 filter (one broker hop and one process less on its path). A ``reject`` verdict (a listing in a zone whose
 ``action`` is ``reject``, or the IP block list after a policy change) is refused at the end of DATA
-instead of being passed on marked. When the work is not done within ``SCREEN_TIMEOUT`` (slow DNS) or
-fails, the message goes to the connection filter stage as before: nothing is decided twice and nothing
-is lost. docs/decisions/013-connection-filter-at-smtp.md.
+instead of being accepted and then rejected by routing with a non-delivery report. When the work is not
+done within ``SCREEN_TIMEOUT`` (slow DNS) or fails, the message goes to the connection filter stage as
+before: nothing is decided twice and nothing is lost. docs/decisions/013-connection-filter-at-smtp.md.
 """
 
 from __future__ import annotations

@@ -229,3 +229,29 @@ def test_the_shared_corpus_runs_through_without_a_traceback(tmp_path: Path, poli
             assert report["exit_status"] == status, path
             if client == "192.0.2.10":
                 assert len(report["stages"]) == 4, path
+
+
+def test_a_reject_listing_is_refused_during_smtp_when_the_filter_runs_at_smtp(
+        tmp_path: Path, write_policy: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """``connection_filter.at_smtp``: ingress refuses a ``reject`` listing at the end of DATA, and the check
+    says so (without it the message is accepted and routing rejects it with a non-delivery report)."""
+    from tests.support.dnsserver import DnsServer
+
+    with DnsServer("9.113.0.203.rbl.test.example. 60 IN A 127.0.0.2\n") as dns:
+        text = POLICY + f"""\
+dns: {{nameservers: [127.0.0.1], port: {dns.port}, timeout: 1}}
+connection_filter: {{dnsbl: [{{zone: rbl.test.example, action: reject}}], at_smtp: {{at_smtp}}}}
+"""
+        for at_smtp, cause in (("true", "smtp"), ("false", "connection")):
+            policy = write_policy(text.replace("{at_smtp}", at_smtp))
+            status, report, err = run(tmp_path, capsys, CLEAN, "--policy", str(policy), "--client-ip",
+                                      "203.0.113.9", "--rcpt", "alice@example.com", "--dns")
+            assert status == 2, err
+            assert report["stages"][0]["result"] == "reject" and report["decision"]["cause"] == cause
+            if at_smtp == "true":
+                assert report["decision"]["reply"] == ("554 5.7.1 Service unavailable, client host [203.0.113.9] "
+                                                       "blocked using rbl.test.example")
+                assert [s["stage"] for s in report["stages"]] == ["connection_filter"]
+            else:  # accepted, then refused by routing with a non-delivery report to the sender
+                assert report["decision"]["reply"].startswith("550 5.7.1 ")
+                assert len(report["stages"]) == 4
