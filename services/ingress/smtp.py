@@ -303,6 +303,12 @@ class IngressHandler:
         )
         data = received + strip_gateway_headers(content)
         message.size = len(data)
+        event = TraceEvent(  # made first: its time is the message's arrival, before the connection filter's event
+            event="RECEIVE", message_id=message.id, service=SERVICE, recipients=message.rcpt_to,
+            detail=f"from {client_ip} size {message.size}",
+            data={"helo": message.helo, "tls": message.tls is not None, "direction": message.direction,
+                  "connector": message.inbound_connector},
+        )
         screened = await self.ctx.screen.screen(policy, message, data) if self.ctx.screen is not None else None
         if screened is not None:
             VERDICTS.labels("connection_filter", message.verdicts["connection_filter"].result).inc()
@@ -321,20 +327,14 @@ class IngressHandler:
                 "smtp receive", kind=SpanKind.SERVER, attributes={"messaging.message.id": message.id}
             )
             _PROPAGATOR.inject(headers, context=otel_trace.set_span_in_context(span))
-        event = TraceEvent(
-            event="RECEIVE", message_id=message.id, service=SERVICE, recipients=message.rcpt_to,
-            detail=f"from {client_ip} size {message.size}",
-            data={"helo": message.helo, "tls": message.tls is not None, "direction": message.direction,
-                  "connector": message.inbound_connector},
-        )
         traced = self.ctx.spawn(
             self.ctx.trace(
                 event, sender=message.mail_from, recipients=message.rcpt_to,
                 message_id_header=message.message_id_header, client_ip=client_ip,
             )
         )
-        if screened is not None:
-            traced = self.ctx.spawn(_after(traced, self.ctx.trace(screened.event)))
+        if screened is not None:  # recorded beside RECEIVE (one trace publish for both)
+            self.ctx.spawn(self.ctx.trace(screened.event))
         publish.headers = headers
         try:
             await self.ctx.publish(publish)

@@ -147,6 +147,8 @@ def test_at_smtp_ingress_judges_the_connection_and_refuses_a_reject_listing(gate
     assert [(e["event"], e["service"]) for e in judged] == [("AGENTINFO", "ingress")]
     assert judged[0]["data"]["ipv"] == "DNSBL" and judged[0]["data"]["dnsbl_score"] == 2
     assert "connection_filter" not in {e["service"] for e in events}
+    names = [e["event"] for e in events]
+    assert names.index("RECEIVE") < events.index(judged[0]) < names.index("ROUTE")
 
     with smtplib.SMTP("127.0.0.1", gateway.smtp_port, source_address=("127.0.0.3", 0), timeout=30) as client:
         client.ehlo("mail.sender.test")
