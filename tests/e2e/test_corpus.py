@@ -26,6 +26,7 @@ from tests.e2e.conftest import POLICY
 from tests.support import records
 from tests.support.clamd import ClamdServer
 from tests.support.dnsserver import DnsServer
+from tests.support.gateway import Gateway
 from tests.support.hostile import cases
 from tests.support.sink import SmtpSink
 
@@ -39,6 +40,10 @@ dns:
   timeout: 1
 pipeline:
   filters: [connection_filter, antivirus, antispam]
+"""
+AT_SMTP = """
+connection_filter:
+  at_smtp: true
 """
 ENDINGS = {"DELIVER": "deliver", "QUARANTINE": "quarantine"}
 """Trace events that end a message well, and what they count as; any other end is a failure."""
@@ -164,30 +169,67 @@ def gateway_with_every_stage(gateway_factory, dns: DnsServer, clamd: ClamdServer
                            env={"MAILMOAT_CLAMD_ADDRESS": clamd.address}, dns_port=dns.port)
 
 
-def test_hostile_corpus_through_every_stage(gateway_factory, sink: SmtpSink, dns: DnsServer,
-                                            clamd: ClamdServer) -> None:
-    gateway = gateway_with_every_stage(gateway_factory, dns, clamd)
+@pytest.fixture
+def colocated_at_smtp(tmp_path: Path, amqp_url: str, redis_url: str, sink: SmtpSink, dns: DnsServer,
+                      clamd: ClamdServer) -> Iterator[Gateway]:
+    """``mailmoat run all`` with the filter stages and routing in one process (decision 012) and the
+    connection filter run by ingress at SMTP time (decision 013): the other shape the same mail must pass."""
+    text = (textwrap.dedent(POLICY) + textwrap.dedent(FILTERS) + AT_SMTP).format(
+        sink_port=sink.port, max_size=1_000_000, dns_port=dns.port)
+    with Gateway(tmp_path / "colocated", amqp_url, redis_url, policy_text=text,
+                 extra_env={"MAILMOAT_TOPOLOGY": "colocated", "MAILMOAT_CLAMD_ADDRESS": clamd.address}) as gateway:
+        gateway.start_all()
+        yield gateway
+
+
+def hostile_corpus(port: int, sink: SmtpSink, shape: str) -> list[Sent]:
     messages = [Sent(case.name, case.data, case.expect) for case in cases()]
-    counts = run_corpus(gateway.smtp_port, sink, messages)
-    report("hostile corpus", messages, counts)
+    counts = run_corpus(port, sink, messages)
+    report(f"hostile corpus, {shape}", messages, counts)
     wrong = [(m.name, m.expect, m.outcome, m.detail[:200]) for m in messages if m.outcome != m.expect]
     assert not wrong, wrong
     assert set(counts) <= {"deliver", "quarantine", "refuse"} and sum(counts.values()) == len(messages)
+    return messages
+
+
+def third_party_corpus(port: int, sink: SmtpSink, files: list[Path], shape: str) -> None:
+    messages = []
+    for path in files:
+        raw = path.read_bytes()
+        name = f"{path.parent.name}/{path.name}"
+        messages += [Sent(f"{name} (submitted)", as_submitted(raw), None), Sent(f"{name} (raw)", raw, None)]
+    counts = run_corpus(port, sink, messages)
+    report(f"third-party corpus, {shape}", messages, counts)
+    assert set(counts) <= {"deliver", "quarantine", "refuse"}, counts
+    for item in messages:  # CRLF as an MTA sends it: refused only for its line length or size, or its author
+        if item.name.endswith("(submitted)") and item.outcome == "refuse":
+            author_refused = "5.7.512" in item.detail and read_author(item.data).problem is not None
+            assert "5.3.4" in item.detail or "5.6.0" in item.detail or author_refused, (item.name, item.detail)
+
+
+def test_hostile_corpus_through_every_stage(gateway_factory, sink: SmtpSink, dns: DnsServer,
+                                            clamd: ClamdServer) -> None:
+    hostile_corpus(gateway_with_every_stage(gateway_factory, dns, clamd).smtp_port, sink, "a process per stage")
 
 
 def test_third_party_corpus_through_every_stage(gateway_factory, sink: SmtpSink, dns: DnsServer,
                                                 clamd: ClamdServer, corpus_dir: Path) -> None:
     files = corpus_files(corpus_dir)
     gateway = gateway_with_every_stage(gateway_factory, dns, clamd)
-    messages = []
-    for path in files:
-        raw = path.read_bytes()
-        name = f"{path.parent.name}/{path.name}"
-        messages += [Sent(f"{name} (submitted)", as_submitted(raw), None), Sent(f"{name} (raw)", raw, None)]
-    counts = run_corpus(gateway.smtp_port, sink, messages)
-    report("third-party corpus", messages, counts)
-    assert set(counts) <= {"deliver", "quarantine", "refuse"}, counts
-    for item in messages:  # CRLF as an MTA sends it: refused only for its line length or size, or its author
-        if item.name.endswith("(submitted)") and item.outcome == "refuse":
-            author_refused = "5.7.512" in item.detail and read_author(item.data).problem is not None
-            assert "5.3.4" in item.detail or "5.6.0" in item.detail or author_refused, (item.name, item.detail)
+    third_party_corpus(gateway.smtp_port, sink, files, "a process per stage")
+
+
+def test_hostile_corpus_colocated_with_the_connection_filter_at_smtp(colocated_at_smtp: Gateway,
+                                                                     sink: SmtpSink) -> None:
+    messages = hostile_corpus(colocated_at_smtp.smtp_port, sink, "colocated, connection filter at SMTP")
+    delivered = next(m for m in messages if m.outcome == "deliver")
+    services = {(e["service"], e["detail"].split(":")[0]) for e in records.events(delivered.queue_id)}
+    assert ("ingress", "connection filter") in services  # judged at SMTP time, not by the stage
+    assert not any(service == "connection_filter" for service, _ in services)
+
+
+def test_third_party_corpus_colocated_with_the_connection_filter_at_smtp(corpus_dir: Path, sink: SmtpSink,
+                                                                         request: pytest.FixtureRequest) -> None:
+    files = corpus_files(corpus_dir)  # skips before the gateway starts when the corpus is absent
+    gateway = request.getfixturevalue("colocated_at_smtp")
+    third_party_corpus(gateway.smtp_port, sink, files, "colocated, connection filter at SMTP")
