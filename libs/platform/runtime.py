@@ -25,9 +25,8 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,7 +39,6 @@ from mailmoat_platform.bus import DEAD_QUEUE, Bus, Delivery, FrameError, Publish
 from mailmoat_platform.health import Dependency, Held
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
 from mailmoat_platform.probehttp import TEXT, Answer, ProbeServer
-from mailmoat_platform.redisbatch import ScriptBatcher
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.telemetry import (
     DEPENDENCY_UP,
@@ -58,8 +56,13 @@ from mailmoat_platform.telemetry import (
     tracing_records,
 )
 from mailmoat_policy import PolicyHolder
-from mailmoat_records.trace import TraceStore
 from mailmoat_records.tracebus import TracePublisher, bus_sender
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from mailmoat_platform.redisbatch import ScriptBatcher
+    from mailmoat_records.trace import TraceStore
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +124,16 @@ class Runtime:
         self.policy = PolicyHolder(settings.policy_path, on_change=self._policy_changed)
         self.bus = Bus(settings.amqp_url, prefetch=prefetch)
         self.acks = AckBatcher()
-        self.redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        self.scripts = ScriptBatcher(lambda: self.redis)
-        """Redis script calls of this process, one pipeline per round trip (trace writes included)."""
+        self._redis: aioredis.Redis | None = None
+        self._scripts: ScriptBatcher | None = None
         self.trace: TraceStore | TracePublisher
         """The trace: Redis (``records = redis``), or batches published to ``mailmoat.trace`` for the
         recorder to write to PostgreSQL (``records = postgresql``); ``record`` is the same either way."""
         if settings.records == "postgresql":
             self.trace = TracePublisher(bus_sender(self.bus, settings.publish_timeout), linger=TRACE_LINGER)
         else:
+            from mailmoat_records.trace import TraceStore
+
             self.trace = TraceStore(self.redis, self.policy.current.trace.retention_days, batch=self.scripts)
         self._ready_checks: list[ReadyCheck] = list(ready_checks)
         self._background: list[Background] = list(background)
@@ -190,9 +194,34 @@ class Runtime:
             self._tasks.append(asyncio.create_task(dependency.watch()))
         return dependency
 
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The process's Redis client, made (and redis-py imported: some 10 MB) when a service first asks:
+        with the records in PostgreSQL the connection filter, antivirus and recorder never do."""
+        if self._redis is None:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        return self._redis
+
+    @redis.setter
+    def redis(self, client: aioredis.Redis) -> None:
+        self._redis = client
+
+    @property
+    def scripts(self) -> ScriptBatcher:
+        """Redis script calls of this process, one pipeline per round trip (trace writes included)."""
+        if self._scripts is None:
+            from mailmoat_platform.redisbatch import ScriptBatcher
+
+            self._scripts = ScriptBatcher(lambda: self.redis)
+        return self._scripts
+
     def require_redis(self, *, interval: float = 1.0, timeout: float = 1.0) -> Dependency:
         """Readiness follows Redis (probed on a connection of its own, so a hung Redis is noticed
         within ``interval`` + ``timeout`` seconds whatever the stage's own calls are waiting for)."""
+        import redis.asyncio as aioredis
+
         client = aioredis.from_url(self.settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._closers.append(client.aclose)
         return self.add_dependency("redis", client.ping, interval=interval, timeout=timeout)
@@ -303,8 +332,9 @@ class Runtime:
                 await asyncio.wait_for(self.trace.drain(), 5)
         with contextlib.suppress(Exception):
             await self.bus.close()
-        with contextlib.suppress(Exception):
-            await self.redis.aclose()
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
         for close in self._closers:
             with contextlib.suppress(Exception):
                 await close()

@@ -25,13 +25,16 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, Field, TypeAdapter
-from redis.exceptions import RedisError
 
 from mailmoat_platform.models import TraceEvent
-from mailmoat_platform.redisbatch import ScriptBatcher
+
+if TYPE_CHECKING:  # redis-py (some 10 MB) only in processes that keep the trace in Redis
+    import redis.asyncio as aioredis
+
+    from mailmoat_platform.redisbatch import ScriptBatcher
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +139,11 @@ class TraceStore(TraceSink):
         self.client = client
         self.retention = retention_days * 86400
         self.failures = 0
-        self._batch = batch or ScriptBatcher(lambda: self.client)
+        if batch is None:
+            from mailmoat_platform.redisbatch import ScriptBatcher
+
+            batch = ScriptBatcher(lambda: self.client)
+        self._batch = batch
 
     @property
     def batches(self) -> int:
@@ -158,6 +165,8 @@ class TraceStore(TraceSink):
         index.extend(f"{INDEX}from:{_norm(a)}" for a in record.authors)
         keys = [KEY + message_id, *index]
         args = [self.retention, message_id, time.time(), *(e.model_dump_json() for e in batch)]
+        from redis.exceptions import RedisError  # loaded with the client by then
+
         try:
             # One script call however many events and index keys, sent with the other calls queued
             # meanwhile (redisbatch).

@@ -39,16 +39,18 @@ OTHER_COMMANDS = ["mailmoat_cli.check", "mailmoat_cli.db", "mailmoat_cli.dkim", 
                   "mailmoat_antispam.train"]
 """The modules of the command line's other commands: a service never runs them."""
 LOADED_WHEN_USED = ["aiohttp", "authlib", "httpx", "joserfc", "nh3", "cryptography.x509"]
-"""aiohttp's client (Rspamd, MTA-STS), the console's OpenID Connect and HTML sanitiser, X.509 (DANE)."""
+"""aiohttp's client (Rspamd, MTA-STS), the console's OpenID Connect and HTML sanitiser, X.509 (DANE).
+redis-py is left out of the stages that never use Redis with the records in PostgreSQL (the runtime makes
+its client when a service first asks for it)."""
 ANY_SERVICE = OTHER_COMMANDS + LOADED_WHEN_USED
 NOT_AT_START = {
     "ingress": [*ANY_SERVICE, "dkim", "psycopg", "mailmoat_routing.service"],
-    "connection_filter": [*ANY_SERVICE, "dkim", "psycopg"],
-    "antivirus": [*ANY_SERVICE, "dkim", "psycopg"],
+    "connection_filter": [*ANY_SERVICE, "dkim", "psycopg", "redis"],
+    "antivirus": [*ANY_SERVICE, "dkim", "psycopg", "redis"],
     "antispam": ANY_SERVICE,
     "routing": [*ANY_SERVICE, "dkim"],
     "egress": [*ANY_SERVICE, "psycopg"],
-    "recorder": [*ANY_SERVICE, "dkim"],
+    "recorder": [*ANY_SERVICE, "dkim", "redis"],
     "console": ANY_SERVICE,
 }
 
