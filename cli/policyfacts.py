@@ -17,6 +17,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mailmoat_platform.filestamp import Stamp, file_stamp
+
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT = 60.0
@@ -62,12 +64,8 @@ class PolicyWatch:
         self.current = read(self.path)
         self._stamp = self._read_stamp()
 
-    def _read_stamp(self) -> tuple[float, int, int] | None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size, st.st_ino)
+    def _read_stamp(self) -> Stamp | None:
+        return file_stamp(self.path)
 
     def check(self) -> bool:
         """Read the policy again when the file changed; True when a new policy took effect."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from mailmoat_platform.filestamp import Stamp, file_stamp
 from mailmoat_policy.model import Policy
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,8 @@ class PolicyHolder:
         self.refused = 0
         self.last_error: str | None = None
 
-    def _read_stamp(self) -> tuple[float, int, int] | None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return None
-        return (st.st_mtime, st.st_size, st.st_ino)
+    def _read_stamp(self) -> Stamp | None:
+        return file_stamp(self.path)
 
     def check(self) -> bool:
         """Reload when the file changed; True when a new policy took effect."""

@@ -1,0 +1,17 @@
+"""A file's change stamp: what a watcher compares to notice a new version of a file without reading it."""
+
+from __future__ import annotations
+
+import os
+
+Stamp = tuple[float, int, int]
+
+
+def file_stamp(path: str | os.PathLike[str]) -> Stamp | None:
+    """Modification time, size and inode of ``path`` (a file replaced by a rename has a new inode); None
+    when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime, st.st_size, st.st_ino)
