@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailmoat_platform.filestamp import Stamp, file_stamp
+from mailmoat_platform.filestamp import FileChanges
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +62,12 @@ class PolicyWatch:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self.current = read(self.path)
-        self._stamp = self._read_stamp()
-
-    def _read_stamp(self) -> Stamp | None:
-        return file_stamp(self.path)
+        self._changes = FileChanges(self.path)
 
     def check(self) -> bool:
         """Read the policy again when the file changed; True when a new policy took effect."""
-        stamp = self._read_stamp()
-        if stamp == self._stamp:
+        if not self._changes.changed():
             return False
-        self._stamp = stamp
         try:
             self.current = read(self.path)
         except PolicyRefused as exc:

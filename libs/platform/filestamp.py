@@ -15,3 +15,19 @@ def file_stamp(path: str | os.PathLike[str]) -> Stamp | None:
     except OSError:
         return None
     return (st.st_mtime, st.st_size, st.st_ino)
+
+
+class FileChanges:
+    """Whether a file changed since the last look (its stamp when made is the first one)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = path
+        self._stamp = file_stamp(path)
+
+    def changed(self) -> bool:
+        """True once per change of the file's stamp."""
+        stamp = file_stamp(self.path)
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        return True

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from mailmoat_platform.filestamp import Stamp, file_stamp
+from mailmoat_platform.filestamp import FileChanges
 from mailmoat_policy.model import Policy
 
 log = logging.getLogger(__name__)
@@ -60,21 +60,16 @@ class PolicyHolder:
     def __init__(self, path: str | os.PathLike[str], on_change: Callable[[Policy], None] | None = None):
         self.path = Path(path)
         self.current = load_policy(self.path)
-        self._stamp = self._read_stamp()
+        self._changes = FileChanges(self.path)
         self._on_change = on_change
         self.reloads = 0
         self.refused = 0
         self.last_error: str | None = None
 
-    def _read_stamp(self) -> Stamp | None:
-        return file_stamp(self.path)
-
     def check(self) -> bool:
         """Reload when the file changed; True when a new policy took effect."""
-        stamp = self._read_stamp()
-        if stamp == self._stamp:
+        if not self._changes.changed():
             return False
-        self._stamp = stamp
         try:
             policy = load_policy(self.path)
         except PolicyError as exc:
