@@ -348,19 +348,25 @@ class Runtime:
         """The end of a filter stage's work on a message: add the verdict, prepend ``header`` (the
         stage's report header fields, may be empty) to ``data``, set ``envelope.size``, record the
         trace event (``authors``: the From addresses to index it by), and return the publish to the next
-        stage of the itinerary. Within a delivery the trace record is not awaited here: it goes out with
-        the publish to the next stage, and the delivery is acked only once both are settled."""
+        stage of the itinerary. The trace record goes out as ``record`` sends it: beside the publish to
+        the next stage."""
         envelope.add_verdict(verdict)
         out = header + data if header else data
         envelope.size = len(out)
         publish = stage_publish(envelope, out, self.service)
-        record = self.trace.record(event, authors=authors)
+        await self.record(event, authors=authors)
+        return publish
+
+    async def record(self, events: TraceEvent | list[TraceEvent], **values: Any) -> None:
+        """Record trace events (``values``: as ``TraceSink.record`` takes them). Within a delivery they are not
+        awaited here: they go out beside the delivery's publishes, and the delivery is acked only once both
+        are settled, so mail never waits for the trace. Outside a delivery they are awaited."""
+        record = self.trace.record(events, **values)
         waits = _TRACE_WAITS.get()
         if waits is None:
             await record
         else:
             waits.append(asyncio.ensure_future(record))
-        return publish
 
     # --- consuming ------------------------------------------------------------------------------
 

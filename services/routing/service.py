@@ -127,10 +127,10 @@ class Router:
         else:
             outputs = await self._end(outcome, policy, events)
         for notice in rules.notices if rules else []:
-            await self.runtime.trace.record(trace_event(notice), sender="", recipients=notice.envelope.rcpt_to,
+            await self.runtime.record(trace_event(notice), sender="", recipients=notice.envelope.rcpt_to,
                                             message_id_header=notice.envelope.message_id_header)
             outputs.append(Publish(stage_queue(SERVICE), notice.envelope, notice.data))
-        await self.runtime.trace.record(events)
+        await self.runtime.record(events)
         for hit in rules.hits if rules else []:
             RULE_HITS.labels(hit.rule, hit.mode).inc()
         ACTIONS.labels(outcome.action, outcome.disposition.cause).inc()
@@ -199,7 +199,7 @@ class Router:
             return []
         ndr, ndr_data = built
         events.append(_event("DSN", envelope, disp, f"non-delivery report {ndr.id} to the sender", dsn_id=ndr.id))
-        await self.runtime.trace.record(
+        await self.runtime.record(
             TraceEvent(event="DSN", message_id=ndr.id, service=SERVICE, recipients=ndr.rcpt_to,
                        detail=f"non-delivery report about {envelope.id}", data={"parent_id": envelope.id}),
             sender="", recipients=ndr.rcpt_to, message_id_header=ndr.message_id_header,

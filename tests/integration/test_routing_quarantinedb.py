@@ -44,8 +44,9 @@ def migrated(database_url: str) -> str:
 @pytest.fixture
 async def runtime(redis_url: str, migrated: str) -> AsyncIterator[SimpleNamespace]:
     client = aioredis.from_url(redis_url)
-    yield SimpleNamespace(policy=SimpleNamespace(current=parse_policy(POLICY)), redis=client,
-                          trace=TraceStore(client), settings=Settings(records="postgresql", database_url=migrated))
+    trace = TraceStore(client)
+    yield SimpleNamespace(policy=SimpleNamespace(current=parse_policy(POLICY)), redis=client, trace=trace,
+                          record=trace.record, settings=Settings(records="postgresql", database_url=migrated))
     await client.aclose()
 
 

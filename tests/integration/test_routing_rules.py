@@ -64,8 +64,9 @@ HCSPAM = Verdict(stage="antispam", result="hcspam", detail={"scl": 8, "category"
 @pytest.fixture
 async def router(redis_url: str) -> AsyncIterator[Router]:
     client = aioredis.from_url(redis_url)
+    trace = TraceStore(client)
     runtime = SimpleNamespace(policy=SimpleNamespace(current=parse_policy(POLICY)), redis=client,
-                              trace=TraceStore(client))
+                              trace=trace, record=trace.record)
     yield Router(runtime, QuarantineStore(client))  # type: ignore[arg-type]
     await client.aclose()
 

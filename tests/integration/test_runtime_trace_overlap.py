@@ -1,6 +1,7 @@
-"""A filter stage's trace record and its publish to the next stage go out together: the next stage gets the
-message while the trace record is still being stored, and the input is acked only once both are settled.
-Against the real RabbitMQ; the trace sink is held open by the test."""
+"""A stage's trace record and its publish to the next stage go out together: the next stage gets the
+message while the trace record is still being stored, and the input is acked only once both are settled
+(a filter stage through ``Runtime.finish``, routing through ``Runtime.record``). Against the real
+RabbitMQ; the trace sink is held open by the test."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mailmoat_platform.bus import Bus, Publish, decode, stage_queue
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
 from mailmoat_platform.runtime import Runtime
 from mailmoat_records.trace import TraceRecord, TraceSink
+from mailmoat_routing.service import make_handler as routing_handler
 from tests.integration.test_runtime import POLICY, _empty, _get, _settings
 
 pytestmark = pytest.mark.integration
@@ -40,7 +42,7 @@ class HeldTrace(TraceSink):
 async def probe(amqp_url: str):
     bus = Bus(amqp_url)
     await bus.connect()
-    for stage in ("t1", "t2"):
+    for stage in ("t1", "t2", "routing", "egress"):
         await bus.declare_stage(stage)
         assert bus.channel is not None
         await (await bus.channel.get_queue(stage_queue(stage))).purge()
@@ -101,3 +103,32 @@ async def test_a_trace_record_that_fails_does_not_hold_the_mail(amqp_url, redis_
     await runtime.shutdown()
     assert await _empty(probe, stage_queue("t1"))
     assert await _empty(probe, stage_queue("t2"))  # passed on once, not retried
+
+
+ROUTING_POLICY = """
+accepted_domains:
+  - domain: example.com
+    route: onprem
+routes:
+  onprem: {hosts: ["127.0.0.1:2526"], tls: none}
+"""
+
+
+async def test_routing_passes_the_message_on_while_its_route_events_are_stored(
+        amqp_url, redis_url, write_policy, probe) -> None:
+    trace = HeldTrace()
+    runtime = Runtime("routing", _settings(amqp_url, redis_url, write_policy(ROUTING_POLICY)))
+    runtime.trace = trace
+    await runtime.start()
+    await runtime.consume_stage("routing", routing_handler(runtime))
+    envelope = Envelope(mail_from="s@example.org", rcpt_to=["a@example.com"], itinerary=["routing", "egress"])
+    await probe.publish(Publish(stage_queue("routing"), envelope, b"Subject: r\r\n\r\nbody\r\n"))
+    got, _ = decode((await _get(probe, stage_queue("egress"))).body)
+    assert got.id == envelope.id and got.route is not None and got.route.name == "route:onprem"
+    assert trace.started.is_set() and not trace.records  # egress has it; the ROUTE event is still held
+    assert runtime.held.oldest_age() > 0  # and routing's input is not acked yet
+    trace.release.set()
+    await _wait(lambda: runtime.held.oldest_age() == 0)
+    assert "ROUTE" in [e.event for r in trace.records for e in r.events]
+    await runtime.shutdown()
+    assert await _empty(probe, stage_queue("routing"))
