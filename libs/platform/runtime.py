@@ -77,9 +77,14 @@ _TRACE_WAITS: contextvars.ContextVar[list[asyncio.Future[bool]] | None] = contex
 ``_handle``): the trace publish and the publish to the next stage are confirmed in the same round trip
 instead of one after the other."""
 
-TRACE_LINGER = 0.005
-"""Seconds a process's trace publisher waits for more records before a publish (records = postgresql):
-several records a message under load instead of one or two (libs/records/tracebus.py)."""
+TRACE_LINGER = 0.05
+"""Seconds a process's trace publisher waits for more records before a publish (records = postgresql), at
+most: a stage acks a delivery only once its trace record is confirmed, and when mail trickles in, a record
+per trace message (a publish for the broker, a delivery for the recorder) costs more CPU than the message's
+own hop. The wait ends sooner once ``TRACE_FLUSH_SHARE`` of the prefetch is waiting (libs/records/tracebus.py)."""
+TRACE_FLUSH_SHARE = 4
+"""A trace publish goes out at once when records for a quarter of the prefetch are queued: deliveries waiting
+for their trace never take much of a stage's prefetch, so the linger never caps its rate."""
 STALL_AFTER = 120.0
 """Seconds a delivery may be held without an outcome before the stage reports not ready (stalled)."""
 RETRY_PAUSE = 1.0
@@ -130,7 +135,8 @@ class Runtime:
         """The trace: Redis (``records = redis``), or batches published to ``mailmoat.trace`` for the
         recorder to write to PostgreSQL (``records = postgresql``); ``record`` is the same either way."""
         if settings.records == "postgresql":
-            self.trace = TracePublisher(bus_sender(self.bus, settings.publish_timeout), linger=TRACE_LINGER)
+            self.trace = TracePublisher(bus_sender(self.bus, settings.publish_timeout), linger=TRACE_LINGER,
+                                         flush_at=max(1, prefetch // TRACE_FLUSH_SHARE))
         else:
             from mailmoat_records.trace import TraceStore
 

@@ -7,11 +7,12 @@ first record starts a flush on the next turn of the event loop; the flush publis
 meanwhile, in messages of at most ``max_records`` records, and while those confirms are out new records
 queue for the next flush. A busy process therefore sends one message for many records (as many as came
 in during one broker round trip) and, with no ``linger``, an idle one adds no delay. The stages'
-runtime lingers 5 ms (``mailmoat_platform.runtime.TRACE_LINGER``): a busy process then sends several
-records a message instead of one or two (each message costs the broker a publish and the recorder a
-delivery), at the price of up to 5 ms more before a stage acks its input; mail is not held for it (a
-stage forwards a message beside its trace publish, ingress traces in the background). PostgreSQL is
-not on this path at all: the recorder writes what the queue holds, at its own pace.
+runtime lingers up to 50 ms (``mailmoat_platform.runtime.TRACE_LINGER``), less once a quarter of its
+prefetch is waiting (``flush_at``): several records a message instead of one each when mail trickles in
+(each message costs the broker a publish and the recorder a delivery), at the price of up to 50 ms more
+before a stage acks its input; mail is not held for it (a stage forwards a message beside its trace
+publish, ``Runtime.record``; ingress traces in the background). PostgreSQL is not on this path at all:
+the recorder writes what the queue holds, at its own pace.
 
 Mail is never held for the trace: a publish that fails (the broker down or refusing) makes ``record``
 return False at once. Its records are kept in memory, up to ``max_waiting``, and published again in the
@@ -91,9 +92,11 @@ class TracePublisher(TraceSink):
     """The trace of a process with ``records = postgresql``: records published in batches, confirmed."""
 
     def __init__(self, send: Send, *, max_records: int = MAX_RECORDS, max_waiting: int = MAX_WAITING,
-                 retry_delays: tuple[float, ...] = RETRY_DELAYS, linger: float = 0.0):
-        """``linger``: seconds a flush waits for more records before it publishes fewer than ``max_records``
-        (0: on the next turn of the event loop)."""
+                 retry_delays: tuple[float, ...] = RETRY_DELAYS, linger: float = 0.0, flush_at: int | None = None):
+        """``linger``: seconds a flush waits for more records (0: it goes on the next turn of the event loop);
+        ``flush_at``: it waits no longer once this many records are queued (default ``max_records``). A caller
+        that holds something per record until it is confirmed (a stage its unacked deliveries) bounds what it
+        holds with it."""
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
         self._send = send
@@ -101,6 +104,9 @@ class TracePublisher(TraceSink):
         self.max_waiting = max_waiting
         self.retry_delays = retry_delays
         self.linger = linger
+        self.flush_at = max(1, min(flush_at or max_records, max_records))
+        self._full: asyncio.Future[None] | None = None
+        """Set while a flush lingers: done once ``flush_at`` records are queued."""
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self._waiting: list[tuple[TraceRecord, float]] = []
@@ -118,6 +124,9 @@ class TracePublisher(TraceSink):
         loop = asyncio.get_running_loop()
         done: asyncio.Future[bool] = loop.create_future()
         self._pending.append(_Pending(record, time.time(), done))
+        full = self._full
+        if full is not None and not full.done() and len(self._pending) >= self.flush_at:
+            full.set_result(None)
         if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
             self._flusher = loop.create_task(self._flush())
         return await asyncio.shield(done)
@@ -182,11 +191,22 @@ class TracePublisher(TraceSink):
         return True
 
     async def _flush(self) -> None:
-        if self.linger > 0 and len(self._pending) < self.max_records:
-            await asyncio.sleep(self.linger)  # one message for what comes meanwhile
+        if self.linger > 0 and len(self._pending) < self.flush_at:
+            await self._linger()  # one message for what comes meanwhile
         while self._pending:
             batch, self._pending = self._pending, []
             await asyncio.gather(*(self._publish(run) for run in chunks(batch, self.max_records)))
+
+    async def _linger(self) -> None:
+        """Wait ``linger`` seconds, or less if ``flush_at`` records are queued meanwhile."""
+        loop = asyncio.get_running_loop()
+        full = self._full = loop.create_future()
+        timer = loop.call_later(self.linger, lambda: full.done() or full.set_result(None))
+        try:
+            await full
+        finally:
+            timer.cancel()
+            self._full = None
 
     async def _publish(self, run: list[_Pending]) -> None:
         headers: dict[str, object] = {OLDEST_HEADER: int(min(p.queued for p in run) * 1000)}

@@ -156,3 +156,21 @@ async def test_a_linger_gathers_the_records_of_a_few_milliseconds_into_one_publi
     second = asyncio.ensure_future(eager.record(_event("D")))
     await asyncio.gather(first, second)
     assert [[r.events[0].message_id for r in records] for records, _ in broker.sent[1:]] == [["C"], ["D"]]
+
+
+async def test_a_linger_ends_once_flush_at_records_are_queued() -> None:
+    broker = FakeBroker()
+    publisher = TracePublisher(broker.send, linger=30.0, flush_at=3)  # a linger the test would never outwait
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = [asyncio.ensure_future(publisher.record(_event(mid))) for mid in ("A", "B")]
+    await asyncio.sleep(0.05)
+    assert broker.sent == []  # two of three: still lingering
+    third = asyncio.ensure_future(publisher.record(_event("C")))
+    assert await asyncio.wait_for(asyncio.gather(*first, third), 5) == [True, True, True]
+    assert loop.time() - started < 5
+    assert [[r.events[0].message_id for r in records] for records, _ in broker.sent] == [["A", "B", "C"]]
+    assert publisher._full is None  # the linger's timer and future are gone with it
+    with pytest.raises(ValueError):
+        TracePublisher(broker.send, max_records=0)
+    assert TracePublisher(broker.send, max_records=10, flush_at=50).flush_at == 10  # never above max_records
