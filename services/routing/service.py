@@ -128,7 +128,7 @@ class Router:
             outputs = await self._end(outcome, policy, events)
         for notice in rules.notices if rules else []:
             await self.runtime.record(trace_event(notice), sender="", recipients=notice.envelope.rcpt_to,
-                                            message_id_header=notice.envelope.message_id_header)
+                                      message_id_header=notice.envelope.message_id_header)
             outputs.append(Publish(stage_queue(SERVICE), notice.envelope, notice.data))
         await self.runtime.record(events)
         for hit in rules.hits if rules else []:
