@@ -164,6 +164,17 @@ async def test_a_digest_left_pending_is_sent_again_under_its_queue_id(store: Qua
     assert (await sender.run(policy(), START + timedelta(minutes=10))).sent == 0
 
 
+def _wait_until_unlocked(database_url: str, key: int, timeout: float = 10.0) -> None:
+    """Wait until the server has let go of the advisory lock ``key``: a closed session's backend ends, and
+    its locks with it, a moment after the client has closed the connection."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(database_url, autocommit=True) as probe:
+        while probe.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone() != (True,):
+            assert time.monotonic() < deadline, "the advisory lock outlived its session"
+            time.sleep(0.02)
+        probe.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 async def test_one_round_at_a_time(store: QuarantineDB, routing: tuple[Bus, str], database_url: str) -> None:
     from mailmoat_console.digest import LOCK_KEY
 
@@ -173,6 +184,7 @@ async def test_one_round_at_a_time(store: QuarantineDB, routing: tuple[Bus, str]
         assert other.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone() == (True,)
         done = await sender_for(store, bus, Trace()).run(policy(), START)
         assert done.skipped and done.sent == 0
+    _wait_until_unlocked(database_url, LOCK_KEY)
     started = time.monotonic()
     assert (await sender_for(store, bus, Trace()).run(policy(), START)).sent == 1  # the lock went with the session
     assert time.monotonic() - started < 10
