@@ -14,6 +14,7 @@ from mailmoat_platform.models import Envelope, TraceEvent, Verdict
 from mailmoat_platform.runtime import Runtime
 from mailmoat_records.trace import TraceRecord, TraceSink
 from mailmoat_routing.service import make_handler as routing_handler
+from tests.integration.test_routing_service import POLICY as ROUTING_POLICY
 from tests.integration.test_runtime import POLICY, _empty, _get, _settings
 
 pytestmark = pytest.mark.integration
@@ -104,14 +105,6 @@ async def test_a_trace_record_that_fails_does_not_hold_the_mail(amqp_url, redis_
     assert await _empty(probe, stage_queue("t1"))
     assert await _empty(probe, stage_queue("t2"))  # passed on once, not retried
 
-
-ROUTING_POLICY = """
-accepted_domains:
-  - domain: example.com
-    route: onprem
-routes:
-  onprem: {hosts: ["127.0.0.1:2526"], tls: none}
-"""
 
 
 async def test_routing_passes_the_message_on_while_its_route_events_are_stored(
