@@ -64,6 +64,12 @@ def encode(envelope: Envelope, data: bytes) -> bytes:
 
 
 def decode(body: bytes) -> tuple[Envelope, bytes]:
+    envelope, data, _ = _split(body)
+    return envelope, data
+
+
+def _split(body: bytes) -> tuple[Envelope, bytes, int]:
+    """The envelope and message bytes of a frame, and where the bytes start."""
     if not body.startswith(MAGIC) or len(body) < 8:
         raise FrameError("not a mailmoat frame")
     size = int.from_bytes(body[4:8], "big")
@@ -75,7 +81,7 @@ def decode(body: bytes) -> tuple[Envelope, bytes]:
         raise FrameError(f"bad envelope: {exc}") from exc
     if "id" not in envelope.model_fields_set or not envelope.itinerary:
         raise FrameError("envelope without id or itinerary")
-    return envelope, body[8 + size :]
+    return envelope, body[8 + size :], 8 + size
 
 
 def retry_queue(target_stage: str, delay: int) -> str:
@@ -96,19 +102,40 @@ class Delivery:
     """One delivered message, as the stages read it: a thin view of aiormq's ``DeliveredMessage``.
 
     It stands in for aio-pika's ``IncomingMessage`` (which copies every property into an object of
-    its own and runs the consumer in a second task) and offers what the runtime uses of it.
+    its own and runs the consumer in a second task) and offers what the runtime uses of it. Once
+    ``decode`` has read the body, the delivery keeps the envelope and the message bytes instead of the
+    body (a copy less of every message in flight while the stage works on it and waits for its confirms).
     """
 
-    __slots__ = ("body", "channel", "delivery_tag", "headers", "message_id", "redelivered")
+    __slots__ = ("_body", "_frame", "_head", "channel", "delivery_tag", "headers", "message_id", "redelivered")
 
     def __init__(self, message: DeliveredMessage):
         properties = message.header.properties
-        self.body: bytes = message.body
+        self._body: bytes | None = message.body
+        self._frame: tuple[Envelope, bytes] | None = None
+        self._head = b""
         self.headers: dict[str, Any] = properties.headers or {}
         self.message_id: str | None = properties.message_id
         self.delivery_tag: int | None = message.delivery_tag
         self.redelivered: bool | None = message.redelivered
         self.channel: aiormq.abc.AbstractChannel = message.channel
+
+    @property
+    def body(self) -> bytes:
+        """The body as delivered (put together again from its head and message bytes once decoded)."""
+        if self._body is not None:
+            return self._body
+        return self._head + self._frame[1] if self._frame is not None else b""
+
+    def decode(self) -> tuple[Envelope, bytes]:
+        """The envelope and message bytes of the body (``FrameError`` when it is no frame); the body
+        itself is let go, its head (the magic, the length and the envelope's JSON) kept."""
+        if self._frame is None:
+            body = self.body
+            envelope, data, start = _split(body)
+            self._head, self._frame, self._body = body[:start], (envelope, data), None
+            return envelope, data
+        return self._frame
 
     async def nack(self, requeue: bool = True) -> None:
         if self.delivery_tag is not None:
@@ -119,7 +146,9 @@ DeliveryCallback = Callable[[Delivery], Awaitable[None]]
 
 
 async def _deliver(callback: DeliveryCallback, message: DeliveredMessage) -> None:
-    await callback(Delivery(message))
+    delivery = Delivery(message)
+    del message  # the delivery holds what is needed of it, and lets the body go once decoded
+    await callback(delivery)
 
 
 class _Queue(aio_pika.Queue):

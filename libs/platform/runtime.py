@@ -35,7 +35,7 @@ from mailmoat_mail.headers import delivery_count, queue_wait, republishable
 from mailmoat_mail.headers import text as header_text
 from mailmoat_platform import colocated, heap
 from mailmoat_platform.acks import AckBatcher
-from mailmoat_platform.bus import DEAD_QUEUE, Bus, Delivery, FrameError, Publish, decode, stage_queue
+from mailmoat_platform.bus import DEAD_QUEUE, Bus, Delivery, FrameError, Publish, stage_queue
 from mailmoat_platform.health import Dependency, Held
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
 from mailmoat_platform.probehttp import TEXT, Answer, ProbeServer
@@ -470,7 +470,7 @@ class Runtime:
         self, stage: str, queue: str, handler: Handler, message: Delivery
     ) -> str:
         try:
-            envelope, data = decode(message.body)
+            envelope, data = message.decode()
         except FrameError as exc:
             return await self._dead_raw(message, f"{stage}: {exc}")
         problem = envelope_problem(envelope)

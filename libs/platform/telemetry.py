@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import sys
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import Counter, Gauge, Histogram
 
 from mailmoat_mail.headers import text as header_text
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 MESSAGES = Counter(
     "mailmoat_messages_total", "Messages a stage finished, by outcome.", ["service", "outcome"]
@@ -73,23 +74,63 @@ def setup_tracing(service: str) -> trace.Tracer:
     """A tracer for ``service``; spans export over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set,
     to stdout when OTEL_TRACES_EXPORTER=console, and nowhere otherwise.
 
-    Without an exporter, spans are not sampled: each still gets a trace id and a span id (so the
-    W3C context propagates in AMQP headers and log lines carry ``trace_id``), but nothing is
-    recorded (attributes, events, timings), which costs a fraction of a recording span.
+    Without an exporter, spans record nothing: each still gets a trace id and a span id (so the
+    W3C context propagates in AMQP headers and log lines carry ``trace_id``), and the OpenTelemetry
+    SDK is not even loaded (about 2 MB a process, bench/README.md).
     """
     global _configured, _records
     if not _configured:
-        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", otel_service_name(service))})
         processor = _span_processor()
-        if processor is None:
-            provider = TracerProvider(resource=resource, sampler=ALWAYS_OFF)
-        else:
-            provider = TracerProvider(resource=resource)
+        if processor is not None:
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import TracerProvider
+
+            name = os.environ.get("OTEL_SERVICE_NAME", otel_service_name(service))
+            provider = TracerProvider(resource=Resource.create({"service.name": name}))
             provider.add_span_processor(processor)
+            trace.set_tracer_provider(provider)
             _records = True
-        trace.set_tracer_provider(provider)
         _configured = True
+    if not _records:
+        return IdTracer()
     return trace.get_tracer(f"mailmoat.{service}")
+
+
+class IdTracer(trace.Tracer):
+    """Spans that record nothing and only carry ids: a new span id in the trace of the context's span,
+    or in a new trace when the context has none (what the SDK's never-sampling tracer makes)."""
+
+    def start_span(self, name: str, context: otel_context.Context | None = None,
+                   kind: trace.SpanKind = trace.SpanKind.INTERNAL, attributes: Any = None,
+                   links: Sequence[trace.Link] | None = None, start_time: int | None = None,
+                   record_exception: bool = True, set_status_on_exception: bool = True) -> trace.Span:
+        parent = trace.get_current_span(context).get_span_context()
+        if parent.is_valid:
+            trace_id, state = parent.trace_id, parent.trace_state
+        else:
+            trace_id, state = _nonzero(128), trace.TraceState()
+        return trace.NonRecordingSpan(trace.SpanContext(
+            trace_id, _nonzero(64), is_remote=False, trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+            trace_state=state,
+        ))
+
+    @contextmanager
+    def start_as_current_span(self, name: str, context: otel_context.Context | None = None,
+                              kind: trace.SpanKind = trace.SpanKind.INTERNAL, attributes: Any = None,
+                              links: Sequence[trace.Link] | None = None, start_time: int | None = None,
+                              record_exception: bool = True, set_status_on_exception: bool = True,
+                              end_on_exit: bool = True) -> Iterator[trace.Span]:
+        span = self.start_span(name, context)
+        with trace.use_span(span, end_on_exit=end_on_exit) as current:
+            yield current
+
+
+def _nonzero(bits: int) -> int:
+    """A random id of ``bits`` bits, never 0 (the invalid id)."""
+    while True:
+        value = random.getrandbits(bits)
+        if value:
+            return value
 
 
 def tracing_records() -> bool:
@@ -101,11 +142,14 @@ def _span_processor() -> BatchSpanProcessor | None:
     """The span processor the ``OTEL_*`` environment asks for, or None when spans go nowhere."""
     exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "")
     if exporter_name == "console":
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
         return BatchSpanProcessor(ConsoleSpanExporter(out=sys.stderr))
     if exporter_name != "none" and (
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     ):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         return BatchSpanProcessor(OTLPSpanExporter())
     return None
