@@ -289,9 +289,9 @@ async def antispam(ctx: Context, envelope: Envelope, data: bytes) -> Ran:
     policy, not_run = _offline_antispam(ctx.opts.policy, ctx.opts)
     client = None
     if ctx.opts.redis:
-        import redis.asyncio as aioredis
+        from mailmoat_platform import redisclient
 
-        client = aioredis.from_url(ctx.opts.redis, socket_connect_timeout=5)
+        client = redisclient.from_url(ctx.opts.redis, socket_connect_timeout=5)
         ctx.closers.append(client.aclose)
     outcome = await Checker(redis=client).check(envelope, data, policy, authenticate_sender=ctx.opts.dns)
     not_run += [f"note: {note}" for note in outcome.findings.notes]

@@ -115,8 +115,8 @@ def import_redis(url: str | None = None, redis_url: str | None = None, trace: bo
                  retention_days: int = 90, remove: bool = False) -> int:
     """Copy the quarantine (and the trace) from Redis into the database; print the counts."""
     import psycopg
-    from redis.exceptions import RedisError
 
+    from mailmoat_platform.redisclient import RedisError
     from mailmoat_platform.settings import Settings
     from mailmoat_records import db
     from mailmoat_records.redisimport import import_redis as run_import

@@ -169,15 +169,14 @@ async def _record(settings: Settings, client: object, event: TraceEvent) -> bool
 
 async def _quarantine(args: argparse.Namespace) -> int:
     """``mailmoat quarantine list|show|release|delete``."""
-    import redis.asyncio as aioredis
-
     from mailmoat_mail import mimeedit
+    from mailmoat_platform import redisclient
     from mailmoat_platform.bus import Bus
     from mailmoat_platform.models import TraceEvent
     from mailmoat_records.quarantine import ReleaseError, open_quarantine, release
 
     settings = Settings.from_env()
-    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
+    client = redisclient.from_url(settings.redis_url, socket_connect_timeout=5)
     store = open_quarantine(settings, client)
     try:
         if args.quarantine_command == "list":

@@ -28,8 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import formatdate
 
-import redis.asyncio as aioredis
-
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import TraceEvent
 from mailmoat_platform.settings import Settings
 from mailmoat_records.trace import TraceStore
@@ -108,7 +107,7 @@ async def trace_events(records: str, redis_url: str, database_url: str) -> Async
         async with db.open_pool(database_url, max_size=1, name="probe", timeout=10) as pool:
             yield TraceReader(pool).events
         return
-    client = aioredis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redisclient.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         yield TraceStore(client).events
     finally:

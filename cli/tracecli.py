@@ -143,11 +143,10 @@ async def from_postgresql(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def from_redis(settings: Settings, needle: str) -> int:
-    import redis.asyncio as aioredis
-
+    from mailmoat_platform import redisclient
     from mailmoat_records.trace import TraceStore
 
-    client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
+    client = redisclient.from_url(settings.redis_url, socket_connect_timeout=5)
     store = TraceStore(client)
     try:
         ids = await store.find(needle)

@@ -75,7 +75,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || [ ! -x .venv/bin/mail
   echo "setup: installing mailmoat and its dependencies into .venv" >&2
   quietly .venv/bin/python -m pip install --upgrade pip
   quietly .venv/bin/python -m pip install -e ".[dev]"
-  quietly .venv/bin/python -c 'import mailmoat_cli.main, aiosmtpd, aio_pika, redis, pytest'
+  quietly .venv/bin/python -c 'import mailmoat_cli.main, aiosmtpd, aio_pika, hiredis, redis, pytest'
   echo "$sum" >"$stamp"
 fi
 

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from mailmoat_platform import redisclient
+from mailmoat_platform.redisclient import NoScriptError, RedisError
 
 
 def script_sha(script: str) -> str:
@@ -38,7 +38,7 @@ class _Call:
 class ScriptBatcher:
     """Queues Lua script calls and sends them in pipelines; ``client`` is read at each flush."""
 
-    def __init__(self, client: Callable[[], aioredis.Redis]):
+    def __init__(self, client: Callable[[], redisclient.Redis]):
         self._client = client
         self._shas: dict[str, str] = {}
         self._pending: list[_Call] = []
@@ -92,7 +92,7 @@ class ScriptBatcher:
         return results
 
     @staticmethod
-    async def _pipeline(client: aioredis.Redis, batch: list[_Call]) -> list[Any]:
+    async def _pipeline(client: redisclient.Redis, batch: list[_Call]) -> list[Any]:
         try:
             async with client.pipeline(transaction=False) as pipe:
                 for call in batch:

@@ -59,8 +59,7 @@ from mailmoat_policy import PolicyHolder
 from mailmoat_records.tracebus import TracePublisher, bus_sender
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
-
+    from mailmoat_platform import redisclient
     from mailmoat_platform.redisbatch import ScriptBatcher
     from mailmoat_records.trace import TraceStore
 
@@ -129,7 +128,7 @@ class Runtime:
         self.policy = PolicyHolder(settings.policy_path, on_change=self._policy_changed)
         self.bus = Bus(settings.amqp_url, prefetch=prefetch)
         self.acks = AckBatcher()
-        self._redis: aioredis.Redis | None = None
+        self._redis: redisclient.Redis | None = None
         self._scripts: ScriptBatcher | None = None
         self.trace: TraceStore | TracePublisher
         """The trace: Redis (``records = redis``), or batches published to ``mailmoat.trace`` for the
@@ -201,17 +200,17 @@ class Runtime:
         return dependency
 
     @property
-    def redis(self) -> aioredis.Redis:
-        """The process's Redis client, made (and redis-py imported: some 10 MB) when a service first asks:
-        with the records in PostgreSQL the connection filter, antivirus and recorder never do."""
+    def redis(self) -> redisclient.Redis:
+        """The process's Redis client (``redisclient``: one pipelined connection), made when a service first
+        asks: with the records in PostgreSQL the connection filter, antivirus and recorder never do."""
         if self._redis is None:
-            import redis.asyncio as aioredis
+            from mailmoat_platform import redisclient
 
-            self._redis = aioredis.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+            self._redis = redisclient.from_url(self.settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
         return self._redis
 
     @redis.setter
-    def redis(self, client: aioredis.Redis) -> None:
+    def redis(self, client: redisclient.Redis) -> None:
         self._redis = client
 
     @property
@@ -226,9 +225,9 @@ class Runtime:
     def require_redis(self, *, interval: float = 1.0, timeout: float = 1.0) -> Dependency:
         """Readiness follows Redis (probed on a connection of its own, so a hung Redis is noticed
         within ``interval`` + ``timeout`` seconds whatever the stage's own calls are waiting for)."""
-        import redis.asyncio as aioredis
+        from mailmoat_platform import redisclient
 
-        client = aioredis.from_url(self.settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redisclient.from_url(self.settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
         self._closers.append(client.aclose)
         return self.add_dependency("redis", client.ping, interval=interval, timeout=timeout)
 

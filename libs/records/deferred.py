@@ -96,7 +96,7 @@ entry (score ARGV[1], member the last field's value); the index lives as long as
 
 
 class DeferredStore:
-    """The deferral records in Redis (``redis``: a redis.asyncio client)."""
+    """The deferral records in Redis (``redis``: a ``redisclient.Redis``)."""
 
     def __init__(self, redis):
         self.redis = redis

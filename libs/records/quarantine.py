@@ -32,9 +32,8 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import redis.asyncio as aioredis
-
 from mailmoat_mail.author import read_author
+from mailmoat_platform import redisclient
 from mailmoat_platform.bus import Bus, Publish, stage_queue
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
 from mailmoat_platform.verdicts import detail_of
@@ -192,7 +191,7 @@ class HeldStore(Protocol):
 class QuarantineStore:
     """The quarantine in Redis."""
 
-    def __init__(self, client: aioredis.Redis):
+    def __init__(self, client: redisclient.Redis):
         self.client = client
         self._put = client.register_script(_PUT)
         self._claim = client.register_script(_CLAIM)
@@ -318,7 +317,7 @@ class QuarantineStore:
         """Nothing to close: the Redis client is the caller's."""
 
 
-def open_quarantine(settings: Settings, client: aioredis.Redis | None = None) -> HeldStore:
+def open_quarantine(settings: Settings, client: redisclient.Redis | None = None) -> HeldStore:
     """The quarantine ``settings.records`` names: in Redis (``client``) or PostgreSQL (its own pool,
     opened on first use; ``await store.close()`` when done)."""
     if settings.records == "postgresql":

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import TraceEvent
 from mailmoat_records import quarantine as redisq
 from mailmoat_records import trace as redistrace
@@ -58,12 +57,12 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def _scan(client: aioredis.Redis, pattern: str) -> AsyncIterator[str]:
+async def _scan(client: redisclient.Redis, pattern: str) -> AsyncIterator[str]:
     async for key in client.scan_iter(match=pattern, count=1000):
         yield _text(key)
 
 
-async def quarantine_ids(client: aioredis.Redis) -> list[str]:
+async def quarantine_ids(client: redisclient.Redis) -> list[str]:
     """Ids in the quarantine's index, then those of any other held message key."""
     ids = [_text(i) for i in await client.zrange(redisq.INDEX, 0, -1)]
     seen = set(ids)
@@ -75,7 +74,7 @@ async def quarantine_ids(client: aioredis.Redis) -> list[str]:
     return ids
 
 
-async def import_quarantine(client: aioredis.Redis, target: QuarantineDB, result: Imported, *,
+async def import_quarantine(client: redisclient.Redis, target: QuarantineDB, result: Imported, *,
                             remove: bool = False) -> None:
     source = redisq.QuarantineStore(client)
     for qid in await quarantine_ids(client):
@@ -91,7 +90,7 @@ async def import_quarantine(client: aioredis.Redis, target: QuarantineDB, result
             result.quarantine_removed += 1
 
 
-async def trace_keys(client: aioredis.Redis) -> dict[str, dict[str, list[str]]]:
+async def trace_keys(client: redisclient.Redis) -> dict[str, dict[str, list[str]]]:
     """Message id -> look-up kind -> values, read back from the trace's indexes."""
     found: dict[str, dict[str, list[str]]] = {}
     async for key in _scan(client, redistrace.INDEX + "*"):
@@ -112,7 +111,7 @@ def trace_record(events: list[TraceEvent], keys: dict[str, list[str]]) -> TraceR
                        authors=sorted(keys.get("from", [])))
 
 
-async def import_trace(client: aioredis.Redis, writer: TraceWriter, result: Imported) -> None:
+async def import_trace(client: redisclient.Redis, writer: TraceWriter, result: Imported) -> None:
     index = await trace_keys(client)
     store = redistrace.TraceStore(client)
     batch: list[TraceRecord] = []
@@ -144,7 +143,7 @@ async def import_redis(redis_url: str, database_url: str, *, trace: bool = True,
     from mailmoat_records.db import open_pool
 
     result = Imported()
-    client = aioredis.from_url(redis_url, socket_connect_timeout=5)
+    client = redisclient.from_url(redis_url, socket_connect_timeout=5)
     target = QuarantineDB(database_url)
     try:
         await import_quarantine(client, target, result, remove=remove)

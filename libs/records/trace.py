@@ -31,9 +31,8 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from mailmoat_platform.models import TraceEvent
 
-if TYPE_CHECKING:  # redis-py (some 10 MB) only in processes that keep the trace in Redis
-    import redis.asyncio as aioredis
-
+if TYPE_CHECKING:
+    from mailmoat_platform import redisclient
     from mailmoat_platform.redisbatch import ScriptBatcher
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ class TraceSink(ABC):
 class TraceStore(TraceSink):
     """Writes and reads trace events; a Redis outage is logged, never fatal to mail flow."""
 
-    def __init__(self, client: aioredis.Redis, retention_days: int = 90, *, batch: ScriptBatcher | None = None):
+    def __init__(self, client: redisclient.Redis, retention_days: int = 90, *, batch: ScriptBatcher | None = None):
         """``batch``: the process's script batcher, so that trace writes share its round trips with
         the other Redis scripts of the same moment (egress's dedupe records); by default one of its own."""
         self.client = client
@@ -165,7 +164,7 @@ class TraceStore(TraceSink):
         index.extend(f"{INDEX}from:{_norm(a)}" for a in record.authors)
         keys = [KEY + message_id, *index]
         args = [self.retention, message_id, time.time(), *(e.model_dump_json() for e in batch)]
-        from redis.exceptions import RedisError  # loaded with the client by then
+        from mailmoat_platform.redisclient import RedisError
 
         try:
             # One script call however many events and index keys, sent with the other calls queued

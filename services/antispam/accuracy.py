@@ -241,11 +241,11 @@ def base_findings(samples: Sequence[Sample]) -> dict[str, Findings]:
 
 async def measure(samples: list[Sample], folds: int, redis_url: str, ham_rate: float, dump: list | None,
                   log, reinforce: bool | None = None) -> tuple[Result, Result, int]:
-    import redis.asyncio as aioredis
+    from mailmoat_platform import redisclient
 
     toks = {s.checksum: tokens(parse(s.data)) for s in samples}
     base = await asyncio.to_thread(base_findings, samples)
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     prefix = f"mailmoat:accuracy:{os.getpid()}"
     try:
         cv = Result()

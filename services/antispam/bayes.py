@@ -212,7 +212,7 @@ class BayesResult:
 
 
 class BayesStore:
-    """Token counts in Redis (``redis.asyncio`` client, bytes or str responses)."""
+    """Token counts in Redis (``redisclient.Redis``, bytes or str responses)."""
 
     def __init__(self, redis, prefix: str = "mailmoat:bayes"):
         self.redis = redis

@@ -161,7 +161,7 @@ def calibrate(messages: Sequence[Labelled], ham_rate: float = HAM_RATE, folds: i
 
 
 class CalibrationStore:
-    """``<prefix>:calibration`` in Redis (``redis.asyncio`` client): the hash ``BayesStore.classify`` reads."""
+    """``<prefix>:calibration`` in Redis (``redisclient.Redis``): the hash ``BayesStore.classify`` reads."""
 
     def __init__(self, redis, prefix: str = "mailmoat:bayes"):
         self.redis = redis

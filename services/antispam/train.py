@@ -106,8 +106,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
-
+    from mailmoat_platform import redisclient
     from mailmoat_platform.settings import Settings
     from mailmoat_policy import PolicyError, load_policy
 
@@ -127,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     async def go() -> tuple[int, int, tuple[int, int]]:
-        client = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
+        client = redisclient.from_url(settings.redis_url, socket_connect_timeout=5)
         try:
             learned, known = await learn_paths(client, prefix, args.label, list(args.paths))
             return learned, known, await BayesStore(client, prefix).counts()
@@ -141,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_calibrate(args: argparse.Namespace, redis_url: str, prefix: str) -> int:
-    import redis.asyncio as aioredis
+    from mailmoat_platform import redisclient
 
     missing = [str(p) for p in args.spam + args.ham if not p.exists()]
     if missing:
@@ -152,7 +151,7 @@ def _run_calibrate(args: argparse.Namespace, redis_url: str, prefix: str) -> int
         return 2
 
     async def go() -> tuple[Calibration, int] | bool:
-        client = aioredis.from_url(redis_url, socket_connect_timeout=5)
+        client = redisclient.from_url(redis_url, socket_connect_timeout=5)
         try:
             if args.clear:
                 return await CalibrationStore(client, prefix).clear()

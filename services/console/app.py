@@ -7,7 +7,6 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import psycopg
-import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -15,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from mailmoat_platform import redisclient
 from mailmoat_records.quarantine import QuarantineUnavailable
 
 from . import api, blockpages, notifypages, oidcpages, operations, pages
@@ -135,8 +135,8 @@ def create_app(console: Console) -> FastAPI:
                         "shortly.\n", status_code=503, media_type="text/plain", headers={"Retry-After": "5"})
 
     @app.exception_handler(psycopg.OperationalError)
-    @app.exception_handler(redis.exceptions.ConnectionError)
-    @app.exception_handler(redis.exceptions.TimeoutError)
+    @app.exception_handler(redisclient.ConnectionError)
+    @app.exception_handler(redisclient.TimeoutError)
     async def unavailable(request: Request, exc: Exception) -> Response:
         log.warning("console: a backend is unavailable: %s: %s", type(exc).__name__, exc)
         if _wants_json(request):

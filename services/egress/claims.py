@@ -32,12 +32,12 @@ import socket
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import Envelope
 from mailmoat_platform.redisbatch import ScriptBatcher
+from mailmoat_platform.redisclient import RedisError
 
 DEDUPE_KEY = "mailmoat:delivered:{id}:{route}"
 LOCK_KEY = "mailmoat:delivering:{id}:{route}"
@@ -159,7 +159,7 @@ _LIVE: set[str] = set()
 class Claims:
     """Takes, renews, records and releases the delivery claims of one process."""
 
-    def __init__(self, scripts: ScriptBatcher, client: Callable[[], aioredis.Redis], *, ttl: float = LOCK_TTL):
+    def __init__(self, scripts: ScriptBatcher, client: Callable[[], redisclient.Redis], *, ttl: float = LOCK_TTL):
         self._scripts = scripts
         self._client = client
         self.ttl = ttl

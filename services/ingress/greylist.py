@@ -62,7 +62,7 @@ def decide(first_seen: float | None, known: bool, now: float, settings: Greylist
 
 
 class Greylist:
-    """Greylisting state in Redis (``redis.asyncio`` client), shared by every ingress process."""
+    """Greylisting state in Redis (``redisclient.Redis``), shared by every ingress process."""
 
     def __init__(self, redis: Any, *, clock: Any = time.time):
         self.redis = redis

@@ -97,7 +97,7 @@ class Slot:
 
 
 class RateLimiter:
-    """The limits of one ingress process against the shared Redis (``redis.asyncio`` client)."""
+    """The limits of one ingress process against the shared Redis (``redisclient.Redis``)."""
 
     def __init__(self, redis: Any, *, process_id: str | None = None, clock: Any = time.time):
         self.redis = redis

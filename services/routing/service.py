@@ -26,10 +26,10 @@ import logging
 from collections.abc import Callable
 
 from prometheus_client import Counter
-from redis.exceptions import RedisError
 
 from mailmoat_platform.bus import Publish, stage_queue
 from mailmoat_platform.models import Envelope, TraceEvent, utcnow
+from mailmoat_platform.redisclient import RedisError
 from mailmoat_platform.runtime import Runtime, Transient, stage_publish
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.verdicts import Disposition

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import dkim
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
+from mailmoat_platform import redisclient
 from tests.e2e.conftest import POLICY
 from tests.support import records
 from tests.support.dkimkeys import make_key, txt_zone
@@ -70,7 +70,7 @@ async def timeline(queue_id: str) -> tuple[dict, str]:
     from mailmoat_console.rights import Role
     from mailmoat_records import db
 
-    redis = aioredis.from_url(REDIS_TEST_URL)
+    redis = redisclient.from_url(REDIS_TEST_URL)
     try:
         async with db.open_pool(records.URL, max_size=2, name="console-test") as pool:
             console = Console.build(ConsoleConfig(secure_cookies=False), pool, redis)

@@ -9,7 +9,6 @@ import mailbox
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from mailmoat_antispam.bayes import BayesStore, tokens
 from mailmoat_antispam.calibrate import Calibration, CalibrationStore
@@ -17,6 +16,7 @@ from mailmoat_antispam.check import Checker
 from mailmoat_antispam.content import parse
 from mailmoat_antispam.train import calibrate_paths, learn_paths
 from mailmoat_cli.main import main as cli_main
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import Envelope
 from mailmoat_policy import parse_policy
 
@@ -43,7 +43,7 @@ async def verdict(checker: Checker, data: bytes):
 
 
 async def test_learning_changes_the_verdict(redis_url: str) -> None:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     try:
         store = BayesStore(client, POLICY.antispam.bayes.key_prefix)
         checker = Checker(redis=client)
@@ -79,7 +79,7 @@ async def test_train_reads_files_and_mbox(redis_url: str, tmp_path: Path) -> Non
     box.flush()
     box.close()
     (tmp_path / "one.eml").write_bytes(message(50, "meeting", HAMMY[0]).replace(b"\r\n", b"\n"))
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     try:
         assert await learn_paths(client, "t:bayes", "spam", [tmp_path / "spam.mbox"]) == (3, 0)
         assert await learn_paths(client, "t:bayes", "spam", [tmp_path / "spam.mbox"]) == (0, 3)
@@ -110,7 +110,7 @@ async def test_bulk_loaded_counts_classify_as_the_in_memory_counts_of_make_accur
         counts.add(tokens(parse(message(i, "offer", body))), True)
     for i, body in enumerate(HAMMY * 70):
         counts.add(tokens(parse(message(500 + i, "meeting", body, "corp"))), False)
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     try:
         store = BayesStore(client, "mailmoat:test:bulk")
         await store.load_counts(counts.spam, counts.ham, counts.nspam, counts.nham, chunk=50)
@@ -125,7 +125,7 @@ async def test_bulk_loaded_counts_classify_as_the_in_memory_counts_of_make_accur
 
 
 async def test_a_stored_calibration_sets_the_cutoff_the_stage_uses(redis_url: str) -> None:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     prefix = POLICY.antispam.bayes.key_prefix
     try:
         store = BayesStore(client, prefix)
@@ -171,7 +171,7 @@ def test_train_calibrate_command(redis_url: str, tmp_path: Path, monkeypatch: py
     assert "spam cutoff" in out and "60 spam and 60 ham" in out and "catches 100.00 %" in out
 
     async def stored() -> Calibration | None:
-        client = aioredis.from_url(redis_url)
+        client = redisclient.from_url(redis_url)
         try:
             return await CalibrationStore(client, "t:calibrate").load()
         finally:
@@ -195,7 +195,7 @@ async def test_calibration_counts_the_misjudged_a_second_time_and_a_later_run_ta
         (spam / f"{i}.eml").write_bytes(message(i, "offer", f"{SPAMMY[i % 3]} code{i}"))
         (ham / f"{i}.eml").write_bytes(message(100 + i, "meeting", f"{HAMMY[i % 3]} item{i}", "corp"))
     (ham / "odd.eml").write_bytes(message(999, "offer", f"{SPAMMY[0]} thursday"))  # ham that reads as spam
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     prefix = "t:reinforce"
     try:
         assert await learn_paths(client, prefix, "spam", [spam]) == (60, 0)

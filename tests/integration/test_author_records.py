@@ -4,8 +4,8 @@ client do (the one author parser), on real Redis."""
 from __future__ import annotations
 
 import pytest
-import redis.asyncio as aioredis
 
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import Envelope, TraceEvent
 from mailmoat_policy import Quarantine
 from mailmoat_records.quarantine import QuarantineStore
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_held_messages_show_and_match_their_author(redis_url: str) -> None:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     store = QuarantineStore(client)
     try:
         spoof = Envelope(mail_from="bounce@esp.test", rcpt_to=["a@example.com"])
@@ -35,7 +35,7 @@ async def test_held_messages_show_and_match_their_author(redis_url: str) -> None
 
 
 async def test_the_trace_finds_a_message_by_its_from_address(redis_url: str) -> None:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     trace = TraceStore(client)
     try:
         event = TraceEvent(event="SPAM", message_id="Q1", service="antispam", detail="spoof")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
 from mailmoat_antispam import bayes
 from mailmoat_antispam.content import parse
 from mailmoat_cli import check
 from mailmoat_cli.main import main
+from mailmoat_platform import redisclient
 from tests.support.clamd import EICAR, ClamdServer, clamd_binary
 from tests.support.infra import REDIS_TEST_URL
 from tests.unit.test_check_cli import CLEAN, POLICY, message
@@ -110,7 +110,7 @@ def test_as_a_process_reading_standard_input(tmp_path: Path, write_policy: Calla
 
 
 async def learn(prefix: str, spam: list[bytes], ham: list[bytes]) -> None:
-    client = aioredis.from_url(REDIS_TEST_URL)
+    client = redisclient.from_url(REDIS_TEST_URL)
     store = bayes.BayesStore(client, prefix)
     try:
         for label, messages in (("spam", spam), ("ham", ham)):

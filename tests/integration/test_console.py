@@ -13,7 +13,6 @@ from urllib.parse import urlsplit
 import httpx
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 from psycopg import sql
 
 from mailmoat_console.app import create_app
@@ -21,6 +20,7 @@ from mailmoat_console.config import ConsoleConfig
 from mailmoat_console.core import Console
 from mailmoat_console.rights import Role
 from mailmoat_console.service import announce_admin, bootstrap
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import TraceEvent, new_message_id
 from mailmoat_records import db
 from mailmoat_records.tracedb import TraceRecord, TraceWriter
@@ -37,8 +37,8 @@ def migrated(database_url: str) -> str:
 
 
 @pytest.fixture
-async def redis_client() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(REDIS_TEST_URL)
+async def redis_client() -> AsyncIterator[redisclient.Redis]:
+    client = redisclient.from_url(REDIS_TEST_URL)
     await client.flushdb()
     yield client
     await client.flushdb()
@@ -46,7 +46,7 @@ async def redis_client() -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-async def console(migrated: str, redis_client: aioredis.Redis) -> AsyncIterator[Console]:
+async def console(migrated: str, redis_client: redisclient.Redis) -> AsyncIterator[Console]:
     async with db.open_pool(migrated, max_size=3, name="console-test") as pool:
         yield Console.build(ConsoleConfig(secure_cookies=False, signin_per_account=3, signin_per_ip=6), pool,
                             redis_client)
@@ -161,7 +161,7 @@ async def test_expired_and_idle_sessions_end(console: Console, migrated: str):
         assert (await client.get("/api/me")).status_code == 401  # idle past 60 minutes
 
 
-async def test_sign_in_rate_limit_per_account_and_per_address(console: Console, redis_client: aioredis.Redis,
+async def test_sign_in_rate_limit_per_account_and_per_address(console: Console, redis_client: redisclient.Redis,
                                                               migrated: str):
     name = await account(console, Role.admin)
     async with http(console, "192.0.2.50") as client:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 import httpx
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 import uvicorn
 
 from mailmoat_console.app import create_app
@@ -18,6 +17,7 @@ from mailmoat_console.config import ConsoleConfig
 from mailmoat_console.core import Console
 from mailmoat_console.oidc import OidcClient, OidcConfig
 from mailmoat_console.rights import Role
+from mailmoat_platform import redisclient
 from mailmoat_records import db
 from tests.support.infra import REDIS_TEST_URL, free_port
 from tests.support.oidcprovider import Behaviour, OidcProvider
@@ -43,7 +43,7 @@ async def provider() -> AsyncIterator[OidcProvider]:
 
 @pytest.fixture
 async def console_url(migrated: str, provider: OidcProvider) -> AsyncIterator[tuple[str, Console]]:
-    client = aioredis.from_url(REDIS_TEST_URL)
+    client = redisclient.from_url(REDIS_TEST_URL)
     port = free_port()
     async with db.open_pool(migrated, max_size=3, name="console-oidc-test") as pool:
         console = Console.build(ConsoleConfig(host="127.0.0.1", port=port, secure_cookies=False), pool, client)

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis.asyncio as aioredis
 
 from mailmoat_console.policypages import PolicyPages
 from mailmoat_console.queues import ConsoleQueues
+from mailmoat_platform import redisclient
 from mailmoat_platform.bus import Bus
 from mailmoat_platform.models import Envelope, Route, TraceEvent
 from mailmoat_records import db
@@ -66,7 +66,7 @@ async def test_rule_hits_from_the_trace_test_mode_included(pool, tmp_path) -> No
 
 
 async def test_deferrals_read_and_an_action_published(redis_url: str, amqp_url: str) -> None:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     probe = Bus(amqp_url)
     await probe.connect()
     await probe.declare_queue(CONTROL_QUEUE, CONTROL_ARGUMENTS)

@@ -90,17 +90,16 @@ async def test_a_release_from_the_console_is_published_once(store: QuarantineDB,
 
 async def test_not_junk_learns_ham_in_the_antispam_classifier(tmp_path, redis_url: str) -> None:
     """The console's learner writes where the antispam stage reads (its Bayes store, the policy's prefix)."""
-    import redis.asyncio as aioredis
-
     from mailmoat_antispam.bayes import BayesStore
     from mailmoat_console.service import ham_learner
+    from mailmoat_platform import redisclient
     from mailmoat_platform.settings import Settings
 
     policy = tmp_path / "policy.yaml"
     prefix = f"test:console:bayes:{uuid.uuid4().hex[:8]}"
     policy.write_text("accepted_domains: [{domain: example.com, route: r}]\nroutes: {r: {hosts: [127.0.0.1:25]}}\n"
                       f"antispam: {{bayes: {{key_prefix: '{prefix}'}}}}\n")
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     try:
         learn = ham_learner(Settings(policy_path=str(policy)), client)
         assert learn is not None

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from mailmoat_egress.claims import Claims, owner_prefix
 from mailmoat_egress.delivery import SessionPool
 from mailmoat_egress.service import SERVICE, Egress, dedupe_key, lock_key
+from mailmoat_platform import redisclient
 from mailmoat_platform.bus import Bus, Publish, stage_queue
 from mailmoat_platform.models import Envelope, Route
 from mailmoat_platform.runtime import Runtime, Transient
@@ -97,7 +97,7 @@ async def test_lock_left_by_a_timed_out_take_is_released(egress: Egress, sink: S
     envelope = _envelope(sink.port)
     real = runtime.redis
     with TcpProxy(6379) as proxy:
-        runtime.redis = aioredis.from_url(redis_url.replace(":6379/", f":{proxy.port}/"), socket_timeout=0.3)
+        runtime.redis = redisclient.from_url(redis_url.replace(":6379/", f":{proxy.port}/"), socket_timeout=0.3)
         try:
             await runtime.redis.ping()  # connected (and the database selected) before the delay
             proxy.delay(0.6)  # the call reaches Redis after our side gave up on it

@@ -259,10 +259,10 @@ async def test_redis_down_is_transient(amqp_url, redis_url, write_policy, sink, 
     from mailmoat_platform.runtime import Transient
 
     async for harness in _harness(amqp_url, redis_url, write_policy(_policy_text(sink.port, dns_server.port))):
-        import redis.asyncio as aioredis
+        from mailmoat_platform import redisclient
 
         real = harness.runtime.redis
-        harness.runtime.redis = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+        harness.runtime.redis = redisclient.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
         try:
             with pytest.raises(Transient):
                 await harness.egress.handle(_envelope([f"127.0.0.1:{sink.port}"]), DATA)

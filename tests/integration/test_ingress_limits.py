@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from mailmoat_ingress.greylist import Greylist
 from mailmoat_ingress.ratelimit import RateLimiter
+from mailmoat_platform import redisclient
 from mailmoat_policy import parse_policy
 from tests.support.infra import free_port
 
@@ -33,8 +33,8 @@ class Clock:
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
+async def client(redis_url: str) -> AsyncIterator[redisclient.Redis]:
+    client = redisclient.from_url(redis_url)
     yield client
     await client.aclose()
 
@@ -43,7 +43,7 @@ def errors(check: str) -> float:
     return REGISTRY.get_sample_value("mailmoat_ingress_limit_errors_total", {"check": check}) or 0.0
 
 
-async def test_two_limiters_share_the_connection_limit_and_release_on_close(client: aioredis.Redis) -> None:
+async def test_two_limiters_share_the_connection_limit_and_release_on_close(client: redisclient.Redis) -> None:
     one, two = RateLimiter(client, process_id="one"), RateLimiter(client, process_id="two")
     reply, first = await one.open_connection(POLICY, "192.0.2.1")
     assert reply is None and first is not None
@@ -60,7 +60,7 @@ async def test_two_limiters_share_the_connection_limit_and_release_on_close(clie
     assert await client.zcard("mailmoat:rl:conn:192.0.2.1/32") == 2
 
 
-async def test_slots_of_a_dead_process_expire_and_live_ones_are_refreshed(client: aioredis.Redis) -> None:
+async def test_slots_of_a_dead_process_expire_and_live_ones_are_refreshed(client: redisclient.Redis) -> None:
     clock = Clock()
     dead, alive = RateLimiter(client, process_id="dead", clock=clock), RateLimiter(client, process_id="alive",
                                                                                  clock=clock)
@@ -75,7 +75,7 @@ async def test_slots_of_a_dead_process_expire_and_live_ones_are_refreshed(client
     assert await client.ttl("mailmoat:rl:conn:192.0.2.1/32") > 0
 
 
-async def test_message_and_recipient_windows_expire_by_themselves(client: aioredis.Redis) -> None:
+async def test_message_and_recipient_windows_expire_by_themselves(client: redisclient.Redis) -> None:
     one, two = RateLimiter(client), RateLimiter(client)
     results = [await (one if i % 2 else two).count_message(POLICY, "192.0.2.1") for i in range(5)]
     assert results[:3] == [None, None, None]
@@ -90,7 +90,7 @@ async def test_message_and_recipient_windows_expire_by_themselves(client: aiored
 
 
 async def test_redis_unreachable_fails_open_and_counts() -> None:
-    down = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    down = redisclient.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
     limiter, greylist = RateLimiter(down), Greylist(down)
     before = errors("connections"), errors("messages"), errors("greylist")
     assert await limiter.open_connection(POLICY, "192.0.2.1") == (None, None)
@@ -100,7 +100,7 @@ async def test_redis_unreachable_fails_open_and_counts() -> None:
     await down.aclose()
 
 
-async def test_greylisting_defers_then_accepts_after_the_delay_and_remembers(client: aioredis.Redis) -> None:
+async def test_greylisting_defers_then_accepts_after_the_delay_and_remembers(client: redisclient.Redis) -> None:
     clock = Clock()
     grey = Greylist(client, clock=clock)
     other = Greylist(client, clock=clock)  # another process

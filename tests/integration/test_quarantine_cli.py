@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-import redis.asyncio as aioredis
 
 from mailmoat_cli.main import main
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_policy import Quarantine
 from mailmoat_records.quarantine import QuarantineStore
@@ -22,7 +22,7 @@ FEB = datetime(2026, 2, 10, 12, tzinfo=UTC).timestamp()
 
 def seed(redis_url: str) -> tuple[str, str]:
     async def run() -> tuple[str, str]:
-        client = aioredis.from_url(redis_url)
+        client = redisclient.from_url(redis_url)
         store = QuarantineStore(client)
         ids = []
         for when, sender, rcpt, reason in ((JAN, "a@out.test", "x@example.com", "spam"),

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 
 from mailmoat_cli.main import main
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_policy import Quarantine
 from mailmoat_records import db
@@ -34,7 +34,7 @@ def migrated(database_url: str) -> str:
 def seed(redis_url: str, database_url: str) -> list[str]:
     """The same two messages held in Redis and in PostgreSQL, at fixed dates."""
     async def run() -> list[str]:
-        client = aioredis.from_url(redis_url)
+        client = redisclient.from_url(redis_url)
         stores = (QuarantineStore(client), QuarantineDB(database_url))
         ids, now = [], time.time()
         for when, sender, rcpts, reason in ((JAN, "a@out.test", ["x@example.com"], "spam"),

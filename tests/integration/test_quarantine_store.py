@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
-import redis.asyncio as aioredis
 
+from mailmoat_platform import redisclient
 from mailmoat_platform.bus import Bus, decode, stage_queue
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_policy import Quarantine
@@ -40,7 +40,7 @@ def envelope(**kw) -> Envelope:
 
 @pytest.fixture
 async def store(redis_url: str):
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     yield QuarantineStore(client)
     await client.aclose()
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis.asyncio as aioredis
 
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import Envelope
 from mailmoat_policy import Quarantine
 from mailmoat_records.quarantine import INDEX, KEY, QuarantineStore
@@ -23,7 +23,7 @@ def envelope() -> Envelope:
 
 @pytest.fixture
 async def store(redis_url: str):
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     yield QuarantineStore(client)
     await client.aclose()
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 
+from mailmoat_platform import redisclient
 from mailmoat_platform.bus import Bus
 from mailmoat_platform.settings import Settings
 from mailmoat_records import db
@@ -39,7 +39,7 @@ async def store(migrated: str) -> AsyncIterator[QuarantineDB]:
 
 @pytest.fixture
 async def trace(redis_url: str) -> AsyncIterator[TraceStore]:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     yield TraceStore(client)
     await client.aclose()
 
@@ -50,7 +50,7 @@ def _rows(url: str, query: str, *args: object) -> list[tuple]:
 
 
 async def test_open_quarantine_picks_the_backend(migrated: str) -> None:
-    client = aioredis.from_url("redis://127.0.0.1:6379/7")
+    client = redisclient.from_url("redis://127.0.0.1:6379/7")
     assert isinstance(open_quarantine(Settings(records="redis"), client), QuarantineStore)
     pg = open_quarantine(Settings(records="postgresql", database_url=migrated))
     assert isinstance(pg, QuarantineDB)

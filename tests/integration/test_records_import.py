@@ -8,9 +8,9 @@ import time
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 
 from mailmoat_cli import db as dbcli
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import TraceEvent
 from mailmoat_records import db
 from mailmoat_records.quarantine import QuarantineStore
@@ -38,7 +38,7 @@ def empty(migrated: str) -> str:
 def seed(redis_url: str) -> dict[str, str]:
     """Two held messages (one released to a recipient) and the trace of one message, in Redis."""
     async def run() -> dict[str, str]:
-        client = aioredis.from_url(redis_url)
+        client = redisclient.from_url(redis_url)
         store, trace = QuarantineStore(client), TraceStore(client)
         malware, _ = await store.put(envelope(), DATA, reason="malware", result="malware", detail="Eicar",
                                      settings=SETTINGS)
@@ -95,7 +95,7 @@ def test_import_redis_twice_adds_nothing_the_second_time(empty: str, redis_url: 
     assert capsys.readouterr().out == "quarantine: 0 imported, 2 already there, 0 gone, 2 removed from Redis\n"
 
     async def in_redis() -> list[str]:
-        client = aioredis.from_url(redis_url)
+        client = redisclient.from_url(redis_url)
         try:
             return await QuarantineStore(client).ids()
         finally:

@@ -6,12 +6,12 @@ import asyncio
 import os
 
 import pytest
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import TraceEvent
 from mailmoat_platform.redisbatch import ScriptBatcher
+from mailmoat_platform.redisclient import ConnectionError as RedisConnectionError
+from mailmoat_platform.redisclient import ResponseError
 from mailmoat_records.trace import TraceStore
 from tests.support.infra import free_port
 
@@ -22,7 +22,7 @@ FAIL_ON_ZERO = "if ARGV[1] == '0' then return redis.error_reply('zero') end retu
 
 
 async def test_concurrent_calls_share_pipelines_and_each_gets_its_reply(redis_url: str) -> None:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     try:
         # A script text no server has seen: the first pipeline meets NOSCRIPT and loads it.
         script = f"{INCR} -- {os.urandom(8).hex()}"
@@ -38,7 +38,7 @@ async def test_concurrent_calls_share_pipelines_and_each_gets_its_reply(redis_ur
 
 
 async def test_one_failing_call_does_not_fail_the_others(redis_url: str) -> None:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     try:
         batcher = ScriptBatcher(lambda: client)
         results = await asyncio.gather(*(batcher.call(FAIL_ON_ZERO, ["k"], [n]) for n in (1, 0, 2)),
@@ -50,7 +50,7 @@ async def test_one_failing_call_does_not_fail_the_others(redis_url: str) -> None
 
 
 async def test_connection_failure_fails_every_call() -> None:
-    client = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    client = redisclient.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     try:
         batcher = ScriptBatcher(lambda: client)
         results = await asyncio.gather(*(batcher.call(INCR, ["k"], [1]) for _ in range(3)), return_exceptions=True)
@@ -60,7 +60,7 @@ async def test_connection_failure_fails_every_call() -> None:
 
 
 async def test_trace_writes_share_round_trips_with_the_other_scripts_of_the_process(redis_url: str) -> None:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     try:
         batcher = ScriptBatcher(lambda: client)
         trace = TraceStore(client, batch=batcher)

@@ -8,8 +8,8 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-import redis.asyncio as aioredis
 
+from mailmoat_platform import redisclient
 from mailmoat_platform.bus import DEAD_QUEUE, Bus, Publish, stage_queue
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_platform.runtime import Runtime
@@ -59,7 +59,7 @@ async def test_quarantine_waits_for_redis(amqp_url: str, redis_url: str, write_p
         assert await depth(probe, egress) == 0 and await depth(probe, DEAD_QUEUE) == 0
 
         proxy.restore()
-        client = aioredis.from_url(redis_url)
+        client = redisclient.from_url(redis_url)
         store = QuarantineStore(client)
         deadline = time.monotonic() + 30
         while (held := await store.get(envelope.id, data=True)) is None:

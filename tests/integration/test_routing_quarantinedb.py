@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
-import redis.asyncio as aioredis
 
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import Envelope
 from mailmoat_platform.runtime import Transient
 from mailmoat_platform.settings import Settings
@@ -43,7 +43,7 @@ def migrated(database_url: str) -> str:
 
 @pytest.fixture
 async def runtime(redis_url: str, migrated: str) -> AsyncIterator[SimpleNamespace]:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     trace = TraceStore(client)
     yield SimpleNamespace(policy=SimpleNamespace(current=parse_policy(POLICY)), redis=client, trace=trace,
                           record=trace.record, settings=Settings(records="postgresql", database_url=migrated))

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 
 import pytest
-import redis.asyncio as aioredis
 
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_policy import parse_policy
 from mailmoat_records.quarantine import QuarantineStore
@@ -63,7 +63,7 @@ HCSPAM = Verdict(stage="antispam", result="hcspam", detail={"scl": 8, "category"
 
 @pytest.fixture
 async def router(redis_url: str) -> AsyncIterator[Router]:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     trace = TraceStore(client)
     runtime = SimpleNamespace(policy=SimpleNamespace(current=parse_policy(POLICY)), redis=client,
                               trace=trace, record=trace.record)

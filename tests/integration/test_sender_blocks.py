@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from mailmoat_antispam.check import Checker
 from mailmoat_console import blockpages
@@ -19,6 +18,7 @@ from mailmoat_console.config import ConsoleConfig
 from mailmoat_console.core import Console
 from mailmoat_console.quarantine import ConsoleQuarantine
 from mailmoat_console.rights import Role
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import Envelope
 from mailmoat_policy import parse_policy
 from mailmoat_records import db
@@ -37,7 +37,7 @@ MESSAGE = (b"From: Spammer <offers@spam-sender.test>\r\nTo: a@example.com\r\nSub
 @pytest.fixture
 async def console(database_url: str) -> AsyncIterator[Console]:
     db.upgrade(database_url)
-    redis = aioredis.from_url(REDIS_TEST_URL)
+    redis = redisclient.from_url(REDIS_TEST_URL)
     async with db.open_pool(database_url, max_size=3, name="blocks-test") as pool:
         async with pool.connection() as conn:
             await conn.execute("DELETE FROM sender_blocks")

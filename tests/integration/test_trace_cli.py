@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-import redis.asyncio as aioredis
 
+from mailmoat_platform import redisclient
 from mailmoat_platform.models import TraceEvent
 from mailmoat_records.trace import TraceStore
 
@@ -24,7 +24,7 @@ def _trace(redis_url: str, needle: str, stdout: int = subprocess.PIPE) -> subpro
 
 
 async def test_trace_lookup_by_every_key(redis_url: str) -> None:
-    client = aioredis.from_url(redis_url)
+    client = redisclient.from_url(redis_url)
     store = TraceStore(client, retention_days=90)
     assert await store.record(
         TraceEvent(event="RECEIVE", message_id="01QUEUEID", service="ingress", recipients=["a@example.com"],

@@ -6,10 +6,9 @@ import os
 import subprocess
 import sys
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from mailmoat_egress.claims import _may_have_run, owner_is_dead, owner_prefix
+from mailmoat_platform.redisclient import ConnectionError as RedisConnectionError
+from mailmoat_platform.redisclient import TimeoutError as RedisTimeoutError
 
 
 def _raised(exc: BaseException, cause: BaseException | None = None) -> BaseException:
