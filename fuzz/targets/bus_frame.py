@@ -5,19 +5,22 @@ republished with a dead letter) and the body's frame (``bus.decode``).
 Input: two bytes giving the length n of a raw AMQP field table, the n bytes of that table, then the
 message body. A table that is not a well-formed field table may be refused with pamqp's ValueError
 (the broker itself refuses to route such a publish); a body that is not a frame may be refused with
-``FrameError``. Anything else raised is a bug: it would leave a delivery without an outcome.
+``FrameError``. Anything else raised is a bug: it would leave a delivery without an outcome. The body a
+``Delivery`` gives for the dead-letter queue is the body as delivered, byte for byte, whether it was decoded
+(and let go) or refused.
 """
 
 from __future__ import annotations
 
 import struct
+from types import SimpleNamespace
 
 from pamqp.encode import encode_table_value, field_table
 
 from mailmoat_mail.headers import delivery_count, republishable
 from mailmoat_mail.headers import text as header_text
 from mailmoat_platform import amqpdecode
-from mailmoat_platform.bus import FrameError, decode, encode
+from mailmoat_platform.bus import Delivery, FrameError, decode, encode
 from mailmoat_platform.models import Envelope, Route
 from mailmoat_platform.runtime import envelope_problem
 from mailmoat_platform.telemetry import extract, trace_context
@@ -49,6 +52,14 @@ def test_one_input(data: bytes) -> None:
         assert delivery_count(headers) >= 0
         header_text(headers.get("x-mailmoat-id"))
         encode_table_value(republishable(headers))  # a dead letter can always carry them
+    delivery = Delivery(SimpleNamespace(  # type: ignore[arg-type]  # what Delivery reads of aiormq's message
+        header=SimpleNamespace(properties=SimpleNamespace(headers=headers, message_id=None)), body=body,
+        delivery_tag=1, redelivered=False, channel=None))
+    try:
+        delivery.decode()
+    except FrameError:
+        pass
+    assert delivery.body == body
     try:
         envelope, payload = decode(body)
     except FrameError:

@@ -7,6 +7,8 @@ import asyncio
 
 import pytest
 import redis.asyncio as redispy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailmoat_platform import redisclient
 from tests.support.tcpproxy import TcpProxy
@@ -193,3 +195,25 @@ async def test_a_caller_that_gives_up_leaves_the_others_their_replies_and_a_hung
             assert await client.ping() is True  # on a new connection: the old one's command was overdue
         finally:
             await client.aclose()
+
+
+_VALUES = st.one_of(st.binary(max_size=200), st.text(max_size=40), st.integers(), st.floats(allow_nan=False))
+
+
+@settings(max_examples=40, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(fields=st.dictionaries(st.binary(max_size=40), st.binary(max_size=200), min_size=1, max_size=6),
+       args=st.lists(_VALUES, max_size=6))
+async def test_generated_keys_fields_and_arguments_go_and_come_back_as_with_redis_py(both, fields, args) -> None:
+    """Any bytes as keys, fields and values, any arguments a script gets (bytes, text, integers, floats):
+    both clients send them alike and read back the same replies."""
+    key = b"\x00k\r\n" + next(iter(fields))
+
+    async def run(r):
+        await r.hset(key, mapping=fields)
+        pipe = r.pipeline(transaction=True)
+        pipe.hgetall(key).hmget(key, list(fields)).set(key + b":s", next(iter(fields.values()))).get(key + b":s")
+        return (await pipe.execute(), await r.eval("return ARGV", 0, *args),
+                await r.eval("return KEYS", len(fields), *fields))
+
+    await _same(both, run)
