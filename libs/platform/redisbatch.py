@@ -13,17 +13,12 @@ orders stay as they were. A connection failure fails every call of that pipeline
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from mailmoat_platform import redisclient
-from mailmoat_platform.redisclient import NoScriptError, RedisError
-
-
-def script_sha(script: str) -> str:
-    return hashlib.sha1(script.encode()).hexdigest()
+from mailmoat_platform.redisclient import NoScriptError, RedisError, script_sha
 
 
 @dataclass

@@ -50,6 +50,11 @@ class NoScriptError(ResponseError):
     """EVALSHA of a script the server does not have (``NOSCRIPT``)."""
 
 
+def script_sha(script: str) -> str:
+    """The SHA1 by which Redis knows a Lua script (EVALSHA)."""
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
 def _error(reply: Exception) -> ResponseError:
     text = str(reply)
     return NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)
@@ -440,7 +445,6 @@ class Redis(Commands):
             connection.close(ConnectionError("client closed"))
             await asyncio.gather(connection.task, return_exceptions=True)
 
-    close = aclose
 
 
 class Pipeline(Commands):
@@ -498,7 +502,7 @@ class Script:
     def __init__(self, client: Redis, script: str):
         self.client = client
         self.script = script
-        self.sha = hashlib.sha1(script.encode()).hexdigest()
+        self.sha = script_sha(script)
 
     async def __call__(self, keys: Iterable[Arg] = (), args: Iterable[Arg] = (), client: Redis | None = None) -> Any:
         target = client or self.client
