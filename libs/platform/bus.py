@@ -58,9 +58,10 @@ class Unroutable(RuntimeError):
     """The broker returned a published message: no queue took it."""
 
 
-def encode(envelope: Envelope, data: bytes) -> bytes:
+def encode(envelope: Envelope, data: bytes, prefix: bytes = b"") -> bytes:
+    """The frame of a message: the envelope's JSON, then ``prefix + data`` (joined only here)."""
     head = envelope.model_dump_json().encode()
-    return b"".join((MAGIC, len(head).to_bytes(4, "big"), head, data))
+    return b"".join((MAGIC, len(head).to_bytes(4, "big"), head, prefix, data))
 
 
 def decode(body: bytes) -> tuple[Envelope, bytes]:
@@ -90,12 +91,22 @@ def retry_queue(target_stage: str, delay: int) -> str:
 
 @dataclass
 class Publish:
-    """One message a stage wants published: to a queue, with its envelope and bytes."""
+    """One message a stage wants published: to a queue, with its envelope and bytes.
+
+    ``prefix`` (a stage's report header fields) goes before ``data``: the two are joined only in the
+    frame, so that a stage does not hold one more copy of every message while it waits for the confirms.
+    """
 
     queue: str
     envelope: Envelope
     data: bytes
     headers: dict[str, Any] = field(default_factory=dict)
+    prefix: bytes = b""
+
+    @property
+    def message(self) -> bytes:
+        """The message bytes as published: ``prefix + data``."""
+        return self.prefix + self.data if self.prefix else self.data
 
 
 class Delivery:
@@ -287,7 +298,8 @@ class Bus:
             content_type=CONTENT_TYPE,
             headers={"x-mailmoat-id": item.envelope.id, **item.headers, PUBLISHED: int(time.time() * 1000)},
         )
-        await self._send_confirmed(encode(item.envelope, item.data), item.queue, properties, timeout, item.envelope.id)
+        body = encode(item.envelope, item.data, item.prefix)
+        await self._send_confirmed(body, item.queue, properties, timeout, item.envelope.id)
 
     async def _send_confirmed(self, body: bytes, queue: str, properties: aiormq.spec.Basic.Properties,
                               timeout: float | None, what: str) -> None:

@@ -356,9 +356,8 @@ class Runtime:
         stage of the itinerary. The trace record goes out as ``record`` sends it: beside the publish to
         the next stage."""
         envelope.add_verdict(verdict)
-        out = header + data if header else data
-        envelope.size = len(out)
-        publish = stage_publish(envelope, out, self.service)
+        envelope.size = len(header) + len(data)
+        publish = stage_publish(envelope, data, self.service, header)
         await self.record(event, authors=authors)
         return publish
 
@@ -547,7 +546,7 @@ class Runtime:
             if envelope_problem(envelope) is not None:
                 outcome = "handed-back"
                 return [given]
-            outputs = await handler(envelope, given.data)
+            outputs = await handler(envelope, given.message)
             count_verdict(stage, envelope, outputs)
             return await self._hand_over(outputs, depth)
         except Exception as exc:
@@ -621,12 +620,12 @@ async def _settle(traces: list[asyncio.Future[bool]]) -> None:
             log.warning("trace record failed: %s: %s", type(outcome).__name__, outcome)
 
 
-def stage_publish(envelope: Envelope, data: bytes, stage: str) -> Publish:
-    """A Publish to the stage after ``stage`` in the envelope's itinerary."""
+def stage_publish(envelope: Envelope, data: bytes, stage: str, prefix: bytes = b"") -> Publish:
+    """A Publish of ``prefix + data`` to the stage after ``stage`` in the envelope's itinerary."""
     nxt = envelope.next_stage(stage)
     if nxt is None:
         raise ValueError(f"{stage} is the last stage of {envelope.itinerary}")
-    return Publish(stage_queue(nxt), envelope, data)
+    return Publish(stage_queue(nxt), envelope, data, prefix=prefix)
 
 
 def _safe_url(url: str) -> str:

@@ -120,9 +120,8 @@ class ConnectionScreen:
         envelope.add_verdict(verdict)
         if verdict.result == "reject":
             return Screened(event, reply=refusal(verdict.detail))
-        out = header + data
-        envelope.size = len(out)
-        return Screened(event, publish=stage_publish(envelope, out, STAGE))
+        envelope.size = len(header) + len(data)
+        return Screened(event, publish=stage_publish(envelope, data, STAGE, header))
 
     async def close(self) -> None:
         for task in list(self._warming):

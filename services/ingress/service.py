@@ -136,7 +136,7 @@ class IngressServer:
 
             self._route = routing_handler(self.runtime)
         try:
-            outputs = await asyncio.wait_for(self._route(item.envelope, item.data), ROUTE_STEP_TIMEOUT)
+            outputs = await asyncio.wait_for(self._route(item.envelope, item.message), ROUTE_STEP_TIMEOUT)
         except Exception as exc:  # a store routing needs is down, say: let the routing stage handle it
             self._route_paused_until = time.monotonic() + ROUTE_STEP_PAUSE
             log.warning("routing %s at ingress failed (%s: %s); handing messages to the routing stage "

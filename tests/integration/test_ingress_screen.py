@@ -64,10 +64,10 @@ async def test_a_listed_client_gets_the_stage_verdict_and_skips_its_hop(write_po
     assert verdict.result == "listed" and verdict.detail["dnsbl_score"] == 4
     assert verdict.detail["ptr"]["result"] == "pass"
     assert screened.publish.queue == stage_queue("antispam")  # the stage after the connection filter
-    header, rest = screened.publish.data.split(b"\r\nReceived: ", 1)
+    header, rest = screened.publish.message.split(b"\r\nReceived: ", 1)
     assert header.startswith(HEADER + b": CIP:127.0.0.2;IPV:DNSBL;ACT:listed;")
     assert b"DNSBL:bl.test=127.0.0.2/SBL" in header and rest.endswith(DATA.removeprefix(b"Received: "))
-    assert message.size == len(screened.publish.data)
+    assert message.size == len(screened.publish.message)
     assert screened.event.event == "AGENTINFO" and screened.event.service == "ingress"
     assert screened.event.detail.startswith("connection filter: listed")
 

@@ -31,8 +31,8 @@ async def test_finish_adds_verdict_header_size_trace_and_publishes_on(amqp_url, 
         event = TraceEvent(event="SCAN", message_id=envelope.id, service="antivirus", detail="clean")
         publish = await runtime.finish(envelope, b"Subject: x\r\n\r\nhi\r\n", verdict, event, b"X-Report: clean\r\n")
         assert publish.queue == "mailmoat.routing" and publish.envelope is envelope
-        assert publish.data == b"X-Report: clean\r\nSubject: x\r\n\r\nhi\r\n"
-        assert envelope.size == len(publish.data) and envelope.verdicts["antivirus"] is verdict
+        assert publish.message == b"X-Report: clean\r\nSubject: x\r\n\r\nhi\r\n"
+        assert envelope.size == len(publish.message) and envelope.verdicts["antivirus"] is verdict
         assert [e.event for e in await runtime.trace.events(envelope.id)] == ["SCAN"]
         bare = await runtime.finish(envelope.model_copy(), b"body", verdict, event)
         assert bare.data == b"body" and bare.envelope.size == 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailmoat_platform.bus import FrameError, decode, encode
+from mailmoat_platform.bus import FrameError, Publish, decode, encode
 from mailmoat_platform.models import Envelope, new_message_id
 
 
@@ -14,6 +14,15 @@ def test_roundtrip_is_byte_exact_for_any_bytes() -> None:
     got_envelope, got_data = decode(encode(envelope, data))
     assert got_data == data
     assert got_envelope == envelope
+
+
+@pytest.mark.parametrize("prefix", [b"", b"X-Report: clean\r\n"])
+def test_a_prefix_is_joined_in_the_frame_only(prefix: bytes) -> None:
+    data = b"Subject: x\r\n\r\nhi\r\n"
+    envelope = Envelope(mail_from="", rcpt_to=["u@example.com"], itinerary=["routing"])
+    publish = Publish("mailmoat.routing", envelope, data, prefix=prefix)
+    assert publish.data is data and publish.message == prefix + data
+    assert decode(encode(envelope, data, prefix)) == (envelope, prefix + data)
 
 
 @pytest.mark.parametrize("body", [b"", b"hello", b"MM1\n\x00\x00\x10\x00{}", b"MM1\n\x00\x00\x00\x02{}"])

@@ -177,8 +177,9 @@ def test_the_handler_adds_verdict_header_and_a_redacted_trace_event() -> None:
     envelope = Envelope(mail_from="a@example.com", rcpt_to=["b@outside.test"], itinerary=["dlp", "routing", "egress"])
     (published,) = asyncio.run(service.make_handler(runtime)(envelope, CARDS))
     assert published.envelope.verdicts["dlp"].result == "found"
-    assert published.data.startswith(b"X-Mailmoat-DLP: found; credit_card:2/high") and published.data.endswith(CARDS)
-    assert published.envelope.size == len(published.data)
+    message = published.message
+    assert message.startswith(b"X-Mailmoat-DLP: found; credit_card:2/high") and message.endswith(CARDS)
+    assert published.envelope.size == len(published.message)
     (event,) = runtime.trace.events
     assert event.event == "AGENTINFO" and event.service == "dlp"
     dumped = event.model_dump_json()
@@ -196,7 +197,7 @@ def test_a_fault_on_one_message_is_an_error_verdict_passed_on(monkeypatch: pytes
     (published,) = asyncio.run(service.make_handler(runtime)(envelope, CARDS))
     verdict = published.envelope.verdicts["dlp"]
     assert verdict.result == "error" and verdict.detail["error_type"] == "RuntimeError"
-    assert published.data.startswith(b"X-Mailmoat-DLP: error; none; parts=0; err=RuntimeError\r\n")
+    assert published.message.startswith(b"X-Mailmoat-DLP: error; none; parts=0; err=RuntimeError\r\n")
     (event,) = runtime.trace.events
     assert event.event == "ERROR"
 
