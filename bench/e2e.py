@@ -17,7 +17,11 @@ With --hygiene (BENCH_HYGIENE=1): mailmoat with every filter stage against Postf
 milter, one clamd and one NXDOMAIN resolver shared (bench/hygiene.py), rounds of the realistic mix
 (client.py --mix) after the rate rounds, and the paced runs at half the slower system's rate.
 
-Everything started here (gateway, Postfix instance, sinks, RabbitMQ vhost, temp dir) is stopped
+BENCH_RABBITMQ_CONF='raft.wal_max_size_bytes = 67108864' (rabbitmq.conf lines, ``;`` between them): mailmoat's
+broker is a RabbitMQ node of the bench's own with those settings instead of the machine's (its CPU counted
+as RabbitMQ's).
+
+Everything started here (gateway, Postfix instance, sinks, RabbitMQ vhost or node, temp dir) is stopped
 and removed when the run ends, also on errors and on SIGTERM/SIGINT.
 """
 
@@ -58,6 +62,9 @@ import hygiene  # noqa: E402
 import procstat  # noqa: E402
 import profiles  # noqa: E402
 from postfix_relay import PostfixRelay  # noqa: E402
+
+sys.path.insert(0, str(BENCH.parent))
+from tests.drills.servers import PrivateRabbit  # noqa: E402  (the drills' private RabbitMQ node)
 
 BENCH_DATABASE = "postgresql://postgres@127.0.0.1:5432/mailmoat_bench"
 """The bench's own records database (dropped, created and migrated at each start): ``BENCH_DATABASE_URL``."""
@@ -245,21 +252,63 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15) -> None:
 # --- systems under test ------------------------------------------------------------------------
 
 
+BROKER: PrivateRabbit | None = None
+"""With ``BENCH_RABBITMQ_CONF``: the private RabbitMQ node mailmoat uses instead of the machine's."""
+
+
+def private_broker(workdir: Path) -> PrivateRabbit | None:
+    """``BENCH_RABBITMQ_CONF`` (rabbitmq.conf lines, ``;`` between them): a RabbitMQ node of the bench's own
+    (tests/drills/servers.py) with those settings, started and made mailmoat's broker; None without it."""
+    conf = os.environ.get("BENCH_RABBITMQ_CONF", "").strip()
+    if not conf:
+        return None
+    broker = PrivateRabbit(workdir / "broker")
+    settings = broker.dir / "rabbitmq.conf"
+    settings.write_text(settings.read_text() + "".join(f"{line.strip()}\n" for line in conf.split(";") if line.strip()))
+    log(f"starting a private RabbitMQ node for mailmoat: {conf}")
+    try:
+        broker.start()
+    except BaseException:
+        broker.close()
+        raise
+    return broker
+
+
+def broker_pid(broker: PrivateRabbit) -> int | None:
+    """The Erlang VM of the private node (the ``beam.smp`` started with its ``RABBITMQ_NODENAME``)."""
+    wanted = f"RABBITMQ_NODENAME={broker.node}".encode()
+    for pid in procstat.find_by_comm("beam.smp"):
+        with contextlib.suppress(OSError):
+            if wanted in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                return pid
+    return None
+
+
 class RabbitVhost:
+    """A vhost of its own on the machine's RabbitMQ, or on ``BROKER`` when the bench runs one."""
+
     def __init__(self) -> None:
         self.name = f"mailmoat-bench-{uuid.uuid4().hex[:8]}"
         self.created = False
 
+    def _ctl(self, *args: str, check: bool, timeout: float) -> None:
+        if BROKER is not None:
+            result = BROKER.ctl(*args, timeout=timeout)
+            if check and result.returncode != 0:
+                raise BenchError(f"rabbitmqctl {' '.join(args)}: {result.stderr.decode(errors='replace')}")
+        else:
+            subprocess.run(["rabbitmqctl", "-q", *args], check=check, capture_output=True, timeout=timeout)
+
     def create(self) -> str:
-        subprocess.run(["rabbitmqctl", "-q", "add_vhost", self.name], check=True, capture_output=True, timeout=60)
+        self._ctl("add_vhost", self.name, check=True, timeout=60)
         self.created = True
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*"],
-                       check=True, capture_output=True, timeout=60)
-        return f"amqp://guest:guest@127.0.0.1:5672/{self.name}"
+        self._ctl("set_permissions", "-p", self.name, "guest", ".*", ".*", ".*", check=True, timeout=60)
+        port = BROKER.port if BROKER is not None else 5672
+        return f"amqp://guest:guest@127.0.0.1:{port}/{self.name}"
 
     def delete(self) -> None:
         if self.created:
-            subprocess.run(["rabbitmqctl", "-q", "delete_vhost", self.name], capture_output=True, timeout=120)
+            self._ctl("delete_vhost", self.name, check=False, timeout=120)
             self.created = False
 
 
@@ -522,6 +571,8 @@ def infra_pids(shared: hygiene.SharedParts | None = None) -> dict[str, int]:
         pids = procstat.find_by_comm(comm)
         if pids:
             out[label] = pids[0]
+    if BROKER is not None and (pid := broker_pid(BROKER)) is not None:
+        out["rabbitmq"] = pid
     for index, pid in enumerate(procstat.find_by_comm("postgres")):
         out[f"postgresql#{index}"] = pid
     if shared is not None:
@@ -744,7 +795,12 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
     rounds: dict[str, list[dict]] = {kind: [] for kind in kinds}
     mix_rounds: dict[str, list[dict]] = {kind: [] for kind in kinds}
     shared: hygiene.SharedParts | None = None
+    global BROKER
     try:
+        if "mailmoat" in kinds:
+            BROKER = private_broker(workdir)
+            if BROKER is not None:
+                results["mailmoat"]["broker"] = os.environ["BENCH_RABBITMQ_CONF"].strip()
         if args.hygiene:
             log("starting the shared DNS server (unbound, NXDOMAIN) and clamd (one signature)")
             shared = hygiene.SharedParts(workdir / "shared")
@@ -844,6 +900,9 @@ def run_systems(kinds: list[str], args: argparse.Namespace, workdir: Path) -> di
             unit.lat_sink.stop()
         if shared is not None:
             shared.stop()
+        if BROKER is not None:
+            BROKER.close()
+            BROKER = None
     return results
 
 
@@ -858,6 +917,8 @@ def routing_hop() -> bool:
 def report(results: dict) -> str:
     systems = results["systems"]
     topology = f", mailmoat: {systems['mailmoat']['topology']}" if "mailmoat" in systems else ""
+    if systems.get("mailmoat", {}).get("broker"):
+        topology += f"; mailmoat's broker: a private RabbitMQ node with {systems['mailmoat']['broker']}"
     lines = [f"mailmoat bench  {results['date']}  {results['cpus']} CPUs  N={results['messages']} "
              f"x {results['size']} B, {results['sessions']} sessions, ingress workers {results['ingress_workers']}"
              + topology]
