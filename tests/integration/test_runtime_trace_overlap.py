@@ -107,7 +107,6 @@ async def test_a_trace_record_that_fails_does_not_hold_the_mail(amqp_url, redis_
     assert await _empty(probe, stage_queue("t2"))  # passed on once, not retried
 
 
-
 async def test_deliveries_leave_no_reference_cycles_for_the_collector(amqp_url, redis_url, write_policy, probe) -> None:
     """A delivery's trace record is a task, made in the delivery's context, which holds the list of the
     delivery's trace waits, which holds the task: a cycle per message, which only the cyclic collector

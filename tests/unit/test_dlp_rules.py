@@ -179,7 +179,7 @@ def test_the_handler_adds_verdict_header_and_a_redacted_trace_event() -> None:
     assert published.envelope.verdicts["dlp"].result == "found"
     message = published.message
     assert message.startswith(b"X-Mailmoat-DLP: found; credit_card:2/high") and message.endswith(CARDS)
-    assert published.envelope.size == len(published.message)
+    assert published.envelope.size == len(message)
     (event,) = runtime.trace.events
     assert event.event == "AGENTINFO" and event.service == "dlp"
     dumped = event.model_dump_json()
