@@ -111,7 +111,7 @@ async def test_deliveries_leave_no_reference_cycles_for_the_collector(amqp_url, 
     """A delivery's trace record is a task, made in the delivery's context, which holds the list of the
     delivery's trace waits, which holds the task: a cycle per message, which only the cyclic collector
     frees. Under load that was tens of thousands of objects per collection in every stage, and a pause
-    of 30-50 ms each time (bench/README.md). Nothing a delivery leaves may need the collector."""
+    of 26-55 ms each time (bench/README.md). Nothing a delivery leaves may need the collector."""
     trace = HeldTrace()
     trace.release.set()
     runtime = await _stage(amqp_url, redis_url, write_policy(POLICY), trace)
