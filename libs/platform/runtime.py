@@ -307,7 +307,7 @@ class Runtime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop_all)
-        heap.settle()
+        heap.settle(self.service)
         try:
             await self._stopping.wait()
             await self.shutdown()

@@ -53,3 +53,6 @@ def test_metrics_move_with_traffic(gateway_factory, sink: SmtpSink, hop: bool) -
         "egress", lambda text: sample(text, "mailmoat_messages_total", 'outcome="ok",service="egress"') >= 3)
     assert sample(egress, "mailmoat_deliveries_total", 'destination="route:onprem",result="delivered"') == 3
     assert sample(egress, "mailmoat_messages_total", 'outcome="ok",service="egress"') == 3
+    # Every serving process watches its collector's pauses, under its own name (none need have happened).
+    for text, name in ((ingress, "ingress"), (routing, "routing"), (egress, "egress")):
+        assert re.search(rf'^mailmoat_gc_pause_seconds_count\{{generation="2",service="{name}"\}} ', text, re.M), name

@@ -18,8 +18,8 @@ def test_settle_freezes_start_up_objects_and_still_collects_later_cycles() -> No
     thresholds = gc.get_threshold()
     try:
         survivor = _Node()
-        heap.settle()
-        assert gc.get_freeze_count() > 0
+        heap.settle("unit-test")
+        assert gc.get_freeze_count() > 0 and heap._timed in gc.callbacks
         assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *heap.OLDER_THRESHOLDS)
         assert not any(o is survivor for o in gc.get_objects()), "a start-up object is still scanned"
         a, b = _Node(), _Node()
@@ -32,3 +32,5 @@ def test_settle_freezes_start_up_objects_and_still_collects_later_cycles() -> No
     finally:
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+        if heap._timed in gc.callbacks:
+            gc.callbacks.remove(heap._timed)
