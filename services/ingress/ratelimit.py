@@ -5,7 +5,9 @@ Three limits (``connection_filter.rate_limits``; 0 turns one off): concurrent co
 
 - Connections: a sorted set per client whose members are connection ids scored by their expiry
   time. A process refreshes the expiry of its live connections every third of ``connection_ttl``
-  and removes them on disconnect; members of a process that died expire on their own.
+  and removes them on disconnect; members of a process that died expire on their own. A check that
+  does not end with a slot for its caller (the client left during it, Redis failed or was slow) takes
+  back what its script may still add: the removal follows the script on the same connection.
 - Messages and recipients: a counter per client and fixed one-minute window (``INCR`` and, on the
   first count, ``EXPIRE`` in one script), so counters expire by themselves.
 
@@ -104,6 +106,7 @@ class RateLimiter:
         self.process_id = process_id or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.clock = clock
         self.slots: dict[str, Slot] = {}
+        self._removals: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._ttl = 120
         self._add_slot_script = redis.register_script(ADD_SLOT)
@@ -117,8 +120,13 @@ class RateLimiter:
         network = client_network(ip, ipv6_prefix=limits.ipv6_prefix)
         slot = Slot(connection_key(network), f"{self.process_id}:{next(self._ids)}")
         self._ttl = limits.connection_ttl
-        count = await self._guard("connections", limits, self._add_slot(slot, limits.connection_ttl))
-        if count is None:
+        try:
+            count = await self._guard("connections", limits, self._add_slot(slot, limits.connection_ttl))
+        except asyncio.CancelledError:  # the client left during the check (aiosmtpd cancels its session)
+            self._take_back(slot)
+            raise
+        if count is None:  # not checked: the script may still run once Redis answers
+            self._take_back(slot)
             return None, None
         if over(count, limits.connections):
             RATE_LIMITED.labels("connections").inc()
@@ -130,6 +138,15 @@ class RateLimiter:
     async def close_connection(self, slot: Slot) -> None:
         """At disconnect: give the slot back."""
         self.slots.pop(slot.member, None)
+        await self._remove(slot)
+
+    def _take_back(self, slot: Slot) -> None:
+        """Remove, in the background, a slot a check may have added for no caller."""
+        task = asyncio.ensure_future(self._remove(slot))
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
+    async def _remove(self, slot: Slot) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await self.redis.zrem(slot.key, slot.member)

@@ -119,14 +119,14 @@ def gateway_factory(tmp_path: Path, amqp_url: str, redis_url: str, sink: SmtpSin
                     ) -> Iterator[Callable[..., Gateway]]:
     started: list[Gateway] = []
 
-    def make(policy: str = POLICY, *, amqp: str | None = None, ingress_workers: int = 1,
+    def make(policy: str = POLICY, *, amqp: str | None = None, redis: str | None = None, ingress_workers: int = 1,
              services: tuple[str, ...] = ("ingress", "routing", "egress"), max_size: int = 1_000_000,
              env: dict[str, str] | None = None, recorder: bool = True, **fmt: object) -> Gateway:
         path = tmp_path / "policy.yaml"
         path.write_text(textwrap.dedent(policy).format(sink_port=sink.port, max_size=max_size, **fmt))
         workdir = tmp_path / f"gw{len(started)}"
         workdir.mkdir()
-        gateway = Gateway(workdir, amqp or amqp_url, redis_url, path, ingress_workers=ingress_workers,
+        gateway = Gateway(workdir, amqp or amqp_url, redis or redis_url, path, ingress_workers=ingress_workers,
                           extra_env=env)
         started.append(gateway)
         gateway.start(services, recorder=recorder)

@@ -9,6 +9,7 @@ import socket
 import struct
 import textwrap
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -18,6 +19,7 @@ from tests.support import records
 from tests.support.infra import REDIS_TEST_URL
 from tests.support.sink import SmtpSink
 from tests.support.smtpwire import command, reply
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 
@@ -251,3 +253,45 @@ def test_connection_slots_of_a_killed_ingress_expire(gateway_factory) -> None:
         client.close()
     with connect("127.0.0.33", gateway.smtp_port) as sock:
         assert reply(sock).startswith("220 ")
+
+
+LEFT = """
+connection_filter:
+  rate_limits:
+    connections: 2
+    connection_ttl: 600
+"""
+
+
+def test_a_client_that_leaves_during_the_connection_check_gives_its_slot_back(gateway_factory, redis_url) -> None:
+    """aiosmtpd cancels a session's handler when its client goes; a connection check cancelled after its
+    script was sent left the slot counted in Redis until it expired (here: 10 minutes), so a client that
+    hung up early enough, often enough, locked itself out. Redis is slowed through a proxy so that the
+    clients here leave while their checks are on the way."""
+    url = urlsplit(redis_url)
+    key = "mailmoat:rl:conn:127.0.0.34/32"
+    client = redis.Redis.from_url(redis_url)
+    with TcpProxy(url.port or 6379, url.hostname or "127.0.0.1") as proxy:
+        try:
+            gateway = gateway_factory(policy(LEFT), redis=url._replace(netloc=f"127.0.0.1:{proxy.port}").geturl())
+            with connect("127.0.0.34", gateway.smtp_port) as first:  # the script loaded, the connection open
+                assert reply(first).startswith("220 ") and client.zcard(key) == 1
+            wait_until(lambda: client.zcard(key) == 0)
+            proxy.delay(0.2)  # a check now takes 0.4 s
+            for _ in range(3):
+                with connect("127.0.0.34", gateway.smtp_port):
+                    time.sleep(0.1)  # the check is on its way; the client leaves before its answer
+            time.sleep(1.5)  # every script has run in Redis
+            proxy.delay(0)
+            wait_until(lambda: client.zcard(key) == 0)
+            assert client.zcard(key) == 0, "slots of clients that left are still counted"
+            with connect("127.0.0.34", gateway.smtp_port) as one, connect("127.0.0.34", gateway.smtp_port) as two:
+                assert reply(one).startswith("220 ") and reply(two).startswith("220 ")
+        finally:
+            client.close()
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 from prometheus_client import REGISTRY
@@ -12,6 +14,7 @@ from mailmoat_ingress.ratelimit import RateLimiter
 from mailmoat_platform import redisclient
 from mailmoat_policy import parse_policy
 from tests.support.infra import free_port
+from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -98,6 +101,49 @@ async def test_redis_unreachable_fails_open_and_counts() -> None:
     assert await greylist.check(POLICY, "192.0.2.1", "a@x.test", "b@y.test") is None
     assert (errors("connections"), errors("messages"), errors("greylist")) == tuple(b + 1 for b in before)
     await down.aclose()
+
+
+SLOW = parse_policy("""
+connection_filter:
+  rate_limits: {connections: 2, connection_ttl: 600, redis_timeout: 0.1}
+""")
+
+
+async def _until_empty(client: redisclient.Redis, key: str, timeout: float = 5.0) -> int:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (count := await client.zcard(key)) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    return count
+
+
+async def test_a_check_that_ends_without_a_slot_takes_back_what_its_script_adds(
+        client: redisclient.Redis, redis_url: str) -> None:
+    """Redis slower than ``redis_timeout`` (the client is let through) and a caller cancelled during the check
+    (the client left): the script still runs once Redis gets it, and its slot would count against the client
+    until it expired (10 minutes here). The check takes it back instead."""
+    url = urlsplit(redis_url)
+    key = "mailmoat:rl:conn:192.0.2.7/32"
+    with TcpProxy(url.port or 6379, url.hostname or "127.0.0.1") as proxy:
+        slow = redisclient.from_url(url._replace(netloc=f"127.0.0.1:{proxy.port}").geturl())
+        limiter = RateLimiter(slow, process_id="slow")
+        try:
+            reply, slot = await limiter.open_connection(SLOW, "192.0.2.7")  # the script loaded
+            assert reply is None and slot is not None and await client.zcard(key) == 1
+            await limiter.close_connection(slot)
+            assert await client.zcard(key) == 0
+            proxy.delay(0.2)  # a round trip now takes 0.4 s, four times redis_timeout
+            assert await limiter.open_connection(SLOW, "192.0.2.7") == (None, None)  # let through, not checked
+            check = asyncio.ensure_future(limiter.open_connection(SLOW, "192.0.2.7"))
+            await asyncio.sleep(0.05)
+            check.cancel()  # as aiosmtpd cancels the session of a client that left
+            with pytest.raises(asyncio.CancelledError):
+                await check
+            await asyncio.sleep(1.0)  # both scripts have run in Redis
+            proxy.delay(0)
+            assert await _until_empty(client, key) == 0
+            assert not limiter.slots
+        finally:
+            await slow.aclose()
 
 
 async def test_greylisting_defers_then_accepts_after_the_delay_and_remembers(client: redisclient.Redis) -> None:
