@@ -446,7 +446,6 @@ class Redis(Commands):
             await asyncio.gather(connection.task, return_exceptions=True)
 
 
-
 class Pipeline(Commands):
     """Commands queued and sent in one write by ``execute`` (inside MULTI ... EXEC when ``transaction``)."""
 
