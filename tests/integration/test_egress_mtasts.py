@@ -190,6 +190,8 @@ async def test_testing_mode_delivers_and_records_the_failure(harness, sinks) -> 
     await h.send(envelope)
     [got] = await asyncio.to_thread(sinks["wrong_name"].wait_for, 1, 15)
     assert got.tls, "still over TLS, only unverified"
+    # The sink has the message before egress has recorded the session: the DELIVER event comes after.
+    await _events(h, envelope.id, "DELIVER")
     assert await _counts(h, "testing.test") == {"certificate-host-mismatch": 1}
     # What the daily report needs: the policy applied and the failure with its MX host.
     applied = await tlsrpt.applied_policy(h.runtime.redis, "testing.test", utcnow())
@@ -202,9 +204,11 @@ async def test_testing_mode_delivers_and_records_the_failure(harness, sinks) -> 
 
 async def test_without_a_policy_the_same_mx_is_used_as_before(harness, sinks) -> None:
     h, _, _ = harness
-    await h.send(_mx("nopolicy.test"))
+    envelope = _mx("nopolicy.test")
+    await h.send(envelope)
     [got] = await asyncio.to_thread(sinks["wrong_name"].wait_for, 1, 15)
     assert got.tls
+    await _events(h, envelope.id, "DELIVER")
     assert await _counts(h, "nopolicy.test") == {}
 
 
