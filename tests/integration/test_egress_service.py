@@ -200,6 +200,8 @@ async def test_same_frame_twice_delivered_once(harness: Harness, sink: SmtpSink)
     await _wait_messages(sink, 1)
     await asyncio.sleep(3)
     assert len(sink.messages) == 1
+    # The sink has the message before egress has recorded it: the DELIVER event comes after.
+    await _events(harness, envelope.id, "DELIVER")
     assert [e.event for e in await harness.runtime.trace.events(envelope.id)] == ["DELIVER"]
 
 
@@ -217,6 +219,7 @@ async def test_mx_route(harness: Harness, sink: SmtpSink, dns_server: DnsServer)
     [got] = await _wait_messages(sink, 1)
     assert got.rcpt_tos == ["x@mail.test"] and got.data == DATA
     assert ("mail.test.", "MX") in dns_server.queries
+    await _events(harness, envelope.id, "DELIVER")  # written after the next hop's reply
     trace = await harness.runtime.trace.events(envelope.id)
     assert trace[0].data["remote"] == "mx1.mail.test"
 
@@ -279,6 +282,8 @@ async def test_recipients_already_delivered_are_skipped(harness: Harness, sink: 
     await harness.send(envelope)
     [got] = await _wait_messages(sink, 1)
     assert got.rcpt_tos == ["b@example.com"]
+    # The recipients delivered are recorded after the next hop's reply, in the round trip before DELIVER's.
+    await _events(harness, envelope.id, "DELIVER")
     assert await harness.runtime.redis.smembers(dedupe_key(envelope)) == {b"a@example.com", b"b@example.com"}
     await harness.send(envelope)
     await asyncio.sleep(2)
@@ -326,6 +331,7 @@ async def test_verify_through_the_service(amqp_url, redis_url, write_policy, dns
                 await harness.send(envelope)
             [got] = await _wait_messages(good, 1)
             assert got.tls and got.data == DATA
+            await _events(harness, ok.id, "DELIVER")  # written after the next hop's reply
             [deliver] = await harness.runtime.trace.events(ok.id)
             assert deliver.event == "DELIVER" and deliver.data["tls"] in ("TLSv1.2", "TLSv1.3")
             assert (await _events(harness, bad.id, "DEFER"))[0] == "DEFER"
