@@ -60,6 +60,15 @@ class Harness:
             await asyncio.sleep(0.05)
         raise AssertionError(f"no deferral recorded for {envelope.id}")
 
+    async def cleared(self, envelope: Envelope, timeout: float = 15.0) -> None:
+        """Wait (bounded) until the copy's deferral record is gone: a delete or bounce on arrival clears it
+        after its trace events are written."""
+        assert envelope.route is not None
+        for _ in range(int(timeout / 0.05)):
+            if await self.store.get(envelope.id, envelope.route.name) is None:
+                return
+            await asyncio.sleep(0.05)
+
     async def events(self, message_id: str, wanted: str, timeout: float = 15.0) -> list[str]:
         for _ in range(int(timeout / 0.05)):
             events = [e.event for e in await self.runtime.trace.events(message_id)]
@@ -147,6 +156,7 @@ async def test_delete_traced_and_never_delivered(harness: Harness, sink: SmtpSin
     assert events == ["DEFER", "DELETE"]
     [deleted] = [e for e in await harness.runtime.trace.events(envelope.id) if e.event == "DELETE"]
     assert "admin alice" in deleted.detail and deleted.recipients == ["a@example.com"]
+    await harness.cleared(envelope)  # the record is cleared after the DELETE event is written
     assert await harness.store.get(envelope.id, "route:onprem") is None
     assert [d.id for d in await harness.store.all()] == [other.id]  # the copy ahead of it still waits
     assert sink.messages == []
@@ -195,6 +205,7 @@ async def test_a_copy_not_in_its_delay_queue_gets_the_action_when_it_arrives(har
     assert await consumer.apply(Control("delete", envelope.id, "route:onprem", "admin alice")) == "marked"
     await harness.send(envelope)  # the copy comes back (it was in flight)
     assert await harness.events(envelope.id, "DELETE") == ["DELETE"]
+    await harness.cleared(envelope)  # the record is cleared after the DELETE event is written
     assert await harness.store.get(envelope.id, "route:onprem") is None
     await harness.send(_envelope(sink, ["later@example.com"]))  # egress went on: the next copy is delivered
     [got] = await asyncio.to_thread(sink.wait_for, 1, 15)
