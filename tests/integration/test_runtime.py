@@ -14,6 +14,7 @@ from mailmoat_platform.models import Envelope
 from mailmoat_platform.runtime import Runtime, Transient, stage_publish
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.telemetry import current_trace_id, tracing_records
+from tests.support.traced import wait_traced
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +122,7 @@ async def test_poison_message_is_dead_lettered_with_reason_and_traced(amqp_url, 
     dead_envelope, data = decode(dead.body)
     assert dead_envelope.id == envelope.id and data == b"Subject: poison\r\n\r\n"
     assert calls == runtime.bus.delivery_limit
+    await wait_traced(runtime.trace, envelope.id, "DEADLETTER")  # recorded after the dead-letter publish
     events = await runtime.trace.events(envelope.id)
     assert [e.event for e in events] == ["DEADLETTER"]
     await runtime.shutdown()

@@ -22,6 +22,7 @@ from mailmoat_platform.runtime import Runtime
 from mailmoat_platform.settings import Settings
 from tests.support.amqpraw import RawText, RawTimestamp, RawValue, raw_values
 from tests.support.sink import SmtpSink
+from tests.support.traced import wait_traced
 
 pytestmark = pytest.mark.integration
 
@@ -122,6 +123,7 @@ async def test_envelope_without_recipients_is_dead_lettered_with_reason(egress, 
     [dead] = await _drain_dead(probe, 1, 10)
     assert dead.headers["x-mailmoat-dead-reason"] == "egress: envelope without recipients"
     assert decode(dead.body)[0].id == envelope.id
+    await wait_traced(runtime.trace, envelope.id, "DEADLETTER")  # recorded after the dead-letter publish
     events = await runtime.trace.events(envelope.id)
     assert [(e.event, e.detail) for e in events] == [("DEADLETTER", "egress: envelope without recipients")]
     assert sink.messages == []
@@ -158,6 +160,7 @@ async def test_undecodable_body_is_dead_lettered_with_reason_and_traced_by_its_m
     assert dead.body == b"MM1\n\x00\x00\x00\x05{oops"
     assert dead.headers["x-mailmoat-dead-reason"].startswith("egress: bad envelope")
     assert dead.headers["traceparent"] == repr(b"\xff")  # kept, quoted: the dead letter could be published
+    await wait_traced(runtime.trace, "01J0000000000000000000TEST", "DEADLETTER")  # after the dead-letter publish
     [event] = await runtime.trace.events("01J0000000000000000000TEST")
     assert event.event == "DEADLETTER" and event.detail.startswith("egress: bad envelope")
 
@@ -182,6 +185,7 @@ async def test_routing_dead_letters_an_envelope_without_recipients(amqp_url: str
         await probe.publish(Publish(stage_queue("routing"), envelope, DATA))
         [dead] = await _drain_dead(probe, 1, 10)
         assert dead.headers["x-mailmoat-dead-reason"] == "routing: envelope without recipients"
+        await wait_traced(runtime.trace, envelope.id, "DEADLETTER")  # recorded after the dead-letter publish
         assert [e.event for e in await runtime.trace.events(envelope.id)] == ["DEADLETTER"]
         assert await probe.queue_depth(stage_queue("egress")) == 0
     finally:
