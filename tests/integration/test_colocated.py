@@ -14,6 +14,7 @@ from mailmoat_platform.bus import DEAD_QUEUE, Bus, Publish, decode, stage_queue
 from mailmoat_platform.models import Envelope, TraceEvent, Verdict
 from mailmoat_platform.runtime import Runtime, Transient, stop_all
 from tests.integration.test_runtime import POLICY, _empty, _get, _settings
+from tests.support.traced import wait_traced
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +94,8 @@ async def test_stages_of_one_process_hand_over_in_memory_and_publish_the_last_ou
         assert chain.calls == {"c1": [False], "c2": [True], "c3": [True]}  # each once, within c1's delivery
         for stage in STAGES[:3]:
             assert await _empty(probe, stage_queue(stage))
+        # Each stage's trace is stored beside the publish of the last output, not before it.
+        await wait_traced(chain.runtimes["c1"].trace, envelope.id, lambda events: len(events) >= 3)
         events = await chain.runtimes["c1"].trace.events(envelope.id)
         assert sorted(e.service for e in events) == ["c1", "c2", "c3"]
     finally:

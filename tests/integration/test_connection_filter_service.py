@@ -15,6 +15,7 @@ from mailmoat_platform.models import Envelope
 from mailmoat_platform.runtime import Runtime
 from mailmoat_platform.settings import Settings
 from tests.support.dnsserver import DnsServer
+from tests.support.traced import wait_traced
 
 pytestmark = pytest.mark.integration
 
@@ -139,6 +140,7 @@ async def test_listed_client_is_annotated_with_ptr_and_helo_facts_and_traced(sta
     unfolded = header.replace(b"\r\n\t", b"")
     assert b"DNSBL:bl.test=127.0.0.2/SBL" in unfolded and b"FCRDNS:pass" in unfolded
     assert b"TEMPERROR:dnsbl:slow.test,dnsbl:broken.test" in unfolded
+    await wait_traced(stage.runtime.trace, sent.id, "AGENTINFO")  # stored beside the publish to routing
     events = await stage.runtime.trace.events(sent.id)
     assert [e.event for e in events] == ["AGENTINFO"] and events[0].service == "connection_filter"
     assert events[0].data["ipv"] == "DNSBL" and "listed" in events[0].detail

@@ -9,6 +9,7 @@ from mailmoat_platform.models import Envelope
 from mailmoat_platform.runtime import Runtime
 from mailmoat_platform.settings import Settings
 from mailmoat_routing.service import SERVICE, make_handler
+from tests.support.traced import wait_traced
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +58,7 @@ async def test_split_by_route_and_traced(amqp_url, redis_url, write_policy) -> N
         ("route:onprem", ("a@example.com", "b@example.com")),
     ]
     assert all(d == data and e.id == envelope.id for e, d in copies)
+    await wait_traced(runtime.trace, envelope.id, "ROUTE")  # stored beside the publish to egress, not before it
     events = await runtime.trace.events(envelope.id)
     assert [e.event for e in events] == ["EXPAND", "ROUTE", "ROUTE"]
     await probe.close()

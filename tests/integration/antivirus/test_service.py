@@ -18,6 +18,7 @@ from mailmoat_platform.settings import Settings
 from tests.support.attachments import message, zip_of
 from tests.support.clamd import EICAR, ClamdServer
 from tests.support.tcpproxy import TcpProxy
+from tests.support.traced import wait_traced
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +126,9 @@ async def test_verdict_header_and_next_stage(stage_factory, clamd: ClamdServer) 
     assert data == b"X-Mailmoat-Malware-Report: result=clean\r\n" + clean  # byte-identical after the header
     assert env.itinerary == [SERVICE, "routing", "egress"]
 
+    # The stage stores its trace beside the publish to routing, not before it.
+    await wait_traced(stage.runtime.trace, bad_env.id, "MALWARE")
+    await wait_traced(stage.runtime.trace, good_env.id, "SCAN")
     events = await stage.runtime.trace.events(bad_env.id)
     assert [e.event for e in events] == ["MALWARE"] and events[0].data["result"] == "malware"
     assert [e.event for e in await stage.runtime.trace.events(good_env.id)] == ["SCAN"]
@@ -169,6 +173,7 @@ async def test_fail_open_passes_on_unscanned_with_a_trace_event(stage_factory) -
     ((env, out),) = await stage.take(1)
     assert env.verdicts[SERVICE].result == "unscanned" and env.verdicts[SERVICE].detail["fail_open"]
     assert out == b"X-Mailmoat-Malware-Report: result=unscanned; fail_open=true\r\n" + data
+    await wait_traced(stage.runtime.trace, envelope.id, "SCAN")  # stored beside the publish to routing
     (event,) = await stage.runtime.trace.events(envelope.id)
     assert event.event == "SCAN" and "fail_open" in event.detail
     assert stage.runtime.ready()  # failing open, the stage stays ready without clamd
