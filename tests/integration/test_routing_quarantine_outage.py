@@ -17,6 +17,7 @@ from mailmoat_platform.settings import Settings
 from mailmoat_records.quarantine import QuarantineStore
 from mailmoat_routing.service import SERVICE, make_handler
 from tests.support.tcpproxy import TcpProxy
+from tests.support.traced import wait_traced
 
 pytestmark = pytest.mark.integration
 
@@ -67,6 +68,8 @@ async def test_quarantine_waits_for_redis(amqp_url: str, redis_url: str, write_p
             await asyncio.sleep(0.1)
         assert held.data == data and held.reason == "hcspam"
         assert await depth(probe, egress) == 0 and await depth(probe, DEAD_QUEUE) == 0
+        # Routing writes the QUARANTINE event after the message is held, beside the ack.
+        await wait_traced(runtime.trace, envelope.id, "QUARANTINE")
         events = [e.event for e in await runtime.trace.events(envelope.id)]
         assert events.count("QUARANTINE") == 1
         await client.aclose()
