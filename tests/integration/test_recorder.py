@@ -125,6 +125,9 @@ async def test_stage_trace_goes_through_the_queue_into_postgresql(settings: Sett
             assert page.messages[0].recipients == ["r3@example.org"] and page.messages[0].client_ip == "192.0.2.9"
             events = await reader.events(ids[3])
             assert [e.event for e in events] == ["RECEIVE", "AGENTINFO", "AGENTINFO"]
+        # The rows are visible once PostgreSQL has committed, a moment before the recorder hears so and
+        # takes the batch out of its inbox.
+        await _until(lambda: len(recorder.inbox) == 0, "the written batches out of the inbox")
         assert recorder.inbox.lag(time.time()) == 0.0 and len(recorder.inbox) == 0
     finally:
         await _stop(recorder)
