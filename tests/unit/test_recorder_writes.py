@@ -4,6 +4,7 @@ database fails or hangs, tells a refused batch's messages apart and dead-letters
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -71,6 +72,22 @@ async def _deliver(recorder: service.Recorder, *names: str) -> list[Held]:
     return recorder.inbox.take(recorder.max_records)
 
 
+async def _until(done: Callable[[], object], turns: int = 2000) -> None:
+    """Let the loop run until ``done()`` holds: turns of the loop, not wall time, so that a loaded machine
+    (the process descheduled for a while) neither fails the test nor cuts the wait short."""
+    for _ in range(turns):
+        if done():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"not done after {turns} turns of the loop")
+
+
+async def _turns(count: int = 200) -> None:
+    """Let the loop run ``count`` turns: what is done without a timer is done by then."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 async def test_a_batch_is_acked_after_its_commit_and_retried_while_the_database_fails(
         monkeypatch: pytest.MonkeyPatch) -> None:
     down = psycopg.OperationalError("connection refused")
@@ -89,7 +106,9 @@ async def test_a_hanging_database_counts_as_failed_and_the_batch_stays_held(monk
     recorder, runtime = _recorder(["hang", "hang"], monkeypatch, write_timeout=0.05)
     batch = await _deliver(recorder, "A")
     task = asyncio.create_task(recorder._write(batch))
-    while len(recorder.writer.calls) < 2:  # type: ignore[attr-defined]
+    for _ in range(500):  # bounded: the second try starts once the first timed out (0.05 s)
+        if len(recorder.writer.calls) >= 2:  # type: ignore[attr-defined]
+            break
         await asyncio.sleep(0.01)
     assert recorder.failing and runtime.acked == [] and len(recorder.inbox) == 1
     await asyncio.wait_for(task, 5)  # the third try commits
@@ -148,7 +167,7 @@ async def test_an_idle_recorder_waits_the_linger_for_more_deliveries_then_writes
         assert runtime.acked == ["A", "B"]
         for name in [f"M{i}" for i in range(50)]:  # half a batch: written without waiting out the linger
             await recorder.on_delivery(_delivery(name))  # type: ignore[arg-type]
-        await asyncio.sleep(0.05)
+        await _until(lambda: len(recorder.writer.calls) == 2)  # type: ignore[attr-defined]  # turns, not the linger
         assert len(recorder.writer.calls) == 2 and len(recorder.writer.calls[1]) == 50  # type: ignore[attr-defined]
     finally:
         loop.cancel()
@@ -164,18 +183,19 @@ async def test_the_loop_writes_at_once_without_a_linger_and_a_second_batch_besid
     loop = asyncio.create_task(recorder.run())
     try:
         await recorder.on_delivery(_delivery("A"))  # type: ignore[arg-type]
-        await asyncio.sleep(0.01)
+        await _until(lambda: recorder.writer.calls)  # type: ignore[attr-defined]
         assert recorder.writer.calls == [["A"]]  # type: ignore[attr-defined]
         await recorder.on_delivery(_delivery("B"))  # type: ignore[arg-type]
-        await asyncio.sleep(0.01)
+        await _turns()
         assert recorder.writer.calls == [["A"]]  # type: ignore[attr-defined]  # one record < half of 4
         await recorder.on_delivery(_delivery("C"))  # type: ignore[arg-type]
-        await asyncio.sleep(0.01)
+        await _until(lambda: runtime.acked)
         assert recorder.writer.calls == [["A"], ["B", "C"]]  # type: ignore[attr-defined]
         assert runtime.acked == ["B", "C"]  # acked after their own commit; A is still being written
         for name in "DEFGH":
             await recorder.on_delivery(_delivery(name))  # type: ignore[arg-type]
-        await asyncio.sleep(0.01)
+        await _until(lambda: len(runtime.acked) > 2)
+        await _turns()
         assert recorder.writer.calls[2] == ["D", "E", "F", "G"]  # type: ignore[attr-defined]
         assert "A" not in runtime.acked and len(recorder.inbox) == 2  # A being written, H waiting
     finally:
@@ -204,7 +224,7 @@ async def test_a_write_waiting_out_its_backoff_goes_at_once_when_the_probe_finds
 
     recorder.pool = Answering()  # type: ignore[assignment]
     task = asyncio.create_task(recorder._write(await _deliver(recorder, "A")))
-    await asyncio.sleep(0.01)
+    await _until(lambda: recorder.failing)
     assert recorder.failing and runtime.acked == []
     await recorder.probe()
     await asyncio.wait_for(task, 2)  # not the hour of its backoff
@@ -241,10 +261,9 @@ async def test_once_postgresql_answers_after_an_outage_a_fresh_pool_replaces_the
     monkeypatch.setattr(psycopg.AsyncConnection, "connect", connect)
     recorder.pool, recorder.new_pool = Pool("stale"), new_pool  # type: ignore[assignment]
     task = asyncio.create_task(recorder._write(await _deliver(recorder, "A")))
-    await asyncio.sleep(0.01)
-    assert recorder.failing
+    await _until(lambda: recorder.failing)
     await recorder.probe()  # PostgreSQL answers on the probe's own connection
     await asyncio.wait_for(task, 2)
     assert recorder.pool.name == "fresh" and runtime.acked == ["A"]  # type: ignore[attr-defined]
-    await asyncio.sleep(0.01)
+    await _until(lambda: closed)
     assert closed == ["stale"]
