@@ -244,7 +244,9 @@ def _parse_directive(word: str) -> _Term:
             raise PermError(f"bad address in {word!r}")
         limit = 32 if name == "ip4" else 128
         if slash:
-            if not re.fullmatch(r"0|[1-9][0-9]*", length) or int(length) > limit:
+            # At most three digits before int(): a record's length is the sender's to choose, and Python
+            # refuses to convert a string of over 4,300 digits (any such length is out of range anyway).
+            if not re.fullmatch(r"0|[1-9][0-9]{0,2}", length) or int(length) > limit:
                 raise PermError(f"bad prefix length in {word!r}")
             prefix = int(length)
         else:
@@ -463,10 +465,11 @@ def _expand_text(context: _Context, text: str, domain: str, *, explanation: bool
         if reverse:
             parts.reverse()
         if digits:
-            count = int(digits)
-            if count == 0:
+            significant = digits.lstrip("0")
+            if not significant:
                 raise PermError(f"macro with zero labels in {text!r}")
-            parts = parts[-count:]
+            if len(significant) <= 3:  # more labels than a name can have (127) keep them all (7.3)
+                parts = parts[-int(significant):]
         value = ".".join(parts)
         if letter.isupper():
             value = urllib.parse.quote(value, safe="-._~")
