@@ -325,6 +325,12 @@ MALFORMED = [
     b"Authentication-Results:\r\nAuthentication-Results: (unterminated\r\n\r\n",
     b"".join(b"DKIM-Signature: v=1; d=d%d.test; s=s\r\n" % i for i in range(30)) + b"From: a@bank.test\r\n\r\n",
     b"".join(b"ARC-Seal: i=%d; d=d.test; s=s\r\n" % i for i in range(60)) + b"From: a@bank.test\r\n\r\n",
+    # numbers longer than int() converts (4,300 digits), where the sender writes them (ingress refuses
+    # lines over 998 octets, so over SMTP these come shorter; the checks must not depend on it)
+    b"ARC-Seal: i=" + b"1" * 5000 + b"; d=d.test; s=s\r\nARC-Authentication-Results: i=" + b"2" * 5000
+    + b"; d.test; spf=pass\r\nFrom: a@bank.test\r\n\r\n",
+    b"DKIM-Signature: v=1; a=rsa-sha256; d=bank.test; s=s1; h=from; l=" + b"9" * 5000 + b"; t=" + b"9" * 5000
+    + b"; bh=AAAA; b=AAAA\r\nFrom: a@bank.test\r\n\r\n",
 ]
 
 
@@ -343,3 +349,43 @@ async def test_malformed_messages_give_results_not_exceptions(message: bytes) ->
         assert all(32 <= c < 127 for c in header.replace(b"\r\n ", b"")[:-2])
         assert len(result.dkim) <= 30 and all(r.result != "pass" for r in result.dkim)
         assert result.arc.result in ("none", "fail")
+
+
+SPOOF = b"From: ceo@bank.test\r\nTo: u@ours.test\r\nSubject: wire the money\r\n\r\nToday.\r\n"
+
+
+async def _spoof_result(message: bytes) -> AuthResult:
+    from mailmoat_antispam.auth import authenticate
+    from mailmoat_platform.models import Envelope
+    from mailmoat_policy import Policy
+
+    resolver = TableResolver({"bank.test": [("TXT", ["v=spf1 ip4:198.51.100.0/24 -all"])],
+                              "_dmarc.bank.test": [("TXT", ["v=DMARC1; p=reject"])]})
+    envelope = Envelope(client_ip="192.0.2.1", mail_from="ceo@bank.test", helo="x.test", rcpt_to=["u@ours.test"])
+    return await authenticate(envelope, message, resolver, Policy())
+
+
+@pytest.mark.parametrize("header", [
+    b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=x.test; s=s; b=abc\r\nARC-Authentication-Results: i="
+    + b"1" * 5000 + b"; x.test; dmarc=pass\r\n",
+    b"ARC-Seal: i=" + b"1" * 5000 + b"; cv=none; d=x.test; s=s; b=abc\r\n",
+])
+async def test_a_header_the_arc_check_cannot_read_does_not_spare_a_spoof_its_dmarc_reject(header: bytes) -> None:
+    """A defect in one check (here ARC's, on a number too long for int()) took the whole authentication
+    with it, DMARC included: the spoof passed as unauthenticated instead of failing p=reject."""
+    result = await _spoof_result(header + SPOOF)
+    assert (result.dmarc.result, result.dmarc.effective) == ("fail", "reject")
+    assert result.arc.result in ("none", "fail") and result.forged
+
+
+@pytest.mark.parametrize("check", ["verify_arc", "verify_dkim"])
+async def test_a_defect_in_one_check_leaves_dmarc_evaluated(check: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mailmoat_antispam.auth as auth
+
+    async def defect(*args: object) -> None:
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(auth, check, defect)
+    result = await _spoof_result(SPOOF)
+    assert (result.dmarc.result, result.dmarc.effective) == ("fail", "reject")
+    assert result.dkim == [] and result.arc.result in ("none", "fail")

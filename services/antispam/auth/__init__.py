@@ -40,12 +40,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from mailmoat_antispam.auth.compauth import CompAuth, composite
 from mailmoat_antispam.auth.dkimverify import ArcResult, DkimResult, verify_arc, verify_dkim
-from mailmoat_antispam.auth.dmarc import DmarcResult, discover, evaluate
+from mailmoat_antispam.auth.dmarc import Discovery, DmarcResult, discover, evaluate
 from mailmoat_antispam.auth.headers import strip_spoofed_authres
 from mailmoat_antispam.auth.resolver import AuthResolver, DnsAnswer, Resolver
 from mailmoat_antispam.auth.results import authentication_results
@@ -56,6 +57,7 @@ from mailmoat_platform.models import Envelope
 from mailmoat_policy import Policy
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -180,6 +182,16 @@ def _composite(author: Author, results: list[DmarcResult], *, outside: bool, pol
     return worst
 
 
+async def _guarded(check: Awaitable[T], fallback: T, name: str, envelope: Envelope) -> T:
+    """One check's result, or ``fallback`` (never a pass) when the check has a defect: the others, DMARC
+    above all, are still evaluated for the message."""
+    try:
+        return await check
+    except Exception:
+        log.exception("%s evaluation failed for %s", name, envelope.id)
+        return fallback
+
+
 async def authenticate(envelope: Envelope, data: bytes, resolver: Resolver, policy: Policy) -> AuthResult:
     """SPF, DKIM, ARC and DMARC of one message (DNS concurrently), then composite authentication."""
     author = read_author(data)
@@ -187,9 +199,10 @@ async def authenticate(envelope: Envelope, data: bytes, resolver: Resolver, poli
     spf, spf_helo, dkim_results, arc, *discoveries = await asyncio.gather(
         _spf(envelope, resolver, policy),
         _spf_helo(envelope, resolver, policy),
-        verify_dkim(data, resolver),
-        verify_arc(data, resolver),
-        *(discover(resolver, d) for d in domains),
+        _guarded(verify_dkim(data, resolver), [], "DKIM", envelope),
+        _guarded(verify_arc(data, resolver), ArcResult("fail", "internal error"), "ARC", envelope),
+        *(_guarded(discover(resolver, d), Discovery("temperror", reason=f"_dmarc.{d}: internal error"),
+                   "DMARC", envelope) for d in domains),
     )
     outside = _outside(envelope, policy)
     if not domains:

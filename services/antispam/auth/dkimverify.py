@@ -200,7 +200,8 @@ async def verify_arc(data: bytes, resolver: Resolver, *, minkey: int = 1024) -> 
     newest = max((i for i, _ in by_instance), default=0)
     newest_results = ""
     for f in results:
-        match = re.match(r"\s*i\s*=\s*(\d+)\s*;(.*)$", f.value, re.S)
+        # Instances are 1 to 50 (RFC 8617 4.2.1): digits are bounded before int(), which refuses over 4,300.
+        match = re.match(r"\s*i\s*=\s*([0-9]{1,9})\s*;(.*)$", f.value, re.S)
         if match and int(match.group(1)) == newest:
             newest_results = match.group(2).strip()
     keys = await _fetch(resolver, filter(None, (_key_name(t) for t in seals + signatures)))
