@@ -34,7 +34,9 @@ _VALUE_WORDS = frozenset({"content-type", "x-mailer", "user-agent", "mime-versio
 mailing list or a receiving system adds (``List-*``, ``Precedence``, ``Sender``, ``Errors-To``, ``Received``,
 ``Delivered-To``, the envelope's ``Return-Path``) and the recipient's ``To`` are not: they tell which path a
 message took to this mailbox, and spam sent through a list takes the path of the list's ham."""
-_ADDRESS = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
+_ADDRESS = re.compile(r"(?<=[\w.+-])@([\w-]+(?:\.[\w-]+)+)")
+"""The domain of each address in a field (an ``@`` after a local-part character). The local part is not
+matched: searched, a pattern of it before the ``@`` backtracks quadratically on a long run of word characters."""
 _MARKUP = re.compile(r"(?i)<(?:html|body|font|table|div|p|br|a|img|center|span|td)\b")
 _LIST_URL = re.compile(r"(?i)https?://\S*(?:listinfo|mailman|/lists?/)\S*")
 _SEPARATOR = re.compile(r"(?m)^(?:-- ?|_{10,}|-{10,})[ \t]*\r?$")

@@ -60,7 +60,9 @@ def gtube(content: Content, data: bytes) -> bool:
     return GTUBE in content.text or GTUBE.encode() in data
 
 
-_ADDR = re.compile(r"<?([^<>\s@]+@[^<>\s@]+)>?")
+_ADDR = re.compile(r"[^<>\s@]@[^<>\s@]")
+"""Something shaped like an address: an ``@`` between two characters an address may hold. (The pattern of
+the whole address, searched, backtracks quadratically on a long field without one.)"""
 _RECEIVED_FROM = re.compile(r"(?i)^from\s+(\S+)(?:\s+\(([^)]*)\))?")
 _IP = re.compile(r"\[?(\d{1,3}(?:\.\d{1,3}){3})\]?")
 
