@@ -32,7 +32,36 @@ class _RawHeaders(Compat32):
         return value if isinstance(value, str) else str(value)
 
 
-POLICY = _RawHeaders()
+def collapse(value: object) -> str:
+    """``email.utils.collapse_rfc2231_value``, where a charset the library cannot even look up (raw 8-bit
+    bytes in its name: ``UnicodeEncodeError``) counts as an unknown one, whose value is taken as written."""
+    try:
+        return email.utils.collapse_rfc2231_value(value)  # type: ignore[arg-type]
+    except (UnicodeError, LookupError):
+        if isinstance(value, tuple) and len(value) == 3:
+            return email.utils.unquote(str(value[2]))
+        return str(value)
+
+
+_MISSING = object()
+
+
+class _Message(Message):
+    """A parsed entity whose boundary and file name are read whatever bytes an RFC 2231 charset holds (the
+    parser reads the boundary itself: with ``Message``'s, such a charset made the whole message unreadable)."""
+
+    def get_boundary(self, failobj: object = None) -> object:  # type: ignore[override]
+        boundary = self.get_param("boundary", _MISSING)
+        return failobj if boundary is _MISSING else collapse(boundary).rstrip()
+
+    def get_filename(self, failobj: object = None) -> object:  # type: ignore[override]
+        name = self.get_param("filename", _MISSING, "content-disposition")
+        if name is _MISSING:
+            name = self.get_param("name", _MISSING, "content-type")
+        return failobj if name is _MISSING else collapse(name).strip()
+
+
+POLICY = _RawHeaders(message_factory=_Message)
 
 _NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "escape-codec"})
 """Codecs Python has that are no MIME charsets (slow or surrogate-producing on hostile input)."""

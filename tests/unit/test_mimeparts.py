@@ -72,3 +72,18 @@ def test_nesting_too_deep_for_the_parser_leaves_the_body_whole() -> None:
     assert mimeparts.too_deep(part) and not part.is_multipart()
     assert mimeparts.payload(part).endswith(b"--b0--\r\n")
     assert not mimeparts.too_deep(mimeparts.parse(nested(100)))
+
+
+def test_an_rfc2231_charset_with_raw_8bit_bytes_is_an_unknown_charset_not_an_unreadable_message() -> None:
+    """The parser reads the boundary itself; with such a charset the library raised UnicodeEncodeError and the
+    whole message could not be read (antispam passed it on unchecked, DMARC included)."""
+    raw = entity(b"Content-Type: multipart/mixed; boundary*=\x91tf-8''ab%43",
+                 b"--abC\r\nContent-Type: text/plain\r\nContent-Disposition: attachment;"
+                 b" filename*=\x91tf-8''inv%6Fice.exe\r\n\r\nhi\r\n--abC--\r\n")
+    part = mimeparts.parse(raw)
+    assert part.get_boundary() == "abC" and part.is_multipart()
+    [leaf] = part.get_payload()
+    assert mimeparts.payload(leaf) == b"hi"
+    assert leaf.get_filename() == "invoice.exe" == mimeparts.filename(leaf)
+    assert mimeparts.collapse(("\udc91tf-8", "", "a%41")) == "a%41"  # as for a charset the library does not know
+    assert mimeparts.collapse(("x-klingon", "", "a%41")) == "a%41"

@@ -108,3 +108,12 @@ def test_signed_messages_and_attachments_are_left_alone() -> None:
     assert paths == ["1.1"]
     assert out.count(b"Disclaimer.") == 1
     assert out.index(b"Disclaimer.") < out.index(b"notes.txt")
+
+
+def test_disclaimer_on_a_part_whose_parameter_charset_holds_raw_8bit_bytes() -> None:
+    data = (b"From: a@sender.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=iso-8859-1; name*=\x91tf-8''n%6Fte\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\n\r\nGr\xfc\xdfe.\r\n")
+    out, paths, why = append_disclaimer(data, "Vertraulich \u2013 intern.", None)
+    assert why is None and paths == ["1"]
+    assert b'name="note"' in out and "Vertraulich \u2013 intern." in _body(out)

@@ -178,7 +178,7 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     if new_cte == cte and new_charset == charset:
         # A message without a blank line after its header fields gets one before its new body.
         return raw[span.start:body_start] + (CRLF if body_start == header_end else b"") + encoded
-    params = [(k, email.utils.collapse_rfc2231_value(v)) for k, v in (head.get_params(header="content-type") or [])[1:]
+    params = [(k, mimeparts.collapse(v)) for k, v in (head.get_params(header="content-type") or [])[1:]
               if k.lower() != "charset"]
     params.append(("charset", new_charset))
     headers = _content_headers(raw, span, header_end, head.get_content_type(), params, new_cte)
