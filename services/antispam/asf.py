@@ -66,6 +66,15 @@ def _other_port(url: str) -> bool:
 _IMG = re.compile(r"""(?is)<img\b[^>]*\bsrc\s*=\s*["']?(https?://[^"'\s>]+)""")
 _WEB_BUG = re.compile(r"""(?is)<img\b(?=[^>]*\b(?:width|height)\s*=\s*["']?[01]\b)[^>]*\bsrc\s*=\s*["']?https?://""")
 _SCRIPT = re.compile(r"""(?is)<script\b|\bon(?:load|click|error|mouseover)\s*=|(?:java|vb)script:""")
+_IMG_TAG = re.compile(r"(?is)<img\b[^>]*")
+
+
+def _img_search(pattern: re.Pattern[str], markup: str) -> bool:
+    """``pattern.search(markup)`` for ``_IMG`` or ``_WEB_BUG`` (``<img\\b``, then ``[^>]*`` and what they look
+    for in the tag), tried at the first ``<img`` before each ``>`` only: a later start before the same ``>``
+    sees less of the tag, so it matches only where the first does. A search reads to the ``>`` from every
+    start (quadratic: 16,000 ``<img `` without a ``>`` took 12 s)."""
+    return any(pattern.match(markup, tag.start()) for tag in _IMG_TAG.finditer(markup))
 
 
 def _find(check: str, content: Content, facts: dict[str, str], words: list[str]) -> bool:
@@ -83,9 +92,9 @@ def _find(check: str, content: Content, facts: dict[str, str], words: list[str])
     if check == "embed_tags":
         return bool(re.search(r"(?i)<embed\b", markup))
     if check == "web_bugs":
-        return bool(_WEB_BUG.search(markup))
+        return _img_search(_WEB_BUG, markup)
     if check == "image_links_remote":
-        return bool(_IMG.search(markup))
+        return _img_search(_IMG, markup)
     if check == "numeric_ip_url":
         return any(_numeric(url_host(u)) for u in content.urls)
     if check == "url_other_port":

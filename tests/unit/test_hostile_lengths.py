@@ -7,16 +7,20 @@ megabyte of the worst shape here; done quadratically, that runs into the suite's
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailmoat_antispam import bayes, rules
+from mailmoat_antispam import asf, bayes, content, rules
 from mailmoat_antispam.auth import spf
 from mailmoat_antispam.auth.spf import check_spf
 from mailmoat_antispam.content import parse
 from mailmoat_egress.tlsreport import RecordError, parse_record
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import parse_policy
+from mailmoat_routing.rules import message as routing_message
 from tests.support.spfsuite import TableResolver
 
 MEGABYTE = 1_000_000
@@ -90,3 +94,55 @@ def test_a_megabyte_from_field_without_an_address() -> None:
                     + b"Message-ID: <" + b"x" * MEGABYTE + b"@id.test>\r\n\r\n")
     tokens = bayes.tokens(content)
     assert "from:bank.test" in tokens and "message-id-domain:id.test" in tokens
+
+
+# Patterns on decoded HTML parts (antispam's text and advanced checks, routing's body text), searched from
+# every place a match may start: each search read from each start in a long run to the run's end (quadratic,
+# hours for a megabyte). Each is now tried once per run (per tag, per element name) only.
+OLD_TAG = re.compile(r"(?s)<[^>]*>")
+OLD_SCRIPT_STYLE = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>")
+OLD_IMG = re.compile(r"""(?is)<img\b[^>]*\bsrc\s*=\s*["']?(https?://[^"'\s>]+)""")
+OLD_WEB_BUG = re.compile(r"""(?is)<img\b(?=[^>]*\b(?:width|height)\s*=\s*["']?[01]\b)[^>]*\bsrc\s*=\s*["']?https?://""")
+
+MARKUP = st.lists(st.sampled_from(["<", ">", "a", " ", "\n", "<script", "<SCRIPT>", "<style", "</script>",
+                                   "</Script >", "</style", "</STYLE\t>", "<scripts", "<br>", "x"]), max_size=14)
+IMG_MARKUP = st.lists(st.sampled_from(["<img ", "<IMG", "<imgs", " ", ">", " src=http://x", "src = '", '"', "https://",
+                                       " width=1", " height='0", "width=10", "a", "\n", "<img src=http://y "]),
+                      max_size=10)
+
+
+def _html_message(markup: bytes) -> bytes:
+    body = base64.encodebytes(markup).replace(b"\n", b"\r\n")
+    return (b"From: a@sender.test\r\nTo: b@rcpt.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/html; charset=us-ascii\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body)
+
+
+@settings(max_examples=500, deadline=None)
+@given(MARKUP)
+def test_tags_and_script_elements_go_as_the_patterns_took_them(parts: list[str]) -> None:
+    markup = "".join(parts)
+    assert content.strip_tags(markup) == OLD_TAG.sub(" ", markup)
+    assert routing_message.strip_tags(markup) == OLD_TAG.sub(" ", markup)
+    assert content.strip_script_style(markup) == OLD_SCRIPT_STYLE.sub(" ", markup)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(IMG_MARKUP)
+def test_img_checks_answer_as_the_patterns(parts: list[str]) -> None:
+    markup = "".join(parts)
+    assert asf._img_search(asf._IMG, markup) == bool(OLD_IMG.search(markup))
+    assert asf._img_search(asf._WEB_BUG, markup) == bool(OLD_WEB_BUG.search(markup))
+
+
+def test_a_megabyte_html_part_of_unclosed_tags() -> None:
+    settings_ = parse_policy("antispam: {advanced: {web_bugs: on, image_links_remote: on, javascript: on}}")
+    for markup in (b"<" * MEGABYTE, b"<script " * (MEGABYTE // 8), b"<style>" * (MEGABYTE // 7),
+                   b"<img " * (MEGABYTE // 5), b"<img width=1 " * (MEGABYTE // 13) + b"src=http://t.test/>"):
+        parsed = parse(_html_message(markup))
+        assert len(parsed.html) == len(markup)
+        hits = {hit.check for hit in asf.advanced_checks(settings_.antispam.advanced, parsed, {})}
+        assert hits == ({"javascript"} if b"<script" in markup
+                        else {"web_bugs", "image_links_remote"} if b"src=" in markup else set())
+    facts = routing_message.Facts(Envelope(mail_from="a@sender.test", rcpt_to=["b@rcpt.test"]),
+                                  _html_message(b"<" * MEGABYTE), parse_policy("{}"), ["b@rcpt.test"], None)
+    assert facts.body == "<" * MEGABYTE
