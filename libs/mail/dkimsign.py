@@ -202,7 +202,9 @@ def header_list(fields: Fields) -> list[bytes]:
 
 
 _RELAXED = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
+_TRAILING_WSP = re.compile(rb"(?<![\t ])[\t ]+\r\n")
+"""Tried at the start of a run only: from inside one it matches where the run does (a search from each
+position of a run not followed by CRLF reads the run to its end: quadratic, 5 s for 80,000 octets)."""
 _WSP_RUN = re.compile(rb"\t[\t ]*| [\t ]+")
 
 

@@ -322,10 +322,18 @@ def _toplabel(label: str) -> bool:
     return label.isalnum() and not label.isdigit()
 
 
+def _ends_in_macro(spec: str) -> bool:
+    """``re.search(r"%\\{[^}]*\\}\\.?$", spec)`` for a spec ``_check_macro_string`` let through (no line break):
+    a ``%{`` after the last ``}`` before the final one (a dot may follow it). The search reads from every
+    ``%{`` to the end of a spec with no ``}`` after it (``%%{`` repeated: quadratic, 0.44 s for 64 KB)."""
+    body = spec.removesuffix(".")
+    return body.endswith("}") and "%{" in body[:-1].rpartition("}")[2]
+
+
 def _check_domain_spec(spec: str) -> None:
     """domain-spec: a macro-string ending in a top label or a macro (7.1)."""
     _check_macro_string(spec, "slodiphv")
-    if re.search(r"%\{[^}]*\}\.?$", spec):
+    if _ends_in_macro(spec):
         return
     label = spec.rstrip(".").rsplit(".", 1)
     if len(label) < 2 or not _toplabel(label[1]):
