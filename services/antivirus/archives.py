@@ -128,7 +128,8 @@ class _Walk:
             self.report.errors.append(f"{path}: {exc}")
             return
         with archive:
-            infos = [i for i in archive.infolist() if not i.is_dir()]
+            # not is_dir(): it indexes the name, and a member may have none (it is scanned like any other)
+            infos = [i for i in archive.infolist() if not i.filename.endswith("/")]
             declared = 0
             for info in infos:  # headers first: a bomb that says so is caught before any reading
                 declared += info.file_size

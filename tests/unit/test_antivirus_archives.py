@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import time
 import tracemalloc
 import zipfile
@@ -109,3 +110,14 @@ def test_corrupt_archives_are_errors_not_crashes() -> None:
     report = inspect(b"\x1f\x8b\x08\x00garbage", "gzip", "bad.gz", ArchiveLimits())
     assert report.errors and report.bomb is None
     assert inspect(b"not an archive", "pdf", "x.pdf", ArchiveLimits()).members == []
+
+
+def test_a_member_without_a_name_is_read_like_any_other() -> None:
+    """``ZipInfo.is_dir`` indexes the name: a member without one made the stage fail on the message."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr(zipfile.ZipInfo(""), mz_executable())
+        archive.writestr("dir/", b"")
+    report = inspect(out.getvalue(), "zip", "att.zip", ArchiveLimits())
+    assert [(m.path, m.kind) for m in report.members] == [("att.zip/", "exe")]
+    assert report.errors == [] and report.bomb is None
