@@ -1,8 +1,9 @@
 """Patterns applied to what senders and recipient domains write, on input of hostile length. Each of these
-once backtracked quadratically (an SPF record's top label, a TLS-RPT ``rua`` address, the From field's
-address shape, the address domains of Bayes tokens): a megabyte took the stage hours of CPU. Each now takes
-one pass, answers as the pattern it replaced on ordinary input (compared on generated input), and gets a
-megabyte of the worst shape here; done quadratically, that runs into the suite's per-test timeout."""
+once backtracked quadratically (SPF records, a TLS-RPT ``rua`` address, the From field, Bayes tokens, HTML
+tag and script stripping, the remote-image checks, DKIM's relaxed body, the bulk level's sender): a megabyte
+took a stage hours of CPU. Each now takes one pass, answers as the pattern it replaced on ordinary input
+(compared on generated input), and gets a megabyte of the worst shape here; done quadratically, that runs
+into the suite's per-test timeout."""
 
 from __future__ import annotations
 
