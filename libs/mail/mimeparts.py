@@ -18,8 +18,9 @@ import codecs
 import email
 import email.errors
 import email.utils
+import urllib.parse
 from email._policybase import Compat32
-from email.message import Message
+from email.message import Message, _parseparam
 
 MAX_DEPTH = 128
 """How deep the walks descend into nested multiparts / attached messages (deeper parts are not walked)."""
@@ -46,19 +47,62 @@ def collapse(value: object) -> str:
 _MISSING = object()
 
 
+def raw_param(field: str, name: str) -> str | None:
+    """Parameter ``name`` of a header field read without the library's RFC 2231 decoding, for a field that
+    decoding fails on (a continuation numbered beside an unnumbered one of another parameter makes it raise
+    ``TypeError`` for every parameter): the plain ``name=`` if there is one, else the ``name*`` pieces in
+    order, %-escapes undone as Latin-1, charset and language dropped."""
+    plain: str | None = None
+    pieces: dict[int, str] = {}
+    for item in _parseparam(field)[1:]:
+        key, equals, value = item.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not equals:
+            continue
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if key == name:
+            plain = value if plain is None else plain
+            continue
+        if not key.startswith(name + "*"):
+            continue
+        index = key[len(name) + 1:]
+        encoded = index.endswith("*") or not index
+        index = index.rstrip("*") or "0"
+        if not index.isdigit() or len(index) > 3:
+            continue
+        if encoded:
+            if int(index) == 0 and value.count("'") >= 2:
+                value = value.split("'", 2)[2]
+            value = urllib.parse.unquote(value, encoding="latin-1")
+        pieces.setdefault(int(index), value)
+    if plain is not None:
+        return plain
+    return "".join(pieces[i] for i in sorted(pieces)) if pieces else None
+
+
 class _Message(Message):
-    """A parsed entity whose boundary and file name are read whatever bytes an RFC 2231 charset holds (the
-    parser reads the boundary itself: with ``Message``'s, such a charset made the whole message unreadable)."""
+    """A parsed entity whose boundary and file name are read whatever its parameters hold (the parser reads
+    the boundary itself: with ``Message``'s, an RFC 2231 charset with raw 8-bit bytes or continuations the
+    library cannot order made the whole message unreadable)."""
+
+    def _param(self, name: str, header: str) -> object:
+        try:
+            value = self.get_param(name, _MISSING, header)
+        except Exception:  # the library's RFC 2231 decoding failed on the field
+            raw = raw_param(str(self.get(header, "")), name)
+            return _MISSING if raw is None else raw
+        return value if value is _MISSING else collapse(value)
 
     def get_boundary(self, failobj: object = None) -> object:  # type: ignore[override]
-        boundary = self.get_param("boundary", _MISSING)
-        return failobj if boundary is _MISSING else collapse(boundary).rstrip()
+        boundary = self._param("boundary", "content-type")
+        return failobj if boundary is _MISSING else str(boundary).rstrip()
 
     def get_filename(self, failobj: object = None) -> object:  # type: ignore[override]
-        name = self.get_param("filename", _MISSING, "content-disposition")
+        name = self._param("filename", "content-disposition")
         if name is _MISSING:
-            name = self.get_param("name", _MISSING, "content-type")
-        return failobj if name is _MISSING else collapse(name).strip()
+            name = self._param("name", "content-type")
+        return failobj if name is _MISSING else str(name).strip()
 
 
 POLICY = _RawHeaders(message_factory=_Message)
@@ -152,8 +196,9 @@ def param(part: Message, name: str, header_name: str = "content-type") -> str | 
         value = part.get_param(name, header=header_name)
         if value is None:
             return None
-    except Exception:  # a parameter the library cannot read is no parameter
-        return None
+    except Exception:  # the library's RFC 2231 decoding failed on the field: read it without
+        raw = raw_param(str(part.get(header_name, "")), name)
+        return None if raw is None else text(raw)
     if isinstance(value, tuple):  # RFC 2231: (charset, language, value with %-escapes undone)
         chosen, raw = (value[0], value[2]) if len(value) == 3 else (None, "")
         return text(decode(_latin1_bytes(str(raw)), chosen if isinstance(chosen, str) else None))

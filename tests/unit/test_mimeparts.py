@@ -87,3 +87,19 @@ def test_an_rfc2231_charset_with_raw_8bit_bytes_is_an_unknown_charset_not_an_unr
     assert leaf.get_filename() == "invoice.exe" == mimeparts.filename(leaf)
     assert mimeparts.collapse(("\udc91tf-8", "", "a%41")) == "a%41"  # as for a charset the library does not know
     assert mimeparts.collapse(("x-klingon", "", "a%41")) == "a%41"
+
+
+def test_parameters_the_library_cannot_decode_are_read_without_it() -> None:
+    """A continuation numbered beside an unnumbered one (``filename*=…; filename*0*=…``) makes the library's
+    RFC 2231 decoding raise TypeError for every parameter of the field: the boundary too, so the whole message
+    was unreadable, and the file name, so an attachment went by without one."""
+    raw = entity(b'Content-Type: multipart/mixed; name*=x; name*0=y; boundary="zz"',
+                 b"--zz\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment;"
+                 b" filename*=a; filename*0*=utf-8''ev%69l; filename*1=.exe\r\n\r\nMZ\r\n--zz--\r\n")
+    part = mimeparts.parse(raw)
+    assert part.get_boundary() == "zz" and part.is_multipart()
+    [leaf] = part.get_payload()
+    assert mimeparts.payload(leaf) == b"MZ"
+    assert leaf.get_filename() == mimeparts.filename(leaf) == "a.exe"
+    assert mimeparts.raw_param("text/plain; name*0*=utf-8''ev%69l; name*1=.exe", "name") == "evil.exe"
+    assert mimeparts.raw_param("text/plain; x=1", "name") is None
