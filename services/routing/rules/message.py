@@ -23,6 +23,7 @@ from mailmoat_antivirus.verdict import AntivirusVerdict
 from mailmoat_connection_filter.verdict import ConnectionVerdict
 from mailmoat_mail import filetypes, mimeedit, mimeparts
 from mailmoat_mail.author import Author, read_author
+from mailmoat_mail.markup import strip_tags
 from mailmoat_platform.models import Envelope
 from mailmoat_platform.verdicts import detail_in, details
 from mailmoat_policy import Policy
@@ -30,16 +31,7 @@ from mailmoat_policy import Policy
 MAX_TEXT = 1_048_576
 """Characters of subject-and-body text conditions look at (longer bodies are cut)."""
 MAX_PARTS = 1_000
-_TAG = re.compile(r"<[^>]*>")
 _ENCRYPTED_OLE = "EncryptedPackage".encode("utf-16-le")
-
-
-def strip_tags(text: str) -> str:
-    """``_TAG.sub(" ", text)``, not tried after the last ``>``: a ``<`` there starts no tag, and a search tries
-    each such ``<`` to the end of the text (quadratic: 80,000 of them took 2 s, a decoded HTML part of
-    some megabytes hours)."""
-    end = text.rfind(">") + 1
-    return _TAG.sub(" ", text[:end]) + text[end:]
 
 
 def domain_of(address: str) -> str:
