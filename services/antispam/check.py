@@ -163,6 +163,22 @@ class Checker:
             findings.hits += hits
         return Outcome(decide(findings, spam, allowed), content, findings, allowed, auth_result)
 
+    async def fallback(self, envelope: Envelope, data: bytes, policy: Policy) -> Outcome | None:
+        """What is still judged when the rest of the stage failed on the message: sender authentication and
+        the allow and block lists, decided without content. A DMARC ``reject`` or ``quarantine``, a spoof
+        or a blocked sender still acts; None when even this fails."""
+        try:
+            auth_result = await authenticate(envelope, data, self._resolver("auth", policy, policy.dns.timeout),
+                                             policy)
+            blocks, note = await self._console_blocks()
+            allowed = allowance(envelope, Content([]), policy, auth_result.author, blocks)
+            findings = Findings(auth=auth_result.detail(), notes=[note] if note else [])
+            verdict = decide(findings, policy.antispam, allowed)
+        except Exception:  # the error verdict stands alone
+            log.exception("antispam: authentication after a fault failed too for %s", envelope.id)
+            return None
+        return Outcome(verdict, Content([]), findings, allowed, auth_result)
+
     async def _extra(self, envelope: Envelope, data: bytes, content: Content, policy: Policy, findings: Findings
                      ) -> list[list[rules.Hit]]:
         """The hits of the URI block lists, the classifier and the external engines, in that order, run

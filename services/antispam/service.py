@@ -5,7 +5,9 @@ spam filter checks in test mode), add the verdict, publish to the next stage of 
 The stage only annotates (decision 004): routing acts on the verdict. Nothing here holds mail up: a
 DNS list, Redis or an external engine that fails is skipped and named in the verdict's notes, and an
 unexpected error of the stage on a message passes it on with the verdict ``error``
-(``mailmoat_platform.stagefault``), on which routing applies ``antispam.actions.error``.
+(``mailmoat_platform.stagefault``) holding what could still be judged without the content (the
+sender's authentication, the allow and block lists: a DMARC ``reject`` still refuses a spoof); routing
+acts on that, else applies ``antispam.actions.error``.
 """
 
 from __future__ import annotations
@@ -112,10 +114,18 @@ def make_handler(runtime: Runtime, checker: Checker | None = None):
         except Transient:
             raise
         except Exception as exc:  # a fault of this stage on this message: passed on, never a dead letter
-            verdict, header, body = failed(fault(SERVICE, envelope, exc), envelope, data, policy)
-            event = error_event(SERVICE, envelope, "error", verdict.detail,
+            detail = fault(SERVICE, envelope, exc)
+            partial = await checker.fallback(envelope, data, policy)
+            verdict, header, body = failed(detail, envelope, data, policy, partial)
+            author = (verdict.detail.get("auth") or {}).get("author") or {}
+            authentication = auth_summary(verdict.detail.get("auth") or {})
+            traced = {k: v for k, v in verdict.detail.items() if k != "auth"}
+            if authentication:
+                traced |= {"author": author, "authentication": authentication}
+            event = error_event(SERVICE, envelope, "error", traced,
                                 f"antispam.actions.error: {policy.antispam.actions.error}")
-            return [await runtime.finish(envelope, body, verdict, event, header)]
+            return [await runtime.finish(envelope, body, verdict, event, header,
+                                         authors=author.get("addresses") or ())]
         verdict = outcome.verdict
         clean = verdict.result in ("clean", "allowed")
         author = (verdict.detail.get("auth") or {}).get("author") or {}
@@ -131,19 +141,40 @@ def make_handler(runtime: Runtime, checker: Checker | None = None):
     return handle
 
 
-def failed(detail: dict[str, str], envelope: Envelope, data: bytes, policy: Policy) -> tuple[Verdict, bytes, bytes]:
+def failed(detail: dict[str, str], envelope: Envelope, data: bytes, policy: Policy, partial: Outcome | None = None
+           ) -> tuple[Verdict, bytes, bytes]:
     """The ``error`` verdict, the header and the message as passed on when the stage failed on it: the report header
     says ``SFV:ERR``, incoming copies of headers only this stage may write are still removed when that
-    works, no SCL is claimed. Routing applies ``antispam.actions.error`` (deliver by default)."""
-    verdict = Verdict(stage=STAGE, result="error", detail=AntispamVerdict.wire(**detail))
+    works. ``partial`` (``Checker.fallback``): what was judged without the content, its authentication
+    (DMARC, spoof), allow or block list and SCL kept in the verdict, and its ``Authentication-Results``
+    prepended; routing acts on those first, then applies ``antispam.actions.error`` (deliver by default)."""
+    judged: dict[str, Any] = {}
+    if partial is not None:  # without content there is no score: a verdict that found nothing claims no SCL
+        keep = _AUTHENTICATION if partial.verdict.result == "clean" else _JUDGED_WITHOUT_CONTENT
+        judged = {k: v for k, v in partial.verdict.detail.items() if k in keep}
+    verdict = Verdict(stage=STAGE, result="error", detail=AntispamVerdict.wire(**judged, **detail))
     body = data
     for strip in (lambda b: strip_spoofed_authres(b, authserv_id(policy)), strip_custom_spam):
         try:
             body = strip(body)
         except Exception:  # the message goes on as it came; the first error is the one reported
             log.exception("antispam: could not clean incoming headers of %s", envelope.id)
-    header = fold(REPORT, [f"CIP:{_safe(envelope.client_ip) or 'none'}", "SFV:ERR", f"ERR:{error_token(detail)}"])
+    tokens = [f"CIP:{_safe(envelope.client_ip) or 'none'}", "SFV:ERR", f"ERR:{error_token(detail)}"]
+    if "scl" in judged:
+        tokens.append(f"SCL:{judged['scl']}")
+    dmarc = judged.get("dmarc") or {}
+    if dmarc.get("result") not in (None, "", "none"):
+        tokens.append(f"DMARC:{_safe(str(dmarc['result']))}")
+    header = fold(REPORT, tokens)
+    if partial is not None and partial.auth is not None:
+        header += authentication_results(authserv_id(policy), partial.auth)
     return verdict, header, body
+
+
+_AUTHENTICATION = ("dmarc", "forged", "auth", "notes")
+_JUDGED_WITHOUT_CONTENT = (*_AUTHENTICATION, "scl", "category", "categories", "allowed")
+"""The keys of ``Checker.fallback``'s verdict the ``error`` verdict keeps (all of them but the SCL and
+categories when it found nothing)."""
 
 
 async def main(settings: Settings, worker: int = 0) -> None:

@@ -3,8 +3,9 @@
 The verdict calls for the action of its strongest key of ``SPAM_ORDER`` (``antispam.actions``):
 hcphish > phish > hcspam > DMARC reject > DMARC quarantine > spoof > spam > bulk. An allow-listed
 message (SCL -1, from the connection filter's IP allow list or this stage's allow lists) is acted on
-only for high-confidence phishing. The verdict ``error`` (the stage failed on the message) takes
-``antispam.actions.error``, below every spam key and skipped for an allow-listed message.
+only for high-confidence phishing. The verdict ``error`` (the stage failed on the message) keeps what
+was judged without the content (authentication, allow and block lists: its keys act as above) and
+otherwise takes ``antispam.actions.error``, below every spam key and skipped for an allow-listed message.
 """
 
 from __future__ import annotations

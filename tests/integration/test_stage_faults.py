@@ -21,6 +21,9 @@ from mailmoat_platform.models import Envelope
 from mailmoat_platform.runtime import Runtime
 from mailmoat_platform.settings import Settings
 from mailmoat_platform.stagefault import STAGE_ERRORS
+from mailmoat_policy import parse_policy
+from mailmoat_routing.actions import disposition
+from tests.support.dnsserver import DnsServer
 
 pytestmark = pytest.mark.integration
 
@@ -45,8 +48,8 @@ class FailingResolver:
         explode()
 
 
-async def run_stage(stage: str, make: Callable[[Runtime], object], amqp_url: str, redis_url: str, policy: str
-                    ) -> tuple[Envelope, bytes, Bus]:
+async def run_stage(stage: str, make: Callable[[Runtime], object], amqp_url: str, redis_url: str, policy: str,
+                    data: bytes = DATA, mail_from: str = "s@sender.test") -> tuple[Envelope, bytes, Bus]:
     settings = Settings(records="redis", amqp_url=amqp_url, redis_url=redis_url, policy_path=policy)
     settings.metrics_ports = {}
     runtime = Runtime(stage, settings)
@@ -56,9 +59,9 @@ async def run_stage(stage: str, make: Callable[[Runtime], object], amqp_url: str
     try:
         await probe.declare_stage("routing")
         await runtime.consume_stage(stage, make(runtime))  # type: ignore[arg-type]
-        envelope = Envelope(mail_from="s@sender.test", rcpt_to=["a@example.com"], client_ip="127.0.0.2",
+        envelope = Envelope(mail_from=mail_from, rcpt_to=["a@example.com"], client_ip="127.0.0.2",
                             helo="mail.sender.test", itinerary=[stage, "routing"])
-        await probe.publish(Publish(stage_queue(stage), envelope, DATA))
+        await probe.publish(Publish(stage_queue(stage), envelope, data))
         assert probe.channel is not None
         queue = await probe.channel.get_queue(stage_queue("routing"))
         deadline = time.monotonic() + 15
@@ -111,8 +114,31 @@ async def test_antispam_fault_is_an_error_verdict(amqp_url, redis_url, policy) -
                                         amqp_url, redis_url, policy)
     verdict = envelope.verdicts["antispam"]
     assert verdict.result == "error" and verdict.detail["error"].startswith("Bug: injected fault")
-    assert data == b"X-Mailmoat-Antispam-Report: CIP:127.0.0.2;SFV:ERR;ERR:Bug\r\n" + DATA
+    assert "scl" not in verdict.detail and verdict.detail["dmarc"]["result"] == "temperror"  # no DNS on port 9
+    report = b"X-Mailmoat-Antispam-Report: CIP:127.0.0.2;SFV:ERR;ERR:Bug;DMARC:temperror\r\nAuthentication-Results: "
+    assert data.startswith(report) and data.endswith(b"\r\n" + DATA) and b" spf=temperror " in data
     assert error_events(redis_url, envelope.id)[0]["data"]["result"] == "error"
+    routing = parse_policy("dns: {nameservers: [127.0.0.1], port: 9, timeout: 0.2}\n")
+    assert disposition(envelope, routing).action == "deliver"  # antispam.actions.error
+
+
+async def test_antispam_fault_still_refuses_a_spoof_of_a_reject_domain(amqp_url, redis_url, write_policy) -> None:
+    """The stage failed on the message, yet its sender authentication ran: DMARC p=reject applies (5.7.509)."""
+    zone = 'bank.test. 60 IN TXT "v=spf1 ip4:198.51.100.0/24 -all"\n_dmarc.bank.test. 60 IN TXT "v=DMARC1; p=reject"\n'
+    spoof = b"From: <ceo@bank.test>\r\nTo: a@example.com\r\nSubject: invoice\r\n\r\npay now\r\n"
+    with DnsServer(zone) as dns:
+        text = f"dns: {{nameservers: [127.0.0.1], port: {dns.port}, timeout: 1}}\n"
+        envelope, data, _ = await run_stage("antispam", lambda rt: antispam.make_handler(rt, FailingChecker()),
+                                            amqp_url, redis_url, str(write_policy(text)), spoof, "x@evil.test")
+    verdict = envelope.verdicts["antispam"]
+    assert verdict.result == "error" and verdict.detail["categories"] == ["spoof"]
+    assert verdict.detail["dmarc"] == {"result": "fail", "policy": "reject", "published": "reject",
+                                       "domain": "bank.test", "override": ""}
+    assert b"SFV:ERR;ERR:Bug;SCL:5;" in data.replace(b"\r\n\t", b"") and b"dmarc=fail" in data
+    (event,) = error_events(redis_url, envelope.id)
+    assert event["data"]["authentication"]["dmarc"]["result"] == "fail"
+    action = disposition(envelope, parse_policy(text))
+    assert (action.action, action.cause, action.status) == ("reject", "dmarc_reject", "5.7.509")
 
 
 async def test_connection_filter_fault_is_an_error_verdict(amqp_url, redis_url, policy) -> None:
