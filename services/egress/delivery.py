@@ -71,11 +71,12 @@ class RcptResult:
 
     @property
     def permanent(self) -> bool:
-        return self.code >= 500
+        return 500 <= self.code < 600
 
     @property
     def temporary(self) -> bool:
-        return 400 <= self.code < 500 or self.code < 200
+        """Neither delivered nor refused for good: a 4xx, or a code no SMTP reply has."""
+        return not (self.ok or self.permanent)
 
     @property
     def reply(self) -> str:
@@ -96,6 +97,20 @@ def split_reply(code: int, message: str) -> tuple[str, str]:
         return status, text.strip()
     klass = str(code)[0] if code else "4"
     return f"{klass}.0.0", " ".join(lines).strip()
+
+
+def positive(code: int) -> bool:
+    """A 2xx reply: the command was taken (RFC 5321 4.2.1; 251 and 252 to RCPT too, as Postfix reads them)."""
+    return 200 <= code < 300
+
+
+def refusal(command: str, code: int, message: str) -> tuple[int, str]:
+    """What a reply that did not take ``command`` means for a recipient: a 4xx or 5xx as it is; any other
+    (a 2xx or 3xx where 354 was due, a 1xx, 3xx or 6xx and up anywhere: no answer a server may give
+    there) ``451 4.5.0``, a temporary failure: the message is tried again, never counted delivered."""
+    if 400 <= code < 600:
+        return code, message
+    return 451, f"4.5.0 unexpected reply to {command}: {code} {' '.join(message.split())}".rstrip()
 
 
 def make_result(recipient: str, code: int, message: str, remote: str = "", tls: str | None = None) -> RcptResult:
@@ -291,7 +306,7 @@ class SessionPool:
             _close(smtp)
             enhanced, text = split_reply(exc.code, exc.message)
             raise HostFailed(exc.code, f"{enhanced} {target.label} answered the connection with {exc.code} {text}",
-                             permanent=exc.code >= 500) from exc
+                             permanent=500 <= exc.code < 600) from exc
         except SessionError as exc:
             _close(smtp)
             raise HostFailed(421, f"4.4.1 cannot connect to {target.label}:{target.port}: {exc}") from exc
@@ -417,18 +432,21 @@ async def transact(session: Session, message: Message, timeouts: Timeouts) -> li
             if exc.code == 421 and session.transactions > 1:
                 # A reused session the server is closing (it was not checked with RSET): reopen.
                 raise SessionBroken(f"4.4.2 {remote} closed the session: {exc.code} {exc.message}", False) from exc
-            await _rset(smtp, timeouts)
-            return [result(r, exc.code, exc.message) for r in message.recipients]
+            if not positive(exc.code):  # aiosmtplib takes only 250
+                await _rset(smtp, timeouts)
+                return [result(r, *refusal("MAIL", exc.code, exc.message)) for r in message.recipients]
         results: dict[str, RcptResult] = {}
         accepted: list[str] = []
         for recipient in message.recipients:
             try:
                 response = await smtp.rcpt(recipient, encoding=encoding, timeout=timeouts.command)
             except aiosmtplib.SMTPRecipientRefused as exc:
-                results[recipient] = result(recipient, exc.code, exc.message)
-            else:
-                accepted.append(recipient)
-                results[recipient] = result(recipient, response.code, response.message)
+                if not positive(exc.code):  # aiosmtplib takes only 250 and 251
+                    results[recipient] = result(recipient, *refusal("RCPT", exc.code, exc.message))
+                    continue
+                response = SMTPResponse(exc.code, exc.message)
+            accepted.append(recipient)
+            results[recipient] = result(recipient, response.code, response.message)
         if not accepted:
             await _rset(smtp, timeouts)
             return [results[r] for r in message.recipients]
@@ -437,8 +455,11 @@ async def transact(session: Session, message: Message, timeouts: Timeouts) -> li
             response = await send_data(smtp, message.data, timeouts.command)
         except aiosmtplib.SMTPDataError as exc:
             await _rset(smtp, timeouts)
+            command = getattr(exc, "command", "DATA")
+            taken = command == END_OF_DATA and positive(exc.code)
+            reply = (exc.code, exc.message) if taken else refusal(command, exc.code, exc.message)
             for recipient in accepted:
-                results[recipient] = result(recipient, exc.code, exc.message)
+                results[recipient] = result(recipient, *reply)
         else:
             for recipient in accepted:
                 results[recipient] = result(recipient, response.code, response.message)
@@ -464,20 +485,23 @@ async def _pipelined(session: Session, message: Message, options: list[str], enc
         why = (f"{remote} closed the session: {said.code} {said.message}" if said is not None
                else f"connection to {remote} broke: {exc or type(exc).__name__}")
         raise SessionBroken(f"4.4.2 {why}", exchange.content_sent) from exc
-    mail = exchange.mail
-    assert mail is not None and exchange.data is not None
-    if mail.code != 250:
+    mail, data = exchange.mail, exchange.data
+    assert mail is not None and data is not None
+    if not positive(mail.code):
         await _rset(smtp, timeouts)
-        return [result(r, mail.code, mail.message) for r in message.recipients]
+        return [result(r, *refusal("MAIL", mail.code, mail.message)) for r in message.recipients]
     replies = list(zip(message.recipients, exchange.rcpts, strict=True))
-    results = {r: result(r, reply.code, reply.message) for r, reply in replies}
-    accepted = [r for r, reply in replies if reply.code in (250, 251)]
-    outcome = exchange.final if accepted and exchange.data.code == 354 else exchange.data
+    results = {r: result(r, *((reply.code, reply.message) if positive(reply.code)
+                               else refusal("RCPT", reply.code, reply.message))) for r, reply in replies}
+    accepted = [r for r, reply in replies if positive(reply.code)]
     if accepted:
-        assert outcome is not None
+        final = exchange.final
+        outcome = ((final.code, final.message) if final is not None and positive(final.code)
+                   else refusal(END_OF_DATA, final.code, final.message) if final is not None
+                   else refusal("DATA", data.code, data.message))
         for recipient in accepted:
-            results[recipient] = result(recipient, outcome.code, outcome.message)
-    if not accepted or outcome is None or outcome.code != 250:
+            results[recipient] = result(recipient, *outcome)
+    if not accepted or exchange.final is None or not positive(exchange.final.code):
         await _rset(smtp, timeouts)
     return [results[r] for r in message.recipients]
 
@@ -496,10 +520,24 @@ def dot_stuffed(data: bytes) -> bytes:
     return data.replace(b"\n.", b"\n..") if b"\n." in data else data
 
 
+END_OF_DATA = "end of data"
+"""The command a reply to the content answers, in results and errors."""
+
+
+class DataRefused(aiosmtplib.SMTPDataError):
+    """A reply other than 354 to DATA (``command`` "DATA") or 250 to the content (``END_OF_DATA``)."""
+
+    def __init__(self, code: int, message: str, command: str):
+        super().__init__(code, message)
+        self.command = command
+
+
 async def send_data(smtp: SMTP, data: bytes, timeout: float) -> SMTPResponse:
     """DATA, then the content, as ``SMTP.data`` does, without its two regular-expression passes
     over content that needs none: CRLF-only content is sent as it is, dot-stuffed by a byte scan.
-    Anything else (or an aiosmtplib without the protocol parts used here) goes through ``SMTP.data``."""
+    Anything else (or an aiosmtplib without the protocol parts used here) goes through ``SMTP.data``, whose
+    errors do not say which of the two replies they are: a 2xx among them counts as refusing DATA (the
+    message is tried again rather than counted delivered). ``DataRefused`` says which it was."""
     protocol = smtp.protocol
     lock = getattr(protocol, "_command_lock", None)
     if lock is None or not hasattr(protocol, "_response_pending") or not crlf_only(data):
@@ -511,7 +549,7 @@ async def send_data(smtp: SMTP, data: bytes, timeout: float) -> SMTPResponse:
             protocol.write(b"DATA\r\n")
             start = await protocol.read_response(timeout=timeout)
             if start.code != SMTPStatus.start_input:
-                raise aiosmtplib.SMTPDataError(start.code, start.message)
+                raise DataRefused(start.code, start.message, "DATA")
             protocol._response_pending = True
             protocol.write(payload)
             response = await protocol.read_response(timeout=timeout)
@@ -519,7 +557,7 @@ async def send_data(smtp: SMTP, data: bytes, timeout: float) -> SMTPResponse:
         smtp.close()
         raise
     if response.code != SMTPStatus.completed:
-        raise aiosmtplib.SMTPDataError(response.code, response.message)
+        raise DataRefused(response.code, response.message, END_OF_DATA)
     return response
 
 

@@ -147,7 +147,7 @@ async def pipelined_transaction(smtp: SMTP, commands: list[bytes], payload: byte
                 exchange.rcpts.append(await reader.reply(timeout))
             exchange.data = await reader.reply(timeout)
             if exchange.data.code == 354:
-                accepted = exchange.mail.code == 250 and any(r.code in (250, 251) for r in exchange.rcpts)
+                accepted = 200 <= exchange.mail.code < 300 and any(200 <= r.code < 300 for r in exchange.rcpts)
                 exchange.content_sent = accepted
                 transport.write(payload if accepted else b".\r\n")
                 final = await reader.reply(timeout)
