@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import email.policy
 from dataclasses import dataclass, field
-from email.message import EmailMessage, Message
-from email.parser import BytesParser
+from email.message import Message
+from email.parser import BytesHeaderParser
 from functools import cache
+
+from mailmoat_mail import mimeparts
 
 MAX_HEADERS_BYTES = 32 * 1024
 """Header text shown at most (the rest is cut, saying so)."""
@@ -73,34 +75,31 @@ def header_text(data: bytes) -> str:
 
 
 def _content(part: Message) -> str:
+    """A text part's body decoded from its transfer encoding and charset (UTF-8, else Latin-1, when the
+    charset is unknown or unusable)."""
+    return mimeparts.decode(mimeparts.payload(part), mimeparts.charset(part))
+
+
+def _subject(data: bytes) -> str:
+    """The Subject, RFC 2047 decoded; empty when there is none or it does not parse."""
     try:
-        content = part.get_content() if isinstance(part, EmailMessage) else part.get_payload(decode=True)
-    except (LookupError, ValueError, AssertionError, TypeError):  # an unknown charset, a broken encoding
-        payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-    if isinstance(content, bytes):
-        content = content.decode("utf-8", "replace")
-    return content if isinstance(content, str) else ""
-
-
-def _size(part: Message) -> int:
-    payload = part.get_payload(decode=True)
-    return len(payload) if isinstance(payload, bytes) else 0
+        found = BytesHeaderParser(policy=email.policy.default).parsebytes(data).get("subject", "")
+        return str(found)[:500]
+    except Exception:  # a header the parser cannot read: shown without it
+        return ""
 
 
 def render(data: bytes) -> SafeMessage:
-    """Headers, a safe body and the attachments of a message's bytes."""
+    """Headers, a safe body and the attachments of a message's bytes. The MIME structure is read by the
+    lenient parser every filter stage uses (``mailmoat_mail.mimeparts``), so that whatever a stage
+    could read and hold can be shown."""
     headers = header_text(data)
     notes: list[str] = []
     if len(headers) > MAX_HEADERS_BYTES:
         headers = headers[:MAX_HEADERS_BYTES]
         notes.append(f"headers cut at {MAX_HEADERS_BYTES} characters")
-    message = BytesParser(policy=email.policy.default).parsebytes(data)
-    safe = SafeMessage(headers=headers, notes=notes)
-    try:
-        safe.subject = str(message.get("subject", ""))[:500]
-    except (ValueError, TypeError, IndexError):
-        safe.subject = ""
+    message = mimeparts.parse(data)
+    safe = SafeMessage(headers=headers, subject=_subject(data), notes=notes)
     html = text = None
     for count, part in enumerate(message.walk()):
         if count >= MAX_PARTS:
@@ -108,11 +107,11 @@ def render(data: bytes) -> SafeMessage:
             break
         if part.is_multipart():
             continue
-        kind = part.get_content_type()
-        filename = part.get_filename()
-        disposition = part.get_content_disposition()
-        if filename or disposition == "attachment" or not kind.startswith("text/"):
-            safe.attachments.append(Attachment(str(filename or "(no name)")[:200], kind[:100], _size(part)))
+        kind = mimeparts.content_type(part)
+        filename = mimeparts.filename(part)
+        if filename or mimeparts.disposition(part) == "attachment" or not kind.startswith("text/"):
+            size = len(mimeparts.payload(part))
+            safe.attachments.append(Attachment((filename or "(no name)")[:200], kind[:100], size))
             continue
         if kind == "text/html" and html is None:
             html = _content(part)

@@ -61,6 +61,24 @@ def test_plain_text_and_odd_messages():
     assert cleaned == '<a rel="noopener noreferrer nofollow">v</a>'
 
 
+def test_every_hostile_message_a_stage_can_hold_can_be_shown():
+    """The view reads MIME as the stages do: RFC 2231 parameters the library cannot decode (charset
+    ``punycode``, continuations it cannot order) made it raise, so such a held message could not be opened."""
+    from tests.support.hostile import cases
+
+    for case in cases():
+        safe = render(case.data)
+        shown = safe.html or safe.text or safe.attachments or safe.notes
+        assert safe.headers.startswith("From: ") and shown, case.name
+    broken = next(c.data for c in cases() if c.name == "rfc2231-broken")
+    assert [a.content_type for a in render(broken).attachments] == ["application/octet-stream"]
+    punycode = (b"Subject: =?punycode?q?x?=\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                b"Content-Type: text/plain; charset=punycode\r\n\r\nbody \xff\r\n--b\r\n"
+                b"Content-Disposition: attachment; filename*=punycode''%FF%FE\r\n\r\nx\r\n--b--\r\n")
+    safe = render(punycode)
+    assert "body" in safe.text and len(safe.attachments) == 1
+
+
 def test_release_rights():
     assert release_role_of(ROOT) == "admin" and release_role_of(DESK) == "user" and release_role_of(ALICE) == "user"
     rcpts = ["Alice@example.com", "bob@example.com"]

@@ -1,0 +1,40 @@
+"""The console's view of a held message on arbitrary bytes: it always renders, and the HTML it gives a
+page runs and fetches nothing (no script, event handler, style, embedded content or image)."""
+
+from __future__ import annotations
+
+from mailmoat_console.safemail import render
+
+FORBIDDEN = ("<script", "<style", "<iframe", "<img", "<object", "<embed", "<form", "javascript:", " on", "style=")
+
+
+def test_one_input(data: bytes) -> None:
+    safe = render(data)
+    html = safe.html.lower()
+    for bad in FORBIDDEN:
+        if bad == " on":
+            assert not any(attr.startswith("on") for attr in _attributes(html)), html[:200]
+        else:
+            assert bad not in html, (bad, html[:200])
+    for text in (safe.subject, safe.text, safe.html, *(a.filename for a in safe.attachments)):
+        text.encode("utf-8")  # no lone surrogates: the page is UTF-8
+
+
+def _attributes(html: str) -> list[str]:
+    """Attribute names inside tags (a rough scan: enough for ``on…`` handlers)."""
+    names: list[str] = []
+    for tag in html.split("<")[1:]:
+        inside = tag.split(">", 1)[0]
+        for word in inside.split()[1:]:
+            names.append(word.split("=", 1)[0])
+    return names
+
+
+def seeds() -> list[bytes]:
+    from tests.support.hostile import cases
+
+    return [case.data for case in cases()] + [
+        b"Content-Type: text/html\r\n\r\n<p onclick=x>a</p><script>b</script><img src=x>",
+        b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/html; charset=utf-7\r\n\r\n"
+        b"+ADw-script+AD4-\r\n--b--\r\n",
+    ]
