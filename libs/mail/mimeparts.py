@@ -107,8 +107,8 @@ class _Message(Message):
 
 POLICY = _RawHeaders(message_factory=_Message)
 
-_NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "escape-codec"})
-"""Codecs Python has that are no MIME charsets (slow or surrogate-producing on hostile input)."""
+_NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape", "escape-codec", "undefined"})
+"""Codecs Python has that are no MIME charsets (slow, surrogate-producing or always failing)."""
 
 
 class NestedTooDeep(email.errors.MessageDefect):
@@ -254,15 +254,26 @@ def payload(part: Message) -> bytes:
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
 
 
+def codec(charset_name: str) -> str | None:
+    """The name of Python's codec for a MIME charset; None when unknown or no charset (``base64``,
+    ``punycode``, ...)."""
+    try:
+        found = codecs.lookup(charset_name.strip())
+    except (LookupError, ValueError, UnicodeError):  # unknown; a NUL or a surrogate in the name
+        return None
+    if not getattr(found, "_is_text_encoding", True) or found.name in _NOT_CHARSETS:
+        return None
+    return found.name
+
+
 def decode(data: bytes, charset_name: str | None) -> str:
     """Bytes as text in ``charset_name``; without one, or when it is unknown or fails, UTF-8 when the
     bytes are UTF-8, else Latin-1 (which never fails)."""
-    if charset_name:
+    name = codec(charset_name) if charset_name else None
+    if name is not None:
         try:
-            codec = codecs.lookup(charset_name.strip())
-            if codec.name not in _NOT_CHARSETS:
-                return _no_surrogates(str(data, codec.name, "replace"))
-        except Exception:  # LookupError, and codecs that fail on their own terms
+            return _no_surrogates(str(data, name, "replace"))
+        except Exception:  # codecs that fail on their own terms
             pass
     try:
         return data.decode("utf-8")

@@ -6,6 +6,8 @@ import base64
 import email
 import email.policy
 
+import pytest
+
 from mailmoat_routing.rules.edits import append_disclaimer, remove_header, set_header
 from tests.support.attachments import message, mz_executable
 
@@ -117,3 +119,20 @@ def test_disclaimer_on_a_part_whose_parameter_charset_holds_raw_8bit_bytes() -> 
     out, paths, why = append_disclaimer(data, "Vertraulich \u2013 intern.", None)
     assert why is None and paths == ["1"]
     assert b'name="note"' in out and "Vertraulich \u2013 intern." in _body(out)
+
+
+@pytest.mark.parametrize("charset", [b"punycode", b"idna", b"raw-unicode-escape", b"undefined"])
+def test_disclaimer_leaves_a_part_in_a_codec_that_is_no_charset_alone(charset: bytes) -> None:
+    data = b"Subject: s\r\nContent-Type: text/plain; charset=" + charset + b"\r\n\r\nCaf\xe9 text\r\n"
+    assert append_disclaimer(data, "Vertraulich \u2013 intern.", None) == (data, [], "no text part")
+
+
+def test_disclaimer_on_a_part_in_a_charset_that_does_not_write_ascii_as_ascii() -> None:
+    data = (b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=cp037\r\n"
+            b"Content-Transfer-Encoding: 8bit\r\n\r\n" + "Gr\u00fc\u00dfe".encode("cp037") + b"\r\n")
+    out, paths, why = append_disclaimer(data, "Vertraulich.\nIntern.", None)
+    assert paths == ["1"] and why is None
+    assert b"\r" not in out.replace(b"\r\n", b"") and b"\n" not in out.replace(b"\r\n", b"")
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    assert parsed.get_content_charset() == "utf-8"
+    assert parsed.get_content().startswith("Gr\u00fc\u00dfe") and "Vertraulich.\r\nIntern.\r\n" in parsed.get_content()

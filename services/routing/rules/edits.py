@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import email
 import email.header
 import email.policy
@@ -114,14 +113,16 @@ def _crlf(text: str) -> str:
     return "\r\n".join(text.splitlines())
 
 
-def _ascii_compatible(charset: str) -> bool:
+_PROBE = "\r\n</body></BODY> Az09.,:;!?=-_'\"()"
+
+
+def _ascii_compatible(codec: str) -> bool:
+    """The charset writes ASCII as ASCII, so line breaks and ``</body>`` are found and added as bytes
+    (not so: UTF-16, UTF-7, EBCDIC)."""
     try:
-        codec = codecs.lookup(charset)
-    except LookupError:
+        return _PROBE.encode(codec) == _PROBE.encode("ascii")
+    except UnicodeError:
         return False
-    if not getattr(codec, "_is_text_encoding", True):  # base64, zlib, ...: no charset at all
-        return False
-    return not codec.name.startswith(("utf-16", "utf-32", "utf_16", "utf_32"))
 
 
 def _content_headers(raw: bytes, span: Span, header_end: int, ctype: str, params: list[tuple[str, str]],
@@ -145,16 +146,19 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     if cte not in ("7bit", "8bit", "binary", "base64", "quoted-printable"):
         raise Skipped(f"transfer encoding {cte}")
     charset = (mimeparts.charset(head) or "us-ascii").lower()
+    codec = mimeparts.codec(charset)
+    if codec is None:
+        raise Skipped(f"charset {charset}")
     body = raw[body_start:span.end]
     decoded = _decode(body, cte)
     addition_text = _crlf(html_text if subtype == "html" else text)
     new_cte, new_charset = cte, charset
-    if _ascii_compatible(charset):
+    if _ascii_compatible(codec):
         errors = "xmlcharrefreplace" if subtype == "html" else "strict"
         try:
-            addition = addition_text.encode(charset, errors)
+            addition = addition_text.encode(codec, errors)
             new = _insert(decoded, addition, subtype)
-        except UnicodeEncodeError:
+        except UnicodeError:
             new = b""
         else:
             if cte == "7bit" and not addition.isascii():
@@ -164,8 +168,8 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     if not new:
         # The disclaimer cannot be written in the part's charset: the part becomes UTF-8.
         try:
-            current = decoded.decode(charset)
-        except (LookupError, UnicodeDecodeError) as exc:
+            current = decoded.decode(codec)
+        except UnicodeError as exc:
             raise Skipped(f"charset {charset}") from exc
         new = _insert(current.encode("utf-8"), addition_text.encode("utf-8"), subtype)
         new_charset = "utf-8"
