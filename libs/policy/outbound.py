@@ -104,6 +104,11 @@ class Outbound(OutboundIdentity):
     tls: TlsMode = "opportunistic"
     mx_port: int = Field(25, ge=1, le=65535)
     """Port used for hosts found by MX lookup (25 on the internet; tests use another)."""
+    mx_loopback: bool = False
+    """Deliver to MX hosts whose address is loopback (127.0.0.0/8, ::1) or unspecified (0.0.0.0, ::).
+    Off: such a host is this machine, not the domain's mail server; it is skipped, and a domain left with
+    no other host fails with 5.4.6 (mail loops back to myself, as Postfix). On for set-ups that answer for
+    a domain on loopback (tests)."""
     mta_sts: MtaStsHandling = "published"
     """MTA-STS (RFC 8461) for MX deliveries: ``published`` follows the mode a domain publishes;
     ``enforce``/``testing`` replace the published mode of a domain that has a policy; ``off`` ignores it."""

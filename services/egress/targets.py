@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
 from mailmoat_egress.delivery import Target, parse_hostport
@@ -27,6 +28,17 @@ class NoRoute(Exception):
     @property
     def permanent(self) -> bool:
         return self.code >= 500
+
+
+def loops_back(address: str) -> bool:
+    """A loopback or unspecified address (IPv4-mapped IPv6 included): this machine, whatever the port."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified
 
 
 def resolver_config(policy: Policy) -> ResolverConfig:
@@ -61,6 +73,7 @@ async def targets_for(route: Route, policy: Policy, allow: Callable[[str], bool]
     targets: list[Target] = []
     seen: set[str] = set()
     temporary: DnsError | None = None
+    looped: str | None = None
     if allow is not None:
         if not any(allow(mx.host) for mx in mx_hosts):
             raise NoRoute(451, f"4.7.5 {MX_MISMATCH} of {route.domain}")
@@ -75,11 +88,16 @@ async def targets_for(route: Route, policy: Policy, allow: Callable[[str], bool]
                 temporary = exc
             continue
         for address in addresses:
+            if not policy.outbound.mx_loopback and loops_back(address):
+                looped = looped or f"{mx.host} is {address}"
+                continue
             if address not in seen and len(targets) < MX_ADDRESS_LIMIT:
                 seen.add(address)
                 targets.append(Target(address, policy.outbound.mx_port, mx.host))
     if not targets:
         if temporary is not None:
             raise NoRoute(451, f"4.4.3 {temporary.message}")
+        if looped is not None:
+            raise NoRoute(550, f"5.4.6 mail for {route.domain} loops back to myself: MX host {looped}")
         raise NoRoute(550, f"5.4.4 no MX host of {route.domain} has an address")
     return targets

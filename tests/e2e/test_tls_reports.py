@@ -44,6 +44,7 @@ accepted_domains: [{{domain: contoso.test, route: onprem}}]
 routes: {{onprem: {{hosts: ["127.0.0.1:{sink_port}"], tls: none}}}}
 outbound:
   mx_port: {sink_port}
+  mx_loopback: true
   tls_rpt: {{enabled: true, contact: tls-admin@contoso.test, sender: tlsrpt@contoso.test, interval: 10}}
 dkim:
   domains:

@@ -145,7 +145,10 @@ async def harness(amqp_url, redis_url, write_policy, world) -> AsyncIterator[Har
         sink.clear()
     policy = write_policy(f"""
     organization: {{hostname: gw.test}}
-    outbound: {{mx_port: {world.port}, dane: {{mode: opportunistic, resolver: "127.0.0.1:{world.resolver.port}"}}}}
+    outbound:
+      mx_port: {world.port}
+      mx_loopback: true
+      dane: {{mode: opportunistic, resolver: "127.0.0.1:{world.resolver.port}"}}
     delivery: {{retry_delays: [60], expire_after: 600, connect_timeout: 5, command_timeout: 10}}
     dns: {{nameservers: ["127.0.0.1"], port: {world.resolver.port}, timeout: 2}}
     """)
@@ -245,7 +248,10 @@ async def test_dane_off_delivers_where_tlsa_would_defer(amqp_url, redis_url, wri
     world.sinks["other"].clear()
     policy = write_policy(f"""
     organization: {{hostname: gw.test}}
-    outbound: {{mx_port: {world.port}, dane: {{mode: "off", resolver: "127.0.0.1:{world.resolver.port}"}}}}
+    outbound:
+      mx_port: {world.port}
+      mx_loopback: true
+      dane: {{mode: "off", resolver: "127.0.0.1:{world.resolver.port}"}}
     dns: {{nameservers: ["127.0.0.1"], port: {world.resolver.port}, timeout: 2}}
     """)
     async for h in _harness(amqp_url, redis_url, policy):

@@ -126,7 +126,7 @@ async def harness(amqp_url, redis_url, write_policy, sinks, ca, ca_path, monkeyp
         async with PolicyServer(ca) as https:
             policy = write_policy(f"""
             organization: {{hostname: gw.test}}
-            outbound: {{mx_port: {sinks["good"].port}, mta_sts_port: {https.port}}}
+            outbound: {{mx_port: {sinks["good"].port}, mx_loopback: true, mta_sts_port: {https.port}}}
             delivery: {{retry_delays: [60], expire_after: 600, connect_timeout: 5, command_timeout: 10}}
             dns: {{nameservers: ["127.0.0.1"], port: {dns.port}, timeout: 2}}
             """)
@@ -218,7 +218,7 @@ async def test_off_override_ignores_the_policy(amqp_url, redis_url, write_policy
     with DnsServer(ZONE) as dns:
         policy = write_policy(f"""
         organization: {{hostname: gw.test}}
-        outbound: {{mx_port: {sinks["good"].port}, per_route: {{mx: {{mta_sts: "off"}}}}}}
+        outbound: {{mx_port: {sinks["good"].port}, mx_loopback: true, per_route: {{mx: {{mta_sts: "off"}}}}}}
         dns: {{nameservers: ["127.0.0.1"], port: {dns.port}, timeout: 2}}
         """)
         async for h in _harness(amqp_url, redis_url, policy, cafile=ca_path):

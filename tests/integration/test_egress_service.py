@@ -75,7 +75,7 @@ def dns_server() -> Iterator[DnsServer]:
 def _policy_text(sink_port: int, dns_port: int, expire: int = 600) -> str:
     return f"""
     organization: {{hostname: gw.test}}
-    outbound: {{mx_port: {sink_port}}}
+    outbound: {{mx_port: {sink_port}, mx_loopback: true}}
     delivery: {{retry_delays: [1, 2], expire_after: {expire}, connect_timeout: 5, command_timeout: 10}}
     dns: {{nameservers: ["127.0.0.1"], port: {dns_port}, timeout: 2}}
     """

@@ -55,6 +55,7 @@ async def setup(amqp_url, redis_url, write_policy) -> AsyncIterator[tuple[Harnes
         organization: {{name: Contoso, hostname: gw.contoso.test}}
         outbound:
           mx_port: {sink.port}
+          mx_loopback: true
           tls_rpt: {{enabled: true, contact: tls-admin@contoso.test, sender: tlsrpt@contoso.test}}
         delivery: {{retry_delays: [60], expire_after: 600, connect_timeout: 5, command_timeout: 10}}
         dns: {{nameservers: ["127.0.0.1"], port: {dns.port}, timeout: 2}}

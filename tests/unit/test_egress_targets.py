@@ -26,6 +26,16 @@ dangling.test. 60 IN MX 10 gone.dangling.test.
 stuck.test. 60 IN MX 10 slowmx.stuck.test.
 implicit.test. 60 IN A 127.0.0.40
 nomail.test. 60 IN MX 0 .
+self.test. 60 IN MX 10 mx.self.test.
+mx.self.test. 60 IN A 127.0.0.1
+mixed.test. 60 IN MX 10 lo.mixed.test.
+mixed.test. 60 IN MX 20 out.mixed.test.
+lo.mixed.test. 60 IN A 127.0.0.1
+lo.mixed.test. 60 IN AAAA ::1
+out.mixed.test. 60 IN A 192.0.2.5
+zero.test. 60 IN A 0.0.0.0
+mapped.test. 60 IN MX 10 mx.mapped.test.
+mx.mapped.test. 60 IN AAAA ::ffff:7f00:2
 """
 
 
@@ -40,7 +50,7 @@ def server() -> Iterator[DnsServer]:
 @pytest.fixture
 def policy(server: DnsServer) -> Policy:
     return Policy.model_validate({"dns": {"nameservers": ["127.0.0.1"], "port": server.port, "timeout": 1},
-                                  "outbound": {"mx_port": 2526}})
+                                  "outbound": {"mx_port": 2526, "mx_loopback": True}})
 
 
 def _mx(domain: str) -> Route:
@@ -94,3 +104,20 @@ async def test_route_without_hosts(policy: Policy) -> None:
     assert info.value.permanent
     with pytest.raises(NoRoute):
         await targets_for(Route(name="mx:", kind="mx"), policy)
+
+
+@pytest.mark.parametrize("domain", ["self.test", "zero.test", "mapped.test"])
+async def test_an_mx_on_this_machine_loops_back(policy: Policy, domain: str) -> None:
+    """As Postfix: a domain whose mail servers are this machine's loopback or unspecified addresses is not
+    delivered to ourselves (a loop, or a local service reached from outside); 5.4.6, bounced."""
+    strict = policy.model_copy(update={"outbound": policy.outbound.model_copy(update={"mx_loopback": False})})
+    with pytest.raises(NoRoute) as info:
+        await targets_for(_mx(domain), strict)
+    assert info.value.code == 550 and info.value.message.startswith(f"5.4.6 mail for {domain} loops back to myself")
+    assert info.value.permanent
+    assert await targets_for(_mx(domain), policy)  # allowed by mx_loopback: true
+
+
+async def test_other_mx_hosts_are_still_tried_when_one_is_this_machine(policy: Policy) -> None:
+    strict = policy.model_copy(update={"outbound": policy.outbound.model_copy(update={"mx_loopback": False})})
+    assert await targets_for(_mx("mixed.test"), strict) == [Target("192.0.2.5", 2526, "out.mixed.test")]
