@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import email
 import email.policy
 
@@ -136,3 +137,12 @@ def test_disclaimer_on_a_part_in_a_charset_that_does_not_write_ascii_as_ascii() 
     parsed = email.message_from_bytes(out, policy=email.policy.default)
     assert parsed.get_content_charset() == "utf-8"
     assert parsed.get_content().startswith("Gr\u00fc\u00dfe") and "Vertraulich.\r\nIntern.\r\n" in parsed.get_content()
+
+
+def test_disclaimer_keeps_line_breaks_encoded_in_quoted_printable_as_they_were() -> None:
+    data = (b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\nfirst=0D=0Asecond=0Dthird=0Aend=\r\n\r\n")
+    out, paths, _ = append_disclaimer(data, "Confidential.", None)
+    assert paths == ["1"]
+    body = binascii.a2b_qp(out.split(b"\r\n\r\n", 1)[1])
+    assert body == b"first\r\nsecond\rthird\nend\r\n\r\nConfidential.\r\n"

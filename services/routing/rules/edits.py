@@ -81,7 +81,7 @@ def _decode(body: bytes, cte: str) -> bytes:
         except (binascii.Error, ValueError) as exc:
             raise Skipped("bad base64") from exc
     if cte == "quoted-printable":
-        return binascii.a2b_qp(body.replace(b"\r\n", b"\n")).replace(b"\n", b"\r\n")
+        return binascii.a2b_qp(body)  # hard line breaks stay CRLF, an encoded CR or LF (=0D, =0A) stays itself
     return body
 
 
