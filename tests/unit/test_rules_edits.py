@@ -146,3 +146,15 @@ def test_disclaimer_keeps_line_breaks_encoded_in_quoted_printable_as_they_were()
     assert paths == ["1"]
     body = binascii.a2b_qp(out.split(b"\r\n\r\n", 1)[1])
     assert body == b"first\r\nsecond\rthird\nend\r\n\r\nConfidential.\r\n"
+
+
+def test_disclaimer_never_turns_quoted_printable_text_into_a_mime_delimiter() -> None:
+    hidden = b"=2D-b\r\nContent-Type: application/x-msdownload; name=\"x.exe\"\r\n\r\nMZ\r\n"
+    data = (b'Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+            b"hello\r\n" + hidden + b"--b--\r\n")
+    out, paths, _ = append_disclaimer(data, "Confidential.", None)
+    assert paths == ["1.1"]
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    assert [part.get_content_type() for part in parsed.iter_parts()] == ["text/plain"]
+    assert _body(out).startswith('hello\n--b\nContent-Type: application/x-msdownload; name="x.exe"\n\nMZ\n')

@@ -12,6 +12,7 @@ import email.header
 import email.policy
 import email.utils
 import html
+import re
 
 from mailmoat_mail import mimeedit, mimeparts
 from mailmoat_mail.mimeedit import CRLF, Span
@@ -86,8 +87,11 @@ def _decode(body: bytes, cte: str) -> bytes:
 
 
 def _qp(data: bytes) -> bytes:
+    """Quoted-printable with CRLF line breaks, and no line starting with ``-``: decoded text that reads
+    ``--boundary`` on a line of its own must not become a MIME delimiter once encoded again."""
     lines = data.split(CRLF)
-    return CRLF.join(binascii.b2a_qp(line, quotetabs=False, istext=False).replace(b"\n", CRLF) for line in lines)
+    encoded = CRLF.join(binascii.b2a_qp(line, quotetabs=False, istext=False).replace(b"\n", CRLF) for line in lines)
+    return re.sub(rb"^-", b"=2D", encoded, flags=re.MULTILINE)
 
 
 def _encode(data: bytes, cte: str) -> bytes:
