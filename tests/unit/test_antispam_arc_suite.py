@@ -8,10 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dkim
 import pytest
 import yaml
 
+from mailmoat_antispam.auth import authenticate
 from mailmoat_antispam.auth.dkimverify import verify_arc
+from mailmoat_platform.models import Envelope
+from mailmoat_policy import Policy
+from tests.support.dkimkeys import make_key
 from tests.support.spfsuite import TableResolver
 
 SUITE = Path(__file__).resolve().parent.parent / "data" / "arc" / "arc-draft-validation-tests.yml"
@@ -102,3 +107,58 @@ async def test_the_512_bit_key_fails_for_its_size() -> None:
     [case] = [c for c in CASES if c.name == "as_fields_b_512"]
     assert (await verify_arc(case.message, TableResolver(case.zone))).result == "fail"
     assert (await verify_arc(case.message, TableResolver(case.zone), minkey=512)).result == "pass"
+
+
+# Beyond the suite: the sealers and the newest ARC-Authentication-Results we report are read from the ARC
+# fields by their instance; dkimpy finds a field's instance as the first "i=<digits>" anywhere in it. A
+# field whose instance the two read differently must fail the chain, else a field dkimpy never validated
+# could name the newest sealer (and the trusted-sealer override of a DMARC failure would follow it).
+
+SPOOF = (b"Authentication-Results: own.test; dmarc=pass header.from=bank.test\r\n"
+         b"From: <ceo@bank.test>\r\nTo: a@ours.test\r\nSubject: pay\r\n\r\nWire the money today.\r\n")
+ZONE = {"bank.test": [("TXT", ["v=spf1 ip4:198.51.100.0/24 -all"])],
+        "_dmarc.bank.test": [("TXT", ["v=DMARC1; p=reject"])],
+        "evil.test": [("TXT", ["v=spf1 ip4:203.0.113.0/24 -all"])]}
+ENVELOPE = Envelope(client_ip="203.0.113.5", mail_from="x@evil.test", helo="mail.evil.test", rcpt_to=["a@ours.test"],
+                    id="m1", direction="inbound")
+POLICY = Policy.model_validate({"organization": {"hostname": "mx.ours.test"},
+                                "accepted_domains": [{"domain": "ours.test"}],
+                                "antispam": {"trusted_arc_sealers": ["trusted.test"]}})
+
+
+@pytest.fixture(scope="module")
+def own_chain() -> tuple[bytes, dict[str, list[Any]]]:
+    """A p=reject spoof of bank.test in a valid ARC chain of one set, sealed by the sender's own domain."""
+    key = make_key(1024)
+    arc_set = b"".join(dkim.arc_sign(SPOOF, b"s", b"own.test", key.private_pem, b"own.test"))
+    return arc_set + SPOOF, {**ZONE, "s._domainkey.own.test": [("TXT", [key.record])]}
+
+
+async def test_the_spoof_alone_is_not_overridden(own_chain: tuple[bytes, dict[str, list[Any]]]) -> None:
+    message, zone = own_chain
+    assert (await verify_arc(message, TableResolver(zone))).sealers == ("own.test",)
+    result = await authenticate(ENVELOPE, message, TableResolver(zone), POLICY)
+    assert (result.dmarc.effective, result.compauth.result) == ("reject", "fail")
+
+
+@pytest.mark.parametrize("instance", ["i=+1", "i=\u0661", "i=\uff11", "i=1_0", "i=0; zi=1", "i=01x", "i=51",
+                                      "i=1; x= i=2"])
+@pytest.mark.parametrize("name", ["ARC-Seal", "ARC-Message-Signature"])
+async def test_an_arc_field_whose_instance_is_read_two_ways_fails_the_chain(
+        own_chain: tuple[bytes, dict[str, list[Any]]], instance: str, name: str) -> None:
+    message, zone = own_chain
+    forged = f"{name}: {instance}; a=rsa-sha256; cv=none; d=trusted.test; s=x; b=AAAA\r\n".encode()
+    message = message.replace(b"Subject:", forged + b"Subject:")
+    arc = await verify_arc(message, TableResolver(zone))
+    assert arc.result == "fail", arc
+    result = await authenticate(ENVELOPE, message, TableResolver(zone), POLICY)
+    assert (result.dmarc.effective, result.dmarc.override, result.compauth.result) == ("reject", "", "fail")
+
+
+@pytest.mark.parametrize("value", ["i=\u0661; trusted.test; dmarc=pass", "i=1x; trusted.test; dmarc=pass",
+                                   "trusted.test; i=1; dmarc=pass"])
+async def test_an_arc_authentication_results_whose_instance_is_read_two_ways_fails_the_chain(
+        own_chain: tuple[bytes, dict[str, list[Any]]], value: str) -> None:
+    message, zone = own_chain
+    message = message.replace(b"Subject:", f"ARC-Authentication-Results: {value}\r\nSubject:".encode())
+    assert (await verify_arc(message, TableResolver(zone))).result == "fail"

@@ -176,35 +176,54 @@ def _verify_one(data: bytes, index: int, tags: dict[str, str], keys: _Keys, mink
     return DkimResult("fail", reason="signature did not verify (body or signed headers changed, or wrong key)", **base)
 
 
-def _instance(tags: dict[str, str]) -> int:
-    try:
-        return int(tags.get("i", "0").strip())
-    except ValueError:
-        return 0
+ARC_FIELDS = ("arc-seal", "arc-message-signature", "arc-authentication-results")
+
+_AAR_INSTANCE = re.compile(r"\s*i\s*=\s*([0-9]{1,2})\s*;(.*)$", re.S)
+
+
+def _instance(field: Field) -> int | None:
+    """An ARC field's instance, 1 to 50 (RFC 8617 4.2.1): the ``i=`` tag of a seal or message signature,
+    the leading ``i=N;`` of an ARC-Authentication-Results (4.1.1). None when missing or malformed, or when
+    dkimpy, which takes the first ``i=<digits>`` anywhere in a field, reads another instance: then the
+    sets it validates are not the ones the sealers and results are read from."""
+    if field.name.lower() == "arc-authentication-results":
+        match = _AAR_INSTANCE.match(field.value)
+        text = match.group(1) if match else ""
+    else:
+        text = _tags(field.value).get("i", "").strip()
+    ours = int(text) if re.fullmatch(r"[0-9]{1,2}", text) else 0
+    theirs = dkim.ARC.INSTANCE_RE.search(field.value.encode("utf-8"))
+    if not 1 <= ours <= MAX_ARC_SETS or theirs is None or int(theirs.group(1)) != ours:
+        return None
+    return ours
 
 
 async def verify_arc(data: bytes, resolver: Resolver, *, minkey: int = 1024) -> ArcResult:
     """The ARC chain's validation status (RFC 8617 5.2), its sealers and the newest AAR."""
     if not may_hold(data, b"arc-"):
         return ArcResult("none", "no ARC sets")
-    headers = fields(data)
-    seals = [_tags(f.value) for f in headers if f.name.lower() == "arc-seal"]
-    signatures = [_tags(f.value) for f in headers if f.name.lower() == "arc-message-signature"]
-    results = [f for f in headers if f.name.lower() == "arc-authentication-results"]
-    if not seals and not signatures and not results:
+    arc = [f for f in fields(data) if f.name.lower() in ARC_FIELDS]
+    if not arc:
         return ArcResult("none", "no ARC sets")
-    if len(seals) > MAX_ARC_SETS or len(signatures) > MAX_ARC_SETS:
+    names = [f.name.lower() for f in arc]
+    if names.count("arc-seal") > MAX_ARC_SETS or names.count("arc-message-signature") > MAX_ARC_SETS:
         return ArcResult("fail", f"more than {MAX_ARC_SETS} ARC sets")
-    by_instance = sorted((_instance(t), t.get("d", "").strip().lower()) for t in seals)
-    sealers = tuple(d for _, d in by_instance)
-    newest = max((i for i, _ in by_instance), default=0)
+    numbered: list[tuple[int, Field]] = []
+    for f in arc:
+        instance = _instance(f)
+        if instance is None:
+            return ArcResult("fail", f"{f.name} without a well-formed instance (i=1 to {MAX_ARC_SETS})")
+        numbered.append((instance, f))
+    seals = sorted(((i, _tags(f.value)) for i, f in numbered if f.name.lower() == "arc-seal"), key=lambda s: s[0])
+    sealers = tuple(t.get("d", "").strip().lower() for _, t in seals)
+    newest = seals[-1][0] if seals else 0
     newest_results = ""
-    for f in results:
-        # Instances are 1 to 50 (RFC 8617 4.2.1): digits are bounded before int(), which refuses over 4,300.
-        match = re.match(r"\s*i\s*=\s*([0-9]{1,9})\s*;(.*)$", f.value, re.S)
-        if match and int(match.group(1)) == newest:
+    for i, f in numbered:
+        match = _AAR_INSTANCE.match(f.value) if f.name.lower() == "arc-authentication-results" else None
+        if match and i == newest:
             newest_results = match.group(2).strip()
-    keys = await _fetch(resolver, filter(None, (_key_name(t) for t in seals + signatures)))
+    signed = [_tags(f.value) for f in arc if f.name.lower() != "arc-authentication-results"]
+    keys = await _fetch(resolver, filter(None, (_key_name(t) for t in signed)))
     temporary = [n for n, a in keys.answers.items() if a.status == "temperror"]
     if temporary:
         return ArcResult("fail", f"key look-up failed: {', '.join(temporary)}", newest, sealers, newest_results)
