@@ -158,3 +158,15 @@ def test_disclaimer_never_turns_quoted_printable_text_into_a_mime_delimiter() ->
     parsed = email.message_from_bytes(out, policy=email.policy.default)
     assert [part.get_content_type() for part in parsed.iter_parts()] == ["text/plain"]
     assert _body(out).startswith('hello\n--b\nContent-Type: application/x-msdownload; name="x.exe"\n\nMZ\n')
+
+
+@pytest.mark.parametrize("fields", [b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit",
+                                    b"Content-Type: text/plain\r\nX-Note: kept"])
+def test_disclaimer_in_a_part_without_a_blank_line_goes_into_its_body(fields: bytes) -> None:
+    data = (b'Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            + fields + b"\r\n--b--\r\n")
+    out, paths, _ = append_disclaimer(data, "Note: vertraulich \u2013 intern.", None)
+    assert paths == ["1.1"]
+    part = next(email.message_from_bytes(out, policy=email.policy.default).iter_parts())
+    assert part.get_content().strip() == "Note: vertraulich \u2013 intern."
+    assert (part["X-Note"] == "kept") == (b"X-Note" in fields)

@@ -132,7 +132,7 @@ def _ascii_compatible(codec: str) -> bool:
 def _content_headers(raw: bytes, span: Span, header_end: int, ctype: str, params: list[tuple[str, str]],
                      cte: str) -> bytes:
     """The entity's header fields with Content-Type and Content-Transfer-Encoding rewritten (others kept)."""
-    kept = [raw[s:e] for name, s, e in mimeedit.header_fields(raw, span.start, header_end)
+    kept = [raw[s:e].removesuffix(CRLF) + CRLF for name, s, e in mimeedit.header_fields(raw, span.start, header_end)
             if name not in (b"content-type", b"content-transfer-encoding")]
     if span.path == "1" and not any(k.lower().startswith(b"mime-version:") for k in kept):
         kept.append(b"MIME-Version: 1.0\r\n")
@@ -184,8 +184,10 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     encoded = _encode(new, new_cte)
     encoded = encoded.removesuffix(CRLF) + (CRLF if body.endswith(CRLF) or span.path == "1" else b"")
     if new_cte == cte and new_charset == charset:
-        # A message without a blank line after its header fields gets one before its new body.
-        return raw[span.start:body_start] + (CRLF if body_start == header_end else b"") + encoded
+        head_bytes = raw[span.start:body_start]
+        if body_start == header_end:  # no blank line after the fields: end the last one, then add it
+            head_bytes = (head_bytes.removesuffix(CRLF) + CRLF if head_bytes else b"") + CRLF
+        return head_bytes + encoded
     params = [(k, mimeparts.collapse(v)) for k, v in (head.get_params(header="content-type") or [])[1:]
               if k.lower() != "charset"]
     params.append(("charset", new_charset))
