@@ -170,3 +170,15 @@ def test_disclaimer_in_a_part_without_a_blank_line_goes_into_its_body(fields: by
     part = next(email.message_from_bytes(out, policy=email.policy.default).iter_parts())
     assert part.get_content().strip() == "Note: vertraulich \u2013 intern."
     assert (part["X-Note"] == "kept") == (b"X-Note" in fields)
+
+
+def test_html_disclaimer_that_makes_a_7bit_line_too_long_turns_the_part_quoted_printable() -> None:
+    markup = b"<html><body><p>" + b"x" * 960 + b"</p></body></html>"
+    data = b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n" + markup + b"\r\n"
+    out, paths, _ = append_disclaimer(data, "Confidential.", "<p>Confidential, for the addressee only.</p>")
+    assert paths == ["1"]
+    assert max(len(line) for line in out.split(b"\r\n")) <= 998
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    assert parsed["Content-Transfer-Encoding"] == "quoted-printable"
+    assert _body(out, "html") == markup.decode().replace(
+        "</body>", "<p>Confidential, for the addressee only.</p>\n</body>") + "\n"

@@ -179,7 +179,7 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
         new_charset = "utf-8"
         if cte in ("7bit", "8bit", "binary"):
             new_cte = "quoted-printable"
-    if new_cte in ("8bit", "binary") and any(len(line) > _LONG_LINE for line in new.split(CRLF)):
+    if new_cte in ("7bit", "8bit", "binary") and any(len(line) > _LONG_LINE for line in new.split(CRLF)):
         new_cte = "quoted-printable"
     encoded = _encode(new, new_cte)
     encoded = encoded.removesuffix(CRLF) + (CRLF if body.endswith(CRLF) or span.path == "1" else b"")
