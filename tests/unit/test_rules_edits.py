@@ -182,3 +182,14 @@ def test_html_disclaimer_that_makes_a_7bit_line_too_long_turns_the_part_quoted_p
     assert parsed["Content-Transfer-Encoding"] == "quoted-printable"
     assert _body(out, "html") == markup.decode().replace(
         "</body>", "<p>Confidential, for the addressee only.</p>\n</body>") + "\n"
+
+
+def test_rewritten_content_type_with_a_long_parameter_is_folded_into_continuations() -> None:
+    data = (b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii; format=flowed;\r\n"
+            b" name*0=" + b"a" * 900 + b";\r\n name*1=" + b"b" * 900 + b"\r\n\r\nText.\r\n")
+    out, paths, _ = append_disclaimer(data, "Vertraulich \u2013 intern.", None)
+    assert paths == ["1"]
+    assert max(len(line) for line in out.split(b"\r\n")) <= 998
+    parsed = email.message_from_bytes(out, policy=email.policy.default)
+    assert parsed.get_content_charset() == "utf-8" and parsed.get_param("format") == "flowed"
+    assert parsed.get_param("name") == "a" * 900 + "b" * 900

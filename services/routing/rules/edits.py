@@ -18,6 +18,8 @@ from mailmoat_mail import mimeedit, mimeparts
 from mailmoat_mail.mimeedit import CRLF, Span
 
 _LONG_LINE = 998
+_PARAM_CHUNK = 200
+"""Characters of a parameter value per folded line (quoted, at most twice as many octets)."""
 
 
 # --- header fields --------------------------------------------------------------------------------
@@ -136,9 +138,20 @@ def _content_headers(raw: bytes, span: Span, header_end: int, ctype: str, params
             if name not in (b"content-type", b"content-transfer-encoding")]
     if span.path == "1" and not any(k.lower().startswith(b"mime-version:") for k in kept):
         kept.append(b"MIME-Version: 1.0\r\n")
-    rendered = "".join(f'; {k}="{email.utils.quote(v)}"' for k, v in params if k and v.isascii())
-    return (b"".join(kept) + f"Content-Type: {ctype}{rendered}".encode("ascii") + CRLF
+    rendered = [item for k, v in params if k and v.isascii() and len(k) <= _PARAM_CHUNK for item in _param(k, v)]
+    field = f"Content-Type: {ctype}" + "".join(f"; {item}" for item in rendered)
+    if len(field) > _LONG_LINE:
+        field = f"Content-Type: {ctype}" + "".join(f";\r\n {item}" for item in rendered)
+    return (b"".join(kept) + field.encode("ascii") + CRLF
             + f"Content-Transfer-Encoding: {cte}".encode("ascii") + CRLF)
+
+
+def _param(name: str, value: str) -> list[str]:
+    """``name="value"``; RFC 2231 continuations (``name*0="..."; name*1="..."``) for a long value."""
+    if len(value) <= _PARAM_CHUNK:
+        return [f'{name}="{email.utils.quote(value)}"']
+    chunks = [value[i:i + _PARAM_CHUNK] for i in range(0, len(value), _PARAM_CHUNK)]
+    return [f'{name}*{n}="{email.utils.quote(chunk)}"' for n, chunk in enumerate(chunks)]
 
 
 def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
