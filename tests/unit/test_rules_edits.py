@@ -193,3 +193,9 @@ def test_rewritten_content_type_with_a_long_parameter_is_folded_into_continuatio
     parsed = email.message_from_bytes(out, policy=email.policy.default)
     assert parsed.get_content_charset() == "utf-8" and parsed.get_param("format") == "flowed"
     assert parsed.get_param("name") == "a" * 900 + "b" * 900
+
+
+def test_set_header_never_takes_the_folded_lines_a_message_opens_with_into_its_value() -> None:
+    data = b" stray: folded\r\n\tline\r\nSubject: s\r\n\r\nbody\r\n"
+    out = set_header(data, "X-Class", "internal")
+    assert out == b" stray: folded\r\n\tline\r\nX-Class: internal\r\nSubject: s\r\n\r\nbody\r\n"

@@ -50,13 +50,17 @@ def remove_header(raw: bytes, name: str) -> tuple[bytes, int]:
 
 def set_header(raw: bytes, name: str, value: str) -> bytes:
     """``raw`` with one ``name: value`` field: the first field of that name is replaced in place and any
-    others removed; when there is none it is added at the top."""
+    others removed; when there is none it is added at the top (after any folded lines the message
+    opens with)."""
     end = mimeedit.sections(raw)[0]
     wanted = name.lower().encode("ascii")
-    spans = [(s, e) for field, s, e in mimeedit.header_fields(raw, 0, end) if field == wanted]
+    fields = mimeedit.header_fields(raw, 0, end)
+    spans = [(s, e) for field, s, e in fields if field == wanted]
     line = _field(name, value)
     if not spans:
-        return line + raw
+        # After folded lines that open the message (of no field), which would fold into the new one.
+        top = fields[0][2] if raw[:1] in (b" ", b"\t") else 0
+        return raw[:top] + line + raw[top:]
     out = bytearray(raw[: spans[0][0]]) + line
     pos = spans[0][1]
     for start, stop in spans[1:]:
