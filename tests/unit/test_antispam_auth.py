@@ -194,6 +194,10 @@ CHAIN = ArcResult("pass", "success", 2, ("lists.trusted.test", "relay.trusted.te
 def test_trusted_arc_sealer_overrides_a_dmarc_failure() -> None:
     overridden = arc_override(FAILED, CHAIN, ["trusted.test"])
     assert (overridden.result, overridden.effective, overridden.override) == ("fail", "none", "arc:relay.trusted.test")
+    for results in ("relay.trusted.test; spf=fail; DMARC=Pass (p=reject) Header.From=Bank.Test.;",
+                    "relay.trusted.test; dmarc=pass header.from=other.test; dmarc=pass header.from=bank.test"):
+        chain = ArcResult("pass", "", 2, CHAIN.sealers, results)
+        assert arc_override(FAILED, chain, ["trusted.test"]).override == "arc:relay.trusted.test", results
 
 
 @pytest.mark.parametrize("arc,trusted", [
@@ -202,6 +206,13 @@ def test_trusted_arc_sealer_overrides_a_dmarc_failure() -> None:
     (ArcResult("fail", "bad seal", 2, CHAIN.sealers, CHAIN.newest_results), ["trusted.test"]),
     (ArcResult("pass", "", 2, CHAIN.sealers, "relay.trusted.test; dmarc=fail"), ["trusted.test"]),
     (ArcResult("pass", "", 2, ("relay.trusted.test", "evil.test"), CHAIN.newest_results), ["trusted.test"]),
+    # a pass the trusted sealer recorded for another author domain, or for none named
+    (ArcResult("pass", "", 2, CHAIN.sealers, "relay.trusted.test; dmarc=pass header.from=evil.test"), ["trusted.test"]),
+    (ArcResult("pass", "", 2, CHAIN.sealers, "relay.trusted.test; dmarc=pass"), ["trusted.test"]),
+    (ArcResult("pass", "", 2, CHAIN.sealers, "relay.trusted.test; dmarc=pass header.from=bank.test.evil.test"),
+     ["trusted.test"]),
+    (ArcResult("pass", "", 2, CHAIN.sealers, "relay.trusted.test; dmarc=fail header.from=bank.test; "
+               "x=dmarc=pass header.from=evil.test"), ["trusted.test"]),
 ])
 def test_no_override_without_a_valid_chain_newest_sealed_by_a_trusted_domain_reporting_dmarc_pass(
         arc: ArcResult, trusted: list[str]) -> None:

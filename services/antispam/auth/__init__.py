@@ -115,13 +115,29 @@ def _trusted(sealer: str, trusted: list[str]) -> bool:
     return any(sealer == t or sealer.endswith("." + t) for t in trusted)
 
 
+_DMARC_PASS = re.compile(r"(?:^|[;\s])dmarc\s*=\s*pass\b([^;]*)", re.I)
+_HEADER_FROM = re.compile(r"\bheader\.from\s*=\s*([^\s;()]+)", re.I)
+
+
+def vouches_for(results: str, domain: str) -> bool:
+    """The ``ARC-Authentication-Results`` text records ``dmarc=pass`` for ``header.from`` ``domain``: a pass
+    about another author domain (or naming none) vouches for nothing here."""
+    wanted = domain.lower().rstrip(".")
+    for match in _DMARC_PASS.finditer(results):
+        found = _HEADER_FROM.search(match.group(1))
+        if found and found.group(1).lower().rstrip(".") == wanted:
+            return True
+    return False
+
+
 def arc_override(dmarc: DmarcResult, arc: ArcResult, trusted: list[str]) -> DmarcResult:
     """A DMARC failure vouched for by a trusted ARC sealer: a valid chain whose newest seal is by a
-    trusted domain that recorded ``dmarc=pass`` in its ``ARC-Authentication-Results``."""
+    trusted domain that recorded ``dmarc=pass`` for this author domain (``header.from``) in its
+    ``ARC-Authentication-Results``."""
     if dmarc.result != "fail" or arc.result != "pass" or not arc.sealers or not trusted:
         return dmarc
     sealer = arc.sealers[-1]
-    if not _trusted(sealer, trusted) or not re.search(r"(^|[;\s])dmarc\s*=\s*pass\b", arc.newest_results, re.I):
+    if not _trusted(sealer, trusted) or not vouches_for(arc.newest_results, dmarc.domain):
         return dmarc
     return replace(dmarc, effective="none", override=f"arc:{sealer}")
 
