@@ -330,10 +330,13 @@ def arc_seal(data: bytes, domain: str, selector: str, key: PrivateKey, authserv_
 
 
 def _arc_headers(fields: Fields) -> list[bytes]:
-    """The AMS header list: the DKIM set as present (no over-signing: a later hop may add to a forwarded
-    message, and the seal must still say what we saw)."""
-    present = {name.lower() for name, _ in fields}
-    return [f.encode("ascii") for f in SIGNED if f.encode("ascii") in present] or [b"from"]
+    """The AMS header list: the DKIM set as present, each field as often as it occurs (a verifier refuses a
+    signature that leaves an instance unsigned, such as a second From), with no over-signing (a later hop
+    may add to a forwarded message, and the seal must still say what we saw)."""
+    counts: dict[bytes, int] = {}
+    for name, _ in fields:
+        counts[name.lower()] = counts.get(name.lower(), 0) + 1
+    return [f.encode("ascii") for f in SIGNED for _ in range(counts.get(f.encode("ascii"), 0))] or [b"from"]
 
 
 # --- keys -----------------------------------------------------------------------------------------

@@ -148,6 +148,19 @@ def test_arc_seal_needs_our_authentication_results(keypair) -> None:
     assert cv == dkim.CV_Pass, reason
 
 
+@pytest.mark.parametrize("fields", [
+    b"From: A <a@example.com>\r\nFrom: B <b@example.org>\r\n",  # two From fields: both must be sealed
+    b"From: a@example.com\r\nSubject: one\r\nSubject: two\r\nTo: x@y.example\r\nTo: z@y.example\r\n",
+])
+def test_an_arc_seal_covers_every_instance_of_a_repeated_field(keypair, fields: bytes) -> None:
+    ours = b"Authentication-Results: gw.example.com; spf=pass smtp.mailfrom=partner.example\r\n"
+    with_ar = ours + fields + b"\r\nx\r\n"
+    sealed = arc_seal(with_ar, "example.com", "r1", read_private_key(keypair["rsa"][0], "rsa"), "gw.example.com")
+    assert sealed is not None
+    cv, _, reason = dkim.arc_verify(sealed + with_ar, dnsfunc=dnsfunc(keypair))
+    assert cv == dkim.CV_Pass, reason
+
+
 @pytest.mark.parametrize("data", [
     MESSAGE,
     b"From: a@example.com\r\nTo: x@y.example,\r\n\tz@y.example\r\nTo: second@y.example\r\nSubject: folded\r\n"
