@@ -199,3 +199,14 @@ def test_set_header_never_takes_the_folded_lines_a_message_opens_with_into_its_v
     data = b" stray: folded\r\n\tline\r\nSubject: s\r\n\r\nbody\r\n"
     out = set_header(data, "X-Class", "internal")
     assert out == b" stray: folded\r\n\tline\r\nX-Class: internal\r\nSubject: s\r\n\r\nbody\r\n"
+
+
+def test_rewritten_content_fields_take_the_place_of_the_old_ones() -> None:
+    data = (b'Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            b"X-First: 1\r\nContent-Type: text/html; charset=iso-8859-1\r\nX-\xff\xff: not a field name\r\n\r\n"
+            b"<p>Gr\xfc\xdfe</p>\r\n--b--\r\n")
+    out, paths, _ = append_disclaimer(data, "x", "<p>F\u00fcr den Empf\u00e4nger.</p>")
+    assert paths == ["1.1"]
+    assert (b"--b\r\nX-First: 1\r\nContent-Type: text/html; charset=\"iso-8859-1\"\r\n"
+            b"Content-Transfer-Encoding: quoted-printable\r\nX-\xff\xff: not a field name\r\n\r\n") in out
+    assert "<p>Gr\u00fc\u00dfe</p>\n<p>F\u00fcr den Empf\u00e4nger.</p>" in _body(out, "html")

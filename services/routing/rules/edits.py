@@ -137,17 +137,24 @@ def _ascii_compatible(codec: str) -> bool:
 
 def _content_headers(raw: bytes, span: Span, header_end: int, ctype: str, params: list[tuple[str, str]],
                      cte: str) -> bytes:
-    """The entity's header fields with Content-Type and Content-Transfer-Encoding rewritten (others kept)."""
-    kept = [raw[s:e].removesuffix(CRLF) + CRLF for name, s, e in mimeedit.header_fields(raw, span.start, header_end)
-            if name not in (b"content-type", b"content-transfer-encoding")]
-    if span.path == "1" and not any(k.lower().startswith(b"mime-version:") for k in kept):
-        kept.append(b"MIME-Version: 1.0\r\n")
+    """The entity's header fields with Content-Type and Content-Transfer-Encoding rewritten where the
+    first of them was (at the end when there was none); the other fields kept, in their order."""
     rendered = [item for k, v in params if k and v.isascii() and len(k) <= _PARAM_CHUNK for item in _param(k, v)]
     field = f"Content-Type: {ctype}" + "".join(f"; {item}" for item in rendered)
     if len(field) > _LONG_LINE:
         field = f"Content-Type: {ctype}" + "".join(f";\r\n {item}" for item in rendered)
-    return (b"".join(kept) + field.encode("ascii") + CRLF
-            + f"Content-Transfer-Encoding: {cte}".encode("ascii") + CRLF)
+    new = field.encode("ascii") + CRLF + f"Content-Transfer-Encoding: {cte}".encode("ascii") + CRLF
+    out: list[bytes] = []
+    placed = False
+    for name, s, e in mimeedit.header_fields(raw, span.start, header_end):
+        if name not in (b"content-type", b"content-transfer-encoding"):
+            out.append(raw[s:e].removesuffix(CRLF) + CRLF)
+        elif not placed:
+            out.append(new)
+            placed = True
+    if span.path == "1" and not any(line.lower().startswith(b"mime-version:") for line in out):
+        out.append(b"MIME-Version: 1.0\r\n")
+    return b"".join(out) + (b"" if placed else new)
 
 
 def _param(name: str, value: str) -> list[str]:
