@@ -59,7 +59,8 @@ def body_offset(raw: bytes, start: int = 0, end: int | None = None) -> int:
 
 def header_fields(raw: bytes, start: int, stop: int) -> list[tuple[bytes, int, int]]:
     """``(lower-cased name, start, end)`` of each header field in ``raw[start:stop]``, folded lines included;
-    ``end`` is just after the field's final CRLF."""
+    ``end`` is just after the field's final CRLF. Folded lines that open the section are no field of
+    any name (``b""``), as readers skip them."""
     fields: list[tuple[bytes, int, int]] = []
     pos = start
     while pos < stop:
@@ -68,11 +69,12 @@ def header_fields(raw: bytes, start: int, stop: int) -> list[tuple[bytes, int, i
         line = raw[pos:line_end]
         if line in (CRLF, b""):
             break
-        if line[:1] in (b" ", b"\t") and fields:
+        folded = line[:1] in (b" ", b"\t")
+        if folded and fields:
             name, first, _ = fields[-1]
             fields[-1] = (name, first, line_end)
         else:
-            name = line.split(b":", 1)[0].strip().lower() if b":" in line else b""
+            name = line.split(b":", 1)[0].strip().lower() if b":" in line and not folded else b""
             fields.append((name, pos, line_end))
         pos = line_end
     return fields

@@ -159,3 +159,9 @@ def test_hostile_headers_do_not_stop_the_tree() -> None:
     deep = nested(3000)
     assert mimeedit.parts(deep).path == "1"
     assert mimeedit.replace_parts(deep, ["1" + ".1" * 2000], "gone") == (deep, [])
+
+
+def test_prepend_subject_skips_folded_lines_that_open_the_message() -> None:
+    raw = b" subject: not a field\r\n\tstill not\r\nSubject: real\r\n\r\nbody\r\n"
+    assert mimeedit.prepend_subject(raw, "[EXT] ") == raw.replace(b"Subject: real", b"Subject: [EXT] real")
+    assert mimeedit.header_fields(raw, 0, len(raw))[0] == (b"", 0, raw.index(b"Subject"))
