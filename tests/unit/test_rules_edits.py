@@ -210,3 +210,11 @@ def test_rewritten_content_fields_take_the_place_of_the_old_ones() -> None:
     assert (b"--b\r\nX-First: 1\r\nContent-Type: text/html; charset=\"iso-8859-1\"\r\n"
             b"Content-Transfer-Encoding: quoted-printable\r\nX-\xff\xff: not a field name\r\n\r\n") in out
     assert "<p>Gr\u00fc\u00dfe</p>\n<p>F\u00fcr den Empf\u00e4nger.</p>" in _body(out, "html")
+
+
+def test_disclaimer_in_a_last_part_without_body_or_close_delimiter_keeps_the_final_crlf() -> None:
+    data = (b'Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            b"Content-Type: text/plain; charset=utf-8\r\n")
+    out, paths, _ = append_disclaimer(data, "Confidential.", None)
+    assert paths == ["1.1"]
+    assert out == data + b"\r\nConfidential.\r\n"

@@ -206,7 +206,7 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     if new_cte in ("7bit", "8bit", "binary") and any(len(line) > _LONG_LINE for line in new.split(CRLF)):
         new_cte = "quoted-printable"
     encoded = _encode(new, new_cte)
-    encoded = encoded.removesuffix(CRLF) + (CRLF if body.endswith(CRLF) or span.path == "1" else b"")
+    encoded = encoded.removesuffix(CRLF) + (CRLF if body.endswith(CRLF) or span.end == len(raw) else b"")
     if new_cte == cte and new_charset == charset:
         head_bytes = raw[span.start:body_start]
         if body_start == header_end:  # no blank line after the fields: end the last one, then add it
