@@ -218,3 +218,11 @@ def test_disclaimer_in_a_last_part_without_body_or_close_delimiter_keeps_the_fin
     out, paths, _ = append_disclaimer(data, "Confidential.", None)
     assert paths == ["1.1"]
     assert out == data + b"\r\nConfidential.\r\n"
+
+
+def test_rewritten_content_type_drops_parameter_names_it_cannot_write() -> None:
+    data = (b'Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+            b"Content-Type: text/plain; format=flowed; c\x98\x9e=x; a b=c\r\n\r\nText.\r\n--b--\r\n")
+    out, paths, _ = append_disclaimer(data, "Vertraulich \u2013 intern.", None)
+    assert paths == ["1.1"]
+    assert b'\r\nContent-Type: text/plain; format="flowed"; charset="utf-8"\r\n' in out

@@ -20,6 +20,8 @@ from mailmoat_mail.mimeedit import CRLF, Span
 _LONG_LINE = 998
 _PARAM_CHUNK = 200
 """Characters of a parameter value per folded line (quoted, at most twice as many octets)."""
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,200}")
+"""A parameter name that can be written again (RFC 2045 token, not too long)."""
 
 
 # --- header fields --------------------------------------------------------------------------------
@@ -139,7 +141,7 @@ def _content_headers(raw: bytes, span: Span, header_end: int, ctype: str, params
                      cte: str) -> bytes:
     """The entity's header fields with Content-Type and Content-Transfer-Encoding rewritten where the
     first of them was (at the end when there was none); the other fields kept, in their order."""
-    rendered = [item for k, v in params if k and v.isascii() and len(k) <= _PARAM_CHUNK for item in _param(k, v)]
+    rendered = [item for k, v in params if _TOKEN.fullmatch(k) and v.isascii() for item in _param(k, v)]
     field = f"Content-Type: {ctype}" + "".join(f"; {item}" for item in rendered)
     if len(field) > _LONG_LINE:
         field = f"Content-Type: {ctype}" + "".join(f";\r\n {item}" for item in rendered)
