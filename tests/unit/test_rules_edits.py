@@ -9,6 +9,7 @@ import email.policy
 
 import pytest
 
+from mailmoat_mail import mimeparts
 from mailmoat_routing.rules.edits import append_disclaimer, remove_header, set_header
 from tests.support.attachments import message, mz_executable
 
@@ -226,3 +227,13 @@ def test_rewritten_content_type_drops_parameter_names_it_cannot_write() -> None:
     out, paths, _ = append_disclaimer(data, "Vertraulich \u2013 intern.", None)
     assert paths == ["1.1"]
     assert b'\r\nContent-Type: text/plain; format="flowed"; charset="utf-8"\r\n' in out
+
+
+def test_a_part_without_charset_that_becomes_quoted_printable_declares_none() -> None:
+    line = b"<html><body><p>" + "Gr\u00fc\u00dfe ".encode() * 118 + b"</p></body></html>"
+    data = b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n" + line + b"\r\n"
+    out, paths, _ = append_disclaimer(data, "x", "<p>Confidential, for the addressee only.</p>")
+    assert paths == ["1"] and b"\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n" in out
+    part = mimeparts.parse(out)
+    text = mimeparts.decode(mimeparts.payload(part), mimeparts.charset(part))
+    assert text.startswith(line.decode().removesuffix("</p></body></html>") + "</p><p>Confidential")

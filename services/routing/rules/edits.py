@@ -216,7 +216,8 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
         return head_bytes + encoded
     params = [(k, mimeparts.collapse(v)) for k, v in (head.get_params(header="content-type") or [])[1:]
               if k.lower() != "charset"]
-    params.append(("charset", new_charset))
+    if new_charset != charset or mimeparts.charset(head) is not None:  # never declare one the part did not
+        params.append(("charset", new_charset))
     headers = _content_headers(raw, span, header_end, head.get_content_type(), params, new_cte)
     return headers + CRLF + encoded
 
