@@ -279,5 +279,11 @@ def seeds() -> list[bytes]:
         b"Subject: internal\r\nX-Disclaimer: not wanted\r\nX-Fuzz-Set: old\r\nX-Fuzz-Set: older\r\n\r\nText.\r\n",
         b"From: a@example.org\r\nSubject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\nContent-Type: text/plain; charset=koi8-r\r\n"
         b"Content-Transfer-Encoding: 8bit\r\n\r\n\xf0\xd2\xc9\xd7\xc5\xd4\r\n",
+        message([("setup.exe", "application/octet-stream", mz_executable(), "base64")]),
+        b'Subject: [EXT] already\r\nContent-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+        b'Content-Type: multipart/signed; boundary="s"; protocol="application/pkcs7-signature"\r\n\r\n'
+        b"--s\r\nContent-Type: text/plain\r\n\r\nsigned\r\n--s--\r\n--m--\r\n",
+        b"Subject:\r\nContent-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.b64encode("Gr\u00fc\u00dfe\r\n".encode("utf-16")) + b"\r\n",
         b"", b"\r\n", b"Subject: s", b"Content-Type: text/html\r\n\r\n<b>x</b>",
     ]
