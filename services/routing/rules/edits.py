@@ -130,7 +130,7 @@ _PROBE = "\r\n</body></BODY> Az09.,:;!?=-_'\"()"
 
 def _ascii_compatible(codec: str) -> bool:
     """The charset writes ASCII as ASCII, so line breaks and ``</body>`` are found and added as bytes
-    (not so: UTF-16, UTF-7, EBCDIC)."""
+    (not so: UTF-16, EBCDIC)."""
     try:
         return _PROBE.encode(codec) == _PROBE.encode("ascii")
     except UnicodeError:
