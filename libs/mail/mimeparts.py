@@ -35,10 +35,11 @@ class _RawHeaders(Compat32):
 
 def collapse(value: object) -> str:
     """``email.utils.collapse_rfc2231_value``, where a charset the library cannot even look up (raw 8-bit
-    bytes in its name: ``UnicodeEncodeError``) counts as an unknown one, whose value is taken as written."""
+    bytes in its name: ``UnicodeEncodeError``; a NUL: ``ValueError``) counts as an unknown one, whose value
+    is taken as written."""
     try:
         return email.utils.collapse_rfc2231_value(value)  # type: ignore[arg-type]
-    except (UnicodeError, LookupError):
+    except (ValueError, LookupError):  # UnicodeError is a ValueError
         if isinstance(value, tuple) and len(value) == 3:
             return email.utils.unquote(str(value[2]))
         return str(value)

@@ -139,6 +139,7 @@ def test_every_author_domain_judged_when_the_policy_says_so(gateway_factory, sin
 UNREADABLE = {  # Content-Type parameters the MIME parser could not read, with the boundary they give
     "charset": (b"boundary*=\x91tf-8''b%C3%A4", b"b\xc3\xa4"),  # raw 8-bit bytes in an RFC 2231 charset
     "continued": (b"name*=x; name*0=y; boundary=zz", b"zz"),  # continuations the library cannot order
+    "nul": (b"boundary*=ut\x00f-8''b%41", b"bA"),  # a NUL in an RFC 2231 charset
 }
 
 

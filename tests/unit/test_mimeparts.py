@@ -74,12 +74,15 @@ def test_nesting_too_deep_for_the_parser_leaves_the_body_whole() -> None:
     assert not mimeparts.too_deep(mimeparts.parse(nested(100)))
 
 
-def test_an_rfc2231_charset_with_raw_8bit_bytes_is_an_unknown_charset_not_an_unreadable_message() -> None:
-    """The parser reads the boundary itself; with such a charset the library raised UnicodeEncodeError and the
-    whole message could not be read (antispam passed it on unchecked, DMARC included)."""
-    raw = entity(b"Content-Type: multipart/mixed; boundary*=\x91tf-8''ab%43",
+@pytest.mark.parametrize("charset", [b"\x91tf-8", b"ut\x00f-8"])
+def test_an_rfc2231_charset_with_raw_8bit_bytes_is_an_unknown_charset_not_an_unreadable_message(charset: bytes
+                                                                                              ) -> None:
+    """The parser reads the boundary itself; with such a charset the library raised UnicodeEncodeError (raw
+    8-bit bytes) or ValueError (a NUL) and the whole message could not be read (antispam passed it on
+    unchecked, DMARC included; antivirus held it as unscannable; the console could not show it)."""
+    raw = entity(b"Content-Type: multipart/mixed; boundary*=" + charset + b"''ab%43",
                  b"--abC\r\nContent-Type: text/plain\r\nContent-Disposition: attachment;"
-                 b" filename*=\x91tf-8''inv%6Fice.exe\r\n\r\nhi\r\n--abC--\r\n")
+                 b" filename*=" + charset + b"''inv%6Fice.exe\r\n\r\nhi\r\n--abC--\r\n")
     part = mimeparts.parse(raw)
     assert part.get_boundary() == "abC" and part.is_multipart()
     [leaf] = part.get_payload()
@@ -87,6 +90,7 @@ def test_an_rfc2231_charset_with_raw_8bit_bytes_is_an_unknown_charset_not_an_unr
     assert leaf.get_filename() == "invoice.exe" == mimeparts.filename(leaf)
     assert mimeparts.collapse(("\udc91tf-8", "", "a%41")) == "a%41"  # as for a charset the library does not know
     assert mimeparts.collapse(("x-klingon", "", "a%41")) == "a%41"
+    assert mimeparts.collapse(("ut\x00f-8", "", "a%41")) == "a%41"
 
 
 def test_parameters_the_library_cannot_decode_are_read_without_it() -> None:
