@@ -167,7 +167,10 @@ def failed(detail: dict[str, str], envelope: Envelope, data: bytes, policy: Poli
         tokens.append(f"DMARC:{_safe(str(dmarc['result']))}")
     header = fold(REPORT, tokens)
     if partial is not None and partial.auth is not None:
-        header += authentication_results(authserv_id(policy), partial.auth)
+        try:
+            header += authentication_results(authserv_id(policy), partial.auth)
+        except Exception:  # the verdict still carries the results; the message goes on without the field
+            log.exception("antispam: could not write Authentication-Results of %s", envelope.id)
     return verdict, header, body
 
 
