@@ -119,3 +119,15 @@ async def test_a_fallback_that_fails_too_gives_none() -> None:
     checker._console_blocks = explode  # type: ignore[method-assign]
     assert await checker.fallback(envelope, data, parse_policy("{}")) is None
     assert AntispamVerdict.wire(**ERROR) == ERROR
+
+
+async def test_results_that_cannot_be_written_still_leave_the_verdict(monkeypatch) -> None:
+    from mailmoat_antispam import service
+
+    def broken(*args: object) -> bytes:
+        raise RuntimeError("writer bug")
+
+    monkeypatch.setattr(service, "authentication_results", broken)
+    envelope, _, header, _ = await _failed("<ceo@bank.test>", "x@evil.test")
+    assert b"Authentication-Results" not in header and b"SFV:ERR" in header
+    assert disposition(envelope, parse_policy("{}")).status == "5.7.509"
