@@ -237,3 +237,14 @@ def test_a_part_without_charset_that_becomes_quoted_printable_declares_none() ->
     part = mimeparts.parse(out)
     text = mimeparts.decode(mimeparts.payload(part), mimeparts.charset(part))
     assert text.startswith(line.decode().removesuffix("</p></body></html>") + "</p><p>Confidential")
+
+
+def test_an_empty_part_whose_delimiter_line_ends_in_the_next_delimiter_gets_no_disclaimer() -> None:
+    """``--alt`` then ``--outer--``: the one CRLF between them belongs to the outer delimiter, so the inner
+    part is empty and has no line of its own. Written into, its new fields ran into ``--alt`` and the part
+    was gone from the structure; now it is left as it is."""
+    raw = (b"Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n--outer\r\n"
+           b"Content-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n--alt\r\n--outer--\r\n")
+    out, paths, _ = append_disclaimer(raw, "Confidential.", None)
+    assert b"--altContent" not in out and b"--alt\r\n" in out
+    assert "1.1.1" not in paths

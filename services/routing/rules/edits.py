@@ -169,6 +169,10 @@ def _param(name: str, value: str) -> list[str]:
 
 def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     """The new bytes of one text part, ``raw[span.start:span.end]``, with the disclaimer appended."""
+    if span.start >= 2 and raw[span.start - 2:span.start] != CRLF:
+        # An empty part whose delimiter line ends in the CRLF of the next delimiter: written into, its
+        # new fields would run into that delimiter line.
+        raise Skipped("part without a line of its own")
     header_end, body_start = mimeedit.sections(raw, span.start, span.end)
     head = mimeparts.parse(raw[span.start:header_end] + CRLF)
     subtype = head.get_content_subtype()
