@@ -23,7 +23,7 @@ from aiosmtplib import SMTP, SMTPResponse, SMTPStatus
 from aiosmtplib.errors import SMTPException, SMTPHeloError, SMTPResponseException
 
 from mailmoat_egress.dane import DaneCheck, check_chain, peer_chain
-from mailmoat_egress.pipelining import Exchange, can_pipeline, envelope_commands, pipelined_transaction
+from mailmoat_egress.pipelining import Exchange, can_pipeline, envelope_commands, pipelined_transaction, positive
 from mailmoat_egress.tls import STS_TESTING, connect_kwargs, rule_for, server_name
 from mailmoat_mail.addresses import sendable
 
@@ -67,7 +67,7 @@ class RcptResult:
 
     @property
     def ok(self) -> bool:
-        return 200 <= self.code < 300
+        return positive(self.code)
 
     @property
     def permanent(self) -> bool:
@@ -97,11 +97,6 @@ def split_reply(code: int, message: str) -> tuple[str, str]:
         return status, text.strip()
     klass = str(code)[0] if code else "4"
     return f"{klass}.0.0", " ".join(lines).strip()
-
-
-def positive(code: int) -> bool:
-    """A 2xx reply: the command was taken (RFC 5321 4.2.1; 251 and 252 to RCPT too, as Postfix reads them)."""
-    return 200 <= code < 300
 
 
 def refusal(command: str, code: int, message: str) -> tuple[int, str]:

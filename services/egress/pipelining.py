@@ -22,6 +22,11 @@ from aiosmtplib.errors import SMTPResponseException, SMTPServerDisconnected, SMT
 MAX_REPLY_BYTES = 64 * 1024
 
 
+def positive(code: int) -> bool:
+    """A 2xx reply: the command was taken (RFC 5321 4.2.1; 251 and 252 to RCPT too, as Postfix reads them)."""
+    return 200 <= code < 300
+
+
 class ReplyReader(asyncio.Protocol):
     """Collects whole SMTP replies from a transport, in order."""
 
@@ -147,7 +152,7 @@ async def pipelined_transaction(smtp: SMTP, commands: list[bytes], payload: byte
                 exchange.rcpts.append(await reader.reply(timeout))
             exchange.data = await reader.reply(timeout)
             if exchange.data.code == 354:
-                accepted = 200 <= exchange.mail.code < 300 and any(200 <= r.code < 300 for r in exchange.rcpts)
+                accepted = positive(exchange.mail.code) and any(positive(r.code) for r in exchange.rcpts)
                 exchange.content_sent = accepted
                 transport.write(payload if accepted else b".\r\n")
                 final = await reader.reply(timeout)
