@@ -18,7 +18,9 @@ from mailmoat_mail import mimeparts
 
 CRLF = b"\r\n"
 MAX_LINE = 998
-MAX_PARTS = 1_000
+MAX_PARTS = mimeparts.MAX_PARTS
+"""The most entities ``parts`` takes apart: as many as any stage's parser reads, so an edit reaches every part
+a filter saw (ingress refuses messages with more, ``limits.max_mime_parts``)."""
 
 
 @dataclass
@@ -89,7 +91,8 @@ def _parse_head(head: bytes) -> email.message.Message:
 
 def parts(raw: bytes, max_parts: int = MAX_PARTS, max_depth: int = mimeparts.MAX_DEPTH) -> Span:
     """The MIME tree of a message, with byte spans (never raises for what the message holds; parts
-    nested deeper than ``max_depth`` are left inside their container)."""
+    nested deeper than ``max_depth`` are left inside their container, parts after the first ``max_parts``
+    entities are left out)."""
     count = [0]
     return _entity(raw, "1", 0, len(raw), count, max_parts, max_depth)
 
@@ -108,6 +111,8 @@ def _entity(raw: bytes, path: str, start: int, end: int, count: list[int], max_p
         boundary = mimeparts.boundary_bytes(head)
         if boundary:
             for index, (first, last) in enumerate(_children(raw, body, end, boundary), 1):
+                if count[0] >= max_parts:  # the parts past the limit are not taken apart
+                    break
                 span.children.append(_entity(raw, f"{path}.{index}", first, last, count, max_parts, depth - 1))
     elif ctype == "message/rfc822" and cte in ("7bit", "8bit", "binary") and body < end:
         span.children.append(_entity(raw, f"{path}.1", body, end, count, max_parts, depth - 1))

@@ -9,7 +9,8 @@ parameters (continuations, charsets, unknown charsets) are decoded; unknown or b
 fall back to Latin-1.
 
 ``parse`` is the one way to parse: ``email`` with a compat32 policy whose header values are plain
-strings. ``MAX_DEPTH`` bounds how deep callers descend into nested multiparts and attached messages.
+strings. ``MAX_DEPTH`` bounds how deep callers descend into nested multiparts and attached messages;
+``MAX_PARTS`` how many entities ``parse`` builds, whatever the message holds.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import codecs
 import email
 import email.errors
+import email.feedparser
 import email.utils
 import urllib.parse
 from email._policybase import Compat32
@@ -24,6 +26,14 @@ from email.message import Message, _parseparam
 
 MAX_DEPTH = 128
 """How deep the walks descend into nested multiparts / attached messages (deeper parts are not walked)."""
+
+MAX_PARTS = 10_000
+"""The most entities ``parse`` builds from one message: past them it stops reading (the rest is not in the tree).
+One MIME entity costs the parser about as much as 100 octets of text, and a message of tiny parts (or a
+``message/delivery-status`` part of empty blocks, one entity each) would otherwise cost seconds and gigabytes."""
+
+_CHUNK = 8192
+"""Octets fed to the parser at a time (as the library's own ``message_from_bytes`` does)."""
 
 
 class _RawHeaders(Compat32):
@@ -116,13 +126,19 @@ class NestedTooDeep(email.errors.MessageDefect):
     """The parser gave up on the nesting: the body is kept whole, as one opaque leaf."""
 
 
-def parse(raw: bytes) -> Message:
+class TooManyParts(email.errors.MessageDefect):
+    """The parser stopped reading after ``MAX_PARTS`` entities: what follows them is not in the tree."""
+
+
+def parse(raw: bytes, max_parts: int = MAX_PARTS) -> Message:
     """The message (or entity) parsed leniently; header values are ``str`` whatever bytes they hold.
 
     Nesting too deep for the parser (``RecursionError``, near a thousand levels) leaves the body
-    unparsed, as the single payload of the top entity, with a ``NestedTooDeep`` defect."""
+    unparsed, as the single payload of the top entity, with a ``NestedTooDeep`` defect. Past
+    ``max_parts`` entities the parser reads no further (within one chunk of input): the top entity
+    gets a ``TooManyParts`` defect, and the tree holds what was read, as if the message ended there."""
     try:
-        return email.message_from_bytes(raw, policy=POLICY)
+        return _parse(raw, max_parts)
     except RecursionError:
         pass
     end = raw.find(b"\r\n\r\n")
@@ -134,9 +150,48 @@ def parse(raw: bytes) -> Message:
     return message
 
 
+def _parse(raw: bytes, max_parts: int) -> Message:
+    built = 0
+
+    def counted(policy: Compat32 = POLICY) -> Message:
+        nonlocal built
+        built += 1
+        return _Message(policy)
+
+    parser = email.feedparser.BytesFeedParser(counted, policy=POLICY)
+    built = 0  # the parser calls the factory once to try it
+    for start in range(0, len(raw), _CHUNK):
+        if built > max_parts:
+            break
+        parser.feed(raw[start : start + _CHUNK])
+    message = parser.close()
+    if built > max_parts:
+        message.defects.append(TooManyParts())
+    return message
+
+
 def too_deep(part: Message) -> bool:
     """The parser could not take this entity apart (see ``parse``)."""
     return any(isinstance(d, NestedTooDeep) for d in getattr(part, "defects", ()))
+
+
+def too_many(part: Message) -> bool:
+    """The parser stopped reading this message after ``MAX_PARTS`` entities (see ``parse``)."""
+    return any(isinstance(d, TooManyParts) for d in getattr(part, "defects", ()))
+
+
+def entity_bound(raw: bytes) -> int | None:
+    """At least as many entities as ``parse`` would build from ``raw``, counted off its bytes without parsing,
+    or None when it may hold a ``message/delivery-status`` part (one entity per block of fields: no such bound).
+
+    Each entity is the top one, the part after a line starting ``--``, or the message inside a ``message/``
+    entity (declared as such, or a part of a ``multipart/digest``, which has a delimiter line of its own)."""
+    lowered = raw.lower()
+    if b"delivery-status" in lowered:
+        return None
+    # Lines start after LF, after a CR not followed by LF ("\r--" is one), and at the start.
+    delimiters = raw.count(b"\n--") + raw.count(b"\r--") + raw.startswith(b"--")
+    return 1 + 2 * delimiters + lowered.count(b"message/")
 
 
 def _unescape(value: str) -> str:
@@ -306,5 +361,6 @@ def attachment(part: Message) -> bool:
     return filename(part) is not None or disposition(part) == "attachment"
 
 
-__all__ = ["MAX_DEPTH", "POLICY", "attachment", "boundary_bytes", "charset", "content_type", "decode",
-           "disposition", "filename", "header", "param", "parse", "payload", "text", "too_deep"]
+__all__ = ["MAX_DEPTH", "MAX_PARTS", "POLICY", "attachment", "boundary_bytes", "charset", "content_type", "decode",
+           "disposition", "entity_bound", "filename", "header", "param", "parse", "payload", "text",
+           "too_deep", "too_many"]

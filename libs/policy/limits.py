@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
+from mailmoat_mail.mimeparts import MAX_PARTS as PARSED_PARTS
 from mailmoat_policy.base import StrictModel
 
 MAX_LINE_OCTETS = 998
@@ -18,6 +19,9 @@ class Limits(StrictModel):
     max_line_length: int = Field(MAX_LINE_OCTETS, ge=78)
     """Longest content line accepted, in octets without CRLF; at most 998 (RFC 5322 2.1.1, RFC 5321
     4.5.3.1.6): what ingress accepts, every next hop must take (docs/decisions/006-line-length.md)."""
+    max_mime_parts: int = Field(1_000, ge=1, le=PARSED_PARTS)
+    """Most MIME entities in a message (every part, container and attached message counted); at most as
+    many as the filter stages' parser reads (``mimeparts.MAX_PARTS``), so every stage sees every part."""
     max_commands: int = Field(1_000, ge=10)
     max_received_headers: int = Field(20, ge=1)
     max_sessions: int = Field(200, ge=1)

@@ -93,7 +93,7 @@ class Walked:
     too_deep: str | None = None
     """The first container nested deeper than ``mimeparts.MAX_DEPTH`` (its parts are not walked)."""
     too_many: bool = False
-    """More than ``max_parts`` leaves: the rest is not walked."""
+    """More than ``max_parts`` leaves, or more entities than the parser reads: the rest is not walked."""
 
 
 def walk(raw: bytes, max_parts: int = MAX_PARTS) -> list[Part]:
@@ -118,6 +118,8 @@ def _walk(node: Message, path: str, out: Walked, max_parts: int, max_depth: int,
         return
     if mimeparts.too_deep(node):  # the parser gave up: the body goes on as one leaf
         out.too_deep = out.too_deep or path
+    if mimeparts.too_many(node):  # the parser stopped reading: what follows is not in the tree
+        out.too_many = True
     if node.is_multipart():
         children = node.get_payload()
         if isinstance(children, list):

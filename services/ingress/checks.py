@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from mailmoat_ingress import replies
 from mailmoat_ingress.headers import count_headers, header_block
+from mailmoat_mail import mimeparts
 from mailmoat_mail.addresses import AddressError, Path, mailbox, recipient_key, routing_trick
 from mailmoat_policy import Limits, Policy
 
@@ -165,3 +167,15 @@ def check_content(data: bytes, limits: Limits) -> str | None:
     if count_headers(block, b"received") > limits.max_received_headers:
         return replies.HOP_COUNT
     return None
+
+
+async def check_parts(data: bytes, limits: Limits) -> str | None:
+    """Refuse a message of more MIME entities than ``limits.max_mime_parts``. Counting its delimiter lines
+    settles it for nearly all mail; else the parser counts, in a worker thread (it reads no further than the
+    limit), so that a message of thousands of tiny parts is refused here, not parsed whole by every stage."""
+    limit = limits.max_mime_parts
+    bound = mimeparts.entity_bound(data)
+    if bound is not None and bound <= limit:
+        return None
+    parsed = await asyncio.to_thread(mimeparts.parse, data, limit)
+    return replies.too_many_parts(limit) if mimeparts.too_many(parsed) else None

@@ -31,6 +31,11 @@ NEED_MAIL = "503 5.5.1 Error: need MAIL command"
 NO_POSTMASTER = "550 5.1.1 Recipient address rejected: no postmaster address is configured"
 
 
+def too_many_parts(limit: int) -> str:
+    """A message of more MIME entities than ``limits.max_mime_parts``."""
+    return f"554 5.6.0 Message has more than {limit} MIME parts"
+
+
 def bad_hello(command: str, problem: str) -> str:
     """A HELO/EHLO argument that is not UTF-8 or holds control characters."""
     return f"501 5.5.2 Syntax error: the {command} argument is {problem}"

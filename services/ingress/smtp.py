@@ -29,6 +29,7 @@ from mailmoat_ingress.checks import (
     check_client,
     check_content,
     check_mail_size,
+    check_parts,
     check_recipient,
     mail_parameters,
     parse_mail_options,
@@ -269,6 +270,7 @@ class IngressHandler:
         content = envelope.original_content or b""
         reply = envelope.data_error or check_content(content, policy.limits)
         reply = reply or check_author(content, policy, peer_address(session)[0])
+        reply = reply or await check_parts(content, policy.limits)
         if reply is not None:
             INGRESS_MESSAGES.labels("rejected").inc()
             self.reject(session, envelope, reply, recipients=list(envelope.rcpt_tos))

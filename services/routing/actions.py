@@ -120,6 +120,10 @@ def _strip(disp: Disposition, envelope: Envelope, data: bytes, policy: Policy) -
     if not done:
         return Outcome(replace(disp, action="quarantine", reason=disp.reason + "; no attachment to strip"),
                        envelope, data)
+    missed = [path for path in disp.strip if not any(path == d or path.startswith(d + ".") for d in done)]
+    if missed:  # a part the filter named is not where the editor looked: never deliver it unstripped
+        reason = f"{disp.reason}; part {missed[0]} not found to strip"
+        return Outcome(replace(disp, action="quarantine", reason=reason), envelope, data)
     return Outcome(replace(disp, strip=tuple(done)), envelope.model_copy(update={"size": len(stripped)}),
                    stripped, {"stripped": done})
 

@@ -382,6 +382,48 @@ async def test_content_limits(make_settings, probe, body: bytes, reply: tuple[in
         assert await depth(probe) == 0
 
 
+def _tiny_parts(count: int) -> bytes:
+    return (b"Subject: parts\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + b"--b\r\n\r\nx\r\n" * count + b"--b--\r\n")
+
+
+def _status_blocks(count: int) -> bytes:
+    return (b"Subject: report\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: message/delivery-status\r\n\r\n" + b"X: y\r\n\r\n" * count + b"--b--\r\n")
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        (_tiny_parts(999), False),  # 1000 entities with the message itself: the default limit
+        (_tiny_parts(1000), True),
+        (_tiny_parts(15_000), True),  # more than the stages' parser reads
+        (_status_blocks(2_000), True),  # no delimiter lines: one entity per block of fields
+        (b"Subject: table\r\n\r\n" + b"-------- | --------\r\n" * 3_000, False),  # counted by the parser
+    ],
+    ids=["limit", "over-limit", "over-parser", "status-blocks", "dash-lines"],
+)
+async def test_mime_part_limit(make_settings, probe, body: bytes, refused: bool) -> None:
+    """More MIME entities than limits.max_mime_parts: refused at the end of DATA, nothing enqueued."""
+    async with running(make_settings()) as server:
+
+        def attempt() -> tuple[int, bytes]:
+            with smtp_client(server.port) as client:
+                client.ehlo("client")
+                client.mail("a@sender.org")
+                client.rcpt("bob@example.com")
+                return client.data(body)
+
+        reply = await asyncio.to_thread(attempt)
+        if refused:
+            assert reply == (554, b"5.6.0 Message has more than 1000 MIME parts")
+            assert await depth(probe) == 0
+        else:
+            assert reply[0] == 250, reply
+            _, data = await take(probe)
+            assert data.endswith(body)
+
+
 # --- smuggling, pipelining, TLS -------------------------------------------------------------------
 
 

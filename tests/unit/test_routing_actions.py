@@ -203,6 +203,17 @@ def test_strip_by_named_parts_else_attachments_else_quarantine() -> None:
     assert out.action == "quarantine" and not out.delivers and out.data is plain
 
 
+def test_strip_of_a_named_part_the_editor_cannot_find_quarantines() -> None:
+    """Every part the filter named is stripped, or the message is held: never delivered half stripped."""
+    both = env(av(action="strip", strip=["1.2", "1.9"], findings={"malware": ["x in part 1.2", "y in part 1.9"]}))
+    out = carry_out(disposition(both, policy()), both, DATA, policy())
+    assert out.action == "quarantine" and not out.delivers and out.data is DATA
+    assert "part 1.9 not found to strip" in out.disposition.reason
+    inside = env(av(action="strip", strip=["1.2.uu1"], findings={"malware": ["x in part 1.2.uu1"]}))
+    out = carry_out(disposition(inside, policy()), inside, DATA, policy())
+    assert out.action == "strip" and out.detail["stripped"] == ["1.2"]
+
+
 def test_stage_error_verdicts_by_policy() -> None:
     """Issue 13: a filter stage that failed on a message leaves an error verdict that routing acts on."""
     from mailmoat_antivirus.decide import failed
