@@ -32,6 +32,10 @@ MAX_PARTS = 10_000
 One MIME entity costs the parser about as much as 100 octets of text, and a message of tiny parts (or a
 ``message/delivery-status`` part of empty blocks, one entity each) would otherwise cost seconds and gigabytes."""
 
+MAX_ENCODED = 3
+"""How many attached messages sent transfer-encoded, one inside another, a walk decodes (``encoded_message``):
+each is parsed again whole, so their nesting costs the square of the message's size."""
+
 _CHUNK = 8192
 """Octets fed to the parser at a time (as the library's own ``message_from_bytes`` does)."""
 
@@ -310,6 +314,29 @@ def payload(part: Message) -> bytes:
     return raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else b""
 
 
+def encoded_message(part: Message) -> bytes | None:
+    """The message a ``message/rfc822`` entity holds when it came with a transfer encoding (base64 or
+    quoted-printable: RFC 2046 5.2.1 forbids it, senders do it), decoded; None for any other entity.
+
+    The library parses the encoded text as if it were the message (its parts are then the encoded
+    lines); this gives the bytes it stands for, to parse again."""
+    if part.get_content_type() != "message/rfc822":
+        return None
+    encoding = (header(part, "Content-Transfer-Encoding") or "").strip().lower()
+    inner = part.get_payload()
+    if encoding in ("", "7bit", "8bit", "binary") or not isinstance(inner, list) or not inner:
+        return None
+    first = inner[0]
+    if not isinstance(first, Message):
+        return None
+    # Encoded text seldom reads as header fields: then it is all the inner entity's body, as written.
+    text = first._payload if not first.keys() and isinstance(first._payload, str) else first.as_string()
+    leaf = _Message(POLICY)
+    leaf["Content-Transfer-Encoding"] = encoding
+    leaf.set_payload(text)
+    return payload(leaf)
+
+
 def codec(charset_name: str) -> str | None:
     """The name of Python's codec for a MIME charset; None when unknown or no charset (``base64``,
     ``punycode``, ...)."""
@@ -361,6 +388,6 @@ def attachment(part: Message) -> bool:
     return filename(part) is not None or disposition(part) == "attachment"
 
 
-__all__ = ["MAX_DEPTH", "MAX_PARTS", "POLICY", "attachment", "boundary_bytes", "charset", "content_type", "decode",
-           "disposition", "entity_bound", "filename", "header", "param", "parse", "payload", "text",
-           "too_deep", "too_many"]
+__all__ = ["MAX_DEPTH", "MAX_ENCODED", "MAX_PARTS", "POLICY", "attachment", "boundary_bytes", "charset",
+           "content_type", "decode", "disposition", "encoded_message", "entity_bound", "filename", "header", "param",
+           "parse", "payload", "text", "too_deep", "too_many"]

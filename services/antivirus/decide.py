@@ -96,6 +96,10 @@ def analyse(raw: bytes, policy: Antimalware) -> tuple[Findings, list[Item]]:
     if walked.too_deep is not None:
         findings.unscannable.append(f"MIME parts nested deeper than {mime.mimeparts.MAX_DEPTH} levels not examined")
         findings.message_unscannable = True
+    if walked.too_encoded is not None:
+        findings.unscannable.append(f"attached messages sent transfer-encoded, more than {mime.mimeparts.MAX_ENCODED} "
+                                    "one inside another, not examined")
+        findings.message_unscannable = True
     if walked.too_many:
         findings.unscannable.append(f"more than {mime.MAX_PARTS} MIME parts: the rest not examined")
         findings.message_unscannable = True

@@ -92,6 +92,8 @@ class Walked:
     parts: list[Part] = field(default_factory=list)
     too_deep: str | None = None
     """The first container nested deeper than ``mimeparts.MAX_DEPTH`` (its parts are not walked)."""
+    too_encoded: str | None = None
+    """The first attached message sent transfer-encoded inside ``mimeparts.MAX_ENCODED`` others (not walked)."""
     too_many: bool = False
     """More than ``max_parts`` leaves, or more entities than the parser reads: the rest is not walked."""
 
@@ -109,7 +111,7 @@ def walk_message(raw: bytes, max_parts: int = MAX_PARTS, max_depth: int = mimepa
 
 
 def _walk(node: Message, path: str, out: Walked, max_parts: int, max_depth: int, depth: int,
-          anchor: str | None = None) -> None:
+          anchor: str | None = None, encoded_in: int = 0) -> None:
     if len(out.parts) >= max_parts:
         out.too_many = True
         return
@@ -120,12 +122,20 @@ def _walk(node: Message, path: str, out: Walked, max_parts: int, max_depth: int,
         out.too_deep = out.too_deep or path
     if mimeparts.too_many(node):  # the parser stopped reading: what follows is not in the tree
         out.too_many = True
+    encoded = mimeparts.encoded_message(node)
+    if encoded is not None:  # an attached message sent transfer-encoded: walked decoded, stripped whole
+        if encoded_in >= mimeparts.MAX_ENCODED:
+            out.too_encoded = out.too_encoded or path
+            return
+        _walk(mimeparts.parse(encoded), path + ".1", out, max_parts, max_depth, depth + 1, anchor or path,
+              encoded_in + 1)
+        return
     if node.is_multipart():
         children = node.get_payload()
         if isinstance(children, list):
             for index, child in enumerate(children, 1):
                 if isinstance(child, Message):
-                    _walk(child, f"{path}.{index}", out, max_parts, max_depth, depth + 1, anchor)
+                    _walk(child, f"{path}.{index}", out, max_parts, max_depth, depth + 1, anchor, encoded_in)
         return
     content_type = mimeparts.content_type(node)
     payload = mimeparts.payload(node)

@@ -47,9 +47,16 @@ def _subject(message: Message) -> str:
 def _leaves(message: Message, budget: Budget) -> Iterator[tuple[str, Message]]:
     """``(path, part)`` of every leaf, depth first in message order (``1`` is the message itself, ``1.2``
     its second part, an attached message's parts under its own path)."""
-    stack: list[tuple[str, Message, int]] = [("1", message, 0)]
+    stack: list[tuple[str, Message, int, int]] = [("1", message, 0, 0)]
     while stack:
-        path, part, depth = stack.pop()
+        path, part, depth, encoded_in = stack.pop()
+        encoded = mimeparts.encoded_message(part)
+        if encoded is not None:  # an attached message sent transfer-encoded: read decoded
+            if encoded_in >= mimeparts.MAX_ENCODED or depth >= mimeparts.MAX_DEPTH:
+                budget.note(f"{path}: attached messages sent transfer-encoded nested too deep, not read")
+            else:
+                stack.append((f"{path}.1", mimeparts.parse(encoded), depth + 1, encoded_in + 1))
+            continue
         if part.is_multipart() and not mimeparts.too_deep(part):
             if depth >= mimeparts.MAX_DEPTH:
                 budget.note(f"parts nested deeper than {mimeparts.MAX_DEPTH} not read")
@@ -59,7 +66,7 @@ def _leaves(message: Message, budget: Budget) -> Iterator[tuple[str, Message]]:
                 for index in range(len(children), 0, -1):
                     child = children[index - 1]
                     if isinstance(child, Message):
-                        stack.append((f"{path}.{index}", child, depth + 1))
+                        stack.append((f"{path}.{index}", child, depth + 1, encoded_in))
             continue
         yield path, part
 

@@ -45,6 +45,30 @@ def test_renamed_executable_is_a_blocked_type() -> None:
     assert verdict.detail["findings"]["blocked-type"] == ["part 1.2 (readme.txt): type:exe"]
 
 
+@pytest.mark.parametrize("encoding", ["base64", "quoted-printable"])
+def test_a_message_attached_transfer_encoded_is_examined_decoded(encoding: str) -> None:
+    """RFC 2046 forbids encoding a message/rfc822 part; senders do it, and what it holds is still examined,
+    and stripped as the whole attachment."""
+    inner = message([("tool.exe", "application/octet-stream", mz_executable(), "base64")], boundary="inner")
+    raw = message([("fwd.eml", "message/rfc822", inner, encoding)], boundary="outer")
+    verdict, _ = verdict_of(raw, Antimalware(action="strip"))
+    assert verdict.result == "blocked-type"
+    assert verdict.detail["findings"]["blocked-type"] == ["part 1.2.1.2 (tool.exe): extension:exe"]
+    assert verdict.detail["strip"] == ["1.2"]
+
+
+def test_attached_messages_encoded_inside_one_another_are_examined_three_deep() -> None:
+    nested = message([("tool.exe", "application/octet-stream", mz_executable(), "base64")], boundary="inner")
+    for level in range(1, 5):
+        nested = message([("fwd.eml", "message/rfc822", nested, "base64")], boundary=f"b{level}")
+        verdict, _ = verdict_of(nested)
+        if level <= 3:
+            assert verdict.result == "blocked-type", level
+        else:
+            assert verdict.result == "unscannable"
+            assert "one inside another" in verdict.detail["findings"]["unscannable"][0]
+
+
 def test_blocked_type_inside_an_archive_and_filter_switch() -> None:
     raw = message([("docs.zip", "application/zip", zip_of([("run.bat", b"echo hi")]), "base64")])
     verdict, _ = verdict_of(raw)

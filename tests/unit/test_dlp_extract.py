@@ -128,6 +128,18 @@ def test_a_plain_message_without_anything_sensitive() -> None:
 # --- attachments ---------------------------------------------------------------------------------
 
 
+def test_a_message_attached_transfer_encoded_is_read_decoded() -> None:
+    inner = message([("card.txt", "text/plain", f"Card: {VISA}".encode(), "base64")], boundary="inner")
+    for encoding in ("base64", "quoted-printable"):
+        verdict = scanned(message([("fwd.eml", "message/rfc822", inner, encoding)], boundary="outer"))
+        assert parts(verdict, "credit_card") == ["1.2.1.2 card.txt"], encoding
+    nested = inner
+    for _ in range(4):
+        nested = message([("fwd.eml", "message/rfc822", nested, "base64")], boundary=f"b{len(nested)}")
+    verdict = scanned(nested)
+    assert verdict.findings == [] and any("nested too deep" in note for note in verdict.notes)
+
+
 def test_pdf_docx_and_xlsx_attachments() -> None:
     data = message([
         ("statement.pdf", "application/pdf", pdf_with_text(["Card number:", VISA]), "base64"),

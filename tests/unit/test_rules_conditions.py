@@ -140,6 +140,14 @@ def test_attachment_name_extension_and_true_type() -> None:
     assert check("attachment_type", ["docm"], facts(message([("report.zip", "application/zip", docm, "base64")])))
 
 
+@pytest.mark.parametrize("encoding", ["base64", "quoted-printable"])
+def test_attachments_of_a_message_attached_transfer_encoded(encoding: str) -> None:
+    """RFC 2046 forbids encoding a message/rfc822 part; the conditions still read the files inside it."""
+    data = message([("fwd.eml", "message/rfc822", EXE_AS_TXT, encoding)], boundary="outer")
+    assert check("attachment_name", ["invoice.txt"], facts(data))
+    assert check("attachment_type", ["exe"], facts(data))
+
+
 def test_a_message_that_is_a_single_named_file_is_an_attachment() -> None:
     data = (b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream; name=\"a.bin\"\r\n"
             b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(mz_executable()) + b"\r\n")

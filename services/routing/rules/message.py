@@ -174,15 +174,19 @@ class Facts:
         """(leaf part, inside an attached message) in order."""
         out: list[tuple[Message, bool]] = []
 
-        def walk(part: Message, attached: bool) -> None:
+        def walk(part: Message, attached: bool, encoded_in: int = 0) -> None:
             if len(out) >= MAX_PARTS:
+                return
+            encoded = mimeparts.encoded_message(part) if encoded_in < mimeparts.MAX_ENCODED else None
+            if encoded is not None:  # an attached message sent transfer-encoded: read decoded
+                walk(mimeparts.parse(encoded), True, encoded_in + 1)
                 return
             payload = part.get_payload() if part.is_multipart() else None  # a leaf's text may not decode
             if isinstance(payload, list):
                 inner = attached or part.get_content_type() == "message/rfc822"
                 for child in payload:
                     if isinstance(child, Message):
-                        walk(child, inner)
+                        walk(child, inner, encoded_in)
             else:
                 out.append((part, attached))
 
