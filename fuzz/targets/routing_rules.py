@@ -218,7 +218,11 @@ def check_disclaimers(data: bytes, out: bytes, hits: dict[str, dict]) -> None:
             if span.content_type == "text/html":
                 old_text, new_text = html.unescape(old_text), html.unescape(new_text)
                 for _, markup in wanted[span.path]:  # inserted before </body>, or at the end, on a line
-                    start, found, rest = new_text.rpartition(html.unescape(markup) + "\n")
+                    mark = html.unescape(markup)
+                    start, found, rest = new_text.rpartition(mark + "\n")
+                    if not found and not old_text.endswith("\n") and new_text.endswith(mark):
+                        # A part without a line break of its own: the CRLF after it is its delimiter's.
+                        start, found, rest = new_text[: -len(mark)], mark, ""
                     assert found, (span.path, new_text[-300:])
                     new_text = start + rest
                 assert new_text.rstrip("\n") == old_text.rstrip("\n"), (span.path, old_text[-200:], new_text[-300:])
