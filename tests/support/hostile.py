@@ -224,8 +224,14 @@ def cases() -> list[Case]:
                                    [b"Content-Type: text/plain", b"", b"A header section of about 200 KB."]))
     add("many-fields", join(head("many-fields", [b"X-Field-%d: value %d" % (i, i) for i in range(2000)]
                                  + [b"Content-Type: text/plain"]), [b"", b"Two thousand fields."]))
-    add("many-parts", multipart("many-parts", [text_part(b"part %d" % i) for i in range(1100)]), "quarantine",
-        "more MIME parts than the antivirus stage examines (1000): unscannable, quarantined by default")
+    add("many-parts", multipart("many-parts", [text_part(b"part %d" % i) for i in range(1100)]), "refuse",
+        "more MIME parts than limits.max_mime_parts (1000): refused at the end of DATA")
+    add("parts-at-limit", multipart("parts-at-limit", [text_part(b"part %d" % i) for i in range(999)]), "deliver",
+        "999 parts and the multipart holding them: the limit, not over it")
+    add("status-blocks", multipart("status-blocks", [
+        [b"Content-Type: message/delivery-status", b"", *[b"X-Block: %d\r\n" % i for i in range(1200)]],
+    ], ctype=b"Content-Type: multipart/report; report-type=delivery-status; boundary=\"hostile-b\""), "refuse",
+        "a delivery-status part of 1200 field blocks, one MIME entity each: over limits.max_mime_parts")
 
     # --- encoded words -------------------------------------------------------------------------
     add("encoded-word-abuse", join(head("encoded-word-abuse", [

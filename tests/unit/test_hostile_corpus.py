@@ -11,8 +11,8 @@ import pytest
 
 from mailmoat_antispam.content import parse
 from mailmoat_antivirus.decide import analyse, decide, report_header
-from mailmoat_mail import mimeedit
-from mailmoat_policy import Antimalware
+from mailmoat_mail import mimeedit, mimeparts
+from mailmoat_policy import Antimalware, Limits
 from tests.support.hostile import cases, write
 
 CASES = cases()
@@ -28,7 +28,9 @@ def test_cases_are_deterministic_named_once_and_within_the_limits() -> None:
         lines = case.data[:-2].split(b"\r\n")
         assert all(len(line) <= 998 for line in lines), case.name
         bare = any(b"\r" in line or b"\n" in line for line in lines)
-        assert bare == (case.expect == "refuse"), case.name  # ingress refuses bare CR/LF, and only those
+        over = mimeparts.too_many(mimeparts.parse(case.data, Limits().max_mime_parts))
+        # Ingress refuses bare CR/LF and more MIME entities than its limit, and only those.
+        assert (bare or over) == (case.expect == "refuse"), case.name
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
