@@ -324,7 +324,7 @@ def encoded_message(part: Message) -> bytes | None:
         return None
     encoding = (header(part, "Content-Transfer-Encoding") or "").strip().lower()
     inner = part.get_payload()
-    if encoding in ("", "7bit", "8bit", "binary") or not isinstance(inner, list) or not inner:
+    if encoding not in ("base64", "quoted-printable") or not isinstance(inner, list) or not inner:
         return None
     first = inner[0]
     if not isinstance(first, Message):
