@@ -55,6 +55,8 @@ def test_mail_paths_that_parse(arg: str, address: str, params: dict[str, str | N
         ("<a b@x>", "syntax"),
         ("<t@[300.1.1.1]>", "syntax"),
         ("<t@[1.2.3]>", "syntax"),
+        ("<t@[\u0661.\u0662.\u0663.\u0664]> SMTPUTF8", "syntax"),  # Snum is ASCII digits, UTF-8 or not
+        ("<t@[192.0.2.\uff11]> SMTPUTF8", "syntax"),
         ("<t@[IPv6:::1%eth0]>", "syntax"),
         ("<t@[IPv6:12345::]>", "syntax"),
         ("<t@[tag:x]>", "syntax"),
