@@ -155,8 +155,14 @@ def _domain(text: str, utf8: bool) -> str:
             raise AddressError("syntax", f"invalid domain {text!r}")
         try:
             encoded = idna.encode(label, uts46=True)
+            mapped = idna.uts46_remap(label, std3_rules=False, transitional=False)
         except (idna.IDNAError, UnicodeError, ValueError):
             raise AddressError("syntax", f"invalid internationalised domain {text!r}") from None
+        if mapped != label.lower():
+            # Not a U-label but a form IDNA mapping turns into another label (or labels): width and
+            # compatibility forms, dots other than '.', not NFC. DNS would find the mapped domain while
+            # everything here compares the domain as written. Case alone is kept as written.
+            raise AddressError("syntax", f"domain label {label!r} is not a U-label (IDNA maps it to {mapped!r})")
         if len(encoded) > MAX_LABEL:
             raise AddressError("syntax", "domain label too long")
     return text

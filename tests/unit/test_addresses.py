@@ -37,6 +37,7 @@ from mailmoat_mail.addresses import (
         ("<a@[IPv6:::ffff:192.0.2.1]>", "a@[IPv6:::ffff:192.0.2.1]", {}),
         ("<@relay.example,@r2.example:a@b.c>", "a@b.c", {}),
         ("<jos\u00e9@m\u00fcnchen.example> SMTPUTF8", "jos\u00e9@m\u00fcnchen.example", {"SMTPUTF8": None}),
+        ("<a@M\u00dcNCHEN.example> SMTPUTF8", "a@M\u00dcNCHEN.example", {"SMTPUTF8": None}),  # kept as written
         ("<a@b.c>  SIZE=5", "a@b.c", {"SIZE": "5"}),
     ],
 )
@@ -81,6 +82,12 @@ def test_mail_paths_that_parse(arg: str, address: str, params: dict[str, str | N
         ('<"a\x7f"@c.d>', "syntax"),
         ("<a\u00a0b@c.d> SMTPUTF8", "syntax"),  # Unicode whitespace
         ("<a@xn--a.com\u3000> SMTPUTF8", "syntax"),
+        # not U-labels (RFC 5890): IDNA mapping would make them another domain than the one written
+        ("<a@example\u3002com> SMTPUTF8", "syntax"),  # ideographic full stop, a label separator
+        ("<a@example\uff0ecom> SMTPUTF8", "syntax"),
+        ("<a@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com> SMTPUTF8", "syntax"),  # fullwidth: example.com
+        ("<a@\ufb01sh.example> SMTPUTF8", "syntax"),  # the ligature: fish.example
+        ("<a@mu\u0308nchen.example> SMTPUTF8", "syntax"),  # not NFC
         ("<@:a@b.c>", "syntax"),
         ("<j\u00f6rg@example.com>", "utf8"),
         ("<a@m\u00fcnchen.example>", "utf8"),
