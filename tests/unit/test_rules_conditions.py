@@ -148,6 +148,12 @@ def test_attachments_of_a_message_attached_transfer_encoded(encoding: str) -> No
     assert check("attachment_type", ["exe"], facts(data))
 
 
+def test_subject_with_an_encoded_word_in_a_charset_the_library_refuses() -> None:
+    """A NUL in the charset name (read as U+FFFD) made the library raise CharsetError: routing failed."""
+    data = b"From: a@example.org\r\nSubject: =?ut\x00f-8?q?Gr=C3=BC=C3=9Fe?= deal\r\n\r\nx\r\n"
+    assert check("subject_contains", ["deal"], facts(data))
+
+
 def test_a_message_that_is_a_single_named_file_is_an_attachment() -> None:
     data = (b"Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream; name=\"a.bin\"\r\n"
             b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(mz_executable()) + b"\r\n")

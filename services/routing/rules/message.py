@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import binascii
 import email
+import email.errors
 import email.header
 import email.policy
 import html
@@ -43,8 +44,8 @@ def decode_header_value(value: str) -> str:
     """An RFC 2047 header value as text, unfolded."""
     try:
         text = str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, binascii.Error):
-        text = value
+    except (ValueError, LookupError, UnicodeError, binascii.Error, email.errors.MessageError):
+        text = value  # a charset name the library refuses (CharsetError: one not ASCII), a broken word
     return re.sub(r"\r?\n[ \t]+", " ", text).replace("\r", "").replace("\n", "")
 
 
