@@ -145,7 +145,16 @@ def flatten(span: Span) -> list[Span]:
 
 
 def find(span: Span, path: str) -> Span | None:
-    return next((s for s in flatten(span) if s.path == path), None)
+    """The entity at ``path`` under ``span`` (followed child by child: the n-th child is ``children[n - 1]``)."""
+    if path == span.path:
+        return span
+    if not path.startswith(span.path + "."):
+        return None
+    for piece in path[len(span.path) + 1 :].split("."):
+        if not (piece.isdigit() and piece.isascii() and len(piece) <= 6) or not 0 < int(piece) <= len(span.children):
+            return None
+        span = span.children[int(piece) - 1]
+    return span if span.path == path else None  # "1.01" names no part
 
 
 def attachments(raw: bytes) -> list[Span]:

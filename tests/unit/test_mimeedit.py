@@ -165,3 +165,14 @@ def test_prepend_subject_skips_folded_lines_that_open_the_message() -> None:
     raw = b" subject: not a field\r\n\tstill not\r\nSubject: real\r\n\r\nbody\r\n"
     assert mimeedit.prepend_subject(raw, "[EXT] ") == raw.replace(b"Subject: real", b"Subject: [EXT] real")
     assert mimeedit.header_fields(raw, 0, len(raw))[0] == (b"", 0, raw.index(b"Subject"))
+
+
+def test_find_follows_the_path_and_names_nothing_else() -> None:
+    raw = (b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: text/plain\r\n\r\na\r\n"
+           b"--o\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n--i\r\n\r\nb\r\n--i\r\n\r\nc\r\n--i--\r\n"
+           b"--o--\r\n")
+    tree = mimeedit.parts(raw)
+    for span in mimeedit.flatten(tree):
+        assert mimeedit.find(tree, span.path) is span
+    for path in ("", "2", "1.", "1.3", "1.0", "1.01", "1.2.3", "1.1.1", "1.x", "1.\u0661", "1." + "9" * 5000):
+        assert mimeedit.find(tree, path) is None, path
