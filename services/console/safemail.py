@@ -15,7 +15,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser
 from functools import cache
 
-from mailmoat_mail import mimeparts
+from mailmoat_mail import markup, mimeparts
 
 MAX_HEADERS_BYTES = 32 * 1024
 """Header text shown at most (the rest is cut, saying so)."""
@@ -23,6 +23,9 @@ MAX_BODY_CHARS = 200_000
 """Body text (HTML or plain) rendered at most."""
 MAX_PARTS = 200
 """MIME parts walked at most (a message nesting thousands is cut off)."""
+MAX_NESTING = 500
+"""HTML nested deeper is shown as its text: the sanitiser's tree builder takes time quadratic in the nesting
+(seconds for some thousands)."""
 URL_SCHEMES = frozenset({"http", "https", "mailto"})
 LINK_REL = "noopener noreferrer nofollow"
 
@@ -120,7 +123,10 @@ def render(data: bytes) -> SafeMessage:
     for name, value in (("HTML", html), ("text", text)):
         if value is not None and len(value) > MAX_BODY_CHARS:
             notes.append(f"the {name} body was cut at {MAX_BODY_CHARS} characters")
-    if html is not None:
+    if html is not None and markup.nesting(html[:MAX_BODY_CHARS]) > MAX_NESTING:
+        notes.append(f"the HTML body nests elements more than {MAX_NESTING} deep: shown as its text")
+        safe.text = markup.visible_text(html[:MAX_BODY_CHARS])
+    elif html is not None:
         safe.html = sanitize_html(html[:MAX_BODY_CHARS])
     elif text is not None:
         safe.text = text[:MAX_BODY_CHARS]

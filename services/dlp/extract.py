@@ -18,9 +18,9 @@ from email.message import Message
 
 from mailmoat_dlp import archives, documents
 from mailmoat_dlp.budget import Budget, OutOfTime, redact
-from mailmoat_dlp.htmltext import html_to_text
 from mailmoat_dlp.policy import Dlp
 from mailmoat_mail import filetypes, mimeparts
+from mailmoat_mail.markup import visible_text
 from mailmoat_policy import ArchiveLimits
 
 TEXT_EXTENSIONS = frozenset({"txt", "csv", "tsv", "log", "md", "json", "xml", "ini", "cfg", "yaml", "yml", "sql",
@@ -118,7 +118,7 @@ class _Walk:
                 yield from self.archive(data, kind, name or "", where, tally or archives.Tally(self.archive_limits),
                                         depth + 1)
             elif ext in HTML_EXTENSIONS and _textual(data):
-                yield Text(where, html_to_text(_plain(data)))
+                yield Text(where, visible_text(_plain(data)))
             elif kind is None and (ext in TEXT_EXTENSIONS or _textual(data)):
                 yield Text(where, _plain(data))
         except (OutOfTime, archives.ArchiveLimit):
@@ -156,7 +156,7 @@ class _Walk:
             self.budget.note(f"parts after {self.settings.limits.max_parts} not read (dlp.limits.max_parts)")
             return
         if content_type == "text/html":
-            yield Text(where, html_to_text(_plain(data, mimeparts.charset(part))))
+            yield Text(where, visible_text(_plain(data, mimeparts.charset(part))))
         elif content_type.startswith("text/") and filetypes.detect(data[: filetypes.HEAD]) is None:
             yield Text(where, _plain(data, mimeparts.charset(part)))
         elif self.settings.attachments or not attached:

@@ -1,4 +1,4 @@
-"""DLP's HTML text: what a reader sees, read in one pass whatever the markup holds."""
+"""HTML as visible text (DLP reads it): what a reader sees, read in one pass whatever the markup holds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mailmoat_dlp.htmltext import html_to_text
+from mailmoat_mail.markup import visible_text as html_to_text
 
 CARD = "4111 1111 1111 1111"
 BLOCKS = ("p", "div", "br", "td", "li", "hr")
