@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 from email.message import Message
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuzz.targets.mime_parts import shape
 from mailmoat_mail import mimeedit, mimeparts
 from services.antivirus import mime
 from tests.support.hostile import cases
@@ -93,6 +95,9 @@ def test_the_bound_holds_for_any_structure(lines: list[bytes], ends: list[bytes]
 @pytest.mark.parametrize("case", cases(), ids=lambda case: case.name)
 def test_the_bound_holds_for_the_hostile_corpus(case) -> None:
     assert_bounded(case.data)
+    parsed = mimeparts.parse(case.data)
+    if not mimeparts.too_many(parsed) and not mimeparts.too_deep(parsed):  # read as the library reads it
+        assert shape(parsed) == shape(email.message_from_bytes(case.data, policy=mimeparts.POLICY))
 
 
 def test_the_bound_holds_for_the_shared_corpus(corpus_dir: Path) -> None:
