@@ -27,6 +27,7 @@ def strip_tags(text: str) -> str:
     end = text.rfind(">") + 1
     return _TAG.sub(" ", text[:end]) + text[end:]
 
+
 _RAW_HIDDEN = frozenset({"script", "style", "title", "iframe", "noembed", "noframes"})
 """Elements whose content is text, not markup, and not shown."""
 _RAW_SHOWN = frozenset({"textarea", "xmp"})
