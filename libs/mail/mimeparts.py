@@ -96,6 +96,18 @@ def raw_param(field: str, name: str) -> str | None:
     return "".join(pieces[i] for i in sorted(pieces)) if pieces else None
 
 
+def content_params(part: Message) -> list[tuple[str, str]]:
+    """The Content-Type parameters (after the type), RFC 2231 decoded, continuations joined; read with
+    ``raw_param`` when the library's decoding fails on them (``TypeError``, as above)."""
+    try:
+        return [(str(k), collapse(v)) for k, v in (part.get_params(header="content-type") or [])[1:]]
+    except TypeError:
+        field = str(part.get("content-type", ""))
+        names = dict.fromkeys(item.partition("=")[0].strip().lower().partition("*")[0]
+                              for item in _parseparam(field)[1:])
+        return [(name, value) for name in names if name and (value := raw_param(field, name)) is not None]
+
+
 class _Message(Message):
     """A parsed entity whose boundary and file name are read whatever its parameters hold (the parser reads
     the boundary itself: with ``Message``'s, an RFC 2231 charset with raw 8-bit bytes or continuations the
@@ -389,5 +401,5 @@ def attachment(part: Message) -> bool:
 
 
 __all__ = ["MAX_DEPTH", "MAX_ENCODED", "MAX_PARTS", "POLICY", "attachment", "boundary_bytes", "charset",
-           "content_type", "decode", "disposition", "encoded_message", "entity_bound", "filename", "header", "param",
-           "parse", "payload", "text", "too_deep", "too_many"]
+           "content_params", "content_type", "decode", "disposition", "encoded_message", "entity_bound", "filename",
+           "header", "param", "parse", "payload", "text", "too_deep", "too_many"]

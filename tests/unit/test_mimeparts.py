@@ -107,3 +107,11 @@ def test_parameters_the_library_cannot_decode_are_read_without_it() -> None:
     assert leaf.get_filename() == mimeparts.filename(leaf) == "a.exe"
     assert mimeparts.raw_param("text/plain; name*0*=utf-8''ev%69l; name*1=.exe", "name") == "evil.exe"
     assert mimeparts.raw_param("text/plain; x=1", "name") is None
+
+
+def test_content_params_when_the_library_cannot_decode_them() -> None:
+    """A continuation numbered beside an unnumbered piece of the same parameter: the library raises TypeError."""
+    part = mimeparts.parse(entity(b"Content-Type: text/plain; format=flowed; name*=utf-8''a; name*0*=x%41; name*1=b"))
+    assert mimeparts.content_params(part) == [("format", "flowed"), ("name", "ab")]  # pieces in order
+    plain = mimeparts.parse(entity(b"Content-Type: text/plain; format=flowed; name*=utf-8''%C3%A4.txt"))
+    assert mimeparts.content_params(plain) == [("format", "flowed"), ("name", "\u00e4.txt")]

@@ -218,8 +218,7 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
         if body_start == header_end:  # no blank line after the fields: end the last one, then add it
             head_bytes = (head_bytes.removesuffix(CRLF) + CRLF if head_bytes else b"") + CRLF
         return head_bytes + encoded
-    params = [(k, mimeparts.collapse(v)) for k, v in (head.get_params(header="content-type") or [])[1:]
-              if k.lower() != "charset"]
+    params = [(k, v) for k, v in mimeparts.content_params(head) if k.lower() != "charset"]
     if new_charset != charset or mimeparts.charset(head) is not None:  # never declare one the part did not
         params.append(("charset", new_charset))
     headers = _content_headers(raw, span, header_end, head.get_content_type(), params, new_cte)
