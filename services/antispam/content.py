@@ -7,7 +7,6 @@ read-only view. Parsing goes through ``mimeparts`` (raw 8-bit header values, RFC
 
 from __future__ import annotations
 
-import email.header
 import functools
 import html
 import re
@@ -84,12 +83,6 @@ def parse_headers(header_bytes: bytes) -> list[tuple[str, str]]:
             out.append((name.strip().lower(), _unfold(value)))
     return out
 
-
-def _decode_header(value: str) -> str:
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except Exception:
-        return value
 
 
 def _payload_text(part: Message) -> str:
@@ -209,7 +202,7 @@ def parse(data: bytes) -> Content:
     headers = parse_headers(header_bytes)
     content = Content(headers=headers, header_bytes=header_bytes)
     subject = content.first("subject")
-    content.subject = _decode_header(subject) if subject else ""
+    content.subject = mimeparts.decoded_field(subject) if subject else ""
     message = mimeparts.parse(data)
     texts: list[str] = []
     markups: list[str] = []

@@ -9,7 +9,6 @@ for what a message holds, except ``OutOfTime`` when the message's time is used u
 
 from __future__ import annotations
 
-import email.header
 import io
 import zipfile
 from collections.abc import Iterator
@@ -37,11 +36,7 @@ class Text:
 
 
 def _subject(message: Message) -> str:
-    value = mimeparts.header(message, "subject") or ""
-    try:
-        return str(email.header.make_header(email.header.decode_header(value)))
-    except Exception:  # an encoded word that does not decode: the raw value is text enough
-        return value
+    return mimeparts.decoded_field(mimeparts.header(message, "subject") or "")
 
 
 def _leaves(message: Message, budget: Budget) -> Iterator[tuple[str, Message]]:

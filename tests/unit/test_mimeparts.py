@@ -115,3 +115,14 @@ def test_content_params_when_the_library_cannot_decode_them() -> None:
     assert mimeparts.content_params(part) == [("format", "flowed"), ("name", "ab")]  # pieces in order
     plain = mimeparts.parse(entity(b"Content-Type: text/plain; format=flowed; name*=utf-8''%C3%A4.txt"))
     assert mimeparts.content_params(plain) == [("format", "flowed"), ("name", "\u00e4.txt")]
+
+
+@pytest.mark.parametrize("count", [1, mimeparts.LIBRARY_WORDS, mimeparts.LIBRARY_WORDS + 1, 15_000])
+def test_decoded_field_reads_encoded_words_alike_however_many(count: int) -> None:
+    """Past LIBRARY_WORDS the words are decoded one by one (the library's decoder is quadratic in them)."""
+    value = " ".join(["=?utf-8?q?Gr=C3=BC=C3=9Fe?=", "=?iso-8859-1?b?6Q==?="] * count) + " plain"
+    assert mimeparts.decoded_field(value) == "Grüße" + "é" + "Grüßeé" * (count - 1) + " plain"
+
+
+def test_decoded_field_as_written_where_the_library_refuses() -> None:
+    assert mimeparts.decoded_field("=?ut\ufffdf-8?q?a?= b") == "=?ut\ufffdf-8?q?a?= b"

@@ -6,11 +6,6 @@ Bodies and attachments are parsed only when a condition asks for them; text part
 
 from __future__ import annotations
 
-import binascii
-import email
-import email.errors
-import email.header
-import email.policy
 import html
 import io
 import re
@@ -42,10 +37,7 @@ def domain_of(address: str) -> str:
 
 def decode_header_value(value: str) -> str:
     """An RFC 2047 header value as text, unfolded."""
-    try:
-        text = str(email.header.make_header(email.header.decode_header(value)))
-    except (ValueError, LookupError, UnicodeError, binascii.Error, email.errors.MessageError):
-        text = value  # a charset name the library refuses (CharsetError: one not ASCII), a broken word
+    text = mimeparts.decoded_field(value)
     return re.sub(r"\r?\n[ \t]+", " ", text).replace("\r", "").replace("\n", "")
 
 
