@@ -151,8 +151,8 @@ class Facts:
         return mimeparts.parse(self.data[:end] + b"\r\n")
 
     def header(self, name: str) -> list[str]:
-        """Every field of that name, decoded (once per message: the library's RFC 2047 decoder takes time
-        quadratic in the number of encoded words, a second for 20,000 of them)."""
+        """Every field of that name, decoded once per message, however many conditions read it (a field of
+        thousands of encoded words takes a tenth of a second)."""
         key = name.lower()
         if key not in self._decoded:
             self._decoded[key] = [decode_header_value(mimeparts.text(v)) for v in self._head.get_all(name) or []]
