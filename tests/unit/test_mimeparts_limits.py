@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import email
-from email.message import Message
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fuzz.targets.mime_parts import shape
+from fuzz.targets.mime_parts import entities, shape
 from mailmoat_mail import mimeedit, mimeparts
 from services.antivirus import mime
 from tests.support.hostile import cases
@@ -25,12 +24,6 @@ def tiny_parts(count: int) -> bytes:
 def status_blocks(count: int) -> bytes:
     return (b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
             b"--b\r\nContent-Type: message/delivery-status\r\n\r\n" + b"X: y\r\n\r\n" * count + b"--b--\r\n")
-
-
-def entities(node: Message) -> int:
-    payload = node.get_payload() if node.is_multipart() else None  # a leaf's text may not decode
-    children = payload if isinstance(payload, list) else []
-    return 1 + sum(entities(child) for child in children if isinstance(child, Message))
 
 
 @pytest.mark.parametrize("raw", [tiny_parts(5 * mimeparts.MAX_PARTS), status_blocks(5 * mimeparts.MAX_PARTS)],
