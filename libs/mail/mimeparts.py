@@ -25,7 +25,7 @@ import urllib.parse
 from email._policybase import Compat32
 from email.message import Message, _parseparam
 
-from mailmoat_mail.author import decode_words
+from mailmoat_mail.author import decode_words, unfold
 
 MAX_DEPTH = 128
 """How deep the walks descend into nested multiparts / attached messages (deeper parts are not walked)."""
@@ -231,6 +231,14 @@ def decoded_field(value: str) -> str:
         return value
 
 
+def subject(data: bytes) -> str:
+    """The Subject of a message (or of the first bytes of one: only its header section is read), unfolded,
+    its encoded words decoded (``decoded_field``), as clean text; ``""`` when there is none."""
+    ends = [found + len(end) for end in (b"\r\n\r\n", b"\n\n") if (found := data.find(end)) >= 0]
+    value = header(parse(data[: min(ends, default=len(data))]), "subject")
+    return text(decoded_field(value)) if value else ""
+
+
 def _unescape(value: str) -> str:
     """Surrogate-escaped raw bytes as text: UTF-8 when they are UTF-8, else Latin-1."""
     if not any("\udc80" <= c <= "\udcff" for c in value):
@@ -256,12 +264,13 @@ def text(value: object) -> str:
 
 
 def header(part: Message, name: str) -> str | None:
-    """The first ``name`` field of ``part`` as clean text (folding kept as is); None when absent."""
+    """The first ``name`` field of ``part``, unfolded, as clean text; None when absent. (Unfolded first: ``text``
+    would make each line break of a fold a U+FFFD, and a reader shows a folded field as one line.)"""
     try:
         value = part.get(name)
     except Exception:  # never for message content
         return None
-    return None if value is None else text(value)
+    return None if value is None else text(unfold(str(value)))
 
 
 def disposition(part: Message) -> str:

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from prometheus_client import Counter
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from mailmoat_mail import mimeparts
 from mailmoat_platform.bus import Bus, Publish, stage_queue
 from mailmoat_platform.models import Envelope, TraceEvent, new_message_id
 from mailmoat_platform.runtime import Runtime
@@ -127,17 +127,8 @@ def one_line(text: str, limit: int = 200) -> str:
 
 
 def subject_of(head: bytes) -> str:
-    """The Subject of a message from its first bytes (empty when there is none or it does not parse)."""
-    for end in (b"\r\n\r\n", b"\n\n"):
-        cut = head.find(end)
-        if cut >= 0:
-            head = head[:cut + len(end)]
-            break
-    try:
-        found = BytesHeaderParser(policy=email.policy.default).parsebytes(head).get("Subject")
-    except Exception:  # a header the parser cannot read: listed without it
-        return ""
-    return one_line(str(found or ""))
+    """The Subject of a message from its first bytes (empty when there is none)."""
+    return one_line(mimeparts.subject(head))
 
 
 def head_of(packed: bytes, codec: str) -> bytes:

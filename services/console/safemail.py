@@ -9,10 +9,8 @@ Content-Security-Policy (no script source at all, images from the console only) 
 
 from __future__ import annotations
 
-import email.policy
 from dataclasses import dataclass, field
 from email.message import Message
-from email.parser import BytesHeaderParser
 from functools import cache
 
 from mailmoat_mail import markup, mimeparts
@@ -85,11 +83,7 @@ def _content(part: Message) -> str:
 
 def _subject(data: bytes) -> str:
     """The Subject, RFC 2047 decoded; empty when there is none or it does not parse."""
-    try:
-        found = BytesHeaderParser(policy=email.policy.default).parsebytes(data).get("subject", "")
-        return str(found)[:500]
-    except Exception:  # a header the parser cannot read: shown without it
-        return ""
+    return mimeparts.subject(data)[:500]
 
 
 def render(data: bytes) -> SafeMessage:

@@ -120,6 +120,11 @@ def test_text_parts_in_their_charset_html_as_text_and_the_subject() -> None:
     assert verdict.scanned == 2 and verdict.notes == []
 
 
+def test_a_folded_subject_is_read_as_the_one_line_a_reader_shows() -> None:
+    verdict = scanned(b"From: a@example.org\r\nSubject: card 4111 1111\r\n 1111 1111 exp\r\n\r\nhello\r\n")
+    assert parts(verdict, "credit_card") == ["subject"]
+
+
 def test_a_plain_message_without_anything_sensitive() -> None:
     verdict = scanned(b"From: a@example.org\r\nSubject: hello\r\n\r\nCall me on 0044 20 7946 0958, order 20240512.\r\n")
     assert verdict.findings == [] and verdict.scanned == 1

@@ -126,3 +126,38 @@ def test_decoded_field_reads_encoded_words_alike_however_many(count: int) -> Non
 
 def test_decoded_field_as_written_where_the_library_refuses() -> None:
     assert mimeparts.decoded_field("=?ut\ufffdf-8?q?a?= b") == "=?ut\ufffdf-8?q?a?= b"
+
+
+# --- header fields and the Subject ------------------------------------------------------------------
+
+
+def test_a_folded_field_is_read_unfolded() -> None:
+    part = mimeparts.parse(entity(b"Subject: card 4111 1111\r\n 1111 1111\r\n\tend\r\nContent-Transfer-Encoding:\r\n base64"))
+    assert mimeparts.header(part, "subject") == "card 4111 1111 1111 1111\tend"
+    assert mimeparts.header(part, "content-transfer-encoding") == " base64"
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    (b"Subject: =?utf-8?q?caf=C3=A9?= menu", "caf\u00e9 menu"),
+    (b"Subject: =?utf-8?b?w6k=?=\r\n =?utf-8?q?t=C3=A9?=", "\u00e9t\u00e9"),  # adjacent words, folded
+    (b"Subject: =?utf-8?q?=C3?= =?utf-8?q?=A9?=", "\u00e9"),  # one character split across two words
+    (b"Subject: Gr\xc3\xbc\xc3\x9fe", "Gr\u00fc\u00dfe"),  # raw UTF-8
+    (b"Subject: Gr\xfc\xdfe", "Gr\u00fc\u00dfe"),  # raw Latin-1
+    (b"Subject: =?utf-8?q?a=0D=0ABcc:_x@evil.test=00?=", "a\ufffd\ufffdBcc: x@evil.test\ufffd"),
+    (b"Subject: =?x-\x00?q?a?=", "=?x-\ufffd?q?a?="),  # a charset the library refuses: as written
+    (b"To: b@example.com", ""),
+])
+def test_the_subject_of_a_message(head: bytes, expected: str) -> None:
+    assert mimeparts.subject(entity(head)) == expected
+    assert mimeparts.subject(entity(head).replace(b"\r\n", b"\n")) == expected
+
+
+def test_the_subject_is_read_from_the_header_section_only() -> None:
+    assert mimeparts.subject(b"From: a@b\r\n\r\nSubject: not a field\r\n") == ""
+    assert mimeparts.subject(b"Subject: cut short =?utf-8?q?caf=C3=A9?=") == "cut short caf\u00e9"
+    assert mimeparts.subject(b"") == ""
+
+
+def test_many_encoded_words_in_a_subject_are_all_decoded() -> None:
+    words = b" ".join(b"=?utf-8?q?w" + str(i).encode() + b"?=" for i in range(5000))
+    assert mimeparts.subject(entity(b"Subject: " + words)) == "".join(f"w{i}" for i in range(5000))

@@ -14,10 +14,9 @@ import email.policy
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from email.parser import BytesHeaderParser
 from email.utils import format_datetime
 
-from mailmoat_mail import mimeedit
+from mailmoat_mail import mimeparts
 from mailmoat_mail.dsn import wants_ndr
 from mailmoat_platform.models import Envelope, TraceEvent
 from mailmoat_policy import Policy
@@ -65,12 +64,7 @@ def _line(text: str, limit: int = 400) -> str:
 
 
 def _original_subject(data: bytes) -> str:
-    head = data[: mimeedit.sections(data)[0]]
-    try:
-        found = BytesHeaderParser(policy=email.policy.default).parsebytes(head).get("Subject")
-    except Exception:  # a header the parser cannot read: the notice goes without it
-        return ""
-    return _line(str(found or ""), 200)
+    return _line(mimeparts.subject(data), 200)
 
 
 def build(envelope: Envelope, data: bytes, notice: Notice, policy: Policy, now: datetime) -> SenderNotice:
