@@ -106,7 +106,7 @@ def _entity(raw: bytes, path: str, start: int, end: int, count: list[int], max_p
     count[0] += 1
     if count[0] >= max_parts or depth <= 0:
         return span
-    cte = (mimeparts.header(head, "Content-Transfer-Encoding") or "7bit").strip().lower()
+    cte = mimeparts.transfer_encoding(head) or "7bit"
     if ctype.startswith("multipart/"):
         boundary = mimeparts.boundary_bytes(head)
         if boundary:

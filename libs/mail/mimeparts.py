@@ -341,10 +341,30 @@ def charset(part: Message) -> str | None:
     return value if isinstance(value, str) and value.isascii() and value.isprintable() else None
 
 
+def transfer_encoding(part: Message) -> str:
+    """The part's Content-Transfer-Encoding, lower-case, without the whitespace (line folds included) a
+    sender may write around it; ``""`` when there is none."""
+    return (header(part, "Content-Transfer-Encoding") or "").strip().lower()
+
+
+def _decodable(part: Message) -> Message:
+    """``part``, or a leaf with its payload and its transfer encoding as ``transfer_encoding`` reads it when
+    the library would not recognise it as written (``base64 ``: it would give the encoded text, which mail
+    programs decode, and a filter would not look at the content a reader sees)."""
+    written = part.get("Content-Transfer-Encoding")
+    encoding = transfer_encoding(part)
+    if written is None or str(written).lower() == encoding:
+        return part
+    leaf = Message()
+    leaf["Content-Transfer-Encoding"] = encoding
+    leaf._payload = part._payload  # as parsed: raw 8-bit bytes kept as surrogates
+    return leaf
+
+
 def payload(part: Message) -> bytes:
     """The part's body decoded from its transfer encoding; the raw body when it cannot be decoded."""
     try:
-        data = part.get_payload(decode=True)
+        data = _decodable(part).get_payload(decode=True)
     except Exception:  # binascii, charset and codec errors of every kind
         data = None
     if isinstance(data, bytes):
@@ -364,7 +384,7 @@ def encoded_message(part: Message) -> bytes | None:
     lines); this gives the bytes it stands for, to parse again."""
     if part.get_content_type() != "message/rfc822":
         return None
-    encoding = (header(part, "Content-Transfer-Encoding") or "").strip().lower()
+    encoding = transfer_encoding(part)
     inner = part.get_payload()
     if encoding not in ("base64", "quoted-printable") or not isinstance(inner, list) or not inner:
         return None
@@ -432,4 +452,5 @@ def attachment(part: Message) -> bool:
 
 __all__ = ["LIBRARY_WORDS", "MAX_DEPTH", "MAX_ENCODED", "MAX_PARTS", "POLICY", "attachment", "boundary_bytes",
            "charset", "content_params", "content_type", "decode", "decoded_field", "disposition", "encoded_message",
-           "entity_bound", "filename", "header", "param", "parse", "payload", "text", "too_deep", "too_many"]
+           "entity_bound", "filename", "header", "param", "parse", "payload", "text", "too_deep", "too_many",
+           "transfer_encoding"]

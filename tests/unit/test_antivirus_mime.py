@@ -106,3 +106,13 @@ def test_too_many_parts_is_reported() -> None:
     raw = message([(f"f{i}.txt", "text/plain", b"x", "7bit") for i in range(20)])
     assert walk_message(raw, max_parts=10).too_many
     assert not walk_message(raw).too_many
+
+
+def test_a_part_whose_transfer_encoding_has_a_trailing_space_is_still_decoded() -> None:
+    """``Content-Transfer-Encoding: base64 ``: the library took the encoding for an unknown one and gave the
+    base64 text, so an executable named ``.txt`` passed the true-type filter (and clamd saw text); mail
+    programs decode it."""
+    raw = message([("report.txt", "application/octet-stream", mz_executable(), "base64")])
+    spaced = raw.replace(b"Content-Transfer-Encoding: base64\r\n", b"Content-Transfer-Encoding: base64 \t\r\n")
+    assert spaced != raw
+    assert [p.payload for p in walk(spaced) if p.filename == "report.txt"] == [mz_executable()]

@@ -161,3 +161,17 @@ def test_the_subject_is_read_from_the_header_section_only() -> None:
 def test_many_encoded_words_in_a_subject_are_all_decoded() -> None:
     words = b" ".join(b"=?utf-8?q?w" + str(i).encode() + b"?=" for i in range(5000))
     assert mimeparts.subject(entity(b"Subject: " + words)) == "".join(f"w{i}" for i in range(5000))
+
+
+@pytest.mark.parametrize("written", [b"base64 ", b"\tBase64\t", b"\r\n base64", b"quoted-printable              ",
+                                     b"x-uuencode  "])
+def test_a_transfer_encoding_with_whitespace_around_it_is_still_decoded(written: bytes) -> None:
+    """``Content-Transfer-Encoding: base64 `` (a trailing space or tab, or folded onto its own line): mail
+    programs decode the part, so the filters must read it decoded too, not the encoded text."""
+    encoded = {"base64": b"TVqQAAMAAAA=\r\n", "quoted-printable": b"MZ=90=00=03=00=00=00\r\n",
+               "x-uuencode": b"begin 644 a.exe\r\n(35J0``,```\"\r\n`\r\nend\r\n"}
+    name = written.strip().lower().decode()
+    part = mimeparts.parse(entity(b"Content-Transfer-Encoding:" + (b"" if written[:1] == b"\r" else b" ") + written,
+                                  encoded[name]))
+    assert mimeparts.transfer_encoding(part) == name
+    assert mimeparts.payload(part).startswith(b"MZ\x90\x00\x03\x00\x00\x00")

@@ -176,7 +176,7 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     header_end, body_start = mimeedit.sections(raw, span.start, span.end)
     head = mimeparts.parse(raw[span.start:header_end] + CRLF)
     subtype = head.get_content_subtype()
-    cte = (mimeparts.header(head, "Content-Transfer-Encoding") or "7bit").strip().lower()
+    cte = mimeparts.transfer_encoding(head) or "7bit"
     if cte not in ("7bit", "8bit", "binary", "base64", "quoted-printable"):
         raise Skipped(f"transfer encoding {cte}")
     charset = (mimeparts.charset(head) or "us-ascii").lower()
