@@ -40,14 +40,17 @@ _BLOCKS = frozenset({
     "th", "tr", "ul",
 })
 
-_MARKUP = re.compile(r"<[!?/A-Za-z]")
-"""Where something other than text may start."""
 _ELEMENT_TAG = re.compile(
     r"<(/?)([A-Za-z][^\t\n\f\r />]*+)"
     # Attributes: anything but '>', and after '=' a quoted value, which may hold '>'. Possessive: read once.
     r"""(?:[^>=]++|=[\t\n\f\r ]*+"[^"]*+"|=[\t\n\f\r ]*+'[^']*+'|=)*+"""
     r"(>?)"
 )
+_TOKEN = re.compile(_ELEMENT_TAG.pattern + r"|<[!?/]")
+"""An element's tag (as ``_ELEMENT_TAG``), else the start of anything else that is not text (``<!``, ``<?``,
+``</`` and no letter), in one search."""
+_SPECIAL = _RAW | _NESTED_HIDDEN | _BLOCKS
+"""Elements whose tag does more than end the text before it."""
 _COMMENT_END = re.compile(r"--!?>")
 
 
@@ -62,21 +65,22 @@ def visible_text(markup: str) -> str:
     out: list[str] = []
     hidden = 0
     pos = 0
-    while (found := _MARKUP.search(markup, pos)) is not None:
+    while (found := _TOKEN.search(markup, pos)) is not None:
         start = found.start()
         if not hidden:
             out.append(markup[pos:start])
-        if markup.startswith(("<!", "<?"), start) or not _letter(markup, start + 1 + markup.startswith("</", start)):
+        closing, name, ended = found.groups()
+        if name is None:  # a comment, declaration, processing instruction or bogus comment
             pos = _other_end(markup, start)
             if pos is None:  # never ended: the rest belongs to it
                 return _text(out)
             continue
-        tag = _ELEMENT_TAG.match(markup, start)  # "<" or "</" and a letter: always a tag's start
-        assert tag is not None
-        if not tag.group(3):  # a tag never closed takes the rest
+        if not ended:  # a tag never closed takes the rest
             return _text(out)
-        pos = tag.end()
-        closing, name = tag.group(1), tag.group(2).lower()
+        pos = found.end()
+        name = name.lower()
+        if name not in _SPECIAL:
+            continue
         if name in _NESTED_HIDDEN:
             hidden = max(0, hidden - 1) if closing else hidden + 1
         elif name in _BLOCKS:
@@ -106,10 +110,6 @@ def _other_end(markup: str, start: int) -> int | None:
         return start + 3
     close = markup.find(">", start)
     return None if close == -1 else close + 1
-
-
-def _letter(markup: str, index: int) -> bool:
-    return index < len(markup) and markup[index].isascii() and markup[index].isalpha()
 
 
 def _text(parts: list[str]) -> str:

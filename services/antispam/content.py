@@ -16,7 +16,7 @@ from email.message import Message
 from urllib.parse import urlsplit
 
 from mailmoat_mail import mimeparts
-from mailmoat_mail.markup import strip_tags
+from mailmoat_mail.markup import visible_text
 
 MAX_PART_BYTES = 2_000_000
 """Text of one part beyond this is not looked at (scoring cost stays bounded)."""
@@ -24,8 +24,6 @@ MAX_PARTS = 200
 
 _URL = re.compile(r"""(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+""")
 _HREF = re.compile(r"""(?is)\b(?:href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
-_SCRIPT_STYLE = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>")
-_SCRIPT_STYLE_START = re.compile(r"(?i)<(script|style)\b")
 _ATTRIBUTES = ("href", "src", "action", "background")
 _ATTRIBUTE = re.compile(r"(?i)href|src|action|background")
 _WWW = re.compile(r"(?i)www\.")
@@ -90,31 +88,9 @@ def _payload_text(part: Message) -> str:
     return mimeparts.decode(mimeparts.payload(part)[:MAX_PART_BYTES], mimeparts.charset(part))
 
 
-def strip_script_style(markup: str) -> str:
-    """``_SCRIPT_STYLE.sub(" ", markup)``, each start tag tried once at most: when a ``script`` (``style``)
-    element has no end tag after its start tag, no later one has, so later start tags of that name are not
-    tried (a search reads from each to the end of the markup: quadratic, 2.7 s for 10,000 of them)."""
-    out: list[str] = []
-    done = 0
-    unclosed: set[str] = set()
-    for start in _SCRIPT_STYLE_START.finditer(markup):
-        name = start.group(1).lower()
-        if start.start() < done or name in unclosed:
-            continue
-        match = _SCRIPT_STYLE.match(markup, start.start())
-        if match is None:
-            unclosed.add(name)
-            continue
-        out += (markup[done:start.start()], " ")
-        done = match.end()
-    out.append(markup[done:])
-    return "".join(out)
-
-
 def html_to_text(markup: str) -> str:
-    text = strip_script_style(markup)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>", "\n", text)
-    return html.unescape(strip_tags(text))
+    """The text a reader sees of an HTML part (``markup.visible_text``): what scoring and the classifier read."""
+    return visible_text(markup)
 
 
 def _clean_url(url: str) -> str:

@@ -74,3 +74,18 @@ def test_uri_block_list_names_take_addresses_as_ipaddress_does() -> None:
         assert found == expected, host
     urls = ["http://192.0.2.7/x", "http://[2001:db8::1]/", "https://news.example.co.uk/a", "http://cafe.bad/"]
     assert lookup_names(urls, 10) == ["7.2.0.192", "example.co.uk", "cafe.bad"]
+
+
+def _html(markup: bytes) -> bytes:
+    return b"From: a@sender.test\r\nSubject: x\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + markup + b"\r\n"
+
+
+def test_html_is_read_as_a_reader_sees_it() -> None:
+    """Scoring and the classifier read the text a mail reader shows: no words from comments, the title or
+    scripts (hidden words stuffed in to look like ham), every word after a comment a browser ends, and a
+    word split by markup as the one word shown."""
+    content = parse(_html(b"<html><head><title>invoice payroll</title></head><body>"
+                          b"<!-- meeting > agenda notes -->buy <!-- x --!>cheap <b>pi</b><!-- -->lls"
+                          b" <script>var budget = 1;</script><noscript>now</noscript><p>today</p></body></html>"))
+    assert content.text.split() == ["buy", "cheap", "pills", "now", "today"]
+    assert "<title>" in content.html  # the markup itself stays for the advanced checks
