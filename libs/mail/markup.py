@@ -1,14 +1,13 @@
 """HTML read as text (pure), in one pass whatever the markup holds.
 
-``strip_tags`` takes the tags out. ``visible_text`` gives the text a reader sees: tags dropped, the content of
-``script``, ``style``, ``title``, ``template`` and the like left out, entities decoded, block elements and
-``<br>`` as line breaks. Each character is read a bounded number of times: the library's ``HTMLParser``
-reads the rest of the document again for every unfinished construct (``<![CDATA[``, ``</``, ``<?``,
-``<!--``), so 80,000 of them took minutes. Tags end where a browser ends them, ``>`` inside a quoted
-attribute value included, so that no markup makes text the reader sees look like the inside of a tag or a
-script here. A document a browser reads differently errs towards more text read, never less: a quoted value
-left open ends at the next ``>`` here (a browser would hide the rest). ``noscript`` is read: mail is shown
-without scripts, so its content is what the reader sees. ``nesting`` is how deep elements nest.
+``visible_text`` gives the text a reader sees: tags dropped, the content of ``script``, ``style``, ``title``,
+``template`` and the like left out, entities decoded, block elements and ``<br>`` as line breaks. Each character is
+read a bounded number of times: the library's ``HTMLParser`` reads the rest of the document again for every
+unfinished construct (``<![CDATA[``, ``</``, ``<?``, ``<!--``), so 80,000 of them took minutes. Tags end where a
+browser ends them, ``>`` inside a quoted attribute value included, so that no markup makes text the reader sees look
+like the inside of a tag or a script here. A document a browser reads differently errs towards more text read, never
+less: a quoted value left open ends at the next ``>`` here (a browser would hide the rest). ``noscript`` is read:
+mail is shown without scripts, so its content is what the reader sees. ``nesting`` is how deep elements nest.
 """
 
 from __future__ import annotations
@@ -16,17 +15,6 @@ from __future__ import annotations
 import html
 import re
 from functools import cache
-
-_TAG = re.compile(r"<[^>]*>")
-
-
-def strip_tags(text: str) -> str:
-    """Every tag replaced by a space, not tried after the last ``>``: a ``<`` there starts no tag, and a search
-    tries each such ``<`` to the end of the text (quadratic: 80,000 of them took 2 s, a decoded part of some
-    megabytes hours)."""
-    end = text.rfind(">") + 1
-    return _TAG.sub(" ", text[:end]) + text[end:]
-
 
 _RAW_HIDDEN = frozenset({"script", "style", "title", "iframe", "noembed", "noframes"})
 """Elements whose content is text, not markup, and not shown."""

@@ -132,7 +132,8 @@ def test_decoded_field_as_written_where_the_library_refuses() -> None:
 
 
 def test_a_folded_field_is_read_unfolded() -> None:
-    part = mimeparts.parse(entity(b"Subject: card 4111 1111\r\n 1111 1111\r\n\tend\r\nContent-Transfer-Encoding:\r\n base64"))
+    part = mimeparts.parse(entity(b"Subject: card 4111 1111\r\n 1111 1111\r\n\tend\r\n"
+                                  b"Content-Transfer-Encoding:\r\n base64"))
     assert mimeparts.header(part, "subject") == "card 4111 1111 1111 1111\tend"
     assert mimeparts.header(part, "content-transfer-encoding") == " base64"
 

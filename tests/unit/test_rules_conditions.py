@@ -113,6 +113,9 @@ def test_body_contains_decodes_base64_quoted_printable_and_charsets() -> None:
     html = _single(b"7bit", b"us-ascii", b"<html><body><p>wire&nbsp;<b>transfer</b> now</p></body></html>", b"html")
     assert check("body_contains", ["transfer now"], facts(html))
     assert not check("body_contains", ["body"], facts(html))  # tags are not text
+    hidden = _single(b"7bit", b"us-ascii", b"<title>wire</title><!-- a > wire -->con<b>fiden</b><!-- -->tial", b"html")
+    assert check("body_contains", ["confidential"], facts(hidden))  # one word as shown, whatever splits it
+    assert not check("body_contains", ["wire"], facts(hidden))  # the title and comments are not shown
     assert check("subject_or_body_contains", ["hello"], facts())
     assert check("subject_or_body_contains", ["quarterly"], facts())
     assert not check("body_contains", ["quarterly"], facts())

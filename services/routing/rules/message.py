@@ -6,7 +6,6 @@ Bodies and attachments are parsed only when a condition asks for them; text part
 
 from __future__ import annotations
 
-import html
 import io
 import re
 import zipfile
@@ -19,7 +18,7 @@ from mailmoat_antivirus.verdict import AntivirusVerdict
 from mailmoat_connection_filter.verdict import ConnectionVerdict
 from mailmoat_mail import filetypes, mimeedit, mimeparts
 from mailmoat_mail.author import Author, read_author
-from mailmoat_mail.markup import strip_tags
+from mailmoat_mail.markup import visible_text
 from mailmoat_platform.models import Envelope
 from mailmoat_platform.verdicts import detail_in, details
 from mailmoat_policy import Policy
@@ -201,7 +200,7 @@ class Facts:
                 continue
             text = part_text(part)
             if part.get_content_subtype() == "html":
-                text = html.unescape(strip_tags(text))
+                text = visible_text(text)
             texts.append(text)
             size += len(text)
             if size >= MAX_TEXT:
