@@ -1,11 +1,13 @@
 """The antivirus stage's built-in checks on arbitrary message bytes, without clamd: MIME walk,
 attachment filter, archives, macros, the verdict with engine answers folded in, its report header, the
-envelope frame that carries it, and the strip routing would carry out on it."""
+envelope frame that carries it, and the strip routing would carry out on it: the path of each part the
+walk reads names that same part in the editor's tree (or no part, which routing holds)."""
 
 from __future__ import annotations
 
 from mailmoat_antivirus.clamd import ScanResult
 from mailmoat_antivirus.decide import add_engine_results, analyse, decide, report_header
+from mailmoat_antivirus.mime import walk
 from mailmoat_mail import mimeedit
 from mailmoat_platform.bus import decode, encode
 from mailmoat_platform.models import Envelope
@@ -26,6 +28,10 @@ def test_one_input(data: bytes) -> None:
     envelope = Envelope(mail_from="s@example.org", rcpt_to=["r@example.com"], itinerary=["antivirus", "routing"])
     envelope.add_verdict(verdict)
     assert decode(encode(envelope, header + data))[1] == header + data
+    tree = mimeedit.parts(data)
+    for part in walk(data):  # the filters' path names the part the editor strips, or none (then held)
+        span = mimeedit.find(tree, part.path) if part.strip_path == part.path else None
+        assert span is None or (span.content_type, span.filename) == (part.content_type, part.filename), part.path
     strip = verdict.detail.get("strip")
     if strip:
         stripped, done = mimeedit.replace_parts(data, list(strip), "fuzz")

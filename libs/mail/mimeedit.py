@@ -120,15 +120,21 @@ def _entity(raw: bytes, path: str, start: int, end: int, count: list[int], max_p
 
 
 def _children(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
-    """Byte ranges of the parts of a multipart body (the CRLF before a delimiter belongs to it)."""
+    """Byte ranges of the parts of a multipart body (the CRLF before a delimiter belongs to it).
+
+    As the library's parser reads them, so that a part's path names the same part for the filters
+    and here: delimiter lines that follow one another without a line between them are one separator
+    (no empty part between them), a close delimiter among them included."""
     pattern = re.compile(rb"(?:\A|(?<=\r\n))--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r\n|\Z)")
     ranges: list[tuple[int, int]] = []
     opened: int | None = None
     segment = raw[start:end]
     for match in pattern.finditer(segment):
-        delimiter_start = match.start() - 2 if match.start() >= 2 else match.start()
         if opened is not None:
-            ranges.append((opened, start + max(delimiter_start, opened - start)))
+            if start + match.start() == opened:  # right after the delimiter line before it
+                opened = start + match.end()
+                continue
+            ranges.append((opened, start + match.start() - 2))
         if match.group(1):
             return ranges
         opened = start + match.end()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 from datetime import UTC, datetime
@@ -9,11 +10,14 @@ from datetime import UTC, datetime
 import pytest
 
 from mailmoat_antispam.verdict import AntispamVerdict
+from mailmoat_antivirus.decide import analyse
+from mailmoat_antivirus.decide import decide as av_decide
 from mailmoat_antivirus.verdict import AntivirusVerdict
 from mailmoat_platform.models import Envelope, Verdict
 from mailmoat_platform.verdicts import read
-from mailmoat_policy import parse_policy
+from mailmoat_policy import Antimalware, parse_policy
 from mailmoat_routing.actions import carry_out, disposition, ndr_for
+from tests.support.attachments import mz_executable
 
 
 def spam_hits(verdict: Verdict) -> list[str]:
@@ -201,6 +205,24 @@ def test_strip_by_named_parts_else_attachments_else_quarantine() -> None:
     plain = b"From: s@sender.test\r\nSubject: x\r\n\r\nX5O!P\r\n"
     out = carry_out(disposition(unnamed, policy()), unnamed, plain, policy())
     assert out.action == "quarantine" and not out.delivers and out.data is plain
+
+
+def test_strip_after_two_delimiter_lines_in_a_row_removes_the_part_the_filter_named() -> None:
+    """``--b`` right after ``--b`` (CPython's msg_37): the filters' parser makes no part between them, the
+    editor made an empty one, so every later path named another part: the executable the antivirus
+    stage named ``1.3`` was delivered and the clean text before it was stripped instead."""
+    exe = base64.encodebytes(mz_executable()).replace(b"\n", b"\r\n")
+    data = (b"From: s@sender.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\n--b\r\nContent-Type: text/plain\r\n\r\nclean\r\n"
+            b"--b\r\nContent-Type: application/octet-stream; name=report.txt\r\nContent-Transfer-Encoding: base64\r\n"
+            b"\r\n" + exe + b"--b--\r\n")
+    rules = Antimalware(action="strip")
+    verdict = av_decide(analyse(data, rules)[0], rules)
+    assert verdict.detail["strip"] == ["1.3"]
+    envelope = env(verdict)
+    out = carry_out(disposition(envelope, policy("antimalware: {action: strip}")), envelope, data, policy())
+    assert out.action == "strip" and out.detail["stripped"] == ["1.3"]
+    assert exe[:40] not in out.data and b"\r\nclean\r\n" in out.data
 
 
 def test_strip_of_a_named_part_the_editor_cannot_find_quarantines() -> None:

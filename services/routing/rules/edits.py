@@ -212,11 +212,7 @@ def _rewrite(raw: bytes, span: Span, text: str, html_text: str) -> bytes:
     if new_cte in ("7bit", "8bit", "binary") and any(len(line) > _LONG_LINE for line in new.split(CRLF)):
         new_cte = "quoted-printable"
     encoded = _encode(new, new_cte)
-    # An empty part between two delimiter lines has no CRLF of its own before the next one (the CRLF
-    # there ends the delimiter line before it): the part now written in must end in one, or the next
-    # delimiter would run on from its last line.
-    ends_line = body.endswith(CRLF) or span.end == len(raw) or not raw.startswith(CRLF, span.end)
-    encoded = encoded.removesuffix(CRLF) + (CRLF if ends_line else b"")
+    encoded = encoded.removesuffix(CRLF) + (CRLF if body.endswith(CRLF) or span.end == len(raw) else b"")
     if new_cte == cte and new_charset == charset:
         head_bytes = raw[span.start:body_start]
         if body_start == header_end:  # no blank line after the fields: end the last one, then add it
