@@ -3,6 +3,8 @@ page runs and fetches nothing (no script, event handler, style, embedded content
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
+
 from mailmoat_console.safemail import render
 
 FORBIDDEN = ("<script", "<style", "<iframe", "<img", "<object", "<embed", "<form", "javascript:")
@@ -20,14 +22,22 @@ def test_one_input(data: bytes) -> None:
         text.encode("utf-8")  # no lone surrogates: the page is UTF-8
 
 
+class _Attributes(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.names: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.names += [name for name, _ in attrs]
+
+
 def _attributes(html: str) -> list[str]:
-    """Attribute names inside tags (a rough scan: enough for ``on…`` handlers)."""
-    names: list[str] = []
-    for tag in html.split("<")[1:]:
-        inside = tag.split(">", 1)[0]
-        for word in inside.split()[1:]:
-            names.append(word.split("=", 1)[0])
-    return names
+    """Attribute names inside tags, as a browser's parser reads them (the sanitiser's output is well formed;
+    a word of a quoted value, 'set alarms, style your clock', is no attribute)."""
+    parser = _Attributes()
+    parser.feed(html)
+    parser.close()
+    return parser.names
 
 
 def seeds() -> list[bytes]:
