@@ -17,6 +17,11 @@ POLICY = Antimalware(action="strip")
 """``strip``: the verdict then names the parts to strip, which routing must be able to strip."""
 
 
+def _crlf_only(data: bytes) -> bool:
+    rest = data.replace(b"\r\n", b"")
+    return b"\r" not in rest and b"\n" not in rest
+
+
 def test_one_input(data: bytes) -> None:
     findings, items = analyse(data, POLICY)
     # The engine's answers, made up: a signature in the second item, an error in the third.
@@ -28,10 +33,11 @@ def test_one_input(data: bytes) -> None:
     envelope = Envelope(mail_from="s@example.org", rcpt_to=["r@example.com"], itinerary=["antivirus", "routing"])
     envelope.add_verdict(verdict)
     assert decode(encode(envelope, header + data))[1] == header + data
-    tree = mimeedit.parts(data)
-    for part in walk(data):  # the filters' path names the part the editor strips, or none (then held)
-        span = mimeedit.find(tree, part.path) if part.strip_path == part.path else None
-        assert span is None or (span.content_type, span.filename) == (part.content_type, part.filename), part.path
+    if _crlf_only(data):  # as ingress takes it (the library also ends a line at a bare CR or LF; the editor not)
+        tree = mimeedit.parts(data)
+        for part in walk(data):  # the filters' path names the part the editor strips, or none (then held)
+            span = mimeedit.find(tree, part.path) if part.strip_path == part.path else None
+            assert span is None or (span.content_type, span.filename) == (part.content_type, part.filename), part.path
     strip = verdict.detail.get("strip")
     if strip:
         stripped, done = mimeedit.replace_parts(data, list(strip), "fuzz")
