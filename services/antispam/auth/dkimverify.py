@@ -24,6 +24,7 @@ import dkim.util
 
 from mailmoat_antispam.auth.headers import Field, fields, may_hold
 from mailmoat_antispam.auth.resolver import DnsAnswer, Resolver
+from mailmoat_mail.author import dns_name
 
 MAX_SIGNATURES = 10
 """Signatures verified per message; more get ``policy`` (RFC 6376 6.1 lets a verifier limit the work)."""
@@ -110,9 +111,22 @@ def _tags(value: str) -> dict[str, str]:
 
 def _key_name(tags: dict[str, str]) -> str | None:
     selector, domain = tags.get("s", "").strip(), tags.get("d", "").strip()
-    if not selector or not domain:
+    if not selector or not domain or _bad_name(domain, selector):  # such a name is never looked up
         return None
     return f"{selector}._domainkey.{domain}".lower().rstrip(".")
+
+
+def _bad_name(domain: str, selector: str) -> str:
+    """Why ``d=`` or ``s=`` is not a name RFC 6376 3.5 allows (dot-separated labels: letters, digits, hyphens;
+    U-labels as RFC 8616 4.2 lets them be), or "". A verifier that looked such a name up anyway would find the
+    key of whoever controls the name it really asks for — ``legitimate.test'x.evil.test`` is a name in
+    evil.test, and the bytes after a NUL are dropped by C resolvers — while a reader of the result (and of
+    ``Authentication-Results``) may take the signer for legitimate.test."""
+    if not dns_name(domain.removesuffix(".")):
+        return f"d={domain!r} is not a domain name"
+    if not dns_name(selector.removesuffix(".")):
+        return f"s={selector!r} is not a selector (dot-separated labels)"
+    return ""
 
 
 async def _fetch(resolver: Resolver, names: Iterable[str]) -> _Keys:
@@ -150,6 +164,8 @@ def _verify_one(data: bytes, index: int, tags: dict[str, str], keys: _Keys, mink
     selector = tags.get("s", "").strip()
     b = re.sub(r"\s+", "", tags.get("b", ""))[:8]
     base = {"domain": domain, "selector": selector, "identity": tags.get("i", "").strip(), "b": b}
+    if tags and domain and selector and _bad_name(domain, selector):
+        return DkimResult("permerror", reason=_bad_name(domain, selector), **base)
     name = _key_name(tags)
     if not tags or name is None:
         return DkimResult("permerror", reason="malformed signature (tags d= and s= required)", **base)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from mailmoat_mail.author import dns_name
+
 if TYPE_CHECKING:
     from mailmoat_antispam.auth import AuthResult
 
@@ -25,6 +27,10 @@ def _value(text: str) -> str:
     text = _printable(text)
     if _TOKEN.match(text):
         return text
+    return _quoted(text)
+
+
+def _quoted(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 
@@ -36,7 +42,9 @@ def _comment(text: str) -> str:
 
 
 def _domain(text: str) -> str:
-    """A domain as an A-label; a name that is not valid IDNA is shown quoted with its odd characters as ``?``."""
+    """A domain as an A-label; anything that is not a host name is a quoted-string (odd characters as ``?``), so
+    that no reader takes a part of it for the domain: ``legitimate.test'x.evil.test`` or ``a.test(x`` unquoted
+    are read by some as ``legitimate.test`` or ``a.test`` followed by a quote or a comment."""
     if not text:
         return '""'
     if not text.isascii():
@@ -44,7 +52,9 @@ def _domain(text: str) -> str:
             text = text.encode("idna").decode("ascii")
         except UnicodeError:
             text = "".join(c if c.isascii() and c.isprintable() else "?" for c in text)
-    return _value(text)
+    if dns_name(text.removesuffix(".")):
+        return text
+    return _quoted(_printable(text))
 
 
 def resinfos(result: AuthResult) -> list[str]:
