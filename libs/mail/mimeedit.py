@@ -44,14 +44,27 @@ class Span:
 # --- header sections ----------------------------------------------------------------------------
 
 
+_HEADER_LINE = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[ \t]")
+"""A line the library's parser takes into a header section (``email.feedparser.headerRE``)."""
+
+
 def sections(raw: bytes, start: int = 0, end: int | None = None) -> tuple[int, int]:
     """(end of the header fields, start of the body) of the entity at ``raw[start:end]``: the blank
-    line lies between them; both are ``end`` when there is no blank line."""
+    line lies between them; both are ``end`` when the fields run to the end. As the library's parser
+    reads it, the first line that is no header line (``--boundary``, ``Subject : x``) ends the fields
+    too and is the body's first line (both are its start)."""
     end = len(raw) if end is None else end
-    if raw.startswith(CRLF, start):
-        return start, start + 2
-    index = raw.find(b"\r\n\r\n", start, end)
-    return (end, end) if index == -1 else (index + 2, index + 4)
+    pos = start
+    while pos < end:
+        if raw.startswith(CRLF, pos, end):
+            return pos, pos + 2
+        if not _HEADER_LINE.match(raw, pos, end):
+            return pos, pos
+        nl = raw.find(CRLF, pos, end)
+        if nl == -1:
+            break
+        pos = nl + 2
+    return end, end
 
 
 def body_offset(raw: bytes, start: int = 0, end: int | None = None) -> int:

@@ -225,6 +225,25 @@ def test_strip_after_two_delimiter_lines_in_a_row_removes_the_part_the_filter_na
     assert exe[:40] not in out.data and b"\r\nclean\r\n" in out.data
 
 
+def test_strip_after_a_header_section_ended_by_a_delimiter_removes_the_part_the_filter_named() -> None:
+    """A delimiter line right after the fields, without the blank line: the filters' parser ends the fields
+    there and finds three parts; the editor read on to the first blank line, took the first part's fields
+    for the message's, and numbered from the second part on, so the strip of ``1.2`` removed the clean
+    part after the executable."""
+    exe = base64.encodebytes(mz_executable()).replace(b"\n", b"\r\n")
+    data = (b"From: s@sender.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+            b"--b\r\nContent-Type: application/octet-stream; name=report.txt\r\nContent-Transfer-Encoding: base64\r\n"
+            b"\r\n" + exe + b"--b\r\nContent-Type: text/plain\r\n\r\nclean\r\n--b--\r\n")
+    rules = Antimalware(action="strip")
+    verdict = av_decide(analyse(data, rules)[0], rules)
+    assert verdict.detail["strip"] == ["1.2"]
+    envelope = env(verdict)
+    out = carry_out(disposition(envelope, policy("antimalware: {action: strip}")), envelope, data, policy())
+    assert out.action == "strip" and out.detail["stripped"] == ["1.2"]
+    assert exe[:40] not in out.data and b"\r\nclean\r\n" in out.data
+
+
 def test_strip_of_a_named_part_the_editor_cannot_find_quarantines() -> None:
     """Every part the filter named is stripped, or the message is held: never delivered half stripped."""
     both = env(av(action="strip", strip=["1.2", "1.9"], findings={"malware": ["x in part 1.2", "y in part 1.9"]}))

@@ -203,13 +203,15 @@ def test_set_header_never_takes_the_folded_lines_a_message_opens_with_into_its_v
 
 
 def test_rewritten_content_fields_take_the_place_of_the_old_ones() -> None:
+    """The other fields stay, in their order. A line that is no header line (a name with raw 8-bit bytes)
+    ends the fields, as the library's parser reads it, and is the first line of the body."""
     data = (b'Subject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
-            b"X-First: 1\r\nContent-Type: text/html; charset=iso-8859-1\r\nX-\xff\xff: not a field name\r\n\r\n"
-            b"<p>Gr\xfc\xdfe</p>\r\n--b--\r\n")
+            b"X-First: 1\r\nContent-Type: text/html; charset=iso-8859-1\r\nX-Last: 2\r\n"
+            b"X-\xff\xff: not a field name\r\n\r\n<p>Gr\xfc\xdfe</p>\r\n--b--\r\n")
     out, paths, _ = append_disclaimer(data, "x", "<p>F\u00fcr den Empf\u00e4nger.</p>")
     assert paths == ["1.1"]
     assert (b"--b\r\nX-First: 1\r\nContent-Type: text/html; charset=\"iso-8859-1\"\r\n"
-            b"Content-Transfer-Encoding: quoted-printable\r\nX-\xff\xff: not a field name\r\n\r\n") in out
+            b"Content-Transfer-Encoding: quoted-printable\r\nX-Last: 2\r\n\r\nX-=FF=FF: not a field name\r\n") in out
     assert "<p>Gr\u00fc\u00dfe</p>\n<p>F\u00fcr den Empf\u00e4nger.</p>" in _body(out, "html")
 
 
