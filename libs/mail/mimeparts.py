@@ -452,5 +452,5 @@ def attachment(part: Message) -> bool:
 
 __all__ = ["LIBRARY_WORDS", "MAX_DEPTH", "MAX_ENCODED", "MAX_PARTS", "POLICY", "attachment", "boundary_bytes",
            "charset", "content_params", "content_type", "decode", "decoded_field", "disposition", "encoded_message",
-           "entity_bound", "filename", "header", "param", "parse", "payload", "text", "too_deep", "too_many",
-           "transfer_encoding"]
+           "entity_bound", "filename", "header", "param", "parse", "payload", "subject", "text", "too_deep",
+           "too_many", "transfer_encoding"]
