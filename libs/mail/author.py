@@ -15,6 +15,7 @@ Interface::
 
     author = read_author(data)           # the message's bytes; never raises
     author.problem                       # None, or why the message has no single parseable author
+    author.ambiguous                     # why a From field is one that programs read differently, if one is
     author.single                        # the one Mailbox when there is exactly one
     author.domains                       # every author domain (A-labels, lower case), in order
     parse_mailboxes(value)               # one field's value -> [Mailbox]; AuthorError when it does not parse
@@ -27,7 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 MAX_FIELD = 16384
 """Characters of one From field that are parsed; a longer field does not parse."""
@@ -79,10 +80,16 @@ class Author:
     """Why each From field that did not parse did not."""
     recovered: tuple[str, ...] = ()
     """Addresses (lower case) a lenient reader finds in the fields that did not parse."""
+    ambiguous: tuple[str, ...] = ()
+    """Why a From field counted here is one that programs read differently (``from_fields``): some see it as
+    a From field, some as none. Its mailboxes are among the author's all the same."""
 
     @property
     def problem(self) -> str | None:
-        """None when there is exactly one From field with exactly one mailbox; else why not (RFC 5322 3.6)."""
+        """None when there is exactly one From field with exactly one mailbox, read alike by every program;
+        else why not (RFC 5322 3.6)."""
+        if self.ambiguous:
+            return f"ambiguous From field: {self.ambiguous[0]}"
         if self.fields == 0:
             return "no From field"
         if self.fields > 1:
@@ -449,34 +456,56 @@ def _text(value: str | bytes) -> str:
     return unfold(value).strip(" \t\r\n")
 
 
-def from_values(data: bytes) -> list[bytes]:
-    """The raw values of every From field in the header (``From :`` too, RFC 5322 4.5.1), in order,
-    continuation lines included."""
+FOLDED_NAME = "the name From is folded before its colon"
+LEADING_WHITE_SPACE = "the header's first line, a From field, begins with white space"
+
+
+def from_fields(data: bytes) -> list[tuple[bytes, str]]:
+    """The raw value of every From field in the header (``From :`` too, RFC 5322 4.5.1), in order, continuation
+    lines included, each with why programs read it differently ("" when they do not).
+
+    Two shapes are From fields to some readers and to others not fields at all, and both count here: a name
+    folded before its colon (``From`` CRLF `` : <a@b>``: a From field once unfolded, RFC 5322 2.2.3) and a
+    first header line that begins with white space (``From: <a@b>`` behind a space: the continuation of no
+    field). A reader that ignores one may show the other From, or the Sender."""
     end = data.find(b"\r\n\r\n")
     head = data if end < 0 else data[:end + 2]
     if head.startswith(b"\r\n"):
         return []
-    values: list[bytes] = []
-    inside = False
+    groups: list[list[bytes]] = []
     for line in head.split(b"\n"):
-        if line[:1] in (b" ", b"\t"):
-            if inside:
-                values[-1] += b"\n" + line
-            continue
-        name, colon, rest = line.partition(b":")
-        inside = bool(colon) and name.rstrip(b" \t").lower() == b"from"
-        if inside:
-            values.append(rest)
-    return [v.rstrip(b"\r") for v in values]
+        if line[:1] in (b" ", b"\t") and groups:
+            groups[-1].append(line)
+        else:
+            groups.append([line])
+    found: list[tuple[bytes, str]] = []
+    for lines in groups:
+        first, tail, why = lines[0], lines[1:], ""
+        if first[:1] in (b" ", b"\t"):  # only the first group can begin with white space
+            first, why = first.lstrip(b" \t"), LEADING_WHITE_SPACE
+        elif b":" not in first and tail:
+            first, tail, why = re.sub(rb"\r?\n(?=[ \t])", b"", b"\n".join(lines)), [], FOLDED_NAME
+        name, colon, rest = first.partition(b":")
+        if colon and name.rstrip(b" \t").lower() == b"from":
+            found.append((b"\n".join([rest, *tail]).rstrip(b"\r"), why))
+    return found
+
+
+def from_values(data: bytes) -> list[bytes]:
+    """The raw values of every From field in the header (``from_fields``), in order, continuation lines
+    included."""
+    return [value for value, _ in from_fields(data)]
 
 
 def read_author(data: bytes) -> Author:
     """The author of a message: its From fields parsed. Never raises."""
     try:
-        values = from_values(data)
+        found = from_fields(data)
     except Exception as exc:  # a defect must not decide who the message is from; the header reads as unparseable
         return Author(fields=1, errors=(f"internal error: {type(exc).__name__}",))
-    return author_of(values)
+    author = author_of([value for value, _ in found])
+    ambiguous = tuple(why for _, why in found if why)
+    return replace(author, ambiguous=ambiguous) if ambiguous else author
 
 
 def author_of(values: list[bytes] | list[str]) -> Author:
@@ -499,5 +528,6 @@ def author_of(values: list[bytes] | list[str]) -> Author:
     return Author(len(values), tuple(mailboxes), tuple(errors), tuple(recovered))
 
 
-__all__ = ["Author", "AuthorError", "Mailbox", "author_of", "decode_words", "dns_name", "from_values",
+__all__ = ["FOLDED_NAME", "LEADING_WHITE_SPACE", "Author", "AuthorError", "Mailbox", "author_of", "decode_words",
+           "dns_name", "from_fields", "from_values",
            "parse_mailboxes", "read_author", "recover"]

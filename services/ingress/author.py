@@ -3,8 +3,10 @@
 A message from outside the organisation must name exactly one author: one ``From:`` field holding
 one mailbox that parses (``mailmoat_mail.author``). Otherwise it is refused with EOP's answer
 ``550 5.7.512`` — or, with ``antispam.author_check: evaluate``, accepted so that the antispam stage
-judges every author domain and applies the strictest DMARC outcome (a message with no author address
-at all is refused either way: there is nothing to judge).
+judges every author domain and applies the strictest DMARC outcome. Refused either way: a message with no
+author address at all (there is nothing to judge), and one with a From field that programs read differently
+(``Author.ambiguous``: its name folded before the colon, or the header's first line beginning with white
+space), since there is no telling which author, if any, a mail client shows.
 
 The check belongs to anti-spoofing: it applies when the policy lists the ``antispam`` stage.
 """
@@ -25,7 +27,7 @@ def check_author(data: bytes, policy: Policy, client_ip: str) -> str | None:
     problem = author.problem
     if problem is None:
         return None
-    if policy.antispam.author_check == "evaluate" and author.domains:
+    if policy.antispam.author_check == "evaluate" and author.domains and not author.ambiguous:
         return None
     return f"{NOT_COMPLIANT} ({problem.split(':', 1)[0]})"
 
