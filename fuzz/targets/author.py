@@ -69,4 +69,6 @@ def seeds() -> list[bytes]:
     messages = [b"From: " + v + b"\r\nTo: a@example.com\r\n\r\nbody\r\n" for v in values]
     messages.append(b"From: <ceo@bank.test>\r\nFrom: <x@evil.test>\r\n\r\n")
     messages.append(b"From : Ann\r\n <ann@one.test>\r\nSubject: s\r\n\r\n")
+    messages.append(b"From\r\n : <ceo@bank.test>\r\nFrom: <x@evil.test>\r\n\r\n")  # espoofer A11, reversed
+    messages.append(b" From: <ceo@bank.test>\r\nFrom: <x@evil.test>\r\n\r\n")  # espoofer A9, reversed
     return values + messages
