@@ -4,8 +4,8 @@ delivered byte-identical below the headers the gateway prepends, quarantined, or
 with a 5xx reply, and the outcomes are counted.
 
 The generated corpus (``tests/support/hostile.py``) always runs, and each of its messages must end as
-its case says. The vendored third-party corpora (``tests/data/cpython_email``, ``tests/data/mime4j``)
-always run too; the one in ``../shared/corpus/mime`` runs when it is there (never required: a fresh
+its case says. The vendored third-party corpora (``tests/support/corpora.py``: CPython's, Mime4j's and flanker's
+test messages) always run too; the one in ``../shared/corpus/mime`` runs when it is there (never required: a fresh
 clone has no ``../shared``).
 """
 
@@ -224,7 +224,7 @@ def test_third_party_corpus_through_every_stage(gateway_factory, sink: SmtpSink,
 def test_vendored_corpora_through_every_stage(gateway_factory, sink: SmtpSink, dns: DnsServer,
                                              clamd: ClamdServer) -> None:
     files = vendored()
-    assert len(files) >= 80, [label(p) for p in files]
+    assert len(files) >= 120, [label(p) for p in files]
     gateway = gateway_with_every_stage(gateway_factory, dns, clamd)
     third_party_corpus(gateway.smtp_port, sink, files, "a process per stage")
 

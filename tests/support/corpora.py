@@ -8,6 +8,7 @@ REPO = Path(__file__).resolve().parents[2]
 VENDORED = {
     "cpython_email": (REPO / "tests" / "data" / "cpython_email", "msg_*.txt"),
     "mime4j": (REPO / "tests" / "data" / "mime4j", "*.msg"),
+    "flanker": (REPO / "tests" / "data" / "flanker" / "messages", "*.eml"),
 }
 """Corpus name: (directory, the glob of its messages). Each directory's README says where it comes from."""
 SHARED = (REPO.parent / "shared" / "corpus" / "mime").resolve()

@@ -1,7 +1,7 @@
 """Third-party mail through every fuzz target that takes a whole message: the vendored corpora
-(``tests/data/cpython_email``, ``tests/data/mime4j``) always, and ``../shared/corpus/mime`` when it is
-there. Each message goes in as the file holds it and as an MTA submits it (CRLF lines); a target raises
-only on a bug."""
+(``tests/support/corpora.py``: CPython's, Mime4j's and flanker's test messages) always, and
+``../shared/corpus/mime`` when it is there. Each message goes in as the file holds it and as an MTA
+submits it (CRLF lines); a target raises only on a bug."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _forms(path: Path) -> list[bytes]:
 
 
 def test_the_vendored_corpora_are_there() -> None:
-    assert len(vendored()) >= 80, [label(p) for p in vendored()]
+    assert len(vendored()) >= 120, [label(p) for p in vendored()]
 
 
 @pytest.mark.parametrize("path", vendored(), ids=label)
