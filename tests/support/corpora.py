@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fuzz.corpus import as_submitted
+
 REPO = Path(__file__).resolve().parents[2]
 VENDORED = {
     "cpython_email": (REPO / "tests" / "data" / "cpython_email", "msg_*.txt"),
@@ -13,6 +15,7 @@ VENDORED = {
 """Corpus name: (directory, the glob of its messages). Each directory's README says where it comes from."""
 SHARED = (REPO.parent / "shared" / "corpus" / "mime").resolve()
 """Not shipped: present on a development machine only (``../shared`` beside the repository)."""
+__all__ = ["SHARED", "VENDORED", "as_submitted", "label", "shared", "vendored"]
 
 
 def vendored() -> list[Path]:
@@ -28,9 +31,3 @@ def shared(corpus_dir: Path = SHARED) -> list[Path]:
 def label(path: Path) -> str:
     """``corpus/file`` for reports and test ids."""
     return f"{path.parent.name}/{path.name}"
-
-
-def as_submitted(raw: bytes) -> bytes:
-    """What an MTA sends for a file: every line ending made CRLF, a final CRLF."""
-    text = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-    return text if text.endswith(b"\r\n") else text + b"\r\n"
