@@ -10,10 +10,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from mailmoat_antispam.auth.headers import fields, header_end
-from mailmoat_antispam.content import Content, url_host
+from mailmoat_antispam.content import Content, url_host, url_port
 from mailmoat_policy import AdvancedSpamFilter
 
 INCREASE = 4.0
@@ -56,10 +55,8 @@ def _numeric(host: str) -> bool:
 
 
 def _other_port(url: str) -> bool:
-    try:
-        port = urlsplit(url).port
-    except ValueError:
-        return True
+    """The browser connects to a port other than 80 and 443 (a scheme's default port is no other port)."""
+    port = url_port(url)
     return port is not None and port not in (80, 443)
 
 

@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import Message
-from urllib.parse import urlsplit
+
+import ada_url
 
 from mailmoat_mail import mimeparts
 from mailmoat_mail.markup import visible_text
@@ -22,12 +23,14 @@ MAX_PART_BYTES = 2_000_000
 """Text of one part beyond this is not looked at (scoring cost stays bounded)."""
 MAX_PARTS = 200
 
-_URL = re.compile(r"""(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+""")
+_URL = re.compile(r"""(?i)\b(?:(?:https?|ftp):[/\\]{2}|www\.)[^\s<>"'`{}|\\^\[\]]+""")
 _HREF = re.compile(r"""(?is)\b(?:href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
 _ATTRIBUTES = ("href", "src", "action", "background")
 _ATTRIBUTE = re.compile(r"(?i)href|src|action|background")
 _WWW = re.compile(r"(?i)www\.")
-_SCHEME = re.compile(r"(?i)\s*(https?|ftp)://")
+_C0_AND_SPACE = "".join(map(chr, range(0x21)))
+_TAB_AND_NEWLINE = str.maketrans("", "", "\t\n\r")
+_SPECIAL = frozenset(("http:", "https:", "ftp:"))
 _TRAILING = ".,;:!?)]}'\""
 
 
@@ -136,26 +139,42 @@ def href_matches(markup: str) -> list[re.Match[str]]:
 
 
 def url_matches(source: str) -> list[str]:
-    """``_URL.findall(source)``, found faster: a match starts with ``www.`` or 3 to 5 characters before ``://``
-    (the scheme), so ``_URL`` is tried only at those places, in order, as ``finditer`` would find them (``match``
-    at a position sees the characters before it for ``\\b``, as a search does)."""
+    """``_URL.findall(source)``, found faster: a match starts with ``www.`` or 3 to 5 characters before ``:`` and
+    two slashes or backslashes (the scheme), so ``_URL`` is tried only at those places, in order, as ``finditer``
+    would find them (``match`` at a position sees the characters before it for ``\\b``, as a search does)."""
     starts: set[int] = set()
-    at = source.find("://")
-    while at >= 0:
-        starts.update(range(max(0, at - 5), at - 2))
-        at = source.find("://", at + 3)
+    for mark in (":/", ":\\"):
+        at = source.find(mark)
+        while at >= 0:
+            starts.update(range(max(0, at - 5), at - 2))
+            at = source.find(mark, at + 2)
     starts.update(_found(source, ("www.",), _WWW))
     return [match.group(0) for match in _matches_at(source, starts, _URL)]
 
 
+def link_url(value: str) -> str:
+    """An attribute's value (character references and all) as the string a browser's URL parser reads: leading
+    and trailing C0 controls and spaces and every tab and newline removed; a scheme-relative link (``//host``)
+    given ``http:``, as a web mail page would give it its own scheme."""
+    url = html.unescape(value).strip(_C0_AND_SPACE).translate(_TAB_AND_NEWLINE)
+    if len(url) >= 2 and url[0] in "/\\" and url[1] in "/\\":
+        url = "http:" + url
+    return url
+
+
 def extract_urls(text: str, markup: str = "") -> list[str]:
-    """Distinct http(s)/ftp URLs from plain text and from HTML attributes and text, in order."""
+    """Distinct http(s)/ftp URLs from plain text and from HTML attributes and text, in order.
+
+    An attribute's value counts when a browser, with no base URL, reads it as an http, https or ftp URL
+    (``link_url``, ``url_host``): ``http:\\\\host``, ``http:host``, ``h&#9;ttp://host`` too. In text, a URL is
+    ``http://``, ``https://`` or ``ftp://`` (the two slashes may be backslashes) or ``www.``, up to white space
+    or a character URLs do not hold as written."""
     seen: dict[str, None] = {}
     if markup:
         for match in href_matches(markup):
-            value = next(g for g in match.groups() if g is not None)
-            if _SCHEME.match(value):
-                seen.setdefault(_clean_url(value), None)
+            url = link_url(next(g for g in match.groups() if g is not None))
+            if url_host(url):
+                seen.setdefault(url, None)
     for source in (text, html.unescape(markup)):
         for url in url_matches(source):
             seen.setdefault(_clean_url(url), None)
@@ -163,13 +182,33 @@ def extract_urls(text: str, markup: str = "") -> list[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def url_host(url: str) -> str:
-    """The host name of a URL, lower case, without port or trailing dot ('' when none)."""
+def _browser_url(url: str) -> tuple[str, str]:
+    """(host, port) of an http, https or ftp URL as a browser parses it with no base URL (the WHATWG URL
+    Standard, by ada), the port "" when it is the scheme's default; ("", "") for any other URL or none."""
     try:
-        host = urlsplit(url).hostname or ""
+        parts = ada_url.parse_url(url, ("protocol", "hostname", "port"))
     except ValueError:
-        return ""
-    return host.rstrip(".").lower()
+        return "", ""
+    if parts["protocol"] not in _SPECIAL:
+        return "", ""
+    return parts["hostname"].rstrip("."), parts["port"]
+
+
+def url_host(url: str) -> str:
+    """The host a browser goes to for an http, https or ftp URL (WHATWG URL Standard, no base URL), '' when a
+    browser would not parse it (or for any other scheme).
+
+    As the browser has it: lower case, an internationalised name in A-labels (``xn--``, UTS #46 as browsers),
+    percent-escapes decoded, an IPv4 address in any form (``0x7f.1``, ``2130706433``) in dotted decimal, an IPv6
+    address in brackets; a backslash ends the host as a slash does. Without port and without trailing dots (the
+    name DNS resolves is the same: ``example.com.`` is ``example.com``)."""
+    return _browser_url(url)[0]
+
+
+def url_port(url: str) -> int | None:
+    """The port a browser connects to for ``url`` when it is not the scheme's default (80, 443, 21), else None."""
+    port = _browser_url(url)[1]
+    return int(port) if port else None
 
 
 def parse(data: bytes) -> Content:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mailmoat_antispam.content import parse
 from tests.unit.test_antivirus_mime import FROGS
 from tests.unit.test_mimeparts import nested
@@ -28,7 +30,8 @@ def test_deep_nesting_and_nuls_are_read() -> None:
 
 URL_PIECES = ["http://", "https://", "ftp://", "HTTP://", "hTtP\u017f://", "www.", "WWW.", "://", "wwww.", "a", " ",
               "\n", "<", ">", '"', "'", "=", "x.com", "/p", "&amp;", "\u00e9", "_", "\u017f", "K", "href", "HREF",
-              "hReF", "src", "\u017frc", "action", "background", "bac\u212aground", '="', " = ", "<a ", "srcsrc"]
+              "hReF", "src", "\u017frc", "action", "background", "bac\u212aground", '="', " = ", "<a ", "srcsrc",
+              ":\\\\", ":/\\", ":\\/", "\\", ":/", "http:", "ftp:\\"]
 
 
 def test_urls_and_html_attributes_are_found_where_the_patterns_alone_find_them() -> None:
@@ -89,3 +92,61 @@ def test_html_is_read_as_a_reader_sees_it() -> None:
                           b" <script>var budget = 1;</script><noscript>now</noscript><p>today</p></body></html>"))
     assert content.text.split() == ["buy", "cheap", "pills", "now", "today"]
     assert "<title>" in content.html  # the markup itself stays for the advanced checks
+
+
+def _link_hosts(markup: str) -> list[str]:
+    from mailmoat_antispam.content import url_host
+
+    return [url_host(url) for url in parse(_html(markup.encode())).urls]
+
+
+@pytest.mark.parametrize("href", ["http:\\\\phish.example/x", "http:/phish.example/", "http:phish.example/",
+                                  "http:/\\phish.example/", "HTTPS:\\\\PHISH.EXAMPLE./", "ftp:\\phish.example/"])
+def test_a_link_without_its_two_slashes_is_found(href: str) -> None:
+    """A browser reads any mix of ``/`` and ``\\`` (or none) after an http, https or ftp scheme as ``//``."""
+    assert _link_hosts(f'<a href="{href}">invoice</a>') == ["phish.example"]
+
+
+@pytest.mark.parametrize("href", ["h&#9;ttp://phish.example/", "ht&#10;tp://phish.example/",
+                                  "http&#13;:\\\\phish.example/", "&#1; http:phish.example/",
+                                  "http:\\\\phish.example/&#31;&#32;", "//phish.example/", "\\\\phish.example/"])
+def test_a_link_with_tabs_newlines_controls_or_no_scheme_is_found(href: str) -> None:
+    """A browser removes every tab and newline and the C0 controls and spaces at either end; a scheme-relative
+    link takes the page's scheme."""
+    assert _link_hosts(f'<a href="{href}">invoice</a>') == ["phish.example"]
+
+
+@pytest.mark.parametrize("host", ["0x7f.1", "2130706433", "0177.0.0.1", "127.1", "0x7F.0.0.0x1"])
+def test_a_numeric_host_in_any_form_is_the_address_the_browser_goes_to(host: str) -> None:
+    from mailmoat_antispam.asf import _numeric
+    from mailmoat_antispam.uribl import lookup_names
+
+    content = parse(_html(f'<a href="http://{host}/login">invoice</a>'.encode()))
+    assert _link_hosts(f'<a href="http://{host}/login">invoice</a>') == ["127.0.0.1"]
+    assert lookup_names(content.urls, 10) == ["1.0.0.127"]
+    assert _numeric("127.0.0.1")
+
+
+def test_a_backslash_ends_the_host_before_an_at_sign() -> None:
+    """``phish.example\\@innocent.com``: the browser goes to phish.example (a backslash is a slash), not to the
+    host after the ``@``."""
+    hosts = _link_hosts('<a href="http://phish.example\\@innocent.com/">invoice</a>')
+    assert "innocent.com" not in hosts and set(hosts) == {"phish.example"}
+
+
+@pytest.mark.parametrize(("href", "host"), [("http://ph%69sh.example/", "phish.example"),
+                                            ("http://PH%49SH.Example/", "phish.example"),
+                                            ("http://B\u00fccher.example/", "xn--bcher-kva.example"),
+                                            ("http://\uff50hish.example/", "phish.example"),
+                                            ("http://innocent.com:x@ph%69sh.example./", "phish.example")])
+def test_a_host_is_read_as_the_browser_reads_it(href: str, host: str) -> None:
+    """Percent-escapes decoded, internationalised names as A-labels (as DNS block lists list them), full-width
+    letters mapped, the user information before ``@`` left out."""
+    assert _link_hosts(f'<a href="{href}">invoice</a>') == [host]
+
+
+def test_text_urls_take_backslashes_but_not_prose() -> None:
+    from mailmoat_antispam.content import extract_urls, url_host
+
+    urls = extract_urls("go to http:\\\\phish.example\\x or http://0x7f.1/ now. Ratio 3:1, http: see, a//b, ftp:/x")
+    assert [url_host(url) for url in urls] == ["phish.example", "127.0.0.1"]
