@@ -146,7 +146,8 @@ def url_matches(source: str) -> list[str]:
     for mark in (":/", ":\\"):
         at = source.find(mark)
         while at >= 0:
-            starts.update(range(max(0, at - 5), at - 2))
+            if source[at + 2:at + 3] in ("/", "\\"):
+                starts.update(range(max(0, at - 5), at - 2))
             at = source.find(mark, at + 2)
     starts.update(_found(source, ("www.",), _WWW))
     return [match.group(0) for match in _matches_at(source, starts, _URL)]
