@@ -53,6 +53,10 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
     "html-attr-quote": lambda n: _text(b'<a href="' + _lines(b"x", n), b"text/html"),
     "url-dots": lambda n: _text(_lines(b"http://a.", n // 9)),
     "www-dots": lambda n: _text(_lines(b"www.", n // 4)),
+    "url-backslashes": lambda n: _text(_lines(b"http:\\\\a.", n // 9)),
+    "colon-slash": lambda n: _text(_lines(b"a:/", n // 3)),
+    "html-link-values": lambda n: _text(b"".join(b"<a href='h&#9;ttp:\\\\x%d.example/'>y</a>\r\n" % i
+                                                 for i in range(n // 42)), b"text/html"),
     "at-signs": lambda n: _text(_lines(b"a@b.", n // 4)),
     "digits": lambda n: _text(_lines(b"4111 ", n // 5)),
     "spaces": lambda n: _text(_lines(b" ", n)),
