@@ -248,3 +248,15 @@ def test_incoming_custom_spam_fields_are_removed_and_nothing_else() -> None:
     assert asf.strip_custom_spam(msg) == b"From: a@b.test\r\nSubject: s\r\n\r\nX-CustomSpam: in the body stays\r\n"
     clean = b"From: a@b.test\r\n\r\nbody\r\n"
     assert asf.strip_custom_spam(clean) is clean
+
+
+@pytest.mark.parametrize("src", ["http:\\\\t.test/b.gif", "h&#9;ttp://t.test/b.gif", "//t.test/b.gif",
+                                 "http:/t.test/b.gif", " HTTPS://t.test/b.gif", "http://t.test/b.gif"])
+def test_remote_images_and_web_bugs_however_the_link_is_written(src: str) -> None:
+    """The image checks read ``src`` as a browser does (``content.link_url``), as the URL checks do."""
+    settings = parse_policy("antispam: {advanced: {web_bugs: on, image_links_remote: on}}").antispam.advanced
+    for markup, expected in ((f'<img width=1 height=1 src="{src}">', {"web_bugs", "image_links_remote"}),
+                             (f"<img src='{src}' width=600>", {"image_links_remote"}),
+                             ('<img src="cid:logo@x" width=1>', set()), ('<img src="b.gif" height=0>', set())):
+        msg = HEAD + b"Content-Type: text/html\r\n\r\n" + markup.encode() + b"\r\n"
+        assert {hit.check for hit in asf.advanced_checks(settings, parse(msg), {})} == expected, markup
