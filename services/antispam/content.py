@@ -183,16 +183,16 @@ def extract_urls(text: str, markup: str = "") -> list[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _browser_url(url: str) -> tuple[str, str]:
-    """(host, port) of an http, https or ftp URL as a browser parses it with no base URL (the WHATWG URL
-    Standard, by ada), the port "" when it is the scheme's default; ("", "") for any other URL or none."""
+def _browser_url(url: str) -> tuple[str, str, str]:
+    """(host, port, href) of an http, https or ftp URL as a browser parses it with no base URL (the WHATWG URL
+    Standard, by ada), the port "" when it is the scheme's default; ("", "", "") for any other URL or none."""
     try:
-        parts = ada_url.parse_url(url, ("protocol", "hostname", "port"))
+        parts = ada_url.parse_url(url, ("protocol", "hostname", "port", "href"))
     except ValueError:
-        return "", ""
+        return "", "", ""
     if parts["protocol"] not in _SPECIAL:
-        return "", ""
-    return parts["hostname"].rstrip("."), parts["port"]
+        return "", "", ""
+    return parts["hostname"].rstrip("."), parts["port"], parts["href"]
 
 
 def url_host(url: str) -> str:
@@ -204,6 +204,11 @@ def url_host(url: str) -> str:
     address in brackets; a backslash ends the host as a slash does. Without port and without trailing dots (the
     name DNS resolves is the same: ``example.com.`` is ``example.com``)."""
     return _browser_url(url)[0]
+
+
+def url_href(url: str) -> str:
+    """The URL as the browser writes it out (``http:\\\\Bit.ly\\x`` is ``http://bit.ly/x``), '' as ``url_host``."""
+    return _browser_url(url)[2]
 
 
 def url_port(url: str) -> int | None:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from mailmoat_antispam.content import Content
+from mailmoat_antispam.content import Content, url_href
 from mailmoat_policy import SpamRule
 
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -39,8 +39,8 @@ def _targets(rule: SpamRule, content: Content) -> list[str]:
         return [content.subject]
     if rule.where == "body":
         return [content.text]
-    if rule.where == "url":
-        return content.urls
+    if rule.where == "url":  # each as written and as the browser writes it out, when that differs
+        return [form for url in content.urls for form in dict.fromkeys((url, url_href(url) or url))]
     return content.header(rule.where.partition(":")[2])
 
 

@@ -83,6 +83,20 @@ antispam:
     assert v.detail["score"] == 7.5 and v.detail["scl"] == 6 and v.result == "spam"
 
 
+def test_url_rules_see_each_url_as_written_and_as_the_browser_writes_it() -> None:
+    policy = """
+antispam:
+  rules:
+    - {name: SHORTENER, where: url, regex: "//(bit\\\\.ly|t\\\\.co)/", score: 1}
+    - {name: WRITTEN, where: url, regex: "%2e", score: 1}
+"""
+    for href in ("http:\\\\Bit.ly\\x", "h&#9;ttp://T.CO/a", "//bit.ly/x"):
+        msg = HEAD + b"Content-Type: text/html\r\n\r\n" + f'<a href="{href}">go</a>'.encode() + b"\r\n"
+        assert "SHORTENER" in verdict_of(msg, policy).detail["rules"], href
+    msg = HEAD + b"Content-Type: text/html\r\n\r\n<a href='http://bit%2ely/'>go</a>\r\n"
+    assert "WRITTEN" in verdict_of(msg, policy).detail["rules"]
+
+
 @pytest.mark.parametrize("bad", [
     "{name: x, where: body}", "{name: x, where: foo, phrase: a}", "{name: 'a b', phrase: a}",
     "{name: x, regex: '(', score: 1}", "{name: x, phrase: a, regex: b}",
