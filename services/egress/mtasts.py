@@ -32,7 +32,7 @@ def txt_id(records: list[str]) -> str | None:
     if record is None:
         return None
     found: str | None = None
-    for key, value in fields(record):
+    for key, value in fields(record, PolicyError):
         if key == "id" and found is None:
             if not _TXT_ID.match(value):
                 raise PolicyError(f"id {value!r} is not 1 to 32 letters and digits")

@@ -49,8 +49,8 @@ def parse_record(records: list[str]) -> Rua | None:
     if record is None:
         return None
     rua: str | None = None
-    for key, value in fields(record):
-        if key.strip() == "rua" and rua is None:
+    for key, value in fields(record, RecordError, free=("rua",)):
+        if key == "rua" and rua is None:
             rua = value.strip()
     if not rua:
         raise RecordError("TXT record without rua")

@@ -1,15 +1,24 @@
 """The versioned TXT records MTA-STS (RFC 8461 3.1) and TLS reporting (RFC 8460 3) publish alike:
-``v=<version>`` first, then ``key=value`` fields separated by ``;``."""
+``v=<version>`` first, then ``key=value`` fields, each after a delimiter ``*WSP ";" *WSP``, and at most
+one delimiter after the last field. A record that does not follow this syntax is refused as a whole: both
+RFCs have the sender take the domain as one that publishes nothing then."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+"""A field name (``sts-ext-name``, ``tlsrpt-ext-name``)."""
+_VALUE = re.compile(r"[\x21-\x3a\x3c\x3e-\x7e]+")
+"""A field value (``sts-ext-value``, ``tlsrpt-ext-value``): printable ASCII but ``=``, ``;`` and space."""
+_WSP = " \t"
 
 
 def the_record(records: list[str], version: str, error: type[ValueError]) -> str | None:
-    """The one record starting ``v=<version>``; None when there is none; raises ``error`` when there are
-    several."""
-    start = re.compile(rf"^v={re.escape(version)}\s*(;|$)")
+    """The one record starting ``v=<version>;`` (records that do not are discarded: a bare ``v=<version>``
+    too); None when there is none; raises ``error`` when there are several."""
+    start = re.compile(rf"v={re.escape(version)}[ \t]*;")
     found = [r for r in records if start.match(r)]
     if not found:
         return None
@@ -18,7 +27,23 @@ def the_record(records: list[str], version: str, error: type[ValueError]) -> str
     return found[0]
 
 
-def fields(record: str) -> list[tuple[str, str]]:
-    """``(key, value)`` of each field after the version (the field stripped of white space, split at its
-    first ``=``)."""
-    return [(key, value) for key, _, value in (f.strip().partition("=") for f in record.split(";")[1:])]
+def fields(record: str, error: type[ValueError], free: Collection[str] = ()) -> list[tuple[str, str]]:
+    """``(key, value)`` of each field after the version, in order. Raises ``error`` when the record is not
+    fields after delimiters: a field that is empty, has no ``=``, a name that is not 1 to 32 letters, digits,
+    ``_``, ``-`` or ``.`` (starting with a letter or digit), a value that is empty or holds other than printable
+    ASCII but ``=``, ``;`` and space, or white space after the last field without a ``;``. The values of the
+    keys in ``free`` are the caller's to check (TLS-RPT's ``rua`` has white space around its commas)."""
+    parts = record.split(";")[1:]
+    closed = len(parts) > 1 and not parts[-1].strip(_WSP)
+    if closed:
+        parts.pop()
+    found: list[tuple[str, str]] = []
+    for index, part in enumerate(parts):
+        text = part.lstrip(_WSP) if index == len(parts) - 1 and not closed else part.strip(_WSP)
+        key, sep, value = text.partition("=")
+        if not sep or not _NAME.fullmatch(key):
+            raise error(f"field {text[:40]!r} is not name=value")
+        if key not in free and not _VALUE.fullmatch(value):
+            raise error(f"field {key} has the value {value[:40]!r}, not printable ASCII without '=', ';' and space")
+        found.append((key, value))
+    return found

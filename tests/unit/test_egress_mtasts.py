@@ -40,6 +40,36 @@ def test_txt_id_refused(records: list[str]) -> None:
         txt_id(records)
 
 
+def test_txt_records_not_beginning_with_the_version_and_semicolon_are_discarded() -> None:
+    """RFC 8461 3.1: a bare ``v=STSv1`` is discarded before the records are counted, so it cannot hide the
+    domain's real record behind 'more than one record'."""
+    assert txt_id(["v=STSv1", "v=STSv1; id=good"]) == "good"
+    assert txt_id(["v=STSv1"]) is None
+    assert txt_id(["v=STSv1 ;id=abc ; "]) == "abc"
+
+
+@pytest.mark.parametrize("record", [
+    "v=STSv1; id=abc ",             # white space after the last field without ';'
+    "v=STSv1; ; id=abc",            # an empty field
+    "v=STSv1; id=abc;;;",
+    "v=STSv1; id=abc; _ext=x",      # a field name starts with a letter or digit
+    "v=STSv1; id=abc; ext=",        # a value is not empty
+    "v=STSv1; id=abc; ext=a b",     # nor holds a space
+    "v=STSv1; id=abc; ext=\u00fc",  # nor other than printable ASCII
+    "v=STSv1; id=abc; garbage",
+])
+def test_txt_records_that_are_syntactically_invalid_give_no_policy(record: str) -> None:
+    """RFC 8461 3.1: a syntactically invalid record MUST be taken as no policy."""
+    with pytest.raises(PolicyError):
+        txt_id([record])
+
+
+def test_txt_record_fields_of_any_valid_syntax_are_taken() -> None:
+    assert txt_id(["v=STSv1;\tid=abc;\text.name-1_x=value"]) == "abc"
+    assert txt_id(["v=STSv1; ext=https://x.example; id=abc"]) == "abc"
+    assert txt_id(["v=STSv1; id=abc; id=x-y"]) == "abc"  # the first id counts; a later one is any field
+
+
 def test_parse_policy() -> None:
     policy = parse_policy(GOOD)
     assert policy == StsPolicy("enforce", 604800, ("mail.example.com", "*.example.net"))

@@ -137,10 +137,22 @@ def test_parse_record() -> None:
     assert parse_record(["v=TLSRPTv1;rua=mailto:a@example.com;"]).mailto == ("a@example.com",)  # type: ignore[union-attr]
     assert parse_record(["v=spf1 -all"]) is None
     assert parse_record([]) is None
+    assert parse_record(["v=TLSRPTv1"]) is None  # does not begin with "v=TLSRPTv1;": discarded (RFC 8460 3)
     for bad in (["v=TLSRPTv1; rua=mailto:a@example.com", "v=TLSRPTv1; rua=mailto:b@example.com"],
-                ["v=TLSRPTv1"], ["v=TLSRPTv1; rua=ftp://x.example"], ["v=TLSRPTv1; rua=mailto:nobody"]):
+                ["v=TLSRPTv1;"], ["v=TLSRPTv1; rua=ftp://x.example"], ["v=TLSRPTv1; rua=mailto:nobody"]):
         with pytest.raises(RecordError):
             parse_record(bad)
+
+
+def test_parse_record_refuses_what_is_not_the_record_syntax() -> None:
+    """RFC 8460 3: fields after ``*WSP ";" *WSP`` delimiters, extension values of printable ASCII without
+    space, ``=`` and ``;``; a record of other syntax is no record (no report)."""
+    assert parse_record(["v=TLSRPTv1 ; rua=mailto:a@example.com ; ext.1=x ; "]).mailto == (  # type: ignore[union-attr]
+        "a@example.com",)
+    for bad in ("v=TLSRPTv1; rua=mailto:a@example.com; ext=a b", "v=TLSRPTv1; ; rua=mailto:a@example.com",
+                "v=TLSRPTv1; rua=mailto:a@example.com;;", "v=TLSRPTv1; rua=mailto:a@example.com; -x=1"):
+        with pytest.raises(RecordError):
+            parse_record([bad])
 
 
 def test_report_mail_follows_section_5_3() -> None:
