@@ -18,7 +18,10 @@ MAX_AGE_LIMIT = 31557600
 
 _TXT_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
 _LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
-_MX_PATTERN = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})+$")
+_MX_PATTERN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})+")
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_FIELD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+"""``sts-policy-ext-name`` (RFC 8461 3.2), which the names of the known fields follow too."""
 
 
 class PolicyError(ValueError):
@@ -71,12 +74,12 @@ def parse_policy(text: str) -> StsPolicy:
         if not line.strip():
             continue
         key, sep, value = line.partition(":")
-        if not sep or not re.match(r"^[A-Za-z0-9_-]{1,32}$", key):
+        if not sep or not _FIELD_NAME.fullmatch(key):
             raise PolicyError(f"line {line[:60]!r} is not 'key: value'")
         value = value.strip(" \t")
         if key == "mx":
-            pattern = value.lower().rstrip(".")
-            if not _MX_PATTERN.match(pattern):
+            pattern = _relative(value.lower())
+            if not _MX_PATTERN.fullmatch(pattern):
                 raise PolicyError(f"mx {value!r} is not a host name or *.domain pattern")
             mx.append(pattern)
         else:
@@ -94,13 +97,22 @@ def parse_policy(text: str) -> StsPolicy:
     return StsPolicy(mode, int(max_age), tuple(mx))  # type: ignore[arg-type]
 
 
+def _relative(name: str) -> str:
+    """``name`` without the one trailing dot of its absolute form."""
+    return name[:-1] if name.endswith(".") else name
+
+
 def mx_matches(pattern: str, host: str) -> bool:
-    """RFC 8461 4.1: an exact name, or ``*.example.com`` matching exactly one more leftmost label."""
-    pattern = pattern.lower().rstrip(".")
-    host = host.lower().rstrip(".")
+    """RFC 8461 4.1: an exact name, or ``*.example.com`` matching exactly one more leftmost label, both
+    case-insensitive and either absolute (one trailing dot). A host that is no host name (a ``*`` label, an
+    empty label, white space, a U-label: MX names come from DNS as A-labels) matches nothing."""
+    pattern = _relative(pattern.lower())
+    host = _relative(host.lower())
+    if not _HOST.fullmatch(host):
+        return False
     if pattern.startswith("*."):
-        label, dot, rest = host.partition(".")
-        return bool(label) and bool(dot) and rest == pattern[2:]
+        _, dot, rest = host.partition(".")
+        return bool(dot) and rest == pattern[2:]
     return host == pattern
 
 

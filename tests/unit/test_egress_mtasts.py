@@ -106,6 +106,44 @@ def test_mx_matches() -> None:
     assert not mx_matches("*.example.net", "mx1.evilexample.net")
 
 
+@pytest.mark.parametrize("host", [
+    "*.example.net",        # a '*' label is no host name: it is not the one label the wildcard stands for
+    "*.example.net.",
+    "mail.example.com..",   # one trailing dot is the absolute form, two are no name
+    ".mail.example.com",
+    "mx1..example.net",
+    " mail.example.com",
+    "mail.example.com\n",
+    "-mx.example.net",
+    "m\u00fcnchen.example.net",
+])
+def test_mx_host_that_is_no_host_name_matches_nothing(host: str) -> None:
+    policy = StsPolicy("enforce", 86400, ("mail.example.com", "*.example.net", "münchen.example.net"))
+    assert not policy.allows(host)
+
+
+def test_mx_pattern_and_host_in_absolute_form() -> None:
+    assert mx_matches("*.example.net.", "MX1.Example.Net.")
+    assert mx_matches("mail.example.com.", "mail.example.com")
+    assert not mx_matches("mail.example.com..", "mail.example.com")
+
+
+def test_policy_mx_takes_one_trailing_dot_only() -> None:
+    assert parse_policy(GOOD.replace("mail.example.com", "Mail.Example.Com.")).mx[0] == "mail.example.com"
+    with pytest.raises(PolicyError):
+        parse_policy(GOOD.replace("mail.example.com", "mail.example.com.."))
+
+
+def test_policy_field_names_follow_the_extension_syntax() -> None:
+    """RFC 8461 3.2: ``sts-policy-ext-name`` takes dots; a policy with such a field is valid (refusing it
+    dropped the domain's policy, in enforce mode too)."""
+    assert parse_policy(GOOD + "ext.example-1_x: value\r\n").mode == "enforce"
+    assert parse_policy(GOOD + "a" * 32 + ": value\r\n").mode == "enforce"
+    for name in ("_ext", "-ext", "a" * 33, "ext name"):
+        with pytest.raises(PolicyError):
+            parse_policy(GOOD + f"{name}: value\r\n")
+
+
 def test_mode_in_force() -> None:
     enforce, testing = parse_policy(GOOD), parse_policy(GOOD.replace("enforce", "testing"))
     none = parse_policy("version: STSv1\nmode: none\nmax_age: 60\n")
