@@ -56,10 +56,10 @@ def _sts_txt(text: str) -> None:
     records = text.split("\n")
     try:
         record = the_record(records, "STSv1", PolicyError)
+        if record is not None:
+            fields(record, PolicyError)
     except PolicyError:
         return
-    if record is not None:
-        fields(record)
 
 
 def _tlsrpt(text: str) -> None:
