@@ -26,6 +26,8 @@ SELECTORS = (0, 1)
 """0: the full certificate (DER); 1: its SubjectPublicKeyInfo (DER)."""
 MATCHING = (0, 1, 2)
 """0: exact; 1: SHA-256; 2: SHA-512."""
+DIGEST_SIZES = {1: 32, 2: 64}
+"""The size of the data of a digest matching type: a record of another size is malformed (unusable)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,11 @@ class Tlsa:
 
     @property
     def usable(self) -> bool:
-        return self.usage in (DANE_TA, DANE_EE) and self.selector in SELECTORS and self.mtype in MATCHING
+        """DANE-TA or DANE-EE with a known selector and matching type, and data of the digest's size: a
+        malformed record is unusable as one of unsupported parameters is (as Postfix takes it), so a host
+        publishing only such records gets TLS without authentication (RFC 7672 2.2)."""
+        return (self.usage in (DANE_TA, DANE_EE) and self.selector in SELECTORS and self.mtype in MATCHING
+                and len(self.data) == DIGEST_SIZES.get(self.mtype, len(self.data)) and bool(self.data))
 
     def text(self) -> str:
         """Presentation form (``3 1 1 ab12…``), as TLS-RPT's ``policy-string`` carries it."""
@@ -67,6 +73,8 @@ def parse_tlsa(text: str) -> Tlsa:
     parts = text.split()
     if len(parts) < 4:
         raise ValueError(f"TLSA record {text!r} has fewer than four fields")
+    if not all(p.isascii() and p.isdigit() for p in parts[:3]):
+        raise ValueError(f"TLSA record {text!r} has a field that is not a decimal number")
     usage, selector, mtype = (int(p) for p in parts[:3])
     if not all(0 <= v <= 255 for v in (usage, selector, mtype)):
         raise ValueError(f"TLSA record {text!r} has a field out of range")
