@@ -1,7 +1,9 @@
 """The versioned TXT records MTA-STS (RFC 8461 3.1) and TLS reporting (RFC 8460 3) publish alike:
-``v=<version>`` first, then ``key=value`` fields, each after a delimiter ``*WSP ";" *WSP``, and at most
-one delimiter after the last field. A record that does not follow this syntax is refused as a whole: both
-RFCs have the sender take the domain as one that publishes nothing then."""
+``v=<version>`` first, then ``key=value`` fields, each after a delimiter ``*WSP ";" *WSP``. A record with a
+field that does not follow this syntax is refused as a whole: both RFCs have the sender take the domain as
+one that publishes nothing then. Two slips whose meaning is plain are read past, as the widely used
+resolvers read them, rather than dropping the domain's policy for them (an MTA-STS ``enforce`` policy
+would fall back to opportunistic TLS): white space after the last field, and empty fields (``;;``)."""
 
 from __future__ import annotations
 
@@ -28,18 +30,16 @@ def the_record(records: list[str], version: str, error: type[ValueError]) -> str
 
 
 def fields(record: str, error: type[ValueError], free: Collection[str] = ()) -> list[tuple[str, str]]:
-    """``(key, value)`` of each field after the version, in order. Raises ``error`` when the record is not
-    fields after delimiters: a field that is empty, has no ``=``, a name that is not 1 to 32 letters, digits,
-    ``_``, ``-`` or ``.`` (starting with a letter or digit), a value that is empty or holds other than printable
-    ASCII but ``=``, ``;`` and space, or white space after the last field without a ``;``. The values of the
-    keys in ``free`` are the caller's to check (TLS-RPT's ``rua`` has white space around its commas)."""
-    parts = record.split(";")[1:]
-    closed = len(parts) > 1 and not parts[-1].strip(_WSP)
-    if closed:
-        parts.pop()
+    """``(key, value)`` of each field after the version, in order (empty fields and the white space around a
+    field skipped). Raises ``error`` for a field that has no ``=``, a name that is not 1 to 32 letters, digits,
+    ``_``, ``-`` or ``.`` (starting with a letter or digit), or a value that is empty or holds other than
+    printable ASCII but ``=``, ``;`` and space. The values of the keys in ``free`` are the caller's to check
+    (TLS-RPT's ``rua`` has white space around its commas)."""
     found: list[tuple[str, str]] = []
-    for index, part in enumerate(parts):
-        text = part.lstrip(_WSP) if index == len(parts) - 1 and not closed else part.strip(_WSP)
+    for part in record.split(";")[1:]:
+        text = part.strip(_WSP)
+        if not text:
+            continue
         key, sep, value = text.partition("=")
         if not sep or not _NAME.fullmatch(key):
             raise error(f"field {text[:40]!r} is not name=value")

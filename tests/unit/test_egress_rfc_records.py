@@ -36,7 +36,6 @@ def test_tlsrpt_records_not_beginning_with_the_version_are_discarded(records: li
     "v=TLSRPTv1; rua=",
     "v=TLSRPTv1; rua=mailto:a@example.com; x=",
     "v=TLSRPTv1; rua=mailto:a@example.com; x=\u00fc",
-    "v=TLSRPTv1; rua=mailto:a@example.com;; ",
     "v=TLSRPTv1; rua=mailto:a@example.com,ftp://r.example",
 ])
 def test_tlsrpt_records_refused(record: str) -> None:

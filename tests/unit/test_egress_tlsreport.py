@@ -149,8 +149,8 @@ def test_parse_record_refuses_what_is_not_the_record_syntax() -> None:
     space, ``=`` and ``;``; a record of other syntax is no record (no report)."""
     assert parse_record(["v=TLSRPTv1 ; rua=mailto:a@example.com ; ext.1=x ; "]).mailto == (  # type: ignore[union-attr]
         "a@example.com",)
-    for bad in ("v=TLSRPTv1; rua=mailto:a@example.com; ext=a b", "v=TLSRPTv1; ; rua=mailto:a@example.com",
-                "v=TLSRPTv1; rua=mailto:a@example.com;;", "v=TLSRPTv1; rua=mailto:a@example.com; -x=1"):
+    assert parse_record(["v=TLSRPTv1; ; rua=mailto:a@example.com;; "]).mailto == ("a@example.com",)  # type: ignore[union-attr]
+    for bad in ("v=TLSRPTv1; rua=mailto:a@example.com; ext=a b", "v=TLSRPTv1; rua=mailto:a@example.com; -x=1"):
         with pytest.raises(RecordError):
             parse_record([bad])
 
