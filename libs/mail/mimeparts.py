@@ -392,11 +392,21 @@ def encoded_message(part: Message) -> bytes | None:
     if not isinstance(first, Message):
         return None
     # Encoded text seldom reads as header fields: then it is all the inner entity's body, as written.
-    text = first._payload if not first.keys() and isinstance(first._payload, str) else first.as_string()
+    text = first._payload if not first.keys() and isinstance(first._payload, str) else _as_written(first)
     leaf = _Message(POLICY)
     leaf["Content-Transfer-Encoding"] = encoding
     leaf.set_payload(text)
     return payload(leaf)
+
+
+def _as_written(entity: Message) -> str:
+    """An entity as text: the library's generator, or, where it raises (it encodes a text body again in the
+    entity's charset, and an unknown charset is a ``LookupError``), its fields and body as read."""
+    try:
+        return entity.as_string()
+    except Exception:  # a charset or header the generator cannot write out: as read instead
+        body = entity._payload if isinstance(entity._payload, str) else ""
+        return "".join(f"{name}: {value}\n" for name, value in entity.items()) + "\n" + body
 
 
 def codec(charset_name: str) -> str | None:

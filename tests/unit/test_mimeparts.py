@@ -176,3 +176,17 @@ def test_a_transfer_encoding_with_whitespace_around_it_is_still_decoded(written:
                                   encoded[name]))
     assert mimeparts.transfer_encoding(part) == name
     assert mimeparts.payload(part).startswith(b"MZ\x90\x00\x03\x00\x00\x00")
+
+
+def test_an_encoded_attached_message_whose_text_names_an_unknown_charset_is_decoded() -> None:
+    """The library parses the encoded text of a ``message/rfc822`` part as the message; when that text reads
+    as fields naming a charset its generator cannot write (found by the antivirus_mime fuzz target), the
+    fields and body are taken as read instead of raising."""
+    inner = b"Content-Type: text/plain; charset=x-unknown-zz\r\n\r\ncaf\xe9=20there=\r\n!\r\n"  # a raw 8-bit byte
+    raw = (b"From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+           + inner + b"--b--\r\n")
+    part = next(p for p in mimeparts.parse(raw).walk() if p.get_content_type() == "message/rfc822")
+    decoded = mimeparts.encoded_message(part)
+    assert decoded is not None and decoded.replace(b"\r\n", b"\n").endswith(b"\n\ncaf\xe9 there!")
+    assert b"charset=x-unknown-zz" in decoded
